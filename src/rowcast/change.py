@@ -1,0 +1,309 @@
+"""The one value everything in rowcast speaks: a `Change` of one row.
+
+A source turns what its database did into Changes; every subscriber, sink,
+store, audit table and cache only ever sees Changes. A Change is frozen and
+its images are plain dicts of column name -> Python value, so it is safe to
+hand to other threads and to keep after the session that made it is gone.
+
+The JSON codec (`dumps` / `loads`, `Change.to_json` / `Change.from_json`)
+keeps the Python types a database gives back, so that a Change survives a trip
+through a broker unchanged. JSON's own types are written as they are; other
+values become one-key objects whose key starts with ``$``:
+
+==================  ======================================================
+Python              JSON
+==================  ======================================================
+``Decimal``         ``{"$decimal": "12.50"}`` (exponent kept)
+``datetime``        ``{"$datetime": "2024-05-01T12:00:00+00:00"}`` (ISO 8601;
+                    naive stays naive, aware keeps its UTC offset)
+``date``, ``time``  ``{"$date": "2024-05-01"}``, ``{"$time": "12:00:00"}``
+``timedelta``       ``{"$timedelta": [days, seconds, microseconds]}``
+``bytes``           ``{"$bytes": "<base64>"}`` (``bytearray``, ``memoryview`` too)
+``UUID``            ``{"$uuid": "..."}``
+``set``/frozenset   ``{"$set": [...]}``, ``{"$frozenset": [...]}`` (sorted when possible)
+``tuple``           ``{"$tuple": [...]}``
+NaN, +-infinity     ``{"$float": "nan"}``, ``{"$float": "inf"}``, ``{"$float": "-inf"}``
+dict, non-str keys  ``{"$map": [[key, value], ...]}``
+``Enum`` member     its ``value`` (the enum class is not kept)
+==================  ======================================================
+
+A dict of your own whose only key starts with ``$`` is written with one more
+``$`` in front of that key and read back as it was, so no data can be taken
+for a tag. A composite primary key is written as a plain JSON array and read
+back as a tuple. An aware ``datetime`` comes back with a fixed-offset
+``timezone`` equal to the original instant (a ``ZoneInfo`` name is not kept).
+Any other type raises `TypeError` naming it.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime as dt
+import enum
+import json
+import math
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from decimal import Decimal
+from typing import Any
+
+__all__ = ["Action", "Change", "decode", "dumps", "encode", "loads"]
+
+
+class Action(enum.StrEnum):
+    """What happened to the row."""
+
+    WRITE = "write"
+    UPDATE = "update"
+    DELETE = "delete"
+
+
+# ---------------------------------------------------------------- the codec
+
+
+def _encode_float(value: float) -> Any:
+    if math.isfinite(value):
+        return value
+    return {"$float": "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")}
+
+
+def _sorted_if_possible(items: Any) -> list[Any]:
+    try:
+        return sorted(items)
+    except TypeError:
+        return list(items)
+
+
+def encode(value: Any) -> Any:
+    """Turn a Python value into one that `json.dumps` writes and `decode` restores."""
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return value
+    if kind is float:
+        return _encode_float(value)
+    if isinstance(value, Mapping):
+        if all(type(k) is str for k in value):
+            if len(value) == 1:
+                ((key, item),) = value.items()
+                if key.startswith("$"):
+                    return {"$" + key: encode(item)}
+            return {k: encode(v) for k, v in value.items()}
+        return {"$map": [[encode(k), encode(v)] for k, v in value.items()]}
+    if kind is list:
+        return [encode(v) for v in value]
+    if kind is tuple:
+        return {"$tuple": [encode(v) for v in value]}
+    if isinstance(value, enum.Enum):
+        return encode(value.value)
+    # bool and int subclasses other than enums (numpy-like) fall through to int
+    if isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return _encode_float(value)
+    if isinstance(value, Decimal):
+        return {"$decimal": str(value)}
+    if isinstance(value, dt.datetime):
+        return {"$datetime": value.isoformat()}
+    if isinstance(value, dt.date):
+        return {"$date": value.isoformat()}
+    if isinstance(value, dt.time):
+        return {"$time": value.isoformat()}
+    if isinstance(value, dt.timedelta):
+        return {"$timedelta": [value.days, value.seconds, value.microseconds]}
+    if isinstance(value, bytes | bytearray | memoryview):
+        return {"$bytes": base64.b64encode(bytes(value)).decode("ascii")}
+    if isinstance(value, uuid.UUID):
+        return {"$uuid": str(value)}
+    if isinstance(value, frozenset):
+        return {"$frozenset": [encode(v) for v in _sorted_if_possible(value)]}
+    if isinstance(value, set):
+        return {"$set": [encode(v) for v in _sorted_if_possible(value)]}
+    if isinstance(value, list | tuple):
+        return [encode(v) for v in value]
+    raise TypeError(
+        f"rowcast cannot encode a value of type {kind.__module__}.{kind.__qualname__}; "
+        "convert it to a JSON, datetime, Decimal, UUID or bytes value first"
+    )
+
+
+def _float(text: str) -> float:
+    return float(text)
+
+
+_TAGS: dict[str, Callable[[Any], Any]] = {
+    "$decimal": Decimal,
+    "$datetime": dt.datetime.fromisoformat,
+    "$date": dt.date.fromisoformat,
+    "$time": dt.time.fromisoformat,
+    "$timedelta": lambda v: dt.timedelta(days=v[0], seconds=v[1], microseconds=v[2]),
+    "$bytes": lambda v: base64.b64decode(v),
+    "$uuid": uuid.UUID,
+    "$set": set,
+    "$frozenset": frozenset,
+    "$tuple": tuple,
+    "$float": _float,
+    "$map": lambda pairs: dict(pairs),
+}
+
+
+def _hook(obj: dict[str, Any]) -> Any:
+    """Restore one JSON object whose members are already restored."""
+    if len(obj) != 1:
+        return obj
+    ((key, item),) = obj.items()
+    if not key.startswith("$"):
+        return obj
+    if key.startswith("$$"):
+        return {key[1:]: item}
+    try:
+        restore = _TAGS[key]
+    except KeyError:
+        raise ValueError(f"unknown rowcast JSON tag {key!r}") from None
+    try:
+        return restore(item)
+    except (TypeError, ValueError, IndexError) as e:
+        raise ValueError(f"malformed rowcast JSON value {obj!r}: {e}") from e
+
+
+def decode(value: Any) -> Any:
+    """Restore a value made by `encode` (or parsed from JSON that `dumps` wrote)."""
+    if type(value) is dict:
+        return _hook({k: decode(v) for k, v in value.items()})
+    if type(value) is list:
+        return [decode(v) for v in value]
+    return value
+
+
+def dumps(value: Any) -> str:
+    """Write a value as compact JSON that `loads` turns back into the same value."""
+    return json.dumps(encode(value), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def loads(text: str | bytes) -> Any:
+    """Read JSON written by `dumps`."""
+    return json.loads(text, object_hook=_hook)
+
+
+# ---------------------------------------------------------------- Change
+
+
+def _encode_pk(pk: Any) -> Any:
+    return [encode(v) for v in pk] if type(pk) is tuple else encode(pk)
+
+
+def _decode_pk(pk: Any) -> Any:
+    return tuple(pk) if type(pk) is list else pk
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Change:
+    """One committed change of one row.
+
+    ``before`` is the row as it was (None for a write), ``after`` the row as it
+    is now (None for a delete); both map column names to values. ``pk`` is the
+    primary key value, a tuple for a composite key. ``ts`` is the commit time
+    (UTC epoch seconds), ``txid`` identifies the transaction (GTID, xid, LSN or
+    a uuid) and ``position`` is where a source can resume after the
+    transaction, when it has such a position.
+    """
+
+    action: Action
+    schema: str | None
+    table: str
+    pk: Any
+    before: dict[str, Any] | None = None
+    after: dict[str, Any] | None = None
+    ts: float = dataclasses.field(default_factory=time.time)
+    txid: str | None = None
+    position: str | None = None
+    source: str | None = None
+
+    def __post_init__(self) -> None:
+        if type(self.action) is not Action:
+            try:
+                object.__setattr__(self, "action", Action(self.action))
+            except ValueError:
+                raise ValueError(
+                    f"Change.action must be one of 'write', 'update', 'delete', not {self.action!r}"
+                ) from None
+        if not isinstance(self.table, str) or not self.table:
+            raise ValueError(f"Change.table must be a non-empty string, not {self.table!r}")
+        if self.action is Action.DELETE:
+            if self.before is None:
+                raise ValueError("a 'delete' Change needs its before image")
+        elif self.after is None:
+            raise ValueError(f"a {self.action.value!r} Change needs its after image")
+
+    @property
+    def name(self) -> str:
+        """meepo's event name: ``"<table>_<action>"``, e.g. ``"test_write"``."""
+        return f"{self.table}_{self.action.value}"
+
+    @property
+    def topic(self) -> str:
+        """``"<action>@<schema>.<table>"``, or ``"<action>@<table>"`` without a schema."""
+        if self.schema:
+            return f"{self.action.value}@{self.schema}.{self.table}"
+        return f"{self.action.value}@{self.table}"
+
+    @property
+    def changed(self) -> tuple[str, ...]:
+        """Columns whose value differs between ``before`` and ``after``.
+
+        Every column of the new row for a write, of the old row for a delete.
+        """
+        before, after = self.before or {}, self.after or {}
+        if self.action is Action.WRITE:
+            return tuple(after)
+        if self.action is Action.DELETE:
+            return tuple(before)
+        missing = object()
+        keys = list(after) + [k for k in before if k not in after]
+        return tuple(k for k in keys if before.get(k, missing) != after.get(k, missing))
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (values encoded as in the module docstring)."""
+        return {
+            "action": self.action.value,
+            "schema": self.schema,
+            "table": self.table,
+            "pk": _encode_pk(self.pk),
+            "before": encode(self.before),
+            "after": encode(self.after),
+            "ts": self.ts,
+            "txid": self.txid,
+            "position": self.position,
+            "source": self.source,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Change:
+        """The Change that `to_dict` made `data` from."""
+        missing = {"action", "table", "pk"} - set(data)
+        if missing:
+            raise ValueError(f"not a rowcast Change: missing {sorted(missing)}")
+        return cls._restore({k: decode(v) for k, v in data.items()})
+
+    def to_json(self) -> str:
+        """Compact JSON, the body of every relayed message."""
+        return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Change:
+        """The Change that `to_json` wrote."""
+        data = loads(text)
+        if not isinstance(data, dict) or not {"action", "table", "pk"} <= set(data):
+            raise ValueError("not a rowcast Change: expected a JSON object with action, table, pk")
+        return cls._restore(data)
+
+    @classmethod
+    def _restore(cls, data: Mapping[str, Any]) -> Change:
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - fields
+        if unknown:
+            raise ValueError(f"not a rowcast Change: unknown fields {sorted(unknown)}")
+        kwargs = dict(data)
+        kwargs["pk"] = _decode_pk(kwargs["pk"])
+        return cls(**kwargs)

@@ -1,0 +1,184 @@
+"""The Hub: in-process fan-out of Changes over blinker signals.
+
+For every change of a published transaction, in order, the Hub sends these
+signals (each only if it has receivers):
+
+===================  ==================  =====================================
+signal name          example             sender
+===================  ==================  =====================================
+``<action>``         ``"write"``         the Change's pk
+``<action>@<schema>`` ``"write@db"``     the Change's pk (only with a schema)
+``<topic>``          ``"write@db.test"`` the Change's pk (`Change.topic`)
+``<table>_<action>`` ``"test_write"``    the Change's pk (meepo's naming)
+===================  ==================  =====================================
+
+each with the keyword argument ``change``; then ``"commit"`` once for the
+transaction, with ``changes=[...]`` and the Hub as sender. A change whose
+schema is None has no schema-level signal and its table-level name is
+``"<action>@<table>"``.
+
+A receiver that raises never stops the publisher nor the other receivers:
+the error is logged on the ``rowcast.hub`` logger, counted in `Hub.errors`
+and handed to `Hub.on_error` when one is set.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from blinker import ANY, NamedSignal, Namespace
+
+from .change import Action, Change
+
+__all__ = ["ErrorHandler", "Hub", "Receiver"]
+
+log = logging.getLogger("rowcast.hub")
+
+Receiver = Callable[[Change], Any]
+ErrorHandler = Callable[[BaseException, Change | None, Callable[..., Any]], Any]
+F = TypeVar("F", bound=Receiver)
+
+_ACTIONS = tuple(a.value for a in Action)
+
+
+class Hub:
+    """Publishes transactions of Changes to subscribers, in commit order.
+
+    ``connect(fn)`` (or ``@hub.on()``) calls ``fn(change)`` once for every
+    change; ``action``, ``schema`` and ``table`` narrow it down. ``table`` may
+    be ``"schema.table"``. Receivers are held strongly (a lambda stays
+    connected until `disconnect`). For the raw blinker signals, see `signal`.
+    """
+
+    def __init__(self, on_error: ErrorHandler | None = None) -> None:
+        self._ns = Namespace()
+        self._signals: dict[str, NamedSignal] = {}
+        self._wrappers: dict[Receiver, list[tuple[NamedSignal, Callable[..., Any]]]] = {}
+        self._lock = threading.Lock()
+        self.on_error: ErrorHandler | None = on_error
+        self.errors = 0
+
+    # -------------------------------------------------------------- subscribing
+
+    def signal(self, name: str) -> NamedSignal:
+        """The blinker signal called `name`; receivers get ``(sender, change=...)``."""
+        sig = self._signals.get(name)
+        if sig is None:
+            with self._lock:
+                sig = self._signals.setdefault(name, self._ns.signal(name))
+        return sig
+
+    def connect(
+        self,
+        fn: F,
+        action: Action | str | None = None,
+        schema: str | None = None,
+        table: str | None = None,
+    ) -> F:
+        """Call ``fn(change)`` for every published change that matches the filters."""
+        if not callable(fn):
+            raise TypeError(f"Hub.connect needs a callable, not {fn!r}")
+        if table is not None and "." in table:
+            if schema is not None:
+                raise ValueError(f"table={table!r} already names a schema; drop schema={schema!r}")
+            schema, table = table.split(".", 1)
+        actions = _ACTIONS if action is None else (Action(action).value,)
+        check: Callable[[Change], bool] | None = None
+        if table is not None and schema is not None:
+            names = [f"{a}@{schema}.{table}" for a in actions]
+        elif schema is not None:
+            names = [f"{a}@{schema}" for a in actions]
+        elif table is not None:
+            names = list(actions)
+            wanted = table
+
+            def check(change: Change) -> bool:
+                return change.table == wanted
+        else:
+            names = list(actions)
+
+        def receiver(sender: Any, change: Change, **_: Any) -> None:
+            if check is None or check(change):
+                fn(change)
+
+        receiver.__wrapped__ = fn  # type: ignore[attr-defined]
+        with self._lock:
+            bound = self._wrappers.setdefault(fn, [])
+        for name in names:
+            sig = self.signal(name)
+            sig.connect(receiver, sender=ANY, weak=False)
+            bound.append((sig, receiver))
+        return fn
+
+    def on(
+        self,
+        action: Action | str | None = None,
+        schema: str | None = None,
+        table: str | None = None,
+    ) -> Callable[[F], F]:
+        """Decorator form of `connect`."""
+
+        def decorate(fn: F) -> F:
+            return self.connect(fn, action=action, schema=schema, table=table)
+
+        return decorate
+
+    def disconnect(self, fn: Receiver) -> None:
+        """Stop calling `fn` (every subscription it was connected with)."""
+        with self._lock:
+            bound = self._wrappers.pop(fn, [])
+        for sig, receiver in bound:
+            sig.disconnect(receiver)
+
+    # -------------------------------------------------------------- publishing
+
+    def publish(self, changes: Sequence[Change]) -> None:
+        """Send one committed transaction to every matching receiver, in order."""
+        if not changes:
+            return
+        signals = self._signals
+        for change in changes:
+            action = change.action.value
+            names: tuple[str, ...]
+            if change.schema:
+                names = (
+                    action,
+                    f"{action}@{change.schema}",
+                    f"{action}@{change.schema}.{change.table}",
+                    f"{change.table}_{action}",
+                )
+            else:
+                names = (action, f"{action}@{change.table}", f"{change.table}_{action}")
+            for name in names:
+                sig = signals.get(name)
+                if sig is not None and sig.receivers:
+                    self._send(sig, change.pk, change, {"change": change})
+        sig = signals.get("commit")
+        if sig is not None and sig.receivers:
+            self._send(sig, self, None, {"changes": list(changes)})
+
+    def _send(
+        self, sig: NamedSignal, sender: Any, change: Change | None, kw: dict[str, Any]
+    ) -> None:
+        for receiver in sig.receivers_for(sender):
+            try:
+                receiver(sender, **kw)
+            except Exception as error:
+                self._failed(error, change, receiver)
+
+    def _failed(
+        self, error: Exception, change: Change | None, receiver: Callable[..., Any]
+    ) -> None:
+        with self._lock:
+            self.errors += 1
+        fn = getattr(receiver, "__wrapped__", receiver)
+        what = change.topic if change is not None else "commit"
+        log.error("rowcast receiver %r failed on %s", fn, what, exc_info=error)
+        if self.on_error is not None:
+            try:
+                self.on_error(error, change, fn)
+            except Exception:
+                log.exception("rowcast Hub.on_error handler failed")

@@ -1,0 +1,140 @@
+"""Row images of mapped objects and tables, for the SQLAlchemy session capture.
+
+Private helpers: how an ORM object becomes a ``{column: value}`` dict, which
+values the session cannot know without asking the database, and how those
+are fetched in one query per table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, Table, select, tuple_
+from sqlalchemy.orm import Mapper
+from sqlalchemy.orm.base import NO_VALUE
+from sqlalchemy.orm.exc import UnmappedColumnError
+
+from ..change import Action
+
+MISSING: Any = object()
+"""Marks a column whose value the session does not hold (expired or never loaded)."""
+
+_CHUNK = 500
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Plan:
+    """How to read one table's row out of an instance of one mapper."""
+
+    table: Table
+    columns: tuple[tuple[str, str], ...]  # (column name, attribute key)
+    pk: tuple[str, ...]  # primary key column names
+
+    def image(
+        self, values: dict[str, Any], committed: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """The row as the instance holds it; `committed` gives old values (before image)."""
+        if committed:
+            out = {}
+            for name, key in self.columns:
+                value = (
+                    committed.get(key, MISSING) if key in committed else values.get(key, MISSING)
+                )
+                out[name] = MISSING if value is NO_VALUE else value
+            return out
+        return {name: values.get(key, MISSING) for name, key in self.columns}
+
+    def pk_of(self, image: dict[str, Any]) -> Any:
+        if len(self.pk) == 1:
+            return image[self.pk[0]]
+        return tuple(image[name] for name in self.pk)
+
+
+_plans: dict[tuple[Mapper[Any], Table], Plan] = {}
+_plans_lock = threading.Lock()
+
+
+def plan_for(mapper: Mapper[Any], table: Table) -> Plan:
+    """The (cached) `Plan` of `table` as mapped by `mapper`."""
+    plan = _plans.get((mapper, table))
+    if plan is not None:
+        return plan
+    columns = []
+    for column in table.columns:
+        try:
+            prop = mapper.get_property_by_column(column)
+        except UnmappedColumnError:
+            continue
+        columns.append((column.name, prop.key))
+    pk = tuple(c.name for c in table.primary_key.columns) or tuple(
+        c.name for c in mapper.primary_key if c.table is table
+    )
+    plan = Plan(table, tuple(columns), pk)
+    with _plans_lock:
+        _plans[(mapper, table)] = plan
+    return plan
+
+
+_keys: dict[Mapper[Any], frozenset[str]] = {}
+
+
+def mapper_keys(mapper: Mapper[Any]) -> frozenset[str]:
+    """Attribute keys of every column `mapper` maps (to tell column changes apart)."""
+    keys = _keys.get(mapper)
+    if keys is None:
+        keys = frozenset(key for t in mapper.tables for _, key in plan_for(mapper, t).columns)  # type: ignore[arg-type]
+        _keys[mapper] = keys
+    return keys
+
+
+def table_plan(table: Table, mapper: Mapper[Any] | None) -> Plan:
+    """A plan for rows of `table` read straight from the database (bulk statements)."""
+    if mapper is not None:
+        for mapped in mapper.tables:
+            if mapped.name == table.name and mapped.schema == table.schema:
+                return plan_for(mapper, mapped)  # type: ignore[arg-type]
+    columns = tuple((c.name, c.name) for c in table.columns)
+    return Plan(table, columns, tuple(c.name for c in table.primary_key.columns))
+
+
+def fetch(connection: Connection, plan: Plan, pks: Iterable[Any]) -> dict[Any, dict[str, Any]]:
+    """Rows of `plan.table` by primary key, as images keyed by pk."""
+    table = plan.table
+    key_cols = [table.c[name] for name in plan.pk]
+    cols = [table.c[name] for name, _ in plan.columns]
+    found: dict[Any, dict[str, Any]] = {}
+    wanted = list(dict.fromkeys(pks))
+    for start in range(0, len(wanted), _CHUNK):
+        chunk = wanted[start : start + _CHUNK]
+        where = key_cols[0].in_(chunk) if len(key_cols) == 1 else tuple_(*key_cols).in_(chunk)
+        for row in connection.execute(select(*cols).where(where)):
+            image = dict(zip([c.name for c in cols], row, strict=True))
+            found[plan.pk_of(image)] = image
+    return found
+
+
+def fill_missing(connection: Connection, plan: Plan, images: Sequence[dict[str, Any]]) -> None:
+    """Replace `MISSING` values in `images` by the database's, in one query per chunk."""
+    gaps = [image for image in images if MISSING in image.values()]
+    if not gaps:
+        return
+    rows = fetch(connection, plan, (plan.pk_of(image) for image in gaps))
+    for image in gaps:
+        row = rows.get(plan.pk_of(image), {})
+        for name, value in image.items():
+            if value is MISSING:
+                image[name] = row.get(name)
+
+
+@dataclasses.dataclass(slots=True)
+class Record:
+    """One captured row change, before the commit gives it a time and a txid."""
+
+    action: Action
+    plan: Plan
+    schema: str | None
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
