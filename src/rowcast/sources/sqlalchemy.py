@@ -253,10 +253,12 @@ class SessionCapture:
             return None
         session = state.session
         connection = session.connection(bind_arguments=state.bind_arguments)
-        captures = _captures_for(session, table, connection)
-        if not captures:
+        schema = _schema(table, connection)
+        if not self.wants(table, schema):
             return None
-        return _capture_bulk(state, table, connection, captures)
+        self._join(session)
+        # a later capture's hook runs inside invoke_statement(): each records for itself
+        return _capture_bulk(state, table, connection, session.info[_CAPTURES][self], schema)
 
 
 # -------------------------------------------------------------------- helpers
@@ -270,25 +272,12 @@ def _schema(table: Table, connection: Connection) -> str | None:
     return table.schema or connection.dialect.default_schema_name
 
 
-def _captures_for(
-    session: Session, table: Table, connection: Connection
-) -> list[tuple[SessionCapture, _Pending, str | None]]:
-    captures = session.info.get(_CAPTURES)
-    if not captures:
-        return []
-    schema = _schema(table, connection)
-    return [
-        (capture, pending, schema)
-        for capture, pending in captures.items()
-        if not capture.closed and capture.wants(table, schema)
-    ]
-
-
 def _capture_bulk(
     state: ORMExecuteState,
     table: Table,
     connection: Connection,
-    captures: list[tuple[SessionCapture, _Pending, str | None]],
+    pending: _Pending,
+    schema: str | None,
 ) -> Any:
     """Run a bulk INSERT / UPDATE / DELETE, recording the rows it touched."""
     plan = table_plan(table, state.bind_mapper)
@@ -325,8 +314,8 @@ def _capture_bulk(
             old[plan.pk_of(image)] = image
         keys = list(old)
     result: Any = state.invoke_statement()
-    if result.returns_rows:  # read it now: the queries below share its connection
-        result = result.freeze()()
+    if statement.returning_column_descriptions:
+        result = result.freeze()()  # read RETURNING rows now: the queries below share the cursor
     if state.is_delete:
         new: dict[Any, dict[str, Any]] = {}
     else:
@@ -344,8 +333,7 @@ def _capture_bulk(
             continue
         else:
             action = Action.UPDATE
-        for _capture, pending, schema in captures:
-            pending.add(session, Record(action, plan, schema, before, after))
+        pending.add(session, Record(action, plan, schema, before, after))
     return result
 
 

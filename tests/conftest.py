@@ -1,0 +1,63 @@
+"""Shared fixtures: real database servers, skipped on a laptop without them, required in CI."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.exc import OperationalError
+
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+SERVERS = {
+    "postgresql": os.environ.get(
+        "ROWCAST_TEST_POSTGRESQL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+    ),
+    "mysql": os.environ.get("ROWCAST_TEST_MYSQL", "mysql+pymysql://root@127.0.0.1:3306/test"),
+}
+
+
+def require_server(name: str) -> str:
+    """The URL of server `name`; skip the test when it is down, but fail in CI."""
+    url = SERVERS[name]
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except OperationalError as error:
+        message = f"{name} server not reachable at {url}: {error.orig}"
+        if IN_CI:
+            pytest.fail(message + " (CI=true: the server must run)")
+        pytest.skip(message)
+    finally:
+        engine.dispose()
+    return url
+
+
+def sqlite_engine(path: Path) -> Engine:
+    """A SQLite engine whose SAVEPOINTs behave (pysqlite's legacy BEGIN handling off)."""
+    engine = create_engine(f"sqlite:///{path}")
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection, _record):  # type: ignore[no-untyped-def]
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn):  # type: ignore[no-untyped-def]
+        conn.exec_driver_sql("BEGIN")
+
+    return engine
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "mysql"])
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    """An engine on each database the ORM capture must work with."""
+    if request.param == "sqlite":
+        eng = sqlite_engine(tmp_path / "test.db")
+    else:
+        eng = create_engine(require_server(request.param))
+    yield eng
+    eng.dispose()
