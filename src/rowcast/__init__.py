@@ -3,7 +3,8 @@
 Every committed row change becomes a `Change`, published on a `Hub`.
 """
 
-from importlib.metadata import PackageNotFoundError, version
+from importlib.metadata import PackageNotFoundError as _NotInstalled
+from importlib.metadata import version as _version
 
 from .change import Action, Change
 from .errors import (
@@ -18,8 +19,8 @@ from .errors import (
 from .hub import Hub
 
 try:
-    __version__ = version("rowcast")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = _version("rowcast")
+except _NotInstalled:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
 __all__ = [

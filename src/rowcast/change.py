@@ -163,7 +163,7 @@ def _hook(obj: dict[str, Any]) -> Any:
         raise ValueError(f"unknown rowcast JSON tag {key!r}") from None
     try:
         return restore(item)
-    except (TypeError, ValueError, IndexError) as e:
+    except (TypeError, ValueError, IndexError, ArithmeticError) as e:
         raise ValueError(f"malformed rowcast JSON value {obj!r}: {e}") from e
 
 

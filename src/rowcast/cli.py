@@ -7,6 +7,7 @@ what the URLs name, and prints with rich. Later commands (``tail``,
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import sys
 import tempfile
@@ -43,13 +44,17 @@ def main() -> None:
     """rowcast: every committed row change of your database, as an event."""
 
 
+def _show(value: Any) -> str:
+    return value.isoformat() if isinstance(value, dt.date | dt.time) else repr(value)
+
+
 def _describe(change: Change) -> str:
     """The columns that changed, ``col: old -> new`` for updates."""
     if change.action is Action.UPDATE and change.before is not None and change.after is not None:
-        before, after = change.before, change.after
-        return ", ".join(f"{c}: {before.get(c)!r} -> {after.get(c)!r}" for c in change.changed)
+        old, new = change.before, change.after
+        return ", ".join(f"{c}: {_show(old.get(c))} -> {_show(new.get(c))}" for c in change.changed)
     image = change.after if change.after is not None else change.before
-    return ", ".join(f"{k}={v!r}" for k, v in (image or {}).items())
+    return ", ".join(f"{k}={_show(v)}" for k, v in (image or {}).items())
 
 
 class ChangePrinter:
@@ -68,7 +73,11 @@ class ChangePrinter:
         for change in changes:
             self.changes += 1
             if self.fmt == "json":
-                click.echo(change.to_json())
+                try:
+                    click.echo(change.to_json())
+                except BrokenPipeError:  # `rowcast demo --format json | head`: stop quietly
+                    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                    return
                 continue
             line = Text(f"{self.transactions:>3}  ")
             line.append(f"{change.name:<16}", style=_STYLE[change.action])
@@ -105,10 +114,10 @@ def demo(fmt: str, db: str | None) -> None:
         if fmt == "table":
             console.print(Text(f"# {step}", style="dim"))
 
+    if db and os.path.exists(db):
+        raise click.UsageError(f"--db {db} exists; give a new file name (the demo creates it)")
     with tempfile.TemporaryDirectory(prefix="rowcast-demo-") as tmp:
         path = db or os.path.join(tmp, "demo.db")
-        if db and os.path.exists(db):
-            raise click.UsageError(f"--db {db} exists; give a new file name (the demo creates it)")
         if fmt == "table":
             console.print(f"rowcast {__version__} demo on sqlite:///{path}\n")
             printer.header()

@@ -1,0 +1,63 @@
+"""The rowcast command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from click.testing import CliRunner
+
+import rowcast
+from rowcast import Change
+from rowcast.cli import main
+
+
+def test_version() -> None:
+    result = CliRunner().invoke(main, ["--version"])
+    assert result.exit_code == 0
+    assert result.output.strip() == f"rowcast, version {rowcast.__version__}"
+
+
+def test_demo_prints_every_change_as_a_table() -> None:
+    result = CliRunner().invoke(main, ["demo"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    events = [line.split()[1] for line in lines if line[:3].strip().isdigit()]
+    assert events == [
+        "product_write",
+        "product_write",
+        "product_write",
+        "orders_write",
+        "product_update",
+        "product_update",
+        "product_update",
+        "product_delete",
+    ]
+    assert "8 changes in 5 transactions published; 0 receiver errors." in result.output
+    assert "price_cents: 420 -> 378" in result.output
+
+
+def test_demo_json_lines_are_changes(tmp_path: Path) -> None:
+    db = tmp_path / "demo.db"
+    result = CliRunner().invoke(main, ["demo", "--format", "json", "--db", str(db)])
+    assert result.exit_code == 0, result.output
+    changes = [Change.from_json(line) for line in result.output.splitlines()]
+    assert [c.name for c in changes][:3] == ["product_write"] * 3
+    assert changes[-1].action == "delete"
+    assert changes[-1].before == {"id": 3, "name": "pad", "price_cents": 275, "stock": 12}
+    assert {c.source for c in changes} == {"sqlalchemy"}
+    assert db.exists()
+
+
+def test_demo_refuses_an_existing_database(tmp_path: Path) -> None:
+    db = tmp_path / "mine.db"
+    db.write_bytes(b"precious")
+    result = CliRunner().invoke(main, ["demo", "--db", str(db)])
+    assert result.exit_code == 2
+    assert "exists; give a new file name" in result.output
+    assert db.read_bytes() == b"precious"
+
+
+def test_unknown_command_is_a_usage_error() -> None:
+    result = CliRunner().invoke(main, ["nope"])
+    assert result.exit_code == 2
+    assert "No such command" in result.output

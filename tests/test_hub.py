@@ -1,0 +1,166 @@
+"""Hub: every signal level, filters, ordering, strong references and error isolation."""
+
+from __future__ import annotations
+
+import gc
+import logging
+from typing import Any
+
+import pytest
+
+from rowcast import Change, Hub
+
+
+def change(action: str, table: str = "test", pk: Any = 1, schema: str | None = "db") -> Change:
+    image = {"id": pk}
+    return Change(action, schema, table, pk, before=image, after=image)  # type: ignore[arg-type]
+
+
+TX = [
+    change("write", pk=1),
+    change("update", pk=1),
+    change("write", table="other", pk=2),
+    change("delete", schema="db2", pk=3),
+]
+
+
+def collect(hub: Hub, name: str, sender: Any = None) -> list[Any]:
+    got: list[Any] = []
+
+    def receiver(sender: Any, **kw: Any) -> None:
+        got.append((sender, kw.get("change") or kw.get("changes")))
+
+    if sender is None:
+        hub.signal(name).connect(receiver, weak=False)
+    else:
+        hub.signal(name).connect(receiver, sender=sender, weak=False)
+    return got
+
+
+def test_every_signal_level_is_sent_in_order() -> None:
+    hub = Hub()
+    action = collect(hub, "write")
+    schema = collect(hub, "write@db")
+    table = collect(hub, "write@db.test")
+    meepo = collect(hub, "test_write")
+    commit = collect(hub, "commit")
+    hub.publish(TX)
+    assert [c for _, c in action] == [TX[0], TX[2]]
+    assert [c for _, c in schema] == [TX[0], TX[2]]
+    assert table == [(1, TX[0])]
+    assert meepo == [(1, TX[0])]
+    assert commit == [(hub, TX)]
+
+
+def test_meepo_level_can_filter_by_pk_sender() -> None:
+    hub = Hub()
+    only_3 = collect(hub, "test_delete", sender=3)
+    only_9 = collect(hub, "test_delete", sender=9)
+    hub.publish(TX)
+    assert only_3 == [(3, TX[3])]
+    assert only_9 == []
+
+
+def test_change_without_schema_has_table_level_topic() -> None:
+    hub = Hub()
+    topic = collect(hub, "write@t")
+    item = change("write", table="t", schema=None)
+    hub.publish([item])
+    assert topic == [(1, item)]
+
+
+@pytest.mark.parametrize(
+    ("filters", "expected"),
+    [
+        ({}, [0, 1, 2, 3]),
+        ({"action": "write"}, [0, 2]),
+        ({"schema": "db"}, [0, 1, 2]),
+        ({"table": "test"}, [0, 1, 3]),
+        ({"schema": "db", "table": "test"}, [0, 1]),
+        ({"table": "db2.test"}, [3]),
+        ({"action": "update", "table": "db.test"}, [1]),
+        ({"action": "delete", "schema": "db"}, []),
+    ],
+)
+def test_connect_filters(filters: dict[str, str], expected: list[int]) -> None:
+    hub = Hub()
+    got: list[Change] = []
+    hub.connect(got.append, **filters)  # type: ignore[arg-type]
+    hub.publish(TX)
+    assert got == [TX[i] for i in expected]
+
+
+def test_decorator_and_disconnect() -> None:
+    hub = Hub()
+    got: list[Change] = []
+
+    @hub.on(action="write")
+    def on_write(c: Change) -> None:
+        got.append(c)
+
+    hub.publish(TX)
+    hub.disconnect(on_write)
+    hub.publish(TX)
+    assert got == [TX[0], TX[2]]
+
+
+def test_receivers_are_held_strongly() -> None:
+    hub = Hub()
+    got: list[Change] = []
+    hub.connect(lambda c: got.append(c))
+    gc.collect()
+    hub.publish(TX[:1])
+    assert got == TX[:1]
+
+
+def test_a_failing_receiver_is_isolated_logged_counted_and_routed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    routed: list[tuple[BaseException, Change | None, Any]] = []
+    hub = Hub(on_error=lambda e, c, r: routed.append((e, c, r)))
+    got: list[Change] = []
+
+    def broken(c: Change) -> None:
+        raise RuntimeError("boom")
+
+    hub.connect(broken)
+    hub.connect(got.append)
+    hub.signal("commit").connect(lambda sender, changes: 1 / 0, weak=False)
+    with caplog.at_level(logging.ERROR, logger="rowcast.hub"):
+        hub.publish(TX)
+    assert got == TX  # the healthy receiver saw everything, in order
+    assert hub.errors == 5
+    assert [type(e) for e, _, _ in routed] == [RuntimeError] * 4 + [ZeroDivisionError]
+    assert routed[0][1] is TX[0]
+    assert routed[0][2] is broken
+    assert routed[4][1] is None
+    assert "failed on write@db.test" in caplog.text
+
+
+def test_a_failing_on_error_handler_is_logged_too(caplog: pytest.LogCaptureFixture) -> None:
+    def bad_handler(error: BaseException, change: Change | None, receiver: Any) -> None:
+        raise ValueError("handler broke")
+
+    hub = Hub(on_error=bad_handler)
+    hub.connect(lambda c: 1 / 0)
+    with caplog.at_level(logging.ERROR, logger="rowcast.hub"):
+        hub.publish(TX[:1])
+    assert hub.errors == 1
+    assert "Hub.on_error handler failed" in caplog.text
+
+
+def test_bad_arguments_are_refused() -> None:
+    hub = Hub()
+    with pytest.raises(TypeError, match="needs a callable"):
+        hub.connect("not callable")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="already names a schema"):
+        hub.connect(print, schema="a", table="b.c")
+    with pytest.raises(ValueError, match="'insert' is not a valid Action"):
+        hub.connect(print, action="insert")
+
+
+def test_empty_transaction_sends_nothing() -> None:
+    hub = Hub()
+    commit = collect(hub, "commit")
+    hub.publish([])
+    assert commit == []
