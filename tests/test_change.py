@@ -8,6 +8,7 @@ import math
 import uuid
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given
@@ -54,7 +55,7 @@ def same(a: Any, b: Any) -> bool:
     if isinstance(a, list | tuple):
         return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
     if isinstance(a, dt.datetime | dt.time):
-        return a == b and a.utcoffset() == b.utcoffset()
+        return a == b and a.tzinfo == b.tzinfo and a.utcoffset() == b.utcoffset()
     if isinstance(a, Decimal):
         return str(a) == str(b)
     return bool(a == b)
@@ -93,6 +94,18 @@ def test_user_dicts_that_look_like_tags_survive() -> None:
         assert loads(dumps(value)) == value
 
 
+def test_zoneinfo_datetimes_keep_their_zone_and_fold() -> None:
+    zone = ZoneInfo("Europe/Paris")
+    for fold in (0, 1):  # 02:30 happens twice on that night
+        value = dt.datetime(2024, 10, 27, 2, 30, tzinfo=zone, fold=fold)
+        back = loads(dumps(value))
+        assert back.tzinfo is zone
+        assert back.utcoffset() == value.utcoffset()
+    assert dumps(dt.datetime(2024, 1, 1, tzinfo=zone)) == (
+        '{"$datetime":"2024-01-01T00:00:00+01:00[Europe/Paris]"}'
+    )
+
+
 def test_enum_members_are_written_as_their_value() -> None:
     assert loads(dumps(Action.DELETE)) == "delete"
 
@@ -106,6 +119,8 @@ def test_unknown_types_and_tags_are_clear_errors() -> None:
         loads('{"$decimal": "not a number"}')
     with pytest.raises(ValueError, match="malformed"):
         loads('{"$timedelta": [1]}')
+    with pytest.raises(ValueError, match="malformed"):
+        loads('{"$datetime": "2024-01-01T00:00:00+00:00[Nowhere/Atlantis]"}')
 
 
 def test_change_names_topic_and_changed() -> None:

@@ -15,7 +15,8 @@ Python              JSON
 ==================  ======================================================
 ``Decimal``         ``{"$decimal": "12.50"}`` (exponent kept)
 ``datetime``        ``{"$datetime": "2024-05-01T12:00:00+00:00"}`` (ISO 8601;
-                    naive stays naive, aware keeps its UTC offset)
+                    naive stays naive, aware keeps its UTC offset, and a
+                    ``ZoneInfo`` zone its name: ``"...-05:00[America/New_York]"``)
 ``date``, ``time``  ``{"$date": "2024-05-01"}``, ``{"$time": "12:00:00"}``
 ``timedelta``       ``{"$timedelta": [days, seconds, microseconds]}``
 ``bytes``           ``{"$bytes": "<base64>"}`` (``bytearray``, ``memoryview`` too)
@@ -30,9 +31,9 @@ dict, non-str keys  ``{"$map": [[key, value], ...]}``
 A dict of your own whose only key starts with ``$`` is written with one more
 ``$`` in front of that key and read back as it was, so no data can be taken
 for a tag. A composite primary key is written as a plain JSON array and read
-back as a tuple. An aware ``datetime`` comes back with a fixed-offset
-``timezone`` equal to the original instant (a ``ZoneInfo`` name is not kept).
-Any other type raises `TypeError` naming it.
+back as a tuple. An aware ``datetime`` whose tzinfo is neither a ``ZoneInfo``
+nor a ``timezone`` (pytz, dateutil) comes back with a fixed-offset ``timezone``
+at the same instant. Any other type raises `TypeError` naming it.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 __all__ = ["Action", "Change", "decode", "dumps", "encode", "loads"]
 
@@ -105,6 +107,8 @@ def encode(value: Any) -> Any:
     if isinstance(value, Decimal):
         return {"$decimal": str(value)}
     if isinstance(value, dt.datetime):
+        if isinstance(value.tzinfo, ZoneInfo):  # RFC 9557: keep the zone, not just the offset
+            return {"$datetime": f"{value.isoformat()}[{value.tzinfo.key}]"}
         return {"$datetime": value.isoformat()}
     if isinstance(value, dt.date):
         return {"$date": value.isoformat()}
@@ -128,13 +132,20 @@ def encode(value: Any) -> Any:
     )
 
 
-def _float(text: str) -> float:
-    return float(text)
+def _datetime(text: str) -> dt.datetime:
+    if not text.endswith("]"):
+        return dt.datetime.fromisoformat(text)
+    stamp, key = text[:-1].split("[", 1)
+    fixed = dt.datetime.fromisoformat(stamp)
+    zoned = fixed.replace(tzinfo=ZoneInfo(key))
+    if zoned.utcoffset() != fixed.utcoffset():
+        zoned = zoned.replace(fold=1)  # the second of two wall times that repeat
+    return zoned
 
 
 _TAGS: dict[str, Callable[[Any], Any]] = {
     "$decimal": Decimal,
-    "$datetime": dt.datetime.fromisoformat,
+    "$datetime": _datetime,
     "$date": dt.date.fromisoformat,
     "$time": dt.time.fromisoformat,
     "$timedelta": lambda v: dt.timedelta(days=v[0], seconds=v[1], microseconds=v[2]),
@@ -143,7 +154,7 @@ _TAGS: dict[str, Callable[[Any], Any]] = {
     "$set": set,
     "$frozenset": frozenset,
     "$tuple": tuple,
-    "$float": _float,
+    "$float": float,
     "$map": lambda pairs: dict(pairs),
 }
 
@@ -163,7 +174,7 @@ def _hook(obj: dict[str, Any]) -> Any:
         raise ValueError(f"unknown rowcast JSON tag {key!r}") from None
     try:
         return restore(item)
-    except (TypeError, ValueError, IndexError, ArithmeticError) as e:
+    except (TypeError, ValueError, LookupError, ArithmeticError) as e:
         raise ValueError(f"malformed rowcast JSON value {obj!r}: {e}") from e
 
 
