@@ -44,6 +44,19 @@ F = TypeVar("F", bound=Receiver)
 _ACTIONS = tuple(a.value for a in Action)
 
 
+def _signal_names(change: Change) -> tuple[str, ...]:
+    """The signals one change is sent on, in order."""
+    action = change.action.value
+    if change.schema:
+        return (
+            action,
+            f"{action}@{change.schema}",
+            f"{action}@{change.schema}.{change.table}",
+            f"{change.table}_{action}",
+        )
+    return (action, f"{action}@{change.table}", f"{change.table}_{action}")
+
+
 class Hub:
     """Publishes transactions of Changes to subscribers, in commit order.
 
@@ -57,6 +70,7 @@ class Hub:
         self._ns = Namespace()
         self._signals: dict[str, NamedSignal] = {}
         self._wrappers: dict[Receiver, list[tuple[NamedSignal, Callable[..., Any]]]] = {}
+        self._names: dict[tuple[Action, str | None, str], tuple[str, ...]] = {}
         self._lock = threading.Lock()
         self.on_error: ErrorHandler | None = on_error
         self.errors = 0
@@ -141,17 +155,10 @@ class Hub:
             return
         signals = self._signals
         for change in changes:
-            action = change.action.value
-            names: tuple[str, ...]
-            if change.schema:
-                names = (
-                    action,
-                    f"{action}@{change.schema}",
-                    f"{action}@{change.schema}.{change.table}",
-                    f"{change.table}_{action}",
-                )
-            else:
-                names = (action, f"{action}@{change.table}", f"{change.table}_{action}")
+            key = (change.action, change.schema, change.table)
+            names = self._names.get(key)
+            if names is None:
+                names = self._names[key] = _signal_names(change)
             for name in names:
                 sig = signals.get(name)
                 if sig is not None and sig.receivers:

@@ -65,7 +65,7 @@ from sqlalchemy.orm import (
 from ..change import Action, Change
 from ..errors import ConfigError, RowcastWarning
 from ..hub import Hub
-from ._rows import MISSING, Plan, Record, fetch, fill_missing, mapper_keys, plan_for, table_plan
+from ._rows import MISSING, Plan, Record, fetch, fill_missing, mapper_keys, plans_of, table_plan
 
 __all__ = ["SessionCapture"]
 
@@ -79,15 +79,20 @@ _DML = re.compile(r"^\s*(insert|update|delete|replace|merge|upsert)\b", re.IGNOR
 class _Pending:
     """What one capture recorded in one session's open transaction, by savepoint."""
 
-    __slots__ = ("frames", "gaps")
+    __slots__ = ("frames", "gaps", "tx")
 
     def __init__(self) -> None:
         self.frames: list[tuple[SessionTransaction, list[Record]]] = []
         # after images with values only the database knows, filled after the flush
         self.gaps: list[tuple[Connection, Plan, dict[str, Any]]] = []
+        self.tx: SessionTransaction | None = None  # innermost transaction of this flush
 
-    def add(self, session: Session, record: Record) -> None:
-        tx = session.get_nested_transaction() or session.get_transaction()
+    def at(self, session: Session) -> None:
+        """Record into the innermost open transaction (root or SAVEPOINT) from now on."""
+        self.tx = session.get_nested_transaction() or session.get_transaction()
+
+    def add(self, record: Record) -> None:
+        tx = self.tx
         assert tx is not None
         if not self.frames or self.frames[-1][0] is not tx:
             self.frames.append((tx, []))
@@ -140,7 +145,7 @@ class SessionCapture:
         self._wanted: dict[tuple[str, str | None], bool] = {}
         self._listeners: list[tuple[str, Callable[..., Any]]] = [
             ("after_begin", self._join),
-            ("before_flush", self._join),
+            ("before_flush", self._before_flush),
             ("after_flush", self._after_flush),
             ("do_orm_execute", self._on_execute),
             ("after_commit", self._after_commit),
@@ -179,8 +184,12 @@ class SessionCapture:
 
     # ------------------------------------------------------------ session events
 
-    def _join(self, session: Session, *args: Any) -> None:
-        session.info.setdefault(_CAPTURES, {}).setdefault(self, _Pending())
+    def _join(self, session: Session, *args: Any) -> _Pending:
+        pending: _Pending = session.info.setdefault(_CAPTURES, {}).setdefault(self, _Pending())
+        return pending
+
+    def _before_flush(self, session: Session, *args: Any) -> None:
+        self._join(session).at(session)
 
     def _after_flush(self, session: Session, flush_context: UOWTransaction) -> None:
         pending = session.info.get(_CAPTURES, {}).get(self)
@@ -256,9 +265,10 @@ class SessionCapture:
         schema = _schema(table, connection)
         if not self.wants(table, schema):
             return None
-        self._join(session)
+        pending = self._join(session)
+        pending.at(session)
         # a later capture's hook runs inside invoke_statement(): each records for itself
-        return _capture_bulk(state, table, connection, session.info[_CAPTURES][self], schema)
+        return _capture_bulk(state, table, connection, pending, schema)
 
 
 # -------------------------------------------------------------------- helpers
@@ -320,7 +330,6 @@ def _capture_bulk(
         new: dict[Any, dict[str, Any]] = {}
     else:
         new = fetch(connection, plan, keys)
-    session = state.session
     for key in keys:
         before, after = old.get(key), new.get(key)
         if after is None and before is None:
@@ -333,7 +342,7 @@ def _capture_bulk(
             continue
         else:
             action = Action.UPDATE
-        pending.add(session, Record(action, plan, schema, before, after))
+        pending.add(Record(action, plan, schema, before, after))
     return result
 
 
@@ -388,8 +397,7 @@ def _before_delete(mapper: Mapper[Any], connection: Connection, state: InstanceS
 def _stash_before(mapper: Mapper[Any], connection: Connection, state: InstanceState[Any]) -> None:
     """Keep the row as it is in the database now, before the UPDATE or DELETE runs."""
     images = []
-    for table in mapper.tables:
-        plan = plan_for(mapper, table)  # type: ignore[arg-type]
+    for plan in plans_of(mapper):
         image = plan.image(state.dict, state.committed_state)
         if MISSING in image.values():
             for name, value in zip(plan.pk, state.identity or (), strict=False):
@@ -415,16 +423,15 @@ def _record(
     state: InstanceState[Any],
     befores: list[dict[str, Any]] | None,
 ) -> None:
+    """Record the row(s) `state` was written to, for every capture of its session."""
     captures = _captures_of(state)
     if captures is None:
         return
-    session = state.session
-    assert session is not None
-    tables = list(enumerate(mapper.tables))
+    plans = list(enumerate(plans_of(mapper)))
     if action is Action.DELETE:
-        tables.reverse()  # the database deletes the subclass row first
-    for index, table in tables:
-        plan = plan_for(mapper, table)  # type: ignore[arg-type]
+        plans.reverse()  # the database deletes the subclass row first
+    values = state.dict
+    for index, plan in plans:
         schema = _schema(plan.table, connection)
         wanting = [p for c, p in captures.items() if not c.closed and c.wants(plan.table, schema)]
         if not wanting:
@@ -432,19 +439,20 @@ def _record(
         before = befores[index] if befores is not None else None
         after = None
         if action is not Action.DELETE:
-            after = plan.image(state.dict)
-            if before is not None:
-                committed = state.committed_state
-                for name, key in plan.columns:
-                    if after[name] is MISSING and key not in committed:
-                        after[name] = before[name]  # unchanged and not server-generated
-            if MISSING in after.values():
-                wanting[0].gaps.append((connection, plan, after))
-            elif after == before:
+            after = plan.image(values)
+            if not values.keys() >= plan.keys:
+                if before is not None:
+                    committed = state.committed_state
+                    for name, key in plan.columns:
+                        if after[name] is MISSING and key not in committed:
+                            after[name] = before[name]  # unchanged and not server-generated
+                if MISSING in after.values():
+                    wanting[0].gaps.append((connection, plan, after))
+            if after == before:
                 continue  # marked dirty, no net change
         record = Record(action, plan, schema, before, after)
         for pending in wanting:
-            pending.add(session, record)
+            pending.add(record)
 
 
 def _after_insert(mapper: Mapper[Any], connection: Connection, state: InstanceState[Any]) -> None:
