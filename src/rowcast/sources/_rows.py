@@ -8,9 +8,10 @@ are fetched in one query per table.
 from __future__ import annotations
 
 import dataclasses
+import operator
 import threading
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Table, select, tuple_
 from sqlalchemy.orm import Mapper
@@ -33,6 +34,7 @@ class Plan:
     columns: tuple[tuple[str, str], ...]  # (column name, attribute key)
     pk: tuple[str, ...]  # primary key column names
     keys: frozenset[str]  # attribute keys of `columns`
+    pk_of: Callable[[dict[str, Any]], Any]  # image -> pk value (a tuple when composite)
 
     def image(
         self, values: dict[str, Any], committed: dict[str, Any] | None = None
@@ -53,19 +55,19 @@ class Plan:
             return out
         return {name: values.get(key, MISSING) for name, key in self.columns}
 
-    def pk_of(self, image: dict[str, Any]) -> Any:
-        if len(self.pk) == 1:
-            return image[self.pk[0]]
-        return tuple(image[name] for name in self.pk)
-
 
 _plans: dict[Mapper[Any], tuple[Plan, ...]] = {}
 _keys: dict[Mapper[Any], frozenset[str]] = {}
 _plans_lock = threading.Lock()
 
 
+def _no_pk(image: dict[str, Any]) -> None:
+    return None
+
+
 def _make_plan(table: Table, columns: list[tuple[str, str]], pk: tuple[str, ...]) -> Plan:
-    return Plan(table, tuple(columns), pk, frozenset(key for _, key in columns))
+    keys = frozenset(key for _, key in columns)
+    return Plan(table, tuple(columns), pk, keys, operator.itemgetter(*pk) if pk else _no_pk)
 
 
 def plans_of(mapper: Mapper[Any]) -> tuple[Plan, ...]:
@@ -141,8 +143,7 @@ def fill_missing(connection: Connection, plan: Plan, images: Sequence[dict[str, 
                 image[name] = row.get(name)
 
 
-@dataclasses.dataclass(slots=True)
-class Record:
+class Record(NamedTuple):
     """One captured row change, before the commit gives it a time and a txid."""
 
     action: Action

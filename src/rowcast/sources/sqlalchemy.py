@@ -48,7 +48,7 @@ import time
 import uuid
 import warnings
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Table, TextClause, event, select
 from sqlalchemy.orm import (
@@ -73,6 +73,7 @@ log = logging.getLogger("rowcast.sources.sqlalchemy")
 
 _CAPTURES = "rowcast.captures"  # session.info: {SessionCapture: _Pending}
 _BEFORE = "rowcast.before"  # session.info: {InstanceState: [before images]}
+_ROUTES = "rowcast.routes"  # session.info, for one flush: {(Mapper, Connection): [_Route]}
 _DML = re.compile(r"^\s*(insert|update|delete|replace|merge|upsert)\b", re.IGNORECASE)
 
 
@@ -190,6 +191,7 @@ class SessionCapture:
 
     def _before_flush(self, session: Session, *args: Any) -> None:
         self._join(session).at(session)
+        session.info.pop(_ROUTES, None)
 
     def _after_flush(self, session: Session, flush_context: UOWTransaction) -> None:
         pending = session.info.get(_CAPTURES, {}).get(self)
@@ -416,6 +418,33 @@ def _pop_before(state: InstanceState[Any]) -> list[dict[str, Any]] | None:
     return stash.pop(state, None) if stash else None
 
 
+class _Route(NamedTuple):
+    """Where rows of one table of one mapper go during a flush."""
+
+    nth: int  # the table's place in mapper.tables
+    plan: Plan
+    schema: str | None
+    pendings: list[_Pending]  # of the captures that want the table
+
+
+def _routes(
+    session: Session, mapper: Mapper[Any], connection: Connection, action: Action
+) -> list[_Route]:
+    """The routes of `mapper`'s rows, worked out once per flush (rows are many)."""
+    cache: dict[tuple[Mapper[Any], Connection], list[_Route]] = session.info.setdefault(_ROUTES, {})
+    routes = cache.get((mapper, connection))
+    if routes is None:
+        routes = []
+        captures = [(c, p) for c, p in session.info.get(_CAPTURES, {}).items() if not c.closed]
+        for index, plan in enumerate(plans_of(mapper)):
+            schema = _schema(plan.table, connection)
+            pendings = [p for c, p in captures if c.wants(plan.table, schema)]
+            if pendings:
+                routes.append(_Route(index, plan, schema, pendings))
+        cache[(mapper, connection)] = routes
+    return routes[::-1] if action is Action.DELETE else routes  # subclass rows go first
+
+
 def _record(
     action: Action,
     mapper: Mapper[Any],
@@ -424,18 +453,11 @@ def _record(
     befores: list[dict[str, Any]] | None,
 ) -> None:
     """Record the row(s) `state` was written to, for every capture of its session."""
-    captures = _captures_of(state)
-    if captures is None:
+    session = state.session
+    if session is None or not session.info.get(_CAPTURES):
         return
-    plans = list(enumerate(plans_of(mapper)))
-    if action is Action.DELETE:
-        plans.reverse()  # the database deletes the subclass row first
     values = state.dict
-    for index, plan in plans:
-        schema = _schema(plan.table, connection)
-        wanting = [p for c, p in captures.items() if not c.closed and c.wants(plan.table, schema)]
-        if not wanting:
-            continue
+    for index, plan, schema, pendings in _routes(session, mapper, connection, action):
         before = befores[index] if befores is not None else None
         after = None
         if action is not Action.DELETE:
@@ -447,11 +469,11 @@ def _record(
                         if after[name] is MISSING and key not in committed:
                             after[name] = before[name]  # unchanged and not server-generated
                 if MISSING in after.values():
-                    wanting[0].gaps.append((connection, plan, after))
+                    pendings[0].gaps.append((connection, plan, after))
             if after == before:
                 continue  # marked dirty, no net change
         record = Record(action, plan, schema, before, after)
-        for pending in wanting:
+        for pending in pendings:
             pending.add(record)
 
 
