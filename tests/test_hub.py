@@ -164,3 +164,14 @@ def test_empty_transaction_sends_nothing() -> None:
     commit = collect(hub, "commit")
     hub.publish([])
     assert commit == []
+
+
+def test_receivers_connected_after_a_publish_get_the_next_one() -> None:
+    hub = Hub()
+    hub.publish(TX)  # the hub remembers which signals each table's changes go to
+    got: list[Change] = []
+    hub.connect(got.append, table="db.test", action="write")
+    meepo = collect(hub, "test_write")
+    hub.publish(TX)
+    assert got == [TX[0]]
+    assert meepo == [(1, TX[0])]

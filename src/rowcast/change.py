@@ -208,16 +208,16 @@ def _decode_pk(pk: Any) -> Any:
     return tuple(pk) if type(pk) is list else pk
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(frozen=True, slots=True, init=False)
 class Change:
     """One committed change of one row.
 
     ``before`` is the row as it was (None for a write), ``after`` the row as it
     is now (None for a delete); both map column names to values. ``pk`` is the
     primary key value, a tuple for a composite key. ``ts`` is the commit time
-    (UTC epoch seconds), ``txid`` identifies the transaction (GTID, xid, LSN or
-    a uuid) and ``position`` is where a source can resume after the
-    transaction, when it has such a position.
+    (UTC epoch seconds, now when not given), ``txid`` identifies the
+    transaction (GTID, xid, LSN or a uuid) and ``position`` is where a source
+    can resume after the transaction, when it has such a position.
     """
 
     action: Action
@@ -231,21 +231,45 @@ class Change:
     position: str | None = None
     source: str | None = None
 
-    def __post_init__(self) -> None:
-        if type(self.action) is not Action:
+    # Written by hand: a dataclass-made frozen __init__ costs twice as much, and
+    # sources make one Change per row.
+    def __init__(
+        self,
+        action: Action | str,
+        schema: str | None,
+        table: str,
+        pk: Any,
+        before: dict[str, Any] | None = None,
+        after: dict[str, Any] | None = None,
+        ts: float | None = None,
+        txid: str | None = None,
+        position: str | None = None,
+        source: str | None = None,
+    ) -> None:
+        if type(action) is not Action:
             try:
-                object.__setattr__(self, "action", Action(self.action))
+                action = Action(action)
             except ValueError:
                 raise ValueError(
-                    f"Change.action must be one of 'write', 'update', 'delete', not {self.action!r}"
+                    f"Change.action must be one of 'write', 'update', 'delete', not {action!r}"
                 ) from None
-        if not isinstance(self.table, str) or not self.table:
-            raise ValueError(f"Change.table must be a non-empty string, not {self.table!r}")
-        if self.action is Action.DELETE:
-            if self.before is None:
+        if not isinstance(table, str) or not table:
+            raise ValueError(f"Change.table must be a non-empty string, not {table!r}")
+        if action is Action.DELETE:
+            if before is None:
                 raise ValueError("a 'delete' Change needs its before image")
-        elif self.after is None:
-            raise ValueError(f"a {self.action.value!r} Change needs its after image")
+        elif after is None:
+            raise ValueError(f"a {action.value!r} Change needs its after image")
+        _set_action(self, action)
+        _set_schema(self, schema)
+        _set_table(self, table)
+        _set_pk(self, pk)
+        _set_before(self, before)
+        _set_after(self, after)
+        _set_ts(self, time.time() if ts is None else ts)
+        _set_txid(self, txid)
+        _set_position(self, position)
+        _set_source(self, source)
 
     @property
     def name(self) -> str:
@@ -318,3 +342,18 @@ class Change:
         kwargs = dict(data)
         kwargs["pk"] = _decode_pk(kwargs["pk"])
         return cls(**kwargs)
+
+
+# the slots' own setters: what a frozen dataclass's __init__ does, without the lookups
+(
+    _set_action,
+    _set_schema,
+    _set_table,
+    _set_pk,
+    _set_before,
+    _set_after,
+    _set_ts,
+    _set_txid,
+    _set_position,
+    _set_source,
+) = (vars(Change)[f.name].__set__ for f in dataclasses.fields(Change))

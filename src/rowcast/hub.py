@@ -70,7 +70,8 @@ class Hub:
         self._ns = Namespace()
         self._signals: dict[str, NamedSignal] = {}
         self._wrappers: dict[Receiver, list[tuple[NamedSignal, Callable[..., Any]]]] = {}
-        self._names: dict[tuple[Action, str | None, str], tuple[str, ...]] = {}
+        # per (action, schema, table): the existing signals a change is sent on
+        self._routes: dict[tuple[Action, str | None, str], tuple[NamedSignal, ...]] = {}
         self._lock = threading.Lock()
         self.on_error: ErrorHandler | None = on_error
         self.errors = 0
@@ -83,6 +84,7 @@ class Hub:
         if sig is None:
             with self._lock:
                 sig = self._signals.setdefault(name, self._ns.signal(name))
+                self._routes = {}  # a route may now include this signal
         return sig
 
     def connect(
@@ -153,19 +155,19 @@ class Hub:
         """Send one committed transaction to every matching receiver, in order."""
         if not changes:
             return
-        signals = self._signals
+        routes = self._routes
         for change in changes:
             key = (change.action, change.schema, change.table)
-            names = self._names.get(key)
-            if names is None:
-                names = self._names[key] = _signal_names(change)
-            for name in names:
-                sig = signals.get(name)
-                if sig is not None and sig.receivers:
+            route = routes.get(key)
+            if route is None:
+                found = (self._signals.get(name) for name in _signal_names(change))
+                route = routes[key] = tuple(sig for sig in found if sig is not None)
+            for sig in route:
+                if sig.receivers:
                     self._send(sig, change.pk, change, {"change": change})
-        sig = signals.get("commit")
-        if sig is not None and sig.receivers:
-            self._send(sig, self, None, {"changes": list(changes)})
+        commit = self._signals.get("commit")
+        if commit is not None and commit.receivers:
+            self._send(commit, self, None, {"changes": list(changes)})
 
     def _send(
         self, sig: NamedSignal, sender: Any, change: Change | None, kw: dict[str, Any]
