@@ -9,10 +9,14 @@ from typing import Any
 
 import pytest
 from sqlalchemy import (
+    Column,
     Engine,
     ForeignKey,
     Integer,
+    MetaData,
     String,
+    Table,
+    bindparam,
     delete,
     insert,
     select,
@@ -411,6 +415,93 @@ def test_uncapturable_writes_warn(
         session.commit()
         assert session.scalar(select(Test.data).limit(1)) == "z"  # the write itself happened
     assert rec.events == []
+
+
+def test_core_statements_on_tables(
+    factory: sessionmaker[Session], capture: SessionCapture, rec: Recorder
+) -> None:
+    table = Test.__table__
+    with factory() as session:
+        session.execute(table.insert().values(id=1, data="a"))
+        session.execute(table.update().where(table.c.id == 1).values(data="b"))
+        with pytest.warns(RowcastWarning, match="several parameter sets"):
+            session.execute(
+                table.update().where(table.c.id == bindparam("key")).values(data="c"),
+                [{"key": 1}],
+            )
+        session.commit()
+    assert rec.events == [("test_write", 1), ("test_update", 1)]
+    assert rec.changes[1].after == {"id": 1, "data": "b"}
+
+
+def test_bulk_statement_on_table_without_primary_key_warns(
+    db: Engine, factory: sessionmaker[Session], capture: SessionCapture, rec: Recorder
+) -> None:
+    loose = Table("rc_loose", MetaData(), Column("x", Integer))
+    loose.create(db)
+    try:
+        with factory() as session:
+            with pytest.warns(RowcastWarning, match="has no primary key"):
+                session.execute(loose.insert().values(x=1))
+            session.commit()
+    finally:
+        loose.drop(db)
+    assert rec.events == []
+
+
+def test_upsert_that_finds_its_row_is_an_update(
+    factory: sessionmaker[Session], capture: SessionCapture, rec: Recorder
+) -> None:
+    with factory() as session:
+        session.add(Test(id=1, data="a"))
+        session.commit()
+        dialect = session.connection().dialect.name
+        if dialect == "mysql":
+            from sqlalchemy.dialects.mysql import insert as upsert
+
+            stmt: Any = upsert(Test).values(id=1, data="b")
+            stmt = stmt.on_duplicate_key_update(data=stmt.inserted.data)
+        else:
+            from sqlalchemy.dialects.postgresql import insert as pg_upsert
+            from sqlalchemy.dialects.sqlite import insert as sqlite_upsert
+
+            make = pg_upsert if dialect == "postgresql" else sqlite_upsert
+            stmt = make(Test).values(id=1, data="b")
+            stmt = stmt.on_conflict_do_update(index_elements=["id"], set_={"data": "b"})
+        session.execute(stmt)
+        session.commit()
+    assert rec.events == [("test_write", 1), ("test_update", 1)]
+    assert rec.changes[1].before == {"id": 1, "data": "a"}
+    assert rec.changes[1].after == {"id": 1, "data": "b"}
+
+
+def test_closing_a_session_discards_what_it_did_not_commit(
+    factory: sessionmaker[Session], capture: SessionCapture, rec: Recorder
+) -> None:
+    session = factory()
+    session.add(Test(id=1, data="a"))
+    session.flush()
+    session.close()
+    session.add(Test(id=2, data="b"))
+    session.commit()
+    session.close()
+    assert rec.events == [("test_write", 2)]
+
+
+def test_returning_statements_keep_their_rows(
+    factory: sessionmaker[Session], capture: SessionCapture, rec: Recorder
+) -> None:
+    with factory() as session:
+        if not session.connection().dialect.update_returning:
+            pytest.skip("no UPDATE ... RETURNING on this database")
+        session.add_all([Test(id=1, data="a"), Test(id=2, data="a")])
+        session.commit()
+        result = session.execute(
+            update(Test).where(Test.id >= 1).values(data="b").returning(Test.id)
+        )
+        assert sorted(result.scalars()) == [1, 2]
+        session.commit()
+    assert rec.events[2:] == [("test_update", 1), ("test_update", 2)]
 
 
 def test_composite_pk_is_a_tuple(

@@ -315,7 +315,10 @@ def _capture_bulk(
         _warn(f"bulk UPDATE/DELETE on {table.name!r} with several parameter sets is not captured")
         return None
     else:
-        query = select(*[table.c[n] for n, _ in plan.columns])
+        # in key order, so that the changes of one statement come out the same every time
+        query = select(*[table.c[n] for n, _ in plan.columns]).order_by(
+            *[table.c[n] for n in plan.pk]
+        )
         if statement.whereclause is not None:
             query = query.where(statement.whereclause)
         rows_before = connection.execute(query.with_for_update(), params or {})
