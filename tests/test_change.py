@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import json
 import math
@@ -104,6 +105,12 @@ def test_zoneinfo_datetimes_keep_their_zone_and_fold() -> None:
     assert dumps(dt.datetime(2024, 1, 1, tzinfo=zone)) == (
         '{"$datetime":"2024-01-01T00:00:00+01:00[Europe/Paris]"}'
     )
+
+
+def test_namedtuples_come_back_as_tuples_even_inside_sets() -> None:
+    point = collections.namedtuple("point", "x y")
+    assert loads(dumps({point(1, 2)})) == {(1, 2)}
+    assert loads(dumps([point(1, 2)])) == [(1, 2)]
 
 
 def test_enum_members_are_written_as_their_value() -> None:

@@ -175,3 +175,20 @@ def test_receivers_connected_after_a_publish_get_the_next_one() -> None:
     hub.publish(TX)
     assert got == [TX[0]]
     assert meepo == [(1, TX[0])]
+
+
+def test_a_transaction_published_by_a_receiver_waits_for_the_current_one() -> None:
+    hub = Hub()
+    seen: list[str] = []
+    inner = [change("write", table="log", pk=9)]
+
+    @hub.on(table="db.test", action="write")
+    def log_it(c: Change) -> None:
+        seen.append(c.name)
+        hub.publish(inner)  # e.g. the receiver commits another captured session
+
+    hub.connect(lambda c: seen.append(c.name), table="db.other")
+    hub.connect(lambda c: seen.append(c.name), table="db.log")
+    hub.signal("commit").connect(lambda s, changes: seen.append("commit"), weak=False)
+    hub.publish(TX[:3])
+    assert seen == ["test_write", "other_write", "commit", "log_write", "commit"]

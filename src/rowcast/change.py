@@ -19,10 +19,11 @@ Python              JSON
                     ``ZoneInfo`` zone its name: ``"...-05:00[America/New_York]"``)
 ``date``, ``time``  ``{"$date": "2024-05-01"}``, ``{"$time": "12:00:00"}``
 ``timedelta``       ``{"$timedelta": [days, seconds, microseconds]}``
-``bytes``           ``{"$bytes": "<base64>"}`` (``bytearray``, ``memoryview`` too)
+``bytes``           ``{"$bytes": "<base64>"}`` (``bytearray``, ``memoryview`` come back
+                    as ``bytes``)
 ``UUID``            ``{"$uuid": "..."}``
 ``set``/frozenset   ``{"$set": [...]}``, ``{"$frozenset": [...]}`` (sorted when possible)
-``tuple``           ``{"$tuple": [...]}``
+``tuple``           ``{"$tuple": [...]}`` (a namedtuple comes back a plain tuple)
 NaN, +-infinity     ``{"$float": "nan"}``, ``{"$float": "inf"}``, ``{"$float": "-inf"}``
 dict, non-str keys  ``{"$map": [[key, value], ...]}``
 ``Enum`` member     its ``value`` (the enum class is not kept)
@@ -33,7 +34,9 @@ A dict of your own whose only key starts with ``$`` is written with one more
 for a tag. A composite primary key is written as a plain JSON array and read
 back as a tuple. An aware ``datetime`` whose tzinfo is neither a ``ZoneInfo``
 nor a ``timezone`` (pytz, dateutil) comes back with a fixed-offset ``timezone``
-at the same instant. Any other type raises `TypeError` naming it.
+at the same instant; a ``time`` keeps a fixed offset only (a zone has no offset
+without a date). Integers are limited to Python's 4300 digits for ``str()``.
+Any other type raises `TypeError` naming it.
 """
 
 from __future__ import annotations
@@ -124,7 +127,9 @@ def encode(value: Any) -> Any:
         return {"$frozenset": [encode(v) for v in _sorted_if_possible(value)]}
     if isinstance(value, set):
         return {"$set": [encode(v) for v in _sorted_if_possible(value)]}
-    if isinstance(value, list | tuple):
+    if isinstance(value, tuple):  # namedtuples (e.g. composite types) become plain tuples
+        return {"$tuple": [encode(v) for v in value]}
+    if isinstance(value, list):
         return [encode(v) for v in value]
     raise TypeError(
         f"rowcast cannot encode a value of type {kind.__module__}.{kind.__qualname__}; "

@@ -73,6 +73,7 @@ class Hub:
         # per (action, schema, table): the existing signals a change is sent on
         self._routes: dict[tuple[Action, str | None, str], tuple[NamedSignal, ...]] = {}
         self._lock = threading.Lock()
+        self._local = threading.local()  # transactions published from inside a receiver
         self.on_error: ErrorHandler | None = on_error
         self.errors = 0
 
@@ -152,9 +153,26 @@ class Hub:
     # -------------------------------------------------------------- publishing
 
     def publish(self, changes: Sequence[Change]) -> None:
-        """Send one committed transaction to every matching receiver, in order."""
+        """Send one committed transaction to every matching receiver, in order.
+
+        A transaction published by a receiver (say it commits another captured
+        session) waits until the current one has reached every receiver, so
+        each thread sees whole transactions in commit order.
+        """
         if not changes:
             return
+        queue: list[Sequence[Change]] | None = getattr(self._local, "queue", None)
+        if queue is not None:
+            queue.append(changes)
+            return
+        queue = self._local.queue = [changes]
+        try:
+            while queue:
+                self._publish(queue.pop(0))
+        finally:
+            self._local.queue = None
+
+    def _publish(self, changes: Sequence[Change]) -> None:
         routes = self._routes
         for change in changes:
             key = (change.action, change.schema, change.table)

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import (
+    JSON,
     Column,
     Engine,
     ForeignKey,
@@ -19,11 +20,13 @@ from sqlalchemy import (
     bindparam,
     delete,
     insert,
+    literal_column,
     select,
     text,
     update,
 )
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.mutable import MutableDict
 from sqlalchemy.orm import (
     DeclarativeBase,
     Mapped,
@@ -58,6 +61,27 @@ class Stamped(Base):
     status: Mapped[str] = mapped_column(String(10), server_default="new")
 
 
+class Doc(Base):
+    __tablename__ = "rc_doc"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    body: Mapped[dict[str, Any]] = mapped_column(MutableDict.as_mutable(JSON))
+    edits: Mapped[int] = mapped_column(server_default="0", onupdate=literal_column("edits + 1"))
+
+
+rc_link = Table(
+    "rc_link",
+    Base.metadata,
+    Column("doc_id", ForeignKey("rc_doc.id"), primary_key=True),
+    Column("tag_id", ForeignKey("rc_tag.id"), primary_key=True),
+)
+
+
+class Tag(Base):
+    __tablename__ = "rc_tag"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    docs: Mapped[list[Doc]] = relationship(secondary=rc_link)
+
+
 class Pair(Base):
     __tablename__ = "rc_pair"
     a: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
@@ -68,6 +92,7 @@ class Pair(Base):
 class Parent(Base):
     __tablename__ = "rc_parent"
     id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(10), unique=True)
     children: Mapped[list[Child]] = relationship(cascade="all, delete-orphan")
 
 
@@ -408,7 +433,7 @@ def test_uncapturable_writes_warn(
     factory: sessionmaker[Session], capture: SessionCapture, rec: Recorder
 ) -> None:
     with factory() as session:
-        with pytest.warns(RowcastWarning, match="leave their primary key"):
+        with pytest.warns(RowcastWarning, match="primary keys are left to the database"):
             session.execute(insert(Test), [{"data": "a"}, {"data": "b"}])
         with pytest.warns(RowcastWarning, match="raw SQL"):
             session.execute(text("UPDATE test SET data = 'z'"))
@@ -504,6 +529,70 @@ def test_returning_statements_keep_their_rows(
     assert rec.events[2:] == [("test_update", 1), ("test_update", 2)]
 
 
+def test_onupdate_columns_and_in_place_mutations_are_read_right(
+    factory: sessionmaker[Session], capture: SessionCapture, rec: Recorder
+) -> None:
+    with factory() as session:
+        doc = Doc(id=1, body={"n": 1})
+        session.add(doc)
+        session.commit()
+        doc.body["n"] = 2  # in place, tracked by MutableDict
+        session.flush()
+        doc.body["n"] = 3
+        session.commit()
+        assert doc.edits == 2
+    write, first, second = rec.changes
+    assert write.after == {"id": 1, "body": {"n": 1}, "edits": 0}
+    assert first.before == {"id": 1, "body": {"n": 1}, "edits": 0}
+    assert first.after == {"id": 1, "body": {"n": 2}, "edits": 1}  # onupdate, read back
+    assert second.before == {"id": 1, "body": {"n": 2}, "edits": 1}
+    assert second.after == {"id": 1, "body": {"n": 3}, "edits": 2}
+
+
+def test_many_to_many_link_rows_warn(
+    factory: sessionmaker[Session], capture: SessionCapture, rec: Recorder
+) -> None:
+    with factory() as session:
+        session.add(Tag(id=1, docs=[Doc(id=1, body={})]))
+        with pytest.warns(RowcastWarning, match="many-to-many table 'rc_link' are not captured"):
+            session.commit()
+    assert sorted(rec.events) == [("rc_doc_write", 1), ("rc_tag_write", 1)]
+
+
+def test_bulk_update_of_primary_keys_warns(
+    factory: sessionmaker[Session], capture: SessionCapture, rec: Recorder
+) -> None:
+    with factory() as session:
+        session.add(Test(id=1, data="a"))
+        session.commit()
+        with pytest.warns(RowcastWarning, match="changes primary keys") as caught:
+            session.execute(update(Test).where(Test.id == 1).values(id=10))
+        assert caught[0].filename == __file__  # the warning points at the caller's line
+        session.commit()
+    assert rec.events == [("test_write", 1)]
+
+
+def test_failed_flush_in_savepoint_leaves_no_stale_before_image(
+    factory: sessionmaker[Session], capture: SessionCapture, rec: Recorder
+) -> None:
+    with factory() as session:
+        session.add_all([Parent(id=1, name="p"), Parent(id=2, name="taken")])
+        session.commit()
+        parent = session.get(Parent, 1)
+        assert parent is not None
+        nested = session.begin_nested()
+        parent.name = "q"
+        session.flush()
+        parent.name = "taken"  # the flush fails after the before image {name: q} was taken
+        with pytest.raises(IntegrityError):
+            session.flush()
+        nested.rollback()
+        assert parent.name == "p"
+        parent.children.append(Child(id=1, name="c"))  # the parent row itself does not change
+        session.commit()
+    assert rec.events[2:] == [("rc_child_write", 1)]
+
+
 def test_composite_pk_is_a_tuple(
     factory: sessionmaker[Session], capture: SessionCapture, rec: Recorder
 ) -> None:
@@ -547,6 +636,7 @@ def test_delete_orphan_cascade_and_relationships(
         session.commit()
     names = [name for name, _ in rec.events]
     assert names[:3] == ["rc_parent_write", "rc_child_write", "rc_child_write"]
+    assert rec.changes[0].after == {"id": 1, "name": None}
     assert rec.changes[1].after is not None
     assert rec.changes[1].after["parent_id"] == 1
     assert names[3:] == ["rc_child_delete", "rc_child_delete", "rc_parent_delete"]

@@ -7,13 +7,18 @@ are fetched in one query per table.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import datetime as dt
+import enum
 import operator
 import threading
+import uuid
 from collections.abc import Callable, Iterable, Sequence
+from decimal import Decimal
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, Table, select, tuple_
+from sqlalchemy import ColumnElement, Connection, Table, select, tuple_
 from sqlalchemy.orm import Mapper
 from sqlalchemy.orm.base import NO_VALUE
 from sqlalchemy.orm.exc import UnmappedColumnError
@@ -35,6 +40,8 @@ class Plan:
     pk: tuple[str, ...]  # primary key column names
     keys: frozenset[str]  # attribute keys of `columns`
     pk_of: Callable[[dict[str, Any]], Any]  # image -> pk value (a tuple when composite)
+    generated: frozenset[str]  # columns the database sets on UPDATE (onupdate, triggers)
+    mutable: tuple[str, ...]  # columns whose values can change in place (JSON, arrays...)
 
     def image(
         self, values: dict[str, Any], committed: dict[str, Any] | None = None
@@ -44,16 +51,21 @@ class Plan:
         Values the instance does not hold are `MISSING`.
         """
         if not committed and values.keys() >= self.keys:  # the common case, at C speed
-            return {name: values[key] for name, key in self.columns}
-        if committed:
-            out = {}
+            image = {name: values[key] for name, key in self.columns}
+        elif committed:
+            image = {}
             for name, key in self.columns:
                 value = (
                     committed.get(key, MISSING) if key in committed else values.get(key, MISSING)
                 )
-                out[name] = MISSING if value is NO_VALUE else value
-            return out
-        return {name: values.get(key, MISSING) for name, key in self.columns}
+                image[name] = MISSING if value is NO_VALUE else value
+        else:
+            image = {name: values.get(key, MISSING) for name, key in self.columns}
+        for name in self.mutable:  # a later in-place change must not reach this image
+            value = image[name]
+            if value is not None and value is not MISSING:
+                image[name] = copy.deepcopy(value)
+        return image
 
 
 _plans: dict[Mapper[Any], tuple[Plan, ...]] = {}
@@ -65,9 +77,28 @@ def _no_pk(image: dict[str, Any]) -> None:
     return None
 
 
+_IMMUTABLE = (int, float, str, bytes, bool, Decimal, dt.date, dt.time, dt.timedelta, uuid.UUID)
+
+
+def _is_mutable(column: ColumnElement[Any]) -> bool:
+    """Whether values of `column` are Python objects that can change in place."""
+    try:
+        python_type = column.type.python_type
+    except NotImplementedError:
+        return True
+    return not (issubclass(python_type, _IMMUTABLE) or issubclass(python_type, enum.Enum))
+
+
 def _make_plan(table: Table, columns: list[tuple[str, str]], pk: tuple[str, ...]) -> Plan:
     keys = frozenset(key for _, key in columns)
-    return Plan(table, tuple(columns), pk, keys, operator.itemgetter(*pk) if pk else _no_pk)
+    generated = frozenset(
+        name
+        for name, _ in columns
+        if table.c[name].onupdate is not None or table.c[name].server_onupdate is not None
+    )
+    mutable = tuple(name for name, _ in columns if _is_mutable(table.c[name]))
+    pk_of = operator.itemgetter(*pk) if pk else _no_pk
+    return Plan(table, tuple(columns), pk, keys, pk_of, generated, mutable)
 
 
 def plans_of(mapper: Mapper[Any]) -> tuple[Plan, ...]:

@@ -42,15 +42,17 @@ connection's default one (``main`` for SQLite, the database for MySQL).
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
+import sys
 import time
 import uuid
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, Table, TextClause, event, select
+from sqlalchemy import Connection, Table, TextClause, event, inspect, select
 from sqlalchemy.orm import (
     InstanceState,
     Mapper,
@@ -192,6 +194,8 @@ class SessionCapture:
     def _before_flush(self, session: Session, *args: Any) -> None:
         self._join(session).at(session)
         session.info.pop(_ROUTES, None)
+        session.info.pop(_BEFORE, None)  # a failed flush may have left before images
+        _warn_links(session)
 
     def _after_flush(self, session: Session, flush_context: UOWTransaction) -> None:
         pending = session.info.get(_CAPTURES, {}).get(self)
@@ -277,7 +281,38 @@ class SessionCapture:
 
 
 def _warn(message: str) -> None:
-    warnings.warn(message, RowcastWarning, stacklevel=4)
+    """Warn, pointing at the caller's line rather than inside SQLAlchemy or rowcast."""
+    frame, level = sys._getframe(1), 2  # 2: the caller of _warn
+    while frame.f_back is not None and frame.f_globals.get("__name__", "").startswith(
+        ("sqlalchemy.", "rowcast.")
+    ):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, RowcastWarning, stacklevel=level)
+
+
+_links: dict[Mapper[Any], tuple[str, ...]] = {}
+
+
+def _warn_links(session: Session) -> None:
+    """Many-to-many link rows are written without mapper events: say so, never drop silently."""
+    deleted = session.deleted
+    for obj in itertools.chain(session.new, session.dirty, deleted):
+        state: InstanceState[Any] = inspect(obj)
+        keys = _links.get(state.mapper)
+        if keys is None:
+            keys = _links[state.mapper] = tuple(
+                r.key
+                for r in state.mapper.relationships
+                if r.secondary is not None and not r.viewonly
+            )
+        for key in keys:
+            if obj in deleted or state.attrs[key].history.has_changes():
+                table = state.mapper.relationships[key].secondary
+                _warn(
+                    f"rows of the many-to-many table {getattr(table, 'name', table)!r} are not "
+                    "captured; map it as a class (an association object) to capture them"
+                )
+                return
 
 
 def _schema(table: Table, connection: Connection) -> str | None:
@@ -305,7 +340,7 @@ def _capture_bulk(
             rows = [dict(statement.compile().params)]  # insert(...).values(...)
         keys = [_pk_from_params(plan, row) for row in rows]
         if any(k is None for k in keys):
-            what = "INSERT whose rows leave their primary key to the database"
+            what = "INSERT whose primary keys are left to the database (or a multi-row VALUES)"
             if not state.is_insert:
                 what = "UPDATE with several parameter sets that do not all name the primary key"
             _warn(f"bulk {what} on {table.name!r} is not captured")
@@ -313,6 +348,9 @@ def _capture_bulk(
         old = fetch(connection, plan, keys)
     elif state.is_executemany:
         _warn(f"bulk UPDATE/DELETE on {table.name!r} with several parameter sets is not captured")
+        return None
+    elif state.is_update and _sets_primary_key(statement, plan):
+        _warn(f"bulk UPDATE that changes primary keys of {table.name!r} is not captured")
         return None
     else:
         # in key order, so that the changes of one statement come out the same every time
@@ -349,6 +387,12 @@ def _capture_bulk(
             action = Action.UPDATE
         pending.add(Record(action, plan, schema, before, after))
     return result
+
+
+def _sets_primary_key(statement: Any, plan: Plan) -> bool:
+    values = getattr(statement, "_values", None) or {}  # the SET clause of update().values()
+    names = {getattr(key, "name", None) or getattr(key, "key", key) for key in values}
+    return not names.isdisjoint(plan.pk)
 
 
 def _pk_from_params(plan: Plan, row: Mapping[str, Any]) -> Any:
@@ -469,8 +513,12 @@ def _record(
                 if before is not None:
                     committed = state.committed_state
                     for name, key in plan.columns:
-                        if after[name] is MISSING and key not in committed:
-                            after[name] = before[name]  # unchanged and not server-generated
+                        if (
+                            after[name] is MISSING
+                            and key not in committed
+                            and name not in plan.generated
+                        ):
+                            after[name] = before[name]  # unchanged, and no onupdate
                 if MISSING in after.values():
                     pendings[0].gaps.append((connection, plan, after))
             if after == before:
