@@ -145,6 +145,11 @@ def table_plan(table: Table, mapper: Mapper[Any] | None) -> Plan:
     return _make_plan(table, columns, tuple(c.name for c in table.primary_key.columns))
 
 
+def schema_of(table: Table, connection: Connection) -> str | None:
+    """The table's schema, or the connection's default one (``main`` on SQLite)."""
+    return table.schema or connection.dialect.default_schema_name
+
+
 def fetch(connection: Connection, plan: Plan, pks: Iterable[Any]) -> dict[Any, dict[str, Any]]:
     """Rows of `plan.table` by primary key, as images keyed by pk."""
     table = plan.table

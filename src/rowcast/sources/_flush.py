@@ -1,0 +1,176 @@
+"""Capture of the rows a session's flush writes, through mapper events.
+
+Private to `rowcast.sources.sqlalchemy`. The listeners are installed once for
+every mapper and find their captures in ``session.info``; a session without a
+capture costs them a dict lookup.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any, NamedTuple
+
+from sqlalchemy import Connection, event, inspect
+from sqlalchemy.orm import InstanceState, Mapper, Session
+
+from ..change import Action
+from ._rows import MISSING, Plan, Record, fill_missing, mapper_keys, plans_of, schema_of
+from ._state import BEFORE, CAPTURES, ROUTES, Capture, Pending, warn
+
+_installed = False
+
+
+def install_mapper_events() -> None:
+    """Listen to every mapper's flush events once; they look up captures per session."""
+    global _installed
+    if _installed:
+        return
+    _installed = True
+    event.listen(Mapper, "before_update", _before_update, raw=True)
+    event.listen(Mapper, "before_delete", _before_delete, raw=True)
+    event.listen(Mapper, "after_insert", _after_insert, raw=True)
+    event.listen(Mapper, "after_update", _after_update, raw=True)
+    event.listen(Mapper, "after_delete", _after_delete, raw=True)
+
+
+def _captures_of(state: InstanceState[Any]) -> dict[Capture, Pending] | None:
+    session = state.session
+    return session.info.get(CAPTURES) or None if session is not None else None
+
+
+def _before_update(mapper: Mapper[Any], connection: Connection, state: InstanceState[Any]) -> None:
+    if _captures_of(state) is not None and not mapper_keys(mapper).isdisjoint(
+        state.committed_state
+    ):
+        _stash_before(mapper, connection, state)
+
+
+def _before_delete(mapper: Mapper[Any], connection: Connection, state: InstanceState[Any]) -> None:
+    if _captures_of(state) is not None:
+        _stash_before(mapper, connection, state)
+
+
+def _stash_before(mapper: Mapper[Any], connection: Connection, state: InstanceState[Any]) -> None:
+    """Keep the row as it is in the database now, before the UPDATE or DELETE runs."""
+    images = []
+    for plan in plans_of(mapper):
+        image = plan.image(state.dict, state.committed_state)
+        if MISSING in image.values():
+            for name, value in zip(plan.pk, state.identity or (), strict=False):
+                if image[name] is MISSING:
+                    image[name] = value
+            fill_missing(connection, plan, [image])
+        images.append(image)
+    session = state.session
+    assert session is not None
+    session.info.setdefault(BEFORE, {})[state] = images
+
+
+def _pop_before(state: InstanceState[Any]) -> list[dict[str, Any]] | None:
+    session = state.session
+    stash = session.info.get(BEFORE) if session is not None else None
+    return stash.pop(state, None) if stash else None
+
+
+class _Route(NamedTuple):
+    """Where rows of one table of one mapper go during a flush."""
+
+    nth: int  # the table's place in mapper.tables
+    plan: Plan
+    schema: str | None
+    pendings: list[Pending]  # of the captures that want the table
+
+
+def _routes(
+    session: Session, mapper: Mapper[Any], connection: Connection, action: Action
+) -> list[_Route]:
+    """The routes of `mapper`'s rows, worked out once per flush (rows are many)."""
+    cache: dict[tuple[Mapper[Any], Connection], list[_Route]] = session.info.setdefault(ROUTES, {})
+    routes = cache.get((mapper, connection))
+    if routes is None:
+        routes = []
+        captures = [(c, p) for c, p in session.info.get(CAPTURES, {}).items() if not c.closed]
+        for index, plan in enumerate(plans_of(mapper)):
+            schema = schema_of(plan.table, connection)
+            pendings = [p for c, p in captures if c.wants(plan.table, schema)]
+            if pendings:
+                routes.append(_Route(index, plan, schema, pendings))
+        cache[(mapper, connection)] = routes
+    return routes[::-1] if action is Action.DELETE else routes  # subclass rows go first
+
+
+def _record(
+    action: Action,
+    mapper: Mapper[Any],
+    connection: Connection,
+    state: InstanceState[Any],
+    befores: list[dict[str, Any]] | None,
+) -> None:
+    """Record the row(s) `state` was written to, for every capture of its session."""
+    session = state.session
+    if session is None or not session.info.get(CAPTURES):
+        return
+    values = state.dict
+    for index, plan, schema, pendings in _routes(session, mapper, connection, action):
+        before = befores[index] if befores is not None else None
+        after = None
+        if action is not Action.DELETE:
+            after = plan.image(values)
+            if not values.keys() >= plan.keys:
+                if before is not None:
+                    committed = state.committed_state
+                    for name, key in plan.columns:
+                        if (
+                            after[name] is MISSING
+                            and key not in committed
+                            and name not in plan.generated
+                        ):
+                            after[name] = before[name]  # unchanged, and no onupdate
+                if MISSING in after.values():
+                    pendings[0].gaps.append((connection, plan, after))
+            if after == before:
+                continue  # marked dirty, no net change
+        record = Record(action, plan, schema, before, after)
+        for pending in pendings:
+            pending.add(record)
+
+
+def _after_insert(mapper: Mapper[Any], connection: Connection, state: InstanceState[Any]) -> None:
+    _record(Action.WRITE, mapper, connection, state, None)
+
+
+def _after_update(mapper: Mapper[Any], connection: Connection, state: InstanceState[Any]) -> None:
+    befores = _pop_before(state)
+    if befores is not None:
+        _record(Action.UPDATE, mapper, connection, state, befores)
+
+
+def _after_delete(mapper: Mapper[Any], connection: Connection, state: InstanceState[Any]) -> None:
+    befores = _pop_before(state)
+    if befores is not None:
+        _record(Action.DELETE, mapper, connection, state, befores)
+
+
+_links: dict[Mapper[Any], tuple[str, ...]] = {}
+
+
+def warn_links(session: Session) -> None:
+    """Many-to-many link rows are written without mapper events: say so, never drop silently."""
+    deleted = session.deleted
+    for obj in itertools.chain(session.new, session.dirty, deleted):
+        state: InstanceState[Any] = inspect(obj)
+        keys = _links.get(state.mapper)
+        if keys is None:
+            keys = _links[state.mapper] = tuple(
+                r.key
+                for r in state.mapper.relationships
+                if r.secondary is not None and not r.viewonly
+            )
+        for key in keys:
+            if obj in deleted or state.attrs[key].history.has_changes():
+                table = state.mapper.relationships[key].secondary
+                warn(
+                    f"rows of the many-to-many table {getattr(table, 'name', table)!r} are not "
+                    "captured; map it as a class (an association object) to capture them"
+                )
+                return

@@ -1,0 +1,79 @@
+"""What a capture holds in each session, and how it warns.
+
+Private to `rowcast.sources.sqlalchemy`. State lives in ``session.info`` under
+the keys below, never in module globals, so sessions and threads never mix.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+from sqlalchemy import Connection, Table
+from sqlalchemy.orm import Session, SessionTransaction
+
+from ..errors import RowcastWarning
+from ._rows import Plan, Record
+
+CAPTURES = "rowcast.captures"  # {capture: Pending}
+BEFORE = "rowcast.before"  # {InstanceState: [before images]}, during one flush
+ROUTES = "rowcast.routes"  # {(Mapper, Connection): [Route]}, for one flush
+
+
+class Capture(Protocol):
+    """What the flush and bulk hooks need of a `SessionCapture`."""
+
+    closed: bool
+
+    def wants(self, table: Table, schema: str | None) -> bool: ...
+
+
+class Pending:
+    """What one capture recorded in one session's open transaction, by savepoint."""
+
+    __slots__ = ("frames", "gaps", "tx")
+
+    def __init__(self) -> None:
+        self.frames: list[tuple[SessionTransaction, list[Record]]] = []
+        # after images with values only the database knows, filled after the flush
+        self.gaps: list[tuple[Connection, Plan, dict[str, Any]]] = []
+        self.tx: SessionTransaction | None = None  # innermost transaction of this flush
+
+    def at(self, session: Session) -> None:
+        """Record into the innermost open transaction (root or SAVEPOINT) from now on."""
+        self.tx = session.get_nested_transaction() or session.get_transaction()
+
+    def add(self, record: Record) -> None:
+        tx = self.tx
+        assert tx is not None
+        if not self.frames or self.frames[-1][0] is not tx:
+            self.frames.append((tx, []))
+        self.frames[-1][1].append(record)
+
+    def discard(self, boundary: SessionTransaction) -> None:
+        """Forget what was recorded in `boundary` and the savepoints inside it."""
+
+        def inside(tx: SessionTransaction | None) -> bool:
+            while tx is not None:
+                if tx is boundary:
+                    return True
+                tx = tx.parent
+            return False
+
+        self.frames = [frame for frame in self.frames if not inside(frame[0])]
+
+    def records(self) -> Iterable[Record]:
+        for _, records in self.frames:
+            yield from records
+
+
+def warn(message: str) -> None:
+    """Warn, pointing at the caller's line rather than inside SQLAlchemy or rowcast."""
+    frame, level = sys._getframe(1), 2  # 2: the caller of warn
+    while frame.f_back is not None and frame.f_globals.get("__name__", "").startswith(
+        ("sqlalchemy.", "rowcast.")
+    ):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, RowcastWarning, stacklevel=level)
