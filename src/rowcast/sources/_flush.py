@@ -7,10 +7,9 @@ capture costs them a dict lookup.
 
 from __future__ import annotations
 
-import itertools
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, event, inspect
+from sqlalchemy import Connection, event
 from sqlalchemy.orm import InstanceState, Mapper, Session
 
 from ..change import Action
@@ -136,16 +135,19 @@ def _record(
 
 
 def _after_insert(mapper: Mapper[Any], connection: Connection, state: InstanceState[Any]) -> None:
+    _check_links(mapper, state, deleting=False)
     _record(Action.WRITE, mapper, connection, state, None)
 
 
 def _after_update(mapper: Mapper[Any], connection: Connection, state: InstanceState[Any]) -> None:
+    _check_links(mapper, state, deleting=False)
     befores = _pop_before(state)
     if befores is not None:
         _record(Action.UPDATE, mapper, connection, state, befores)
 
 
 def _after_delete(mapper: Mapper[Any], connection: Connection, state: InstanceState[Any]) -> None:
+    _check_links(mapper, state, deleting=True)
     befores = _pop_before(state)
     if befores is not None:
         _record(Action.DELETE, mapper, connection, state, befores)
@@ -154,23 +156,20 @@ def _after_delete(mapper: Mapper[Any], connection: Connection, state: InstanceSt
 _links: dict[Mapper[Any], tuple[str, ...]] = {}
 
 
-def warn_links(session: Session) -> None:
+def _check_links(mapper: Mapper[Any], state: InstanceState[Any], deleting: bool) -> None:
     """Many-to-many link rows are written without mapper events: say so, never drop silently."""
-    deleted = session.deleted
-    for obj in itertools.chain(session.new, session.dirty, deleted):
-        state: InstanceState[Any] = inspect(obj)
-        keys = _links.get(state.mapper)
-        if keys is None:
-            keys = _links[state.mapper] = tuple(
-                r.key
-                for r in state.mapper.relationships
-                if r.secondary is not None and not r.viewonly
+    keys = _links.get(mapper)
+    if keys is None:
+        keys = _links[mapper] = tuple(
+            r.key for r in mapper.relationships if r.secondary is not None and not r.viewonly
+        )
+    if not keys or _captures_of(state) is None:
+        return
+    for key in keys:
+        if state.attrs[key].history.has_changes() or (deleting and state.dict.get(key, True)):
+            table = mapper.relationships[key].secondary
+            warn(
+                f"rows of the many-to-many table {getattr(table, 'name', table)!r} are not "
+                "captured; map it as a class (an association object) to capture them"
             )
-        for key in keys:
-            if obj in deleted or state.attrs[key].history.has_changes():
-                table = state.mapper.relationships[key].secondary
-                warn(
-                    f"rows of the many-to-many table {getattr(table, 'name', table)!r} are not "
-                    "captured; map it as a class (an association object) to capture them"
-                )
-                return
+            return

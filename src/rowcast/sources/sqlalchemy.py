@@ -63,7 +63,7 @@ from ..change import Change
 from ..errors import ConfigError
 from ..hub import Hub
 from ._bulk import capture_bulk
-from ._flush import install_mapper_events, warn_links
+from ._flush import install_mapper_events
 from ._rows import Plan, fill_missing, schema_of
 from ._state import BEFORE, CAPTURES, ROUTES, Pending, warn
 
@@ -151,7 +151,6 @@ class SessionCapture:
         self._join(session).at(session)
         session.info.pop(ROUTES, None)
         session.info.pop(BEFORE, None)  # a failed flush may have left before images
-        warn_links(session)
 
     def _after_flush(self, session: Session, flush_context: UOWTransaction) -> None:
         pending = session.info.get(CAPTURES, {}).get(self)
