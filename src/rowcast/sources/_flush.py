@@ -80,13 +80,19 @@ class _Route(NamedTuple):
     pendings: list[Pending]  # of the captures that want the table
 
 
+# module constants: an enum member looked up on its class costs ~100 ns, and rows are many
+_WRITE, _UPDATE, _DELETE = Action.WRITE, Action.UPDATE, Action.DELETE
+_new_record = tuple.__new__  # Record(...) without NamedTuple's Python-level __new__
+
+
 def _routes(
     session: Session, mapper: Mapper[Any], connection: Connection, action: Action
 ) -> list[_Route]:
     """The routes of `mapper`'s rows, worked out once per flush (rows are many)."""
-    cache: dict[tuple[Mapper[Any], Connection], list[_Route]] = session.info.setdefault(ROUTES, {})
-    routes = cache.get((mapper, connection))
-    if routes is None:
+    cache: dict[tuple[Mapper[Any], Connection], tuple[list[_Route], list[_Route]]]
+    cache = session.info.setdefault(ROUTES, {})
+    both = cache.get((mapper, connection))
+    if both is None:
         routes = []
         captures = [(c, p) for c, p in session.info.get(CAPTURES, {}).items() if not c.closed]
         for index, plan in enumerate(plans_of(mapper)):
@@ -94,8 +100,8 @@ def _routes(
             pendings = [p for c, p in captures if c.wants(plan.table, schema)]
             if pendings:
                 routes.append(_Route(index, plan, schema, pendings))
-        cache[(mapper, connection)] = routes
-    return routes[::-1] if action is Action.DELETE else routes  # subclass rows go first
+        both = cache[(mapper, connection)] = (routes, routes[::-1])  # subclass rows go first
+    return both[1] if action is _DELETE else both[0]
 
 
 def _record(
@@ -110,12 +116,15 @@ def _record(
     if session is None or not session.info.get(CAPTURES):
         return
     values = state.dict
-    for index, plan, schema, pendings in _routes(session, mapper, connection, action):
-        before = befores[index] if befores is not None else None
+    held = values.keys()
+    for nth, plan, schema, pendings in _routes(session, mapper, connection, action):
+        before = befores[nth] if befores is not None else None
         after = None
-        if action is not Action.DELETE:
-            after = plan.image(values)
-            if not values.keys() >= plan.keys:
+        if action is not _DELETE:
+            if held >= plan.keys and not plan.mutable:  # the common case, inlined
+                after = {name: values[key] for name, key in plan.columns}
+            else:
+                after = plan.image(values)
                 if before is not None:
                     committed = state.committed_state
                     for name, key in plan.columns:
@@ -129,28 +138,32 @@ def _record(
                     pendings[0].gaps.append((connection, plan, after))
             if after == before:
                 continue  # marked dirty, no net change
-        record = Record(action, plan, schema, before, after)
+        record: Record = _new_record(Record, (action, plan, schema, before, after))
         for pending in pendings:
-            pending.add(record)
+            frames = pending.frames
+            if frames and frames[-1][0] is pending.tx:
+                frames[-1][1].append(record)
+            else:
+                pending.add(record)
 
 
 def _after_insert(mapper: Mapper[Any], connection: Connection, state: InstanceState[Any]) -> None:
     _check_links(mapper, state, deleting=False)
-    _record(Action.WRITE, mapper, connection, state, None)
+    _record(_WRITE, mapper, connection, state, None)
 
 
 def _after_update(mapper: Mapper[Any], connection: Connection, state: InstanceState[Any]) -> None:
     _check_links(mapper, state, deleting=False)
     befores = _pop_before(state)
     if befores is not None:
-        _record(Action.UPDATE, mapper, connection, state, befores)
+        _record(_UPDATE, mapper, connection, state, befores)
 
 
 def _after_delete(mapper: Mapper[Any], connection: Connection, state: InstanceState[Any]) -> None:
     _check_links(mapper, state, deleting=True)
     befores = _pop_before(state)
     if befores is not None:
-        _record(Action.DELETE, mapper, connection, state, befores)
+        _record(_DELETE, mapper, connection, state, befores)
 
 
 _links: dict[Mapper[Any], tuple[str, ...]] = {}

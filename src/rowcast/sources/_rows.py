@@ -50,7 +50,7 @@ class Plan:
 
         Values the instance does not hold are `MISSING`.
         """
-        if not committed and values.keys() >= self.keys:  # the common case, at C speed
+        if not committed and values.keys() >= self.keys:  # the common case
             image = {name: values[key] for name, key in self.columns}
         elif committed:
             image = {}

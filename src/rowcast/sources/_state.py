@@ -6,6 +6,7 @@ the keys below, never in module globals, so sessions and threads never mix.
 
 from __future__ import annotations
 
+import itertools
 import sys
 import warnings
 from collections.abc import Iterable
@@ -65,8 +66,7 @@ class Pending:
         self.frames = [frame for frame in self.frames if not inside(frame[0])]
 
     def records(self) -> Iterable[Record]:
-        for _, records in self.frames:
-            yield from records
+        return itertools.chain.from_iterable(records for _, records in self.frames)
 
 
 def warn(message: str) -> None:

@@ -173,18 +173,18 @@ class SessionCapture:
             ts, txid = time.time(), uuid.uuid4().hex
             changes = [
                 Change(
-                    r.action,
-                    r.schema,
-                    r.plan.table.name,
-                    r.plan.pk_of(r.after if r.after is not None else r.before),
-                    r.before,
-                    r.after,
+                    action,
+                    schema,
+                    plan.table.name,
+                    plan.pk_of(before if after is None else after),
+                    before,
+                    after,
                     ts,
                     txid,
                     None,
                     "sqlalchemy",
                 )
-                for r in pending.records()
+                for action, plan, schema, before, after in pending.records()
             ]
         except Exception:  # never break a commit that the database already made
             log.exception("rowcast could not build the changes of a committed transaction")
