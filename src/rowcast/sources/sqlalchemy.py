@@ -23,7 +23,9 @@ What is captured, and how:
 * Not captured, with a `RowcastWarning` where the session can see it:
   ``session.execute(text("UPDATE ..."))``, Core ``update(table)`` run with a
   list of parameter sets, ``insert(...)`` whose rows leave their key to the
-  database, bulk statements on tables without a primary key. The legacy
+  database, bulk statements on tables without a primary key, bulk updates of
+  primary keys, link rows of many-to-many ``secondary`` tables. Not captured
+  either: the second UPDATE of ``relationship(post_update=True)``. The legacy
   ``Session.bulk_insert_mappings`` / ``bulk_update_mappings`` /
   ``bulk_save_objects`` bypass every hook and are not captured: use
   ``session.add_all()`` or ``session.execute(insert(Model), rows)``. Writes
