@@ -16,6 +16,7 @@ demo: $(STAMP)
 	$(BIN)/rowcast demo
 
 test: $(STAMP)
+	bash scripts/services.sh
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Make the local MariaDB/MySQL ready for rowcast's tests: row-based binary log with
+# full row images and full metadata, a server_id, and root over TCP with no password.
+#
+# Idempotent: the live server is asked first, and the configuration is written and the
+# server restarted only when something is missing. Needs root and a local mariadbd or
+# mysqld; anywhere else it says what it would do and leaves the machine alone.
+set -euo pipefail
+
+CNF=/etc/mysql/rowcast.cnf
+MAIN_CNF=/etc/mysql/my.cnf
+HOST=127.0.0.1
+PORT=3306
+
+say() { printf 'services: %s\n' "$*"; }
+
+client() { command -v mariadb || command -v mysql || true; }
+
+sql() { "$(client)" --protocol=socket -uroot -N -B -e "$1"; }
+
+server_binary() { command -v mariadbd || command -v mysqld || ls /usr/sbin/mariadbd /usr/sbin/mysqld 2>/dev/null | head -n1 || true; }
+
+wait_up() {
+    for _ in $(seq 1 60); do
+        if "$(client)" --protocol=socket -uroot -e 'SELECT 1' >/dev/null 2>&1; then return 0; fi
+        sleep 0.5
+    done
+    say "the server did not come back within 30 s"; return 1
+}
+
+start_server() {
+    local bin; bin=$(server_binary)
+    start-stop-daemon --start --oknodo --background --exec "$bin"
+    wait_up
+}
+
+mysql_ready() {
+    if [ -z "$(client)" ] || [ -z "$(server_binary)" ]; then
+        say "no MariaDB/MySQL here: binlog tests will be skipped (and fail when CI=true)"
+        return 0
+    fi
+    if [ "$(id -u)" != 0 ]; then
+        say "not root: make sure log_bin, binlog_format=ROW, binlog_row_image=FULL and"
+        say "binlog_row_metadata=FULL are set on $HOST:$PORT yourself"
+        return 0
+    fi
+    if ! "$(client)" --protocol=socket -uroot -e 'SELECT 1' >/dev/null 2>&1; then
+        say "starting MariaDB"
+        start_server
+    fi
+    local want="ON ROW FULL FULL"
+    local have
+    have=$(sql "SELECT IF(@@log_bin, 'ON', 'OFF'), @@binlog_format, @@binlog_row_image,
+                       IFNULL(@@binlog_row_metadata, 'FULL')" | tr '\t' ' ')
+    if [ "$have" != "$want" ]; then
+        say "binary log is '$have', want '$want': configuring and restarting MariaDB"
+        cat >"$CNF" <<'EOF'
+# written by rowcast's scripts/services.sh: a row-based binary log for change capture
+[mysqld]
+server_id = 1
+log_bin = mysql-bin
+binlog_format = ROW
+binlog_row_image = FULL
+binlog_row_metadata = FULL
+expire_logs_days = 2
+EOF
+        grep -qxF "!include $CNF" "$MAIN_CNF" || printf '\n!include %s\n' "$CNF" >>"$MAIN_CNF"
+        "$(client)" --protocol=socket -uroot -e 'SHUTDOWN' >/dev/null 2>&1 || true
+        for _ in $(seq 1 60); do pgrep -x mariadbd >/dev/null || pgrep -x mysqld >/dev/null || break; sleep 0.5; done
+        start_server
+        have=$(sql "SELECT IF(@@log_bin, 'ON', 'OFF'), @@binlog_format, @@binlog_row_image,
+                           IFNULL(@@binlog_row_metadata, 'FULL')" | tr '\t' ' ')
+        [ "$have" = "$want" ] || { say "still '$have' after the restart"; return 1; }
+    fi
+    # root over TCP with the empty password, as the tests connect
+    sql "CREATE USER IF NOT EXISTS 'root'@'$HOST' IDENTIFIED BY '';
+         GRANT ALL PRIVILEGES ON *.* TO 'root'@'$HOST' WITH GRANT OPTION;
+         CREATE DATABASE IF NOT EXISTS test;"
+    say "MariaDB ready on $HOST:$PORT: binary log $have"
+}
+
+mysql_ready
