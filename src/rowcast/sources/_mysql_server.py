@@ -1,0 +1,192 @@
+"""Talking to a MySQL / MariaDB server as a replication client: URL, connection, checks.
+
+Private to `rowcast.sources.mysql` and ``rowcast doctor``. Every problem a
+check finds comes with the statement or configuration line that fixes it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import zlib
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from ..errors import ConfigError
+
+__all__ = ["Check", "ServerURL", "Unreachable", "connect", "diagnose", "parse_url"]
+
+
+class Unreachable(ConfigError):
+    """The server did not answer (down, restarting, wrong host): worth another try."""
+
+
+def _pymysql() -> Any:
+    try:
+        import pymysql
+    except ImportError as e:  # pragma: no cover - the extra is installed in tests
+        raise ConfigError(
+            "reading a MySQL/MariaDB binlog needs the mysql extra: pip install 'rowcast[mysql]'"
+        ) from e
+    return pymysql
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerURL:
+    """What a ``mysql://user:password@host:port/db?option=...`` URL says."""
+
+    host: str
+    port: int
+    user: str
+    password: str
+    database: str | None
+    options: dict[str, str]
+
+    @property
+    def masked(self) -> str:
+        db = f"/{self.database}" if self.database else ""
+        return f"mysql://{self.user}:***@{self.host}:{self.port}{db}"
+
+    def settings(self) -> dict[str, Any]:
+        """Connection settings for pymysql and python-mysql-replication."""
+        return {
+            "host": self.host,
+            "port": self.port,
+            "user": self.user,
+            "passwd": self.password,
+            "connect_timeout": 5,
+        }
+
+    def default_server_id(self) -> int:
+        """A stable replica id for this URL: the same every run, unlikely to clash."""
+        key = f"rowcast:{self.user}@{self.host}:{self.port}/{self.database}".encode()
+        return 100_000 + zlib.crc32(key) % 2_000_000_000
+
+
+def parse_url(url: str) -> ServerURL:
+    """Parse a mysql:// or mariadb:// URL, with a clear error when it is malformed."""
+    parts = urlsplit(url)
+    if parts.scheme.split("+", 1)[0] not in {"mysql", "mariadb"}:
+        raise ConfigError(f"not a MySQL/MariaDB URL: {url!r} (expected mysql://user@host/db)")
+    if not parts.hostname:
+        raise ConfigError(f"{url!r} names no host: write mysql://user:password@host:3306/db")
+    try:
+        port = parts.port or 3306
+    except ValueError as e:
+        raise ConfigError(f"{url!r} has a bad port: {e}") from e
+    options = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    return ServerURL(
+        host=parts.hostname,
+        port=port,
+        user=unquote(parts.username or "root"),
+        password=unquote(parts.password or ""),
+        database=parts.path.lstrip("/") or None,
+        options=options,
+    )
+
+
+def connect(url: ServerURL) -> Any:
+    """A pymysql connection, or a `ConfigError` saying why there is none."""
+    pymysql = _pymysql()
+    try:
+        return pymysql.connect(**url.settings(), autocommit=True, charset="utf8mb4")
+    except pymysql.err.OperationalError as e:
+        code = e.args[0] if e.args else None
+        if code == 1045:
+            raise ConfigError(
+                f"{url.masked}: access denied for user {url.user!r}: check the user and "
+                "password in the URL"
+            ) from e
+        if code in {2002, 2003, 2005, 2006, 2013}:
+            raise Unreachable(
+                f"{url.masked}: cannot reach the server ({e.args[-1]}): is it running, and "
+                f"listening on {url.host}:{url.port}?"
+            ) from e
+        raise ConfigError(f"{url.masked}: cannot connect: {e}") from e
+
+
+@dataclasses.dataclass(frozen=True)
+class Check:
+    """One line of ``rowcast doctor``: a setting, whether it is right, and the fix."""
+
+    name: str
+    ok: bool
+    value: str
+    fix: str = ""
+
+
+_PRIVILEGES = {
+    "REPLICATION SLAVE": ("REPLICATION SLAVE", "REPLICATION REPLICA"),
+    "REPLICATION CLIENT": ("REPLICATION CLIENT", "BINLOG MONITOR"),
+}
+
+
+def diagnose(conn: Any, user: str) -> list[Check]:
+    """Every server setting and privilege a binlog source needs, checked."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SHOW GLOBAL VARIABLES WHERE Variable_name IN "
+            "('log_bin', 'binlog_format', 'binlog_row_image', 'binlog_row_metadata', "
+            "'server_id', 'version')"
+        )
+        variables = {str(k).lower(): str(v) for k, v in cur.fetchall()}
+        cur.execute("SHOW GRANTS FOR CURRENT_USER()")
+        grants = [str(row[0]) for row in cur.fetchall()]
+    return check_settings(variables, grants, user)
+
+
+def check_settings(variables: dict[str, str], grants: list[str], user: str) -> list[Check]:
+    """The checks of `diagnose`, from the server's variables and the user's grants."""
+
+    def setting(name: str, want: str, fix: str) -> Check:
+        value = variables.get(name, "(not set)")
+        return Check(name, value.upper() == want, value, "" if value.upper() == want else fix)
+
+    checks = [
+        setting(
+            "log_bin",
+            "ON",
+            "add `log_bin = mysql-bin` and `server_id = 1` under [mysqld] in my.cnf and "
+            "restart the server (scripts/services.sh does it)",
+        ),
+        setting(
+            "binlog_format",
+            "ROW",
+            "SET GLOBAL binlog_format = 'ROW'; and `binlog_format = ROW` in my.cnf",
+        ),
+        setting(
+            "binlog_row_image",
+            "FULL",
+            "SET GLOBAL binlog_row_image = 'FULL'; and `binlog_row_image = FULL` in my.cnf",
+        ),
+    ]
+    if "binlog_row_metadata" in variables:
+        checks.append(
+            setting(
+                "binlog_row_metadata",
+                "FULL",
+                "SET GLOBAL binlog_row_metadata = 'FULL'; and `binlog_row_metadata = FULL` in "
+                "my.cnf (without it the binlog carries no column names)",
+            )
+        )
+    else:
+        checks.append(
+            Check(
+                "binlog_row_metadata",
+                False,
+                f"(not supported by {variables.get('version', 'this server')})",
+                "use MySQL 8.0.14+ or MariaDB 10.5+, which can log column names",
+            )
+        )
+    granted = " ".join(g.upper() for g in grants if " ON *.* " in g.upper())
+    for privilege, names in _PRIVILEGES.items():
+        ok = "ALL PRIVILEGES" in granted or any(re.search(rf"\b{n}\b", granted) for n in names)
+        checks.append(
+            Check(
+                f"privilege {privilege}",
+                ok,
+                "granted" if ok else "missing",
+                "" if ok else f"GRANT {privilege} ON *.* TO {user!r}@'%';",
+            )
+        )
+    return checks
