@@ -53,7 +53,7 @@ class ServerURL:
             "host": self.host,
             "port": self.port,
             "user": self.user,
-            "passwd": self.password,
+            "password": self.password,
             "connect_timeout": 5,
         }
 

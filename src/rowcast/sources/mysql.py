@@ -218,17 +218,21 @@ class BinlogSource:
 
     def _open_stream(self, resume: str) -> Any:
         replication, event, row_event = _replication()
-        kwargs: dict[str, Any] = {}
+        kwargs: dict[str, Any] = {"is_mariadb": False}
         if _GTID_SET.match(resume):
             kwargs["auto_position"] = resume
+            kwargs["is_mariadb"] = self._is_mariadb()
         else:
+            # by file and offset even on MariaDB: the library's MariaDB mode ignores them
+            # and reads from the first binlog's start
             kwargs["log_file"], kwargs["log_pos"] = _file_pos(resume)
         return replication.BinLogStreamReader(
             connection_settings=self.url.settings(),
+            pymysql_wrapper=_pymysql_connect,
+            enable_logging=False,
             server_id=self.server_id,
             resume_stream=True,
             blocking=True,
-            is_mariadb="-" in resume or self._is_mariadb(),
             slave_heartbeat=self.heartbeat,
             only_events=[
                 event.GtidEvent,
@@ -387,6 +391,15 @@ class BinlogSource:
                 names = {m for (clause,) in cur.fetchall() for m in _JSON_CHECK.findall(clause)}
             found = self._json_columns[key] = frozenset(names) & frozenset(blobs)
         return found
+
+
+def _pymysql_connect(**settings: Any) -> Any:
+    """pymysql.connect, with the library's deprecated ``db=`` spelled ``database=``."""
+    import pymysql
+
+    if "db" in settings:
+        settings["database"] = settings.pop("db")
+    return pymysql.connect(**settings)
 
 
 def _is_connection_error(error: BaseException) -> bool:

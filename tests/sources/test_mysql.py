@@ -1,0 +1,418 @@
+"""BinlogSource against the real MariaDB of this machine (row-based binlog on)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pymysql
+import pytest
+
+from rowcast import Change, ConfigError, Hub
+from rowcast.checkpoint import open_checkpoint
+from rowcast.sources import open_source
+from rowcast.sources._mysql_server import check_settings, connect, diagnose, parse_url
+from rowcast.sources.mysql import BinlogSource
+from tests.conftest import require_server
+
+URL = "mysql://root@127.0.0.1:3306/test"
+SEED = [
+    "INSERT INTO test (data) VALUES ('a')",
+    "INSERT INTO test (data) VALUES ('b'), ('c'), ('d')",
+    "UPDATE test SET data = 'aa' WHERE id = 1",
+    "UPDATE test SET data = 'bb' WHERE id = 2",
+    "UPDATE test SET data = 'cc' WHERE id != 1",
+    "DELETE FROM test WHERE id != 1",
+    "DELETE FROM test WHERE id = 1",
+]
+SEED_EVENTS = [
+    ("test_write", 1),
+    ("test_write", 2),
+    ("test_write", 3),
+    ("test_write", 4),
+    ("test_update", 1),
+    ("test_update", 2),
+    ("test_update", 2),
+    ("test_update", 3),
+    ("test_update", 4),
+    ("test_delete", 2),
+    ("test_delete", 3),
+    ("test_delete", 4),
+    ("test_delete", 1),
+]
+
+
+@pytest.fixture
+def db() -> Iterator[Any]:
+    """A root connection to the test database, with a fresh `test` table."""
+    require_server("mysql")
+    conn = pymysql.connect(host="127.0.0.1", user="root", database="test", autocommit=True)
+    with conn.cursor() as cur:
+        cur.execute("DROP TABLE IF EXISTS test")
+        cur.execute("CREATE TABLE test (id INT AUTO_INCREMENT PRIMARY KEY, data VARCHAR(20))")
+    yield conn
+    if conn.open:
+        conn.close()
+
+
+def wait_for(condition: Any, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def execute(conn: Any, *statements: str) -> None:
+    with conn.cursor() as cur:
+        for statement in statements:
+            cur.execute(statement)
+
+
+def position(conn: Any) -> str:
+    with conn.cursor() as cur:
+        cur.execute("SHOW MASTER STATUS")
+        row = cur.fetchone()
+    return f"{row[0]}:{row[1]}"
+
+
+def read(start: str, **options: Any) -> list[list[Change]]:
+    """Every transaction from `start` up to the server's current position."""
+    return list(BinlogSource(URL, start=start, end="now", **options))
+
+
+def events(transactions: list[list[Change]]) -> list[tuple[str, Any]]:
+    return [(c.name, c.pk) for tx in transactions for c in tx]
+
+
+def test_seed_example_in_autocommit_statements(db: Any) -> None:
+    start = position(db)
+    execute(db, *SEED)
+    transactions = read(start, tables=["test.test"])
+    assert events(transactions) == SEED_EVENTS
+    assert len(transactions) == 7
+    for tx in transactions:
+        assert len({(c.txid, c.position, c.ts) for c in tx}) == 1  # one transaction
+        assert tx[0].txid is not None
+        assert tx[0].txid.count("-") == 2  # MariaDB GTID domain-server-seq
+        assert tx[0].source == "mysql"
+        assert tx[0].schema == "test"
+    update = transactions[2][0]
+    assert update.before == {"id": 1, "data": "a"}
+    assert update.after == {"id": 1, "data": "aa"}
+
+
+def test_seed_example_in_one_transaction_and_hub_levels(db: Any) -> None:
+    start = position(db)
+    execute(db, "BEGIN", *SEED, "COMMIT")
+    hub = Hub()
+    counts: dict[str, int] = {}
+    for name in ("write", "update", "delete", "update@test.test", "commit"):
+
+        def count(sender: Any, _name: str = name, **kw: Any) -> None:
+            counts[_name] = counts.get(_name, 0) + 1
+
+        hub.signal(name).connect(count, weak=False)
+    source = BinlogSource(URL, start=start, end="now", tables=["test"])
+    source.run(hub)
+    assert counts == {"write": 4, "update": 5, "delete": 4, "update@test.test": 5, "commit": 1}
+    assert source.position is not None
+
+
+def test_every_type_maps_faithfully_and_survives_the_codec(db: Any) -> None:
+    execute(
+        db,
+        "DROP TABLE IF EXISTS rc_types",
+        """CREATE TABLE rc_types (
+            id BIGINT UNSIGNED PRIMARY KEY,
+            ti TINYINT, tu TINYINT UNSIGNED, si SMALLINT, mi MEDIUMINT UNSIGNED, i INT,
+            iu INT UNSIGNED, bi BIGINT, dec_ DECIMAL(12, 4), f FLOAT, d DOUBLE,
+            c CHAR(3), v VARCHAR(20), t TEXT, b BLOB, bin BINARY(2),
+            da DATE, tm TIME, dt6 DATETIME(6), ts TIMESTAMP(3) NULL, y YEAR,
+            j JSON, e ENUM('red', 'green'), s SET('x', 'y', 'z'), es SET('x', 'y'),
+            bit BIT(10), n INT NULL
+        ) CHARACTER SET utf8mb4""",
+    )
+    start = position(db)
+    execute(
+        db,
+        "SET time_zone = '+00:00'",
+        """INSERT INTO rc_types VALUES (
+            18446744073709551615, -128, 255, -32768, 16777215, -2147483648,
+            4294967295, -9223372036854775808, 12345678.9012, 1.5, 2.25,
+            'abc', 'héllo 😀', 'long text ✓', x'00ff10', x'0102',
+            '2024-02-29', '-838:59:59', '2024-01-02 03:04:05.123456', '2024-01-02 03:04:05.678',
+            2024, '{"k": [1, 2.5, null], "s": "é"}', 'green', 'x,z', '', b'1000000001', NULL
+        )""",
+    )
+    (tx,) = read(start, tables=["test.rc_types"])
+    after = tx[0].after
+    assert after is not None
+    assert after == {
+        "id": 18446744073709551615,
+        "ti": -128,
+        "tu": 255,
+        "si": -32768,
+        "mi": 16777215,
+        "i": -2147483648,
+        "iu": 4294967295,
+        "bi": -9223372036854775808,
+        "dec_": Decimal("12345678.9012"),
+        "f": 1.5,
+        "d": 2.25,
+        "c": "abc",
+        "v": "héllo 😀",
+        "t": "long text ✓",
+        "b": b"\x00\xff\x10",
+        "bin": b"\x01\x02",
+        "da": dt.date(2024, 2, 29),
+        "tm": -dt.timedelta(hours=838, minutes=59, seconds=59),
+        "dt6": dt.datetime(2024, 1, 2, 3, 4, 5, 123456),
+        "ts": dt.datetime(2024, 1, 2, 3, 4, 5, 678000, tzinfo=dt.UTC),
+        "y": 2024,
+        "j": {"k": [1, 2.5, None], "s": "é"},
+        "e": "green",
+        "s": {"x", "z"},
+        "es": set(),
+        "bit": 513,
+        "n": None,
+    }
+    assert Change.from_json(tx[0].to_json()) == tx[0]
+    execute(db, "DROP TABLE rc_types")
+
+
+def test_composite_keys_and_tables_without_a_key(db: Any) -> None:
+    execute(
+        db,
+        "DROP TABLE IF EXISTS rc_pair",
+        "DROP TABLE IF EXISTS rc_loose",
+        "CREATE TABLE rc_pair (a INT, b VARCHAR(5), v INT, PRIMARY KEY (a, b))",
+        "CREATE TABLE rc_loose (x INT, y INT)",
+    )
+    start = position(db)
+    execute(
+        db,
+        "INSERT INTO rc_pair VALUES (1, 'k', 10)",
+        "INSERT INTO rc_loose VALUES (5, 6)",
+        "UPDATE rc_loose SET y = 7",
+    )
+    changes = [c for tx in read(start, tables=["rc_pair", "rc_loose"]) for c in tx]
+    assert [(c.name, c.pk) for c in changes] == [
+        ("rc_pair_write", (1, "k")),
+        ("rc_loose_write", None),
+        ("rc_loose_update", None),
+    ]
+    assert changes[2].before == {"x": 5, "y": 6}
+    assert changes[2].after == {"x": 5, "y": 7}
+    execute(db, "DROP TABLE rc_pair", "DROP TABLE rc_loose")
+
+
+def test_alter_table_mid_stream(db: Any) -> None:
+    start = position(db)
+    execute(
+        db,
+        "INSERT INTO test (data) VALUES ('before')",
+        "ALTER TABLE test ADD COLUMN extra INT DEFAULT 7 AFTER id",
+        "INSERT INTO test (data, extra) VALUES ('after', 8)",
+        "UPDATE test SET data = 'x' WHERE id = 1",
+    )
+    changes = [c for tx in read(start, tables=["test.test"]) for c in tx]
+    assert [c.after for c in changes] == [
+        {"id": 1, "data": "before"},
+        {"id": 2, "extra": 8, "data": "after"},
+        {"id": 1, "extra": 7, "data": "x"},
+    ]
+
+
+def test_resume_from_a_checkpoint_loses_and_repeats_nothing(db: Any, tmp_path: Path) -> None:
+    checkpoint = open_checkpoint(str(tmp_path / "binlog.pos"))
+    execute(db, "INSERT INTO test (data) VALUES ('seen')")
+    start = position(db)
+    execute(db, "INSERT INTO test (data) VALUES ('one')", "BEGIN")
+    execute(db, "INSERT INTO test (data) VALUES ('two')", "INSERT INTO test (data) VALUES ('3')")
+    execute(db, "COMMIT")
+    # nothing saved yet: the first run starts at `start`
+    first = BinlogSource(URL, start=start, end="now", tables=["test.test"], checkpoint=checkpoint)
+    got: list[Change] = []
+    hub = Hub()
+    hub.connect(got.append)
+    first.run(hub)
+    assert [c.after["data"] for c in got if c.after] == ["one", "two", "3"]
+    assert checkpoint.load() == first.position
+    execute(db, "INSERT INTO test (data) VALUES ('four')", "UPDATE test SET data = 'x'")
+    got.clear()
+    # a restart: `start` is ignored because the checkpoint holds a position
+    second = BinlogSource(
+        URL, start="start", end="now", tables=["test.test"], checkpoint=checkpoint
+    )
+    second.run(hub)
+    assert [c.name for c in got] == ["test_write"] + ["test_update"] * 5
+    assert got[0].after == {"id": 5, "data": "four"}
+
+
+def test_stop_from_another_thread_when_idle(db: Any) -> None:
+    source = BinlogSource(URL, tables=["test.test"], heartbeat=0.5)
+    thread = threading.Thread(target=source.run, args=(Hub(),))
+    thread.start()
+    time.sleep(1.0)
+    began = time.monotonic()
+    source.stop()
+    thread.join(10)
+    assert not thread.is_alive()
+    assert time.monotonic() - began < 5
+
+
+def _restart_mariadb() -> None:
+    subprocess.run(["mariadb", "--protocol=socket", "-uroot", "-e", "SHUTDOWN"], check=True)
+    for _ in range(100):
+        if subprocess.run(["pgrep", "-x", "mariadbd"], capture_output=True).returncode:
+            break
+        time.sleep(0.1)
+    subprocess.run(
+        [
+            "start-stop-daemon",
+            "--start",
+            "--oknodo",
+            "--background",
+            "--exec",
+            "/usr/sbin/mariadbd",
+        ],
+        check=True,
+    )
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("start-stop-daemon"),
+    reason="restarting MariaDB needs root and start-stop-daemon",
+)
+def test_server_restart_mid_stream_loses_and_repeats_nothing(db: Any) -> None:
+    got: list[Change] = []
+    hub = Hub()
+    hub.connect(got.append)
+    source = BinlogSource(URL, start=position(db), tables=["test.test"], heartbeat=0.5)
+    thread = threading.Thread(target=source.run, args=(hub,))
+    thread.start()
+    try:
+        execute(db, *(f"INSERT INTO test (data) VALUES ('a{i}')" for i in range(20)))
+        wait_for(lambda: len(got) == 20)  # streaming, then the server goes away
+        db.close()
+        _restart_mariadb()
+        deadline = time.monotonic() + 30
+        conn = None
+        while conn is None:
+            try:
+                conn = pymysql.connect(
+                    host="127.0.0.1", user="root", database="test", autocommit=True
+                )
+            except pymysql.err.OperationalError:
+                assert time.monotonic() < deadline, "MariaDB did not come back"
+                time.sleep(0.2)
+        execute(conn, *(f"INSERT INTO test (data) VALUES ('b{i}')" for i in range(20)))
+        conn.close()
+        wait_for(lambda: len(got) >= 40)
+        time.sleep(0.5)  # a duplicate would arrive now
+    finally:
+        source.stop()
+        thread.join(15)
+    assert [c.after["data"] for c in got if c.after] == [f"a{i}" for i in range(20)] + [
+        f"b{i}" for i in range(20)
+    ]
+
+
+# ----------------------------------------------------------------- errors
+
+
+def test_wrong_password_and_unreachable_host() -> None:
+    require_server("mysql")
+    with pytest.raises(ConfigError, match="access denied for user 'root'"):
+        BinlogSource("mysql://root:wrong@127.0.0.1:3306/test").check()
+    with pytest.raises(ConfigError, match="cannot reach the server"):
+        BinlogSource("mysql://root@127.0.0.1:1/test").check()
+
+
+def test_missing_replication_privileges(db: Any) -> None:
+    execute(
+        db,
+        "DROP USER IF EXISTS 'rc_noperm'@'127.0.0.1'",
+        "CREATE USER 'rc_noperm'@'127.0.0.1' IDENTIFIED BY 'pw'",
+        "GRANT SELECT ON test.* TO 'rc_noperm'@'127.0.0.1'",
+    )
+    try:
+        with pytest.raises(ConfigError) as caught:
+            BinlogSource("mysql://rc_noperm:pw@127.0.0.1:3306/test").check()
+        message = str(caught.value)
+        assert "privilege REPLICATION SLAVE is missing: GRANT REPLICATION SLAVE ON *.*" in message
+        assert "privilege REPLICATION CLIENT is missing" in message
+    finally:
+        execute(db, "DROP USER 'rc_noperm'@'127.0.0.1'")
+
+
+@pytest.mark.parametrize(
+    ("variable", "bad", "fix"),
+    [
+        ("binlog_format", "MIXED", "SET GLOBAL binlog_format = 'ROW'"),
+        ("binlog_row_image", "MINIMAL", "SET GLOBAL binlog_row_image = 'FULL'"),
+        ("binlog_row_metadata", "MINIMAL", "SET GLOBAL binlog_row_metadata = 'FULL'"),
+    ],
+)
+def test_wrong_binlog_settings_are_refused_with_the_fix(
+    db: Any, variable: str, bad: str, fix: str
+) -> None:
+    with db.cursor() as cur:
+        cur.execute(f"SELECT @@GLOBAL.{variable}")
+        good = cur.fetchone()[0]
+        cur.execute(f"SET GLOBAL {variable} = '{bad}'")
+    try:
+        with pytest.raises(ConfigError, match=fix):
+            list(BinlogSource(URL, end="now"))
+    finally:
+        execute(db, f"SET GLOBAL {variable} = '{good}'")
+
+
+def test_binlog_off_is_diagnosed_with_the_fix(db: Any) -> None:
+    # log_bin cannot be switched off without a restart: check the rule on the real
+    # server's own settings with only log_bin changed
+    conn = connect(parse_url(URL))
+    checks = {c.name: c for c in diagnose(conn, "root")}
+    conn.close()
+    assert all(c.ok for c in checks.values())
+    variables = {name: check.value for name, check in checks.items()}
+    variables["log_bin"] = "OFF"
+    broken = {
+        c.name: c for c in check_settings(variables, ["GRANT ALL PRIVILEGES ON *.* TO x"], "u")
+    }
+    assert not broken["log_bin"].ok
+    assert "log_bin = mysql-bin" in broken["log_bin"].fix
+
+
+@pytest.mark.parametrize(
+    ("url", "options", "message"),
+    [
+        ("mysql:///test", {}, "names no host"),
+        ("mysql://root@127.0.0.1:99999/test", {}, "bad port"),
+        (URL, {"start": "nonsense"}, "bad binlog position 'nonsense'"),
+        (URL, {"end": "file-without-offset"}, "bad binlog position"),
+        (URL, {"tables": "test"}, "list of patterns"),
+        (URL, {"server_id": "abc"}, "server_id must be an integer"),
+        ("postgres://x@y/z", {}, "no rowcast source for"),
+        ("nope", {}, "no rowcast source for"),
+    ],
+)
+def test_bad_urls_and_options(url: str, options: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        open_source(url, **options)
+
+
+def test_open_source_and_a_stable_server_id() -> None:
+    one = open_source(URL + "?server_id=4242&tables=test.test,other")
+    assert isinstance(one, BinlogSource)
+    assert one.server_id == 4242
+    assert one.tables == ("test.test", "other")
+    assert BinlogSource(URL).server_id == BinlogSource(URL).server_id != 1
