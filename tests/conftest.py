@@ -61,3 +61,28 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
         eng = create_engine(require_server(request.param))
     yield eng
     eng.dispose()
+
+
+REDIS_URL = os.environ.get("ROWCAST_TEST_REDIS", "redis://127.0.0.1:6379/15")
+
+
+def require_redis() -> str:
+    """The URL of the test Redis (db 15); skip the test when it is down, but fail in CI."""
+    try:
+        import redis
+    except ImportError as error:  # the dev extra installs it
+        if IN_CI:
+            pytest.fail(f"redis-py is not installed: {error} (CI=true: pip install -e '.[dev]')")
+        pytest.skip(f"redis-py is not installed: {error}")
+
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as error:
+        message = f"redis server not reachable at {REDIS_URL}: {error}"
+        if IN_CI:
+            pytest.fail(message + " (CI=true: the server must run)")
+        pytest.skip(message)
+    finally:
+        client.close()
+    return REDIS_URL
