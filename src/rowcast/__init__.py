@@ -7,6 +7,7 @@ from importlib.metadata import PackageNotFoundError as _NotInstalled
 from importlib.metadata import version as _version
 
 from .change import Action, Change
+from .checkpoint import Checkpoint, open_checkpoint
 from .errors import (
     CacheError,
     ConfigError,
@@ -17,6 +18,7 @@ from .errors import (
     StoreError,
 )
 from .hub import Hub
+from .sources import Source, open_source
 
 try:
     __version__ = _version("rowcast")
@@ -27,12 +29,16 @@ __all__ = [
     "Action",
     "CacheError",
     "Change",
+    "Checkpoint",
     "ConfigError",
     "Hub",
     "RowcastError",
     "RowcastWarning",
     "SinkError",
+    "Source",
     "SourceError",
     "StoreError",
     "__version__",
+    "open_checkpoint",
+    "open_source",
 ]
