@@ -126,6 +126,22 @@ def test_seed_example_in_one_transaction_and_hub_levels(db: Any) -> None:
     assert source.position is not None
 
 
+def test_savepoints_inside_a_transaction(db: Any) -> None:
+    start = position(db)
+    execute(
+        db,
+        "BEGIN",
+        "INSERT INTO test (data) VALUES ('kept')",
+        "SAVEPOINT sp",
+        "INSERT INTO test (data) VALUES ('dropped')",
+        "ROLLBACK TO SAVEPOINT sp",
+        "INSERT INTO test (data) VALUES ('after')",
+        "COMMIT",
+    )
+    (tx,) = read(start, tables=["test.test"])
+    assert [c.after["data"] for c in tx if c.after] == ["kept", "after"]
+
+
 def test_every_type_maps_faithfully_and_survives_the_codec(db: Any) -> None:
     execute(
         db,

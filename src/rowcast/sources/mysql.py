@@ -268,12 +268,16 @@ class BinlogSource:
         _, event, row_event = _replication()
         rows: list[tuple[Action, str, str, Any, dict[str, Any] | None, dict[str, Any] | None]] = []
         gtid: str | None = None
+        in_transaction = False
         for ev in stream:
             if self._stopping.is_set():
                 return
             if isinstance(ev, event.HeartbeatLogEvent):
                 continue
-            if isinstance(ev, event.MariadbGtidEvent | event.GtidEvent):
+            if isinstance(ev, event.MariadbGtidEvent):
+                # MariaDB logs no BEGIN: a GTID event without FL_STANDALONE opens a transaction
+                gtid, rows, in_transaction = ev.gtid, [], not ev.flags & 1
+            elif isinstance(ev, event.GtidEvent):
                 gtid, rows = ev.gtid, []
             elif isinstance(ev, row_event.RowsEvent):
                 if self._wants(ev.schema, ev.table):
@@ -283,18 +287,21 @@ class BinlogSource:
                     self._commit(rows, gtid or str(ev.xid), ev.timestamp, stream),
                     self._at(stream),
                 )
-                rows, gtid = [], None
+                rows, gtid, in_transaction = [], None, False
             elif isinstance(ev, event.QueryEvent):
                 query = ev.query.strip().upper()
                 if query == "BEGIN":
-                    rows = []
-                elif query == "COMMIT":  # non-transactional engines end this way
+                    rows, in_transaction = [], True
+                elif query in {"COMMIT", "ROLLBACK"}:
+                    # a transaction on non-transactional tables ends this way; their rows
+                    # were written even by a ROLLBACK
                     yield self._commit(rows, gtid or "", ev.timestamp, stream), self._at(stream)
-                    rows, gtid = [], None
-                else:  # DDL: its own transaction; column caches may be stale now
+                    rows, gtid, in_transaction = [], None, False
+                elif not in_transaction:  # DDL, its own transaction: column caches are stale
                     self._json_columns.clear()
                     yield [], self._at(stream)
                     rows, gtid = [], None
+                # else SAVEPOINT / ROLLBACK TO inside a transaction: its rows go on
 
     @staticmethod
     def _at(stream: Any) -> str:
