@@ -146,17 +146,24 @@ class BinlogSource:
         """Raise `ConfigError` with every fix the server needs before it can be read."""
         conn = connect(self.url)
         try:
-            problems = [c for c in diagnose(conn, self.url.user) if not c.ok]
+            self._check(conn)
         finally:
             conn.close()
+
+    def _check(self, conn: Any) -> None:
+        problems = [c for c in diagnose(conn, self.url.user) if not c.ok]
         if problems:
             lines = "\n".join(f"  - {c.name} is {c.value}: {c.fix}" for c in problems)
             raise ConfigError(f"{self.url.masked} cannot be read as a binlog source:\n{lines}")
 
     def __iter__(self) -> Iterator[list[Change]]:
-        self.check()
+        conn = connect(self.url)
+        try:
+            self._check(conn)
+            resume, end = self._resolve_positions(conn)
+        finally:
+            conn.close()
         self._stopping.clear()
-        resume, end = self._resolve_positions()
         backoff = 0.2
         while not self._stopping.is_set():
             stream = None
@@ -193,24 +200,18 @@ class BinlogSource:
 
     # ------------------------------------------------------------------ internals
 
-    def _resolve_positions(self) -> tuple[str, str | None]:
+    def _resolve_positions(self, conn: Any) -> tuple[str, str | None]:
         saved = self.checkpoint.load() if self.checkpoint is not None else None
         start = saved or self.start
-        conn = connect(self.url)
-        try:
-            with conn.cursor() as cur:
-                cur.execute("SHOW MASTER STATUS")
-                row = cur.fetchone()
-                if row is None:
-                    raise ConfigError(
-                        f"{self.url.masked}: SHOW MASTER STATUS is empty: log_bin off?"
-                    )
-                now = f"{row[0]}:{row[1]}"
-                if start == "start":
-                    cur.execute("SHOW BINARY LOGS")
-                    start = f"{cur.fetchone()[0]}:4"
-        finally:
-            conn.close()
+        with conn.cursor() as cur:
+            cur.execute("SHOW MASTER STATUS")
+            row = cur.fetchone()
+            if row is None:
+                raise ConfigError(f"{self.url.masked}: SHOW MASTER STATUS is empty: log_bin off?")
+            now = f"{row[0]}:{row[1]}"
+            if start == "start":
+                cur.execute("SHOW BINARY LOGS")
+                start = f"{cur.fetchone()[0]}:4"
         if start == "now":
             start = now
         end = now if self.end == "now" else self.end
