@@ -1,40 +1,45 @@
 """The ``rowcast`` command.
 
 Each sub-command is a thin shell over the library: it parses options, opens
-what the URLs name, and prints with rich. Later commands (``tail``,
-``relay``, ``doctor``, ``events``) join the `main` group the same way.
+what the URLs name, and prints with rich (see `rowcast._console`). A
+`RowcastError` ends any of them with ``error: <message>`` on stderr and exit
+status 2. Later commands (``relay``, ``events``) join the `main` group the
+same way.
 """
 
 from __future__ import annotations
 
-import datetime as dt
+import contextlib
 import os
+import signal
 import sys
 import tempfile
+import threading
+from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
 from rich.console import Console
 from rich.text import Text
 
 from . import __version__
-from .change import Action, Change, dumps
-from .errors import RowcastError
+from ._console import ChangePrinter, print_checks, print_error
+from .errors import ConfigError, RowcastError
 from .hub import Hub
+from .sources.base import Source, open_source
 
 __all__ = ["main"]
 
-_STYLE = {Action.WRITE: "green", Action.UPDATE: "yellow", Action.DELETE: "red"}
-
 
 class _Group(click.Group):
-    """Turns a `RowcastError` into a one-line message and exit status 2."""
+    """Turns a `RowcastError` into ``error: <message>`` on stderr and exit status 2."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except RowcastError as error:
-            Console(stderr=True).print(f"[bold red]error:[/] {error}", highlight=False)
+            print_error(error)
             ctx.exit(2)
 
 
@@ -44,50 +49,7 @@ def main() -> None:
     """rowcast: every committed row change of your database, as an event."""
 
 
-def _show(value: Any) -> str:
-    return value.isoformat() if isinstance(value, dt.date | dt.time) else repr(value)
-
-
-def _describe(change: Change) -> str:
-    """The columns that changed, ``col: old -> new`` for updates."""
-    if change.action is Action.UPDATE and change.before is not None and change.after is not None:
-        old, new = change.before, change.after
-        return ", ".join(f"{c}: {_show(old.get(c))} -> {_show(new.get(c))}" for c in change.changed)
-    image = change.after if change.after is not None else change.before
-    return ", ".join(f"{k}={_show(v)}" for k, v in (image or {}).items())
-
-
-class ChangePrinter:
-    """Prints each change as it is published: aligned rows, or JSON lines."""
-
-    def __init__(self, console: Console, fmt: str) -> None:
-        self.console, self.fmt = console, fmt
-        self.transactions = self.changes = 0
-
-    def header(self) -> None:
-        if self.fmt == "table":
-            self.console.print(Text(f"{'tx':>3}  {'event':<16} {'pk':>6}  changed", style="bold"))
-
-    def __call__(self, sender: Any, changes: list[Change], **_: Any) -> None:
-        self.transactions += 1
-        for change in changes:
-            self.changes += 1
-            if self.fmt == "json":
-                try:
-                    click.echo(change.to_json())
-                except BrokenPipeError:  # `rowcast demo --format json | head`: stop quietly
-                    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-                    return
-                continue
-            line = Text(f"{self.transactions:>3}  ")
-            line.append(f"{change.name:<16}", style=_STYLE[change.action])
-            line.append(f" {dumps(change.pk):>6}  ")
-            line.append(_describe(change))
-            self.console.print(line, highlight=False, soft_wrap=True)
-
-
-@main.command()
-@click.option(
+_FORMAT = click.option(
     "--format",
     "fmt",
     type=click.Choice(["table", "json"]),
@@ -95,6 +57,20 @@ class ChangePrinter:
     show_default=True,
     help="Readable rows, or one Change.to_json() per line.",
 )
+
+
+def _masked(url: str) -> str:
+    """`url` with its password replaced by ``***``, fit to print."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user = userinfo.partition(":")[0]
+    return parts._replace(netloc=f"{user}:***@{host}").geturl()
+
+
+@main.command()
+@_FORMAT
 @click.option(
     "--db",
     type=click.Path(dir_okay=False),
@@ -129,3 +105,149 @@ def demo(fmt: str, db: str | None) -> None:
         )
     if hub.errors:
         sys.exit(1)
+
+
+@main.command()
+@click.argument("url")
+@click.option(
+    "--tables",
+    "-t",
+    multiple=True,
+    metavar="PATTERN",
+    help="Only these tables: patterns such as 'shop.*' or 'orders' "
+    "(repeat the option or separate with commas).",
+)
+@click.option(
+    "--from",
+    "start",
+    metavar="now|start|POSITION",
+    help="Where to begin: 'now' (the default), 'start' (the oldest change the server "
+    "still has), or a position from a change or a checkpoint ('file:offset', GTID set).",
+)
+@click.option(
+    "--to",
+    "end",
+    metavar="POSITION|now",
+    help="Stop once this position is passed; 'now' is the server's position when tail starts.",
+)
+@_FORMAT
+@click.option(
+    "--server-id",
+    type=click.IntRange(1, 2**32 - 1),
+    help="Replica id to read the log with (default: a stable id derived from the URL); "
+    "readers running at the same time need different ids.",
+)
+def tail(
+    url: str,
+    tables: tuple[str, ...],
+    start: str | None,
+    end: str | None,
+    fmt: str,
+    server_id: int | None,
+) -> None:
+    """Print every row change committed on the database at URL, as it is published.
+
+    URL is mysql://user:password@host:3306/db (or mariadb://). Stop with
+    Ctrl-C or SIGTERM; a summary goes to stderr (table format).
+    """
+    options: dict[str, Any] = {}
+    patterns = [p.strip() for value in tables for p in value.split(",") if p.strip()]
+    if patterns:
+        options["tables"] = patterns
+    for name, value in (("start", start), ("end", end), ("server_id", server_id)):
+        if value is not None:
+            options[name] = value
+    source = open_source(url, **options)
+
+    err = Console(stderr=True, highlight=False)
+    printer = ChangePrinter(Console(highlight=False), fmt, show_tx=True, on_closed=source.stop)
+    hub = Hub()
+    hub.signal("commit").connect(printer, weak=False)
+    if fmt == "table":
+        until = f" to {end}" if end else ""
+        err.print(
+            Text(f"tailing {_masked(url)} from {start or 'now'}{until} (Ctrl-C to stop)", "dim"),
+            soft_wrap=True,
+        )
+    with _stop_on_sigterm(source):
+        try:
+            source.run(hub)
+        except KeyboardInterrupt:
+            source.stop()
+    if fmt == "table":
+        errors = f"; {hub.errors} receiver errors" if hub.errors else ""
+        err.print(printer.summary() + errors)
+    if hub.errors:
+        sys.exit(1)
+
+
+@contextlib.contextmanager
+def _stop_on_sigterm(source: Source) -> Iterator[None]:
+    """While inside, SIGTERM stops `source` (so `run` returns) instead of killing us."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set signal handlers
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: source.stop())
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+_DOCTOR_SCHEMES = ("mysql", "mariadb")
+
+
+@main.command()
+@click.argument("url")
+def doctor(url: str) -> None:
+    """Check that the server at URL can be read as a change source; print the fix for each problem.
+
+    URL is mysql://user:password@host:3306/db (or mariadb://). Exit status: 0
+    when every check passes, 1 when one fails, 2 when the server cannot be used
+    at all (unreachable, wrong password, unsupported URL).
+    """
+    scheme = urlsplit(url).scheme.split("+", 1)[0].lower()
+    if scheme not in _DOCTOR_SCHEMES:
+        known = " and ".join(f"{s}://" for s in _DOCTOR_SCHEMES)
+        raise ConfigError(f"rowcast doctor supports {known} URLs for now, not {_masked(url)!r}")
+    from .sources import _mysql_server as server
+
+    target = server.parse_url(url)
+    conn = server.connect(target)  # pymysql is importable from here on
+    import pymysql
+
+    try:
+        checks = server.diagnose(conn, target.user)
+        version, position = _server_facts(conn)
+    except pymysql.err.MySQLError as error:  # the server went away, say
+        raise ConfigError(f"{target.masked}: checking the server failed: {error}") from error
+    finally:
+        conn.close()
+
+    console = Console(highlight=False)
+    console.print(Text.assemble(("rowcast doctor ", "bold"), target.masked), soft_wrap=True)
+    console.print(Text(f"  server   {version}\n  binlog   {position}\n"), soft_wrap=True)
+    print_checks(console, checks)
+    failed = sum(not c.ok for c in checks)
+    if failed:
+        console.print(
+            f"\n{failed} of {len(checks)} checks failed: apply the fixes above and run "
+            "rowcast doctor again."
+        )
+        sys.exit(1)
+    console.print(f"\nAll {len(checks)} checks passed: rowcast can read this server's binlog.")
+
+
+def _server_facts(conn: Any) -> tuple[str, str]:
+    """The server's version and its current binlog position (or why it is unknown)."""
+    import pymysql
+
+    with conn.cursor() as cur:
+        cur.execute("SELECT VERSION()")
+        version = str(cur.fetchone()[0])
+        try:
+            cur.execute("SHOW MASTER STATUS")
+            row = cur.fetchone()
+        except pymysql.err.MySQLError as error:  # e.g. no REPLICATION CLIENT privilege
+            return version, f"unknown: {error.args[-1]}"
+    return version, f"{row[0]}:{row[1]}" if row else "none: log_bin is off"

@@ -273,6 +273,12 @@ def test_resume_from_a_checkpoint_loses_and_repeats_nothing(db: Any, tmp_path: P
     assert got[0].after == {"id": 5, "data": "four"}
 
 
+def test_reading_up_to_now_with_nothing_new_returns_at_once(db: Any) -> None:
+    began = time.monotonic()
+    assert read(position(db)) == []
+    assert time.monotonic() - began < 5
+
+
 def test_stop_from_another_thread_when_idle(db: Any) -> None:
     source = BinlogSource(URL, tables=["test.test"], heartbeat=0.5)
     thread = threading.Thread(target=source.run, args=(Hub(),))

@@ -69,12 +69,12 @@ def _replication() -> Any:
     return pymysqlreplication, event, row_event
 
 
-def _file_pos(position: str) -> tuple[str, int]:
+def _file_pos(position: str, accepted: str = "a GTID set, 'now' or 'start'") -> tuple[str, int]:
     name, sep, offset = position.rpartition(":")
     if not sep or not name or not offset.isdigit():
         raise ConfigError(
             f"bad binlog position {position!r}: expected 'file:offset' such as "
-            "'mysql-bin.000003:1234', a GTID set, 'now' or 'start'"
+            f"'mysql-bin.000003:1234', {accepted}"
         )
     return name, int(offset)
 
@@ -122,7 +122,7 @@ class BinlogSource:
         if self.start not in {"now", "start"} and not _GTID_SET.match(self.start):
             _file_pos(self.start)
         if end is not None and end != "now":
-            _file_pos(end)
+            _file_pos(end, "or 'now'")
         self.end = end
         self.checkpoint = checkpoint
         self.heartbeat = heartbeat
@@ -164,6 +164,8 @@ class BinlogSource:
         finally:
             conn.close()
         self._stopping.clear()
+        if end is not None and not _GTID_SET.match(resume) and _order(resume) >= _order(end):
+            return  # nothing to read before the end
         backoff = 0.2
         while not self._stopping.is_set():
             stream = None
