@@ -348,6 +348,36 @@ def test_server_restart_mid_stream_loses_and_repeats_nothing(db: Any) -> None:
     ]
 
 
+def test_a_killed_connection_mid_stream_loses_and_repeats_nothing(db: Any) -> None:
+    got: list[Change] = []
+    hub = Hub()
+    hub.connect(got.append)
+    source = BinlogSource(URL, start=position(db), tables=["test.test"], heartbeat=0.5)
+    thread = threading.Thread(target=source.run, args=(hub,))
+    thread.start()
+    try:
+        for batch in range(3):
+            execute(db, "BEGIN")
+            execute(db, *(f"INSERT INTO test (data) VALUES ('{batch}-{i}')" for i in range(50)))
+            execute(db, "COMMIT")
+            wait_for(lambda n=batch: len(got) == 50 * (n + 1))
+            with db.cursor() as cur:
+                cur.execute(
+                    "SELECT ID FROM information_schema.PROCESSLIST WHERE COMMAND = 'Binlog Dump'"
+                )
+                for (thread_id,) in cur.fetchall():
+                    cur.execute(f"KILL {thread_id}")
+        execute(db, "INSERT INTO test (data) VALUES ('last')")
+        wait_for(lambda: len(got) == 151)
+        time.sleep(0.5)  # a duplicate would arrive now
+    finally:
+        source.stop()
+        thread.join(15)
+    assert [c.after["data"] for c in got if c.after] == [
+        f"{b}-{i}" for b in range(3) for i in range(50)
+    ] + ["last"]
+
+
 # ----------------------------------------------------------------- errors
 
 
