@@ -279,6 +279,14 @@ def test_reading_up_to_now_with_nothing_new_returns_at_once(db: Any) -> None:
     assert time.monotonic() - began < 5
 
 
+def test_resume_after_a_gtid(db: Any) -> None:
+    start = position(db)
+    execute(db, *(f"INSERT INTO test (data) VALUES ('{i}')" for i in range(3)))
+    first, *rest = read(start, tables=["test.test"])
+    again = read(first[0].txid or "", tables=["test.test"])  # MariaDB GTID 0-1-N
+    assert events(again) == events(rest) == [("test_write", 2), ("test_write", 3)]
+
+
 def test_stop_from_another_thread_when_idle(db: Any) -> None:
     source = BinlogSource(URL, tables=["test.test"], heartbeat=0.5)
     thread = threading.Thread(target=source.run, args=(Hub(),))
