@@ -287,6 +287,94 @@ def test_resume_after_a_gtid(db: Any) -> None:
     assert events(again) == events(rest) == [("test_write", 2), ("test_write", 3)]
 
 
+def test_xa_transactions_are_published_at_xa_commit(db: Any) -> None:
+    start = position(db)
+    execute(
+        db,
+        "XA START 'rc1'",
+        "INSERT INTO test (data) VALUES ('x1')",
+        "INSERT INTO test (data) VALUES ('x2')",
+        "XA END 'rc1'",
+        "XA PREPARE 'rc1'",
+        "XA COMMIT 'rc1'",
+        "XA START 'rc2'",
+        "INSERT INTO test (data) VALUES ('gone')",
+        "XA END 'rc2'",
+        "XA PREPARE 'rc2'",
+        "XA ROLLBACK 'rc2'",
+        "INSERT INTO test (data) VALUES ('x3')",
+    )
+    transactions = read(start, tables=["test.test"])
+    assert [[c.after["data"] for c in tx if c.after] for tx in transactions] == [
+        ["x1", "x2"],
+        ["x3"],
+    ]
+
+
+def test_end_is_reached_across_a_log_rotation_with_nothing_to_read(db: Any) -> None:
+    start = position(db)
+    execute(db, "FLUSH BINARY LOGS")
+    began = time.monotonic()
+    assert read(start, tables=["test.test"]) == []
+    assert time.monotonic() - began < 10
+
+
+def test_a_killed_connection_after_a_gtid_start_repeats_nothing(db: Any) -> None:
+    start = position(db)
+    execute(db, "INSERT INTO test (data) VALUES ('0')")
+    (first,) = read(start, tables=["test.test"])
+    got: list[Change] = []
+    hub = Hub()
+    hub.connect(got.append)
+    source = BinlogSource(URL, start=first[0].txid, tables=["test.test"], heartbeat=0.5)
+    thread = threading.Thread(target=source.run, args=(hub,))
+    thread.start()
+    try:
+        execute(db, "INSERT INTO test (data) VALUES ('1')")
+        wait_for(lambda: len(got) == 1)
+        with db.cursor() as cur:
+            cur.execute(
+                "SELECT ID FROM information_schema.PROCESSLIST WHERE COMMAND = 'Binlog Dump'"
+            )
+            for (thread_id,) in cur.fetchall():
+                cur.execute(f"KILL {thread_id}")
+        execute(db, "INSERT INTO test (data) VALUES ('2')")
+        wait_for(lambda: len(got) >= 2)
+        time.sleep(0.5)  # a replay would arrive now
+    finally:
+        source.stop()
+        thread.join(15)
+    assert [c.after["data"] for c in got if c.after] == ["1", "2"]
+
+
+def test_stop_right_after_run_starts_is_not_forgotten(db: Any) -> None:
+    source = BinlogSource(URL, tables=["test.test"], heartbeat=0.5)
+    thread = threading.Thread(target=source.run, args=(Hub(),))
+    thread.start()
+    source.stop()
+    thread.join(10)
+    assert not thread.is_alive()
+
+
+def test_json_parse_falls_back_for_rows_written_before_an_alter(db: Any) -> None:
+    execute(db, "DROP TABLE IF EXISTS rc_hist", "CREATE TABLE rc_hist (id INT PRIMARY KEY, t TEXT)")
+    start = position(db)
+    execute(
+        db,
+        "INSERT INTO rc_hist VALUES (1, 'plain text')",
+        "DELETE FROM rc_hist",
+        "ALTER TABLE rc_hist MODIFY t JSON",
+        "INSERT INTO rc_hist VALUES (1, '[1]')",
+    )
+    changes = [c for tx in read(start, tables=["rc_hist"]) for c in tx]
+    assert [c.after or c.before for c in changes] == [
+        {"id": 1, "t": "plain text"},  # read after the ALTER made t JSON: kept as text
+        {"id": 1, "t": "plain text"},
+        {"id": 1, "t": [1]},
+    ]
+    execute(db, "DROP TABLE rc_hist")
+
+
 def test_stop_from_another_thread_when_idle(db: Any) -> None:
     source = BinlogSource(URL, tables=["test.test"], heartbeat=0.5)
     thread = threading.Thread(target=source.run, args=(Hub(),))
@@ -460,6 +548,7 @@ def test_binlog_off_is_diagnosed_with_the_fix(db: Any) -> None:
         (URL, {"start": "nonsense"}, "bad binlog position 'nonsense'"),
         (URL, {"end": "file-without-offset"}, "bad binlog position"),
         (URL, {"tables": "test"}, "list of patterns"),
+        (URL, {"end": "mysql-bin.000001"}, r"expected 'file:offset'.*or 'now'"),
         (URL, {"server_id": "abc"}, "server_id must be an integer"),
         ("postgres://x@y/z", {}, "no rowcast source for"),
         ("nope", {}, "no rowcast source for"),
@@ -468,6 +557,17 @@ def test_binlog_off_is_diagnosed_with_the_fix(db: Any) -> None:
 def test_bad_urls_and_options(url: str, options: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         open_source(url, **options)
+
+
+def test_a_position_the_server_does_not_have_is_refused(db: Any) -> None:
+    for start in ("mysql-bin.999999:4", "0-1-999999999"):
+        with pytest.raises(ConfigError, match=r"has no binlog position|not in the master"):
+            read(start)
+
+
+def test_explicit_start_beats_the_url() -> None:
+    assert BinlogSource(URL + "?start=start", start="now").start == "now"
+    assert BinlogSource(URL + "?start=start").start == "start"
 
 
 def test_open_source_and_a_stable_server_id() -> None:

@@ -101,7 +101,7 @@ class BinlogSource:
         *,
         server_id: int | None = None,
         tables: Iterable[str] | None = None,
-        start: str = "now",
+        start: str | None = None,
         end: str | None = None,
         checkpoint: Checkpoint | None = None,
         heartbeat: float = 1.0,
@@ -118,7 +118,7 @@ class BinlogSource:
             self.server_id = int(raw_id) if raw_id is not None else self.url.default_server_id()
         except ValueError as e:
             raise ConfigError(f"server_id must be an integer, not {raw_id!r}") from e
-        self.start = options.get("start", start)
+        self.start = start or options.get("start") or "now"
         if self.start not in {"now", "start"} and not _GTID_SET.match(self.start):
             _file_pos(self.start)
         if end is not None and end != "now":
@@ -157,13 +157,13 @@ class BinlogSource:
             raise ConfigError(f"{self.url.masked} cannot be read as a binlog source:\n{lines}")
 
     def __iter__(self) -> Iterator[list[Change]]:
+        self._stopping.clear()  # first: a stop() from now on must not be forgotten
         conn = connect(self.url)
         try:
             self._check(conn)
             resume, end = self._resolve_positions(conn)
         finally:
             conn.close()
-        self._stopping.clear()
         if end is not None and not _GTID_SET.match(resume) and _order(resume) >= _order(end):
             return  # nothing to read before the end
         backoff = 0.2
@@ -173,6 +173,10 @@ class BinlogSource:
                 stream = self._open_stream(resume)
                 for transaction, position in self._transactions(stream):
                     backoff = 0.2
+                    if position is None:  # idle: nothing more to read for now
+                        if end is not None and _order(self._at(stream)) >= _order(end):
+                            return
+                        continue
                     if transaction:
                         yield transaction
                     resume = self.position = position
@@ -180,6 +184,11 @@ class BinlogSource:
                         return
                 return  # stopped
             except Exception as error:
+                if _server_code(error) == 1236:  # the server has no such position
+                    raise ConfigError(
+                        f"{self.url.masked} cannot send the binlog from {resume}: "
+                        f"{error.args[-1]} (purged? start from 'start' or a newer position)"
+                    ) from error
                 if self._stopping.is_set() or not _is_connection_error(error):
                     if isinstance(error, ConfigError | SourceError):
                         raise
@@ -211,9 +220,18 @@ class BinlogSource:
             if row is None:
                 raise ConfigError(f"{self.url.masked}: SHOW MASTER STATUS is empty: log_bin off?")
             now = f"{row[0]}:{row[1]}"
-            if start == "start":
-                cur.execute("SHOW BINARY LOGS")
-                start = f"{cur.fetchone()[0]}:4"
+            cur.execute("SHOW BINARY LOGS")
+            logs = {str(name): int(size) for name, size, *_ in cur.fetchall()}
+        if start == "start":
+            start = f"{min(logs, key=lambda name: _order(f'{name}:0'))}:4"
+        elif not _GTID_SET.match(start) and start != "now":
+            name, offset = _file_pos(start)
+            if name not in logs or offset > logs[name]:
+                oldest = min(logs, key=lambda n: _order(f"{n}:0"))
+                raise ConfigError(
+                    f"{self.url.masked} has no binlog position {start}: its binlogs run from "
+                    f"{oldest}:4 to {now} (purged, or a position from another server?)"
+                )
         if start == "now":
             start = now
         end = now if self.end == "now" else self.end
@@ -242,6 +260,7 @@ class BinlogSource:
                 event.MariadbGtidEvent,
                 event.QueryEvent,
                 event.XidEvent,
+                event.XAPrepareEvent,
                 event.HeartbeatLogEvent,
                 row_event.WriteRowsEvent,
                 row_event.UpdateRowsEvent,
@@ -266,18 +285,25 @@ class BinlogSource:
                 self._ctl.close()
             self._ctl = None
 
-    def _transactions(self, stream: Any) -> Iterator[tuple[list[Change], str]]:
-        """(changes, end position) per transaction; changes empty for DDL or filtered ones."""
+    def _transactions(self, stream: Any) -> Iterator[tuple[list[Change], str | None]]:
+        """(changes, end position) per transaction: changes empty for DDL or filtered ones;
+        ``([], None)`` when the server is idle (a heartbeat)."""
         _, event, row_event = _replication()
         rows: list[tuple[Action, str, str, Any, dict[str, Any] | None, dict[str, Any] | None]] = []
         gtid: str | None = None
         in_transaction = False
+        xa: str | None = None  # the XA transaction being written
+        prepared: dict[str, list[Any]] = {}  # XA transactions prepared, not yet committed
         for ev in stream:
             if self._stopping.is_set():
                 return
+            if stream.auto_position is not None:
+                # opened at a GTID: the library's own reconnect would go back there; from
+                # now on it must use the position reached, by file and offset
+                stream.auto_position, stream.is_mariadb = None, False
             if isinstance(ev, event.HeartbeatLogEvent):
-                continue
-            if isinstance(ev, event.MariadbGtidEvent):
+                yield [], None
+            elif isinstance(ev, event.MariadbGtidEvent):
                 # MariaDB logs no BEGIN: a GTID event without FL_STANDALONE opens a transaction
                 gtid, rows, in_transaction = ev.gtid, [], not ev.flags & 1
             elif isinstance(ev, event.GtidEvent):
@@ -291,20 +317,41 @@ class BinlogSource:
                     self._at(stream),
                 )
                 rows, gtid, in_transaction = [], None, False
+            elif isinstance(ev, event.XAPrepareEvent):
+                if xa is not None:
+                    prepared[xa] = rows
+                yield [], self._at(stream)  # committed or not, it is no longer in this log group
+                rows, gtid, in_transaction, xa = [], None, False, None
             elif isinstance(ev, event.QueryEvent):
-                query = ev.query.strip().upper()
-                if query == "BEGIN":
+                query = ev.query.strip()
+                upper = query.upper()
+                if upper == "BEGIN":
                     rows, in_transaction = [], True
-                elif query in {"COMMIT", "ROLLBACK"}:
+                elif upper in {"COMMIT", "ROLLBACK"}:
                     # a transaction on non-transactional tables ends this way; their rows
                     # were written even by a ROLLBACK
                     yield self._commit(rows, gtid or "", ev.timestamp, stream), self._at(stream)
                     rows, gtid, in_transaction = [], None, False
+                elif upper.startswith(("XA START", "XA END")):  # MariaDB logs only XA END
+                    xa, in_transaction = _xid(query), True
+                elif upper.startswith("XA PREPARE"):  # how MariaDB logs it
+                    prepared[_xid(query)] = rows
+                    yield [], self._at(stream)
+                    rows, gtid, in_transaction, xa = [], None, False, None
+                elif upper.startswith("XA COMMIT"):
+                    key = _xid(query).removesuffix(" ONE PHASE")
+                    done = prepared.pop(key, []) + rows
+                    yield self._commit(done, gtid or key, ev.timestamp, stream), self._at(stream)
+                    rows, gtid, in_transaction, xa = [], None, False, None
+                elif upper.startswith("XA ROLLBACK"):
+                    prepared.pop(_xid(query), None)
+                    yield [], self._at(stream)
+                    rows, gtid, in_transaction, xa = [], None, False, None
                 elif not in_transaction:  # DDL, its own transaction: column caches are stale
                     self._json_columns.clear()
                     yield [], self._at(stream)
                     rows, gtid = [], None
-                # else SAVEPOINT / ROLLBACK TO inside a transaction: its rows go on
+                # else SAVEPOINT, ROLLBACK TO, XA END inside a transaction: its rows go on
 
     @staticmethod
     def _at(stream: Any) -> str:
@@ -382,7 +429,9 @@ class BinlogSource:
             for name in jsons:
                 value = values[name]
                 if isinstance(value, str | bytes):
-                    values[name] = json.loads(value)
+                    # the column is JSON now; a row written before an ALTER may not be
+                    with contextlib.suppress(ValueError):
+                        values[name] = json.loads(value)
             return values
 
         return fix
@@ -410,6 +459,18 @@ def _pymysql_connect(**settings: Any) -> Any:
     if "db" in settings:
         settings["database"] = settings.pop("db")
     return pymysql.connect(**settings)
+
+
+def _xid(query: str) -> str:
+    """The xid of an ``XA <verb> <xid>`` statement, as the binlog spells it."""
+    parts = query.split(None, 2)
+    return parts[2].strip() if len(parts) == 3 else ""
+
+
+def _server_code(error: BaseException) -> int | None:
+    """The MySQL error number of a pymysql error, if it is one."""
+    args = getattr(error, "args", ())
+    return args[0] if args and isinstance(args[0], int) else None
 
 
 def _is_connection_error(error: BaseException) -> bool:
