@@ -11,14 +11,26 @@ from .checkpoint import Checkpoint, open_checkpoint
 from .errors import (
     CacheError,
     ConfigError,
+    DuplicateEventId,
     RowcastError,
     RowcastWarning,
     SinkError,
     SourceError,
     StoreError,
+    WrongExpectedVersion,
 )
 from .hub import Hub
 from .sources import Source, open_source
+from .store import (
+    ANY,
+    NO_STREAM,
+    STREAM_EXISTS,
+    AppendResult,
+    EventStore,
+    NewEvent,
+    RecordedEvent,
+    Snapshot,
+)
 
 try:
     __version__ = _version("rowcast")
@@ -26,18 +38,28 @@ except _NotInstalled:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
 __all__ = [
+    "ANY",
+    "NO_STREAM",
+    "STREAM_EXISTS",
     "Action",
+    "AppendResult",
     "CacheError",
     "Change",
     "Checkpoint",
     "ConfigError",
+    "DuplicateEventId",
+    "EventStore",
     "Hub",
+    "NewEvent",
+    "RecordedEvent",
     "RowcastError",
     "RowcastWarning",
     "SinkError",
+    "Snapshot",
     "Source",
     "SourceError",
     "StoreError",
+    "WrongExpectedVersion",
     "__version__",
     "open_checkpoint",
     "open_source",

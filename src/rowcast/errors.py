@@ -7,6 +7,8 @@
     │                            the message says exactly what to change
     ├── SourceError              a capture source failed while streaming
     ├── StoreError               the event store refused or failed an operation
+    │   ├── WrongExpectedVersion append: the stream is not at the expected version
+    │   └── DuplicateEventId     append: event ids already stored, not as this batch
     ├── SinkError                a relay sink could not deliver
     └── CacheError               a cache store failed
 
@@ -16,14 +18,18 @@ so the original error stays reachable as ``__cause__``.
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "CacheError",
     "ConfigError",
+    "DuplicateEventId",
     "RowcastError",
     "RowcastWarning",
     "SinkError",
     "SourceError",
     "StoreError",
+    "WrongExpectedVersion",
 ]
 
 
@@ -53,3 +59,42 @@ class CacheError(RowcastError):
 
 class RowcastWarning(UserWarning):
     """Something rowcast could not do and will not do silently (e.g. an uncapturable write)."""
+
+
+class WrongExpectedVersion(StoreError):
+    """An append's ``expected_version`` does not match the stream; nothing was appended.
+
+    ``expected`` is what the caller asked for (an int or a `rowcast.store.StreamState`),
+    ``actual`` the stream's version when the append was refused (0: no stream).
+    """
+
+    def __init__(self, stream: str, expected: Any, actual: int) -> None:
+        super().__init__(
+            f"stream {stream!r} is at version {actual}, but the append expected {expected!r}; "
+            "read the stream again and retry, or append with expected_version=ANY"
+        )
+        self.stream = stream
+        self.expected = expected
+        self.actual = actual
+
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable across processes
+        return (type(self), (self.stream, self.expected, self.actual))
+
+
+class DuplicateEventId(StoreError):
+    """An append carries event ids that are already stored, but not as this same batch.
+
+    A batch whose ids are all stored in its stream at consecutive versions is a
+    retry and succeeds; this is everything else: a batch that overlaps a stored
+    one only in part, ids stored in another stream, or one id twice in a batch.
+    Nothing was appended. ``ids`` are the offending ids.
+    """
+
+    def __init__(self, stream: str, ids: Any, detail: str) -> None:
+        super().__init__(f"append to stream {stream!r} refused: {detail}")
+        self.stream = stream
+        self.ids = ids
+        self.detail = detail
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.stream, self.ids, self.detail))

@@ -1,0 +1,35 @@
+"""The event store: streams of events, one API on every backend.
+
+``EventStore(url)`` opens the backend a URL names (``sqlite:///events.db`` is the
+embedded default); `rowcast.store.base` holds the contract and its promises.
+"""
+
+from .base import (
+    ALL,
+    ANY,
+    DEFAULT_URL,
+    NO_STREAM,
+    STREAM_EXISTS,
+    AppendResult,
+    EventStore,
+    ExpectedVersion,
+    NewEvent,
+    RecordedEvent,
+    Snapshot,
+    StreamState,
+)
+
+__all__ = [
+    "ALL",
+    "ANY",
+    "DEFAULT_URL",
+    "NO_STREAM",
+    "STREAM_EXISTS",
+    "AppendResult",
+    "EventStore",
+    "ExpectedVersion",
+    "NewEvent",
+    "RecordedEvent",
+    "Snapshot",
+    "StreamState",
+]

@@ -1,0 +1,446 @@
+"""`SQLiteEventStore`: the embedded default, on the standard library's sqlite3.
+
+URLs: ``sqlite:///relative/path.db`` (relative to the working directory at
+open), ``sqlite:////abs/path.db``, ``sqlite:///~/events.db``, and ``sqlite://``
+or ``sqlite:///:memory:`` for a store that lives in this object only. Options
+as query parameters or keywords: ``timeout`` (seconds to wait for another
+writer, default 30) and ``synchronous`` (``full``, the default: an append is
+on disk when it returns; ``normal``: faster, and still safe from a crash of
+the process, but the last appends may be lost if the machine loses power). A
+missing directory is created.
+
+How it keeps the contract:
+
+* One table ``rowcast_events``: ``position INTEGER PRIMARY KEY AUTOINCREMENT`` is
+  the global order (AUTOINCREMENT never reuses a position, even after a delete),
+  ``UNIQUE (stream, version)`` and ``UNIQUE (id)`` (16-byte BLOB) guard the rest;
+  data and metadata are codec JSON text. ``rowcast_snapshots`` holds one row per
+  (stream, name): the state as a BLOB and a flag for bytes or JSON.
+* WAL journal, so readers in other processes never block a writer; each
+  append is one ``BEGIN IMMEDIATE`` transaction (it takes the write lock
+  before it reads the stream's version, so two writers never interleave), one
+  ``SELECT max(version)`` and one ``executemany``. Ids are not looked up on the
+  way: the UNIQUE constraint finds a reused id, and only then, after the
+  rollback, does the store work out whether the batch is a retry.
+* A writer that finds the database locked waits (``busy_timeout``) and, when
+  SQLite gives up early (as it may in WAL mode), retries the whole transaction
+  with a growing, jittered pause, for ``timeout`` seconds at most; then it is a
+  `StoreError`.
+* Thread safety: one connection (``check_same_thread=False``) behind a lock.
+  A read fetches a page of rows under the lock and decodes it outside, so a
+  slow consumer of `read` never holds the lock, and an abandoned iterator
+  holds nothing. Several stores (or processes) on one file coordinate through
+  SQLite's own locks.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from functools import partial
+from itertools import repeat
+from pathlib import Path
+from typing import Any, Final, TypeVar
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from ..change import _hook as _restore
+from ..errors import ConfigError, DuplicateEventId, StoreError, WrongExpectedVersion
+from .base import (
+    ALL,
+    DEFAULT_URL,
+    AppendResult,
+    EncodedBatch,
+    EventStore,
+    ExpectedVersion,
+    RecordedEvent,
+    Snapshot,
+    decode_state,
+    version_matches,
+)
+
+__all__ = ["SQLiteEventStore"]
+
+_T = TypeVar("_T")
+
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS rowcast_events (
+    position INTEGER PRIMARY KEY AUTOINCREMENT,
+    stream TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    id BLOB NOT NULL UNIQUE,
+    type TEXT NOT NULL,
+    data TEXT NOT NULL,
+    metadata TEXT,
+    recorded_at REAL NOT NULL,
+    UNIQUE (stream, version)
+);
+CREATE TABLE IF NOT EXISTS rowcast_snapshots (
+    stream TEXT NOT NULL,
+    name TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    state BLOB NOT NULL,
+    is_bytes INTEGER NOT NULL,
+    recorded_at REAL NOT NULL,
+    PRIMARY KEY (stream, name)
+) WITHOUT ROWID;
+"""
+_INSERT: Final = (
+    "INSERT INTO rowcast_events (stream, version, id, type, data, metadata, recorded_at) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+_VERSION: Final = "SELECT coalesce(max(version), 0) FROM rowcast_events WHERE stream = ?"
+_FIND_IDS: Final = "SELECT id, stream, version, position FROM rowcast_events WHERE id IN ({})"
+_HEAD: Final = "SELECT coalesce(max(position), 0) FROM rowcast_events"
+_COLUMNS: Final = "version, position, id, type, data, metadata, recorded_at"
+_READ: Final = {
+    False: f"SELECT {_COLUMNS} FROM rowcast_events WHERE stream = ? AND version > ? "
+    "ORDER BY version LIMIT ?",
+    True: f"SELECT {_COLUMNS} FROM rowcast_events WHERE stream = ? AND version > ? "
+    "AND version < ? ORDER BY version DESC LIMIT ?",
+}
+_READ_ALL: Final = {
+    False: f"SELECT stream, {_COLUMNS} FROM rowcast_events WHERE position > ? "
+    "ORDER BY position LIMIT ?",
+    True: f"SELECT stream, {_COLUMNS} FROM rowcast_events WHERE position > ? "
+    "AND position < ? ORDER BY position DESC LIMIT ?",
+}
+_SAVE_SNAPSHOT: Final = (
+    "INSERT INTO rowcast_snapshots (stream, name, version, state, is_bytes, recorded_at) "
+    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (stream, name) DO UPDATE SET "
+    "version = excluded.version, state = excluded.state, is_bytes = excluded.is_bytes, "
+    "recorded_at = excluded.recorded_at WHERE excluded.version >= rowcast_snapshots.version"
+)
+_LOAD_SNAPSHOT: Final = (
+    "SELECT version, state, is_bytes, recorded_at FROM rowcast_snapshots "
+    "WHERE stream = ? AND name = ?"
+)
+
+# rowcast.change.loads builds a JSONDecoder per call; reads reuse one (same hook,
+# same result) and skip the whitespace checks: the store wrote the text itself.
+_decode = json.JSONDecoder(object_hook=_restore).raw_decode
+_PAGE: Final = 1000  # rows fetched per lock hold while reading
+_ID_CHUNK: Final = 500  # ids per "IN (...)" lookup (well under SQLite's variable limit)
+_MAX: Final = (1 << 63) - 1
+_BUSY: Final = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+_OPTIONS: Final = ("synchronous", "timeout")
+_SYNCHRONOUS: Final = ("full", "normal")
+
+
+def _is_busy(error: sqlite3.Error) -> bool:
+    code = getattr(error, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in _BUSY
+    text = str(error).lower()  # pragma: no cover - Python without sqlite_errorcode
+    return "locked" in text or "busy" in text
+
+
+def _parse(url: str, timeout: float | None, synchronous: str | None) -> tuple[str, float, str]:
+    """(database path or ":memory:", timeout, synchronous) from `url` and the keywords."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() != "sqlite":
+        raise ConfigError(f"{url!r} is not a sqlite:// URL")
+    if parts.netloc:
+        raise ConfigError(
+            f"{url!r}: a SQLite URL has no host; write sqlite:///relative.db, "
+            "sqlite:////abs/path.db or sqlite:// (memory)"
+        )
+    try:
+        query = dict(parse_qsl(parts.query, keep_blank_values=True, strict_parsing=True))
+    except ValueError:
+        raise ConfigError(f"{url!r}: malformed query {parts.query!r}; write ?timeout=30") from None
+    unknown = sorted(set(query) - set(_OPTIONS))
+    if unknown:
+        raise ConfigError(f"{url!r}: unknown option(s) {unknown}; known: {', '.join(_OPTIONS)}")
+    raw_timeout: object = timeout if timeout is not None else query.get("timeout", 30.0)
+    try:
+        seconds = float(raw_timeout)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ConfigError(f"{url!r}: timeout must be a number of seconds") from None
+    if not seconds >= 0:
+        raise ConfigError(f"{url!r}: timeout must be >= 0 seconds, not {raw_timeout!r}")
+    mode = str(synchronous if synchronous is not None else query.get("synchronous", "full"))
+    if mode.lower() not in _SYNCHRONOUS:
+        raise ConfigError(f"{url!r}: synchronous must be 'full' or 'normal', not {mode!r}")
+    path = unquote(parts.path)
+    database = path[1:] if path.startswith("/") else path
+    if database in ("", ":memory:"):
+        return ":memory:", seconds, mode.lower()
+    return database, seconds, mode.lower()
+
+
+def _fetch(sql: str, params: tuple[Any, ...], conn: sqlite3.Connection) -> list[Any]:
+    return conn.execute(sql, params).fetchall()
+
+
+class SQLiteEventStore(EventStore):
+    """The event store in one SQLite file (or in memory); see the module docstring."""
+
+    path: str | None  #: the absolute path of the database file; None in memory
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        *,
+        timeout: float | None = None,
+        synchronous: str | None = None,
+    ) -> None:
+        super().__init__(url)
+        self._conn: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+        database, self._timeout, mode = _parse(url, timeout, synchronous)
+        if database == ":memory:":
+            self.path = None
+        else:
+            file = Path(database).expanduser().absolute()
+            if file.is_dir():
+                raise ConfigError(f"{url!r} names the directory {str(file)!r}; give a file")
+            try:
+                file.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                self._fail(f"creating directory {str(file.parent)!r}", e)
+            self.path = database = str(file)
+        try:
+            self._conn = sqlite3.connect(
+                database, timeout=self._timeout, isolation_level=None, check_same_thread=False
+            )
+        except sqlite3.Error as e:
+            self._fail("open", e)
+        try:
+            self._run("open", lambda conn: self._setup(conn, mode))
+        except BaseException:
+            self.close()
+            raise
+
+    def _setup(self, conn: sqlite3.Connection, synchronous: str) -> None:
+        if self.path is not None:
+            (journal,) = conn.execute("PRAGMA journal_mode").fetchone()
+            if journal.lower() != "wal":
+                (journal,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+            if journal.lower() != "wal":
+                raise StoreError(
+                    f"event store {self.url}: SQLite refused WAL mode (journal_mode is "
+                    f"{journal!r}); is the file on a network file system?"
+                )
+        conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+        conn.execute("BEGIN IMMEDIATE")  # rolled back by _run on failure
+        for statement in _SCHEMA.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        conn.execute("COMMIT")
+
+    # -- the connection, the lock and the retries
+
+    def _run(self, operation: str, work: Callable[[sqlite3.Connection], _T]) -> _T:
+        """`work(connection)` under the lock, retried while the database is locked."""
+        deadline = time.monotonic() + self._timeout
+        pause = 0.001
+        while True:
+            with self._lock:
+                conn = self._conn
+                if conn is None:
+                    raise StoreError(f"cannot {operation}: event store {self.url} is closed")
+                try:
+                    return work(conn)
+                except sqlite3.Error as e:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    if not _is_busy(e) or time.monotonic() >= deadline:
+                        self._fail(operation, e)
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+            time.sleep(pause * (0.5 + random.random()))
+            pause = min(pause * 2, 0.1)
+
+    def _close(self) -> None:
+        with self._lock:
+            conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    def _appended(self, stream: str, result: AppendResult) -> None:
+        """Called after each committed append, outside the lock: where watchers hook in."""
+
+    # -- appends
+
+    def _append(self, stream: str, batch: EncodedBatch, expected: ExpectedVersion) -> AppendResult:
+        count = len(batch.ids)
+
+        def work(conn: sqlite3.Connection) -> AppendResult:
+            conn.execute("BEGIN IMMEDIATE")
+            (current,) = conn.execute(_VERSION, (stream,)).fetchone()
+            if not version_matches(expected, current):
+                conn.execute("ROLLBACK")
+                return self._stored_or_conflict(conn, stream, batch, expected, current)
+            rows = zip(
+                repeat(stream),
+                range(current + 1, current + count + 1),
+                batch.ids,
+                batch.types,
+                batch.data,
+                batch.metadata,
+                repeat(time.time()),
+            )
+            try:
+                conn.executemany(_INSERT, rows)
+            except sqlite3.IntegrityError:
+                conn.execute("ROLLBACK")
+                return self._stored_or_conflict(conn, stream, batch, expected, None)
+            (position,) = conn.execute("SELECT last_insert_rowid()").fetchone()
+            conn.execute("COMMIT")
+            return AppendResult(current + count, position)
+
+        result = self._run("append", work)
+        self._appended(stream, result)
+        return result
+
+    def _stored_or_conflict(
+        self,
+        conn: sqlite3.Connection,
+        stream: str,
+        batch: EncodedBatch,
+        expected: ExpectedVersion,
+        current: int | None,
+    ) -> AppendResult:
+        """After a refused append: the first result if `batch` is a retry, else the error.
+
+        `current` is the stream's version when `expected` did not match it, None
+        when the insert broke a UNIQUE constraint.
+        """
+        ids = batch.ids
+        if current is not None:  # a version conflict: a retry only if its first id is stored
+            first = conn.execute("SELECT 1 FROM rowcast_events WHERE id = ?", (ids[0],))
+            if first.fetchone() is None:
+                raise WrongExpectedVersion(stream, expected, current)
+        if len(set(ids)) < len(ids):
+            seen: set[bytes] = set()
+            for i in ids:
+                if i in seen:
+                    break
+                seen.add(i)
+            twice = uuid.UUID(bytes=i)
+            raise DuplicateEventId(stream, [twice], f"the batch holds event id {twice} twice")
+        stored: dict[bytes, tuple[str, int, int]] = {}
+        for start in range(0, len(ids), _ID_CHUNK):
+            chunk = ids[start : start + _ID_CHUNK]
+            marks = ", ".join("?" * len(chunk))
+            rows = conn.execute(_FIND_IDS.format(marks), chunk)
+            stored.update((bytes(i), (s, v, p)) for i, s, v, p in rows)
+        if not stored:
+            if current is not None:
+                raise WrongExpectedVersion(stream, expected, current)
+            raise StoreError(f"event store {self.url}: append to {stream!r} broke a constraint")
+        if len(stored) == len(ids):
+            first_stream, first_version, _ = stored[ids[0]]
+            if first_stream == stream and all(
+                stored[i][:2] == (stream, first_version + k) for k, i in enumerate(ids)
+            ):
+                _, version, position = stored[ids[-1]]
+                return AppendResult(version, position)
+        clash = next(i for i in ids if i in stored)
+        where, version, _ = stored[clash]
+        raise DuplicateEventId(
+            stream,
+            [uuid.UUID(bytes=i) for i in ids if i in stored],
+            f"{len(stored)} of its {len(ids)} event ids are already stored (e.g. "
+            f"{uuid.UUID(bytes=clash)} in stream {where!r} at version {version}), and not as "
+            "this same batch; a retry must send the same events, a new event needs a new id",
+        )
+
+    # -- reads
+
+    def _read(
+        self, stream: str, after: int, limit: int | None, backwards: bool
+    ) -> Iterator[RecordedEvent]:
+        remaining = _MAX if limit is None else limit
+        upper = _MAX
+        everything = stream == ALL
+        sql = (_READ_ALL if everything else _READ)[backwards]
+        uuid_ = uuid.UUID
+        event = RecordedEvent
+        decode = _decode
+        while remaining > 0:
+            size = min(remaining, _PAGE)
+            if everything:
+                params: tuple[Any, ...] = (after, upper, size) if backwards else (after, size)
+            else:
+                params = (stream, after, upper, size) if backwards else (stream, after, size)
+            rows = self._run("read", partial(_fetch, sql, params))
+            if everything:
+                for name, version, position, id_, type_, data, meta, at in rows:
+                    yield event(
+                        name,
+                        version,
+                        position,
+                        uuid_(bytes=id_),
+                        type_,
+                        decode(data)[0],
+                        None if meta is None else decode(meta)[0],
+                        at,
+                    )
+                if rows:
+                    last = rows[-1][2]
+            else:
+                for version, position, id_, type_, data, meta, at in rows:
+                    yield event(
+                        stream,
+                        version,
+                        position,
+                        uuid_(bytes=id_),
+                        type_,
+                        decode(data)[0],
+                        None if meta is None else decode(meta)[0],
+                        at,
+                    )
+                if rows:
+                    last = rows[-1][0]
+            if len(rows) < size:
+                return
+            remaining -= len(rows)
+            if backwards:
+                upper = last
+            else:
+                after = last
+
+    def _stream_version(self, stream: str) -> int:
+        if stream == ALL:
+            return int(self._run("read", lambda conn: conn.execute(_HEAD).fetchone()[0]))
+        return int(self._run("read", lambda conn: conn.execute(_VERSION, (stream,)).fetchone()[0]))
+
+    # -- deletes and snapshots
+
+    def _delete_stream(self, stream: str) -> None:
+        def work(conn: sqlite3.Connection) -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("DELETE FROM rowcast_events WHERE stream = ?", (stream,))
+            conn.execute("DELETE FROM rowcast_snapshots WHERE stream = ?", (stream,))
+            conn.execute("COMMIT")
+
+        self._run("delete stream", work)
+
+    def _save_snapshot(
+        self, stream: str, name: str, version: int, state: bytes, is_bytes: bool
+    ) -> None:
+        params = (stream, name, version, state, int(is_bytes), time.time())
+        self._run("save snapshot", lambda conn: conn.execute(_SAVE_SNAPSHOT, params))
+
+    def _load_snapshot(self, stream: str, name: str) -> Snapshot | None:
+        row = self._run(
+            "load snapshot", lambda conn: conn.execute(_LOAD_SNAPSHOT, (stream, name)).fetchone()
+        )
+        if row is None:
+            return None
+        version, blob, is_bytes, at = row
+        try:
+            state = decode_state(blob, bool(is_bytes))
+        except ValueError as e:
+            raise StoreError(
+                f"event store {self.url}: snapshot {name!r} of {stream!r} is corrupt: {e}"
+            ) from e
+        return Snapshot(stream, name, version, state, at)
