@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import shutil
@@ -68,6 +69,22 @@ def wait_for(condition: Any, seconds: float = 30) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def streaming(source: BinlogSource) -> Iterator[list[Change]]:
+    """Run `source` in a thread while inside; yields the changes it publishes so far."""
+    got: list[Change] = []
+    hub = Hub()
+    hub.connect(got.append)
+    thread = threading.Thread(target=source.run, args=(hub,))
+    thread.start()
+    try:
+        yield got
+    finally:
+        source.stop()
+        thread.join(15)
+    assert not thread.is_alive()
 
 
 def execute(conn: Any, *statements: str) -> None:
@@ -323,13 +340,9 @@ def test_a_killed_connection_after_a_gtid_start_repeats_nothing(db: Any) -> None
     start = position(db)
     execute(db, "INSERT INTO test (data) VALUES ('0')")
     (first,) = read(start, tables=["test.test"])
-    got: list[Change] = []
-    hub = Hub()
-    hub.connect(got.append)
-    source = BinlogSource(URL, start=first[0].txid, tables=["test.test"], heartbeat=0.5)
-    thread = threading.Thread(target=source.run, args=(hub,))
-    thread.start()
-    try:
+    with streaming(
+        BinlogSource(URL, start=first[0].txid, tables=["test.test"], heartbeat=0.5)
+    ) as got:
         execute(db, "INSERT INTO test (data) VALUES ('1')")
         wait_for(lambda: len(got) == 1)
         with db.cursor() as cur:
@@ -341,9 +354,6 @@ def test_a_killed_connection_after_a_gtid_start_repeats_nothing(db: Any) -> None
         execute(db, "INSERT INTO test (data) VALUES ('2')")
         wait_for(lambda: len(got) >= 2)
         time.sleep(0.5)  # a replay would arrive now
-    finally:
-        source.stop()
-        thread.join(15)
     assert [c.after["data"] for c in got if c.after] == ["1", "2"]
 
 
@@ -411,13 +421,9 @@ def _restart_mariadb() -> None:
     reason="restarting MariaDB needs root and start-stop-daemon",
 )
 def test_server_restart_mid_stream_loses_and_repeats_nothing(db: Any) -> None:
-    got: list[Change] = []
-    hub = Hub()
-    hub.connect(got.append)
-    source = BinlogSource(URL, start=position(db), tables=["test.test"], heartbeat=0.5)
-    thread = threading.Thread(target=source.run, args=(hub,))
-    thread.start()
-    try:
+    with streaming(
+        BinlogSource(URL, start=position(db), tables=["test.test"], heartbeat=0.5)
+    ) as got:
         execute(db, *(f"INSERT INTO test (data) VALUES ('a{i}')" for i in range(20)))
         wait_for(lambda: len(got) == 20)  # streaming, then the server goes away
         db.close()
@@ -436,22 +442,15 @@ def test_server_restart_mid_stream_loses_and_repeats_nothing(db: Any) -> None:
         conn.close()
         wait_for(lambda: len(got) >= 40)
         time.sleep(0.5)  # a duplicate would arrive now
-    finally:
-        source.stop()
-        thread.join(15)
     assert [c.after["data"] for c in got if c.after] == [f"a{i}" for i in range(20)] + [
         f"b{i}" for i in range(20)
     ]
 
 
 def test_a_killed_connection_mid_stream_loses_and_repeats_nothing(db: Any) -> None:
-    got: list[Change] = []
-    hub = Hub()
-    hub.connect(got.append)
-    source = BinlogSource(URL, start=position(db), tables=["test.test"], heartbeat=0.5)
-    thread = threading.Thread(target=source.run, args=(hub,))
-    thread.start()
-    try:
+    with streaming(
+        BinlogSource(URL, start=position(db), tables=["test.test"], heartbeat=0.5)
+    ) as got:
         for batch in range(3):
             execute(db, "BEGIN")
             execute(db, *(f"INSERT INTO test (data) VALUES ('{batch}-{i}')" for i in range(50)))
@@ -466,9 +465,6 @@ def test_a_killed_connection_mid_stream_loses_and_repeats_nothing(db: Any) -> No
         execute(db, "INSERT INTO test (data) VALUES ('last')")
         wait_for(lambda: len(got) == 151)
         time.sleep(0.5)  # a duplicate would arrive now
-    finally:
-        source.stop()
-        thread.join(15)
     assert [c.after["data"] for c in got if c.after] == [
         f"{b}-{i}" for b in range(3) for i in range(50)
     ] + ["last"]
