@@ -26,10 +26,13 @@ from .store import (
     NO_STREAM,
     STREAM_EXISTS,
     AppendResult,
+    AsyncEventStore,
     EventStore,
     NewEvent,
     RecordedEvent,
     Snapshot,
+    Subscription,
+    Watch,
 )
 
 try:
@@ -43,6 +46,7 @@ __all__ = [
     "STREAM_EXISTS",
     "Action",
     "AppendResult",
+    "AsyncEventStore",
     "CacheError",
     "Change",
     "Checkpoint",
@@ -59,6 +63,8 @@ __all__ = [
     "Source",
     "SourceError",
     "StoreError",
+    "Subscription",
+    "Watch",
     "WrongExpectedVersion",
     "__version__",
     "open_checkpoint",

@@ -1,4 +1,4 @@
-"""What the ``rowcast`` command prints: changes as rows or JSON lines, checklists, errors.
+"""What the ``rowcast`` command prints: changes and events as rows or JSON lines, checks, errors.
 
 Everything here writes through rich (colours on a terminal, plain text in a
 pipe) and never wraps a line: a long row or a multi-line message prints in
@@ -21,8 +21,16 @@ from .change import Action, Change, dumps
 
 if TYPE_CHECKING:
     from .sources._mysql_server import Check
+    from .store import RecordedEvent
 
-__all__ = ["ChangePrinter", "print_checks", "print_error"]
+__all__ = [
+    "ChangePrinter",
+    "EventPrinter",
+    "event_json",
+    "human_size",
+    "print_checks",
+    "print_error",
+]
 
 _STYLE = {Action.WRITE: "green", Action.UPDATE: "yellow", Action.DELETE: "red"}
 
@@ -143,3 +151,90 @@ def print_checks(console: Console, checks: Sequence[Check]) -> None:
         console.print(line, soft_wrap=True)
         if not check.ok and check.fix:
             console.print(Text.assemble("      fix: ", (check.fix, "bold")), soft_wrap=True)
+
+
+# ---------------------------------------------------------------- event store
+
+
+def event_json(event: RecordedEvent) -> str:
+    """One event as a JSON object: its fields, data and metadata in the `rowcast.change` codec."""
+    return dumps(
+        {
+            "stream": event.stream,
+            "version": event.version,
+            "position": event.position,
+            "id": str(event.id),
+            "type": event.type,
+            "data": event.data,
+            "metadata": event.metadata,
+            "recorded_at": event.recorded_at,
+        }
+    )
+
+
+def human_size(size: int) -> str:
+    """``"12.3 MiB"``, ``"512 B"``."""
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{size} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+class EventPrinter:
+    """Prints recorded events: aligned rows (position, version, time, type, data) or JSON lines.
+
+    With `show_stream` (reading ``"@all"``) each row names its stream too. The
+    header comes with the first event, so nothing at all is printed for an
+    empty stream. When stdout is closed (``| head``) it goes quiet and calls
+    `on_closed` (a watch's ``close``, say).
+    """
+
+    def __init__(
+        self,
+        console: Console,
+        fmt: str,
+        *,
+        show_stream: bool = False,
+        on_closed: Callable[[], None] | None = None,
+    ) -> None:
+        self.console, self.fmt = console, fmt
+        self.show_stream, self.on_closed = show_stream, on_closed
+        self.events = 0
+        self.closed = False
+        self._type_width = 12
+        self._stream_width = 16
+
+    def __call__(self, event: RecordedEvent) -> None:
+        if self.closed:
+            return
+        try:
+            if self.fmt == "json":
+                click.echo(event_json(event))
+            else:
+                self._row(event)
+        except BrokenPipeError:  # `rowcast events read s | head -3`: stop quietly
+            self.closed = True
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            if self.on_closed is not None:
+                self.on_closed()
+            return
+        self.events += 1
+
+    def _row(self, event: RecordedEvent) -> None:
+        if self.events == 0:
+            title = f"{'position':>8} {'version':>7}  {'recorded (UTC)':<19}  "
+            if self.show_stream:
+                title += f"{'stream':<{self._stream_width}} "
+            title += f"{'type':<{self._type_width}} data"
+            self.console.print(Text(title, style="bold"), soft_wrap=True)
+        when = dt.datetime.fromtimestamp(event.recorded_at, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+        line = Text(f"{event.position:>8} {event.version:>7}  {when}  ")
+        if self.show_stream:
+            self._stream_width = max(self._stream_width, len(event.stream))
+            line.append(f"{event.stream:<{self._stream_width}} ", style="cyan")
+        self._type_width = max(self._type_width, len(event.type))
+        line.append(f"{event.type:<{self._type_width}}", style="green")
+        line.append(f" {dumps(event.data)}")
+        self.console.print(line, soft_wrap=True)

@@ -3,8 +3,7 @@
 Each sub-command is a thin shell over the library: it parses options, opens
 what the URLs name, and prints with rich (see `rowcast._console`). A
 `RowcastError` ends any of them with ``error: <message>`` on stderr and exit
-status 2. Later commands (``relay``, ``events``) join the `main` group the
-same way.
+status 2. Later commands (``relay``) join the `main` group the same way.
 """
 
 from __future__ import annotations
@@ -15,19 +14,28 @@ import signal
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import click
 from rich.console import Console
 from rich.text import Text
 
 from . import __version__
-from ._console import ChangePrinter, print_checks, print_error
+from ._console import (
+    ChangePrinter,
+    EventPrinter,
+    human_size,
+    print_checks,
+    print_error,
+)
+from .change import dumps
 from .errors import ConfigError, RowcastError
 from .hub import Hub
-from .sources.base import Source, open_source
+from .sources.base import open_source
+from .store import ALL, DEFAULT_URL, EventStore
 
 __all__ = ["main"]
 
@@ -169,7 +177,7 @@ def tail(
             Text(f"tailing {_masked(url)} from {start or 'now'}{until} (Ctrl-C to stop)", "dim"),
             soft_wrap=True,
         )
-    with _stop_on_sigterm(source):
+    with _stop_on_sigterm(source.stop):
         try:
             source.run(hub)
         except KeyboardInterrupt:
@@ -182,12 +190,12 @@ def tail(
 
 
 @contextlib.contextmanager
-def _stop_on_sigterm(source: Source) -> Iterator[None]:
-    """While inside, SIGTERM stops `source` (so `run` returns) instead of killing us."""
+def _stop_on_sigterm(stop: Callable[[], None]) -> Iterator[None]:
+    """While inside, SIGTERM calls `stop` (a source's, a watch's close) instead of killing us."""
     if threading.current_thread() is not threading.main_thread():
         yield  # only the main thread may set signal handlers
         return
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: source.stop())
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop())
     try:
         yield
     finally:
@@ -251,3 +259,168 @@ def _server_facts(conn: Any) -> tuple[str, str]:
         except pymysql.err.MySQLError as error:  # e.g. no REPLICATION CLIENT privilege
             return version, f"unknown: {error.args[-1]}"
     return version, f"{row[0]}:{row[1]}" if row else "none: log_bin is off"
+
+
+# ---------------------------------------------------------------- events
+
+
+_STORE_URL = click.option(
+    "--url",
+    default=DEFAULT_URL,
+    show_default=True,
+    metavar="URL",
+    envvar="ROWCAST_EVENTS_URL",
+    help="The event store (also $ROWCAST_EVENTS_URL): sqlite:///path.db, sqlite:////abs/path.db.",
+)
+_EVENTS_FORMAT = click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
+    help="Readable rows, or one JSON object per line.",
+)
+_AFTER = click.option(
+    "--after",
+    type=click.IntRange(min=0),
+    metavar="N",
+    help="Only events after this version (a position for @all); exclusive.",
+)
+
+
+@main.group()
+def events() -> None:
+    """Look into an event store: streams, events, new events live."""
+
+
+def _open_store(url: str) -> EventStore:
+    """The store at `url`; a SQLite file that does not exist is an error, not created."""
+    parts = urlsplit(url)
+    if "://" in url and parts.scheme.split("+", 1)[0].lower() == "sqlite" and not parts.netloc:
+        path = unquote(parts.path)
+        database = path[1:] if path.startswith("/") else path
+        if database not in ("", ":memory:") and not Path(database).expanduser().exists():
+            raise ConfigError(
+                f"no event store at {database!r}: the file does not exist "
+                "(give the store with --url sqlite:///path.db)"
+            )
+    return EventStore(url)
+
+
+def _streams(store: EventStore) -> dict[str, tuple[int, int]]:
+    """Each stream's (version, last position), in one pass over the global order."""
+    # TODO: a backend query (SELECT stream, max(version), max(position) ... GROUP BY
+    # stream) once EventStore offers one; this reads every event.
+    found: dict[str, tuple[int, int]] = {}
+    for event in store.read_all():
+        found[event.stream] = (event.version, event.position)
+    return found
+
+
+@events.command("ls")
+@_STORE_URL
+@_EVENTS_FORMAT
+def events_ls(url: str, fmt: str) -> None:
+    """List streams with version and last position."""
+    with _open_store(url) as store:
+        streams = _streams(store)
+    names = sorted(streams)
+    if fmt == "json":
+        for name in names:
+            version, position = streams[name]
+            click.echo(dumps({"stream": name, "version": version, "position": position}))
+        return
+    if not names:
+        return
+    console = Console(highlight=False)
+    width = max(16, *(len(name) for name in names))
+    console.print(Text(f"{'stream':<{width}} {'version':>8} {'position':>10}", "bold"))
+    for name in names:
+        version, position = streams[name]
+        console.print(f"{name:<{width}} {version:>8} {position:>10}", soft_wrap=True, markup=False)
+
+
+@events.command("read")
+@click.argument("stream")
+@_STORE_URL
+@_AFTER
+@click.option("--limit", type=click.IntRange(min=0), metavar="N", help="At most N events.")
+@_EVENTS_FORMAT
+def events_read(stream: str, url: str, after: int | None, limit: int | None, fmt: str) -> None:
+    """Print the events of STREAM (or @all).
+
+    @all is every stream, in the global order. A stream that has no event
+    prints nothing.
+    """
+    with _open_store(url) as store:
+        reader = store.read(stream, after=after or 0, limit=limit)
+        printer = EventPrinter(Console(highlight=False), fmt, show_stream=stream == ALL)
+        for event in reader:
+            printer(event)
+            if printer.closed:
+                break
+
+
+@events.command("watch")
+@click.argument("stream", default=ALL)
+@_STORE_URL
+@_AFTER
+@_EVENTS_FORMAT
+def events_watch(stream: str, url: str, after: int | None, fmt: str) -> None:
+    """Print the events of STREAM (default @all) as they are appended.
+
+    From now, or with --after N from the event after N (then live, with no
+    gap). Stop with Ctrl-C or SIGTERM; a summary goes to stderr (table format).
+    """
+    err = Console(stderr=True, highlight=False)
+    with _open_store(url) as store:
+        watch = store.watch(stream, after)
+        printer = EventPrinter(
+            Console(highlight=False), fmt, show_stream=stream == ALL, on_closed=watch.close
+        )
+        if fmt == "table":
+            start = "from now" if after is None else f"after {after}"
+            err.print(
+                Text(f"watching {stream} in {url} {start} (Ctrl-C to stop)", "dim"),
+                soft_wrap=True,
+            )
+        with _stop_on_sigterm(watch.close):
+            try:
+                for event in watch:
+                    printer(event)
+            except KeyboardInterrupt:
+                pass
+            finally:
+                watch.close()
+    if fmt == "table":
+        err.print(f"{printer.events} events")
+
+
+@events.command("stats")
+@_STORE_URL
+@_EVENTS_FORMAT
+def events_stats(url: str, fmt: str) -> None:
+    """Count the streams and events; show the size of the store's files."""
+    with _open_store(url) as store:
+        streams = _streams(store)
+        last = store.stream_version(ALL)
+        path: str | None = getattr(store, "path", None)
+    count = sum(version for version, _ in streams.values())
+    size = None
+    if path is not None:
+        size = sum(f.stat().st_size for f in (Path(path), Path(f"{path}-wal")) if f.exists())
+    if fmt == "json":
+        stats = {"streams": len(streams), "events": count, "last_position": last}
+        click.echo(dumps({**stats, "path": path, "bytes": size}))
+        return
+    console = Console(highlight=False)
+    console.print(f"store          {url}", soft_wrap=True, markup=False)
+    console.print(f"streams        {len(streams)}")
+    console.print(f"events         {count}")
+    console.print(f"last position  {last}")
+    where = f" ({path} and its WAL)" if path else ""
+    console.print(
+        f"size           {'-' if size is None else human_size(size)}{where}",
+        soft_wrap=True,
+        markup=False,
+    )

@@ -199,3 +199,73 @@ def test_a_locked_database_is_retried_when_sqlite_gives_up_early(tmp_path: Path)
         finally:
             timer.join()
             blocker.close()
+
+
+# ---------------------------------------------------------------- watching and subscriptions
+
+
+def test_one_blocked_watcher_polls_for_other_connections(tmp_path: Path) -> None:
+    """Only while watchers wait, and one of them at a time, every ~50 ms."""
+    with SQLiteEventStore(f"sqlite:///{tmp_path}/events.db") as store:
+        polls = 0
+        poll = store._notifier.poll
+        assert poll is not None
+
+        def counting() -> bool:
+            nonlocal polls
+            polls += 1
+            return poll()
+
+        store._notifier.poll = counting
+        watches = [store.watch(f"s{i}", timeout=0.3) for i in range(4)]
+        assert polls == 0  # nobody waits yet
+        threads = [threading.Thread(target=lambda w=w: list(w)) for w in watches]  # type: ignore[misc]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+        assert 1 <= polls <= 12  # 6 expected; one poll per watcher would make 24
+        after = polls
+        assert list(store.watch("s", after=0, timeout=0)) == []  # no wait, no poll
+        assert polls == after
+
+
+def test_a_memory_store_never_polls() -> None:
+    with SQLiteEventStore("sqlite://") as store:
+        assert store._notifier.poll is None
+
+
+def test_subscriptions_are_rows_of_their_own_table(tmp_path: Path) -> None:
+    with EventStore(f"sqlite:///{tmp_path}/events.db") as store:
+        store.append("s", [NewEvent("t", 1), NewEvent("t", 2)])
+        subscription = store.subscribe("mailer", lambda event: None, "s")
+        assert subscription.run_pending() == 2
+        with sqlite3.connect(tmp_path / "events.db") as other:
+            rows = other.execute("SELECT name, stream, position FROM rowcast_subscriptions")
+            assert rows.fetchall() == [("mailer", "s", 2)]
+
+
+def test_a_file_made_before_subscriptions_gets_their_table(tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    with EventStore(f"sqlite:///{path}") as store:
+        store.append("s", [NewEvent("t", 1)])
+    with sqlite3.connect(path) as old:
+        old.execute("DROP TABLE rowcast_subscriptions")
+    with EventStore(f"sqlite:///{path}") as store:
+        assert store.subscribe("late", lambda event: None, "s").run_pending() == 1
+
+
+def test_a_commit_by_a_plain_sqlite_connection_wakes_a_watcher(tmp_path: Path) -> None:
+    """Whatever writes the file (another tool, another language) is seen too."""
+    path = tmp_path / "events.db"
+    with EventStore(f"sqlite:///{path}") as store, store.watch("s") as watch:
+        got: list[int] = []
+        waiting = threading.Thread(target=lambda: got.append(next(watch).version))
+        waiting.start()
+        with sqlite3.connect(path) as other:
+            other.execute(
+                "INSERT INTO rowcast_events (stream, version, id, type, data, recorded_at) "
+                "VALUES ('s', 1, randomblob(16), 't', '1', 0)"
+            )
+        waiting.join(10)
+        assert got == [1]

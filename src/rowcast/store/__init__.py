@@ -4,6 +4,7 @@
 embedded default); `rowcast.store.base` holds the contract and its promises.
 """
 
+from .aio import AsyncEventStore, AsyncSubscription, AsyncWatch
 from .base import (
     ALL,
     ANY,
@@ -17,6 +18,8 @@ from .base import (
     RecordedEvent,
     Snapshot,
     StreamState,
+    Subscription,
+    Watch,
 )
 
 __all__ = [
@@ -26,10 +29,15 @@ __all__ = [
     "NO_STREAM",
     "STREAM_EXISTS",
     "AppendResult",
+    "AsyncEventStore",
+    "AsyncSubscription",
+    "AsyncWatch",
     "EventStore",
     "ExpectedVersion",
     "NewEvent",
     "RecordedEvent",
     "Snapshot",
     "StreamState",
+    "Subscription",
+    "Watch",
 ]

@@ -41,6 +41,24 @@ Snapshots
     comes back equal and of the same types. Stream ``"@all"`` takes snapshots too,
     its version being a global position.
 
+Watching
+    `EventStore.watch` follows a stream, or ``"@all"``, as events are committed:
+    it first yields what is stored after ``after`` (exclusive; None: nothing, it
+    starts from now), then blocks for each new event. Catch-up and live are one
+    loop that always reads "after the last event yielded" from the store, so
+    nothing is missed nor yielded twice between the two. A blocked watch wakes
+    at once for appends made through the same store object, and within a
+    backend-specific delay (SQLite: ~50 ms) for appends made elsewhere; it
+    never busy-polls. A stream deleted while watched starts again at version 1.
+
+Subscriptions
+    `EventStore.subscribe` makes a named, durable consumer: the position of the
+    last event its handler returned from (a version for a stream, a global
+    position for ``"@all"``) is stored in the store, so a consumer that restarts
+    resumes after it. Delivery is at least once: an event whose handler raised,
+    or whose process died in the handler, is delivered again next time. One
+    name follows one stream, and should have one running consumer at a time.
+
 Errors
     Bad arguments raise `TypeError` (wrong type) or `ConfigError` (a bad value:
     an empty stream name, a name starting with ``"@"`` for append, an empty
@@ -52,16 +70,18 @@ from __future__ import annotations
 
 import enum
 import importlib
+import math
 import os
 import random
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, fields
 from typing import Any, Final, NoReturn, Self, cast
 from urllib.parse import urlsplit
 
 from ..change import dumps, loads
 from ..errors import ConfigError, StoreError
+from ._watch import Notifier, Subscription, Watch
 
 __all__ = [
     "ALL",
@@ -76,6 +96,8 @@ __all__ = [
     "RecordedEvent",
     "Snapshot",
     "StreamState",
+    "Subscription",
+    "Watch",
 ]
 
 DEFAULT_URL: Final = "sqlite:///rowcast-events.db"
@@ -386,6 +408,7 @@ class EventStore:
     def __init__(self, url: str = DEFAULT_URL, **options: Any) -> None:
         self.url = url
         self._closed = False
+        self._notifier = Notifier()  # a backend that others can write to sets its poll
 
     # -- the public API: argument checks, then the backend
 
@@ -480,10 +503,54 @@ class EventStore:
         self._check_open("load a snapshot from")
         return self._load_snapshot(stream, name)
 
+    def watch(
+        self, stream: str = ALL, after: int | None = None, *, timeout: float | None = None
+    ) -> Watch:
+        """Follow `stream` (``"@all"``: every stream): an iterator that blocks for new events.
+
+        ``after=None`` starts from now: only events committed after this call
+        come. ``after=N`` first yields what is stored after N (a version; for
+        ``"@all"`` a global position), then goes on live, with no gap and no
+        duplicate between the two. Each ``next()`` raises StopIteration after
+        `Watch.close`, once the store is closed, or after `timeout` seconds
+        without a new event (``timeout=0``: what is stored now, then stop). A
+        stream that is empty, or deleted, is watched all the same.
+        """
+        check_stream(stream, allow_all=True)
+        start = check_count(after, "after", allow_none=True)
+        wait = check_timeout(timeout)
+        self._check_open("watch")
+        return Watch(self, stream, start, wait)
+
+    def subscribe(
+        self, name: str, handler: Callable[[RecordedEvent], object], stream: str = ALL
+    ) -> Subscription:
+        """The durable subscription `name` to `stream`, resuming where it left off.
+
+        Its position is kept in the store: a new ``subscribe`` with the same
+        name, from this store object or another one on the same data, starts
+        after the last event handled. A name follows one stream for good:
+        subscribing it to another raises `ConfigError`. Nothing is handled
+        until `Subscription.run` or `Subscription.run_pending`.
+        """
+        _check_name(name, "a subscription name")
+        if not callable(handler):
+            raise TypeError(f"a subscription handler is a callable, not {_kind(handler)}")
+        check_stream(stream, allow_all=True)
+        self._check_open("subscribe to")
+        stored, position = self._subscribe(name, stream)
+        if stored != stream:
+            raise ConfigError(
+                f"subscription {name!r} follows stream {stored!r}, not {stream!r}; "
+                "give the new subscription another name"
+            )
+        return Subscription(self, name, handler, stream, position)
+
     def close(self) -> None:
         """Release the connection; idempotent. A closed store raises `StoreError`."""
         if not self._closed:
             self._closed = True
+            self._notifier.close()
             self._close()
 
     @property
@@ -537,13 +604,40 @@ class EventStore:
         """The kept snapshot, decoded."""
         raise NotImplementedError
 
+    def _subscribe(self, name: str, stream: str) -> tuple[str, int]:
+        """The stored (stream, position) of subscription `name`; stored as (`stream`, 0) if new."""
+        raise NotImplementedError
+
+    def _save_position(self, name: str, stream: str, position: int) -> None:
+        """Store `position` as the last event subscription `name` handled."""
+        raise NotImplementedError
+
+    def _appended(self, stream: str, result: AppendResult) -> None:
+        """Call after each committed append (outside any lock): wakes the watchers."""
+        self._notifier.notify()
+
     def _close(self) -> None:
         """Release resources (called once)."""
 
 
-def _check_snapshot_name(name: object) -> str:
+def _check_name(name: object, what: str) -> str:
     if not isinstance(name, str):
-        raise TypeError(f"a snapshot name is a str, not {_kind(name)}")
+        raise TypeError(f"{what} is a str, not {_kind(name)}")
     if not name or "\x00" in name:
-        raise ConfigError(f"a snapshot name must be a non-empty string without NUL, not {name!r}")
+        raise ConfigError(f"{what} must be a non-empty string without NUL, not {name!r}")
     return name
+
+
+def _check_snapshot_name(name: object) -> str:
+    return _check_name(name, "a snapshot name")
+
+
+def check_timeout(timeout: object) -> float | None:
+    """`timeout` in seconds if it is None or a number >= 0 (infinity: None)."""
+    if timeout is None:
+        return None
+    if not isinstance(timeout, int | float) or isinstance(timeout, bool):
+        raise TypeError(f"a watch timeout is a number of seconds or None, not {_kind(timeout)}")
+    if not timeout >= 0:
+        raise ConfigError(f"a watch timeout must be >= 0 seconds, not {timeout!r}")
+    return None if math.isinf(timeout) else float(timeout)

@@ -26,6 +26,10 @@ How it keeps the contract:
   SQLite gives up early (as it may in WAL mode), retries the whole transaction
   with a growing, jittered pause, for ``timeout`` seconds at most; then it is a
   `StoreError`.
+* Watchers (`rowcast.store._watch`) wake at once for appends through this
+  object; for commits by other connections (processes, or other store objects
+  on the file) one blocked watcher polls ``PRAGMA data_version`` every 50 ms.
+  ``rowcast_subscriptions`` keeps each subscription's stream and position.
 * Thread safety: one connection (``check_same_thread=False``) behind a lock.
   A read fetches a page of rows under the lock and decodes it outside, so a
   slow consumer of `read` never holds the lock, and an abandoned iterator
@@ -88,6 +92,11 @@ CREATE TABLE IF NOT EXISTS rowcast_snapshots (
     recorded_at REAL NOT NULL,
     PRIMARY KEY (stream, name)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rowcast_subscriptions (
+    name TEXT PRIMARY KEY,
+    stream TEXT NOT NULL,
+    position INTEGER NOT NULL
+) WITHOUT ROWID;
 """
 _INSERT: Final = (
     "INSERT INTO rowcast_events (stream, version, id, type, data, metadata, recorded_at) "
@@ -118,6 +127,15 @@ _SAVE_SNAPSHOT: Final = (
 _LOAD_SNAPSHOT: Final = (
     "SELECT version, state, is_bytes, recorded_at FROM rowcast_snapshots "
     "WHERE stream = ? AND name = ?"
+)
+_SUBSCRIBE: Final = (
+    "INSERT INTO rowcast_subscriptions (name, stream, position) VALUES (?, ?, 0) "
+    "ON CONFLICT (name) DO NOTHING"
+)
+_SUBSCRIPTION: Final = "SELECT stream, position FROM rowcast_subscriptions WHERE name = ?"
+_SAVE_POSITION: Final = (
+    "INSERT INTO rowcast_subscriptions (name, stream, position) VALUES (?, ?, ?) "
+    "ON CONFLICT (name) DO UPDATE SET position = excluded.position"
 )
 
 # rowcast.change.loads builds a JSONDecoder per call; reads reuse one (same hook,
@@ -232,6 +250,9 @@ class SQLiteEventStore(EventStore):
             if statement.strip():
                 conn.execute(statement)
         conn.execute("COMMIT")
+        if self.path is not None:  # others may write to the file: watchers poll for that
+            self._data_version = conn.execute("PRAGMA data_version").fetchone()[0]
+            self._notifier.poll = self._changed_elsewhere
 
     # -- the connection, the lock and the retries
 
@@ -264,8 +285,24 @@ class SQLiteEventStore(EventStore):
         if conn is not None:
             conn.close()
 
-    def _appended(self, stream: str, result: AppendResult) -> None:
-        """Called after each committed append, outside the lock: where watchers hook in."""
+    def _changed_elsewhere(self) -> bool:
+        """Whether another connection committed since the last call (the watchers' poll).
+
+        ``PRAGMA data_version`` reads a counter in the WAL index, in shared
+        memory: no disk I/O, a few microseconds. Our own commits do not change
+        it; they wake the watchers directly.
+        """
+
+        def work(conn: sqlite3.Connection) -> bool:
+            (value,) = conn.execute("PRAGMA data_version").fetchone()
+            changed: bool = value != self._data_version
+            self._data_version = value
+            return changed
+
+        try:
+            return self._run("watch", work)
+        except StoreError:
+            return True  # let the watcher's next read report it (or see the close)
 
     # -- appends
 
@@ -429,6 +466,20 @@ class SQLiteEventStore(EventStore):
     ) -> None:
         params = (stream, name, version, state, int(is_bytes), time.time())
         self._run("save snapshot", lambda conn: conn.execute(_SAVE_SNAPSHOT, params))
+
+    # -- subscriptions
+
+    def _subscribe(self, name: str, stream: str) -> tuple[str, int]:
+        def work(conn: sqlite3.Connection) -> tuple[str, int]:
+            conn.execute(_SUBSCRIBE, (name, stream))
+            stored, position = conn.execute(_SUBSCRIPTION, (name,)).fetchone()
+            return str(stored), int(position)
+
+        return self._run("subscribe", work)
+
+    def _save_position(self, name: str, stream: str, position: int) -> None:
+        params = (name, stream, position)
+        self._run("save subscription position", lambda conn: conn.execute(_SAVE_POSITION, params))
 
     def _load_snapshot(self, stream: str, name: str) -> Snapshot | None:
         row = self._run(

@@ -25,10 +25,13 @@ from __future__ import annotations
 import datetime as dt
 import multiprocessing
 import pickle
+import signal
 import threading
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from decimal import Decimal
+from itertools import islice
 from typing import Any
 
 import pytest
@@ -43,9 +46,13 @@ from rowcast.store import (
     NewEvent,
     RecordedEvent,
     Snapshot,
+    Subscription,
+    Watch,
 )
 
 __all__ = ["EventStoreContract"]
+
+WAIT = 20.0  # seconds: a bound that a test never reaches unless it is broken
 
 RICH_DATA: Any = {
     "price": Decimal("12.50"),
@@ -81,6 +88,44 @@ def _process_main(url: str, stream: str, count: int, worker: int) -> None:
     """Runs in a spawned process: open the store at `url` and append there."""
     with EventStore(url) as store:
         append_with_retries(store, stream, count, worker)
+
+
+def _in(watch: Iterable[RecordedEvent], *streams: str) -> Iterator[RecordedEvent]:
+    """The events of `watch` in `streams` (a backend on a shared server has others too)."""
+    return (e for e in watch if e.stream in streams)
+
+
+class _Boom(Exception):
+    pass
+
+
+class _Background:
+    """Runs `target` in a thread; `result()` joins it and re-raises what it raised."""
+
+    def __init__(self, target: Callable[[], Any]) -> None:
+        self.value: Any = None
+        self.error: BaseException | None = None
+
+        def main() -> None:
+            try:
+                self.value = target()
+            except BaseException as e:  # handed to the test's thread by result()
+                self.error = e
+
+        self.thread = threading.Thread(target=main, daemon=True)
+        self.thread.start()
+
+    def blocked(self, seconds: float = 0.2) -> bool:
+        """Whether the thread is still running after `seconds` (it should be blocked)."""
+        self.thread.join(seconds)
+        return self.thread.is_alive()
+
+    def result(self, seconds: float = WAIT) -> Any:
+        self.thread.join(seconds)
+        assert not self.thread.is_alive(), "the thread did not end"
+        if self.error is not None:
+            raise self.error
+        return self.value
 
 
 class EventStoreContract:
@@ -124,6 +169,11 @@ class EventStoreContract:
     def stream() -> str:
         """A stream name no other test uses."""
         return f"test.stream-{uuid.uuid4().hex}"
+
+    @staticmethod
+    def subscription() -> str:
+        """A subscription name no other test uses."""
+        return f"test.subscription-{uuid.uuid4().hex}"
 
     # ------------------------------------------------------------ basics
 
@@ -666,3 +716,411 @@ class EventStoreContract:
             process.join(60)
         assert [p.exitcode for p in processes] == [0] * workers
         self._check_counted(stream, workers, each)
+
+    # ------------------------------------------------------------ watching
+
+    def test_a_watch_is_an_iterator(self) -> None:
+        with self.store.watch(self.stream(), timeout=0) as watch:
+            assert isinstance(watch, Watch)
+            assert iter(watch) is watch
+        assert next(watch, None) is None
+
+    def test_watch_from_now_replays_nothing(self) -> None:
+        stream = self.stream()
+        self.store.append(stream, events(3))
+        assert list(self.store.watch(stream, timeout=0)) == []
+        assert list(_in(self.store.watch(timeout=0), stream)) == []
+        assert list(self.store.watch(stream, after=0, timeout=0)) == list(self.store.read(stream))
+
+    def test_watch_from_now_yields_what_comes_next(self) -> None:
+        stream, other = self.stream(), self.stream()
+        self.store.append(stream, events(2))
+        on_stream = self.store.watch(stream, timeout=WAIT)
+        on_all = _in(self.store.watch("@all", timeout=WAIT), stream, other)
+        self.store.append(other, events(1, "other"))
+        self.store.append(stream, events(2, start=2))
+        assert [(e.version, e.data["n"]) for e in islice(on_stream, 2)] == [(3, 2), (4, 3)]
+        assert [(e.stream, e.version) for e in islice(on_all, 3)] == [
+            (other, 1),
+            (stream, 3),
+            (stream, 4),
+        ]
+
+    def test_watch_after_catches_up_then_goes_live(self) -> None:
+        stream, other = self.stream(), self.stream()
+        first = self.store.append(stream, events(3))
+        self.store.append(other, events(1))
+        with self.store.watch(stream, after=1, timeout=WAIT) as watch:
+            assert [e.version for e in islice(watch, 2)] == [2, 3]
+            self.store.append(stream, events(1, start=3))
+            assert next(watch).version == 4
+        # for "@all", after is a global position
+        with self.store.watch("@all", after=first.position - 1, timeout=WAIT) as watch:
+            on_all = _in(watch, stream, other)
+            assert [(e.stream, e.version) for e in islice(on_all, 3)] == [
+                (stream, 3),
+                (other, 1),
+                (stream, 4),
+            ]
+            self.store.append(other, events(1))
+            assert [(e.stream, e.version) for e in islice(on_all, 1)] == [(other, 2)]
+
+    @pytest.mark.parametrize("target", ["stream", "@all"])
+    def test_no_gap_and_no_duplicate_between_catch_up_and_live(self, target: str) -> None:
+        stream = self.stream()
+        start = self.store.stream_version("@all")
+        stored, live = 1500, 200  # more than a page: the catch-up takes several reads
+        self.store.append(stream, events(stored))
+
+        def append_live() -> None:
+            for n in range(live):
+                self.store.append(stream, events(1, start=stored + n))
+
+        seen: list[int] = []
+        writer: _Background | None = None
+        watch = self.store.watch(stream if target == "stream" else "@all", after=0, timeout=WAIT)
+        with watch:
+            for event in _in(watch, stream):
+                if event.position <= start:
+                    continue
+                seen.append(event.data["n"])
+                if len(seen) == 10:  # appends race with the rest of the catch-up
+                    writer = _Background(append_live)
+                if len(seen) == stored + live:
+                    break
+        assert writer is not None
+        writer.result()
+        assert seen == list(range(stored + live))
+
+    def test_a_timeout_ends_the_watch_for_good(self) -> None:
+        stream = self.stream()
+        watch = self.store.watch(stream, timeout=0.05)
+        began = time.monotonic()
+        assert next(watch, None) is None
+        assert 0.04 <= time.monotonic() - began < WAIT
+        self.store.append(stream, events(1))
+        assert next(watch, None) is None
+
+    def test_the_timeout_counts_from_each_next(self) -> None:
+        stream = self.stream()
+        watch = self.store.watch(stream, timeout=WAIT)
+        self.store.append(stream, events(2))
+        assert [e.version for e in islice(watch, 2)] == [1, 2]
+        quick = self.store.watch(stream, after=0, timeout=0)
+        assert [e.version for e in quick] == [1, 2]  # timeout=0: what is there, then stop
+
+    def test_close_from_another_thread_ends_a_blocked_next(self) -> None:
+        watch = self.store.watch(self.stream())
+        waiting = _Background(lambda: next(watch, None))
+        assert waiting.blocked()
+        watch.close()
+        assert waiting.result() is None
+        watch.close()  # idempotent
+
+    def test_a_with_block_closes_the_watch(self) -> None:
+        stream = self.stream()
+        with self.store.watch(stream) as watch:
+            pass
+        self.store.append(stream, events(1))
+        assert next(watch, None) is None
+
+    def test_watch_an_empty_or_a_deleted_stream(self) -> None:
+        empty, deleted = self.stream(), self.stream()
+        self.store.append(deleted, events(3))
+        self.store.delete_stream(deleted)
+        on_empty = self.store.watch(empty)  # no timeout: only a wake-up ends the wait
+        on_deleted = self.store.watch(deleted, timeout=WAIT)
+        on_deleted_after_0 = self.store.watch(deleted, after=0, timeout=WAIT)
+        waiting = _Background(lambda: next(on_empty))
+        assert waiting.blocked()
+        self.store.append(empty, events(1))
+        self.store.append(deleted, events(1, start=7))
+        try:
+            assert waiting.result().version == 1
+        finally:
+            on_empty.close()
+        assert [(e.version, e.data) for e in islice(on_deleted, 1)] == [(1, {"n": 7})]
+        assert [(e.version, e.data) for e in islice(on_deleted_after_0, 1)] == [(1, {"n": 7})]
+
+    @pytest.mark.parametrize("after", [None, 3])
+    def test_a_stream_deleted_while_watched_starts_again_at_1(self, after: int | None) -> None:
+        stream = self.stream()
+        self.store.append(stream, events(3))
+        with self.store.watch(stream, after=after, timeout=WAIT) as watch:
+            self.store.append(stream, events(1, start=3))
+            assert next(watch).version == 4
+            self.store.delete_stream(stream)
+            self.store.append(stream, events(6, start=10))  # past where the watch was
+            assert [(e.version, e.data["n"]) for e in islice(watch, 6)] == [
+                (v, 9 + v) for v in range(1, 7)
+            ]
+
+    def test_closing_the_store_ends_its_watches(self) -> None:
+        store = self.open_store()
+        stream = self.stream()
+        watch = store.watch(stream)
+        waiting = _Background(lambda: next(watch, None))
+        assert waiting.blocked()
+        store.close()
+        assert waiting.result() is None
+        with pytest.raises(StoreError, match="closed"):
+            store.watch(stream)
+        with pytest.raises(StoreError, match="closed"):
+            store.subscribe(self.subscription(), print)
+
+    def test_an_append_wakes_a_blocked_watcher(self) -> None:
+        stream = self.stream()
+        with self.store.watch(stream) as watch:  # no timeout: only a wake-up ends the wait
+            for n in range(3):
+                waiting = _Background(lambda: next(watch))
+                assert waiting.blocked(0.05)
+                self.store.append(stream, events(1, start=n))
+                assert waiting.result(5).data == {"n": n}
+
+    def test_idle_watchers_use_almost_no_cpu(self) -> None:
+        watches = [self.store.watch(self.stream(), timeout=1.0) for _ in range(3)]
+        watches.append(self.store.watch(timeout=1.0))
+        began = time.process_time()  # every thread of this process
+        waiting = [_Background(lambda w=w: next(w, None)) for w in watches]  # type: ignore[misc]
+        for thread in waiting:
+            thread.result()
+        assert time.process_time() - began < 0.1  # 10 % of a core: a behaviour bound
+
+    def test_an_append_through_another_store_object_reaches_a_watcher(self) -> None:
+        self.require_shared_url()
+        stream = self.stream()
+        other = self.open_store()
+        with self.store.watch(stream) as watch:  # no timeout: only a wake-up ends the wait
+            waiting = _Background(lambda: next(watch))
+            assert waiting.blocked()
+            other.append(stream, events(1))
+            assert waiting.result(5).version == 1
+
+    def test_an_append_by_another_process_reaches_a_watcher(self) -> None:
+        url = self.require_shared_url()
+        stream = self.stream()
+        on_stream = self.store.watch(stream)  # no timeout: only a wake-up ends the wait
+        on_all = self.store.watch("@all")
+        waiting = _Background(lambda: [e.data for e in islice(on_stream, 2)])
+        waiting_all = _Background(lambda: [e.data for e in islice(_in(on_all, stream), 2)])
+        context = multiprocessing.get_context("spawn")
+        process = context.Process(target=_process_main, args=(url, stream, 2, 0))
+        process.start()
+        try:
+            got, got_all = waiting.result(60), waiting_all.result(60)
+        finally:
+            on_stream.close()
+            on_all.close()
+            process.join(60)
+        assert process.exitcode == 0
+        assert got == got_all == [{"worker": 0, "n": 0}, {"worker": 0, "n": 1}]
+
+    @pytest.mark.parametrize(
+        ("args", "kwargs", "error"),
+        [
+            ((1,), {}, TypeError),
+            (("",), {}, ConfigError),
+            (("@mine",), {}, ConfigError),
+            ((), {"after": -1}, ConfigError),
+            ((), {"after": "1"}, TypeError),
+            ((), {"timeout": -1}, ConfigError),
+            ((), {"timeout": float("nan")}, ConfigError),
+            ((), {"timeout": "1"}, TypeError),
+            ((), {"timeout": True}, TypeError),
+        ],
+    )
+    def test_bad_watch_arguments(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], error: type[Exception]
+    ) -> None:
+        with pytest.raises(error):
+            self.store.watch(*args, **kwargs)
+
+    # ------------------------------------------------------------ subscriptions
+
+    def test_run_pending_handles_everything_in_order_and_keeps_the_position(self) -> None:
+        stream, name = self.stream(), self.subscription()
+        self.store.append(stream, events(3))
+        seen: list[RecordedEvent] = []
+        subscription = self.store.subscribe(name, seen.append, stream)
+        assert isinstance(subscription, Subscription)
+        assert (subscription.name, subscription.stream, subscription.position) == (name, stream, 0)
+        assert subscription.run_pending() == 3
+        assert seen == list(self.store.read(stream))
+        assert subscription.position == 3
+        assert subscription.run_pending() == 0
+        self.store.append(stream, events(2, start=3))
+        assert subscription.run_pending() == 2
+        assert [e.version for e in seen] == [1, 2, 3, 4, 5]
+        assert subscription.position == 5
+
+    def test_subscribing_again_resumes_after_the_last_event_handled(self) -> None:
+        stream, name = self.stream(), self.subscription()
+        self.store.append(stream, events(3))
+        handled: list[RecordedEvent] = []
+        assert self.store.subscribe(name, handled.append, stream).run_pending() == 3
+        seen: list[int] = []
+        again = self.store.subscribe(name, lambda e: seen.append(e.version), stream)
+        assert again.position == 3
+        self.store.append(stream, events(2, start=3))
+        assert again.run_pending() == 2
+        assert seen == [4, 5]
+
+    def test_a_subscription_resumes_in_a_new_store_object(self) -> None:
+        self.require_shared_url()
+        stream, name = self.stream(), self.subscription()
+        first = self.open_store()
+        first.append(stream, events(3))
+        seen: list[int] = []
+        assert first.subscribe(name, lambda e: seen.append(e.data["n"]), stream).run_pending() == 3
+        first.close()  # a restart
+        store = self.open_store()
+        store.append(stream, events(2, start=3))
+        subscription = store.subscribe(name, lambda e: seen.append(e.data["n"]), stream)
+        assert subscription.position == 3
+        assert subscription.run_pending() == 2
+        assert seen == [0, 1, 2, 3, 4]
+
+    def test_an_at_all_subscription_keeps_a_global_position(self) -> None:
+        a, b, name = self.stream(), self.stream(), self.subscription()
+        self.store.append(a, events(1))
+        last = self.store.append(b, events(2))
+        seen: list[tuple[str, int]] = []
+        subscription = self.store.subscribe(name, lambda e: seen.append((e.stream, e.version)))
+        assert subscription.stream == "@all"
+        subscription.run_pending()
+        assert [s for s in seen if s[0] in (a, b)] == [(a, 1), (b, 1), (b, 2)]
+        assert subscription.position == last.position
+        later = self.store.append(a, events(1))
+        assert subscription.run_pending() == 1
+        assert seen[-1] == (a, 2)
+        assert self.store.subscribe(name, print, "@all").position == later.position
+
+    def test_a_handler_that_raises_stops_and_its_event_comes_again(self) -> None:
+        stream, name = self.stream(), self.subscription()
+        self.store.append(stream, events(3))
+        calls: list[int] = []
+        failing = {2}
+
+        def handler(event: RecordedEvent) -> None:
+            calls.append(event.version)
+            if event.version in failing:
+                raise _Boom(event.version)
+
+        subscription = self.store.subscribe(name, handler, stream)
+        with pytest.raises(_Boom):
+            subscription.run_pending()
+        assert calls == [1, 2]
+        assert subscription.position == 1
+        with pytest.raises(_Boom):
+            subscription.run()  # run() stops the same way
+        assert calls == [1, 2, 2]
+        again = self.store.subscribe(name, handler, stream)
+        assert again.position == 1
+        failing.clear()
+        assert again.run_pending() == 2
+        assert calls == [1, 2, 2, 2, 3]
+        assert again.position == 3
+
+    def test_a_name_follows_one_stream(self) -> None:
+        stream, name = self.stream(), self.subscription()
+        self.store.subscribe(name, print, stream)
+        with pytest.raises(ConfigError, match=name):
+            self.store.subscribe(name, print, self.stream())
+        with pytest.raises(ConfigError, match="another name"):
+            self.store.subscribe(name, print)  # "@all"
+        assert self.store.subscribe(name, print, stream).position == 0
+
+    @pytest.mark.parametrize(
+        ("args", "error"),
+        [
+            (("", print), ConfigError),
+            ((1, print), TypeError),
+            (("name", None), TypeError),
+            (("name", print, "@mine"), ConfigError),
+            (("name", print, 1), TypeError),
+        ],
+    )
+    def test_bad_subscribe_arguments(self, args: tuple[Any, ...], error: type[Exception]) -> None:
+        with pytest.raises(error):
+            self.store.subscribe(*args)
+
+    def test_run_catches_up_then_handles_live_events_until_stop(self) -> None:
+        stream, name = self.stream(), self.subscription()
+        self.store.append(stream, events(2))
+        seen: list[int] = []
+        five = threading.Event()
+
+        def handler(event: RecordedEvent) -> None:
+            seen.append(event.version)
+            if len(seen) == 5:
+                five.set()
+
+        subscription = self.store.subscribe(name, handler, stream)
+        running = _Background(subscription.run)
+        for n in range(3):
+            self.store.append(stream, events(1, start=2 + n))
+        assert five.wait(WAIT)
+        assert running.blocked(0.05)
+        subscription.stop()
+        running.result()
+        assert seen == [1, 2, 3, 4, 5]
+        assert subscription.position == 5
+        assert self.store.subscribe(name, handler, stream).position == 5
+
+    def test_stop_from_a_handler_and_a_stopped_subscription(self) -> None:
+        stream, name = self.stream(), self.subscription()
+        self.store.append(stream, events(5))
+        seen: list[int] = []
+
+        def handler(event: RecordedEvent) -> None:
+            seen.append(event.version)
+            if event.version == 2:
+                subscription.stop()
+
+        subscription = self.store.subscribe(name, handler, stream)
+        subscription.run()  # returns after the handler that stopped it
+        assert seen == [1, 2]
+        assert subscription.position == 2  # that event was handled
+        subscription.run()
+        assert subscription.run_pending() == 0
+        assert seen == [1, 2]
+        stopped_first = self.store.subscribe(name, handler, stream)
+        stopped_first.stop()
+        stopped_first.run()  # stop() before run() is kept
+        assert seen == [1, 2]
+
+    def test_closing_the_store_ends_a_running_subscription(self) -> None:
+        store = self.open_store()
+        stream = self.stream()
+        store.append(stream, events(1))
+        handled = threading.Event()
+        subscription = store.subscribe(self.subscription(), lambda e: handled.set(), stream)
+        running = _Background(subscription.run)
+        assert handled.wait(WAIT)
+        store.close()
+        running.result()
+        assert subscription.position == 1
+        with pytest.raises(StoreError, match="closed"):
+            subscription.run_pending()
+
+    @pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="POSIX signals")
+    def test_stop_from_a_signal_handler(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            pytest.skip("signal handlers run in the main thread")
+        stream = self.stream()
+        self.store.append(stream, events(1))
+        main = threading.main_thread().ident
+        assert main is not None
+        killer: list[_Background] = []
+
+        def handler(event: RecordedEvent) -> None:  # once blocked, run() gets a signal
+            killer.append(_Background(lambda: signal.pthread_kill(main, signal.SIGUSR1)))
+
+        subscription = self.store.subscribe(self.subscription(), handler, stream)
+        previous = signal.signal(signal.SIGUSR1, lambda *_: subscription.stop())
+        try:
+            subscription.run()
+        finally:
+            signal.signal(signal.SIGUSR1, previous)
+        killer[0].result()
+        assert subscription.position == 1
