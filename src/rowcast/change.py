@@ -192,14 +192,26 @@ def decode(value: Any) -> Any:
     return value
 
 
+# built once: json.dumps / json.loads with options build a new encoder / decoder per call
+_encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+_decoder = json.JSONDecoder(object_hook=_hook)
+_PLAIN = frozenset({str, int, bool, type(None)})
+
+
 def dumps(value: Any) -> str:
     """Write a value as compact JSON that `loads` turns back into the same value."""
-    return json.dumps(encode(value), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    if (
+        type(value) is dict
+        and len(value) != 1  # a one-key dict may need its "$" escaped
+        and all(type(k) is str and type(v) in _PLAIN for k, v in value.items())
+    ):
+        return _encoder.encode(value)  # already plain JSON: nothing to tag (the common event)
+    return _encoder.encode(encode(value))
 
 
 def loads(text: str | bytes) -> Any:
     """Read JSON written by `dumps`."""
-    return json.loads(text, object_hook=_hook)
+    return _decoder.decode(text.decode() if isinstance(text, bytes | bytearray) else text)
 
 
 # ---------------------------------------------------------------- Change

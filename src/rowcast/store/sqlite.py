@@ -138,8 +138,7 @@ _SAVE_POSITION: Final = (
     "ON CONFLICT (name) DO UPDATE SET position = excluded.position"
 )
 
-# rowcast.change.loads builds a JSONDecoder per call; reads reuse one (same hook,
-# same result) and skip the whitespace checks: the store wrote the text itself.
+# reads skip loads()'s whitespace checks: the store wrote the text itself
 _decode = json.JSONDecoder(object_hook=_restore).raw_decode
 _PAGE: Final = 1000  # rows fetched per lock hold while reading
 _ID_CHUNK: Final = 500  # ids per "IN (...)" lookup (well under SQLite's variable limit)
