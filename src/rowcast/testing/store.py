@@ -358,12 +358,15 @@ class EventStoreContract:
 
     # ------------------------------------------------------------ ids and idempotency
 
-    def test_events_get_random_uuids_and_keep_given_ones(self) -> None:
+    def test_events_get_time_ordered_uuids_and_keep_given_ones(self) -> None:
         given = uuid.uuid4()
         made = NewEvent("t", 1)
         assert isinstance(made.id, uuid.UUID)
-        assert made.id.version == 4
+        assert made.id.version == 7
+        assert made.id.variant == uuid.RFC_4122
+        assert abs((made.id.int >> 80) - time.time() * 1000) < 60_000  # ms since the epoch
         assert NewEvent("t", 1).id != made.id
+        assert len({NewEvent("t", 1).id for _ in range(10_000)}) == 10_000
         assert NewEvent("t", 1, id=given).id == given
         assert NewEvent("t", 1, id=str(given)).id == given
         stream = self.stream()
