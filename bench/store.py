@@ -4,7 +4,7 @@ py-event-sourcing's own benchmark shape, in one process, each backend on a fresh
 `--events` events appended to one stream in batches of `--batch`, built from payload dicts inside
 the timing (a NewEvent; a CandidateEvent of JSON bytes with an idempotency key, as py-es's
 benchmark gives ids: its faster batch path, while its singles go faster without; a bare row of a
-random 16-byte id and ``json.dumps`` text), all read back `--rounds` times (rowcast decodes the
+time-ordered 16-byte id, as rowcast's UUIDv7s, and ``json.dumps`` text), all read back `--rounds` times (rowcast decodes the
 JSON, py-es yields bytes, bare yields tuples), a snapshot saved and restored `--restores` times,
 `--singles` single-event appends. "bare" is the physical limit of rowcast's design: its table,
 indexes and PRAGMAs, one ``BEGIN IMMEDIATE``, ``SELECT max(version)``, ``executemany`` per append.
@@ -143,7 +143,11 @@ async def run_pyes(path: str, args: argparse.Namespace) -> Result:
 
 
 def run_bare(path: str, sync: str, args: argparse.Namespace) -> Result:
-    n, dumps, randbytes, inserting = args.events, json.dumps, random.randbytes, [0.0]
+    n, dumps, inserting = args.events, json.dumps, [0.0]
+
+    def ordered_id() -> bytes:  # milliseconds, then random bits: rowcast's id layout
+        return ((time.time_ns() // 1_000_000) << 80 | random.getrandbits(80)).to_bytes(16, "big")
+
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute(f"PRAGMA synchronous = {sync.upper()}")
@@ -154,7 +158,7 @@ def run_bare(path: str, sync: str, args: argparse.Namespace) -> Result:
         (v,) = conn.execute(HEAD, (stream,)).fetchone()
         now = time.time()
         rows = [
-            (stream, v + k + 1, randbytes(16), TYPE, dumps(payload(i)), None, now)
+            (stream, v + k + 1, ordered_id(), TYPE, dumps(payload(i)), None, now)
             for k, i in enumerate(range(first, last))
         ]
         t = perf_counter()
