@@ -4,12 +4,13 @@ py-event-sourcing's own benchmark shape, in one process, each backend on a fresh
 `--events` events appended to one stream in batches of `--batch`, built from payload dicts inside
 the timing (a NewEvent; a CandidateEvent of JSON bytes with an idempotency key, as py-es's
 benchmark gives ids: its faster batch path, while its singles go faster without; a bare row of a
-time-ordered 16-byte id, as rowcast's UUIDv7s, and ``json.dumps`` text), all read back `--rounds` times (rowcast decodes the
-JSON, py-es yields bytes, bare yields tuples), a snapshot saved and restored `--restores` times,
-`--singles` single-event appends. "bare" is the physical limit of rowcast's design: its table,
-indexes and PRAGMAs, one ``BEGIN IMMEDIATE``, ``SELECT max(version)``, ``executemany`` per append.
-Watch latency is measured only if the store has ``watch()``. Timing never fails the script; a
-read, write or watch that missed an event, or a wrong restored snapshot, does.
+time-ordered 16-byte id, as rowcast's UUIDv7s, and ``json.dumps`` text), all read back `--rounds`
+times (rowcast decodes the JSON, py-es yields bytes, bare yields tuples), a snapshot saved and
+restored `--restores` times, `--singles` single-event appends. "bare" is the physical limit of
+rowcast's design: its table, indexes and PRAGMAs, one ``BEGIN IMMEDIATE``, ``SELECT max(version)``,
+``executemany`` per append. Watch latency is measured only if the store has ``watch()``. Timing
+never fails the script; a read, write or watch that missed an event, or a wrong restored snapshot,
+does.
 """
 
 import argparse
