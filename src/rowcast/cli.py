@@ -307,23 +307,13 @@ def _open_store(url: str) -> EventStore:
     return EventStore(url)
 
 
-def _streams(store: EventStore) -> dict[str, tuple[int, int]]:
-    """Each stream's (version, last position), in one pass over the global order."""
-    # TODO: a backend query (SELECT stream, max(version), max(position) ... GROUP BY
-    # stream) once EventStore offers one; this reads every event.
-    found: dict[str, tuple[int, int]] = {}
-    for event in store.read_all():
-        found[event.stream] = (event.version, event.position)
-    return found
-
-
 @events.command("ls")
 @_STORE_URL
 @_EVENTS_FORMAT
 def events_ls(url: str, fmt: str) -> None:
     """List streams with version and last position."""
     with _open_store(url) as store:
-        streams = _streams(store)
+        streams = store.streams()
     names = sorted(streams)
     if fmt == "json":
         for name in names:
@@ -402,7 +392,7 @@ def events_watch(stream: str, url: str, after: int | None, fmt: str) -> None:
 def events_stats(url: str, fmt: str) -> None:
     """Count the streams and events; show the size of the store's files."""
     with _open_store(url) as store:
-        streams = _streams(store)
+        streams = store.streams()
         last = store.stream_version(ALL)
         path: str | None = getattr(store, "path", None)
     count = sum(version for version, _ in streams.values())

@@ -338,6 +338,10 @@ class AsyncEventStore:
         """`EventStore.stream_version`: 0 for no events; the last position for ``"@all"``."""
         return await self._run("read", lambda s: s.stream_version(stream))
 
+    async def streams(self) -> dict[str, tuple[int, int]]:
+        """`EventStore.streams`: name -> (version, position of its last event)."""
+        return await self._run("read", lambda s: s.streams())
+
     async def delete_stream(self, stream: str) -> None:
         """`EventStore.delete_stream`."""
         await self._run("delete", lambda s: s.delete_stream(stream))

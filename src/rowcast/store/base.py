@@ -481,6 +481,11 @@ class EventStore:
         self._check_open("read")
         return self._stream_version(stream)
 
+    def streams(self) -> dict[str, tuple[int, int]]:
+        """Every stream that has events: its name -> (version, position of its last event)."""
+        self._check_open("read")
+        return self._streams()
+
     def delete_stream(self, stream: str) -> None:
         """Remove the events and snapshots of `stream`; nothing happens if it has none.
 
@@ -586,6 +591,10 @@ class EventStore:
 
     def _append(self, stream: str, batch: EncodedBatch, expected: ExpectedVersion) -> AppendResult:
         """Append the checked `batch` (see `append`)."""
+        raise NotImplementedError
+
+    def _streams(self) -> dict[str, tuple[int, int]]:
+        """Every stream with its version and last position."""
         raise NotImplementedError
 
     def _read(

@@ -449,6 +449,15 @@ class SQLiteEventStore(EventStore):
             return int(self._run("read", lambda conn: conn.execute(_HEAD).fetchone()[0]))
         return int(self._run("read", lambda conn: conn.execute(_VERSION, (stream,)).fetchone()[0]))
 
+    def _streams(self) -> dict[str, tuple[int, int]]:
+        rows = self._run(
+            "read",
+            lambda conn: conn.execute(
+                "SELECT stream, max(version), max(position) FROM rowcast_events GROUP BY stream"
+            ).fetchall(),
+        )
+        return {name: (int(version), int(position)) for name, version, position in rows}
+
     # -- deletes and snapshots
 
     def _delete_stream(self, stream: str) -> None:

@@ -507,6 +507,17 @@ class EventStoreContract:
 
     # ------------------------------------------------------------ deletes
 
+    def test_streams_lists_each_stream_with_version_and_last_position(self) -> None:
+        one, two = self.stream(), self.stream()
+        self.store.append(one, events(2))
+        last_two = self.store.append(two, events(3))
+        last_one = self.store.append(one, events(1))
+        found = self.store.streams()
+        assert found[one] == (last_one.version, last_one.position) == (3, last_one.position)
+        assert found[two] == (3, last_two.position)
+        self.store.delete_stream(one)
+        assert one not in self.store.streams()
+
     def test_delete_stream_removes_it_and_appends_start_again_at_1(self) -> None:
         stream, other = self.stream(), self.stream()
         self.store.append(other, events(1))

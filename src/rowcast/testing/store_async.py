@@ -340,6 +340,15 @@ class AsyncEventStoreContract:
 
     # ------------------------------------------------------------ deletes and snapshots
 
+    def test_streams_lists_each_stream_with_version_and_last_position(self) -> None:
+        async def body(store: AsyncEventStore) -> None:
+            one = self.stream()
+            await store.append(one, events(2))
+            last = await store.append(one, events(1))
+            assert (await store.streams())[one] == (3, last.position)
+
+        self.run(body)
+
     def test_delete_stream_removes_it_and_appends_start_again_at_1(self) -> None:
         async def body(store: AsyncEventStore) -> None:
             stream = self.stream()
