@@ -196,6 +196,21 @@ def decode(value: Any) -> Any:
 _encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 _decoder = json.JSONDecoder(object_hook=_hook)
 _PLAIN = frozenset({str, int, bool, type(None)})
+_STR = frozenset({str})
+# JSONEncoder.encode builds its C encoder on every call; build it once (CPython)
+_make = getattr(json.encoder, "c_make_encoder", None)
+if _make is not None:
+    _c_encode = _make(
+        None, _encoder.default, json.encoder.encode_basestring, None, ":", ",", False, False, False
+    )
+
+    def _to_json(value: Any) -> str:
+        return "".join(_c_encode(value, 0))
+
+else:  # pragma: no cover - other Pythons
+
+    def _to_json(value: Any) -> str:
+        return _encoder.encode(value)
 
 
 def dumps(value: Any) -> str:
@@ -203,10 +218,11 @@ def dumps(value: Any) -> str:
     if (
         type(value) is dict
         and len(value) != 1  # a one-key dict may need its "$" escaped
-        and all(type(k) is str and type(v) in _PLAIN for k, v in value.items())
+        and _PLAIN.issuperset(map(type, value.values()))
+        and _STR.issuperset(map(type, value))
     ):
-        return _encoder.encode(value)  # already plain JSON: nothing to tag (the common event)
-    return _encoder.encode(encode(value))
+        return _to_json(value)  # already plain JSON: nothing to tag (the common event)
+    return _to_json(encode(value))
 
 
 def loads(text: str | bytes) -> Any:
@@ -340,7 +356,7 @@ class Change:
 
     def to_json(self) -> str:
         """Compact JSON, the body of every relayed message."""
-        return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False)
+        return _to_json(self.to_dict())
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Change:
