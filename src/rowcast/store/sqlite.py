@@ -138,6 +138,21 @@ _SAVE_POSITION: Final = (
     "ON CONFLICT (name) DO UPDATE SET position = excluded.position"
 )
 
+# UUID(bytes=...) checks its arguments and costs a quarter of a read; the ids come
+# from the store itself, so reads fill the UUID's slots directly (as unpickling does)
+_new_object = object.__new__
+_set_uuid_int = uuid.UUID.__dict__["int"].__set__
+_set_uuid_safe = uuid.UUID.__dict__["is_safe"].__set__
+_UNKNOWN_SAFETY = uuid.SafeUUID.unknown
+
+
+def _uuid_from_bytes(raw: bytes) -> uuid.UUID:
+    value: uuid.UUID = _new_object(uuid.UUID)
+    _set_uuid_int(value, int.from_bytes(raw, "big"))
+    _set_uuid_safe(value, _UNKNOWN_SAFETY)
+    return value
+
+
 # reads skip loads()'s whitespace checks: the store wrote the text itself
 _decode = json.JSONDecoder(object_hook=_restore).raw_decode
 _PAGE: Final = 1000  # rows fetched per lock hold while reading
@@ -398,7 +413,7 @@ class SQLiteEventStore(EventStore):
         upper = _MAX
         everything = stream == ALL
         sql = (_READ_ALL if everything else _READ)[backwards]
-        uuid_ = uuid.UUID
+        uuid_ = _uuid_from_bytes
         event = RecordedEvent
         decode = _decode
         while remaining > 0:
@@ -414,7 +429,7 @@ class SQLiteEventStore(EventStore):
                         name,
                         version,
                         position,
-                        uuid_(bytes=id_),
+                        uuid_(id_),
                         type_,
                         decode(data)[0],
                         None if meta is None else decode(meta)[0],
@@ -428,7 +443,7 @@ class SQLiteEventStore(EventStore):
                         stream,
                         version,
                         position,
-                        uuid_(bytes=id_),
+                        uuid_(id_),
                         type_,
                         decode(data)[0],
                         None if meta is None else decode(meta)[0],
