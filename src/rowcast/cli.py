@@ -16,7 +16,7 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import click
@@ -57,14 +57,22 @@ def main() -> None:
     """rowcast: every committed row change of your database, as an event."""
 
 
-_FORMAT = click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    show_default=True,
-    help="Readable rows, or one Change.to_json() per line.",
-)
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _format_option(json_help: str) -> Callable[[_F], _F]:
+    """``--format table|json``, the same on every command."""
+    return click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(["table", "json"]),
+        default="table",
+        show_default=True,
+        help=f"Readable rows, or {json_help}.",
+    )
+
+
+_FORMAT = _format_option("one Change.to_json() per line")
 
 
 def _masked(url: str) -> str:
@@ -272,14 +280,7 @@ _STORE_URL = click.option(
     envvar="ROWCAST_EVENTS_URL",
     help="The event store (also $ROWCAST_EVENTS_URL): sqlite:///path.db, sqlite:////abs/path.db.",
 )
-_EVENTS_FORMAT = click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    show_default=True,
-    help="Readable rows, or one JSON object per line.",
-)
+_EVENTS_FORMAT = _format_option("one JSON object per line")
 _AFTER = click.option(
     "--after",
     type=click.IntRange(min=0),

@@ -87,6 +87,14 @@ def streaming(source: BinlogSource) -> Iterator[list[Change]]:
     assert not thread.is_alive()
 
 
+def kill_binlog_dumps(conn: Any) -> None:
+    """Drop every binlog reader's connection on the server side, as a network fault would."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT ID FROM information_schema.PROCESSLIST WHERE COMMAND = 'Binlog Dump'")
+        for (thread_id,) in cur.fetchall():
+            cur.execute(f"KILL {thread_id}")
+
+
 def execute(conn: Any, *statements: str) -> None:
     with conn.cursor() as cur:
         for statement in statements:
@@ -345,12 +353,7 @@ def test_a_killed_connection_after_a_gtid_start_repeats_nothing(db: Any) -> None
     ) as got:
         execute(db, "INSERT INTO test (data) VALUES ('1')")
         wait_for(lambda: len(got) == 1)
-        with db.cursor() as cur:
-            cur.execute(
-                "SELECT ID FROM information_schema.PROCESSLIST WHERE COMMAND = 'Binlog Dump'"
-            )
-            for (thread_id,) in cur.fetchall():
-                cur.execute(f"KILL {thread_id}")
+        kill_binlog_dumps(db)
         execute(db, "INSERT INTO test (data) VALUES ('2')")
         wait_for(lambda: len(got) >= 2)
         time.sleep(0.5)  # a replay would arrive now
@@ -456,12 +459,7 @@ def test_a_killed_connection_mid_stream_loses_and_repeats_nothing(db: Any) -> No
             execute(db, *(f"INSERT INTO test (data) VALUES ('{batch}-{i}')" for i in range(50)))
             execute(db, "COMMIT")
             wait_for(lambda n=batch: len(got) == 50 * (n + 1))
-            with db.cursor() as cur:
-                cur.execute(
-                    "SELECT ID FROM information_schema.PROCESSLIST WHERE COMMAND = 'Binlog Dump'"
-                )
-                for (thread_id,) in cur.fetchall():
-                    cur.execute(f"KILL {thread_id}")
+            kill_binlog_dumps(db)
         execute(db, "INSERT INTO test (data) VALUES ('last')")
         wait_for(lambda: len(got) == 151)
         time.sleep(0.5)  # a duplicate would arrive now

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -155,18 +157,27 @@ def test_a_writer_holding_the_lock_past_the_timeout_is_a_store_error(tmp_path: P
         assert store.append("s", [NewEvent("t", 1)]).version == 1  # the same store recovers
 
 
+@contextlib.contextmanager
+def write_lock_held(path: Path, seconds: float) -> Iterator[None]:
+    """Another connection holds the write lock on `path` for `seconds` from now."""
+    blocker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    blocker.execute("BEGIN IMMEDIATE")
+    timer = threading.Timer(seconds, lambda: blocker.execute("ROLLBACK"))
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.join()
+        blocker.close()
+
+
 def test_a_writer_that_lets_go_in_time_does_not_fail(tmp_path: Path) -> None:
     path = tmp_path / "events.db"
-    with SQLiteEventStore(f"sqlite:///{path}", timeout=5) as store:
-        blocker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        blocker.execute("BEGIN IMMEDIATE")
-        timer = threading.Timer(0.2, lambda: blocker.execute("ROLLBACK"))
-        timer.start()
-        try:
-            assert store.append("s", [NewEvent("t", 1)]).version == 1
-        finally:
-            timer.join()
-            blocker.close()
+    with (
+        SQLiteEventStore(f"sqlite:///{path}", timeout=5) as store,
+        write_lock_held(path, seconds=0.2),
+    ):
+        assert store.append("s", [NewEvent("t", 1)]).version == 1
 
 
 def test_a_corrupt_snapshot_is_a_store_error(tmp_path: Path) -> None:
@@ -190,15 +201,8 @@ def test_a_locked_database_is_retried_when_sqlite_gives_up_early(tmp_path: Path)
     path = tmp_path / "events.db"
     with SQLiteEventStore(f"sqlite:///{path}", timeout=5) as store:
         store._conn.execute("PRAGMA busy_timeout = 0")  # type: ignore[union-attr]
-        blocker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        blocker.execute("BEGIN IMMEDIATE")
-        timer = threading.Timer(0.2, lambda: blocker.execute("ROLLBACK"))
-        timer.start()
-        try:
+        with write_lock_held(path, seconds=0.2):
             assert store.append("s", [NewEvent("t", 1)]).version == 1
-        finally:
-            timer.join()
-            blocker.close()
 
 
 # ---------------------------------------------------------------- watching and subscriptions
