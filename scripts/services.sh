@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Make the local MariaDB/MySQL ready for rowcast's tests: row-based binary log with
-# full row images and full metadata, a server_id, and root over TCP with no password.
+# Make the local servers ready for rowcast's tests:
+# - MariaDB/MySQL: row-based binary log with full row images and full metadata, a
+#   server_id, and root over TCP with no password;
+# - PostgreSQL: logical WAL with room for replication slots and WAL senders.
 #
 # Idempotent: the live server is asked first, and the configuration is written and the
 # server restarted only when something is missing. Needs root and a local mariadbd or
@@ -79,4 +81,45 @@ EOF
     say "MariaDB ready on $HOST:$PORT: binary log $have"
 }
 
+postgres_cluster() { ls /etc/postgresql 2>/dev/null | sort -V | tail -n1; }
+
+pg_sql() { psql -h "$HOST" -p 5432 -U postgres -d postgres -Atc "$1"; }
+
+pg_have() {
+    pg_sql "SELECT current_setting('wal_level'),
+                   LEAST(current_setting('max_replication_slots')::int, 20),
+                   LEAST(current_setting('max_wal_senders')::int, 20)" | tr '|' ' '
+}
+
+postgres_ready() {
+    local version; version=$(postgres_cluster)
+    if [ -z "$version" ] || ! command -v pg_ctlcluster >/dev/null; then
+        say "no local PostgreSQL cluster: logical replication tests will be skipped (and fail when CI=true)"
+        return 0
+    fi
+    if [ "$(id -u)" != 0 ]; then
+        say "not root: make sure wal_level=logical, max_replication_slots>=20, max_wal_senders>=20"
+        return 0
+    fi
+    if ! pg_sql 'SELECT 1' >/dev/null 2>&1; then
+        say "starting PostgreSQL $version"
+        pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
+        for _ in $(seq 1 60); do pg_sql 'SELECT 1' >/dev/null 2>&1 && break; sleep 0.5; done
+    fi
+    local want="logical 20 20" have
+    have=$(pg_have)
+    if [ "$have" != "$want" ]; then
+        say "PostgreSQL has '$have' (wal_level, slots, senders), want '$want': configuring and restarting"
+        printf '%s\n' "# written by rowcast's scripts/services.sh: logical decoding for change capture" \
+            "wal_level = logical" "max_replication_slots = 20" "max_wal_senders = 20" \
+            >"/etc/postgresql/$version/main/conf.d/95-rowcast.conf"
+        pg_ctlcluster --skip-systemctl-redirect "$version" main restart
+        for _ in $(seq 1 60); do pg_sql 'SELECT 1' >/dev/null 2>&1 && break; sleep 0.5; done
+        have=$(pg_have)
+        [ "$have" = "$want" ] || { say "still '$have' after the restart"; return 1; }
+    fi
+    say "PostgreSQL $version ready on $HOST:5432: $have"
+}
+
 mysql_ready
+postgres_ready
