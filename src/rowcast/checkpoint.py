@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any, NoReturn, Protocol, Self, runtime_checkable
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
+from ._url import masked
 from .errors import ConfigError, StoreError
 
 __all__ = ["Checkpoint", "FileCheckpoint", "RedisCheckpoint", "SQLCheckpoint", "open_checkpoint"]
@@ -76,21 +77,11 @@ class Checkpoint(Protocol):
         """Release connections; idempotent."""
 
 
-def _mask_password(url: str) -> str:
-    """`url` with its password, if any, replaced by ``***``."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    userinfo, _, host = parts.netloc.rpartition("@")
-    user = userinfo.partition(":")[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
-
-
 class _Base:
     """Validation, the closed flag and error translation, shared by every backend."""
 
     def __init__(self, url: str, name: str) -> None:
-        self.url = _mask_password(url)
+        self.url = masked(url)
         self.name = name
         self._closed = False
 
@@ -390,7 +381,7 @@ def open_checkpoint(url: str, name: str = "default") -> Checkpoint:
     if names:
         if len(names) > 1 or (name != "default" and names[0] != name):
             raise ConfigError(
-                f"checkpoint {_mask_password(url)} names {names!r} in its URL but "
+                f"checkpoint {masked(url)} names {names!r} in its URL but "
                 f"{name!r} was asked for; give the name once"
             )
         name = _check_name(names[0])

@@ -31,10 +31,11 @@ from ._console import (
     print_checks,
     print_error,
 )
+from ._url import masked
 from .change import dumps
 from .errors import ConfigError, RowcastError
 from .hub import Hub
-from .sources.base import open_source
+from .sources.base import diagnose, open_source
 from .store import ALL, DEFAULT_URL, EventStore
 
 __all__ = ["main"]
@@ -73,16 +74,6 @@ def _format_option(json_help: str) -> Callable[[_F], _F]:
 
 
 _FORMAT = _format_option("one Change.to_json() per line")
-
-
-def _masked(url: str) -> str:
-    """`url` with its password replaced by ``***``, fit to print."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    userinfo, _, host = parts.netloc.rpartition("@")
-    user = userinfo.partition(":")[0]
-    return parts._replace(netloc=f"{user}:***@{host}").geturl()
 
 
 @main.command()
@@ -182,7 +173,7 @@ def tail(
     if fmt == "table":
         until = f" to {end}" if end else ""
         err.print(
-            Text(f"tailing {_masked(url)} from {start or 'now'}{until} (Ctrl-C to stop)", "dim"),
+            Text(f"tailing {masked(url)} from {start or 'now'}{until} (Ctrl-C to stop)", "dim"),
             soft_wrap=True,
         )
     with _stop_on_sigterm(source.stop):
@@ -210,63 +201,30 @@ def _stop_on_sigterm(stop: Callable[[], None]) -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
-_DOCTOR_SCHEMES = ("mysql", "mariadb")
-
-
 @main.command()
 @click.argument("url")
 def doctor(url: str) -> None:
     """Check that the server at URL can be read as a change source; print the fix for each problem.
 
-    URL is mysql://user:password@host:3306/db (or mariadb://). Exit status: 0
-    when every check passes, 1 when one fails, 2 when the server cannot be used
-    at all (unreachable, wrong password, unsupported URL).
+    URL is a source's: mysql://user:password@host:3306/db (or mariadb://). Exit
+    status: 0 when every check passes, 1 when one fails, 2 when the server cannot
+    be used at all (unreachable, wrong password, unsupported URL).
     """
-    scheme = urlsplit(url).scheme.split("+", 1)[0].lower()
-    if scheme not in _DOCTOR_SCHEMES:
-        known = " and ".join(f"{s}://" for s in _DOCTOR_SCHEMES)
-        raise ConfigError(f"rowcast doctor supports {known} URLs for now, not {_masked(url)!r}")
-    from .sources import _mysql_server as server
-
-    target = server.parse_url(url)
-    conn = server.connect(target)  # pymysql is importable from here on
-    import pymysql
-
-    try:
-        checks = server.diagnose(conn, target.user)
-        version, position = _server_facts(conn)
-    except pymysql.err.MySQLError as error:  # the server went away, say
-        raise ConfigError(f"{target.masked}: checking the server failed: {error}") from error
-    finally:
-        conn.close()
-
+    report = diagnose(url)
     console = Console(highlight=False)
-    console.print(Text.assemble(("rowcast doctor ", "bold"), target.masked), soft_wrap=True)
-    console.print(Text(f"  server   {version}\n  binlog   {position}\n"), soft_wrap=True)
-    print_checks(console, checks)
-    failed = sum(not c.ok for c in checks)
+    console.print(Text.assemble(("rowcast doctor ", "bold"), report.target), soft_wrap=True)
+    width = max((len(name) for name, _ in report.facts), default=0)
+    facts = "".join(f"  {name:<{width}}   {value}\n" for name, value in report.facts)
+    console.print(Text(facts), soft_wrap=True)
+    print_checks(console, report.checks)
+    failed = sum(not c.ok for c in report.checks)
     if failed:
         console.print(
-            f"\n{failed} of {len(checks)} checks failed: apply the fixes above and run "
+            f"\n{failed} of {len(report.checks)} checks failed: apply the fixes above and run "
             "rowcast doctor again."
         )
         sys.exit(1)
-    console.print(f"\nAll {len(checks)} checks passed: rowcast can read this server's binlog.")
-
-
-def _server_facts(conn: Any) -> tuple[str, str]:
-    """The server's version and its current binlog position (or why it is unknown)."""
-    import pymysql
-
-    with conn.cursor() as cur:
-        cur.execute("SELECT VERSION()")
-        version = str(cur.fetchone()[0])
-        try:
-            cur.execute("SHOW MASTER STATUS")
-            row = cur.fetchone()
-        except pymysql.err.MySQLError as error:  # e.g. no REPLICATION CLIENT privilege
-            return version, f"unknown: {error.args[-1]}"
-    return version, f"{row[0]}:{row[1]}" if row else "none: log_bin is off"
+    console.print(f"\nAll {len(report.checks)} checks passed: {report.ready}")
 
 
 # ---------------------------------------------------------------- events

@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from ..errors import ConfigError
+from .base import Check
 
 __all__ = ["Check", "ServerURL", "Unreachable", "connect", "diagnose", "parse_url"]
 
@@ -103,16 +104,6 @@ def connect(url: ServerURL) -> Any:
                 f"listening on {url.host}:{url.port}?"
             ) from e
         raise ConfigError(f"{url.masked}: cannot connect: {e}") from e
-
-
-@dataclasses.dataclass(frozen=True)
-class Check:
-    """One line of ``rowcast doctor``: a setting, whether it is right, and the fix."""
-
-    name: str
-    ok: bool
-    value: str
-    fix: str = ""
 
 
 _PRIVILEGES = {

@@ -15,11 +15,13 @@ hub's receivers returned from each transaction.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
+from .._url import masked
 from ..change import Change
 from ..errors import ConfigError
 from ..hub import Hub
@@ -27,7 +29,7 @@ from ..hub import Hub
 if TYPE_CHECKING:
     from ..checkpoint import Checkpoint
 
-__all__ = ["Source", "open_source"]
+__all__ = ["Check", "Diagnosis", "Source", "diagnose", "open_source"]
 
 
 @runtime_checkable
@@ -56,21 +58,58 @@ def publish_all(source: Source, hub: Hub, checkpoint: Checkpoint | None) -> None
             checkpoint.save(position)
 
 
-# scheme -> "module:Class", imported only when a URL asks for it
+@dataclasses.dataclass(frozen=True)
+class Check:
+    """One line of ``rowcast doctor``: a setting, whether it is right, and the fix."""
+
+    name: str
+    ok: bool
+    value: str
+    fix: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Diagnosis:
+    """What ``rowcast doctor URL`` prints: the target, facts about it, and the checks."""
+
+    target: str  #: the URL, password masked
+    facts: list[tuple[str, str]]  #: ("server", "10.11.6-MariaDB"), ("binlog", "mysql-bin.000003:4")
+    checks: list[Check]
+    ready: str  #: said when every check passes, e.g. "rowcast can read this server's binlog."
+
+
+# scheme -> "module:Class", imported only when a URL asks for it. Each source module
+# also has a module-level `diagnose(url) -> Diagnosis` for ``rowcast doctor``.
 _SOURCES = {
     "mysql": "rowcast.sources.mysql:BinlogSource",
     "mariadb": "rowcast.sources.mysql:BinlogSource",
 }
 
 
-def open_source(url: str, **options: Any) -> Source:
-    """The source for `url` (``mysql://user:password@host:3306/db?server_id=...``)."""
+def _target(url: str) -> tuple[str, str]:
     scheme = urlsplit(url).scheme.split("+", 1)[0].lower()
     target = _SOURCES.get(scheme)
     if target is None:
         known = ", ".join(f"{s}://" for s in sorted(_SOURCES))
-        raise ConfigError(f"no rowcast source for {url!r}: the URL must start with {known}")
+        raise ConfigError(f"no rowcast source for {masked(url)!r}: the URL must start with {known}")
     module_name, _, class_name = target.partition(":")
+    return module_name, class_name
+
+
+def open_source(url: str, **options: Any) -> Source:
+    """The source for `url` (``mysql://user:password@host:3306/db?server_id=...``)."""
+    module_name, class_name = _target(url)
     module = importlib.import_module(module_name)
     source: Source = getattr(module, class_name)(url, **options)
     return source
+
+
+def diagnose(url: str) -> Diagnosis:
+    """Check that the server at `url` can be read as a change source (``rowcast doctor``).
+
+    Raises `ConfigError` when the URL is not a source's or the server cannot be used at
+    all (unreachable, wrong password); failed checks are in the result, not raised.
+    """
+    module_name, _ = _target(url)
+    result: Diagnosis = importlib.import_module(module_name).diagnose(url)
+    return result

@@ -41,8 +41,9 @@ from typing import TYPE_CHECKING, Any
 from ..change import Action, Change
 from ..errors import ConfigError, SourceError
 from ..hub import Hub
-from ._mysql_server import ServerURL, Unreachable, connect, diagnose, parse_url
-from .base import publish_all
+from . import _mysql_server
+from ._mysql_server import ServerURL, Unreachable, connect, parse_url
+from .base import Diagnosis, publish_all
 
 if TYPE_CHECKING:
     from ..checkpoint import Checkpoint
@@ -151,7 +152,7 @@ class BinlogSource:
             conn.close()
 
     def _check(self, conn: Any) -> None:
-        problems = [c for c in diagnose(conn, self.url.user) if not c.ok]
+        problems = [c for c in _mysql_server.diagnose(conn, self.url.user) if not c.ok]
         if problems:
             lines = "\n".join(f"  - {c.name} is {c.value}: {c.fix}" for c in problems)
             raise ConfigError(f"{self.url.masked} cannot be read as a binlog source:\n{lines}")
@@ -450,6 +451,39 @@ class BinlogSource:
                 names = {m for (clause,) in cur.fetchall() for m in _JSON_CHECK.findall(clause)}
             found = self._json_columns[key] = frozenset(names) & frozenset(blobs)
         return found
+
+
+def diagnose(url: str) -> Diagnosis:
+    """``rowcast doctor`` for a MySQL / MariaDB URL: binlog settings and replication grants."""
+    target = parse_url(url)
+    conn = connect(target)  # pymysql is importable from here on
+    pymysql = _mysql_server._pymysql()
+    try:
+        checks = _mysql_server.diagnose(conn, target.user)
+        version, position = _server_facts(conn, pymysql)
+    except pymysql.err.MySQLError as error:  # the server went away, say
+        raise ConfigError(f"{target.masked}: checking the server failed: {error}") from error
+    finally:
+        conn.close()
+    return Diagnosis(
+        target.masked,
+        [("server", version), ("binlog", position)],
+        checks,
+        "rowcast can read this server's binlog.",
+    )
+
+
+def _server_facts(conn: Any, pymysql: Any) -> tuple[str, str]:
+    """The server's version and its current binlog position (or why it is unknown)."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT VERSION()")
+        version = str(cur.fetchone()[0])
+        try:
+            cur.execute("SHOW MASTER STATUS")
+            row = cur.fetchone()
+        except pymysql.err.MySQLError as error:  # e.g. no REPLICATION CLIENT privilege
+            return version, f"unknown: {error.args[-1]}"
+    return version, f"{row[0]}:{row[1]}" if row else "none: log_bin is off"
 
 
 def _pymysql_connect(**settings: Any) -> Any:
