@@ -205,9 +205,9 @@ def test_tail_a_bad_position_exits_2(url: str, option: str, value: str) -> None:
 
 
 def test_tail_an_unknown_url_exits_2() -> None:
-    result = invoke("tail", "sqlite:///nowhere.db")
+    result = invoke("tail", "oracle:///nowhere.db")
     assert result.exit_code == 2
-    assert "no rowcast source for 'sqlite:///nowhere.db'" in result.stderr
+    assert "no rowcast source for 'oracle:///nowhere.db'" in result.stderr
 
 
 def test_multi_line_errors_print_whole_and_unstyled(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -544,7 +544,7 @@ def test_binlog_off_is_diagnosed_with_the_fix(db: Any) -> None:
         (URL, {"tables": "test"}, "list of patterns"),
         (URL, {"end": "mysql-bin.000001"}, r"expected 'file:offset'.*or 'now'"),
         (URL, {"server_id": "abc"}, "server_id must be an integer"),
-        ("postgres://x@y/z", {}, "no rowcast source for"),
+        ("oracle://x@y/z", {}, "no rowcast source for"),
         ("nope", {}, "no rowcast source for"),
     ],
 )

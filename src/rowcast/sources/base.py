@@ -83,6 +83,10 @@ class Diagnosis:
 _SOURCES = {
     "mysql": "rowcast.sources.mysql:BinlogSource",
     "mariadb": "rowcast.sources.mysql:BinlogSource",
+    "postgresql": "rowcast.sources.postgres:LogicalSource",
+    "postgres": "rowcast.sources.postgres:LogicalSource",
+    "sqlite": "rowcast.sources.sqlite:TriggerSource",
+    "outbox": "rowcast.sources.outbox:OutboxSource",  # outbox+<sqlalchemy url>
 }
 
 
