@@ -100,9 +100,9 @@ def test_a_file_that_is_not_a_database_fails_at_open(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        ("mysql://root@localhost/events", r"must start with sqlite://"),
-        ("events.db", r"must start with sqlite://"),
-        ("", r"must start with sqlite://"),
+        ("mysql://root@localhost/events", r"must start with .*sqlite://"),
+        ("events.db", r"must start with .*sqlite://"),
+        ("", r"must start with .*sqlite://"),
         ("sqlite://localhost/events.db", "no host"),
         ("sqlite:///x.db?journal=delete", r"unknown option.*journal"),
         ("sqlite:///x.db?timeout=soon", "timeout"),

@@ -31,12 +31,17 @@ class TestAsyncSQLiteMemory(AsyncEventStoreContract):
         return AsyncEventStore("sqlite:///:memory:")
 
 
+class TestAsyncMemory(AsyncEventStoreContract):  # the reference backend, behind the same twin
+    def make_store(self) -> AsyncEventStore:
+        return AsyncEventStore("memory://")
+
+
 def test_a_bad_url_raises_at_async_with_and_at_every_call() -> None:
     async def main() -> None:
         store = AsyncEventStore("mysql://root@localhost/events")  # no I/O yet
-        with pytest.raises(ConfigError, match="must start with sqlite://"):
+        with pytest.raises(ConfigError, match="must start with .*sqlite://"):
             await store.stream_version("s")
-        with pytest.raises(ConfigError, match="must start with sqlite://"):
+        with pytest.raises(ConfigError, match="must start with .*sqlite://"):
             async with store:
                 pass  # pragma: no cover
         assert store.closed

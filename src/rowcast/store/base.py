@@ -107,6 +107,7 @@ ALL: Final = "@all"  #: the stream name of the global order
 # scheme -> "module:Class", imported only when a URL asks for it
 _BACKENDS: dict[str, str] = {
     "sqlite": "rowcast.store.sqlite:SQLiteEventStore",
+    "memory": "rowcast.store.memory:MemoryEventStore",
 }
 
 
