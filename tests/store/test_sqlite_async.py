@@ -39,9 +39,9 @@ class TestAsyncMemory(AsyncEventStoreContract):  # the reference backend, behind
 def test_a_bad_url_raises_at_async_with_and_at_every_call() -> None:
     async def main() -> None:
         store = AsyncEventStore("mysql://root@localhost/events")  # no I/O yet
-        with pytest.raises(ConfigError, match="must start with .*sqlite://"):
+        with pytest.raises(ConfigError, match=r"must start with .*sqlite://"):
             await store.stream_version("s")
-        with pytest.raises(ConfigError, match="must start with .*sqlite://"):
+        with pytest.raises(ConfigError, match=r"must start with .*sqlite://"):
             async with store:
                 pass  # pragma: no cover
         assert store.closed
