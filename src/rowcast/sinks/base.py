@@ -25,7 +25,7 @@ import importlib
 import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any, Protocol, runtime_checkable
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from .._url import masked
 from ..change import Change
@@ -97,9 +97,12 @@ _SINKS = {
 
 def open_sink(url: str, **options: Any) -> Sink:
     """The sink for `url`: ``-`` (stdout), ``sqlite:///events.db``, ``postgresql://...``,
-    ``redis://...``, ``nats://...``, ``amqp://...``."""
+    ``redis://...``, ``nats://...``, ``amqp://...``; a database URL with ``mode=replicate``
+    (``postgresql://host/db?mode=replicate``) replicates tables into it."""
     scheme = "-" if url == "-" else urlsplit(url).scheme.split("+", 1)[0].lower()
     target = _SINKS.get(scheme)
+    if scheme != "-" and ("mode", "replicate") in parse_qsl(urlsplit(url).query):
+        target = "rowcast.sinks.sql:ReplicationSink"  # any SQLAlchemy database
     if target is None:
         known = ", ".join(["-", *sorted(f"{s}://" for s in _SINKS if s != "-")])
         raise ConfigError(f"no rowcast sink for {masked(url)!r}: use one of {known}")
