@@ -123,3 +123,38 @@ postgres_ready() {
 
 mysql_ready
 postgres_ready
+
+memcached_listening() { (exec 3<>/dev/tcp/127.0.0.1/11211) 2>/dev/null; }
+
+memcached_ready() {
+    if memcached_listening; then
+        say "memcached ready on 127.0.0.1:11211"
+        return 0
+    fi
+    if [ "$(id -u)" != 0 ]; then
+        say "not root and nothing on 127.0.0.1:11211: memcached tests will be skipped (and fail when CI=true)"
+        return 0
+    fi
+    local bin; bin=$(command -v memcached || ls /usr/bin/memcached 2>/dev/null || true)
+    if [ -z "$bin" ]; then
+        say "installing memcached (Debian package)"
+        export DEBIAN_FRONTEND=noninteractive
+        if ! apt-get install -y -qq memcached >/dev/null; then
+            say "no package lists yet: apt-get update, then install again"
+            apt-get update -qq >/dev/null
+            apt-get install -y -qq memcached >/dev/null
+        fi
+        bin=$(command -v memcached || echo /usr/bin/memcached)
+        # the package may have started its own service already
+        if memcached_listening; then say "memcached ready on 127.0.0.1:11211"; return 0; fi
+    fi
+    local user=memcache
+    id -u "$user" >/dev/null 2>&1 || user=root
+    say "starting memcached on 127.0.0.1:11211"
+    "$bin" -d -u "$user" -l 127.0.0.1 -p 11211 -m 64
+    for _ in $(seq 1 40); do memcached_listening && break; sleep 0.25; done
+    memcached_listening || { say "memcached did not start on 127.0.0.1:11211"; return 1; }
+    say "memcached ready on 127.0.0.1:11211"
+}
+
+memcached_ready
