@@ -9,6 +9,7 @@ from importlib.metadata import version as _version
 from .change import Action, Change
 from .checkpoint import Checkpoint, open_checkpoint
 from .errors import (
+    AuditError,
     CacheError,
     ConfigError,
     DuplicateEventId,
@@ -47,6 +48,7 @@ __all__ = [
     "Action",
     "AppendResult",
     "AsyncEventStore",
+    "AuditError",
     "CacheError",
     "Change",
     "Checkpoint",

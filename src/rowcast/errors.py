@@ -10,7 +10,8 @@
     │   ├── WrongExpectedVersion append: the stream is not at the expected version
     │   └── DuplicateEventId     append: event ids already stored, not as this batch
     ├── SinkError                a relay sink could not deliver
-    └── CacheError               a cache store failed
+    ├── CacheError               a cache store failed
+    └── AuditError               a revision was to be changed, or cannot be written
 
 Driver errors are translated at the backend boundary (``raise X(...) from e``),
 so the original error stays reachable as ``__cause__``.
@@ -21,6 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "AuditError",
     "CacheError",
     "ConfigError",
     "DuplicateEventId",
@@ -55,6 +57,10 @@ class SinkError(RowcastError):
 
 class CacheError(RowcastError):
     """A cache store failed."""
+
+
+class AuditError(RowcastError):
+    """An audit rule was broken: revisions are append-only, never updated nor deleted."""
 
 
 class RowcastWarning(UserWarning):
