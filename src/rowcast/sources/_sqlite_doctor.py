@@ -1,0 +1,128 @@
+"""``rowcast doctor sqlite:///app.db``: can this file be captured, and is the capture in place.
+
+Reads only (the file is opened read-only): SQLite's JSON functions, write
+access to the file and its directory, the journal mode, and for every table
+the URL's ``tables=`` option selects (all by default) whether its three
+triggers are installed and made for its current columns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+from .._url import masked
+from ..errors import ConfigError
+from . import _sqlite_triggers as triggers
+from ._sqlite_file import matcher, parse_url
+from .base import Check, Diagnosis
+
+__all__ = ["diagnose"]
+
+
+def diagnose(url: str) -> Diagnosis:
+    """See the module docstring; raises `ConfigError` when the file cannot be read at all."""
+    path, options = parse_url(url)
+    tables = tuple(options["tables"].split(",")) if "tables" in options else None
+    try:
+        conn = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True, isolation_level=None)
+    except sqlite3.Error as e:
+        raise ConfigError(f"cannot open {path!r}: {e}") from e
+    with contextlib.closing(conn):
+        try:
+            return _diagnose(conn, masked(url), path, tables)
+        except sqlite3.DatabaseError as e:  # not a database, say
+            raise ConfigError(f"{masked(url)}: checking {path!r} failed: {e}") from e
+
+
+def _diagnose(
+    conn: sqlite3.Connection, target: str, path: str, tables: tuple[str, ...] | None
+) -> Diagnosis:
+    (journal,) = conn.execute("PRAGMA journal_mode").fetchone()
+    facts = [("sqlite", sqlite3.sqlite_version), ("file", path), ("journal", journal)]
+    checks = [_writable(path), _json(conn)]
+    checks.append(
+        Check(
+            "journal_mode",
+            journal.lower() == "wal",
+            journal,
+            "run PRAGMA journal_mode = WAL once (it stays): in other modes a reading "
+            "source blocks the app's writers while it reads",
+        )
+    )
+    wanted = matcher(tables)
+    found = triggers.tables(conn, wanted)
+    checks.append(
+        Check(
+            "tables",
+            bool(found),
+            f"{len(found)} to capture" if found else "none",
+            "create the app's tables first"
+            + (f", or widen tables= ({', '.join(tables)})" if tables else ""),
+        )
+    )
+    have = triggers.installed(conn)
+    work = triggers.plan(conn, wanted)
+    install = "run rowcast tail URL --to now once (it installs the triggers and returns)"
+    for table in found:
+        names = [triggers.trigger_name(table.name, op) for op in ("insert", "update", "delete")]
+        missing = [n for n in names if n not in have]
+        stale = [n for n, _ in work.create if n in names and n in have]
+        if missing:
+            value, fix = f"missing {', '.join(missing)}", install
+        elif stale:
+            value = "out of date (its columns changed)"
+            fix = "a running source re-creates them at once; else " + install
+        else:
+            value, fix = "installed, up to date", ""
+        checks.append(Check(f"triggers on {table.name}", not (missing or stale), value, fix))
+    if triggers.has_tables(conn):
+        facts += _changes(conn)
+    else:
+        facts.append(("changes", "rowcast_changes not created yet"))
+    return Diagnosis(target, facts, checks, "rowcast captures every change to these tables.")
+
+
+def _writable(path: str) -> Check:
+    directory = str(Path(path).parent)
+    problems = [p for p in (path, directory) if not os.access(p, os.W_OK)]
+    return Check(
+        "write access",
+        not problems,
+        "file and directory writable" if not problems else f"cannot write {problems[0]}",
+        "rowcast installs triggers and SQLite makes -wal/-journal files beside the database: "
+        "give this user write access to both",
+    )
+
+
+def _json(conn: sqlite3.Connection) -> Check:
+    try:
+        conn.execute("SELECT json_object('a', 1)")
+        ok = True
+    except sqlite3.Error:
+        ok = False
+    return Check(
+        "json_object",
+        ok,
+        f"available (SQLite {sqlite3.sqlite_version})" if ok else "missing",
+        "use a Python whose SQLite is 3.38+ (or built with JSON1)",
+    )
+
+
+def _changes(conn: sqlite3.Connection) -> list[tuple[str, str]]:
+    count, first, last = conn.execute(
+        "SELECT count(*), min(seq), max(seq) FROM rowcast_changes"
+    ).fetchone()
+    row = conn.execute("SELECT value FROM rowcast_state WHERE key = 'pruned'").fetchone()
+    kept = f"{count} rows kept" + (f" (seq {first} to {last})" if count else "")
+    facts = [("changes", kept + (f", pruned up to {row[0]}" if row else ""))]
+    now = time.time()
+    for name, position, updated in conn.execute(
+        "SELECT name, position, updated_at FROM rowcast_readers ORDER BY name"
+    ):
+        facts.append(("reader", f"{name} at {position} ({now - updated:.0f}s ago)"))
+    return facts

@@ -1,0 +1,91 @@
+"""Opening the SQLite file a trigger source reads: its URL, a connection, table patterns,
+and turning the JSON that the triggers write back into Python values.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
+
+from .._url import masked
+from ..errors import ConfigError
+
+__all__ = ["connect", "decode_image", "decode_key", "matcher", "parse_url"]
+
+
+def parse_url(url: str) -> tuple[str, dict[str, str]]:
+    """The absolute path of the database file that `url` names, and its query options."""
+    if not isinstance(url, str):
+        raise ConfigError(f"a SQLite source URL is a string such as sqlite:///app.db, not {url!r}")
+    parts = urlsplit(url)
+    if parts.scheme.lower() != "sqlite" or parts.netloc:
+        raise ConfigError(
+            f"malformed SQLite source URL {masked(url)!r}: write sqlite:///relative/app.db "
+            "or sqlite:////absolute/app.db"
+        )
+    path = unquote(parts.path)
+    database = path[1:] if path.startswith("/") else path
+    if database in ("", ":memory:") or "mode=memory" in parts.query:
+        raise ConfigError(
+            f"{url!r} is a database in memory, which no other connection can see; "
+            "name a file: sqlite:///app.db"
+        )
+    file = Path(database).expanduser().absolute()
+    if file.is_dir():
+        raise ConfigError(f"{url!r} names the directory {str(file)!r}; give a database file")
+    if not file.exists():
+        raise ConfigError(
+            f"no SQLite database at {str(file)!r} ({url}): the file does not exist; "
+            "a source reads an existing database (check the path; sqlite:////abs/path)"
+        )
+    return str(file), dict(parse_qsl(parts.query))
+
+
+def connect(path: str, timeout: float = 30.0) -> sqlite3.Connection:
+    """A connection in autocommit mode to an existing file (never creates one)."""
+    try:
+        return sqlite3.connect(
+            f"file:{quote(path)}?mode=rw",
+            uri=True,
+            timeout=timeout,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+    except sqlite3.Error as e:
+        raise ConfigError(f"cannot open {path!r} for reading and writing: {e}") from e
+
+
+def matcher(patterns: tuple[str, ...] | None) -> Any:
+    if patterns is None:
+        return lambda table: True
+    return lambda table: any(
+        fnmatch.fnmatchcase(table, p) or fnmatch.fnmatchcase(f"main.{table}", p) for p in patterns
+    )
+
+
+def _value(value: Any) -> Any:
+    if type(value) is list:  # a tag: ["r", "%!.17g"] for REAL, ["b", hex] for BLOB
+        tag, text = value
+        return float(text) if tag == "r" else bytes.fromhex(text)
+    return value
+
+
+def decode_image(text: str | None) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    row: dict[str, Any] = json.loads(text)
+    for name, value in row.items():
+        if type(value) is list:
+            row[name] = _value(value)
+    return row
+
+
+def decode_key(text: str | None) -> Any:
+    if text is None:
+        return None
+    values = [_value(v) for v in json.loads(text)]
+    return values[0] if len(values) == 1 else tuple(values)

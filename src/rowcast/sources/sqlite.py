@@ -1,0 +1,405 @@
+"""Every committed row change of a SQLite database, captured by triggers.
+
+::
+
+    source = TriggerSource("sqlite:///app.db", tables=["orders", "items"])
+    source.run(hub)                       # or: for transaction in source: ...
+
+On its first read a source creates ``rowcast_changes`` and three AFTER
+triggers (insert, update, delete) on each captured table: every ordinary
+table of ``main`` by default, ``tables`` (``fnmatch`` patterns on ``"table"``
+or ``"main.table"``) otherwise, never SQLite's own nor a ``rowcast_*`` table.
+Every writer of the file, in any process or language, then records its
+changes in the same transaction as its own writes: a rolled back write
+leaves nothing, a committed one is never lost. `rowcast.sources.\
+_sqlite_triggers` shows the table and how transactions are told apart.
+
+Each `Change` has ``source="sqlite"``, ``schema="main"``, ``pk`` the primary
+key value (a tuple for a composite key; the rowid for a table without one),
+``before``/``after`` the whole row with the values SQLite stored (int,
+float to the last bit, infinities included, str, bytes, None; no conversion
+by declared type), ``position`` the ``seq`` of the transaction's last row
+(``"1234"``), ``txid`` ``"<first seq>-<last seq>"`` and ``ts`` when its last
+row was written.
+
+Transactions come in commit order, whole, never split, each change once.
+SQLite does not tell a trigger where a transaction ends, so rowcast finds
+boundaries from the outside, and every one it finds is true (see
+`_sqlite_triggers`): a commit that a waiting reader notices on its own
+comes on its own; commits that follow each other faster than the reader
+polls, or while no reader runs, may come merged into one list when SQLite's
+counters cannot tell them apart (always for commits of one connection). A
+merged list still holds only whole transactions, so its position is as safe
+to resume from as any other.
+
+The source waits by polling ``PRAGMA data_version`` every `poll` seconds
+(shared memory, no disk I/O), only while it has nothing to read. On every
+schema change (``PRAGMA schema_version``) it re-creates the triggers of
+tables whose columns changed and installs those of new tables. A column
+named by the triggers cannot be dropped (SQLite refuses: "error in trigger
+rowcast_t_update"): drop the table's three triggers in the migration's
+transaction; a running source re-creates them after the commit.
+
+``rowcast_changes`` is pruned by `prune` (run by every reading source when
+idle, every `prune_every` seconds): rows older than `retain` seconds that
+every checkpointed reader (a source given ``checkpoint=``, recorded in
+``rowcast_readers``) has passed. Resuming from a pruned position is a
+`ConfigError`. ``rowcast uninstall sqlite:///app.db`` removes the triggers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Final
+
+from .._url import masked
+from ..change import Action, Change
+from ..errors import ConfigError, SourceError
+from ..hub import Hub
+from . import _sqlite_triggers as triggers
+from ._sqlite_file import connect, decode_image, decode_key, matcher, parse_url
+from .base import Diagnosis, publish_all
+
+if TYPE_CHECKING:
+    from ..checkpoint import Checkpoint
+
+__all__ = ["TriggerSource", "diagnose", "uninstall"]
+
+log = logging.getLogger("rowcast.sources.sqlite")
+
+_PAGE: Final = 1000
+_ACTIONS: Final = {"write": Action.WRITE, "update": Action.UPDATE, "delete": Action.DELETE}
+_SELECT: Final = (
+    "SELECT seq, tbl, op, pk, before, after, ts, tc, sealed FROM rowcast_changes "
+    "WHERE seq > ? ORDER BY seq LIMIT ?"
+)
+_Row = tuple[int, str, str, str | None, str | None, str | None, float, Any, Any]
+
+
+def _position(value: str, what: str = "start") -> int:
+    if not value.isdigit():
+        raise ConfigError(
+            f"bad SQLite source {what} {value!r}: expected 'now', 'start' or a position "
+            "from a change or a checkpoint (the seq of a rowcast_changes row, e.g. '1234')"
+        )
+    return int(value)
+
+
+class TriggerSource:
+    """A SQLite database's captured changes as a stream of `Change` transactions.
+
+    `start` is ``"now"`` (default), ``"start"`` (the oldest row kept) or a
+    position; a `checkpoint` holding a position wins over it, and `run` saves
+    to it. `end` (``"now"`` or a position) makes iteration stop once that
+    position is passed. `timeout` is how long a write of the source (trigger
+    install, seal, prune) waits for the app's writers. See the module docstring.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        tables: Iterable[str] | None = None,
+        start: str | None = None,
+        end: str | None = None,
+        checkpoint: Checkpoint | None = None,
+        retain: float | None = None,
+        poll: float = 0.05,
+        timeout: float = 30.0,
+        prune_every: float = 60.0,
+        server_id: int | None = None,
+    ) -> None:
+        self.path, options = parse_url(url)
+        self.url = masked(url)
+        if server_id is not None:
+            raise ConfigError("server_id is for mysql:// sources; a SQLite source has none")
+        if isinstance(tables, str):
+            raise ConfigError(f"tables= takes a list of patterns, not the string {tables!r}")
+        if tables is None and "tables" in options:
+            tables = options["tables"].split(",")
+        self.tables = tuple(tables) if tables is not None else None
+        self.start = start or options.get("start") or "now"
+        if self.start not in ("now", "start"):
+            _position(self.start)
+        if end is not None and end != "now":
+            _position(end, "end")
+        self.end = end
+        raw = retain if retain is not None else options.get("retain", 86400.0)
+        try:
+            self.retain = float(raw)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"retain is a number of seconds, not {raw!r}") from e
+        if not self.retain >= 0:
+            raise ConfigError(f"retain is a number of seconds >= 0, not {raw!r}")
+        self.checkpoint = checkpoint
+        self.poll, self.timeout, self.prune_every = poll, timeout, prune_every
+        self.position: str | None = None  # end of the last transaction handed out
+        self._wanted = matcher(self.tables)
+        self._stopping = threading.Event()
+        self._schema: int | None = None
+
+    # ------------------------------------------------------------------ public
+
+    def run(self, hub: Hub) -> None:
+        """Publish every transaction on `hub` until `stop` (or the `end`), saving checkpoints."""
+        publish_all(self, hub, self.checkpoint)
+
+    def stop(self) -> None:
+        """Stop after the transaction being handed out (within `poll` seconds when idle)."""
+        self._stopping.set()
+
+    def check(self) -> None:
+        """Open the file and install the triggers now: `ConfigError` says what is wrong."""
+        self.install()
+
+    def install(self) -> list[str]:
+        """Create rowcast's tables and the captured tables' triggers now; their names, made."""
+        with contextlib.closing(connect(self.path, self.timeout)) as conn:
+            return [name for name, _ in self._install(conn).create]
+
+    def prune(self) -> int:
+        """Delete the rows every checkpointed reader has passed, older than `retain`; a count.
+
+        Only whole transactions go (up to a sealed row), and the highest seq
+        removed is kept, so a reader asking for an older position is refused.
+        """
+        with contextlib.closing(connect(self.path, self.timeout)) as conn:
+            return self._prune(conn)
+
+    def __iter__(self) -> Iterator[list[Change]]:
+        self._stopping.clear()  # first: a stop() from now on must not be forgotten
+        conn = connect(self.path, self.timeout)
+        try:
+            yield from self._stream(conn)
+        except sqlite3.Error as e:
+            raise SourceError(f"{self.url}: reading rowcast_changes failed: {e}") from e
+        finally:
+            conn.close()
+
+    # ------------------------------------------------------------------ internals
+
+    def _install(self, conn: sqlite3.Connection) -> triggers.Plan:
+        try:
+            conn.execute("SELECT json_object('a', 1)")
+        except sqlite3.Error as e:
+            raise ConfigError(
+                f"{self.url}: this SQLite ({sqlite3.sqlite_version}) has no JSON functions; "
+                "rowcast needs SQLite 3.38+ (or one built with JSON1)"
+            ) from e
+        try:
+            conn.execute("PRAGMA synchronous = FULL")  # the triggers must outlive a power loss
+            done = triggers.apply(conn, self._wanted)
+        except sqlite3.OperationalError as e:
+            if "readonly" in str(e) or "read-only" in str(e):
+                raise ConfigError(
+                    f"{self.url}: rowcast must write to the database (triggers, "
+                    f"rowcast_changes) but cannot: {e}; give this user write access to the "
+                    "file and its directory"
+                ) from e
+            raise SourceError(f"{self.url}: installing the triggers failed: {e}") from e
+        finally:
+            conn.execute("PRAGMA synchronous = NORMAL")  # seals may be lost: they are hints
+        for name in done.drop:
+            log.info("%s: dropped trigger %s", self.url, name)
+        for name, _ in done.create:
+            log.info("%s: created trigger %s", self.url, name)
+        self._schema = conn.execute("PRAGMA schema_version").fetchone()[0]
+        return done
+
+    def _resolve(self, conn: sqlite3.Connection) -> tuple[int, int | None]:
+        saved = self.checkpoint.load() if self.checkpoint is not None else None
+        start = saved or self.start
+        (last,) = conn.execute("SELECT coalesce(max(seq), 0) FROM rowcast_changes").fetchone()
+        row = conn.execute("SELECT value FROM rowcast_state WHERE key = 'pruned'").fetchone()
+        pruned = row[0] if row else 0
+        if start == "now":
+            cursor = max(last, pruned)
+        elif start == "start":
+            cursor = pruned
+        else:
+            cursor = _position(start, "position")
+            if cursor < pruned:
+                raise ConfigError(
+                    f"{self.url}: the changes after position {cursor} were pruned (up to "
+                    f"{pruned}); start from 'start' or a newer position, or raise retain="
+                )
+            if cursor > max(last, pruned):
+                raise ConfigError(
+                    f"{self.url} has no position {cursor}: its changes end at {last} "
+                    "(a position from another database?)"
+                )
+        end = None
+        if self.end == "now":
+            end = last
+            if last:  # what a snapshot ends with ends a transaction
+                conn.execute("UPDATE rowcast_changes SET sealed = 1 WHERE seq = ?", (last,))
+        elif self.end is not None:
+            end = int(self.end)
+        return cursor, end
+
+    def _stream(self, conn: sqlite3.Connection) -> Iterator[list[Change]]:
+        self._install(conn)
+        cursor, end = self._resolve(conn)
+        self.position = str(cursor)
+        last_prune = time.monotonic()
+        while not self._stopping.is_set():
+            if end is not None and cursor >= end:
+                return
+            (version,) = conn.execute("PRAGMA data_version").fetchone()  # before the look
+            (schema,) = conn.execute("PRAGMA schema_version").fetchone()
+            if schema != self._schema:
+                self._install(conn)
+            found = False
+            for group in self._groups(conn, cursor):
+                found = True
+                cursor = group[-1][0]
+                changes = self._changes(group)
+                self.position = str(cursor)
+                if changes:
+                    yield changes
+                if self._stopping.is_set() or (end is not None and cursor >= end):
+                    return
+            if found:
+                continue
+            if time.monotonic() - last_prune >= self.prune_every:
+                last_prune = time.monotonic()
+                self._prune(conn)
+            while not self._stopping.wait(self.poll):
+                if conn.execute("PRAGMA data_version").fetchone()[0] != version:
+                    break
+
+    def _groups(self, conn: sqlite3.Connection, after: int) -> Iterator[list[_Row]]:
+        """The rows after `after` as transactions (see `_sqlite_triggers`), up to now."""
+        group: list[_Row] = []
+        while True:
+            rows: list[_Row] = conn.execute(_SELECT, (after, _PAGE)).fetchall()
+            for row in rows:
+                if group and (row[7] or 0) < (group[-1][7] or 0):
+                    yield group  # another connection's transaction
+                    group = []
+                group.append(row)
+                if row[8]:
+                    yield group
+                    group = []
+            if rows:
+                after = rows[-1][0]
+            if len(rows) < _PAGE:
+                break
+        if group:  # the newest row of this snapshot: a transaction ends there
+            self._seal(conn, group[-1][0])
+            yield group
+
+    def _seal(self, conn: sqlite3.Connection, seq: int) -> None:
+        """Record that a transaction ends at `seq`, for readers to come (a hint: may fail)."""
+        try:
+            conn.execute("UPDATE rowcast_changes SET sealed = 1 WHERE seq = ?", (seq,))
+        except sqlite3.OperationalError as e:  # locked for `timeout`: the app is busier
+            log.warning("%s: could not record a transaction's end at %d: %s", self.url, seq, e)
+
+    def _changes(self, group: list[_Row]) -> list[Change]:
+        first, last = group[0][0], group[-1][0]
+        txid, position, ts = f"{first}-{last}", str(last), group[-1][6]
+        wanted = self._wanted
+        try:
+            return [
+                Change(
+                    _ACTIONS[op],
+                    "main",
+                    table,
+                    decode_key(pk),
+                    decode_image(before),
+                    decode_image(after),
+                    ts,
+                    txid,
+                    position,
+                    "sqlite",
+                )
+                for _, table, op, pk, before, after, *_ in group
+                if wanted(table)
+            ]
+        except (ValueError, KeyError, TypeError) as e:
+            raise SourceError(
+                f"{self.url}: rows {first} to {last} of rowcast_changes are malformed ({e}); "
+                "were they written by hand?"
+            ) from e
+
+    def _prune(self, conn: sqlite3.Connection) -> int:
+        now = time.time()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if self.checkpoint is not None:
+                saved = self.checkpoint.load()
+                if saved is not None and saved.isdigit():
+                    conn.execute(
+                        "INSERT INTO rowcast_readers VALUES (?, ?, ?) ON CONFLICT (name) DO "
+                        "UPDATE SET position = excluded.position, updated_at = excluded.updated_at",
+                        (_reader_name(self.checkpoint), int(saved), now),
+                    )
+            (limit,) = conn.execute("SELECT min(position) FROM rowcast_readers").fetchone()
+            (upto,) = conn.execute(
+                "SELECT max(seq) FROM rowcast_changes WHERE sealed = 1 AND ts < ? AND seq <= ?",
+                (now - self.retain, limit if limit is not None else 2**63 - 1),
+            ).fetchone()
+            count = 0
+            if upto is not None:  # never the newest row: the next seq is the highest plus one
+                count = conn.execute(
+                    "DELETE FROM rowcast_changes WHERE seq <= ? "
+                    "AND seq < (SELECT max(seq) FROM rowcast_changes)",
+                    (upto,),
+                ).rowcount
+                conn.execute(
+                    "INSERT INTO rowcast_state VALUES ('pruned', ?) ON CONFLICT (key) DO "
+                    "UPDATE SET value = max(value, excluded.value)",
+                    (upto,),
+                )
+            conn.execute("COMMIT")
+        except sqlite3.OperationalError as e:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            log.warning("%s: pruning rowcast_changes failed: %s", self.url, e)
+            return 0
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        if count:
+            log.info("%s: pruned %d rows of rowcast_changes (up to %d)", self.url, count, upto)
+        return count
+
+
+def _reader_name(checkpoint: Checkpoint) -> str:
+    return f"{checkpoint.url}#{getattr(checkpoint, 'name', 'default')}"
+
+
+def uninstall(
+    url: str, tables: Iterable[str] | None = None, drop_changes: bool = False
+) -> list[str]:
+    """Drop rowcast's triggers (on the tables `tables` matches); their names.
+
+    With `drop_changes`, every rowcast trigger goes (whatever `tables`) and then
+    rowcast's tables with the changes not read yet. A running source installs
+    its triggers again at its next read: stop sources first.
+    """
+    if drop_changes and tables:
+        raise ConfigError(
+            "dropping rowcast_changes removes every table's triggers (they write to it); "
+            "give tables or drop_changes, not both"
+        )
+    path, _ = parse_url(url)
+    with contextlib.closing(connect(path)) as conn:
+        try:
+            return triggers.remove(conn, matcher(tuple(tables) if tables else None), drop_changes)
+        except sqlite3.Error as e:
+            raise ConfigError(f"{masked(url)}: removing rowcast's triggers failed: {e}") from e
+
+
+def diagnose(url: str) -> Diagnosis:
+    """``rowcast doctor`` for a SQLite file: JSON support, journal mode, triggers, readers."""
+    from ._sqlite_doctor import diagnose as run
+
+    return run(url)

@@ -1,0 +1,522 @@
+"""TriggerSource on real SQLite files, written by this process and by others."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rowcast import Change, ConfigError, Hub
+from rowcast.checkpoint import open_checkpoint
+from rowcast.sources import open_source
+from rowcast.sources.base import diagnose
+from rowcast.sources.sqlite import TriggerSource, uninstall
+
+SEED = [
+    "INSERT INTO test (data) VALUES ('a')",
+    "INSERT INTO test (data) VALUES ('b'), ('c'), ('d')",
+    "UPDATE test SET data = 'aa' WHERE id = 1",
+    "UPDATE test SET data = 'bb' WHERE id = 2",
+    "UPDATE test SET data = 'cc' WHERE id != 1",
+    "DELETE FROM test WHERE id != 1",
+    "DELETE FROM test WHERE id = 1",
+]
+SEED_EVENTS = [
+    ("test_write", 1),
+    ("test_write", 2),
+    ("test_write", 3),
+    ("test_write", 4),
+    ("test_update", 1),
+    ("test_update", 2),
+    ("test_update", 2),
+    ("test_update", 3),
+    ("test_update", 4),
+    ("test_delete", 2),
+    ("test_delete", 3),
+    ("test_delete", 4),
+    ("test_delete", 1),
+]
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    """A WAL database with a `test` table."""
+    file = tmp_path / "app.db"
+    with contextlib.closing(sqlite3.connect(file, isolation_level=None)) as conn:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("CREATE TABLE test (id INTEGER PRIMARY KEY, data TEXT)")
+    return file
+
+
+@pytest.fixture
+def db(path: Path) -> Iterator[sqlite3.Connection]:
+    """The app's connection (autocommit; BEGIN by hand)."""
+    conn = sqlite3.connect(path, isolation_level=None, timeout=30)
+    yield conn
+    conn.close()
+
+
+def url(path: Path) -> str:
+    return f"sqlite:///{path}"
+
+
+def wait_for(condition: Any, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+@contextlib.contextmanager
+def streaming(source: TriggerSource) -> Iterator[list[list[Change]]]:
+    """Run `source` in a thread while inside; yields the transactions it publishes so far."""
+    got: list[list[Change]] = []
+    hub = Hub()
+    hub.signal("commit").connect(lambda sender, changes: got.append(changes), weak=False)
+    thread = threading.Thread(target=source.run, args=(hub,))
+    thread.start()
+    try:
+        wait_for(lambda: source.position is not None)  # installed and reading
+        yield got
+    finally:
+        source.stop()
+        thread.join(15)
+    assert not thread.is_alive()
+
+
+def read(path: Path, start: str = "start", **options: Any) -> list[list[Change]]:
+    return list(TriggerSource(url(path), start=start, end="now", **options))
+
+
+def events(transactions: list[list[Change]]) -> list[tuple[str, Any]]:
+    return [(c.name, c.pk) for tx in transactions for c in tx]
+
+
+def test_seed_workload_statement_by_statement(path: Path, db: sqlite3.Connection) -> None:
+    with streaming(TriggerSource(url(path))) as got:
+        for count, statement in enumerate(SEED, 1):
+            db.execute(statement)
+            wait_for(lambda: len(got) == count)  # noqa: B023
+    assert events(got) == SEED_EVENTS
+    for tx in got:
+        assert len({(c.txid, c.position, c.ts) for c in tx}) == 1
+        assert tx[0].source == "sqlite"
+        assert tx[0].schema == "main"
+    assert got[2][0].before == {"id": 1, "data": "a"}
+    assert got[2][0].after == {"id": 1, "data": "aa"}
+    assert [int(tx[-1].position or 0) for tx in got] == sorted(
+        {int(tx[-1].position or 0) for tx in got}
+    )
+    # a later reader sees the same transactions: the ends were recorded
+    assert [[c.txid for c in tx] for tx in read(path)] == [[c.txid for c in tx] for tx in got]
+
+
+def test_seed_in_one_transaction_and_hub_levels(path: Path, db: sqlite3.Connection) -> None:
+    TriggerSource(url(path)).install()
+    db.execute("BEGIN")
+    for statement in SEED:
+        db.execute(statement)
+    db.execute("COMMIT")
+    hub = Hub()
+    counts: dict[str, int] = {}
+    for name in ("write", "update", "delete", "update@main.test", "commit"):
+
+        def count(sender: Any, _name: str = name, **kw: Any) -> None:
+            counts[_name] = counts.get(_name, 0) + 1
+
+        hub.signal(name).connect(count, weak=False)
+    TriggerSource(url(path), start="start", end="now", tables=["test"]).run(hub)
+    assert counts == {"write": 4, "update": 5, "delete": 4, "update@main.test": 5, "commit": 1}
+
+
+def test_rollbacks_and_savepoints_leave_nothing(path: Path, db: sqlite3.Connection) -> None:
+    TriggerSource(url(path)).install()
+    db.execute("BEGIN")
+    db.execute("INSERT INTO test (data) VALUES ('gone')")
+    db.execute("ROLLBACK")
+    db.execute("BEGIN")
+    db.execute("INSERT INTO test (data) VALUES ('kept')")
+    db.execute("SAVEPOINT sp")
+    db.execute("INSERT INTO test (data) VALUES ('dropped')")
+    db.execute("ROLLBACK TO sp")
+    db.execute("INSERT INTO test (data) VALUES ('after')")
+    db.execute("COMMIT")
+    (tx,) = read(path)
+    assert [c.after["data"] for c in tx if c.after] == ["kept", "after"]
+
+
+def test_values_keep_their_sqlite_type_and_every_bit(path: Path, db: sqlite3.Connection) -> None:
+    db.execute("CREATE TABLE rc_types (id INTEGER PRIMARY KEY, v, t TEXT, r REAL, b BLOB)")
+    TriggerSource(url(path)).install()
+    values: list[Any] = [
+        2**63 - 1,
+        -(2**63),
+        0.1 + 0.2,
+        1e308 * 10,
+        -1e308 * 10,
+        5e-324,
+        'héllo 😀 "quoted" \\ \n',
+        '["r", "1.5"]',  # text that looks like a tag stays text
+        b"",
+        b"\x00\xff rowcast",
+        None,
+    ]
+    db.executemany("INSERT INTO rc_types (v) VALUES (?)", [(v,) for v in values])
+    db.execute("INSERT INTO rc_types (id, t, r, b) VALUES (100, '42', 1, 'text in a blob column')")
+    changes = [c for tx in read(path) for c in tx]
+    got = [c.after["v"] for c in changes[:-1] if c.after]
+    for want, have in zip(values, got, strict=True):
+        assert type(have) is type(want)
+        assert have == want
+    assert changes[-1].after == {
+        "id": 100,
+        "v": None,
+        "t": "42",
+        "r": 1.0,
+        "b": "text in a blob column",
+    }
+    assert type(changes[-1].after["r"]) is float  # REAL affinity made 1 a float: kept
+    assert Change.from_json(changes[5].to_json()) == changes[5]
+
+
+def test_keys_composite_blob_rowid_and_without_rowid(path: Path, db: sqlite3.Connection) -> None:
+    db.execute("CREATE TABLE rc_pair (a TEXT, b BLOB, n INT, PRIMARY KEY (b, a)) WITHOUT ROWID")
+    db.execute("CREATE TABLE rc_nokey (x TEXT)")
+    db.execute("CREATE TABLE rc_shadow (rowid TEXT, x TEXT)")  # a column hides the name rowid
+    TriggerSource(url(path)).install()
+    db.execute("INSERT INTO rc_pair VALUES ('k', x'01', 1)")
+    db.execute("UPDATE rc_pair SET n = 2")
+    db.execute("INSERT INTO rc_nokey VALUES ('one'), ('two')")
+    db.execute("DELETE FROM rc_nokey WHERE x = 'one'")
+    db.execute("INSERT INTO rc_shadow VALUES ('r', 'x')")
+    changes = [c for tx in read(path) for c in tx]
+    assert [(c.name, c.pk) for c in changes] == [
+        ("rc_pair_write", (b"\x01", "k")),  # in the key's order, not the columns'
+        ("rc_pair_update", (b"\x01", "k")),
+        ("rc_nokey_write", 1),
+        ("rc_nokey_write", 2),
+        ("rc_nokey_delete", 1),
+        ("rc_shadow_write", 1),
+    ]
+    assert changes[4].before == {"x": "one"}
+
+
+def test_a_table_with_more_columns_than_a_function_takes(
+    path: Path, db: sqlite3.Connection
+) -> None:
+    columns = [f"c{i}" for i in range(130)]
+    db.execute(f"CREATE TABLE rc_wide (id INTEGER PRIMARY KEY, {', '.join(columns)})")
+    TriggerSource(url(path)).install()
+    row = [f"v}}{i}" if i % 3 else i * 1.5 for i in range(130)]
+    db.execute(f"INSERT INTO rc_wide VALUES (1, {', '.join('?' * 130)})", row)
+    ((change,),) = read(path)
+    assert change.after == {"id": 1, **dict(zip(columns, row, strict=True))}
+
+
+def test_two_processes_writing_transactions_at_once(path: Path) -> None:
+    """Every transaction arrives whole, in commit order, once; none is lost."""
+    script = textwrap.dedent(
+        """
+        import sqlite3, sys
+        name, count = sys.argv[2], int(sys.argv[3])
+        conn = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=60)
+        for tx in range(count):
+            conn.execute("BEGIN IMMEDIATE")
+            for row in range(1 + tx % 4):
+                conn.execute("INSERT INTO test (data) VALUES (?)", (f"{name}:{tx}:{row}",))
+            conn.execute("COMMIT")
+        """
+    )
+    count = 150
+    with streaming(TriggerSource(url(path))) as got:
+        writers = [
+            subprocess.Popen([sys.executable, "-c", script, str(path), name, str(count)])
+            for name in ("p", "q")
+        ]
+        for writer in writers:
+            assert writer.wait(60) == 0
+        total = 2 * sum(1 + tx % 4 for tx in range(count))
+        wait_for(lambda: sum(map(len, got)) == total)
+    seen: dict[str, list[int]] = {"p": [], "q": []}
+    rows: dict[tuple[str, int], list[int]] = {}
+    for tx in got:
+        for change in tx:
+            assert change.after is not None
+            name, number, row = change.after["data"].split(":")
+            rows.setdefault((name, int(number)), []).append(int(row))
+        # a transaction is one or more whole transactions: each one starts and ends in it
+        keys = dict.fromkeys(tuple(c.after["data"].split(":")[:2]) for c in tx if c.after)
+        for name, number in keys:
+            assert rows[(name, int(number))] == list(range(1 + int(number) % 4))
+            seen[name].append(int(number))
+    assert seen == {"p": list(range(count)), "q": list(range(count))}  # each once, in order
+    ids = [c.pk for tx in got for c in tx]
+    assert ids == sorted(ids)  # commit order
+    print(f"{2 * count} transactions came as {len(got)}")
+
+
+def test_a_writer_killed_mid_transaction_leaves_nothing(path: Path, db: sqlite3.Connection) -> None:
+    TriggerSource(url(path)).install()
+    script = textwrap.dedent(
+        """
+        import sqlite3, sys, time
+        conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany("INSERT INTO test (data) VALUES (?)", [("lost",)] * 5)
+        print("written", flush=True)
+        time.sleep(60)
+        """
+    )
+    with streaming(TriggerSource(url(path))) as got:
+        writer = subprocess.Popen(
+            [sys.executable, "-c", script, str(path)], stdout=subprocess.PIPE, text=True
+        )
+        assert writer.stdout is not None
+        assert writer.stdout.readline() == "written\n"
+        os.kill(writer.pid, signal.SIGKILL)
+        writer.wait(10)
+        writer.stdout.close()
+        db.execute("INSERT INTO test (data) VALUES ('after')")
+        wait_for(lambda: len(got) == 1)
+    assert [c.after["data"] for tx in got for c in tx if c.after] == ["after"]
+
+
+def test_a_reader_killed_mid_stream_resumes_from_its_checkpoint(
+    path: Path, db: sqlite3.Connection, tmp_path: Path
+) -> None:
+    out, checkpoint = tmp_path / "seen.txt", tmp_path / "checkpoint.json"
+    script = textwrap.dedent(
+        """
+        import sys
+        from rowcast import Hub
+        from rowcast.checkpoint import open_checkpoint
+        from rowcast.sources.sqlite import TriggerSource
+        out = open(sys.argv[3], "a")
+        hub = Hub()
+        hub.connect(lambda change: (out.write(f"{change.pk}\\n"), out.flush()))
+        TriggerSource(sys.argv[1], start="start", checkpoint=open_checkpoint(sys.argv[2])).run(hub)
+        """
+    )
+    TriggerSource(url(path)).install()
+    reader = subprocess.Popen([sys.executable, "-c", script, url(path), str(checkpoint), str(out)])
+    try:
+        for i in range(200):
+            db.execute("INSERT INTO test (data) VALUES (?)", (str(i),))
+            if i == 100:
+                wait_for(lambda: out.exists() and len(out.read_text().split()) > 20)
+                os.kill(reader.pid, signal.SIGKILL)
+    finally:
+        reader.kill()
+        reader.wait(10)
+    hub = Hub()
+    seen = [int(pk) for pk in out.read_text().split()]
+    hub.connect(lambda change: seen.append(change.pk))
+    source = TriggerSource(url(path), end="now", checkpoint=open_checkpoint(str(checkpoint)))
+    source.run(hub)
+    assert sorted(set(seen)) == list(range(1, 201))  # nothing lost
+    assert len(seen) - 200 <= 1  # at most the transaction being published when killed
+
+
+def test_schema_changes_recreate_the_triggers(path: Path, db: sqlite3.Connection) -> None:
+    def trigger(name: str) -> str:
+        row = db.execute("SELECT sql FROM sqlite_master WHERE name = ?", (name,)).fetchone()
+        return row[0] if row else ""
+
+    with streaming(TriggerSource(url(path))) as got:
+        db.execute("ALTER TABLE test ADD COLUMN extra INT DEFAULT 7")
+        wait_for(lambda: '"extra"' in trigger("rowcast_test_insert"))
+        db.execute("INSERT INTO test (data) VALUES ('x')")
+        db.execute("ALTER TABLE test RENAME COLUMN data TO body")
+        wait_for(lambda: "'body'" in trigger("rowcast_test_update"))
+        db.execute("UPDATE test SET body = 'y'")
+        db.execute("ALTER TABLE test RENAME TO renamed")
+        wait_for(lambda: trigger("rowcast_renamed_delete") and not trigger("rowcast_test_delete"))
+        db.execute("CREATE TABLE rc_new (id INTEGER PRIMARY KEY)")
+        wait_for(lambda: trigger("rowcast_rc_new_insert"))
+        db.execute("INSERT INTO rc_new VALUES (5)")
+        db.execute("BEGIN")  # a column the triggers name is dropped with them, then back
+        for op in ("insert", "update", "delete"):
+            db.execute(f"DROP TRIGGER rowcast_renamed_{op}")
+        db.execute("ALTER TABLE renamed DROP COLUMN extra")
+        db.execute("COMMIT")
+        wait_for(lambda: trigger("rowcast_renamed_delete"))
+        db.execute("DELETE FROM renamed")
+        wait_for(lambda: len(got) == 4)
+    changes = [c for tx in got for c in tx]
+    assert [(c.name, c.before, c.after) for c in changes] == [
+        ("test_write", None, {"id": 1, "data": "x", "extra": 7}),
+        ("test_update", {"id": 1, "body": "x", "extra": 7}, {"id": 1, "body": "y", "extra": 7}),
+        ("rc_new_write", None, {"id": 5}),
+        ("renamed_delete", {"id": 1, "body": "y"}, None),
+    ]
+
+
+def test_dropping_a_column_the_triggers_name_is_refused_by_sqlite(
+    path: Path, db: sqlite3.Connection
+) -> None:
+    TriggerSource(url(path)).install()
+    with pytest.raises(sqlite3.OperationalError, match="rowcast_test_"):
+        db.execute("ALTER TABLE test DROP COLUMN data")
+
+
+def test_tables_filter_and_never_its_own(path: Path, db: sqlite3.Connection) -> None:
+    db.execute("CREATE TABLE rc_other (id INTEGER PRIMARY KEY)")
+    db.execute("CREATE TABLE rowcast_mine (id INTEGER PRIMARY KEY)")
+    made = TriggerSource(url(path), tables=["main.te*"]).install()
+    assert made == ["rowcast_test_insert", "rowcast_test_update", "rowcast_test_delete"]
+    made = TriggerSource(url(path)).install()  # all: but not rowcast_* (nor sqlite_*)
+    assert made == ["rowcast_rc_other_insert", "rowcast_rc_other_update", "rowcast_rc_other_delete"]
+    db.execute("INSERT INTO rc_other VALUES (1)")
+    db.execute("INSERT INTO test VALUES (1, 'a')")
+    db.execute("INSERT INTO rowcast_mine VALUES (1)")
+    assert events(read(path, tables=["test"])) == [("test_write", 1)]
+    assert events(read(path)) == [("rc_other_write", 1), ("test_write", 1)]
+
+
+def test_resume_from_a_checkpoint_loses_and_repeats_nothing(
+    path: Path, db: sqlite3.Connection, tmp_path: Path
+) -> None:
+    checkpoint = open_checkpoint(str(tmp_path / "cp.json"))
+    source = TriggerSource(url(path), checkpoint=checkpoint)
+    with streaming(source) as got:
+        db.execute("INSERT INTO test (data) VALUES ('a')")
+        wait_for(lambda: len(got) == 1)
+    assert checkpoint.load() == got[0][-1].position
+    db.execute("INSERT INTO test (data) VALUES ('b')")
+    db.execute("INSERT INTO test (data) VALUES ('c')")
+    later = list(TriggerSource(url(path), checkpoint=checkpoint, start="now", end="now"))
+    assert [c.after["data"] for tx in later for c in tx if c.after] == ["b", "c"]
+    assert read(path, start="now") == []  # nothing after now: returns at once
+
+
+def test_pruning_keeps_what_a_checkpointed_reader_has_not_passed(
+    path: Path, db: sqlite3.Connection, tmp_path: Path
+) -> None:
+    checkpoint = open_checkpoint(str(tmp_path / "cp.json"))
+    source = TriggerSource(url(path), checkpoint=checkpoint, retain=0)
+    with streaming(source) as got:
+        for data in "abc":
+            db.execute("INSERT INTO test (data) VALUES (?)", (data,))
+            wait_for(lambda: len(got) == "abc".index(data) + 1)  # noqa: B023
+    db.execute("INSERT INTO test (data) VALUES ('d')")  # not read yet
+    checkpoint.save(got[1][-1].position or "")  # as if the reader had handled b only
+    assert source.prune() == 2
+    assert events(read(path)) == [("test_write", 3), ("test_write", 4)]
+    with pytest.raises(ConfigError, match="pruned"):
+        read(path, start=got[0][-1].position or "")
+    # another reader far behind holds every row after its position
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+        conn.execute("INSERT INTO rowcast_readers VALUES ('slow', 2, 0)")
+    assert TriggerSource(url(path), retain=0).prune() == 0
+    db.execute("DELETE FROM rowcast_readers")
+    assert TriggerSource(url(path), retain=0).prune() == 1  # c; d is the newest row: kept
+    assert read(path) == []  # d is pruned all the same: "start" is after it
+    db.execute("INSERT INTO test (data) VALUES ('e')")
+    (tx,) = read(path)
+    assert tx[0].position == "5"  # seq never goes back
+    assert TriggerSource(url(path), retain=3600).prune() == 0
+
+
+def test_stop_from_another_thread_when_idle(path: Path) -> None:
+    source = TriggerSource(url(path))
+    with streaming(source) as got:
+        time.sleep(0.2)
+    assert got == []
+
+
+def test_stop_right_after_run_starts_is_not_forgotten(path: Path) -> None:
+    source = TriggerSource(url(path))
+    thread = threading.Thread(target=source.run, args=(Hub(),))
+    thread.start()
+    source.stop()
+    thread.join(15)
+    assert not thread.is_alive()
+
+
+def test_open_source_and_the_url_options(path: Path) -> None:
+    source = open_source(f"{url(path)}?tables=test,rc_*&start=start&retain=5")
+    assert isinstance(source, TriggerSource)
+    assert (source.tables, source.start, source.retain) == (("test", "rc_*"), "start", 5.0)
+    assert TriggerSource(f"{url(path)}?start=start", start="now").start == "now"
+
+
+@pytest.mark.parametrize(
+    ("target", "options", "message"),
+    [
+        ("sqlite://", {}, "in memory"),
+        ("sqlite:///:memory:", {}, "in memory"),
+        ("sqlite://host/app.db", {}, "malformed"),
+        ("sqlite:///{dir}", {}, "directory"),
+        ("sqlite:///{dir}/missing.db", {}, "does not exist"),
+        ("sqlite:///{db}", {"start": "mysql-bin.000001:4"}, "bad SQLite source start"),
+        ("sqlite:///{db}", {"end": "later"}, "bad SQLite source end"),
+        ("sqlite:///{db}", {"tables": "test"}, "list of patterns"),
+        ("sqlite:///{db}", {"server_id": 5}, "mysql://"),
+        ("sqlite:///{db}?retain=forever", {}, "retain"),
+        ("sqlite:///{db}", {"retain": -1}, "retain"),
+    ],
+)
+def test_bad_urls_and_options(
+    path: Path, target: str, options: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        open_source(target.format(dir=path.parent, db=path), **options)
+
+
+def test_a_position_the_database_does_not_have_is_refused(path: Path) -> None:
+    with pytest.raises(ConfigError, match="has no position 99"):
+        read(path, start="99")
+
+
+def test_a_file_that_is_not_a_database(tmp_path: Path) -> None:
+    bad = tmp_path / "notes.txt"
+    bad.write_text("not a database" * 100)
+    with pytest.raises((ConfigError, Exception), match="not a database"):
+        read(bad)
+    with pytest.raises(ConfigError, match="not a database"):
+        diagnose(url(bad))
+
+
+def test_diagnose_before_and_after_install(path: Path, db: sqlite3.Connection) -> None:
+    report = diagnose(url(path))
+    failed = {c.name: c for c in report.checks if not c.ok}
+    assert set(failed) == {"triggers on test"}
+    assert "rowcast tail" in failed["triggers on test"].fix
+    TriggerSource(url(path)).install()
+    report = diagnose(url(path))
+    assert all(c.ok for c in report.checks), report.checks
+    assert dict(report.facts)["journal"] == "wal"
+    db.execute("ALTER TABLE test ADD COLUMN more TEXT")
+    db.execute("PRAGMA journal_mode = DELETE")
+    failed = {c.name: c for c in diagnose(url(path)).checks if not c.ok}
+    assert failed["triggers on test"].value == "out of date (its columns changed)"
+    assert "WAL" in failed["journal_mode"].fix
+
+
+def test_uninstall_removes_triggers_and_optionally_the_changes(
+    path: Path, db: sqlite3.Connection
+) -> None:
+    db.execute("CREATE TABLE rc_other (id INTEGER PRIMARY KEY)")
+    TriggerSource(url(path)).install()
+    assert uninstall(url(path), tables=["rc_other"]) == [
+        "rowcast_rc_other_delete",
+        "rowcast_rc_other_insert",
+        "rowcast_rc_other_update",
+    ]
+    with pytest.raises(ConfigError, match="not both"):
+        uninstall(url(path), tables=["test"], drop_changes=True)
+    assert len(uninstall(url(path), drop_changes=True)) == 3
+    db.execute("INSERT INTO test (data) VALUES ('the app still writes')")
+    names = {n for (n,) in db.execute("SELECT name FROM sqlite_master")}
+    assert not {n for n in names if n.startswith("rowcast_")}
