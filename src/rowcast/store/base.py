@@ -108,6 +108,8 @@ ALL: Final = "@all"  #: the stream name of the global order
 _BACKENDS: dict[str, str] = {
     "sqlite": "rowcast.store.sqlite:SQLiteEventStore",
     "memory": "rowcast.store.memory:MemoryEventStore",
+    "postgresql": "rowcast.store.postgres:PostgresEventStore",
+    "postgres": "rowcast.store.postgres:PostgresEventStore",
 }
 
 

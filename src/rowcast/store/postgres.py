@@ -1,0 +1,386 @@
+"""`PostgresEventStore`: the event store on a PostgreSQL server, with psycopg 3.
+
+URLs: ``postgresql://user:password@host:5432/dbname`` (or ``postgres://``,
+``postgresql+psycopg://``), with any libpq parameter in the query string
+(``sslmode``, ``application_name``, ``connect_timeout``...) and rowcast's own
+options, as query parameters or keywords:
+
+``schema``
+    the PostgreSQL schema that holds the tables (created if missing); by
+    default the connection's current schema (usually ``public``).
+``pool_min`` / ``pool_max``
+    connections the store keeps open / opens at most (default 1 / 10).
+``timeout``
+    seconds to wait for a connection, to open or from the pool (default 30).
+
+The tables (``rowcast_events``, ``rowcast_snapshots``,
+``rowcast_subscriptions``) and the append function (``rowcast_append``) are
+created on first use, under an advisory lock so
+that processes starting together do not race. To create them ahead of time
+with a privileged role, and let the application run with a role that may
+only read and write them: ``rowcast events init URL [--schema NAME]`` (or
+`init_schema`). The installed extra: ``pip install 'rowcast[postgres]'``.
+
+How it keeps the contract:
+
+* **A gap-free global order.** Positions come from an identity column. Each
+  append takes one transaction-level advisory lock (per schema) before it
+  draws its positions, and holds it until its commit is visible, so positions
+  are handed out in commit order: a reader that follows `read_all` never
+  passes a position whose event commits later. Appends are therefore
+  serialized per schema (as with every store that promises this, e.g.
+  eventsourcing's table lock); reads never wait for them.
+* **One round trip per append**: one call of the schema's ``rowcast_append``
+  function, in its own transaction: it takes the lock (and queues a
+  ``pg_notify``), then, in one statement, reads the stream's version, checks
+  ``expected_version`` and inserts the batch (``unnest`` of arrays sent in
+  binary). A refused append (a version mismatch, or a reused id that breaks
+  ``UNIQUE (id)``) is then examined to tell a retry, which returns the first
+  result, from a conflict.
+* **Watching without polling**: a `rowcast.store._postgres_listen.Listener`
+  thread LISTENs on the schema's channel (started by the first `watch` or
+  subscription) and wakes the watchers on every commit from any process; it
+  reconnects by itself after a dropped connection, then wakes them to catch up.
+* **Connections** come from a psycopg_pool ``ConnectionPool`` (thread safe: each
+  call borrows one). A call that finds its connection dead (a server restart,
+  ``pg_terminate_backend``) is retried on another one until ``timeout``; this is
+  safe as every call is idempotent (appends through their event ids). Driver
+  errors become `StoreError` with the psycopg error as ``__cause__``.
+* Data and metadata are codec JSON in ``json`` columns (kept as written, so
+  they come back exact, and SQL can still look into them: ``data->>'total'``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from functools import partial
+from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeVar
+
+from .._url import masked
+from ..errors import ConfigError, StoreError
+from ._postgres_sql import PostgresOptions, Statements, expected_params, parse_url, resolve_refused
+from .base import (
+    ALL,
+    AppendResult,
+    EncodedBatch,
+    EventStore,
+    ExpectedVersion,
+    RecordedEvent,
+    Snapshot,
+    Watch,
+    decode_state,
+)
+
+if TYPE_CHECKING:
+    import psycopg
+    import psycopg_pool
+
+__all__ = ["PostgresEventStore", "imports", "init_schema"]
+
+_T = TypeVar("_T")
+_PAGE: Final = 1000  # rows fetched per query while reading
+_MAX: Final = (1 << 63) - 1
+_EXTRA: Final = "pip install 'rowcast[postgres]'"
+
+
+def imports() -> None:
+    """Check that psycopg 3 and psycopg_pool are installed; a `ConfigError` naming the extra."""
+    try:
+        import psycopg  # noqa: F401
+        import psycopg_pool  # noqa: F401
+    except ImportError as e:
+        raise ConfigError(
+            f"the PostgreSQL event store needs psycopg 3 and psycopg_pool ({e}): {_EXTRA}"
+        ) from e
+
+
+def init_schema(url: str, *, schema: str | None = None) -> tuple[str, tuple[str, ...]]:
+    """Create the store's schema and tables now (if missing): (schema, tables).
+
+    For a deployment whose application role may not create tables: run this
+    once with a privileged role, then grant the application role USAGE on the
+    schema and SELECT, INSERT, UPDATE, DELETE on the tables.
+    """
+    with PostgresEventStore(url, schema=schema, pool_min=0, pool_max=1) as store:
+        return store.schema, store._sql.tables
+
+
+class PostgresEventStore(EventStore):
+    """The event store in a PostgreSQL database; see the module docstring."""
+
+    schema: str  #: the PostgreSQL schema that holds the tables
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        schema: str | None = None,
+        pool_min: int | None = None,
+        pool_max: int | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        super().__init__(url)
+        self._pool: psycopg_pool.ConnectionPool[Any] | None = None
+        self._listener: Any = None
+        options = parse_url(
+            url, schema=schema, pool_min=pool_min, pool_max=pool_max, timeout=timeout
+        )
+        imports()
+        self._options = options
+        self._shown = masked(url)
+        self.schema = self._setup(options)
+        self._sql = Statements(self.schema)
+        self._open_pool(options)
+
+    # -- opening
+
+    def _setup(self, options: PostgresOptions) -> str:
+        """Connect once (a clear error for a bad URL or server), create what is missing."""
+        import psycopg
+
+        from ._postgres_schema import ensure_schema
+
+        try:
+            conn = psycopg.connect(options.conninfo, autocommit=True)
+        except psycopg.Error as e:
+            raise StoreError(
+                f"event store {self._shown}: cannot connect to PostgreSQL: {_first_line(e)}"
+            ) from e
+        with conn:
+            return ensure_schema(conn, options.schema, self._shown)
+
+    def _open_pool(self, options: PostgresOptions) -> None:
+        import psycopg_pool
+
+        from ._postgres_types import ADAPTERS
+
+        self._pool = psycopg_pool.ConnectionPool(
+            options.conninfo,
+            min_size=options.pool_min,
+            max_size=options.pool_max,
+            kwargs={"autocommit": True, "context": ADAPTERS},
+            timeout=options.timeout,
+            num_workers=1,
+            name=f"rowcast-{self.schema}",
+            open=False,
+        )
+        try:
+            self._pool.open(wait=options.pool_min > 0, timeout=options.timeout)
+        except psycopg_pool.PoolTimeout as e:
+            self._pool.close()
+            raise StoreError(
+                f"event store {self._shown}: no connection within {options.timeout}s"
+            ) from e
+
+    # -- the pool and the retries
+
+    def _run(self, operation: str, work: Callable[[psycopg.Connection[Any]], _T]) -> _T:
+        """`work(connection)` on a pooled connection, again on another if that one died."""
+        import psycopg
+        import psycopg_pool
+
+        deadline = time.monotonic() + self._options.timeout
+        pause = 0.01
+        conn: psycopg.Connection[Any] | None = None
+        while True:
+            pool = self._pool
+            if pool is None or self._closed:
+                raise StoreError(f"cannot {operation}: event store {self._shown} is closed")
+            try:
+                with pool.connection() as conn:
+                    try:
+                        return work(conn)
+                    except psycopg.Error:
+                        if not conn.broken and conn.info.transaction_status:
+                            conn.rollback()
+                        raise
+            except (psycopg_pool.PoolTimeout, psycopg_pool.PoolClosed) as e:
+                if self._closed:
+                    raise StoreError(
+                        f"cannot {operation}: event store {self._shown} is closed"
+                    ) from e
+                self._fail(operation, e)
+            except psycopg.OperationalError as e:
+                if self._closed:
+                    raise StoreError(
+                        f"cannot {operation}: event store {self._shown} is closed"
+                    ) from e
+                if conn is None or not conn.broken or time.monotonic() >= deadline:
+                    self._fail(operation, e)
+            except psycopg.Error as e:
+                self._fail(operation, e)
+            time.sleep(pause)
+            pause = min(pause * 2, 0.5)
+
+    def _fail(self, operation: str, error: BaseException) -> NoReturn:
+        raise StoreError(
+            f"event store {self._shown}: {operation} failed: {_first_line(error)}"
+        ) from error
+
+    def _close(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
+
+    # -- appends
+
+    def _append(self, stream: str, batch: EncodedBatch, expected: ExpectedVersion) -> AppendResult:
+        kind, version = expected_params(expected)
+        count = len(batch.ids)
+        params = (stream, kind, version, batch.ids, batch.types, batch.data, batch.metadata)
+        sql = self._sql.append
+
+        def work(conn: psycopg.Connection[Any]) -> AppendResult:
+            import psycopg
+
+            try:
+                row = conn.execute(sql, params).fetchone()
+            except psycopg.errors.UniqueViolation:
+                return self._refused(conn, stream, batch, expected, None)
+            assert row is not None
+            current, position = row
+            if position is None:
+                return self._refused(conn, stream, batch, expected, current)
+            return AppendResult(current + count, position)
+
+        result = self._run("append", work)
+        self._appended(stream, result)
+        return result
+
+    def _refused(
+        self,
+        conn: psycopg.Connection[Any],
+        stream: str,
+        batch: EncodedBatch,
+        expected: ExpectedVersion,
+        current: int | None,
+    ) -> AppendResult:
+        rows = conn.execute(self._sql.find_ids, (batch.ids,)).fetchall()
+        stored = {bytes.fromhex(i.replace("-", "")): (s, v, p) for i, s, v, p in rows}
+        return resolve_refused(self._shown, stream, batch.ids, expected, current, stored)
+
+    # -- reads
+
+    def _read(
+        self, stream: str, after: int, limit: int | None, backwards: bool
+    ) -> Iterator[RecordedEvent]:
+        from ._postgres_types import to_events
+
+        remaining = _MAX if limit is None else limit
+        upper = _MAX
+        everything = stream == ALL
+        sql = (self._sql.read_all if everything else self._sql.read)[backwards]
+        name = None if everything else stream
+        while remaining > 0:
+            size = min(remaining, _PAGE)
+            if everything:
+                params: tuple[Any, ...] = (after, upper, size) if backwards else (after, size)
+            else:
+                params = (stream, after, upper, size) if backwards else (stream, after, size)
+            # one page per borrowed connection: an abandoned iterator holds none
+            page = to_events(self._run("read", partial(_fetch, sql, params)), name)
+            yield from page
+            if len(page) < size:
+                return
+            remaining -= len(page)
+            last = page[-1].position if everything else page[-1].version
+            if backwards:
+                upper = last
+            else:
+                after = last
+
+    def _scalar(self, operation: str, sql: str, params: tuple[Any, ...] = ()) -> Any:
+        def work(conn: psycopg.Connection[Any]) -> Any:
+            row = conn.execute(sql, params).fetchone()
+            return None if row is None else row[0]
+
+        return self._run(operation, work)
+
+    def _stream_version(self, stream: str) -> int:
+        if stream == ALL:
+            return int(self._scalar("read", self._sql.head))
+        return int(self._scalar("read", self._sql.version, (stream,)))
+
+    def _streams(self) -> dict[str, tuple[int, int]]:
+        rows = self._run("read", lambda conn: conn.execute(self._sql.streams).fetchall())
+        return {name: (int(version), int(position)) for name, version, position in rows}
+
+    # -- deletes, snapshots, subscriptions
+
+    def _delete_stream(self, stream: str) -> None:
+        self._run("delete stream", lambda conn: conn.execute(self._sql.delete, {"stream": stream}))
+
+    def _save_snapshot(
+        self, stream: str, name: str, version: int, state: bytes, is_bytes: bool
+    ) -> None:
+        params = (stream, name, version, state, is_bytes)
+        self._run("save snapshot", lambda conn: conn.execute(self._sql.save_snapshot, params))
+
+    def _load_snapshot(self, stream: str, name: str) -> Snapshot | None:
+        def work(conn: psycopg.Connection[Any]) -> Any:
+            return conn.execute(self._sql.load_snapshot, (stream, name)).fetchone()
+
+        row = self._run("load snapshot", work)
+        if row is None:
+            return None
+        version, blob, is_bytes, at = row
+        try:
+            state = decode_state(blob, is_bytes)
+        except ValueError as e:
+            raise StoreError(
+                f"event store {self._shown}: snapshot {name!r} of {stream!r} is corrupt: {e}"
+            ) from e
+        return Snapshot(stream, name, version, state, at)
+
+    def _subscribe(self, name: str, stream: str) -> tuple[str, int]:
+        params = {"name": name, "stream": stream}
+        row = self._run(
+            "subscribe", lambda conn: conn.execute(self._sql.subscribe, params).fetchone()
+        )
+        assert row is not None
+        return str(row[0]), int(row[1])
+
+    def _save_position(self, name: str, stream: str, position: int) -> None:
+        params = (name, stream, position)
+        self._run(
+            "save subscription position", lambda conn: conn.execute(self._sql.save_position, params)
+        )
+
+    # -- watching
+
+    def watch(
+        self, stream: str = ALL, after: int | None = None, *, timeout: float | None = None
+    ) -> Watch:
+        """`EventStore.watch`; the first one starts the LISTEN thread (see the module docstring)."""
+        if not self._closed:
+            self.listener.start()
+        return super().watch(stream, after, timeout=timeout)
+
+    @property
+    def listener(self) -> Any:
+        """The `rowcast.store._postgres_listen.Listener` of this store (made on first use)."""
+        if self._listener is None:
+            from ._postgres_listen import Listener
+
+            self._listener = Listener(
+                self._options.conninfo,
+                self._sql.channel,
+                self._notifier.notify,
+                describe=self._shown,
+                timeout=self._options.timeout,
+            )
+        return self._listener
+
+
+def _fetch(sql: str, params: tuple[Any, ...], conn: psycopg.Connection[Any]) -> list[Any]:
+    with conn.cursor(binary=True) as cursor:
+        return cursor.execute(sql, params).fetchall()
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

@@ -1,0 +1,382 @@
+"""The PostgreSQL event store: the shared contract on the real server, then its own promises.
+
+Everything runs in one schema made for this run (``rc_store_<random>``) and
+dropped at the end, so runs in parallel never meet.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from click.testing import CliRunner
+
+from rowcast.cli import main
+from rowcast.errors import ConfigError, StoreError
+from rowcast.store import EventStore, NewEvent, RecordedEvent
+from rowcast.store.postgres import PostgresEventStore, init_schema
+from rowcast.testing.store import EventStoreContract, events
+from tests.conftest import require_server
+
+
+def _libpq(url: str) -> str:
+    return url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+@pytest.fixture(scope="module")
+def server() -> str:
+    """The test server's URL (skips when it is down, fails in CI)."""
+    return _libpq(require_server("postgresql"))
+
+
+@pytest.fixture(scope="module")
+def schema(server: str) -> Iterator[str]:
+    """A schema of this run, dropped at the end (the stores create it)."""
+    name = f"rc_store_{uuid.uuid4().hex[:12]}"
+    yield name
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+
+
+@pytest.fixture
+def url(server: str, schema: str) -> str:
+    return f"{server}?schema={schema}&pool_max=4"
+
+
+class TestPostgres(EventStoreContract):
+    @pytest.fixture(autouse=True)
+    def _db(self, url: str) -> None:
+        self.url = url
+
+    def make_store(self) -> EventStore:
+        return EventStore(self.url)
+
+    def shared_url(self) -> str:
+        return self.url
+
+
+# ---------------------------------------------------------------- the global order
+
+
+def test_a_tailing_reader_sees_every_event_of_8_concurrent_writers_exactly_once(url: str) -> None:
+    """The sequence-gap problem: positions drawn in one order, committed in another."""
+    writers, appends = 8, 40
+    stores = [EventStore(url) for _ in range(writers)]
+    reader = EventStore(url)
+    start = reader.stream_version("@all")
+    written: set[uuid.UUID] = set()
+    lock = threading.Lock()
+    barrier = threading.Barrier(writers + 1)
+    errors: list[BaseException] = []
+
+    def write(worker: int) -> None:
+        store = stores[worker]
+        try:
+            barrier.wait()
+            for n in range(appends):
+                batch = events(1 + (n + worker) % 3, f"w{worker}")
+                store.append(f"gap-{worker}-{uuid.uuid4().hex[:6]}", batch)
+                with lock:
+                    written.update(e.id for e in batch)
+        except BaseException as e:  # reported in the test's thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in range(writers)]
+    for thread in threads:
+        thread.start()
+    seen: list[RecordedEvent] = []
+    after = start
+    barrier.wait()
+    try:
+        # tail by position only, as a projection does; stop once every writer is
+        # done and a last read after that found nothing new
+        while True:
+            done = not any(t.is_alive() for t in threads)
+            page = list(reader.read_all(after=after, limit=50))
+            seen.extend(page)
+            if page:
+                after = page[-1].position
+            elif done:
+                break
+    finally:
+        for thread in threads:
+            thread.join()
+        for store in [*stores, reader]:
+            store.close()
+    assert errors == []
+    mine = [e for e in seen if e.type.startswith("w")]
+    positions = [e.position for e in seen]
+    assert positions == sorted(set(positions))  # increasing: nothing twice
+    assert len(mine) == len(written) == sum(1 + (n + w) % 3 for w in range(8) for n in range(40))
+    assert {e.id for e in mine} == written  # nothing skipped
+
+
+# ---------------------------------------------------------------- a dropped connection
+
+
+def _terminate(server: str, pids: list[int]) -> None:
+    with psycopg.connect(server, autocommit=True) as conn:
+        for pid in pids:
+            conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+
+
+def _backends(server: str, application: str) -> list[int]:
+    with psycopg.connect(server, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = %s", (application,)
+        ).fetchall()
+    return [pid for (pid,) in rows]
+
+
+@pytest.mark.parametrize("target", ["stream", "@all"])
+def test_a_watch_survives_its_connections_being_killed(server: str, url: str, target: str) -> None:
+    application = f"rc_store_watch_{uuid.uuid4().hex[:8]}"
+    watched = EventStore(f"{url}&application_name={application}")
+    writer = EventStore(url)
+    stream, total = f"killed-{uuid.uuid4().hex}", 120
+    seen: list[int] = []
+    try:
+        watch = watched.watch(stream if target == "stream" else "@all", timeout=20)
+        listener: Any = watched.listener  # type: ignore[attr-defined]
+        first_pid = listener.backend_pid
+        assert first_pid in _backends(server, application)
+
+        def consume() -> None:
+            for event in watch:
+                if event.stream == stream:
+                    seen.append(event.data["n"])
+                    if len(seen) == total:
+                        return
+
+        consumer = threading.Thread(target=consume)
+        consumer.start()
+        for n in range(total):
+            writer.append(stream, events(1, start=n))
+            if n in (30, 80):  # mid-stream: every connection of the watching store dies
+                _terminate(server, _backends(server, application))
+            time.sleep(0.002)
+        consumer.join(30)
+        assert not consumer.is_alive(), f"the watch stopped after {len(seen)} events"
+        watch.close()
+        assert seen == list(range(total))  # no gap, no duplicate, in order
+        assert listener.connections >= 3  # it reconnected after each kill
+        assert listener.backend_pid != first_pid
+    finally:
+        watched.close()
+        writer.close()
+
+
+def test_calls_survive_a_killed_pool_connection(server: str, url: str) -> None:
+    application = f"rc_store_pool_{uuid.uuid4().hex[:8]}"
+    with EventStore(f"{url}&application_name={application}") as store:
+        stream = f"pool-{uuid.uuid4().hex}"
+        store.append(stream, events(2))
+        _terminate(server, _backends(server, application))
+        assert store.append(stream, events(1, start=2)).version == 3
+        _terminate(server, _backends(server, application))
+        assert [e.data["n"] for e in store.read(stream)] == [0, 1, 2]
+
+
+def test_an_idle_watch_sends_no_query(server: str, url: str) -> None:
+    application = f"rc_store_idle_{uuid.uuid4().hex[:8]}"
+    with EventStore(f"{url}&application_name={application}") as store:
+        watch = store.watch(f"idle-{uuid.uuid4().hex}", timeout=0.5)
+        pid = store.listener.backend_pid  # type: ignore[attr-defined]
+        with psycopg.connect(server, autocommit=True) as conn:
+
+            def calls() -> tuple[str, Any]:
+                row = conn.execute(
+                    "SELECT query, state_change FROM pg_stat_activity WHERE pid = %s", (pid,)
+                ).fetchone()
+                assert row is not None
+                return row[0], row[1]
+
+            before = calls()
+            assert list(watch) == []  # half a second of waiting
+            assert calls() == before  # no query, not even a state change
+            assert before[0].startswith("LISTEN")
+
+
+# ---------------------------------------------------------------- schema and URLs
+
+
+def test_the_tables_live_in_the_named_schema(server: str, schema: str, url: str) -> None:
+    with EventStore(url) as store:
+        assert type(store) is PostgresEventStore
+        assert store.schema == schema  # type: ignore[attr-defined]
+        store.append("s", [NewEvent("t", {"total": 3})])
+    with psycopg.connect(server, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s "
+            "ORDER BY table_name",
+            (schema,),
+        ).fetchall()
+        assert [r[0] for r in rows] == [
+            "rowcast_events",
+            "rowcast_snapshots",
+            "rowcast_subscriptions",
+        ]
+        sql = f"SELECT data->>'total' FROM \"{schema}\".rowcast_events WHERE stream = 's'"
+        assert conn.execute(sql).fetchone() == ("3",)  # JSON that SQL can read
+
+
+def test_stores_opening_a_new_schema_together_all_succeed(server: str) -> None:
+    name = f"rc_store_race_{uuid.uuid4().hex[:8]}"
+    opened: list[EventStore] = []
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(4)
+
+    def open_one() -> None:
+        barrier.wait()
+        try:
+            opened.append(EventStore(f"{server}?schema={name}&pool_min=0"))
+        except BaseException as e:  # reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=open_one) for _ in range(4)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        assert len(opened) == 4
+    finally:
+        for store in opened:
+            store.close()
+        with psycopg.connect(server, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+
+
+def test_a_role_that_may_not_create_gets_tables_made_ahead_by_init(server: str) -> None:
+    role, name = f"rc_store_app_{uuid.uuid4().hex[:8]}", f"rc_store_init_{uuid.uuid4().hex[:8]}"
+    as_role = server.replace("postgres@", f"{role}@", 1)
+    admin = psycopg.connect(server, autocommit=True)
+    admin.execute(f'CREATE ROLE "{role}" LOGIN')
+    try:
+        with pytest.raises(StoreError, match="rowcast events init") as caught:
+            EventStore(f"{as_role}?schema={name}")
+        assert isinstance(caught.value.__cause__, psycopg.errors.InsufficientPrivilege)
+        made, tables = init_schema(f"{server}?schema={name}")
+        assert made == name
+        assert len(tables) == 3
+        admin.execute(f'GRANT USAGE ON SCHEMA "{name}" TO "{role}"')
+        admin.execute(
+            f'GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA "{name}" TO "{role}"'
+        )
+        with EventStore(f"{as_role}?schema={name}") as store:
+            assert store.append("s", events(2)).version == 2
+            assert [e.version for e in store.read("s")] == [1, 2]
+    finally:
+        admin.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+        admin.execute(f'DROP OWNED BY "{role}"')
+        admin.execute(f'DROP ROLE "{role}"')
+        admin.close()
+
+
+def test_options_in_the_url_and_as_keywords(server: str, schema: str) -> None:
+    with EventStore(f"{server}?schema={schema}&pool_max=2&timeout=5") as store:
+        assert store._options.pool_max == 2  # type: ignore[attr-defined]
+        assert store._options.timeout == 5.0  # type: ignore[attr-defined]
+    with EventStore(server, schema=schema, pool_max=3) as store:
+        assert store.schema == schema  # type: ignore[attr-defined]
+        assert store._options.pool_max == 3  # type: ignore[attr-defined]
+    with EventStore(server.replace("postgresql://", "postgres://"), schema=schema) as store:
+        assert type(store) is PostgresEventStore
+
+
+def test_the_password_never_shows_in_errors() -> None:
+    with pytest.raises(StoreError, match="cannot connect") as caught:
+        EventStore("postgresql://ann:s3cret@127.0.0.1:1/test")
+    assert "s3cret" not in str(caught.value)
+    assert "***" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "options", "error", "message"),
+    [
+        ("postgresql://h:notaport/db", {}, ConfigError, "not a valid PostgreSQL URL"),
+        ("postgresql://h/db?schema=", {}, ConfigError, "schema must be a name"),
+        ("postgresql://h/db", {"schema": "x" * 64}, ConfigError, "schema must be a name"),
+        ("postgresql://h/db?schema=pg_mine", {}, ConfigError, "PostgreSQL's own"),
+        ("postgresql://h/db?pool_max=0", {}, ConfigError, "pool_max"),
+        ("postgresql://h/db?pool_max=two", {}, ConfigError, "pool_max must be an integer"),
+        ("postgresql://h/db?pool_min=5&pool_max=2", {}, ConfigError, "pool_min <= pool_max"),
+        ("postgresql://h/db?timeout=soon", {}, ConfigError, "timeout must be a number"),
+        ("postgresql://h/db", {"timeout": 0}, ConfigError, "timeout must be > 0"),
+        ("postgresql://h/db?x", {}, ConfigError, "malformed query"),
+        ("postgresql://h/db", {"schema": 1}, TypeError, "schema name is a str"),
+    ],
+)
+def test_bad_urls_and_options(
+    url: str, options: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        EventStore(url, **options)
+
+
+def test_an_unreachable_server_or_database_is_a_clear_store_error(server: str) -> None:
+    with pytest.raises(StoreError, match="cannot connect to PostgreSQL") as caught:
+        EventStore("postgresql://postgres@127.0.0.1:1/test")
+    assert isinstance(caught.value.__cause__, psycopg.OperationalError)
+    missing = server.rsplit("/", 1)[0] + f"/rc_store_no_{uuid.uuid4().hex[:6]}"
+    with pytest.raises(StoreError, match="does not exist"):
+        EventStore(missing)
+
+
+def test_a_missing_driver_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "psycopg_pool", None)  # as if not installed
+    with pytest.raises(ConfigError, match=r"pip install 'rowcast\[postgres\]'"):
+        EventStore("postgresql://postgres@127.0.0.1/test")
+
+
+def test_a_closed_store_refuses_and_its_listener_is_gone(url: str) -> None:
+    store = EventStore(url)
+    watch = store.watch("s", timeout=5)
+    listener: Any = store.listener  # type: ignore[attr-defined]
+    assert listener.backend_pid is not None
+    store.close()
+    assert list(islice(watch, 1)) == []
+    assert listener.backend_pid is None
+    with pytest.raises(StoreError, match="closed"):
+        store.append("s", events(1))
+
+
+# ---------------------------------------------------------------- rowcast events init
+
+
+def test_cli_init_creates_the_tables_once_and_again_changes_nothing(server: str) -> None:
+    name = f"rc_store_cli_{uuid.uuid4().hex[:8]}"
+    runner = CliRunner()
+    try:
+        for _ in range(2):
+            result = runner.invoke(main, ["events", "init", server, "--schema", name])
+            assert result.exit_code == 0, result.output
+            assert f"schema {name!r}: " in result.stdout
+            assert "rowcast_events" in result.stdout
+        with EventStore(f"{server}?schema={name}") as store:
+            assert store.stream_version("@all") == 0
+    finally:
+        with psycopg.connect(server, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+
+
+def test_cli_init_errors(tmp_path: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(main, ["events", "init", "postgresql://postgres@127.0.0.1:1/test"])
+    assert result.exit_code == 2
+    assert "cannot connect to PostgreSQL" in result.stderr
+    result = runner.invoke(main, ["events", "init", f"sqlite:///{tmp_path}/e.db", "--schema", "x"])
+    assert result.exit_code == 2
+    assert "--schema is for PostgreSQL URLs" in result.stderr
+    result = runner.invoke(main, ["events", "init", f"sqlite:///{tmp_path}/e.db"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "e.db").exists()
