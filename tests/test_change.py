@@ -201,3 +201,31 @@ def test_uuid_pk_and_types_in_images_round_trip() -> None:
     back = Change.from_json(change.to_json())
     assert back == change
     assert same(back.after, change.after)
+
+
+def test_snapshot_reads_round_trip_and_live_changes_omit_the_field() -> None:
+    live = Change("write", "s", "t", 1, after={"id": 1}, ts=1.0)
+    read = Change("write", "s", "t", 1, after={"id": 1}, ts=1.0, snapshot=True)
+    assert live.snapshot is False
+    assert read.snapshot is True
+    assert "snapshot" not in live.to_dict()
+    assert '"snapshot"' not in live.to_json()
+    assert read.to_dict()["snapshot"] is True
+    assert json.loads(read.to_json())["snapshot"] is True
+    for change in (live, read):
+        assert Change.from_json(change.to_json()) == change
+        assert Change.from_dict(change.to_dict()) == change
+        assert Change.from_dict(json.loads(change.to_json())) == change
+    assert live != read
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"action": "write", "after": {}, "snapshot": 1}, "must be True or False, not 1"),
+        ({"action": "update", "before": {}, "after": {}, "snapshot": True}, "only a 'write'"),
+    ],
+)
+def test_invalid_snapshot_flags_are_refused(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Change(schema=None, table="t", pk=1, **kwargs)

@@ -37,6 +37,14 @@ nor a ``timezone`` (pytz, dateutil) comes back with a fixed-offset ``timezone``
 at the same instant; a ``time`` keeps a fixed offset only (a zone has no offset
 without a date). Integers are limited to Python's 4300 digits for ``str()``.
 Any other type raises `TypeError` naming it.
+
+A `Change` is written as a JSON object with the members ``action``, ``schema``,
+``table``, ``pk``, ``before``, ``after``, ``ts``, ``txid``, ``position`` and
+``source``, always present (null when empty), plus ``"snapshot": true`` on the
+rows an initial snapshot read (Debezium's ``op: "r"``, Maxwell's
+``bootstrap-insert``). ``snapshot`` is left out when false, so that a change
+of a live transaction is written exactly as before the field existed, and an
+object without it reads back as ``snapshot=False``.
 """
 
 from __future__ import annotations
@@ -251,6 +259,8 @@ class Change:
     (UTC epoch seconds, now when not given), ``txid`` identifies the
     transaction (GTID, xid, LSN or a uuid) and ``position`` is where a source
     can resume after the transaction, when it has such a position.
+    ``snapshot`` is True for a ``write`` that an initial snapshot read from a
+    table as it already was, rather than a change a transaction made.
     """
 
     action: Action
@@ -263,6 +273,7 @@ class Change:
     txid: str | None = None
     position: str | None = None
     source: str | None = None
+    snapshot: bool = False
 
     # Written by hand: a dataclass-made frozen __init__ costs twice as much, and
     # sources make one Change per row.
@@ -278,6 +289,7 @@ class Change:
         txid: str | None = None,
         position: str | None = None,
         source: str | None = None,
+        snapshot: bool = False,
     ) -> None:
         if type(action) is not Action:
             try:
@@ -293,6 +305,11 @@ class Change:
                 raise ValueError("a 'delete' Change needs its before image")
         elif after is None:
             raise ValueError(f"a {action.value!r} Change needs its after image")
+        if snapshot is not False:
+            if snapshot is not True:
+                raise ValueError(f"Change.snapshot must be True or False, not {snapshot!r}")
+            if action is not Action.WRITE:
+                raise ValueError("only a 'write' Change can be a snapshot read")
         _set_action(self, action)
         _set_schema(self, schema)
         _set_table(self, table)
@@ -303,6 +320,7 @@ class Change:
         _set_txid(self, txid)
         _set_position(self, position)
         _set_source(self, source)
+        _set_snapshot(self, snapshot)
 
     @property
     def name(self) -> str:
@@ -333,7 +351,7 @@ class Change:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (values encoded as in the module docstring)."""
-        return {
+        data: dict[str, Any] = {
             "action": self.action.value,
             "schema": self.schema,
             "table": self.table,
@@ -345,6 +363,9 @@ class Change:
             "position": self.position,
             "source": self.source,
         }
+        if self.snapshot:
+            data["snapshot"] = True
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Change:
@@ -389,4 +410,5 @@ class Change:
     _set_txid,
     _set_position,
     _set_source,
+    _set_snapshot,
 ) = (vars(Change)[f.name].__set__ for f in dataclasses.fields(Change))

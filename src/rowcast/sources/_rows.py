@@ -39,7 +39,7 @@ class Plan:
     columns: tuple[tuple[str, str], ...]  # (column name, attribute key)
     pk: tuple[str, ...]  # primary key column names
     keys: frozenset[str]  # attribute keys of `columns`
-    pk_of: Callable[[dict[str, Any]], Any]  # image -> pk value (a tuple when composite)
+    pk_of: Callable[[Any], Any]  # image -> pk value (a tuple when composite)
     generated: frozenset[str]  # columns the database sets on UPDATE (onupdate, triggers)
     mutable: tuple[str, ...]  # columns whose values can change in place (JSON, arrays...)
 

@@ -34,13 +34,17 @@ class Capture(Protocol):
 class Pending:
     """What one capture recorded in one session's open transaction, by savepoint."""
 
-    __slots__ = ("frames", "gaps", "tx")
+    __slots__ = ("frames", "gaps", "mark", "tx", "txid", "written")
 
     def __init__(self) -> None:
         self.frames: list[tuple[SessionTransaction, list[Record]]] = []
         # after images with values only the database knows, filled after the flush
         self.gaps: list[tuple[Connection, Plan, dict[str, Any]]] = []
         self.tx: SessionTransaction | None = None  # innermost transaction of this flush
+        # the outbox: the transaction's id, rows written so far, where this flush began
+        self.txid: str | None = None
+        self.written = 0
+        self.mark = (0, 0)
 
     def at(self, session: Session) -> None:
         """Record into the innermost open transaction (root or SAVEPOINT) from now on."""
@@ -67,6 +71,20 @@ class Pending:
 
     def records(self) -> Iterable[Record]:
         return itertools.chain.from_iterable(records for _, records in self.frames)
+
+    def end(self) -> tuple[int, int]:
+        """Where the next record will go: (frames, records in the last frame)."""
+        frames = self.frames
+        return (len(frames), len(frames[-1][1]) if frames else 0)
+
+    def since(self, mark: tuple[int, int]) -> list[Record]:
+        """The records added after `end()` returned `mark` (no frame was discarded since)."""
+        count, length = mark
+        frames = self.frames
+        added = list(frames[count - 1][1][length:]) if count else []
+        for _, records in frames[count:]:
+            added.extend(records)
+        return added
 
 
 def warn(message: str) -> None:

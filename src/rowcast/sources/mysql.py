@@ -24,6 +24,16 @@ Reading resumes from ``start`` (``"now"``, ``"start"``, ``"file:pos"`` or a
 GTID set) or from a checkpoint; when the connection drops or the server
 restarts it reconnects with backoff and resumes after the last transaction
 it handed out, so nothing is lost or repeated.
+
+``snapshot="initial"`` (Debezium's and Maxwell's initial snapshot) first hands
+out every existing row of the chosen tables as ``write`` changes with
+``snapshot=True``, read in one consistent snapshot in chunks of
+``snapshot_chunk`` rows by primary key, then streams the binlog from the
+position that snapshot matches: nothing missed or doubled at the seam. It runs
+only when there is no position to resume from (no checkpointed position, and
+``start`` left at ``"now"``); a ``snapshot:...`` position (a snapshot's own
+changes carry one) resumes a snapshot that was cut short. `snapshot_progress`
+tells how far it got. Details in `rowcast.sources._snapshot`.
 """
 
 from __future__ import annotations
@@ -41,7 +51,7 @@ from typing import TYPE_CHECKING, Any
 from ..change import Action, Change
 from ..errors import ConfigError, SourceError
 from ..hub import Hub
-from . import _mysql_server
+from . import _mysql_server, _snapshot
 from ._mysql_server import ServerURL, Unreachable, connect, parse_url
 from .base import Diagnosis, publish_all
 
@@ -93,7 +103,8 @@ class BinlogSource:
     `server_id` is this client's replica id (stable by default: derived from
     the URL); `tables` are ``fnmatch`` patterns on ``"schema.table"`` or
     ``"table"``; `end` (``"now"`` or a ``file:pos``) makes iteration stop
-    once that position is passed instead of waiting for more.
+    once that position is passed instead of waiting for more. `snapshot`
+    (``"initial"`` or ``"never"``) and `snapshot_chunk`: see the module docstring.
     """
 
     def __init__(
@@ -106,6 +117,8 @@ class BinlogSource:
         end: str | None = None,
         checkpoint: Checkpoint | None = None,
         heartbeat: float = 1.0,
+        snapshot: str = "never",
+        snapshot_chunk: int = 1000,
     ) -> None:
         self.url: ServerURL = parse_url(url)
         options = self.url.options
@@ -120,8 +133,23 @@ class BinlogSource:
         except ValueError as e:
             raise ConfigError(f"server_id must be an integer, not {raw_id!r}") from e
         self.start = start or options.get("start") or "now"
-        if self.start not in {"now", "start"} and not _GTID_SET.match(self.start):
+        if _snapshot.is_position(self.start):
+            _snapshot.parse(self.start)
+        elif self.start not in {"now", "start"} and not _GTID_SET.match(self.start):
             _file_pos(self.start)
+        if snapshot not in ("initial", "never") or snapshot_chunk < 1:
+            raise ConfigError(
+                f"snapshot must be 'initial' or 'never' and snapshot_chunk positive, not "
+                f"{snapshot!r} and {snapshot_chunk!r}"
+            )
+        if snapshot == "initial" and self.start == "start":
+            raise ConfigError(
+                "snapshot='initial' streams from the snapshot's own position: leave start at "
+                "'now' (or give a position to resume from)"
+            )
+        self.snapshot = snapshot
+        self.snapshot_chunk = snapshot_chunk
+        self.snapshot_progress: _snapshot.SnapshotProgress | None = None
         if end is not None and end != "now":
             _file_pos(end, "or 'now'")
         self.end = end
@@ -165,6 +193,18 @@ class BinlogSource:
             resume, end = self._resolve_positions(conn)
         finally:
             conn.close()
+        keep = None  # after a resumed snapshot: drops binlog changes to rows read later
+        if _snapshot.is_position(resume):
+            snapshot = _snapshot.Snapshot(
+                self.url, self._wants, resume, self.snapshot_chunk, self._stopping
+            )
+            self.snapshot_progress = snapshot.progress
+            for chunk in snapshot:
+                yield chunk
+                self.position = chunk[-1].position
+            if self._stopping.is_set():
+                return
+            resume, keep = snapshot.origin, snapshot.keep
         if end is not None and not _GTID_SET.match(resume) and _order(resume) >= _order(end):
             return  # nothing to read before the end
         backoff = 0.2
@@ -178,6 +218,8 @@ class BinlogSource:
                         if end is not None and _order(self._at(stream)) >= _order(end):
                             return
                         continue
+                    if keep is not None and transaction:
+                        transaction = keep(transaction, position)
                     if transaction:
                         yield transaction
                     resume = self.position = position
@@ -215,6 +257,8 @@ class BinlogSource:
     def _resolve_positions(self, conn: Any) -> tuple[str, str | None]:
         saved = self.checkpoint.load() if self.checkpoint is not None else None
         start = saved or self.start
+        if start == "now" and self.snapshot == "initial":
+            start = _snapshot.PREFIX  # a new snapshot
         with conn.cursor() as cur:
             cur.execute("SHOW MASTER STATUS")
             row = cur.fetchone()
@@ -225,6 +269,8 @@ class BinlogSource:
             logs = {str(name): int(size) for name, size, *_ in cur.fetchall()}
         if start == "start":
             start = f"{min(logs, key=lambda name: _order(f'{name}:0'))}:4"
+        elif _snapshot.is_position(start):
+            _snapshot.parse(start)  # one from a checkpoint is checked here
         elif not _GTID_SET.match(start) and start != "now":
             name, offset = _file_pos(start)
             if name not in logs or offset > logs[name]:
