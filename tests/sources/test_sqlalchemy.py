@@ -400,6 +400,20 @@ def test_bulk_update_and_delete_statements(
     assert rec.changes[-1].before == {"id": 4, "data": "a"}
 
 
+def test_bulk_update_of_a_pending_object_is_captured(
+    factory: sessionmaker[Session], capture: SessionCapture, rec: Recorder
+) -> None:
+    # SQLAlchemy autoflushes after the do_orm_execute hooks: the capture flushes first,
+    # or the row it selects before the UPDATE misses the pending object
+    with factory() as session:
+        session.add(Test(id=1, data="a"))
+        session.execute(update(Test).where(Test.id == 1).values(data="b"))
+        session.commit()
+    assert rec.events == [("test_write", 1), ("test_update", 1)]
+    assert rec.changes[1].before == {"id": 1, "data": "a"}
+    assert rec.changes[1].after == {"id": 1, "data": "b"}
+
+
 def test_bulk_update_by_primary_key_and_insert_with_keys(
     factory: sessionmaker[Session], capture: SessionCapture, rec: Recorder
 ) -> None:

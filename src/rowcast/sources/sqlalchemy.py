@@ -40,6 +40,19 @@ An update with no net column change publishes nothing. Each Change has
 ``source="sqlalchemy"``, ``ts`` the commit time, ``txid`` a fresh uuid per
 transaction, ``position`` None; ``schema`` is the table's schema or the
 connection's default one (``main`` for SQLite, the database for MySQL).
+
+With ``outbox=True`` the changes are also written, as they are recorded, into
+the table ``rowcast_outbox`` of the database the rows went to, inside the same
+transaction (at the end of each flush, and after each captured bulk statement),
+for `rowcast.sources.outbox.OutboxSource` to relay out of the process: see
+that module for the table and the guarantees. A rollback, or a SAVEPOINT rolled
+back, takes its outbox rows with it. Writing the outbox is part of the flush: a
+change that cannot be written (a value the JSON codec refuses) fails the flush,
+so the commit never happens without its changes. The Hub still gets every
+change in-process after the commit, as without the outbox, with the same
+``txid`` as the outbox rows (``ts`` differs: the outbox's is the flush time).
+The table is created when missing, on a connection of its own, the first time
+each engine is used (a migration can create it instead: ``OUTBOX``).
 """
 
 from __future__ import annotations
@@ -52,6 +65,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from sqlalchemy import Connection, Table, TextClause, event
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import (
     ORMExecuteState,
     Session,
@@ -66,7 +80,7 @@ from ..errors import ConfigError
 from ..hub import Hub
 from ._bulk import capture_bulk
 from ._flush import install_mapper_events
-from ._rows import Plan, fill_missing, schema_of
+from ._rows import Plan, Record, fill_missing, schema_of
 from ._state import BEFORE, CAPTURES, ROUTES, Pending, warn
 
 __all__ = ["SessionCapture"]
@@ -81,7 +95,8 @@ class SessionCapture:
 
     `target` is a `Session` subclass, a `sessionmaker`, a `scoped_session` or
     one `Session`. `tables` limits capture to these table names (``"name"`` or
-    ``"schema.name"``). `close()` detaches it.
+    ``"schema.name"``). `outbox` also writes every change into the transaction's
+    own ``rowcast_outbox`` table (see the module docstring). `close()` detaches it.
     """
 
     def __init__(
@@ -89,6 +104,7 @@ class SessionCapture:
         target: type[Session] | sessionmaker[Any] | scoped_session[Any] | Session,
         hub: Hub | None = None,
         tables: Iterable[str] | None = None,
+        outbox: bool = False,
     ) -> None:
         valid = isinstance(target, Session | sessionmaker | scoped_session) or (
             isinstance(target, type) and issubclass(target, Session)
@@ -103,6 +119,7 @@ class SessionCapture:
         self.hub = hub if hub is not None else Hub()
         self.tables = frozenset(tables) if tables is not None else None
         self._target = target
+        self.outbox = outbox
         self._wanted: dict[tuple[str, str | None], bool] = {}
         self._listeners: list[tuple[str, Callable[..., Any]]] = [
             ("after_begin", self._join),
@@ -113,6 +130,11 @@ class SessionCapture:
             ("after_soft_rollback", self._after_soft_rollback),
             ("after_transaction_end", self._after_transaction_end),
         ]
+        if outbox:
+            bind = _bind_of(target)
+            if bind is not None:
+                _create_outbox(bind)  # a database that cannot have one fails here, not later
+            self._listeners.insert(0, ("after_begin", self._prepare_outbox))
         install_mapper_events()
         for name, fn in self._listeners:
             event.listen(target, name, fn)
@@ -150,20 +172,53 @@ class SessionCapture:
         return pending
 
     def _before_flush(self, session: Session, *args: Any) -> None:
-        self._join(session).at(session)
+        pending = self._join(session)
+        pending.at(session)
+        if self.outbox:
+            pending.mark = pending.end()
         session.info.pop(ROUTES, None)
         session.info.pop(BEFORE, None)  # a failed flush may have left before images
 
     def _after_flush(self, session: Session, flush_context: UOWTransaction) -> None:
         pending = session.info.get(CAPTURES, {}).get(self)
-        if pending is None or not pending.gaps:
+        if pending is None:
             return
-        by_plan: dict[tuple[Connection, Plan], list[dict[str, Any]]] = {}
-        for connection, plan, image in pending.gaps:
-            by_plan.setdefault((connection, plan), []).append(image)
-        pending.gaps.clear()
-        for (connection, plan), images in by_plan.items():
-            fill_missing(connection, plan, images)
+        if pending.gaps:
+            by_plan: dict[tuple[Connection, Plan], list[dict[str, Any]]] = {}
+            for connection, plan, image in pending.gaps:
+                by_plan.setdefault((connection, plan), []).append(image)
+            pending.gaps.clear()
+            for (connection, plan), images in by_plan.items():
+                fill_missing(connection, plan, images)
+        if self.outbox and not self.closed:
+            self._write_outbox(session, pending, pending.since(pending.mark))
+
+    def _prepare_outbox(self, session: Session, transaction: Any, connection: Connection) -> None:
+        if not self.closed:
+            _create_outbox(connection.engine)  # once per engine, before this one writes
+
+    def _write_outbox(self, session: Session, pending: Pending, records: list[Record]) -> None:
+        """Insert `records` into the outbox of the database each one's table lives in."""
+        if not records:
+            return
+        from .outbox import write
+
+        if pending.txid is None:
+            pending.txid = uuid.uuid4().hex
+        changes = _changes(records, time.time(), pending.txid)
+        connections: dict[Table, Connection] = {}
+        groups: dict[Connection, list[Change]] = {}
+        for record, change in zip(records, changes, strict=True):
+            table = record.plan.table
+            connection = connections.get(table)
+            if connection is None:
+                connection = connections[table] = session.connection(
+                    bind_arguments={"clause": table}
+                )
+            groups.setdefault(connection, []).append(change)
+        for connection, group in groups.items():
+            write(connection, pending.txid, pending.written, group)
+            pending.written += len(group)
 
     def _after_commit(self, session: Session) -> None:
         if session.in_nested_transaction():
@@ -172,22 +227,7 @@ class SessionCapture:
         if pending is None or self.closed:
             return
         try:
-            ts, txid = time.time(), uuid.uuid4().hex
-            changes = [
-                Change(
-                    action,
-                    schema,
-                    plan.table.name,
-                    plan.pk_of(before if after is None else after),
-                    before,
-                    after,
-                    ts,
-                    txid,
-                    None,
-                    "sqlalchemy",
-                )
-                for action, plan, schema, before, after in pending.records()
-            ]
+            changes = _changes(pending.records(), time.time(), pending.txid or uuid.uuid4().hex)
         except Exception:  # never break a commit that the database already made
             log.exception("rowcast could not build the changes of a committed transaction")
             return
@@ -228,7 +268,63 @@ class SessionCapture:
         schema = schema_of(table, connection)
         if not self.wants(table, schema):
             return None
+        if session.autoflush and state.execution_options.get("autoflush", True):
+            # SQLAlchemy autoflushes only after this hook: the rows selected before the
+            # statement must include pending objects, or their update is lost
+            session.flush()
         pending = self._join(session)
         pending.at(session)
         # a later capture's hook runs inside invoke_statement(): each records for itself
-        return capture_bulk(state, table, connection, pending, schema)
+        if not self.outbox:
+            return capture_bulk(state, table, connection, pending, schema)
+        mark = pending.end()
+        result = capture_bulk(state, table, connection, pending, schema)
+        self._write_outbox(session, pending, pending.since(mark))
+        return result
+
+
+def _changes(records: Iterable[Record], ts: float, txid: str) -> list[Change]:
+    """The Changes of a transaction's records."""
+    return [
+        Change(
+            action,
+            schema,
+            plan.table.name,
+            plan.pk_of(before if after is None else after),
+            before,
+            after,
+            ts,
+            txid,
+            None,
+            "sqlalchemy",
+        )
+        for action, plan, schema, before, after in records
+    ]
+
+
+def _bind_of(target: Any) -> Any:
+    """The engine or connection sessions of `target` are bound to, when it says."""
+    if isinstance(target, scoped_session):
+        target = target.session_factory
+    if isinstance(target, sessionmaker):
+        return target.kw.get("bind")
+    if isinstance(target, Session):
+        return target.bind
+    return None
+
+
+def _create_outbox(bind: Any) -> None:
+    from sqlalchemy import Engine
+
+    from .outbox import create_table
+
+    engine = bind if isinstance(bind, Engine) else getattr(bind, "engine", None)
+    if not isinstance(engine, Engine):
+        return
+    try:
+        create_table(engine)
+    except SQLAlchemyError as e:
+        raise ConfigError(
+            f"SessionCapture(outbox=True) cannot create table rowcast_outbox in "
+            f"{engine.url.render_as_string(hide_password=True)}: {getattr(e, 'orig', e)}"
+        ) from e
