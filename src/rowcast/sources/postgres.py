@@ -1,0 +1,428 @@
+"""Every committed row change of a PostgreSQL database, by logical replication (pgoutput).
+
+::
+
+    source = LogicalSource("postgresql://rowcast@db:5432/shop?slot=rowcast&tables=public.orders")
+    source.run(hub)                       # or: for transaction in source: ...
+
+The server is checked first (`ConfigError` with the fix when ``wal_level`` is
+not ``logical``, the user lacks the replication privilege, no replication
+slot or WAL sender is free, the slot belongs to another plugin or database,
+the password is wrong or the host unreachable). Then the *publication* and
+the *replication slot* are created when missing: the publication ``FOR TABLE``
+the chosen tables when every ``tables`` pattern is a plain name, else ``FOR
+ALL TABLES`` (an existing publication is used as it is; a table named in
+``tables`` but missing from it is a `ConfigError` with the ``ALTER
+PUBLICATION``). ``tables`` also filters in the client (``fnmatch`` patterns on
+``"schema.table"`` or ``"table"``).
+
+One `Change` per row, published per transaction at its commit: ``txid`` is
+the xid, ``position`` the LSN just after the commit record (``"0/16B3748"``;
+reading from it resumes after that transaction), ``ts`` the commit time,
+``schema`` the table's schema. ``pk`` is the primary key value (a tuple for a
+composite key; the replica identity index's without one; None when the table
+has neither). Types: see ``_postgres_types`` (int, Decimal, float, str, bool,
+bytes, UUID, date, time, naive datetime for timestamp, aware UTC datetime for
+timestamptz, timedelta, parsed JSON, lists for arrays, str for enums, None for
+NULL).
+
+``before`` images need ``REPLICA IDENTITY FULL``. Without it an update has
+``before=None`` (or the old key only, when the key changed), a delete has a
+``before`` of the key columns only, and a TOASTed value the update did not
+touch is `UNCHANGED` in ``after`` (PostgreSQL does not log it; with FULL it is
+taken from ``before``). Tables without FULL are named in a warning with the
+``ALTER TABLE`` that fixes them; ``replica_identity="full"`` (or
+``?replica_identity=full``) runs it. ``TRUNCATE`` is not a row change: it is
+logged as a warning, not published.
+
+Delivery: a transaction is confirmed to the server (the slot's
+``confirmed_flush_lsn``) only once the consumer asks for the next one, i.e.
+after `run`'s hub receivers returned and its checkpoint was saved. While idle
+or reading only filtered changes, the slot is moved on with the server's
+keepalives, so it never holds WAL for nothing. When the connection drops (or
+the server restarts) the source reconnects with backoff and resumes after the
+last transaction handed out: nothing lost, nothing repeated. ``start`` is
+``"now"`` (the default), ``"start"`` (everything the slot still holds: from
+its last confirmed position) or a position; a checkpoint wins over it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import select
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from ..change import Change
+from ..errors import ConfigError, SourceError
+from ..hub import Hub
+from . import _pgoutput as pgo
+from . import _postgres_setup as setup
+from ._pgoutput import UNCHANGED, Unchanged, format_lsn, parse_lsn
+from ._postgres_rows import RowDecoder, lookup_types, primary_key
+from ._postgres_server import PgURL, Unreachable, check_name, connect, parse_url, psycopg2
+from .base import Diagnosis, publish_all
+
+if TYPE_CHECKING:
+    from ..checkpoint import Checkpoint
+
+__all__ = ["UNCHANGED", "LogicalSource", "Unchanged", "diagnose"]
+
+log = logging.getLogger("rowcast.sources.postgres")
+
+_MAX_BACKOFF = 5.0
+_RETRY_CODES = ("08", "57P", "53", "55006")  # connection, shutdown, resources, slot in use
+
+
+class LogicalSource:
+    """A PostgreSQL database's logical replication stream as `Change` transactions.
+
+    `slot` and `publication` (default ``"rowcast"`` each, or ``?slot=`` and
+    ``?publication=`` in the URL) name the replication slot, whose confirmed
+    position the server keeps, and the publication it reads through; two
+    readers at once need two slots. `end` (``"now"`` or a position) makes
+    iteration stop once that position is passed instead of waiting for more.
+    `heartbeat` is how often (seconds) an idle reader wakes to notice `stop`;
+    `feedback` how often it tells the server its confirmed position.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        slot: str | None = None,
+        publication: str | None = None,
+        tables: Iterable[str] | None = None,
+        start: str | None = None,
+        end: str | None = None,
+        checkpoint: Checkpoint | None = None,
+        replica_identity: str | None = None,
+        heartbeat: float = 1.0,
+        feedback: float = 10.0,
+    ) -> None:
+        self.url: PgURL = parse_url(url)
+        options = self.url.options
+        self.slot = check_name("slot", slot or options.get("slot") or "rowcast")
+        self.publication = check_name(
+            "publication", publication or options.get("publication") or "rowcast"
+        )
+        if isinstance(tables, str):
+            raise ConfigError(f"tables= takes a list of patterns, not the string {tables!r}")
+        if tables is None and options.get("tables"):
+            tables = options["tables"].split(",")
+        self.tables = tuple(t.strip() for t in tables if t.strip()) if tables is not None else None
+        self.start = start or options.get("start") or "now"
+        _check_position(self.start, "'now' or 'start'")
+        if end is not None:
+            _check_position(end, "or 'now'", start=False)
+        self.end = end
+        identity = replica_identity or options.get("replica_identity") or "keep"
+        if identity not in ("keep", "full"):
+            raise ConfigError(f"replica_identity must be 'full' or 'keep', not {identity!r}")
+        self.replica_identity = identity
+        self.checkpoint = checkpoint
+        if feedback < 1:
+            raise ConfigError(f"feedback is in seconds, at least 1 (psycopg2's), not {feedback!r}")
+        self.heartbeat, self.feedback = heartbeat, feedback
+        self.position: str | None = None  # end of the last transaction handed out
+        self._stopping = threading.Event()
+        self._warned: set[str] = set()  # tables already named in a replica identity warning
+        self._ctl: Any = None
+
+    # ------------------------------------------------------------------ running
+
+    def run(self, hub: Hub) -> None:
+        """Publish every transaction on `hub` until `stop` (or the `end`), saving checkpoints."""
+        publish_all(self, hub, self.checkpoint)
+
+    def stop(self) -> None:
+        """Stop after the message being read (within `heartbeat` seconds when idle)."""
+        self._stopping.set()
+
+    def setup(self) -> None:
+        """Check the server, then create the publication and the slot when missing.
+
+        Idempotent; iteration does it first. Raises `ConfigError` with every fix the
+        server needs; warns (``rowcast.sources.postgres`` logger) about tables without
+        ``REPLICA IDENTITY FULL``, or sets it with ``replica_identity="full"``.
+        """
+        conn = connect(self.url)
+        try:
+            self._setup(conn.cursor())
+        finally:
+            conn.close()
+
+    def drop(self) -> None:
+        """Drop the slot and the publication, when they exist (the server then keeps no
+        WAL for this source). A slot still being read is a `ConfigError`."""
+        pg = psycopg2()
+        conn = connect(self.url)
+        try:
+            cur = conn.cursor()
+            cur.execute(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                "WHERE slot_name = %s",
+                (self.slot,),
+            )
+            cur.execute(
+                pg.sql.SQL("DROP PUBLICATION IF EXISTS {}").format(
+                    pg.sql.Identifier(self.publication)
+                )
+            )
+        except pg.Error as error:
+            raise ConfigError(
+                f"{self.url.masked}: cannot drop slot {self.slot}: {str(error).strip()}"
+            ) from error
+        finally:
+            conn.close()
+
+    def __iter__(self) -> Iterator[list[Change]]:
+        self._stopping.clear()  # first: a stop() from now on must not be forgotten
+        conn = connect(self.url)
+        try:
+            cur = conn.cursor()
+            self._setup(cur)
+            resume, end = self._resolve_positions(cur)
+        finally:
+            conn.close()
+        backoff, began, streamed = 0.2, time.monotonic(), False
+        told = 0.0  # when the confirmed position was last sent
+        while not self._stopping.is_set():
+            stream = None
+            try:
+                stream = self._open_stream(resume)
+                streamed = True
+                for changes, lsn in self._read(stream, end):
+                    backoff = 0.2
+                    if lsn is None:  # the end is reached
+                        return
+                    if changes:
+                        yield changes
+                    # the consumer asked for the next one: it took this transaction
+                    now = time.monotonic()
+                    force = now - told >= self.feedback  # else psycopg2 says it in its time
+                    stream.send_feedback(write_lsn=lsn, flush_lsn=lsn, force=force)
+                    told = now if force else told
+                    resume, self.position = lsn, format_lsn(lsn)
+                    if end is not None and lsn >= end:
+                        return
+                return  # stopped
+            except Exception as error:
+                code = getattr(error, "pgcode", None) or ""
+                in_use = code == "55006"
+                patience = max(5 * self.heartbeat, 1.0)  # for a reader that is letting go
+                if in_use and not streamed and time.monotonic() - began > patience:
+                    raise ConfigError(
+                        f"{self.url.masked}: replication slot {self.slot} is in use by another "
+                        "reader: stop it, or give this one its own ?slot= name"
+                    ) from error
+                if not _is_connection_error(error) or self._stopping.is_set():
+                    if self._stopping.is_set() and _is_connection_error(error):
+                        return
+                    if isinstance(error, ConfigError | SourceError):
+                        raise
+                    raise SourceError(
+                        f"{self.url.masked}: reading the replication stream failed: "
+                        f"{str(error).strip()}"
+                    ) from error
+                log.warning(
+                    "cannot read %s (%s); trying again in %.1fs from %s",
+                    self.url.masked,
+                    str(error).strip().splitlines()[0] if str(error).strip() else error,
+                    backoff,
+                    format_lsn(resume) if resume else f"slot {self.slot}",
+                )
+                self._stopping.wait(backoff)
+                backoff = min(backoff * 2, _MAX_BACKOFF)
+            finally:
+                if stream is not None:
+                    _close_stream(stream, resume)
+                self._close_ctl()
+
+    # ------------------------------------------------------------------ setting up
+
+    def _setup(self, cur: Any) -> None:
+        setup.prepare(
+            cur,
+            self.url.masked,
+            self.slot,
+            self.publication,
+            self.url.user,
+            self.tables,
+            full=self.replica_identity == "full",
+            warned=self._warned,
+        )
+
+    def _resolve_positions(self, cur: Any) -> tuple[int, int | None]:
+        """(start LSN, end LSN); a start of 0 means the slot's confirmed position."""
+        saved = self.checkpoint.load() if self.checkpoint is not None else None
+        start = saved or self.start
+        cur.execute(
+            "SELECT pg_current_wal_lsn(), confirmed_flush_lsn FROM pg_replication_slots "
+            "WHERE slot_name = %s",
+            (self.slot,),
+        )
+        now_text, confirmed = cur.fetchone()
+        now = parse_lsn(now_text)
+        if start == "now":
+            resume = now
+        elif start == "start":
+            resume = 0
+        else:
+            resume = _lsn(start, "'now' or 'start'")
+            if resume > now:
+                raise ConfigError(
+                    f"{self.url.masked} has no position {start} yet: its WAL ends at "
+                    f"{now_text} (a position from another server?)"
+                )
+            if confirmed and resume < parse_lsn(confirmed):
+                log.info(
+                    "slot %s is confirmed up to %s, after %s: it resumes there (nothing "
+                    "between was left unconfirmed by this slot's readers)",
+                    self.slot,
+                    confirmed,
+                    start,
+                )
+        if self.end is None:
+            end = None
+        elif self.end == "now":
+            end = now
+        else:
+            end = _lsn(self.end, "or 'now'")
+        return resume, end
+
+    # ------------------------------------------------------------------ streaming
+
+    def _open_stream(self, resume: int) -> Any:
+        conn = connect(self.url, replication=True)
+        try:
+            cur = conn.cursor()
+            cur.start_replication(
+                slot_name=self.slot,
+                decode=False,
+                start_lsn=resume,
+                options={"proto_version": "1", "publication_names": self.publication},
+                status_interval=self.feedback,
+            )
+        except BaseException:
+            conn.close()
+            raise
+        return cur
+
+    def _read(self, cur: Any, end: int | None) -> Iterator[tuple[list[Change], int | None]]:
+        """(changes, end LSN) per transaction, changes empty when none is wanted;
+        ``([], None)`` once `end` is reached."""
+        conn = cur.connection
+        read, decode = cur.read_message, pgo.decode
+        decoder = RowDecoder(self.tables, self._lookup_types, self._primary_key)
+        rows: list[Any] = []
+        begin: pgo.Begin | None = None
+        while not self._stopping.is_set():
+            msg = read()
+            if msg is None:
+                if begin is None and end is not None and cur.wal_end >= end:
+                    yield [], None
+                    return
+                if not select.select([conn], [], [], self.heartbeat)[0] and end is not None:
+                    cur.send_feedback(reply=True)  # where is the server? (its keepalive says)
+                continue
+            m = decode(msg.payload)
+            kind = type(m)
+            if kind is pgo.Insert or kind is pgo.Update or kind is pgo.Delete:
+                row = decoder.row(m)  # type: ignore[arg-type]
+                if row is not None:
+                    rows.append(row)
+            elif kind is pgo.Begin:
+                begin, rows = m, []  # type: ignore[assignment]
+            elif kind is pgo.Commit:
+                xid = begin.xid if begin is not None else None
+                begin = None
+                yield decoder.commit(rows, xid, m), m.end_lsn  # type: ignore[arg-type,union-attr]
+                rows = []
+            elif kind is pgo.Relation:
+                decoder.relation(m)  # type: ignore[arg-type]
+            elif kind is pgo.Truncate:
+                decoder.truncate(m)  # type: ignore[arg-type]
+            # Type: looked up with the relation's columns; Origin, Message: nothing to do
+
+    def _primary_key(self, oid: int) -> list[str]:
+        return primary_key(self._control().cursor(), oid)
+
+    def _lookup_types(self, oids: Sequence[int]) -> list[Any]:
+        return lookup_types(self._control().cursor(), oids)
+
+    def _control(self) -> Any:
+        if self._ctl is None:
+            self._ctl = connect(self.url)
+        return self._ctl
+
+    def _close_ctl(self) -> None:
+        if self._ctl is not None:
+            with contextlib.suppress(Exception):  # already gone with the server
+                self._ctl.close()
+            self._ctl = None
+
+
+def _lsn(text: str, accepted: str) -> int:
+    try:
+        return parse_lsn(text)
+    except ValueError:
+        raise ConfigError(
+            f"bad PostgreSQL position {text!r}: expected an LSN such as '0/16B3748', {accepted}"
+        ) from None
+
+
+def _check_position(value: str, accepted: str, *, start: bool = True) -> None:
+    if value == "now" or (start and value == "start"):
+        return
+    _lsn(value, accepted)
+
+
+def _close_stream(cur: Any, resume: int) -> None:
+    """Tell the server the last confirmed position, then hang up (never raises)."""
+    with contextlib.suppress(Exception):
+        if resume:
+            cur.send_feedback(write_lsn=resume, flush_lsn=resume, force=True)
+    with contextlib.suppress(Exception):
+        cur.connection.close()
+
+
+def _is_connection_error(error: BaseException) -> bool:
+    """Whether `error` means the server or the connection went away (worth a reconnect)."""
+    if isinstance(error, Unreachable | ConnectionError | OSError | EOFError):
+        return True
+    pg = psycopg2()
+    if not isinstance(error, pg.OperationalError | pg.InterfaceError | pg.DatabaseError):
+        return False
+    code = getattr(error, "pgcode", None)
+    if code is None:  # no server error: the connection broke
+        return isinstance(error, pg.OperationalError | pg.InterfaceError)
+    return str(code).startswith(_RETRY_CODES)
+
+
+def diagnose(url: str) -> Diagnosis:
+    """``rowcast doctor`` for a PostgreSQL URL: WAL, privilege, slots, publication, tables."""
+    source = LogicalSource(url)
+    pg = psycopg2()
+    conn = connect(source.url)
+    try:
+        cur = conn.cursor()
+        checks = setup.all_checks(
+            cur, source.slot, source.publication, source.url.user, source.tables
+        )
+        cur.execute("SELECT version(), current_database(), pg_current_wal_lsn()")
+        version, database, lsn = cur.fetchone()
+    except pg.Error as error:  # the server went away, say
+        raise ConfigError(f"{source.url.masked}: checking the server failed: {error}") from error
+    finally:
+        conn.close()
+    facts = [("server", str(version).split(" on ")[0]), ("database", database), ("wal", lsn)]
+    return Diagnosis(
+        source.url.masked,
+        facts,
+        checks,
+        f"rowcast can read this database through slot {source.slot}.",
+    )
