@@ -114,6 +114,25 @@ def test_rollback_leaves_no_revision(
         assert history(session, Reservation, 1) == []
 
 
+def test_a_changed_primary_key_ends_the_old_key_history(
+    factory: sessionmaker[Session], models: SimpleNamespace
+) -> None:
+    """A row whose key changes is gone under its old key: as_of the old key says None."""
+    Reservation = models.Reservation
+    with factory() as session:
+        obj = Reservation(id=1, **STEVE, party=6)
+        session.add(obj)
+        session.commit()
+        obj.id = 2
+        session.commit()
+        *_, last = history(session, Reservation, 1)
+        assert (last.rev_isdelete, last.id, last.party) == (True, 1, None)
+        assert as_of(session, Reservation, 1, last.rev_created + 1) is None
+        (moved,) = history(session, Reservation, 2)
+        assert (moved.rev_isdelete, moved.party, moved.rev_txid) == (False, 6, last.rev_txid)
+        assert as_of(session, Reservation, 2, moved.rev_created + 1).party == 6
+
+
 def test_savepoint_rollback_takes_only_its_own_revisions(
     factory: sessionmaker[Session], models: SimpleNamespace
 ) -> None:

@@ -81,6 +81,33 @@ def test_writes_updates_and_deletes_become_revisions(
     assert [r.rev_created for r in revs] == [TS + 1, TS + 2, TS + 3]
 
 
+def test_a_changed_primary_key_ends_the_old_key_history(
+    engine: Engine, factory: sessionmaker[Session], models: SimpleNamespace
+) -> None:
+    sink = AuditSink(engine)
+    sink.write(tx(models, 1, ("write", "reservations", 1, None, row(1, 6))))
+    moved = tx(models, 2, ("update", "reservations", 2, row(1, 6), row(2, 6)))
+    assert sink.write(moved) == 2
+    assert sink.write(moved) == 0  # re-delivered: both rows were stored already
+    with factory() as session:
+        assert [(r.rev_isdelete, r.party) for r in history(session, models.Reservation, 1)] == [
+            (False, 6),
+            (True, None),
+        ]
+        assert [(r.rev_isdelete, r.party) for r in history(session, models.Reservation, 2)] == [
+            (False, 6)
+        ]
+    # the ORM's own revisions of such a move (a delete and a write) vouch for it
+    orm_moved = tx(
+        models,
+        3,
+        ("update", "reservations", 3, row(2, 6), row(3, 6)),
+        ("write", "reservations_rev", "x", None, rev_row(None, deleted=True, id=2)),
+        ("write", "reservations_rev", "y", None, rev_row(6, id=3)),
+    )
+    assert sink.write(orm_moved) == 0
+
+
 def test_changes_at_the_same_second_keep_their_order(
     engine: Engine, factory: sessionmaker[Session], models: SimpleNamespace
 ) -> None:

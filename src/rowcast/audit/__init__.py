@@ -22,7 +22,8 @@ the same transaction: right after the flush, once autoincrement keys and
 server-side defaults are known (read back in the same transaction where the
 session does not hold them), and right after a bulk statement. Writes and
 updates store the new row; a delete stores ``rev_isdelete=True``, the key and
-NULL elsewhere; an update with no net change stores nothing. A rollback (of
+NULL elsewhere; an update that changes the primary key stores a delete of the
+old key, then the new row; an update with no net change stores nothing. A rollback (of
 the transaction or of a SAVEPOINT) leaves no revision. The revisions of one
 transaction share ``rev_txid``; ``rev_created`` is UTC epoch seconds, strictly
 increasing within a process. What the ORM capture cannot see (raw ``text()``

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import itertools
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from sqlalchemy import Connection, Table, event, inspect
@@ -181,22 +181,38 @@ def write(
     txid = session.info.get(TXID)
     if txid is None:
         txid = session.info[TXID] = uuid.uuid4().hex
-    start = clock.take(len(records))
-    rows: dict[Audited, list[dict[str, Any]]] = {}
     unfilled: dict[Plan, list[dict[str, Any]]] = {}
     for record in records:
         if record.after is not None and MISSING in record.after.values():
             unfilled.setdefault(record.plan, []).append(record.after)
     for plan, images in unfilled.items():  # gaps another capture of the session held
         fill_missing(connection_for(plan.table), plan, images)
-    for n, (action, plan, _, before, after) in enumerate(records):
+    # (audited, new row or None for a delete, the old key of a delete)
+    todo: list[tuple[Audited, dict[str, Any] | None, dict[str, Any] | None]] = []
+    for action, plan, _, before, after in records:
         audited = audited_table(plan.table)
         assert audited is not None
-        created = start + n * 1e-6
         if action is Action.DELETE:
-            row = audited.row(None, before, created, txid)
-        else:
-            row = audited.row(after, None, created, txid)
+            todo.append((audited, None, before))
+            continue
+        if action is Action.UPDATE and moved(audited, before, after):
+            todo.append((audited, None, before))  # the row is gone from its old key
+        todo.append((audited, after, None))
+    start = clock.take(len(todo))
+    rows: dict[Audited, list[dict[str, Any]]] = {}
+    for n, (audited, values, key) in enumerate(todo):
+        row = audited.row(values, key, start + n * 1e-6, txid)
         rows.setdefault(audited, []).append(row)
     for audited, batch in rows.items():
         connection_for(audited.table).execute(audited.insert, batch)
+
+
+def moved(
+    audited: Audited, before: Mapping[str, Any] | None, after: Mapping[str, Any] | None
+) -> bool:
+    """Whether an update changed the row's primary key (its old key then ends in a delete)."""
+    if before is None or after is None:
+        return False
+    return any(
+        name in before and name in after and before[name] != after[name] for name in audited.pk
+    )

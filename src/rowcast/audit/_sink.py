@@ -21,6 +21,7 @@ from ..errors import ConfigError, SinkError
 from ..hub import Hub
 from ..sinks.base import change_id
 from ._model import Audited, Clock, audited_model, audited_name, audited_rev_name
+from ._session import moved
 
 _CHUNK = 500
 
@@ -39,7 +40,8 @@ class AuditSink:
     each transaction of changes (binlog, logical replication, SQLite triggers)
     becomes revision rows in one database transaction on `engine` (an
     `Engine` or a URL): writes and updates store the new row, deletes the key
-    with ``rev_isdelete=True``. ``rev_txid`` is the change's txid and
+    with ``rev_isdelete=True``, and an update that changes the key a delete of
+    the old key before the new row. ``rev_txid`` is the change's txid and
     ``rev_created`` its commit time, moved 1 us later where needed so that the
     revisions this sink writes keep their commit order. Changes of tables that
     are not versioned (by name, in the table's schema or, for a model without
@@ -138,12 +140,29 @@ class AuditSink:
             deleted = change.action is Action.DELETE
             image = change.before if deleted else change.after
             assert image is not None
+            # an update that changed the key: the row is gone from its old key first
+            old_key = (
+                change.before
+                if change.action is Action.UPDATE and moved(audited, change.before, image)
+                else None
+            )
             voucher = _voucher(audited, deleted, image)
             if vouchers[voucher]:
                 vouchers[voucher] -= 1
                 self.skipped += 1
+                if old_key is not None:  # the ORM wrote the old key's delete beside it
+                    gone = _voucher(audited, True, old_key)
+                    if vouchers[gone]:
+                        vouchers[gone] -= 1
                 continue
-            rev_id = str(change_id(change, index) if change.position else uuid.uuid4())
+            stable = change_id(change, index) if change.position else uuid.uuid4()
+            rev_id = str(stable)
+            if old_key is not None:
+                gone_id = str(uuid.uuid5(stable, "moved"))
+                created = self._clock.take(1, at=change.ts)
+                rows.setdefault(audited, []).append(
+                    audited.row(None, old_key, created, change.txid, gone_id)
+                )
             created = self._clock.take(1, at=change.ts)
             if deleted:
                 key = dict(image)
