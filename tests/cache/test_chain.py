@@ -22,7 +22,7 @@ from rowcast.testing.cache import CacheContract
 from rowcast.testing.cache import User as PlainUser
 from tests.cache.conftest import require_memcached
 from tests.cache.test_redis import drop_namespace
-from tests.cache.test_sqlalchemy import Base, User
+from tests.cache.test_sqlalchemy import Animal, Base, Puppy, User
 from tests.conftest import require_redis, sqlite_engine
 
 
@@ -125,3 +125,24 @@ def test_bad_layers_are_a_config_error() -> None:
     for layers in ([], [MemoryCache(), "redis://"], None):
         with pytest.raises(ConfigError, match="list of caches"):
             ChainedCache(layers)  # type: ignore[arg-type]
+
+
+def test_a_base_class_read_finds_a_row_of_a_subclass(tmp_path: Path) -> None:
+    engine = sqlite_engine(tmp_path / "animals.db")
+    Base.metadata.create_all(engine)
+    database = SQLAlchemyCache(sessionmaker(engine))
+    database.put(Puppy(id=5, name="Rex", license="L-5"))
+    memory = MemoryCache()  # not polymorphic: a Puppy is not kept under Animal's keys
+    cache = ChainedCache([memory, database])
+    for got in (cache.get(Animal, {"id": 5}), cache.batch_get(Animal, [{"id": 5}])[0]):
+        assert type(got) is Puppy
+        assert got.name == "Rex"
+    assert memory.get(Animal, {"id": 5}) is None  # returned, not cached
+    polymorphic = MemoryCache(polymorphic=True)
+    ChainedCache([polymorphic, database]).get(Animal, {"id": 5})
+    assert type(polymorphic.get(Animal, {"id": 5})) is Puppy
+    with pytest.raises(
+        ConfigError, match=r"returned a User whose keys.*must return a Animal object"
+    ):
+        memory.get_or_load(Animal, {"id": 6}, lambda: PlainUser(6, "acme", "a@acme.test"))
+    engine.dispose()

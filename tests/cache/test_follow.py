@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import subprocess
 import sys
@@ -144,6 +145,30 @@ def test_a_mapping_of_tables_to_plain_classes() -> None:
     assert cache.get(PlainUser, {"id": 1}) is not None  # another schema's table
     hub.publish([Change("update", "shop", "users", 1, row, {**row, "name": "B"})])
     assert cache.get(PlainUser, {"id": 1}) is None
+
+
+class Slot:
+    __cache_keys__ = ["starts"]
+
+    def __init__(self, starts: dt.datetime, room: str) -> None:
+        self.starts, self.room = starts, room
+
+
+def test_an_aware_datetime_key_is_the_same_instant_in_any_zone() -> None:
+    """A session in Paris caches the row; the log source gives the same instant in UTC."""
+    hub = Hub()
+    cache = MemoryCache()
+    cache.follow(hub, {"slots": Slot})
+    paris = dt.datetime(2024, 5, 1, 14, tzinfo=dt.timezone(dt.timedelta(hours=2)))
+    utc = paris.astimezone(dt.UTC)
+    cache.put(Slot(paris, "A"))
+    assert cache.get(Slot, {"starts": utc}) is not None
+    row = {"starts": utc, "room": "A"}
+    hub.publish([Change("update", None, "slots", utc, row, {**row, "room": "B"})])
+    assert cache.get(Slot, {"starts": paris}) is None
+    naive = dt.datetime(2024, 5, 1, 12)
+    cache.put(Slot(naive, "A"))
+    assert cache.get(Slot, {"starts": utc}) is None  # naive and aware stay apart
 
 
 def test_bad_models_are_a_config_error() -> None:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
 
-from rowcast.cache import Cache, MemoryCache, open_cache
+from rowcast.cache import Cache, MemoryCache, memory, open_cache
 from rowcast.errors import ConfigError
 from rowcast.testing.cache import CacheContract, User
 
@@ -72,3 +73,26 @@ def test_a_wrong_declaration_is_a_config_error() -> None:
 
     with pytest.raises(ConfigError, match="entry"):
         MemoryCache().get(Bad, {"id": 1})
+
+
+def test_reading_an_expired_entry_keeps_a_write_made_meanwhile(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Reads take no lock: one that finds an entry expired must not drop what another
+    thread wrote under the key since (a fresh value, or another reader's lease)."""
+    cache = MemoryCache(lifetime=lambda u: 60 if u.name == "old" else None)
+    cache.put(user(1, name="old"))
+    later = time.monotonic() + 3600
+    wrote: list[bool] = []
+
+    def clock() -> float:  # the reader checks the expiry: a writer puts right then
+        if not wrote:
+            wrote.append(True)
+            cache.put(user(1, name="new"))
+        return later
+
+    monkeypatch.setattr(memory, "_monotonic", clock)
+    assert cache.get(User, {"id": 1}) is None  # expired when it was read
+    got = cache.get(User, {"id": 1})
+    assert got is not None
+    assert got.name == "new"

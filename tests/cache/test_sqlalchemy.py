@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -131,4 +133,45 @@ def test_a_database_error_is_a_cache_error(tmp_path: Path) -> None:
     cache = SQLAlchemyCache(sessionmaker(engine, class_=Session))
     with pytest.raises(CacheError, match="get failed"):
         cache.get(User, {"id": 1})
+    engine.dispose()
+
+
+def test_one_loader_per_key_while_others_wait(tmp_path: Path) -> None:
+    """A loader that found nothing hands the key to one waiter at a time, not to a newcomer
+    beside it (the sleeps only give a wrong lock table the chance to show)."""
+    engine = sqlite_engine(tmp_path / "locks.db")
+    Base.metadata.create_all(engine)
+    cache = SQLAlchemyCache(sessionmaker(engine))
+    running, most = [0], [0]
+    guard = threading.Lock()
+    entered = [threading.Event() for _ in range(3)]
+    go = [threading.Event() for _ in range(3)]
+
+    def loader(n: int) -> Any:
+        with guard:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        entered[n].set()
+        go[n].wait(10)
+        with guard:
+            running[0] -= 1
+        return None  # not found: the next waiter loads
+
+    def read(n: int) -> None:
+        cache.get_or_load(User, {"id": 1}, lambda: loader(n))
+
+    threads = [threading.Thread(target=read, args=(n,)) for n in range(3)]
+    threads[0].start()
+    assert entered[0].wait(10)
+    threads[1].start()  # waits for the first loader
+    time.sleep(0.2)
+    go[0].set()
+    assert entered[1].wait(10)
+    threads[2].start()  # must wait for the second loader too
+    time.sleep(0.2)
+    go[1].set()
+    go[2].set()
+    for thread in threads:
+        thread.join(10)
+    assert most[0] == 1
     engine.dispose()

@@ -21,7 +21,9 @@ float           ``f1.5``                       ``repr``
 Decimal         ``d1.5``                       normalized: ``Decimal("1.50")`` is ``d1.5``
 bytes           ``x00ff``                      hex
 UUID            ``u<32 hex>``
-datetime        ``t2024-05-01T12:00:00``       ISO 8601; naive and aware differ
+datetime        ``t2024-05-01T12:00:00``       ISO 8601; aware is written in UTC
+                                               (the same instant from any zone is
+                                               one key); naive and aware differ
 date, time      ``D2024-05-01``, ``T12:00:00``
 None            ``~``
 Enum member     its value, as above
@@ -73,6 +75,8 @@ def encode_value(value: Any) -> str:
     if isinstance(value, uuid.UUID):
         return "u" + value.hex
     if isinstance(value, dt.datetime):
+        if value.utcoffset() is not None:  # one instant, one key, whatever the zone
+            value = value.astimezone(dt.UTC)
         return "t" + quote(value.isoformat(), safe=":-.")
     if isinstance(value, dt.date):
         return "D" + value.isoformat()

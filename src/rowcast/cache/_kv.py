@@ -209,7 +209,7 @@ class KeyValueCache(Cache):
             if raw is None:
                 lease = LEASE + os.urandom(12)
                 if self._add_leases((key,), lease, self.lease)[0]:
-                    return self._load_one(key, lease, loader)
+                    return self._load_one(cls, key, lease, loader)
                 continue  # somebody was faster: look again
             # another reader holds the lease: wait for its value
             now = time.monotonic()
@@ -220,7 +220,9 @@ class KeyValueCache(Cache):
             time.sleep(delay)
             delay = min(delay * 2, 0.05)
 
-    def _load_one(self, key: str, lease: bytes, loader: Callable[[], T | None]) -> T | None:
+    def _load_one(
+        self, cls: type, key: str, lease: bytes, loader: Callable[[], T | None]
+    ) -> T | None:
         try:
             obj = loader()
         except BaseException:
@@ -230,21 +232,24 @@ class KeyValueCache(Cache):
             self._release([(key, lease)])
             return None
         try:
-            self._fill(self._fills([(key, lease, obj)]))
+            self._fill(self._fills(cls, [(key, lease, obj)]))
         except BaseException:
             self._release([(key, lease)])
             raise
         return obj
 
-    def _fills(self, loaded: Iterable[tuple[str, bytes, object]]) -> list[Fill]:
+    def _fills(self, cls: type, loaded: Iterable[tuple[str, bytes, object]]) -> list[Fill]:
         fills: list[Fill] = []
         for key, lease, obj in loaded:
             keys, data, ttl = self._write_of(obj)
             if key not in keys:
                 self._release([(key, lease)])
+                if isinstance(obj, cls) and type(obj) is not cls:
+                    continue  # a subclass's object, not kept under `cls` unless polymorphic
                 raise ConfigError(
                     f"the loader for {key!r} returned a {type(obj).__qualname__} whose keys are "
-                    f"{keys}: the key values' types must be the object's attribute types"
+                    f"{keys}: it must return a {cls.__qualname__} object (or a subclass) whose key "
+                    "attributes equal the key dict's values, of the same types"
                 )
             if ttl is not None and ttl <= 0:
                 self._release([(key, lease)])
@@ -293,7 +298,7 @@ class KeyValueCache(Cache):
                 if obj is not None:
                     to_fill.append((key, lease, obj))
         try:
-            fills = self._fills(to_fill)
+            fills = self._fills(cls, to_fill)
             if fills:
                 self._fill(fills)
         except BaseException:

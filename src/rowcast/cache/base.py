@@ -22,6 +22,8 @@ Promises every store keeps:
 * ``delete`` is idempotent; deleting what is not there is no error.
 * ``polymorphic=True`` also stores an object under each ancestor class that
   declares ``__cache_keys__`` in its own body, so ``get(Animal, ...)`` finds a Dog.
+  Without it, a loader asked for an Animal that returns a Dog has its Dog
+  returned but not cached.
 * A driver's error is raised as `rowcast.errors.CacheError` (its cause kept);
   a wrong key or declaration is a `rowcast.errors.ConfigError`.
 

@@ -23,7 +23,15 @@ named by its polymorphic identity; rows of joined-table inheritance, whose
 image holds part of the object, are deleted instead); a plain class is built
 without calling ``__init__`` from the columns as attributes. Pass a function
 ``refresh=build(cls, attributes) -> object | None`` to build objects yourself
-(None: delete only).
+(None: delete only). Deleting commutes, storing does not: refresh a store that
+only this follower writes (a `MemoryCache`); on a store shared by several
+processes, or beside ``put`` calls of the same rows, two refreshes can land
+out of commit order and leave the older row cached until it expires.
+
+An old key is only known from the *before* image: a source must give whole
+ones (the binlog's FULL row image, PostgreSQL's ``REPLICA IDENTITY FULL``,
+both what ``rowcast doctor`` checks), else a changed alternate key keeps its
+old entry until it expires.
 
 Tables are matched by name, and by schema when one is given (``"db.users"``
 in a mapping, or a mapped table's own schema). Columns map to attributes

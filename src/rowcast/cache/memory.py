@@ -161,7 +161,9 @@ class MemoryCache(KeyValueCache):
             return None
         raw, expires, snapshot = entry
         if expires is not None and expires <= _monotonic():
-            data.pop(key, None)
+            with self._lock:  # only this entry: another thread may have written since
+                if data.get(key) is entry:
+                    del data[key]
             return None
         try:  # noqa: SIM105 - contextlib.suppress costs a tenth of a hit
             data.move_to_end(key)

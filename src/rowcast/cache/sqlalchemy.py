@@ -43,8 +43,9 @@ __all__ = ["SQLAlchemyCache"]
 
 T = TypeVar("T")
 _CHUNK = 500
-# key -> the lock its loader holds; shared by every instance in this process
-_LOCKS: dict[str, threading.Lock] = {}
+# key -> the lock its loader holds and how many threads hold or wait for it; shared by
+# every instance in this process (the entry goes when the last of them is done)
+_LOCKS: dict[str, tuple[threading.Lock, list[int]]] = {}
 _GUARD = threading.Lock()
 
 
@@ -145,9 +146,10 @@ class SQLAlchemyCache(Cache):
     ) -> T | None:
         key = class_keys(cls).key_of(keydict)
         with _GUARD:
-            lock = _LOCKS.setdefault(key, threading.Lock())
-        with lock:
-            try:
+            lock, users = _LOCKS.setdefault(key, (threading.Lock(), [0]))
+            users[0] += 1
+        try:
+            with lock:
                 found = self.get(cls, keydict)
                 if found is not None:
                     return found
@@ -155,9 +157,11 @@ class SQLAlchemyCache(Cache):
                 if obj is None:
                     return None
                 return self._insert(cls, keydict, obj)
-            finally:
-                with _GUARD:
-                    _LOCKS.pop(key, None)
+        finally:
+            with _GUARD:
+                users[0] -= 1
+                if not users[0]:
+                    del _LOCKS[key]
 
     def batch_get_or_load(
         self,
