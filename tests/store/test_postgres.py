@@ -380,3 +380,57 @@ def test_cli_init_errors(tmp_path: Path) -> None:
     result = runner.invoke(main, ["events", "init", f"sqlite:///{tmp_path}/e.db"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "e.db").exists()
+
+
+# ---------------------------------------------------------------- found in review
+
+
+@pytest.mark.parametrize("odd", ["it's", 'say "hi"', "$rowcast$x", "Mixed Case"])
+def test_any_schema_name_is_taken_as_it_is_never_as_sql(server: str, odd: str) -> None:
+    """Quotes and dollar tags in a schema name neither break nor inject into the setup SQL."""
+    name = f"rc_store_{uuid.uuid4().hex[:6]}_{odd}"
+    try:
+        for _ in range(2):  # creating, then finding what exists
+            with EventStore(server, schema=name) as store:
+                store.append("s", events(1))
+        with EventStore(server, schema=name) as store:
+            assert [e.version for e in store.read("s")] == [1, 2]
+    finally:
+        with psycopg.connect(server, autocommit=True) as conn:
+            conn.execute(
+                psycopg.sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
+                    psycopg.sql.Identifier(name)
+                )
+            )
+
+
+def test_delete_stream_waits_for_appends_in_flight(server: str, url: str) -> None:
+    """A delete between an append's version read and its commit would leave versions 6, 7...
+
+    An append holds the schema's append lock from its version read to its
+    commit; a delete must take it too, so that the stream it leaves behind is
+    either empty or starts at version 1.
+    """
+    application = f"rc_store_del_{uuid.uuid4().hex[:8]}"
+    stream = f"del-{uuid.uuid4().hex}"
+    with EventStore(f"{url}&application_name={application}") as store:
+        store.append(stream, events(5))
+        key = store._sql.lock_key  # type: ignore[attr-defined]
+        with psycopg.connect(server, autocommit=True) as holder:
+            holder.execute("BEGIN")
+            holder.execute("SELECT pg_advisory_xact_lock(%s)", (key,))  # an append in flight
+            deleter = threading.Thread(target=store.delete_stream, args=(stream,))
+            deleter.start()
+            waiting = False
+            while deleter.is_alive() and not waiting:
+                row = holder.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s "
+                    "AND wait_event_type = 'Lock' AND wait_event = 'advisory'",
+                    (application,),
+                ).fetchone()
+                waiting = row is not None and row[0] > 0
+            holder.execute("COMMIT")
+            deleter.join(30)
+        assert waiting, "delete_stream went ahead while an append held the append lock"
+        assert store.stream_version(stream) == 0
+        assert store.append(stream, events(1)).version == 1

@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 
 from ..errors import ConfigError, StoreError
-from ._postgres_sql import Statements
+from ._postgres_sql import Statements, quote
 
 __all__ = ["ensure_schema"]
 
@@ -32,12 +32,12 @@ def ensure_schema(conn: psycopg.Connection[Any], schema: str | None, shown: str)
                     "of its search_path exists); name one with ?schema=NAME"
                 )
         sql = Statements(schema)
-        row = conn.execute(sql.missing, (list(sql.tables),)).fetchone()
+        row = conn.execute(sql.missing, (sql.signature, list(sql.tables))).fetchone()
         if row is not None and row[0] == 0:
             return schema
         with conn.transaction():
             conn.execute(f"SELECT pg_advisory_xact_lock({sql.setup_key})")
-            row = conn.execute("SELECT to_regnamespace(%s) IS NULL", (f'"{schema}"',)).fetchone()
+            row = conn.execute("SELECT to_regnamespace(%s) IS NULL", (quote(schema),)).fetchone()
             if row is not None and row[0]:
                 conn.execute(sql.create_schema)
             for statement in sql.create_tables:

@@ -1,4 +1,4 @@
-"""The I/O-free half of the PostgreSQL event store: URL options, SQL text, refused appends.
+"""The I/O-free half of the PostgreSQL event store: URL options, SQL text.
 
 Shared by the sync store (`rowcast.store.postgres`) and the async one
 (`rowcast.store._postgres_aio`); nothing here imports psycopg.
@@ -12,14 +12,13 @@ themselves on one NOTIFY channel (`channel`), both derived from the schema's nam
 from __future__ import annotations
 
 import hashlib
-import uuid
 from dataclasses import dataclass
 from typing import Final
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .._url import masked
-from ..errors import ConfigError, DuplicateEventId, StoreError, WrongExpectedVersion
-from .base import ANY, NO_STREAM, STREAM_EXISTS, AppendResult, ExpectedVersion
+from ..errors import ConfigError
+from .base import ANY, NO_STREAM, STREAM_EXISTS, ExpectedVersion
 
 __all__ = [
     "PostgresOptions",
@@ -27,7 +26,6 @@ __all__ = [
     "expected_params",
     "parse_url",
     "quote",
-    "resolve_refused",
 ]
 
 _OPTIONS: Final = ("schema", "pool_min", "pool_max", "timeout")
@@ -177,10 +175,11 @@ class Statements:
             )""",
         )
         function = f"{s}.rowcast_append"
+        #: the append function's signature, for to_regprocedure (a parameter, never SQL text)
+        self.signature = f"{function}({_APPEND_ARGS})"
         self.missing = (
             "SELECT count(*) FILTER (WHERE to_regclass(t) IS NULL) "
-            f"+ (to_regprocedure('{function}({_APPEND_ARGS})') IS NULL)::int "
-            "FROM unnest(%s::text[]) t"
+            "+ (to_regprocedure(%s) IS NULL)::int FROM unnest(%s::text[]) t"
         )
         # One call, one statement, one round trip. Inside: the lock, then (a new
         # statement, so a new snapshot that sees every append committed before the
@@ -188,11 +187,15 @@ class Statements:
         # of an append are drawn under the lock, which is held until its commit is
         # visible: the global order is the commit order, and a reader following it
         # never passes a gap that fills in later. NOTIFY is sent at the commit.
+        # the body's dollar quote: a tag that the schema's name cannot close early
+        tag = "$rowcast$"
+        while tag in s:
+            tag = f"$rowcast{len(tag)}$"
         self.create_function = f"""CREATE OR REPLACE FUNCTION {function}(
                 p_stream text, p_kind integer, p_expected bigint, p_ids bytea[],
                 p_types text[], p_data text[], p_metadata text[])
             RETURNS TABLE (o_version bigint, o_position bigint)
-            LANGUAGE plpgsql AS $rowcast$
+            LANGUAGE plpgsql AS {tag}
             BEGIN
                 PERFORM pg_advisory_xact_lock({self.lock_key});
                 PERFORM pg_notify('{self.channel}', '');
@@ -213,7 +216,7 @@ class Statements:
                 )
                 SELECT cur.v, (SELECT max(ins.position) FROM ins) FROM cur;
             END
-            $rowcast$"""
+            {tag}"""
         self.append = f"SELECT o_version, o_position FROM {function}(%s, %s, %s, %b, %b, %b, %b)"
         self.find_ids = (
             f"SELECT id::text, stream, version, position FROM {events} "
@@ -235,6 +238,7 @@ class Statements:
         self.version = f"SELECT coalesce(max(version), 0) FROM {events} WHERE stream = %s"
         self.head = f"SELECT coalesce(max(position), 0) FROM {events}"
         self.streams = f"SELECT stream, max(version), max(position) FROM {events} GROUP BY stream"
+        #: run after taking `lock_key` in the same transaction (see the append function)
         self.delete = (
             f"WITH gone AS (DELETE FROM {events} WHERE stream = %(stream)s) "
             f"DELETE FROM {snapshots} WHERE stream = %(stream)s"
@@ -273,47 +277,3 @@ def expected_params(expected: ExpectedVersion) -> tuple[int, int]:
         return 2, 0
     assert isinstance(expected, int)
     return 1, expected
-
-
-def resolve_refused(
-    url: str,
-    stream: str,
-    ids: list[bytes],
-    expected: ExpectedVersion,
-    current: int | None,
-    stored: dict[bytes, tuple[str, int, int]],
-) -> AppendResult:
-    """After a refused append: the first result if the batch is a retry, else the error.
-
-    `current` is the stream's version when `expected` did not match it, None
-    when the insert broke a UNIQUE constraint; `stored` maps each id of the
-    batch that is stored to its (stream, version, position).
-    """
-    if current is not None and ids[0] not in stored:  # not a retry: a real conflict
-        raise WrongExpectedVersion(stream, expected, current)
-    if len(set(ids)) < len(ids):
-        seen: set[bytes] = set()
-        for twice in ids:
-            if twice in seen:
-                break
-            seen.add(twice)
-        twin = uuid.UUID(bytes=twice)
-        raise DuplicateEventId(stream, [twin], f"the batch holds event id {twin} twice")
-    if not stored:
-        raise StoreError(f"event store {masked(url)}: append to {stream!r} broke a constraint")
-    if len(stored) == len(ids):
-        first_stream, first_version, _ = stored[ids[0]]
-        if first_stream == stream and all(
-            stored[i][:2] == (stream, first_version + k) for k, i in enumerate(ids)
-        ):
-            _, version, position = stored[ids[-1]]
-            return AppendResult(version, position)
-    clash = next(i for i in ids if i in stored)
-    where, version, _ = stored[clash]
-    raise DuplicateEventId(
-        stream,
-        [uuid.UUID(bytes=i) for i in ids if i in stored],
-        f"{len(stored)} of its {len(ids)} event ids are already stored (e.g. "
-        f"{uuid.UUID(bytes=clash)} in stream {where!r} at version {version}), and not as "
-        "this same batch; a retry must send the same events, a new event needs a new id",
-    )

@@ -5,7 +5,7 @@ Imported only once psycopg is known to be installed (see
 set on the store's own connections only (never on psycopg's global adapters),
 are psycopg's C ones: a ``uuid`` arrives as its 16 bytes and a ``json`` value
 as its text, so fetching a page runs no Python per value. `to_events` then
-makes the events in one loop: the UUID's slots filled directly
+makes the events in one loop: the UUIDs by `rowcast.store.base.uuid_from_bytes`
 (``UUID(bytes=...)`` checks its argument, and costs), and the JSON parsed by
 the C scanner, with the codec's restoring hook only for text that holds a
 tag (``"$``), which plain event data never does.
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import json.scanner
-import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -23,7 +22,7 @@ import psycopg
 from psycopg.types.string import ByteaBinaryLoader, TextBinaryLoader
 
 from ..change import _hook as _restore
-from .base import RecordedEvent
+from .base import RecordedEvent, uuid_from_bytes
 
 __all__ = ["ADAPTERS", "to_events"]
 
@@ -35,11 +34,6 @@ ADAPTERS.register_loader("json", TextBinaryLoader)
 _Scanner = Callable[[str, int], tuple[Any, int]]
 _tagged: _Scanner = json.scanner.make_scanner(json.JSONDecoder(object_hook=_restore))  # type: ignore[arg-type]
 _plain: _Scanner = json.scanner.make_scanner(json.JSONDecoder())  # type: ignore[arg-type]
-_new_object = object.__new__
-_set_uuid_int = uuid.UUID.__dict__["int"].__set__
-_set_uuid_safe = uuid.UUID.__dict__["is_safe"].__set__
-_UNKNOWN_SAFETY = uuid.SafeUUID.unknown
-_from_bytes = int.from_bytes
 
 
 def to_events(rows: Sequence[Sequence[Any]], stream: str | None) -> list[RecordedEvent]:
@@ -47,13 +41,7 @@ def to_events(rows: Sequence[Sequence[Any]], stream: str | None) -> list[Recorde
 
     With `stream` given, the rows have no stream column: (version, position, ...).
     """
-    make, uuid_class, set_int, set_safe, safety = (
-        RecordedEvent,
-        uuid.UUID,
-        _set_uuid_int,
-        _set_uuid_safe,
-        _UNKNOWN_SAFETY,
-    )
+    make, uuid_ = RecordedEvent, uuid_from_bytes
     events: list[RecordedEvent] = []
     append = events.append
     for row in rows:
@@ -62,15 +50,12 @@ def to_events(rows: Sequence[Sequence[Any]], stream: str | None) -> list[Recorde
         else:
             version, position, raw, type_, data, meta, at = row
             name = stream
-        event_id = _new_object(uuid_class)
-        set_int(event_id, _from_bytes(raw, "big"))
-        set_safe(event_id, safety)
         append(
             make(
                 name,
                 version,
                 position,
-                event_id,
+                uuid_(raw),
                 type_,
                 (_tagged if '"$' in data else _plain)(data, 0)[0],
                 None if meta is None else (_tagged if '"$' in meta else _plain)(meta, 0)[0],

@@ -81,7 +81,7 @@ from typing import Any, Final, NoReturn, Self, cast
 from urllib.parse import urlsplit
 
 from ..change import dumps, loads
-from ..errors import ConfigError, StoreError
+from ..errors import ConfigError, DuplicateEventId, StoreError, WrongExpectedVersion
 from ._watch import Notifier, Subscription, Watch
 
 __all__ = [
@@ -372,6 +372,69 @@ def encode_batch(events: object) -> EncodedBatch:
     if not ids:
         raise ConfigError("append needs at least one event; the batch is empty")
     return EncodedBatch(ids, types, data, metadata)
+
+
+def refused_append(
+    where: str,
+    stream: str,
+    ids: list[bytes],
+    expected: ExpectedVersion,
+    current: int | None,
+    stored: Mapping[bytes, tuple[str, int, int]],
+) -> AppendResult:
+    """After a refused append: the first result if the batch is a retry, else the error.
+
+    Every backend's append, once refused, finds which of the batch's `ids` are
+    `stored` (id -> (stream, version, position)) and lets this decide (see
+    "Idempotency" in the module docstring). `current` is the stream's version when
+    `expected` did not match it, None when the batch broke a UNIQUE rule (or the
+    backend checked the version already); `where` names the store in errors.
+    """
+    if current is not None and ids[0] not in stored:  # not a retry: a real conflict
+        raise WrongExpectedVersion(stream, expected, current)
+    seen: set[bytes] = set()
+    for twice in ids:
+        if twice in seen:
+            duplicate = uuid.UUID(bytes=twice)
+            raise DuplicateEventId(
+                stream, [duplicate], f"the batch holds event id {duplicate} twice"
+            )
+        seen.add(twice)
+    if not stored:
+        raise StoreError(f"event store {where}: append to {stream!r} broke a constraint")
+    if len(stored) == len(ids):
+        first_stream, first_version, _ = stored[ids[0]]
+        if first_stream == stream and all(
+            stored[i][:2] == (stream, first_version + k) for k, i in enumerate(ids)
+        ):
+            _, version, position = stored[ids[-1]]
+            return AppendResult(version, position)
+    clash = next(i for i in ids if i in stored)
+    other, version, _ = stored[clash]
+    raise DuplicateEventId(
+        stream,
+        [uuid.UUID(bytes=i) for i in ids if i in stored],
+        f"{len(stored)} of its {len(ids)} event ids are already stored (e.g. "
+        f"{uuid.UUID(bytes=clash)} in stream {other!r} at version {version}), and not as "
+        "this same batch; a retry must send the same events, a new event needs a new id",
+    )
+
+
+# UUID(bytes=...) checks its argument and costs a quarter of a read; ids read back
+# come from the store itself, so their UUIDs get their slots filled directly (as
+# unpickling does)
+_new_object = object.__new__
+_set_uuid_int = uuid.UUID.__dict__["int"].__set__
+_set_uuid_safe = uuid.UUID.__dict__["is_safe"].__set__
+_UNKNOWN_SAFETY = uuid.SafeUUID.unknown
+
+
+def uuid_from_bytes(raw: bytes) -> uuid.UUID:
+    """The UUID of 16 bytes that the store wrote itself (unchecked: fast)."""
+    value: uuid.UUID = _new_object(uuid.UUID)
+    _set_uuid_int(value, int.from_bytes(raw, "big"))
+    _set_uuid_safe(value, _UNKNOWN_SAFETY)
+    return value
 
 
 def encode_state(state: object) -> tuple[bytes, bool]:

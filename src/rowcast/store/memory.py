@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from typing import Any, Final, NamedTuple
 
 from ..change import loads
-from ..errors import ConfigError, DuplicateEventId, WrongExpectedVersion
+from ..errors import ConfigError, WrongExpectedVersion
 from .base import (
     ALL,
     AppendResult,
@@ -33,6 +33,7 @@ from .base import (
     RecordedEvent,
     Snapshot,
     decode_state,
+    refused_append,
     version_matches,
 )
 
@@ -81,9 +82,9 @@ class MemoryEventStore(EventStore):
             # as on SQLite: a version conflict is one unless the batch's first id is stored
             if not version_matches(expected, current) and ids[0] not in self._ids:
                 raise WrongExpectedVersion(stream, expected, current)
-            stored = [self._ids[i] for i in ids if i in self._ids]
+            stored = {i: self._ids[i][:3] for i in ids if i in self._ids}
             if stored or len(set(ids)) < len(ids):
-                return self._stored_or_conflict(stream, ids, stored)
+                return refused_append(self.url, stream, ids, expected, None, stored)
             now = time.time()
             records = [
                 _Record(stream, current + k + 1, self._last_position + k + 1, *row, now)
@@ -99,30 +100,6 @@ class MemoryEventStore(EventStore):
             result = AppendResult(records[-1].version, records[-1].position)
         self._appended(stream, result)
         return result
-
-    def _stored_or_conflict(
-        self,
-        stream: str,
-        ids: list[bytes],
-        stored: list[_Record],
-    ) -> AppendResult:
-        """The first result when the batch is a retry of one stored whole; else the error."""
-        if len(set(ids)) < len(ids):
-            twice = uuid.UUID(bytes=next(i for k, i in enumerate(ids) if i in ids[:k]))
-            raise DuplicateEventId(stream, [twice], f"the batch holds event id {twice} twice")
-        first = stored[0]
-        if len(stored) == len(ids) and all(
-            (r.stream, r.version) == (stream, first.version + k) for k, r in enumerate(stored)
-        ):
-            return AppendResult(stored[-1].version, stored[-1].position)
-        raise DuplicateEventId(
-            stream,
-            [uuid.UUID(bytes=r.id) for r in stored],
-            f"{len(stored)} of its {len(ids)} event ids are already stored (e.g. "
-            f"{uuid.UUID(bytes=first.id)} in stream {first.stream!r} at version "
-            f"{first.version}), and not as this same batch; a retry must send the same "
-            "events, a new event needs a new id",
-        )
 
     # -- reads
 

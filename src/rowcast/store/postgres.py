@@ -59,7 +59,7 @@ from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeVar
 
 from .._url import masked
 from ..errors import ConfigError, StoreError
-from ._postgres_sql import PostgresOptions, Statements, expected_params, parse_url, resolve_refused
+from ._postgres_sql import PostgresOptions, Statements, expected_params, parse_url
 from .base import (
     ALL,
     AppendResult,
@@ -70,6 +70,7 @@ from .base import (
     Snapshot,
     Watch,
     decode_state,
+    refused_append,
 )
 
 if TYPE_CHECKING:
@@ -261,7 +262,7 @@ class PostgresEventStore(EventStore):
     ) -> AppendResult:
         rows = conn.execute(self._sql.find_ids, (batch.ids,)).fetchall()
         stored = {bytes.fromhex(i.replace("-", "")): (s, v, p) for i, s, v, p in rows}
-        return resolve_refused(self._shown, stream, batch.ids, expected, current, stored)
+        return refused_append(self._shown, stream, batch.ids, expected, current, stored)
 
     # -- reads
 
@@ -312,7 +313,14 @@ class PostgresEventStore(EventStore):
     # -- deletes, snapshots, subscriptions
 
     def _delete_stream(self, stream: str) -> None:
-        self._run("delete stream", lambda conn: conn.execute(self._sql.delete, {"stream": stream}))
+        def work(conn: psycopg.Connection[Any]) -> None:
+            # under the append lock: an append in flight read the stream's version
+            # before the delete and would write after it (versions 6, 7... of nothing)
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (self._sql.lock_key,))
+                conn.execute(self._sql.delete, {"stream": stream})
+
+        self._run("delete stream", work)
 
     def _save_snapshot(
         self, stream: str, name: str, version: int, state: bytes, is_bytes: bool

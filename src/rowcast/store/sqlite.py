@@ -44,7 +44,6 @@ import random
 import sqlite3
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from functools import partial
 from itertools import repeat
@@ -53,7 +52,7 @@ from typing import Any, Final, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from ..change import _hook as _restore
-from ..errors import ConfigError, DuplicateEventId, StoreError, WrongExpectedVersion
+from ..errors import ConfigError, StoreError, WrongExpectedVersion
 from .base import (
     ALL,
     DEFAULT_URL,
@@ -64,6 +63,8 @@ from .base import (
     RecordedEvent,
     Snapshot,
     decode_state,
+    refused_append,
+    uuid_from_bytes,
     version_matches,
 )
 
@@ -137,21 +138,6 @@ _SAVE_POSITION: Final = (
     "INSERT INTO rowcast_subscriptions (name, stream, position) VALUES (?, ?, ?) "
     "ON CONFLICT (name) DO UPDATE SET position = excluded.position"
 )
-
-# UUID(bytes=...) checks its arguments and costs a quarter of a read; the ids come
-# from the store itself, so reads fill the UUID's slots directly (as unpickling does)
-_new_object = object.__new__
-_set_uuid_int = uuid.UUID.__dict__["int"].__set__
-_set_uuid_safe = uuid.UUID.__dict__["is_safe"].__set__
-_UNKNOWN_SAFETY = uuid.SafeUUID.unknown
-
-
-def _uuid_from_bytes(raw: bytes) -> uuid.UUID:
-    value: uuid.UUID = _new_object(uuid.UUID)
-    _set_uuid_int(value, int.from_bytes(raw, "big"))
-    _set_uuid_safe(value, _UNKNOWN_SAFETY)
-    return value
-
 
 # reads skip loads()'s whitespace checks: the store wrote the text itself
 _decode = json.JSONDecoder(object_hook=_restore).raw_decode
@@ -369,40 +355,13 @@ class SQLiteEventStore(EventStore):
             first = conn.execute("SELECT 1 FROM rowcast_events WHERE id = ?", (ids[0],))
             if first.fetchone() is None:
                 raise WrongExpectedVersion(stream, expected, current)
-        if len(set(ids)) < len(ids):
-            seen: set[bytes] = set()
-            for i in ids:
-                if i in seen:
-                    break
-                seen.add(i)
-            twice = uuid.UUID(bytes=i)
-            raise DuplicateEventId(stream, [twice], f"the batch holds event id {twice} twice")
         stored: dict[bytes, tuple[str, int, int]] = {}
         for start in range(0, len(ids), _ID_CHUNK):
             chunk = ids[start : start + _ID_CHUNK]
             marks = ", ".join("?" * len(chunk))
             rows = conn.execute(_FIND_IDS.format(marks), chunk)
             stored.update((bytes(i), (s, v, p)) for i, s, v, p in rows)
-        if not stored:
-            if current is not None:
-                raise WrongExpectedVersion(stream, expected, current)
-            raise StoreError(f"event store {self.url}: append to {stream!r} broke a constraint")
-        if len(stored) == len(ids):
-            first_stream, first_version, _ = stored[ids[0]]
-            if first_stream == stream and all(
-                stored[i][:2] == (stream, first_version + k) for k, i in enumerate(ids)
-            ):
-                _, version, position = stored[ids[-1]]
-                return AppendResult(version, position)
-        clash = next(i for i in ids if i in stored)
-        where, version, _ = stored[clash]
-        raise DuplicateEventId(
-            stream,
-            [uuid.UUID(bytes=i) for i in ids if i in stored],
-            f"{len(stored)} of its {len(ids)} event ids are already stored (e.g. "
-            f"{uuid.UUID(bytes=clash)} in stream {where!r} at version {version}), and not as "
-            "this same batch; a retry must send the same events, a new event needs a new id",
-        )
+        return refused_append(self.url, stream, ids, expected, current, stored)
 
     # -- reads
 
@@ -413,7 +372,7 @@ class SQLiteEventStore(EventStore):
         upper = _MAX
         everything = stream == ALL
         sql = (_READ_ALL if everything else _READ)[backwards]
-        uuid_ = _uuid_from_bytes
+        uuid_ = uuid_from_bytes
         event = RecordedEvent
         decode = _decode
         while remaining > 0:
