@@ -313,3 +313,25 @@ def test_mariadb_replicated_into_postgresql_and_sqlite(
         got = [tuple(_normal(v) for v in row) for row in rows(target_url, name, schema)]
         got = [tuple(map(_normal, row)) for row in rows(target_url, name, schema)]
         assert [_tags(row) for row in got] == [_tags(row) for row in expected], url
+
+
+# ---------------------------------------------------------------- found in review
+
+UNCHANGED_TOAST = "rowcast:unchanged-toast"  # rowcast.sources._pgoutput.UNCHANGED, after JSON
+
+
+def test_an_unchanged_toasted_value_is_never_written_as_the_marker(sqlite_url: str) -> None:
+    """PostgreSQL does not log a TOASTed value an UPDATE left alone: keep the replica's own."""
+    body = "x" * 10_000
+    sink = ReplicationSink(sqlite_url)
+    sink.deliver([tx(write(1, name="a", body=body), write(2, name="b", body=body))])
+    full = {"id": 1, "name": "a", "body": body}  # REPLICA IDENTITY FULL: before has it
+    sink.deliver(
+        [
+            tx(update(1, full, {"id": 1, "name": "A", "body": UNCHANGED_TOAST})),
+            tx(update(2, {"id": 2}, {"id": 2, "name": "B", "body": UNCHANGED_TOAST})),
+            tx(update(1, {**full, "name": "A"}, {"id": 3, "name": "A", "body": UNCHANGED_TOAST})),
+        ]
+    )
+    sink.close()
+    assert rows(sqlite_url, "items") == [(2, "B", body), (3, "A", body)]

@@ -14,7 +14,9 @@ What it promises:
   is an upsert by primary key of the row's after image, a delete deletes by
   primary key, an update that changes the key deletes the old key first. Replaying
   changes already applied converges to the same rows, so a re-delivery after a
-  crash (at-least-once) leaves the replica equal to the source.
+  crash (at-least-once) leaves the replica equal to the source. A value the
+  source did not send (PostgreSQL's unchanged TOASTed column) is taken from the
+  before image, or else left as the replica has it.
 * A batch (whole source transactions) is applied in one target transaction:
   a source transaction is never applied in part.
 * Missing tables are created from the source's schema when ``source_url`` is
@@ -50,6 +52,9 @@ from .base import Batch
 
 __all__ = ["ReplicationSink"]
 
+# rowcast.sources._pgoutput.UNCHANGED (a str enum; a plain str after JSON): sinks
+# import no source
+_UNCHANGED = "rowcast:unchanged-toast"
 _DRIVERS = {"postgresql": "postgresql+psycopg", "postgres": "postgresql+psycopg"}
 _DRIVERS |= {"mysql": "mysql+pymysql", "mariadb": "mysql+pymysql"}
 
@@ -143,7 +148,7 @@ class ReplicationSink:
             conn.execute(table.delete().where(where), old)
             if op == "delete":
                 return
-        rows = [_adapt(table, c.after or {}) for c in changes]
+        rows = [_adapt(table, _known(c)) for c in changes]
         for columns, same in groupby(rows, key=tuple):
             conn.execute(_upsert(conn, table, keys, columns), list(same))
 
@@ -233,6 +238,23 @@ def _operation(keys: list[str], change: Change) -> str:
     if before is not None and any(before.get(k) != after.get(k) for k in keys):
         return "move"
     return "upsert"
+
+
+def _known(change: Change) -> dict[str, Any]:
+    """The after image without values the source did not send (PostgreSQL's unchanged TOAST).
+
+    Such a value comes from the before image when that has it (REPLICA IDENTITY
+    FULL); else the column is left out, so the upsert keeps the replica's value.
+    """
+    after = change.after or {}
+    if _UNCHANGED not in after.values():
+        return after
+    before = change.before or {}
+    return {
+        name: before[name] if value == _UNCHANGED else value
+        for name, value in after.items()
+        if value != _UNCHANGED or before.get(name, _UNCHANGED) != _UNCHANGED
+    }
 
 
 def _adapt(table: sa.Table, row: dict[str, Any]) -> dict[str, Any]:
