@@ -520,3 +520,26 @@ def test_uninstall_removes_triggers_and_optionally_the_changes(
     db.execute("INSERT INTO test (data) VALUES ('the app still writes')")
     names = {n for (n,) in db.execute("SELECT name FROM sqlite_master")}
     assert not {n for n in names if n.startswith("rowcast_")}
+
+
+# ---------------------------------------------------------------- found in review
+
+
+def test_a_checkpointed_reader_is_protected_from_its_first_read(
+    path: Path, db: sqlite3.Connection, tmp_path: Path
+) -> None:
+    """Another source's prune must not take rows a checkpointed reader has not passed.
+
+    Even when that reader never pruned itself (which used to be the only time a
+    reader was recorded in rowcast_readers).
+    """
+    checkpoint = open_checkpoint(str(tmp_path / "cp.json"))
+    with streaming(TriggerSource(url(path), checkpoint=checkpoint, retain=0)) as got:
+        db.execute("INSERT INTO test (data) VALUES ('a')")
+        wait_for(lambda: len(got) == 1)
+    for data in "bcd":
+        db.execute("INSERT INTO test (data) VALUES (?)", (data,))
+    assert events(read(path)) == [("test_write", n) for n in (1, 2, 3, 4)]  # seals d
+    TriggerSource(url(path), retain=0).prune()  # a reader with no checkpoint, tidying up
+    later = list(TriggerSource(url(path), checkpoint=checkpoint, end="now"))
+    assert [c.after["data"] for tx in later for c in tx if c.after] == ["b", "c", "d"]

@@ -35,10 +35,15 @@ to resume from as any other.
 The source waits by polling ``PRAGMA data_version`` every `poll` seconds
 (shared memory, no disk I/O), only while it has nothing to read. On every
 schema change (``PRAGMA schema_version``) it re-creates the triggers of
-tables whose columns changed and installs those of new tables. A column
-named by the triggers cannot be dropped (SQLite refuses: "error in trigger
-rowcast_t_update"): drop the table's three triggers in the migration's
-transaction; a running source re-creates them after the commit.
+tables whose columns changed and installs those of new tables. Until it
+does, the old triggers run: rows written after an ``ALTER TABLE`` and before
+that carry the old column set (an added column is missing from their images,
+a renamed table or column keeps its old name), and so does every write made
+while no source reads. A column named by the triggers cannot be dropped
+(SQLite refuses: "error in trigger rowcast_t_update"): drop the table's three
+triggers in the migration's transaction; a running source re-creates them
+after the commit, and changes committed in between are not captured, so
+migrate while the app does not write to that table.
 
 ``rowcast_changes`` is pruned by `prune` (run by every reading source when
 idle, every `prune_every` seconds): rows older than `retain` seconds that
@@ -212,6 +217,28 @@ class TriggerSource:
         return done
 
     def _resolve(self, conn: sqlite3.Connection) -> tuple[int, int | None]:
+        if self.checkpoint is None:
+            return self._start(conn)
+        # A checkpointed reader is recorded in rowcast_readers before it reads, in the
+        # transaction that checks its start against what was pruned: from then on no
+        # prune (of any source) takes a row it has not passed.
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            cursor, end = self._start(conn)
+            conn.execute(
+                "INSERT INTO rowcast_readers VALUES (?, ?, ?) ON CONFLICT (name) DO "
+                "UPDATE SET position = excluded.position, updated_at = excluded.updated_at",
+                (_reader_name(self.checkpoint), cursor, time.time()),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return cursor, end
+
+    def _start(self, conn: sqlite3.Connection) -> tuple[int, int | None]:
+        """Where reading starts (after) and ends (None: never), checked against the table."""
         saved = self.checkpoint.load() if self.checkpoint is not None else None
         start = saved or self.start
         (last,) = conn.execute("SELECT coalesce(max(seq), 0) FROM rowcast_changes").fetchone()
