@@ -18,7 +18,9 @@ def require_port(name: str, url: str, default_port: int) -> str:
     """`url` when its server accepts TCP connections; skip the test if not, but fail in CI."""
     parts = urlsplit(url)
     try:
-        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or default_port), 2):
+        with socket.create_connection(
+            (parts.hostname or "127.0.0.1", parts.port or default_port), 2
+        ):
             pass
     except OSError as error:
         message = f"{name} server not reachable at {url}: {error}"

@@ -1,0 +1,83 @@
+"""Reading a broker sink URL's query options: shared by the redis, nats and rabbitmq sinks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from .._url import masked
+from ..errors import ConfigError
+
+__all__ = ["boolean", "number", "query"]
+
+_BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
+def query(
+    url: str, what: str, schemes: tuple[str, ...], known: tuple[str, ...], *, others: bool = False
+) -> tuple[dict[str, str], list[tuple[str, str]]]:
+    """The options of `url` that are `known`, and the others in order (only if `others`).
+
+    The scheme must be one of `schemes`. A known option given twice, or any other option
+    when `others` is false, is a `ConfigError` naming what `what` (e.g. "the Redis sink")
+    takes.
+    """
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in schemes:
+        raise ConfigError(
+            f"{masked(url)}: {what} takes URLs starting with "
+            + " or ".join(f"{s}://" for s in schemes)
+        )
+    try:
+        pairs = parse_qsl(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
+    except ValueError as e:
+        raise ConfigError(f"{masked(url)}: malformed query: {e}") from e
+    options: dict[str, str] = {}
+    rest: list[tuple[str, str]] = []
+    for name, value in pairs:
+        if name not in known:
+            if not others:
+                raise ConfigError(
+                    f"{masked(url)}: unknown option {name!r}; {what} takes " + ", ".join(known)
+                )
+            rest.append((name, value))
+        elif name in options:
+            raise ConfigError(f"{masked(url)}: option {name!r} given twice")
+        else:
+            options[name] = value
+    return options, rest
+
+
+def number(
+    url: str,
+    name: str,
+    given: Any,
+    options: dict[str, str],
+    default: Any,
+    kind: Callable[[Any], float] = float,
+) -> Any:
+    """Option `name` as a positive finite `kind`: the keyword `given`, else the URL's, else
+    `default`."""
+    if given is None and name not in options:
+        return default
+    value: Any = given if given is not None else options[name]
+    try:
+        result = kind(value)
+    except (TypeError, ValueError, OverflowError):
+        result = float("nan")
+    if isinstance(value, bool) or not 0 < result < float("inf"):
+        raise ConfigError(f"{masked(url)}: {name} must be a positive number, not {value!r}")
+    return result
+
+
+def boolean(url: str, name: str, given: Any, options: dict[str, str], default: bool) -> bool:
+    """Option `name` as true or false (also 1/0, yes/no)."""
+    if given is not None:
+        return bool(given)
+    text = options.get(name)
+    if text is None:
+        return default
+    if text.lower() not in _BOOLEANS:
+        raise ConfigError(f"{masked(url)}: {name} is true or false, not {text!r}")
+    return _BOOLEANS[text.lower()]

@@ -1,0 +1,361 @@
+"""`NatsSink`: every change a NATS JetStream message (``nats://``, ``tls://``).
+
+URL: ``nats://[user:password@]host[:port][?option=value&...]`` (``tls://`` for TLS),
+options:
+
+``stream``
+    the JetStream stream, default ``rowcast``; created when missing, with subjects
+    ``<prefix>.>`` (file storage, the server's other defaults). A stream that exists
+    is used as it is: its limits, retention and replicas are yours to set.
+``prefix``
+    the first subject token(s), default ``rowcast``.
+``duplicate_window``
+    seconds JetStream remembers message ids, only for a stream the sink creates;
+    default: the server's (2 minutes).
+``timeout``
+    seconds to connect, and to wait for publish acks, default 10.
+
+A change is published to ``<prefix>.<schema>.<table>.<action>`` (``_`` for a change
+without schema; ``.``, ``*``, ``>``, ``%`` and blanks inside a name are written as
+``%XX``) with body ``Change.to_json()`` and headers
+
+==================  =======================================================
+``Nats-Msg-Id``     the change id (`rowcast.sinks.change_id`): JetStream drops
+                    a message whose id it stored within the duplicate window
+``Nats-Expected-Stream``  the stream name: a subject caught by another stream
+                    is refused, not stored elsewhere
+==================  =======================================================
+
+A batch is published at once, then `deliver` waits for every publish ack: each ack
+means the stream stored the message (or already had its id). One connection
+publishes in order and one stream keeps one order, so messages are in commit order
+across every table of the stream. A re-delivered batch is deduplicated within the
+duplicate window. Consumers read with a durable consumer (pull or push, filtered by
+subject, e.g. ``rowcast.shop.orders.*``), acking each message.
+
+nats-py is asyncio; the sink runs it on a private event loop in a daemon thread
+behind its blocking API, so it works from any thread, inside a running loop or not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import logging
+import re
+import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+from .._url import masked
+from ..change import Change
+from ..errors import ConfigError, SinkError
+from ._options import number, query
+from .base import Batch, identified
+
+__all__ = ["NatsSink", "subject_token"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+_OPTIONS = ("stream", "prefix", "duplicate_window", "timeout")
+_UNSAFE = re.compile(r"[.*>%\x00-\x20\x7f]")
+_STREAM_NAME = re.compile(r"[^.*>/\\\s]{1,255}")
+_PREFIX = re.compile(r"[^.*>\s]+(\.[^.*>\s]+)*")
+# JetStream API error codes (nats-server's errors.json)
+_FULL = {10077: "the stream holds its max_msgs", 10078: "the stream holds its max_bytes"}
+_FULL[10047] = "the server has no storage left"
+_WRONG_STREAM = 10060
+_NAME_IN_USE = 10058
+
+
+def subject_token(name: str) -> str:
+    """`name` as one subject token: ``.``, ``*``, ``>``, ``%`` and blanks as ``%XX``."""
+    return _UNSAFE.sub(lambda m: f"%{ord(m.group()):02X}", name)
+
+
+class NatsSink:
+    """Deliver changes as JetStream messages (see the module docstring).
+
+    Connects on the first `deliver` and again after any failure (nats-py's own
+    reconnection is off, so a broken connection is a `SinkError` the relay retries,
+    never a silent buffer). Not thread-safe: one thread delivers at a time.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        stream: str | None = None,
+        prefix: str | None = None,
+        duplicate_window: float | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        self.url = masked(url)
+        options = _parse(url)
+        self.stream: str = stream if stream is not None else options.get("stream", "rowcast")
+        self.prefix: str = prefix if prefix is not None else options.get("prefix", "rowcast")
+        if not _STREAM_NAME.fullmatch(self.stream):
+            raise ConfigError(
+                f"{self.url}: a JetStream stream name has no '.', '*', '>', '/', '\\' or "
+                f"blanks, not {self.stream!r}"
+            )
+        if not _PREFIX.fullmatch(self.prefix):
+            raise ConfigError(
+                f"{self.url}: the subject prefix is dot-separated tokens without '*', '>' "
+                f"or blanks, not {self.prefix!r}"
+            )
+        self.duplicate_window: float | None = number(
+            url, "duplicate_window", duplicate_window, options, None
+        )
+        self.timeout: float = number(url, "timeout", timeout, options, 10.0)
+        try:
+            import nats
+            import nats.errors
+            import nats.js.errors
+        except ImportError as e:
+            raise ConfigError(
+                f"the NATS sink needs nats-py: pip install 'rowcast[nats]' ({e})"
+            ) from e
+        self._nats = nats
+        self._server = urlunsplit(urlsplit(url)._replace(query=""))
+        self._subjects: dict[tuple[str | None, str, str], str] = {}
+        self._nc: Any = None
+        self._inbox = ""  # the ack subject prefix of the current connection
+        self._pending: dict[str, asyncio.Future[None]] = {}  # ack token -> its publish
+        self._sequence = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"<NatsSink {self.url!r} stream={self.stream!r}{' closed' if self._closed else ''}>"
+
+    def subject(self, change: Change) -> str:
+        """The subject `change` is published to."""
+        key = (change.schema, change.table, change.action.value)
+        subject = self._subjects.get(key)
+        if subject is None:
+            schema = subject_token(change.schema) if change.schema else "_"
+            subject = f"{self.prefix}.{schema}.{subject_token(change.table)}.{key[2]}"
+            self._subjects[key] = subject
+        return subject
+
+    def deliver(self, batch: Batch) -> None:
+        """Publish every change of `batch`; return once JetStream acked every one.
+
+        Raises `SinkError` when the server is unreachable, no stream takes a subject,
+        the stream is full (``discard: new``), another stream holds a subject, or an
+        ack does not come within ``timeout``. Messages before the failed one may be
+        stored; the relay's retry re-sends them and JetStream drops them as duplicates.
+        """
+        if self._closed:
+            raise SinkError(f"{self!r} is closed")
+        messages = [
+            (self.subject(change), change.to_json().encode(), str(change_id))
+            for change_id, change in identified(batch)  # every id first: a bad change sends nothing
+        ]
+        if messages:
+            self._run(self._publish(messages))
+
+    def close(self) -> None:
+        """Close the connection and stop the private event loop; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            return
+        try:
+            asyncio.run_coroutine_threadsafe(self._disconnect(), loop).result(self.timeout)
+        except Exception as e:  # closing a broken connection: nothing left to save
+            log.debug("closing %s: %s", self.url, e)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(self.timeout)
+        if not thread.is_alive():
+            loop.close()
+        self._loop = self._thread = None
+
+    # ------------------------------------------------------------ on the private loop
+
+    def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+            self._thread = threading.Thread(
+                target=self._loop.run_forever, name="rowcast-nats-sink", daemon=True
+            )
+            self._thread.start()
+        future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+        try:
+            # the coroutine bounds each of its waits; this only catches a stuck loop
+            return future.result(self.timeout * 3 + 5)
+        except concurrent.futures.TimeoutError as e:
+            future.cancel()
+            raise SinkError(f"NATS sink {self.url}: no progress in {self.timeout:g} s") from e
+
+    async def _connect(self) -> None:
+        errors = self._nats.errors
+        await self._disconnect()
+
+        seen: list[BaseException] = []
+
+        async def on_error(error: Exception) -> None:  # nats-py would log at ERROR
+            seen.append(error)
+            log.debug("NATS sink %s: %s", self.url, error)
+
+        try:
+            # nats-py retries the first connect forever unless attempts are bounded
+            nc = await asyncio.wait_for(
+                self._nats.connect(
+                    servers=[self._server],
+                    name="rowcast-sink",
+                    connect_timeout=self.timeout,
+                    allow_reconnect=False,
+                    max_reconnect_attempts=1,
+                    reconnect_time_wait=0.1,
+                    error_cb=on_error,
+                ),
+                self.timeout,
+            )
+        except (TimeoutError, errors.Error, OSError) as e:
+            why = f"{e!r}, after {seen[-1]!r}" if seen and seen[-1] is not e else repr(e)
+            raise SinkError(f"NATS sink {self.url}: cannot connect: {why}") from e
+        self._nc = nc
+        try:
+            await self._ensure_stream(nc.jetstream(timeout=self.timeout))
+            # nats-py's publish_async never settles a publish that JetStream refuses with a
+            # 503 code (a full stream): acks are taken on an inbox of our own instead
+            self._inbox = nc.new_inbox() + "."
+            self._pending = {}
+            await nc.subscribe(self._inbox + "*", cb=self._on_ack)
+        except (self._nats.errors.Error, OSError) as e:
+            await self._disconnect()
+            raise SinkError(f"NATS sink {self.url}: cannot subscribe to acks: {e!r}") from e
+        except BaseException:
+            await self._disconnect()
+            raise
+
+    async def _ensure_stream(self, js: Any) -> None:
+        js_errors = self._nats.js.errors
+        try:
+            await js.stream_info(self.stream)
+            return
+        except js_errors.NotFoundError:
+            pass
+        except (TimeoutError, self._nats.errors.Error, OSError) as e:
+            raise SinkError(f"NATS sink {self.url}: JetStream does not answer: {e!r}") from e
+        config: dict[str, Any] = {"name": self.stream, "subjects": [f"{self.prefix}.>"]}
+        if self.duplicate_window is not None:
+            config["duplicate_window"] = self.duplicate_window
+        try:
+            await js.add_stream(**config)
+            log.info("NATS sink %s: created stream %s for %s.>", self.url, self.stream, self.prefix)
+        except js_errors.APIError as e:
+            if e.err_code != _NAME_IN_USE:  # made meanwhile by another relay: fine
+                raise SinkError(
+                    f"NATS sink {self.url}: cannot create stream {self.stream!r} for subjects "
+                    f"{self.prefix}.>: {e.description} (code {e.err_code}); create it yourself "
+                    "or pick another ?stream= / ?prefix="
+                ) from e
+        except (TimeoutError, self._nats.errors.Error, OSError) as e:
+            raise SinkError(f"NATS sink {self.url}: cannot create stream: {e!r}") from e
+
+    async def _disconnect(self) -> None:
+        nc, self._nc = self._nc, None
+        if nc is not None and not nc.is_closed:
+            await nc.close()
+
+    async def _publish(self, messages: list[tuple[str, bytes, str]]) -> None:
+        if self._nc is None or not self._nc.is_connected:
+            await self._connect()
+        nc, inbox, pending = self._nc, self._inbox, self._pending
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[None]] = []
+        try:
+            for subject, body, msg_id in messages:  # one coroutine: published in order
+                self._sequence += 1
+                token = str(self._sequence)
+                future = pending[token] = loop.create_future()
+                futures.append(future)
+                headers = {"Nats-Msg-Id": msg_id, "Nats-Expected-Stream": self.stream}
+                await nc.publish(subject, body, reply=inbox + token, headers=headers)
+            acks = await asyncio.wait_for(
+                asyncio.gather(*futures, return_exceptions=True), self.timeout
+            )
+        except BaseException as e:
+            pending.clear()
+            await self._disconnect()
+            if isinstance(e, Exception):
+                raise self._error(e, len(futures), len(messages)) from e
+            raise
+        failed = [(i, ack) for i, ack in enumerate(acks) if isinstance(ack, BaseException)]
+        if failed:
+            index, error = failed[0]
+            if not isinstance(error, _Refused):
+                await self._disconnect()
+            raise self._error(error, index, len(messages), refused=len(failed)) from error
+
+    async def _on_ack(self, msg: Any) -> None:
+        """A publish ack (or refusal) from JetStream, on the reply subject of one message."""
+        future = self._pending.pop(msg.subject[len(self._inbox) :], None)
+        if future is None or future.done():
+            return
+        if msg.headers and msg.headers.get("Status") == "503":
+            future.set_exception(_NoStream())
+            return
+        try:
+            reply = json.loads(msg.data)
+        except ValueError as e:
+            future.set_exception(e)
+            return
+        error = reply.get("error") if isinstance(reply, dict) else None
+        if error:
+            future.set_exception(_Refused(error.get("err_code"), error.get("description")))
+        else:
+            future.set_result(None)
+
+    def _error(self, e: BaseException, at: int, total: int, refused: int = 0) -> SinkError:
+        where = f"NATS sink {self.url}, stream {self.stream!r}"
+        count = f"{refused} of {total} messages refused" if refused else f"at message {at + 1}"
+        if isinstance(e, _NoStream):
+            why = f"no JetStream stream takes subjects {self.prefix}.> (deleted? JetStream off?)"
+        elif isinstance(e, _Refused) and e.code in _FULL:
+            why = f"{_FULL[e.code]} and discards new messages: {e.description}"
+        elif isinstance(e, _Refused) and e.code == _WRONG_STREAM:
+            why = f"another stream holds subjects {self.prefix}.>: {e.description}"
+        elif isinstance(e, _Refused):
+            why = f"{e.description} (code {e.code})"
+        elif isinstance(e, asyncio.TimeoutError):
+            why = f"no publish ack within {self.timeout:g} s"
+        else:
+            why = repr(e)
+        return SinkError(f"{where}: {why} ({count})")
+
+
+class _NoStream(Exception):
+    """No JetStream stream listens on the subject (a 503 "no responders" status)."""
+
+
+class _Refused(Exception):
+    """JetStream answered a publish with an error (its API error code and text)."""
+
+    def __init__(self, code: int | None, description: str | None) -> None:
+        super().__init__(f"{description} (code {code})")
+        self.code = code
+        self.description = description
+
+
+def _parse(url: str) -> dict[str, str]:
+    options, _ = query(url, "the NATS sink", ("nats", "tls"), _OPTIONS)
+    parts = urlsplit(url)
+    if not parts.hostname:
+        raise ConfigError(f"{masked(url)}: no host; e.g. nats://127.0.0.1:4222")
+    try:
+        parts.port  # noqa: B018  (raises on a malformed port)
+    except ValueError as e:
+        raise ConfigError(f"{masked(url)}: {e}") from e
+    if parts.path not in ("", "/"):
+        raise ConfigError(f"{masked(url)}: a NATS URL has no path; options go in ?stream=...")
+    return options

@@ -1,0 +1,163 @@
+"""`RedisSink`: every change an entry of a Redis Stream (``redis://``, ``rediss://``).
+
+URL: ``redis://[[user]:password@]host[:port][/db][?option=value&...]``, options:
+
+``stream``
+    one stream key for every change (e.g. ``?stream=rowcast:changes``); without it,
+    one stream per table: ``<prefix>:<schema>.<table>`` (``<prefix>:<table>`` when
+    the change has no schema).
+``prefix``
+    the key prefix of per-table streams, default ``rowcast``.
+``maxlen``
+    trim each stream to about this many entries (``XADD ... MAXLEN ~ n``); default:
+    never trim. Trimming drops the oldest entries whether or not a consumer group has
+    read them, so size it well above what consumers can fall behind.
+``timeout``
+    seconds to connect and to wait for a reply, default 10.
+
+Each change is one entry (``XADD <key> * ...``) with the fields
+
+=========  ============================================================
+``id``     the change id (`rowcast.sinks.change_id`), a UUID string
+``topic``  ``<action>@<schema>.<table>``, e.g. ``write@shop.orders``
+``name``   ``<table>_<action>``, e.g. ``orders_write``
+``body``   ``Change.to_json()``
+=========  ============================================================
+
+A batch goes in one pipelined round trip (no MULTI: Redis runs the commands in
+order either way, and a retried batch is re-sent whole). `deliver` returns once
+Redis replied to every XADD, which is as durable as the server's persistence (AOF
+``appendfsync``, RDB): a Redis without persistence loses the stream when it
+restarts. Entries of one stream keep commit order; with per-table streams, there
+is no order across tables (use ``?stream=`` for one total order).
+
+Redis does not deduplicate: after a failure the relay re-sends the whole batch, so
+an entry can appear twice, with the same ``id`` field; a consumer skips ids it has
+seen. Consumers read with consumer groups (``XGROUP CREATE <key> <group> 0
+MKSTREAM``, ``XREADGROUP ... STREAMS <key> >``, ``XACK``), so several workers share
+a stream and a crashed worker's pending entries can be claimed (``XAUTOCLAIM``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from .._url import masked
+from ..change import Change
+from ..errors import ConfigError, SinkError
+from ._options import number, query
+from .base import Batch, identified
+
+__all__ = ["RedisSink"]
+
+_OPTIONS = ("stream", "prefix", "maxlen", "timeout")
+
+
+class RedisSink:
+    """Deliver changes as Redis Stream entries (see the module docstring).
+
+    Connects on the first `deliver` (and again after a connection error), so a Redis
+    that is down at start is a `SinkError` the relay retries, not a crash. Not
+    thread-safe: one thread delivers at a time.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        stream: str | None = None,
+        prefix: str | None = None,
+        maxlen: int | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        self.url = masked(url)
+        options = _parse(url)
+        stream = stream if stream is not None else options.get("stream")
+        prefix = prefix if prefix is not None else options.get("prefix", "rowcast")
+        if stream is not None and not stream:
+            raise ConfigError(f"{self.url}: ?stream= needs a key, e.g. ?stream=rowcast:changes")
+        if not prefix:
+            raise ConfigError(f"{self.url}: ?prefix= needs a key prefix, e.g. ?prefix=rowcast")
+        self.stream = stream  #: the one stream key, or None for one stream per table
+        self.prefix = prefix
+        self.maxlen: int | None = number(url, "maxlen", maxlen, options, None, int)
+        self.timeout: float = number(url, "timeout", timeout, options, 10.0)
+        try:
+            import redis
+            from redis.backoff import NoBackoff
+            from redis.retry import Retry
+        except ImportError as e:
+            raise ConfigError(
+                f"the Redis sink needs redis-py: pip install 'rowcast[redis]' ({e})"
+            ) from e
+        self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
+        parts = urlsplit(url)
+        try:
+            self._client = redis.Redis.from_url(
+                urlunsplit(parts._replace(query="")),
+                socket_connect_timeout=self.timeout,
+                socket_timeout=self.timeout,
+                retry=Retry(NoBackoff(), 0),  # the relay retries whole batches
+            )
+        except ValueError as e:
+            raise ConfigError(f"malformed Redis URL {self.url}: {e}") from e
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"<RedisSink {self.url!r}{' closed' if self._closed else ''}>"
+
+    def key(self, change: Change) -> str:
+        """The stream key `change` is added to."""
+        if self.stream is not None:
+            return self.stream
+        if change.schema:
+            return f"{self.prefix}:{change.schema}.{change.table}"
+        return f"{self.prefix}:{change.table}"
+
+    def deliver(self, batch: Batch) -> None:
+        """XADD every change of `batch` in one pipeline; return once Redis replied to all.
+
+        Raises `SinkError` when Redis is unreachable or refuses an entry (e.g. the key
+        holds another type, or Redis is out of memory); entries before the refused one
+        may have been added, and the relay's retry adds them again.
+        """
+        if self._closed:
+            raise SinkError(f"{self!r} is closed")
+        entries = list(identified(batch))  # every id first: a bad change sends nothing
+        if not entries:
+            return
+        key_of: Callable[[Change], str] = self.key
+        trim: dict[str, Any] = {} if self.maxlen is None else {"maxlen": self.maxlen}
+        pipe = self._client.pipeline(transaction=False)
+        for change_id, change in entries:
+            fields = {
+                "id": str(change_id),
+                "topic": change.topic,
+                "name": change.name,
+                "body": change.to_json(),
+            }
+            pipe.xadd(key_of(change), fields, **trim)  # type: ignore[arg-type]
+        try:
+            pipe.execute()
+        except self._errors as e:
+            raise SinkError(f"Redis sink {self.url}: XADD failed: {e}") from e
+        finally:
+            pipe.reset()
+
+    def close(self) -> None:
+        """Close the connections; idempotent."""
+        if not self._closed:
+            self._closed = True
+            self._client.close()
+
+
+def _parse(url: str) -> dict[str, str]:
+    options, _ = query(url, "the Redis sink", ("redis", "rediss"), _OPTIONS)
+    if not re.fullmatch(r"/?\d*", urlsplit(url).path):
+        raise ConfigError(
+            f"{masked(url)}: the path is the database number, e.g. redis://localhost:6379/0"
+        )
+    return options

@@ -1,0 +1,206 @@
+"""The Redis Streams sink: the sink contract in both layouts, then its own behaviour."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from rowcast.change import Change
+from rowcast.errors import ConfigError, SinkError
+from rowcast.sinks import open_sink
+from rowcast.sinks.base import change_id
+from rowcast.sinks.redis import RedisSink
+from rowcast.testing.sink import SinkContract, closed_port, transactions
+from tests.conftest import require_redis
+
+BAD_URLS = [
+    ("redis://127.0.0.1:6379/zero", "database number"),
+    ("redis://127.0.0.1:6379/0?stream", "malformed query"),
+    ("redis://127.0.0.1:6379/0?stream=", "needs a key"),
+    ("redis://127.0.0.1:6379/0?prefix=", "needs a key prefix"),
+    ("redis://127.0.0.1:6379/0?maxlen=lots", "maxlen must be a positive number"),
+    ("redis://127.0.0.1:6379/0?maxlen=0", "maxlen must be a positive number"),
+    ("redis://127.0.0.1:6379/0?timeout=-1", "timeout must be a positive number"),
+    ("redis://127.0.0.1:6379/0?stream=a&stream=b", "given twice"),
+    ("redis://127.0.0.1:6379/0?streams=a", r"unknown option 'streams'.*stream, prefix"),
+    ("redis://127.0.0.1:port/0", "malformed Redis URL"),
+]
+
+
+def _entries(client: redis.Redis, keys: list[bytes]) -> list[tuple[uuid.UUID, Change]]:
+    arrived = []
+    for key in keys:
+        for _, fields in client.xrange(key):
+            arrived.append((uuid.UUID(fields[b"id"].decode()), Change.from_json(fields[b"body"])))
+    return arrived
+
+
+class _RedisContract(SinkContract):
+    bad_urls = BAD_URLS
+
+    @pytest.fixture
+    def destination(self) -> Iterator[None]:
+        self.url = require_redis()
+        self.prefix = f"sinks-test:{uuid.uuid4().hex}"
+        self.client = redis.Redis.from_url(self.url)
+        yield
+        keys = list(self.client.scan_iter(match=f"{self.prefix}*"))
+        if keys:
+            self.client.delete(*keys)
+        self.client.close()
+
+    def unreachable_url(self) -> str:
+        return f"redis://127.0.0.1:{closed_port()}/0?timeout=2"
+
+
+class TestOneStream(_RedisContract):
+    total_order = True
+
+    def make_sink(self) -> RedisSink:
+        return RedisSink(f"{self.url}?stream={self.prefix}:all")
+
+    def read_back(self) -> list[tuple[uuid.UUID, Change]]:
+        return _entries(self.client, [f"{self.prefix}:all".encode()])
+
+
+class TestOneStreamPerTable(_RedisContract):
+    total_order = False
+
+    def make_sink(self) -> RedisSink:
+        return RedisSink(f"{self.url}?prefix={self.prefix}")
+
+    def read_back(self) -> list[tuple[uuid.UUID, Change]]:
+        return _entries(self.client, sorted(self.client.scan_iter(match=f"{self.prefix}:*")))
+
+
+# ---------------------------------------------------------------- its own behaviour
+
+
+@pytest.fixture
+def prefix() -> Iterator[str]:
+    url = require_redis()
+    name = f"sinks-test:{uuid.uuid4().hex}"
+    yield name
+    with redis.Redis.from_url(url) as client:
+        keys = list(client.scan_iter(match=f"{name}*"))
+        if keys:
+            client.delete(*keys)
+
+
+@pytest.fixture
+def client() -> Iterator[redis.Redis]:
+    with redis.Redis.from_url(require_redis(), decode_responses=True) as connection:
+        yield connection
+
+
+def test_the_entry_layout(prefix: str, client: redis.Redis) -> None:
+    sink = open_sink(f"{require_redis()}?prefix={prefix}")
+    batch = transactions(1, per_transaction=2, tables=[("shop", "orders"), (None, "log")])
+    sink.deliver(batch)
+    sink.close()
+    first, second = batch[0]
+    [(_, orders)] = client.xrange(f"{prefix}:shop.orders")
+    [(_, log)] = client.xrange(f"{prefix}:log")  # no schema: no dot
+    assert orders == {
+        "id": str(change_id(first, 0)),
+        "topic": first.topic,
+        "name": first.name,
+        "body": first.to_json(),
+    }
+    assert log["id"] == str(change_id(second, 1))
+    assert list(orders) == ["id", "topic", "name", "body"]
+
+
+def test_a_consumer_group_reads_every_change_once(prefix: str, client: redis.Redis) -> None:
+    """The documented way to consume: XGROUP CREATE ... MKSTREAM, XREADGROUP, XACK."""
+    key = f"{prefix}:changes"
+    client.xgroup_create(key, "mailer", id="0", mkstream=True)
+    sink = RedisSink(require_redis(), stream=key)
+    batch = transactions(5)
+    sink.deliver(batch)
+    sink.close()
+    seen: list[Change] = []
+    for worker in ("w1", "w2"):  # two workers share the group: each entry goes to one
+        reply: Any = client.xreadgroup("mailer", worker, {key: ">"}, count=8)
+        for _, entries in reply:
+            for entry_id, fields in entries:
+                seen.append(Change.from_json(fields["body"]))
+                client.xack(key, "mailer", entry_id)
+    assert seen == [change for tx in batch for change in tx]
+    assert client.xpending(key, "mailer")["pending"] == 0
+
+
+def test_maxlen_trims_approximately(prefix: str, client: redis.Redis) -> None:
+    key = f"{prefix}:trimmed"
+    sink = open_sink(f"{require_redis()}?stream={key}&maxlen=100")
+    for _ in range(10):
+        sink.deliver(transactions(100))  # 3,000 entries
+    sink.close()
+    length = client.xlen(key)
+    assert 100 <= length < 3000  # "~": whole macro nodes are dropped, never below maxlen
+    last = Change.from_json(client.xrevrange(key, count=1)[0][1]["body"])
+    assert last.txid is not None
+    assert last.txid.endswith("-99")  # the newest survive
+
+
+def test_keyword_options_override_the_url(prefix: str, client: redis.Redis) -> None:
+    sink = RedisSink(f"{require_redis()}?stream=ignored&maxlen=5", stream=f"{prefix}:kw")
+    assert (sink.stream, sink.maxlen, sink.timeout) == (f"{prefix}:kw", 5, 10.0)
+    sink.deliver(transactions(1))
+    sink.close()
+    assert client.xlen(f"{prefix}:kw") == 3
+    assert client.exists("ignored") == 0
+
+
+def test_a_key_of_another_type_is_a_sink_error(prefix: str, client: redis.Redis) -> None:
+    key = f"{prefix}:taken"
+    client.set(key, "not a stream")
+    sink = RedisSink(require_redis(), stream=key)
+    with pytest.raises(SinkError, match="WRONGTYPE") as caught:
+        sink.deliver(transactions(1))
+    assert isinstance(caught.value.__cause__, redis.ResponseError)
+    client.delete(key)
+    sink.deliver(transactions(1))  # the same sink delivers once the key is free
+    sink.close()
+    assert client.xlen(key) == 3
+
+
+def test_a_killed_connection_is_survived(prefix: str, client: redis.Redis) -> None:
+    """CLIENT KILL the sink's connection: the next deliveries reconnect and lose nothing."""
+    key = f"{prefix}:killed"
+    sink = RedisSink(require_redis(), stream=key)
+    first, second = transactions(2), transactions(2)
+    sink.deliver(first)
+    victim = sink._client.client_id()
+    assert client.client_kill_filter(_id=victim) == 1
+    try:
+        sink.deliver(second)
+    except SinkError:  # the relay's retry: the same batch again
+        sink.deliver(second)
+    sink.close()
+    bodies = [Change.from_json(f["body"]) for _, f in client.xrange(key)]
+    assert bodies == [c for tx in first + second for c in tx]
+
+
+def test_deliver_after_close_is_a_sink_error() -> None:
+    sink = RedisSink(require_redis())
+    sink.close()
+    with pytest.raises(SinkError, match="closed"):
+        sink.deliver(transactions(1))
+    assert repr(sink).endswith("closed>")
+
+
+def test_the_url_hides_the_password() -> None:
+    sink = open_sink("redis://:hunter2@127.0.0.1:6379/0")
+    assert "hunter2" not in sink.url
+    assert "hunter2" not in repr(sink)
+    sink.close()
+
+
+def test_a_wrong_scheme_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="redis://"):
+        RedisSink("http://127.0.0.1:6379/0")
