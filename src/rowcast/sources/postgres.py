@@ -398,8 +398,9 @@ def _is_connection_error(error: BaseException) -> bool:
     if not isinstance(error, pg.OperationalError | pg.InterfaceError | pg.DatabaseError):
         return False
     code = getattr(error, "pgcode", None)
-    if code is None:  # no server error: the connection broke
-        return isinstance(error, pg.OperationalError | pg.InterfaceError)
+    if code is None:  # no server error: the connection broke (a server shutting down
+        # ends the COPY stream: psycopg2 then says "no COPY in progress", a DatabaseError)
+        return True
     return str(code).startswith(_RETRY_CODES)
 
 
