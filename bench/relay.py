@@ -1,0 +1,225 @@
+"""Relay throughput: changes/s from a MariaDB binlog to each sink, and to all of them at once.
+
+A workload of `--changes` row changes (inserts, then updates of the same rows, in
+transactions of `--tx-size` rows) is committed to a table of this run's own. Then the
+same binlog stretch is relayed by ``Relay(BinlogSource(start, end), sinks, checkpoint)``
+once per target: the bare source (read and count, no sink: the ceiling), stdout (to
+/dev/null), the SQLite event store (``synchronous=normal``), Redis Streams, NATS
+JetStream, RabbitMQ (each whose module imports and whose server answers), then every
+sink at once. Changes/s is the workload's changes over the wall time of the run,
+start to final checkpoint. Reference: Debezium Server's published ~23,000 ops/s;
+target >= 20,000 changes/s to Redis Streams and NATS. Every run must deliver every
+change (checked), timing never fails the script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib
+import os
+import platform
+import socket
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+from urllib.parse import urlsplit
+
+import pymysql
+
+from rowcast.checkpoint import open_checkpoint
+from rowcast.relay import Relay
+from rowcast.sinks.base import Sink, open_sink
+from rowcast.sinks.stdout import StdoutSink
+from rowcast.sources.mysql import BinlogSource
+
+REFERENCE = 23_000  # Debezium Server, ops/s
+TARGET = 20_000  # changes/s to Redis Streams and NATS
+SERVER_ID = 3_300_000_000 + os.getpid() % 1_000_000 * 10  # never kick a peer off
+NAME = f"relay_bench_{os.getpid()}"
+COLUMNS = "name VARCHAR(64), qty INT, price DECIMAL(10,2), created_at DATETIME"
+
+
+def position(conn: Any) -> str:
+    with conn.cursor() as cur:
+        cur.execute("SHOW MASTER STATUS")
+        name, pos = cur.fetchone()[:2]
+    return f"{name}:{pos}"
+
+
+def workload(conn: Any, changes: int, tx_size: int) -> tuple[str, str]:
+    """Half inserts, half updates of those rows; the binlog stretch (start, end) holding them."""
+    rows = changes // 2
+    t0 = datetime(2024, 1, 1)
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE TABLE {NAME} (id INT PRIMARY KEY, {COLUMNS})")
+        start = position(conn)
+        insert = f"INSERT INTO {NAME} VALUES (%s, %s, %s, %s, %s)"
+        for first in range(0, rows, tx_size):
+            batch = range(first, min(first + tx_size, rows))
+            values = [
+                (i, f"item-{i:05d}", i % 17, Decimal(i % 10000) / 4, t0 + timedelta(i))
+                for i in batch
+            ]
+            cur.executemany(insert, values)
+            conn.commit()
+        for first in range(0, rows, tx_size):
+            last = min(first + tx_size, rows) - 1
+            cur.execute(f"UPDATE {NAME} SET qty = qty + 1 WHERE id BETWEEN {first} AND {last}")
+            conn.commit()
+        return start, position(conn)
+
+
+def reachable(url: str, default_port: int) -> bool:
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname, parts.port or default_port), 2):
+            return True
+    except OSError:
+        return False
+
+
+class Target:
+    """A destination: how to open its sink, and how to clean up after it."""
+
+    def __init__(self, name: str, open_: Callable[[], Sink], cleanup: Callable[[], None]) -> None:
+        self.name, self.open, self.cleanup = name, open_, cleanup
+
+
+def targets(args: argparse.Namespace, tmp: str) -> Iterator[Target]:
+    devnull = open(os.devnull, "w")  # noqa: SIM115 - closed with the stdout target
+    yield Target("stdout", lambda: StdoutSink(stream=devnull), devnull.close)
+    store = f"sqlite:///{tmp}/events.db?synchronous=normal"
+    yield Target("store (sqlite)", lambda: open_sink(store), lambda: None)
+    if _imports("redis") and reachable(args.redis, 6379):
+        import redis
+
+        def drop_redis() -> None:
+            with redis.Redis.from_url(args.redis) as client:
+                client.delete(NAME)
+
+        yield Target("redis streams", lambda: open_sink(f"{args.redis}?stream={NAME}"), drop_redis)
+    if _imports("nats") and reachable(args.nats, 4222):
+        yield Target(
+            "nats jetstream",
+            lambda: open_sink(f"{args.nats}?stream={NAME}&prefix={NAME}"),
+            lambda: asyncio.run(_drop_nats(args.nats)),
+        )
+    if _imports("rabbitmq") and reachable(args.amqp, 5672):
+        import pika
+
+        connection = pika.BlockingConnection(pika.URLParameters(args.amqp))
+        channel = connection.channel()
+        channel.exchange_declare(NAME, "topic", durable=True)
+        channel.queue_declare(NAME)  # mandatory publishing needs a bound queue
+        channel.queue_bind(NAME, NAME, "#")
+
+        def drop_rabbitmq() -> None:
+            channel.queue_delete(NAME)
+            channel.exchange_delete(NAME)
+            connection.close()
+
+        yield Target("rabbitmq", lambda: open_sink(f"{args.amqp}?exchange={NAME}"), drop_rabbitmq)
+
+
+def _imports(module: str) -> bool:
+    try:
+        importlib.import_module(f"rowcast.sinks.{module}")
+    except ImportError:
+        return False
+    return True
+
+
+async def _drop_nats(url: str) -> None:
+    import nats
+
+    nc = await nats.connect(url)
+    try:
+        with contextlib.suppress(Exception):
+            await nc.jetstream().delete_stream(NAME)
+    finally:
+        await nc.close()
+
+
+def source(args: argparse.Namespace, start: str, end: str, k: int) -> BinlogSource:
+    return BinlogSource(
+        args.url, tables=[f"test.{NAME}"], start=start, end=end, server_id=SERVER_ID + k
+    )
+
+
+def bare(args: argparse.Namespace, start: str, end: str) -> tuple[float, int]:
+    t = time.perf_counter()
+    count = sum(len(tx) for tx in source(args, start, end, 0))
+    return time.perf_counter() - t, count
+
+
+def relay(
+    args: argparse.Namespace, start: str, end: str, sinks: list[Sink], tmp: str, k: int
+) -> tuple[float, int]:
+    with open_checkpoint(f"{tmp}/pos-{k}") as checkpoint:
+        run = Relay(source(args, start, end, k), sinks, checkpoint, batch_size=args.batch_size)
+        t = time.perf_counter()
+        run.run()
+        elapsed = time.perf_counter() - t
+    for sink in sinks:
+        sink.close()
+    return elapsed, run.stats.changes
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", default="mysql://root@127.0.0.1:3306/test")
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379/15")
+    parser.add_argument("--nats", default="nats://127.0.0.1:4222")
+    parser.add_argument("--amqp", default="amqp://guest:guest@127.0.0.1:5672/%2F")
+    parser.add_argument("--changes", type=int, default=50_000, help="row changes in the workload")
+    parser.add_argument("--tx-size", type=int, default=5, help="rows per transaction")
+    parser.add_argument("--batch-size", type=int, default=1000, help="the relay's batch size")
+    args = parser.parse_args()
+
+    parts = urlsplit(args.url)
+    conn = pymysql.connect(
+        host=parts.hostname, port=parts.port or 3306, user="root", database="test"
+    )
+    with (
+        tempfile.TemporaryDirectory(prefix="rowcast-bench-relay-") as tmp,
+        contextlib.ExitStack() as undo,
+    ):
+        undo.callback(conn.close)
+        undo.callback(lambda: conn.cursor().execute(f"DROP TABLE IF EXISTS {NAME}"))
+        start, end = workload(conn, args.changes, args.tx_size)
+        print(
+            f"rowcast relay bench: {args.changes:,} changes in transactions of {args.tx_size} "
+            f"rows; batch size {args.batch_size}; Python {platform.python_version()}, "
+            f"{os.cpu_count()} CPUs"
+        )
+        results: list[tuple[str, float, int]] = [("source only (no sink)", *bare(args, start, end))]
+        found = list(targets(args, tmp))
+        for target in found:
+            undo.callback(target.cleanup)
+        for k, target in enumerate(found, 1):
+            results.append((target.name, *relay(args, start, end, [target.open()], tmp, k)))
+        if len(found) > 1:
+            sinks = [target.open() for target in found]
+            k = len(found) + 1
+            results.append((f"all {len(found)} at once", *relay(args, start, end, sinks, tmp, k)))
+
+    print()
+    print("| target | seconds | changes/s | vs Debezium Server 23,000/s | target |")
+    print("|---|---:|---:|---:|---|")
+    for name, seconds, count in results:
+        if count != args.changes:
+            raise SystemExit(f"{name}: delivered {count} changes, not {args.changes}")
+        rate = count / seconds
+        goal = ""
+        if name.startswith(("redis", "nats")):
+            goal = f"{'met' if rate >= TARGET else 'missed'} (>= {TARGET:,}/s)"
+        print(f"| {name} | {seconds:.2f} | {rate:,.0f} | {rate / REFERENCE:.2f} | {goal} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,213 @@
+"""``rowcast relay``: a source's changes to sinks, at least once, resumable (`rowcast.relay`)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import click
+from rich.console import Console
+
+from ._relay_console import RelayDisplay
+from ._relay_metrics import serve_metrics
+from ._url import masked
+from .checkpoint import Checkpoint, open_checkpoint
+from .cli import main
+from .errors import ConfigError
+from .relay import Relay
+from .sinks.base import Sink, open_sink
+from .sources.base import Source, open_source
+
+__all__ = ["relay"]
+
+# open_source keyword -> the option it comes from
+_FLAGS = {
+    "tables": "--tables",
+    "start": "--from",
+    "snapshot": "--snapshot",
+    "server_id": "--server-id",
+}
+
+
+@main.command()
+@click.argument("source_url", metavar="SOURCE_URL")
+@click.option(
+    "--to",
+    "sink_urls",
+    multiple=True,
+    required=True,
+    metavar="SINK_URL",
+    help="Where to deliver (repeat for several): '-' (stdout, JSON lines), sqlite:///events.db, "
+    "postgresql://..., redis://..., nats://..., amqp://...",
+)
+@click.option(
+    "--checkpoint",
+    "checkpoint_url",
+    required=True,
+    metavar="URL",
+    help="Where the relay keeps its position: a file path, sqlite:///x.db, postgresql://, "
+    "mysql://, redis:// (add ?name=... to keep several relays in one place).",
+)
+@click.option(
+    "--tables",
+    "-t",
+    multiple=True,
+    metavar="PATTERN",
+    help="Only these tables: patterns such as 'shop.*' or 'orders' "
+    "(repeat the option or separate with commas).",
+)
+@click.option(
+    "--from",
+    "start",
+    metavar="now|start|POSITION",
+    help="Where to begin when the checkpoint is empty: 'now' (the default), 'start' (the "
+    "oldest change the server still has) or a position; a saved checkpoint always wins.",
+)
+@click.option(
+    "--snapshot",
+    type=click.Choice(["initial", "never"]),
+    default="never",
+    show_default=True,
+    help="'initial': first emit every existing row of the tables (when the checkpoint is empty).",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1, 1_000_000),
+    default=1000,
+    show_default=True,
+    help="At most this many changes per delivery (whole transactions; one larger is sent alone).",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="Log lines on stderr as text (a live status line on a terminal) or JSON objects.",
+)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    metavar="PORT",
+    help="Serve Prometheus metrics at http://0.0.0.0:PORT/metrics.",
+)
+@click.option(
+    "--server-id",
+    type=click.IntRange(1, 2**32 - 1),
+    help="Replica id to read a MySQL/MariaDB binlog with (default: derived from the URL); "
+    "readers running at the same time need different ids.",
+)
+def relay(
+    source_url: str,
+    sink_urls: tuple[str, ...],
+    checkpoint_url: str,
+    tables: tuple[str, ...],
+    start: str | None,
+    snapshot: str,
+    batch_size: int,
+    log_format: str,
+    metrics_port: int | None,
+    server_id: int | None,
+) -> None:
+    """Deliver every change committed at SOURCE_URL to each --to sink, at least once.
+
+    SOURCE_URL is mysql://user:password@host:3306/db (or mariadb://, outbox+<url>).
+    Each batch of transactions is acknowledged by every sink before the position
+    is saved to --checkpoint; a restarted relay resumes there. A failing sink is
+    retried with backoff; nothing is skipped. Stop with Ctrl-C or SIGTERM: the
+    batch in flight is finished and checkpointed, and the exit status is 0.
+    Everything is opened and checked first: a bad or unreachable URL exits with
+    status 2 before anything is read.
+    """
+    with contextlib.ExitStack() as stack:
+        checkpoint = open_checkpoint(checkpoint_url)
+        stack.callback(checkpoint.close)
+        sinks: list[Sink] = []
+        for url in sink_urls:
+            replicate = ("mode", "replicate") in parse_qsl(urlsplit(url).query)
+            # a replicating sink creates missing tables from the source's own schema
+            sink = open_sink(url, source_url=source_url) if replicate else open_sink(url)
+            stack.callback(sink.close)
+            sinks.append(sink)
+        source = _open_source(source_url, checkpoint, tables, start, snapshot, server_id)
+        the_relay = Relay(source, sinks, checkpoint, batch_size=batch_size)
+        if metrics_port is not None:
+            server = serve_metrics(the_relay.stats, metrics_port)
+            stack.callback(server.server_close)
+            stack.callback(server.shutdown)
+        with _stop_on_signals(the_relay.stop), RelayDisplay(the_relay.stats, log_format):
+            try:
+                the_relay.run()
+            except BrokenPipeError:  # `rowcast relay ... --to - | head`: stop quietly
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        stats = the_relay.stats
+    if log_format == "text":
+        Console(stderr=True, highlight=False).print(
+            f"relayed {stats.changes:,} changes in {stats.transactions:,} transactions to "
+            f"{len(sinks)} sink{'s' if len(sinks) > 1 else ''}; checkpoint at "
+            f"{stats.position or stats.resumed_from or '-'}",
+            soft_wrap=True,
+        )
+
+
+def _open_source(
+    url: str,
+    checkpoint: Checkpoint,
+    tables: tuple[str, ...],
+    start: str | None,
+    snapshot: str,
+    server_id: int | None,
+) -> Source:
+    """The source, resuming from `checkpoint`, checked against its server when it can be."""
+    options: dict[str, Any] = {"checkpoint": checkpoint}
+    patterns = [p.strip() for value in tables for p in value.split(",") if p.strip()]
+    if patterns:
+        options["tables"] = patterns
+    if start is not None:
+        options["start"] = start
+    if server_id is not None:
+        options["server_id"] = server_id
+    if snapshot != "never":
+        options["snapshot"] = snapshot
+    try:
+        source = open_source(url, **options)
+    except TypeError as e:  # an option this kind of source does not have
+        given = ", ".join(flag for name, flag in _FLAGS.items() if repr(name) in str(e))
+        raise ConfigError(
+            f"{masked(url)}: this source does not take {given or 'these options'} ({e})"
+        ) from e
+    check: Callable[[], None] | None = getattr(source, "check", None)
+    if check is not None:  # reach the server now: a bad URL fails here, not later
+        check()
+    return source
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stop: Callable[[], None]) -> Iterator[None]:
+    """SIGTERM and the first Ctrl-C call `stop`; a second Ctrl-C interrupts at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    interrupted = False
+
+    def on_interrupt(signum: int, frame: Any) -> None:
+        nonlocal interrupted
+        if interrupted:
+            raise KeyboardInterrupt
+        interrupted = True
+        stop()
+
+    previous = {
+        signal.SIGTERM: signal.signal(signal.SIGTERM, lambda signum, frame: stop()),
+        signal.SIGINT: signal.signal(signal.SIGINT, on_interrupt),
+    }
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)

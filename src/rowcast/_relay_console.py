@@ -1,0 +1,167 @@
+"""What ``rowcast relay`` shows while it runs: a live line, log lines (text or JSON), progress.
+
+On a terminal (``--log-format text``) a rich live line at the bottom of stderr
+shows the rate, the lag and the checkpointed position, and log records print
+above it. Elsewhere, and always with ``--log-format json``, a ``progress``
+record is logged every `interval` seconds instead. JSON records are one object
+per line on stderr::
+
+    {"time":"2024-05-01T12:00:00.123+00:00","level":"info","logger":"rowcast.relay",
+     "event":"progress","message":"...","changes":1200,"rate":950.2,"lag":0.41,
+     "position":"mysql-bin.000003:1234"}
+
+with the record's own fields (``event``, ``sink``, ``attempt``, ``delay``,
+``error``...) beside the standard ones.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import sys
+import threading
+from types import TracebackType
+from typing import Any
+
+from rich.console import Console
+from rich.live import Live
+from rich.text import Text
+
+from ._relay_metrics import RateMeter, RelayStats
+from .change import dumps
+
+__all__ = ["JsonFormatter", "RelayDisplay"]
+
+log = logging.getLogger("rowcast.relay")
+
+_STANDARD = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: time, level, logger, message, and the record's extras."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        when = dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(timespec="milliseconds")
+        line: dict[str, Any] = {
+            "time": when,
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in vars(record).items():
+            if key not in _STANDARD and not key.startswith("_"):
+                line[key] = value
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return dumps(line)
+
+
+def _describe_lag(lag: float | None) -> str:
+    return "-" if lag is None else f"{lag:.1f}s"
+
+
+class RelayDisplay:
+    """Shows `stats` while inside: the live line on a terminal, else progress records.
+
+    Also routes the ``rowcast`` loggers to stderr in `log_format` for as long.
+    """
+
+    def __init__(self, stats: RelayStats, log_format: str, interval: float = 10.0) -> None:
+        self.stats = stats
+        self.interval = interval
+        self.console = Console(stderr=True, highlight=False)
+        self.live_line = log_format == "text" and self.console.is_terminal
+        self._rate = RateMeter()
+        self._done = threading.Event()
+        self._thread = threading.Thread(
+            target=self._loop, name="rowcast-relay-display", daemon=True
+        )
+        self._live: Live | None = None
+        self._handler: logging.Handler
+        if log_format == "json":
+            self._handler = logging.StreamHandler(sys.stderr)
+            self._handler.setFormatter(JsonFormatter())
+        elif self.live_line:
+            from rich.logging import RichHandler
+
+            self._handler = RichHandler(console=self.console, show_path=False)
+        else:
+            self._handler = logging.StreamHandler(sys.stderr)
+            self._handler.setFormatter(
+                logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+            )
+
+    def line(self) -> Text:
+        """The live line: changes, rate, lag, position, and any failing sink."""
+        stats = self.stats
+        rate = self._rate(stats.changes)
+        text = Text.assemble(
+            ("relaying ", "bold"),
+            f"{stats.changes:,} changes  {rate:,.0f}/s  lag {_describe_lag(stats.lag)}  ",
+            ("at ", "dim"),
+            stats.position or stats.resumed_from or "start",
+        )
+        for sink in stats.failing:
+            text.append(f"  {sink.url} failing: {sink.failing}", style="red")
+        if stats.checkpoint_errors and not stats.failing:
+            text.append(f"  {stats.checkpoint_errors} checkpoint errors", style="yellow")
+        return text
+
+    def progress(self) -> None:
+        """Log one ``progress`` record."""
+        stats = self.stats
+        rate = self._rate(stats.changes)
+        log.info(
+            "%d changes, %.0f/s, lag %s, at %s",
+            stats.changes,
+            rate,
+            _describe_lag(stats.lag),
+            stats.position or stats.resumed_from,
+            extra={
+                "event": "progress",
+                "changes": stats.changes,
+                "transactions": stats.transactions,
+                "rate": round(rate, 1),
+                "lag": None if stats.lag is None else round(stats.lag, 3),
+                "position": stats.position or stats.resumed_from,
+                "errors": stats.errors,
+            },
+        )
+
+    def _loop(self) -> None:
+        pause = 0.25 if self._live is not None else self.interval
+        while not self._done.wait(pause):
+            if self._live is not None:
+                self._live.update(self.line(), refresh=True)
+            else:
+                self.progress()
+
+    def __enter__(self) -> RelayDisplay:
+        logger = logging.getLogger("rowcast")
+        logger.addHandler(self._handler)
+        if logger.level == logging.NOTSET or logger.level > logging.INFO:
+            logger.setLevel(logging.INFO)
+        if self.live_line:
+            self._live = Live(
+                self.line(),
+                console=self.console,
+                auto_refresh=False,
+                redirect_stdout=sys.stdout.isatty(),  # the stdout sink prints above the line
+                redirect_stderr=False,
+            )
+            self._live.start()
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._done.set()
+        self._thread.join()
+        if self._live is not None:
+            self._live.update(self.line(), refresh=True)
+            self._live.stop()
+        logging.getLogger("rowcast").removeHandler(self._handler)

@@ -1,0 +1,158 @@
+"""What a running relay counts, and the Prometheus view of it (``--metrics-port``).
+
+`RelayStats` is written by the relay's delivery thread only, and read by anyone
+(the live line, progress logs, a Prometheus scrape): plain counters, no lock,
+a reader may see one batch's counts a moment early or late.
+
+Prometheus metrics, collected from `RelayStats` when scraped (nothing on the
+hot path)::
+
+    rowcast_relay_changes_delivered_total{sink}       changes a sink acknowledged
+    rowcast_relay_transactions_delivered_total        transactions acknowledged by every sink
+    rowcast_relay_errors_total{component}             failed deliveries (component: the sink's
+                                                      URL) and checkpoint saves ("checkpoint")
+    rowcast_relay_lag_seconds                         delivery time minus commit time of the
+                                                      last change delivered
+    rowcast_relay_last_commit_timestamp_seconds       commit time of the last change delivered
+    rowcast_relay_sink_up{sink}                       0 while a sink is failing, else 1
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from .errors import ConfigError
+
+__all__ = ["RateMeter", "RelayStats", "SinkStats", "serve_metrics"]
+
+
+@dataclasses.dataclass
+class SinkStats:
+    """One sink's counts."""
+
+    url: str
+    delivered: int = 0  #: changes acknowledged
+    errors: int = 0  #: failed deliveries
+    failing: str | None = None  #: the last error while the sink is failing, else None
+
+
+class RelayStats:
+    """Counters of one relay run (see the module docstring)."""
+
+    def __init__(self, sink_urls: Sequence[str]) -> None:
+        self.started = time.time()
+        self.sinks = [SinkStats(url) for url in sink_urls]
+        self.changes = 0  #: changes delivered to every sink and checkpointed
+        self.transactions = 0
+        self.batches = 0
+        self.checkpoint_errors = 0
+        self.position: str | None = None  #: the last position saved to the checkpoint
+        self.resumed_from: str | None = None  #: the checkpoint's position at start
+        self.last_commit: float | None = None  #: commit time (``ts``) of the last change delivered
+        self.lag: float | None = None  #: delivery time minus `last_commit`, at that delivery
+
+    @property
+    def errors(self) -> int:
+        """Every failed delivery and checkpoint save so far."""
+        return self.checkpoint_errors + sum(s.errors for s in self.sinks)
+
+    @property
+    def failing(self) -> list[SinkStats]:
+        """The sinks failing right now."""
+        return [s for s in self.sinks if s.failing is not None]
+
+
+class RateMeter:
+    """Changes per second over the last `window` seconds, from samples of a running total."""
+
+    def __init__(self, window: float = 5.0) -> None:
+        self.window = window
+        self._samples: collections.deque[tuple[float, int]] = collections.deque()
+
+    def __call__(self, total: int, now: float | None = None) -> float:
+        now = time.monotonic() if now is None else now
+        samples = self._samples
+        samples.append((now, total))
+        while len(samples) > 2 and now - samples[1][0] >= self.window:
+            samples.popleft()
+        first_time, first_total = samples[0]
+        elapsed = now - first_time
+        return (total - first_total) / elapsed if elapsed > 0 else 0.0
+
+
+class _Collector:
+    """A prometheus_client collector that reads `RelayStats` at scrape time."""
+
+    def __init__(self, stats: RelayStats) -> None:
+        self.stats = stats
+
+    def describe(self) -> list[Any]:
+        return []  # collected fresh on each scrape; nothing to register up front
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        stats = self.stats
+        delivered = CounterMetricFamily(
+            "rowcast_relay_changes_delivered",
+            "Changes a sink acknowledged.",
+            labels=["sink"],
+        )
+        up = GaugeMetricFamily(
+            "rowcast_relay_sink_up", "0 while a sink is failing, else 1.", labels=["sink"]
+        )
+        errors = CounterMetricFamily(
+            "rowcast_relay_errors",
+            "Failed deliveries (per sink) and checkpoint saves (component=checkpoint).",
+            labels=["component"],
+        )
+        for sink in stats.sinks:
+            delivered.add_metric([sink.url], sink.delivered)
+            up.add_metric([sink.url], 0 if sink.failing else 1)
+            errors.add_metric([sink.url], sink.errors)
+        errors.add_metric(["checkpoint"], stats.checkpoint_errors)
+        yield delivered
+        yield up
+        yield errors
+        yield CounterMetricFamily(
+            "rowcast_relay_transactions_delivered",
+            "Transactions acknowledged by every sink and checkpointed.",
+            value=stats.transactions,
+        )
+        if stats.lag is not None:
+            yield GaugeMetricFamily(
+                "rowcast_relay_lag_seconds",
+                "Delivery time minus commit time of the last change delivered.",
+                value=stats.lag,
+            )
+        if stats.last_commit is not None:
+            yield GaugeMetricFamily(
+                "rowcast_relay_last_commit_timestamp_seconds",
+                "Commit time (UTC epoch seconds) of the last change delivered.",
+                value=stats.last_commit,
+            )
+
+
+def serve_metrics(stats: RelayStats, port: int, addr: str = "0.0.0.0") -> Any:
+    """Serve `stats` for Prometheus at ``http://<addr>:<port>/metrics``; returns the server.
+
+    Needs prometheus-client (`ConfigError` naming the extra); a port in use is a
+    `ConfigError` too. Stop it with ``server.shutdown()``.
+    """
+    try:
+        from prometheus_client import CollectorRegistry, start_http_server
+    except ImportError as e:
+        raise ConfigError(
+            f"--metrics-port needs prometheus-client: pip install 'rowcast[metrics]' ({e})"
+        ) from e
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Collector(stats))
+    try:
+        server, _thread = start_http_server(port, addr=addr, registry=registry)
+    except OSError as e:
+        raise ConfigError(f"cannot serve metrics on {addr}:{port}: {e.strerror or e}") from e
+    return server

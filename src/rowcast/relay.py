@@ -1,0 +1,391 @@
+"""`Relay`: a source's transactions delivered to sinks, then checkpointed. At least once.
+
+::
+
+    checkpoint = open_checkpoint("relay.pos")
+    source = open_source("mysql://root@127.0.0.1:3306/shop", checkpoint=checkpoint)
+    sinks = [open_sink("sqlite:///events.db"), open_sink("redis://127.0.0.1:6379/0")]
+    Relay(source, sinks, checkpoint).run()        # until stop(), SIGTERM in the CLI
+
+The promises:
+
+Order
+    Transactions reach every sink whole and in commit order. Consecutive
+    transactions are handed over together as one *batch*: whatever the source has
+    ready, up to `batch_size` changes (a transaction larger than that is a batch
+    of its own, never split). A sink slower than the source thus gets larger
+    batches, which is how a relay keeps up with a busy database.
+
+At least once
+    A batch is delivered to every sink, and each sink's `Sink.deliver` returns
+    only when its destination acknowledged it; only then may the position of the
+    batch's last transaction be saved to the checkpoint. Saves happen at most
+    every `checkpoint_interval` seconds (0: after every batch), when the relay is
+    idle, and when it stops. A relay that dies at any moment therefore restarts
+    from a position at or before the first change any sink may lack: nothing is
+    lost, and what was delivered but not yet checkpointed (at most about
+    `checkpoint_interval` seconds of changes) is delivered again. Every change
+    carries a deterministic id (`rowcast.sinks.base.change_id`), so sinks that
+    deduplicate (the event store, NATS JetStream) hold it once, and consumers of
+    the others can.
+
+Faults
+    A sink that fails (`SinkError`: down at start, gone mid-stream, full) is
+    retried with the same batch, with exponential backoff (`backoff` doubling up
+    to `max_backoff` seconds, jittered), for ever unless `max_attempts` is set;
+    sinks that already acknowledged the batch are not sent it again, and the
+    checkpoint does not move until every sink has it. A checkpoint that cannot be
+    saved (`StoreError`) is retried the same way. The source reconnects on its
+    own (a database restart, a killed connection); an error it gives up on ends
+    `run` with that error once the transactions read before it are delivered. Any
+    other exception from a sink (a bug, `BrokenPipeError` from stdout) ends `run`
+    at once, the checkpoint left before the batch.
+
+Stopping
+    `stop` (from a signal handler or another thread) lets the batch being
+    delivered finish, saves the checkpoint, and `run` returns. A batch waiting for
+    a failing sink is abandoned instead (and delivered again on restart).
+
+Resuming
+    The source must resume from the same checkpoint: a source opened without one
+    (its ``checkpoint`` attribute None) is given it, and one reading another
+    checkpoint is a `ConfigError`. The source's own ``start`` counts only when the
+    checkpoint is empty.
+
+Progress is in `Relay.stats` (`rowcast._relay_metrics.RelayStats`) and in log
+records of logger ``rowcast.relay``, each with an ``event`` attribute
+(``start``, ``retry``, ``recovered``, ``checkpoint_retry``, ``stop``) and the
+fields it names.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import random
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from ._relay_metrics import RelayStats
+from .change import Change
+from .checkpoint import Checkpoint
+from .errors import ConfigError, SinkError, StoreError
+from .sinks.base import Sink
+from .sources.base import Source
+
+__all__ = ["Relay"]
+
+log = logging.getLogger("rowcast.relay")
+
+_END = object()  # the source has no more transactions
+_POLL = 0.1  # seconds between looks at the stop flag while waiting
+
+
+class _Failed:
+    """The source raised: carried through the queue, raised after what came before it."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+class Relay:
+    """Reads `source`, delivers to every sink of `sinks`, saves to `checkpoint` (see the module).
+
+    `batch_size` bounds a batch in changes; `linger` is how long a batch may wait
+    for more transactions once it has one (0: take what is ready, never wait).
+    `backoff` and `max_backoff` are the first and longest pause between retries
+    in seconds; `max_attempts` (None: no limit) ends `run` with the last error
+    after that many failed attempts at one batch or save. `checkpoint_interval` is
+    the least time in seconds between checkpoint saves. A relay runs once.
+    """
+
+    def __init__(
+        self,
+        source: Source,
+        sinks: Iterable[Sink],
+        checkpoint: Checkpoint,
+        *,
+        batch_size: int = 1000,
+        linger: float = 0.0,
+        backoff: float = 0.1,
+        max_backoff: float = 30.0,
+        max_attempts: int | None = None,
+        checkpoint_interval: float = 1.0,
+    ) -> None:
+        self.sinks: list[Sink] = list(sinks)
+        if not self.sinks:
+            raise ConfigError("a relay needs at least one sink")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError(f"batch_size must be an int >= 1, not {batch_size!r}")
+        for name, value in (
+            ("linger", linger),
+            ("backoff", backoff),
+            ("max_backoff", max_backoff),
+            ("checkpoint_interval", checkpoint_interval),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise ConfigError(f"{name} must be a number of seconds >= 0, not {value!r}")
+        if max_attempts is not None and (not isinstance(max_attempts, int) or max_attempts < 1):
+            raise ConfigError(f"max_attempts must be None or an int >= 1, not {max_attempts!r}")
+        reading = getattr(source, "checkpoint", checkpoint)
+        if reading is None:
+            source.checkpoint = checkpoint  # type: ignore[attr-defined]
+        elif reading is not checkpoint:
+            raise ConfigError(
+                "the source resumes from another checkpoint than the relay saves to; "
+                "open the source with checkpoint=<the relay's checkpoint>"
+            )
+        self.source = source
+        self.checkpoint = checkpoint
+        self.batch_size = batch_size
+        self.linger = float(linger)
+        self.backoff = float(backoff)
+        self.max_backoff = float(max_backoff)
+        self.max_attempts = max_attempts
+        self.checkpoint_interval = float(checkpoint_interval)
+        self.stats = RelayStats([sink.url for sink in self.sinks])
+        self._stopping = threading.Event()
+        self._pools: list[ThreadPoolExecutor] | None = None
+        self._carried: Any = None  # a transaction read that did not fit in the last batch
+        self._unsaved: str | None = None  # delivered everywhere, not yet checkpointed
+        self._saved_at = 0.0  # time.monotonic() of the last save
+
+    # ------------------------------------------------------------------ the loop
+
+    def run(self) -> None:
+        """Relay until `stop` or the end of the source; raises what ended it otherwise."""
+        self.stats.resumed_from = self.checkpoint.load()
+        start = getattr(self.source, "start", None) or "its default start"
+        log.info(
+            "relaying to %s from %s",
+            ", ".join(sink.url for sink in self.stats.sinks),
+            self.stats.resumed_from or f"the source's {start} (the checkpoint is empty)",
+            extra={"event": "start", "position": self.stats.resumed_from},
+        )
+        transactions: queue.Queue[Any] = queue.Queue(maxsize=max(64, self.batch_size * 2))
+        reader = threading.Thread(
+            target=self._read, args=(transactions,), name="rowcast-relay-source", daemon=True
+        )
+        if len(self.sinks) > 1:  # each sink in its own thread, always the same one
+            self._pools = [
+                ThreadPoolExecutor(1, thread_name_prefix=f"rowcast-relay-sink{i}")
+                for i in range(len(self.sinks))
+            ]
+        reader.start()
+        try:
+            while not self._stopping.is_set():
+                batch, final = self._collect(transactions)
+                if batch:
+                    if not self._deliver(batch):
+                        break  # stopped while a sink was failing
+                    self._delivered(batch)
+                    if self._save_due() and not self._save():
+                        break  # stopped while the checkpoint was failing
+                if isinstance(final, _Failed):
+                    raise final.error
+                if final is _END:
+                    break
+        finally:
+            self._stopping.set()
+            self.source.stop()
+            if self._unsaved is not None:
+                self._save()  # what every sink has: one attempt, as we are stopping
+            reader.join(5)
+            for pool in self._pools or ():
+                pool.shutdown(wait=False, cancel_futures=True)
+        log.info(
+            "relay stopped at %s after %d changes",
+            self.stats.position or self.stats.resumed_from or "the source's start",
+            self.stats.changes,
+            extra={"event": "stop", "position": self.stats.position, "changes": self.stats.changes},
+        )
+
+    def stop(self) -> None:
+        """Finish the batch being delivered, save the checkpoint, return from `run`.
+
+        Safe from a signal handler or another thread; before `run`, it makes `run`
+        return at once.
+        """
+        self._stopping.set()
+
+    def _read(self, transactions: queue.Queue[Any]) -> None:
+        """The reader thread: the source's transactions into the queue, then _END or _Failed."""
+        try:
+            for transaction in self.source:
+                if transaction and not self._put(transactions, transaction):
+                    return
+            self._put(transactions, _END)
+        except BaseException as error:  # handed to run(), which raises it
+            self._put(transactions, _Failed(error))
+
+    def _put(self, transactions: queue.Queue[Any], item: Any) -> bool:
+        while not self._stopping.is_set():
+            try:
+                transactions.put(item, timeout=_POLL)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _collect(self, transactions: queue.Queue[Any]) -> tuple[list[list[Change]], Any]:
+        """The next batch, and _END / _Failed when the source ended right after it."""
+        item, self._carried = self._carried, None
+        while item is None:
+            if self._stopping.is_set():
+                return [], None
+            with contextlib.suppress(queue.Empty):
+                item = transactions.get(timeout=_POLL)
+            if item is None and self._save_due():  # idle: save what was delivered
+                self._save()
+        batch: list[list[Change]] = []
+        count = 0
+        deadline = time.monotonic() + self.linger
+        while True:
+            if item is _END or isinstance(item, _Failed):
+                return batch, item
+            if batch and count + len(item) > self.batch_size:
+                self._carried = item  # the first of the next batch
+                return batch, None
+            batch.append(item)
+            count += len(item)
+            if count >= self.batch_size:
+                return batch, None
+            try:
+                wait = deadline - time.monotonic()
+                item = transactions.get(timeout=wait) if wait > 0 else transactions.get_nowait()
+            except queue.Empty:
+                return batch, None
+
+    # ------------------------------------------------------------------ delivery
+
+    def _pause(self, attempt: int) -> float:
+        return min(self.max_backoff, self.backoff * 2.0 ** (attempt - 1)) * (
+            0.5 + random.random() / 2
+        )
+
+    def _deliver(self, batch: Sequence[Sequence[Change]]) -> bool:
+        """Deliver `batch` to every sink, retrying the failing ones; False if stopped first."""
+        count = sum(len(transaction) for transaction in batch)
+        pending = list(range(len(self.sinks)))
+        attempt = 0
+        while True:
+            errors = self._send(batch, pending)
+            for i in pending:
+                if i in errors:
+                    continue
+                stats = self.stats.sinks[i]
+                stats.delivered += count
+                if stats.failing is not None:
+                    stats.failing = None
+                    log.info(
+                        "sink %s is delivering again",
+                        stats.url,
+                        extra={"event": "recovered", "sink": stats.url},
+                    )
+            if not errors:
+                return True
+            for error in errors.values():
+                if not isinstance(error, SinkError):
+                    raise error
+            attempt += 1
+            pause = self._pause(attempt)
+            for i, error in errors.items():
+                stats = self.stats.sinks[i]
+                stats.errors += 1
+                stats.failing = str(error)
+                log.warning(
+                    "sink %s failed (attempt %d): %s; retrying in %.1fs",
+                    stats.url,
+                    attempt,
+                    error,
+                    pause,
+                    extra={
+                        "event": "retry",
+                        "sink": stats.url,
+                        "attempt": attempt,
+                        "delay": round(pause, 3),
+                        "error": str(error),
+                    },
+                )
+            pending = sorted(errors)
+            if self.max_attempts is not None and attempt >= self.max_attempts:
+                raise errors[pending[0]]
+            if self._stopping.wait(pause):
+                log.warning(
+                    "stopped before every sink had the batch; it is delivered again on restart",
+                    extra={"event": "abandoned", "changes": count},
+                )
+                return False
+
+    def _send(self, batch: Sequence[Sequence[Change]], pending: list[int]) -> dict[int, Exception]:
+        """One delivery attempt to each pending sink: the errors by sink index."""
+        if self._pools is None:
+            try:
+                self.sinks[0].deliver(batch)
+            except Exception as error:
+                return {0: error}
+            return {}
+        futures = {i: self._pools[i].submit(self.sinks[i].deliver, batch) for i in pending}
+        errors: dict[int, Exception] = {}
+        for i, future in futures.items():
+            failure = future.exception()
+            if failure is not None:
+                if not isinstance(failure, Exception):
+                    raise failure
+                errors[i] = failure
+        return errors
+
+    def _delivered(self, batch: Sequence[Sequence[Change]]) -> None:
+        """Count a batch every sink acknowledged; its position is now due for the checkpoint."""
+        last = batch[-1][-1]
+        stats = self.stats
+        stats.changes += sum(len(transaction) for transaction in batch)
+        stats.transactions += len(batch)
+        stats.batches += 1
+        stats.last_commit = last.ts
+        stats.lag = max(0.0, time.time() - last.ts)
+        if last.position is not None:
+            self._unsaved = last.position
+
+    def _save_due(self) -> bool:
+        return (
+            self._unsaved is not None
+            and time.monotonic() - self._saved_at >= self.checkpoint_interval
+        )
+
+    def _save(self) -> bool:
+        """Save the last delivered position, retrying a failing checkpoint; False if stopped."""
+        position = self._unsaved
+        attempt = 0
+        while position is not None:
+            try:
+                self.checkpoint.save(position)
+                break
+            except StoreError as error:
+                attempt += 1
+                self.stats.checkpoint_errors += 1
+                pause = self._pause(attempt)
+                log.warning(
+                    "saving the checkpoint failed (attempt %d): %s; retrying in %.1fs",
+                    attempt,
+                    error,
+                    pause,
+                    extra={
+                        "event": "checkpoint_retry",
+                        "attempt": attempt,
+                        "delay": round(pause, 3),
+                        "error": str(error),
+                    },
+                )
+                if self.max_attempts is not None and attempt >= self.max_attempts:
+                    raise
+                if self._stopping.wait(pause):
+                    return False
+        self.stats.position = position
+        self._unsaved = None
+        self._saved_at = time.monotonic()
+        return True

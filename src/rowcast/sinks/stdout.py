@@ -1,0 +1,59 @@
+"""`StdoutSink`: JSON lines on standard output (``--to -``).
+
+One line per change, in commit order: the change's ``Change.to_json()`` object
+with its deterministic id first::
+
+    {"id":"0b6f...","action":"write","schema":"shop","table":"orders","pk":7,
+     "before":null,"after":{"id":7,"total":{"$decimal":"12.50"}},"ts":1714564800.0,
+     "txid":"0-1-42","position":"mysql-bin.000003:1234","source":"mysql"}
+
+(one line in the output; values that JSON has no type for are tagged as the
+`rowcast.change` codec describes). A batch is written, then flushed: `deliver`
+returns once the operating system has the lines. A re-delivered batch prints its
+lines again, with the same ids, so a consumer can skip what it has seen.
+
+A closed pipe (``rowcast relay ... --to - | head``) raises `BrokenPipeError`, which
+a relay does not retry: there is nobody left to deliver to. Any other write error
+is a `SinkError`.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, TextIO
+
+from ..errors import ConfigError, SinkError
+from .base import Batch, change_id
+
+__all__ = ["StdoutSink"]
+
+
+class StdoutSink:
+    """Writes each change as one JSON line to `stream` (default: ``sys.stdout`` at delivery)."""
+
+    def __init__(self, url: str = "-", *, stream: TextIO | None = None, **options: Any) -> None:
+        if url != "-":
+            raise ConfigError(f"the stdout sink's URL is '-', not {url!r}")
+        if options:
+            raise ConfigError(f"the stdout sink takes no options, not {sorted(options)}")
+        self.url = url
+        self._stream = stream
+
+    def deliver(self, batch: Batch) -> None:
+        """Write one line per change of `batch`, in commit order, then flush."""
+        lines = []
+        for transaction in batch:
+            for index, change in enumerate(transaction):
+                body = change.to_json()  # '{"action":...}': the id goes in front
+                lines.append(f'{{"id":"{change_id(change, index)}",{body[1:]}\n')
+        stream = self._stream if self._stream is not None else sys.stdout
+        try:
+            stream.write("".join(lines))
+            stream.flush()
+        except BrokenPipeError:
+            raise
+        except (OSError, ValueError) as e:  # ValueError: the stream was closed
+            raise SinkError(f"stdout sink: writing failed: {e}") from e
+
+    def close(self) -> None:
+        """Nothing to release: standard output belongs to the process."""

@@ -1,0 +1,112 @@
+"""`StoreSink`: relayed changes appended to an event store, each exactly once.
+
+``--to sqlite:///events.db`` (or any URL `rowcast.EventStore` opens). Each change
+becomes one event:
+
+* stream ``"<schema>.<table>-<pk>"`` (`stream_name`): one stream per row, so a
+  row's history reads in commit order with ``store.read(stream)``;
+* type ``Change.name`` (``"orders_update"``);
+* data: the change's fields (``action``, ``schema``, ``table``, ``pk``,
+  ``before``, ``after``, ``ts``, ``txid``, ``position``, ``source``, and
+  ``snapshot: True`` for a row an initial snapshot read) as Python values, which
+  the store's codec keeps (Decimal, datetime, bytes...), so ``Change(**event.data)``
+  rebuilds the change;
+* id: `change_id`, the change's deterministic id.
+
+A batch is appended one stream at a time, in commit order within each stream
+(the store has no transaction spanning streams). Re-delivering a change is a
+no-op: the store recognises an append whose ids are already stored in that
+stream, and when a re-delivered group only partly overlaps what is stored (the
+relay's batches came out different after a restart) the stored events are left
+out and the rest appended. Because every append to a stream happens in commit
+order and a relay only ever goes back to a checkpoint, what a stream holds is
+always a prefix of the row's changes: after a crash it holds every change once.
+
+A store that fails (locked past its timeout, disk full, closed) is a
+`SinkError`; the relay retries the whole batch, and the events already appended
+are recognised as such.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from .._url import masked
+from ..change import Change, dumps
+from ..errors import DuplicateEventId, SinkError, StoreError
+from ..store import EventStore, NewEvent
+from .base import Batch, change_id
+
+__all__ = ["StoreSink", "stream_name"]
+
+# what every Change has; ``snapshot`` (when a source sets it) is added only when true,
+# as Change.to_dict does
+_FIELDS = tuple(f.name for f in dataclasses.fields(Change) if f.name != "snapshot")
+
+
+def _key(value: Any) -> str:
+    return str(value) if type(value) in (int, str) else dumps(value)
+
+
+def stream_name(change: Change) -> str:
+    """``"<schema>.<table>-<pk>"``: ``"shop.orders-7"``, ``"shop.lines-7,2"`` (composite).
+
+    Without a schema: ``"<table>-<pk>"``; a table without a primary key has one
+    stream for the whole table: ``"<schema>.<table>"``.
+    """
+    table = f"{change.schema}.{change.table}" if change.schema else change.table
+    pk = change.pk
+    if pk is None:
+        return table
+    if type(pk) is tuple:
+        return f"{table}-{','.join(_key(part) for part in pk)}"
+    return f"{table}-{_key(pk)}"
+
+
+class StoreSink:
+    """Appends each change to its row's stream in the `EventStore` at `url`.
+
+    `options` go to `EventStore` (``timeout=``, ``synchronous=`` for SQLite). Opening
+    the store is checked at once: a bad URL is a `ConfigError`, a store that cannot
+    be opened a `StoreError`.
+    """
+
+    def __init__(self, url: str, **options: Any) -> None:
+        self.url = masked(url)
+        self.store = EventStore(url, **options)
+
+    def deliver(self, batch: Batch) -> None:
+        """Append every change of `batch` (see the module docstring); idempotent."""
+        streams: dict[str, list[NewEvent]] = {}
+        for transaction in batch:
+            for index, change in enumerate(transaction):
+                data = {name: getattr(change, name) for name in _FIELDS}
+                if getattr(change, "snapshot", False):
+                    data["snapshot"] = True
+                event = NewEvent(change.name, data, None, change_id(change, index))
+                stream = stream_name(change)
+                group = streams.get(stream)
+                if group is None:
+                    streams[stream] = [event]
+                else:
+                    group.append(event)
+        for stream, events in streams.items():
+            try:
+                self._append(stream, events)
+            except StoreError as e:
+                raise SinkError(f"event store sink {self.url}: append to {stream!r}: {e}") from e
+
+    def _append(self, stream: str, events: list[NewEvent]) -> None:
+        try:
+            self.store.append(stream, events)
+        except DuplicateEventId as e:
+            # a re-delivery that overlaps what is stored only in part: append the rest
+            stored = set(e.ids)
+            rest = [event for event in events if event.id not in stored]
+            if rest:
+                self.store.append(stream, rest)
+
+    def close(self) -> None:
+        """Close the store; idempotent."""
+        self.store.close()
