@@ -1,0 +1,177 @@
+"""``rowcast consume``: relayed changes from a broker to a handler of yours (`rowcast.consume`)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+
+import click
+from rich.console import Console
+from rich.text import Text
+
+from ._cli_relay import _stop_on_signals
+from ._relay_console import RelayDisplay
+from ._relay_metrics import RelayStats
+from .cli import main
+from .consume import load_handler, open_consumer
+from .consume.stats import ConsumerStats, serve_metrics
+
+__all__ = ["consume"]
+
+log = logging.getLogger("rowcast.consume")
+
+
+class ConsumeDisplay(RelayDisplay):
+    """`rowcast relay`'s live line and progress records, showing a consumer's counts."""
+
+    def __init__(self, stats: ConsumerStats, log_format: str, interval: float = 10.0) -> None:
+        super().__init__(RelayStats(()), log_format, interval)
+        self.consumer = stats
+
+    def line(self) -> Text:
+        stats = self.consumer
+        rate = self._rate(stats.handled)
+        lag = "-" if stats.lag is None else f"{stats.lag:.1f}s"
+        text = Text.assemble(
+            ("consuming ", "bold"),
+            f"{stats.handled:,} handled  {rate:,.0f}/s  lag {lag}  "
+            f"{stats.duplicates:,} duplicates  {stats.parked:,} parked",
+        )
+        if stats.failing:
+            text.append(f"  broker failing: {stats.failing}", style="red")
+        return text
+
+    def progress(self) -> None:
+        stats = self.consumer
+        rate = self._rate(stats.handled)
+        log.info(
+            "%d handled, %.0f/s, %d duplicates, %d parked",
+            stats.handled,
+            rate,
+            stats.duplicates,
+            stats.parked,
+            extra={
+                "event": "progress",
+                "received": stats.received,
+                "handled": stats.handled,
+                "rate": round(rate, 1),
+                "duplicates": stats.duplicates,
+                "parked": stats.parked,
+                "retries": stats.retries,
+                "errors": stats.errors,
+                "lag": None if stats.lag is None else round(stats.lag, 3),
+            },
+        )
+
+
+@main.command()
+@click.argument("url")
+@click.option(
+    "--handler",
+    "handler_spec",
+    required=True,
+    metavar="MODULE:FUNCTION",
+    help="Your function, called with a list of rowcast.Change (e.g. myapp.handlers:index); "
+    "the current directory is importable.",
+)
+@click.option("--group", default="rowcast", show_default=True, help="The consumer group name.")
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 1024),
+    default=1,
+    show_default=True,
+    help="Handler threads; one row's changes always go to the same one, in order.",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1, 100_000),
+    default=100,
+    show_default=True,
+    help="At most this many changes per handler call.",
+)
+@click.option(
+    "--attempts",
+    type=click.IntRange(1, 1000),
+    default=5,
+    show_default=True,
+    help="Handler calls for a failing batch before its failing rows are parked.",
+)
+@click.option(
+    "--backoff",
+    type=click.FloatRange(0.001, 3600),
+    default=0.2,
+    show_default=True,
+    help="Seconds before the first retry; doubled for each next one (at most 10 s).",
+)
+@click.option(
+    "--dedupe-window",
+    type=click.IntRange(0, 100_000_000),
+    default=100_000,
+    show_default=True,
+    help="How many recent change ids to remember, to skip re-deliveries (0: none).",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="Log lines on stderr as text (a live status line on a terminal) or JSON objects.",
+)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    metavar="PORT",
+    help="Serve Prometheus metrics at http://0.0.0.0:PORT/metrics.",
+)
+def consume(
+    url: str,
+    handler_spec: str,
+    group: str,
+    workers: int,
+    batch_size: int,
+    attempts: int,
+    backoff: float,
+    dedupe_window: int,
+    log_format: str,
+    metrics_port: int | None,
+) -> None:
+    """Call --handler with the changes a relay delivered to the broker at URL, at least once.
+
+    URL is redis://host:6379/0 (?stream=KEY, or every rowcast:* stream),
+    nats://host:4222 (?stream=rowcast&subject=rowcast.>) or
+    amqp://user:password@host:5672/%2F (?queue=NAME&bind=KEY); see rowcast.consume
+    for every option. A change is acknowledged once the handler returned for it; a
+    batch that keeps failing has its failing rows parked in the dead-letter place.
+    Stop with Ctrl-C or SIGTERM: the batches being handled finish and are
+    acknowledged, and the exit status is 0. A bad URL or handler, or an unreachable
+    broker, exits with status 2 before anything is handled.
+    """
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # --handler myapp:fn from the project directory
+    handler = load_handler(handler_spec)
+    consumer = open_consumer(
+        url,
+        handler,
+        group=group,
+        workers=workers,
+        batch_size=batch_size,
+        attempts=attempts,
+        backoff=backoff,
+        dedupe_window=dedupe_window,
+    )
+    with contextlib.ExitStack() as stack:
+        if metrics_port is not None:
+            server = serve_metrics(consumer.stats, metrics_port)
+            stack.callback(server.server_close)
+            stack.callback(server.shutdown)
+        with _stop_on_signals(consumer.stop), ConsumeDisplay(consumer.stats, log_format):
+            consumer.run()
+    stats = consumer.stats
+    if log_format == "text":
+        Console(stderr=True, highlight=False).print(
+            f"consumed {consumer.url} as {group!r}: {stats.handled:,} changes handled, "
+            f"{stats.duplicates:,} duplicates skipped, {stats.parked:,} parked",
+            soft_wrap=True,
+        )

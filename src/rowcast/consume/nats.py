@@ -1,0 +1,296 @@
+"""Consume from NATS JetStream with a durable pull consumer (``nats://``, ``tls://``).
+
+Reads what `rowcast.sinks.nats.NatsSink` publishes: messages on
+``<prefix>.<schema>.<table>.<action>`` with body ``Change.to_json()`` and the change id
+in the ``Nats-Msg-Id`` header.
+
+URL: ``nats://[user:password@]host[:port][?option=value&...]``, options:
+
+``stream``
+    the JetStream stream, default ``rowcast``; created as the sink would (subjects
+    ``<prefix>.>``) when missing, so a consumer may start before the relay.
+``prefix``
+    the sink's subject prefix, default ``rowcast``.
+``subject``
+    only these subjects, e.g. ``rowcast.shop.orders.*``; default ``<prefix>.>``.
+``ack_wait``
+    seconds JetStream waits for an ack before it redelivers a message, default 30: a
+    consumer that died is replaced this long after. Keep it above a handler's longest
+    batch (with its retries).
+``dead_stream``
+    the dead-letter stream, default ``<stream>_dead``, created when missing with
+    subjects ``<dead_stream>.>``.
+``timeout``
+    seconds to connect and to wait for JetStream's replies, default 10.
+
+The durable consumer is named after the group (``--group``), with explicit acks and
+no delivery limit (rowcast parks what keeps failing); one that exists is used as it
+is. A parked message is published to ``<dead_stream>.<group>.<its subject>`` with its
+body and the headers ``Rowcast-Error`` (one line), ``Rowcast-Group``,
+``Rowcast-Subject`` and ``Nats-Msg-Id: <change id>:<group>``; once JetStream stored it,
+the original is acked. Changes given back on stop are nak'ed for prompt redelivery.
+
+nats-py is asyncio; the transport runs it on a private event loop in a daemon thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import re
+import threading
+from collections.abc import Coroutine, Sequence
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+from .._url import masked
+from ..errors import ConfigError, SinkError
+from ._options import number, query
+from .transport import Delivery, decode
+
+__all__ = ["NatsTransport"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+_OPTIONS = ("stream", "prefix", "subject", "ack_wait", "dead_stream", "timeout")
+_NAME = re.compile(r"[^.*>/\\\s]{1,255}")
+_MAX_ACK_PENDING = 20_000
+
+
+class NatsTransport:
+    """The JetStream side of a `rowcast.consume.Consumer` (see the module docstring)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        group: str = "rowcast",
+        stream: str | None = None,
+        prefix: str | None = None,
+        subject: str | None = None,
+        ack_wait: float | None = None,
+        dead_stream: str | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        self.url = masked(url)
+        options, _, unknown = query(url, ("nats", "tls"), _OPTIONS)
+        if unknown:
+            raise ConfigError(
+                f"{self.url}: unknown option {unknown[0][0]!r}; the NATS consumer takes "
+                + ", ".join(_OPTIONS)
+            )
+        parts = urlsplit(url)
+        if not parts.hostname:
+            raise ConfigError(f"{self.url}: no host; e.g. nats://127.0.0.1:4222")
+        try:
+            parts.port  # noqa: B018  (raises on a malformed port)
+        except ValueError as e:
+            raise ConfigError(f"{self.url}: {e}") from e
+        self.stream: str = stream or options.get("stream", "rowcast")
+        self.prefix: str = prefix or options.get("prefix", "rowcast")
+        self.subject: str = subject or options.get("subject", f"{self.prefix}.>")
+        self.dead_stream: str = dead_stream or options.get("dead_stream", f"{self.stream}_dead")
+        for what, name in (
+            ("stream", self.stream),
+            ("dead_stream", self.dead_stream),
+            ("group", group),
+        ):
+            if not _NAME.fullmatch(name):
+                raise ConfigError(
+                    f"{self.url}: a JetStream {what} name has no '.', '*', '>', '/', '\\' or "
+                    f"blanks, not {name!r}"
+                )
+        self.group = group
+        self.ack_wait = number(url, "ack_wait", ack_wait, options, 30.0)
+        self.timeout = number(url, "timeout", timeout, options, 10.0)
+        try:
+            import nats
+            import nats.errors
+            import nats.js.api
+            import nats.js.errors
+        except ImportError as e:
+            raise ConfigError(
+                f"the NATS consumer needs nats-py: pip install 'rowcast[nats]' ({e})"
+            ) from e
+        self._nats = nats
+        self._errors = (nats.errors.Error, OSError, TimeoutError, asyncio.TimeoutError)
+        self._server = urlunsplit(parts._replace(query=""))
+        self._nc: Any = None
+        self._js: Any = None
+        self._sub: Any = None
+        self._generation = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    def __repr__(self) -> str:
+        return f"<NatsTransport {self.url!r} stream={self.stream!r} group={self.group!r}>"
+
+    # ------------------------------------------------------------ Transport
+
+    def connect(self) -> None:
+        self._run(self._connect())
+
+    def fetch(self, limit: int, timeout: float) -> list[Delivery]:
+        return self._run(self._fetch(limit, max(timeout, 0.05)))
+
+    def ack(self, deliveries: Sequence[Delivery]) -> None:
+        self._run(self._settle(deliveries, "ack"))
+
+    def dead_letter(self, parked: Sequence[tuple[Delivery, str]]) -> None:
+        self._run(self._dead_letter(parked))
+
+    def release(self, deliveries: Sequence[Delivery]) -> None:
+        try:
+            self._run(self._settle(deliveries, "nak"))
+        except SinkError as e:  # best effort: ack_wait redelivers them anyway
+            log.debug("nak failed: %s", e)
+
+    def reset(self) -> None:
+        try:
+            self._run(self._disconnect())
+        except SinkError as e:
+            log.debug("dropping %s: %s", self.url, e)
+
+    def close(self) -> None:
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            return
+        try:
+            asyncio.run_coroutine_threadsafe(self._disconnect(), loop).result(self.timeout)
+        except Exception as e:  # closing a broken connection: nothing left to save
+            log.debug("closing %s: %s", self.url, e)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(self.timeout)
+        if not thread.is_alive():
+            loop.close()
+        self._loop = self._thread = None
+
+    # ------------------------------------------------------------ on the private loop
+
+    def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+            self._thread = threading.Thread(
+                target=self._loop.run_forever, name="rowcast-nats-consumer", daemon=True
+            )
+            self._thread.start()
+        future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+        try:
+            return future.result(self.timeout * 3 + 5)
+        except concurrent.futures.TimeoutError as e:
+            future.cancel()
+            raise SinkError(f"NATS consumer {self.url}: no progress in {self.timeout:g} s") from e
+        except SinkError:
+            raise
+        except self._errors as e:
+            raise SinkError(f"NATS consumer {self.url}, stream {self.stream!r}: {e!r}") from e
+
+    async def _connect(self) -> None:
+        await self._disconnect()
+        try:
+            nc = await asyncio.wait_for(
+                self._nats.connect(
+                    servers=[self._server],
+                    name=f"rowcast-consumer-{self.group}",
+                    connect_timeout=self.timeout,
+                    allow_reconnect=False,
+                    max_reconnect_attempts=1,
+                    error_cb=self._on_error,
+                ),
+                self.timeout,
+            )
+        except self._errors as e:
+            raise SinkError(f"NATS consumer {self.url}: cannot connect: {e!r}") from e
+        self._nc = nc
+        self._generation += 1
+        js = nc.jetstream(timeout=self.timeout)
+        api = self._nats.js.api
+        try:
+            await self._ensure_stream(js, self.stream, f"{self.prefix}.>")
+            await self._ensure_stream(js, self.dead_stream, f"{self.dead_stream}.>")
+            try:
+                await js.consumer_info(self.stream, self.group)
+            except self._nats.js.errors.NotFoundError:
+                config = api.ConsumerConfig(
+                    durable_name=self.group,
+                    ack_policy=api.AckPolicy.EXPLICIT,
+                    deliver_policy=api.DeliverPolicy.ALL,
+                    ack_wait=self.ack_wait,
+                    max_deliver=-1,
+                    max_ack_pending=_MAX_ACK_PENDING,
+                    filter_subject=self.subject,
+                )
+                await js.add_consumer(self.stream, config)
+            self._sub = await js.pull_subscribe_bind(durable=self.group, stream=self.stream)
+        except self._nats.js.errors.APIError as e:
+            await self._disconnect()
+            raise SinkError(
+                f"NATS consumer {self.url}: JetStream refused setting up stream {self.stream!r} "
+                f"/ consumer {self.group!r}: {e.description} (code {e.err_code})"
+            ) from e
+        except BaseException:
+            await self._disconnect()
+            raise
+        self._js = js
+
+    async def _on_error(self, error: Exception) -> None:  # nats-py would log at ERROR
+        log.debug("NATS consumer %s: %r", self.url, error)
+
+    async def _ensure_stream(self, js: Any, name: str, subjects: str) -> None:
+        try:
+            await js.stream_info(name)
+        except self._nats.js.errors.NotFoundError:
+            try:
+                await js.add_stream(name=name, subjects=[subjects])
+            except self._nats.js.errors.BadRequestError as e:
+                if e.err_code != 10058:  # made meanwhile by someone else: fine
+                    raise
+
+    async def _disconnect(self) -> None:
+        nc, self._nc, self._js, self._sub = self._nc, None, None, None
+        if nc is not None and not nc.is_closed:
+            await nc.close()
+
+    async def _fetch(self, limit: int, timeout: float) -> list[Delivery]:
+        if self._sub is None:
+            await self._connect()
+        try:
+            messages = await self._sub.fetch(limit, timeout=timeout)
+        except (TimeoutError, self._nats.errors.TimeoutError):
+            return []
+        generation = self._generation
+        found = []
+        for msg in messages:
+            headers = msg.headers or {}
+            found.append(decode(headers.get("Nats-Msg-Id"), msg.data, msg, generation))
+        return found
+
+    async def _settle(self, deliveries: Sequence[Delivery], how: str) -> None:
+        nc, generation = self._nc, self._generation
+        if nc is None or nc.is_closed:
+            return  # an older connection's messages: JetStream redelivers them
+        for delivery in deliveries:
+            if delivery.generation == generation:
+                msg = delivery.token
+                await (msg.ack() if how == "ack" else msg.nak())
+
+    async def _dead_letter(self, parked: Sequence[tuple[Delivery, str]]) -> None:
+        if self._js is None:
+            await self._connect()
+        js, generation = self._js, self._generation
+        for delivery, error in parked:
+            msg = delivery.token
+            line = " ".join(error.split())[:4000]
+            headers = {
+                "Rowcast-Error": line,
+                "Rowcast-Group": self.group,
+                "Rowcast-Subject": msg.subject,
+            }
+            if delivery.id:
+                headers["Nats-Msg-Id"] = f"{delivery.id}:{self.group}"
+            subject = f"{self.dead_stream}.{self.group}.{msg.subject}"
+            await js.publish(subject, msg.data, stream=self.dead_stream, headers=headers)
+            if delivery.generation == generation:
+                await msg.ack()

@@ -1,0 +1,227 @@
+"""Consume from RabbitMQ: a durable queue bound to the topic exchange (``amqp://``).
+
+Reads what `rowcast.sinks.rabbitmq.RabbitMQSink` publishes: body ``Change.to_json()``,
+the change id as ``message_id``, routing key ``<schema>.<table>.<action>``.
+
+URL: ``amqp://[user:password@]host[:port][/vhost][?option=value&...]`` (``amqps://``
+for TLS), rowcast's options:
+
+``exchange``
+    the sink's topic exchange, default ``rowcast`` (declared durable when missing).
+``queue``
+    the durable queue, default ``<exchange>.<group>``; declared and bound when missing.
+    Start the consumer (or declare the queue) before the relay publishes: the sink's
+    messages reach only queues bound at the time.
+``bind``
+    routing keys to bind the queue with (repeat, or separate with commas), e.g.
+    ``shop.orders.*``; default ``#`` (every change).
+``prefetch``
+    unacknowledged messages the broker sends ahead (``basic.qos``), default 2000.
+``timeout``
+    seconds to connect and for socket reads and writes, default 10.
+
+Every other query parameter is pika's (``heartbeat``, ...). A parked message is
+published, with publisher confirms, to the durable direct exchange
+``<exchange>.dead`` with the queue's name as routing key, which reaches the durable
+queue ``<queue>.dead``; it keeps the original's body and properties, plus the headers
+``x-rowcast-error``, ``x-rowcast-group`` and ``x-rowcast-routing-key``. Then the
+original is acked. Messages not acked when the connection closes (a crash, a stop)
+go back to the queue, in their order.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+from .._url import masked
+from ..errors import ConfigError, SinkError
+from ._options import number, query
+from .transport import Delivery, decode
+
+__all__ = ["RabbitMQTransport"]
+
+log = logging.getLogger(__name__)
+
+_OPTIONS = ("exchange", "queue", "prefetch", "timeout")
+
+
+class RabbitMQTransport:
+    """The RabbitMQ side of a `rowcast.consume.Consumer` (see the module docstring)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        group: str = "rowcast",
+        exchange: str | None = None,
+        queue: str | None = None,
+        bind: str | Sequence[str] | None = None,
+        prefetch: int | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        self.url = masked(url)
+        options, lists, rest = query(url, ("amqp", "amqps"), _OPTIONS, lists=("bind",))
+        self.exchange: str = exchange or options.get("exchange", "rowcast")
+        self.queue: str = queue or options.get("queue", f"{self.exchange}.{group}")
+        keys = [bind] if isinstance(bind, str) else list(bind or lists.get("bind", []))
+        self.bindings: list[str] = keys or ["#"]
+        self.group = group
+        self.prefetch = int(number(url, "prefetch", prefetch, options, 2000))
+        self.timeout = number(url, "timeout", timeout, options, 10.0)
+        for what, name in (("exchange", self.exchange), ("queue", self.queue)):
+            if len(name.encode()) > 250:
+                raise ConfigError(f"{self.url}: the {what} name is too long: {name!r}")
+        try:
+            import pika
+            import pika.exceptions
+        except ImportError as e:
+            raise ConfigError(
+                f"the RabbitMQ consumer needs pika: pip install 'rowcast[rabbitmq]' ({e})"
+            ) from e
+        self._pika = pika
+        self._errors = (pika.exceptions.AMQPError, OSError)
+        pika_url = urlunsplit(urlsplit(url)._replace(query=urlencode(rest)))
+        try:
+            self._parameters = pika.URLParameters(pika_url)
+        except ValueError as e:
+            raise ConfigError(
+                f"malformed AMQP URL {self.url}: {e} (rowcast's own options: "
+                + ", ".join(("bind", *_OPTIONS))
+                + "; the others are pika's)"
+            ) from e
+        given = {name for name, _ in rest}
+        for name in ("socket_timeout", "stack_timeout", "blocked_connection_timeout"):
+            if name not in given:
+                setattr(self._parameters, name, self.timeout)
+        if "connection_attempts" not in given:
+            self._parameters.connection_attempts = 1
+        self._parameters.client_properties = {"connection_name": f"rowcast consumer {self.queue}"}
+        self._connection: Any = None
+        self._channel: Any = None
+        self._dead: Any = None  # a second channel, in confirm mode, for dead letters
+        self._buffer: list[Delivery] = []
+        self._generation = 0
+
+    def __repr__(self) -> str:
+        return f"<RabbitMQTransport {self.url!r} queue={self.queue!r}>"
+
+    @property
+    def dead_queue(self) -> str:
+        """The queue parked messages go to."""
+        return f"{self.queue}.dead"
+
+    # ------------------------------------------------------------ Transport
+
+    def connect(self) -> None:
+        self._call(self._connect)
+
+    def fetch(self, limit: int, timeout: float) -> list[Delivery]:
+        def take() -> list[Delivery]:
+            if self._connection is None:
+                self._connect()
+            if not self._buffer:
+                self._connection.process_data_events(time_limit=timeout)
+            buffer = self._buffer  # the list on_message appends to: cut it in place
+            found = buffer[:limit]
+            del buffer[:limit]
+            return found
+
+        found: list[Delivery] = self._call(take)
+        return found
+
+    def ack(self, deliveries: Sequence[Delivery]) -> None:
+        def send() -> None:
+            channel, generation = self._channel, self._generation
+            if channel is None:
+                return  # an older connection's messages: the broker requeued them
+            for delivery in deliveries:
+                if delivery.generation == generation:
+                    channel._impl.basic_ack(delivery.token[0])  # buffered: one flush below
+            channel._flush_output()
+
+        self._call(send)
+
+    def dead_letter(self, parked: Sequence[tuple[Delivery, str]]) -> None:
+        def send() -> None:
+            if self._connection is None:
+                self._connect()
+            generation = self._generation
+            for delivery, error in parked:
+                tag, routing_key, properties, body = delivery.token
+                headers = dict(properties.headers or {})
+                headers.update(
+                    {
+                        "x-rowcast-error": error,
+                        "x-rowcast-group": self.group,
+                        "x-rowcast-routing-key": routing_key,
+                    }
+                )
+                properties.headers = headers
+                properties.delivery_mode = 2
+                self._dead.basic_publish(
+                    f"{self.exchange}.dead", self.queue, body, properties, mandatory=True
+                )
+                if delivery.generation == generation:
+                    self._channel.basic_ack(tag)
+
+        self._call(send)
+
+    def release(self, deliveries: Sequence[Delivery]) -> None:
+        """Nothing to do: unacked messages go back to the queue when the connection closes."""
+
+    def reset(self) -> None:
+        self._drop()
+
+    def close(self) -> None:
+        self._drop()
+
+    # ------------------------------------------------------------ the work
+
+    def _call(self, method: Any) -> Any:
+        try:
+            return method()
+        except self._errors as e:
+            self._drop()
+            raise SinkError(f"RabbitMQ consumer {self.url}, queue {self.queue!r}: {e!r}") from e
+
+    def _connect(self) -> None:
+        self._drop()
+        self._connection = self._pika.BlockingConnection(self._parameters)
+        self._generation += 1
+        channel = self._connection.channel()
+        channel.exchange_declare(self.exchange, "topic", durable=True)
+        channel.exchange_declare(f"{self.exchange}.dead", "direct", durable=True)
+        channel.queue_declare(self.dead_queue, durable=True)
+        channel.queue_bind(self.dead_queue, f"{self.exchange}.dead", routing_key=self.queue)
+        channel.queue_declare(self.queue, durable=True)
+        for key in self.bindings:
+            channel.queue_bind(self.queue, self.exchange, routing_key=key)
+        channel.basic_qos(prefetch_count=self.prefetch)
+        generation = self._generation
+        buffer = self._buffer = []
+
+        def on_message(_channel: Any, method: Any, properties: Any, body: bytes) -> None:
+            token = (method.delivery_tag, method.routing_key, properties, body)
+            buffer.append(decode(properties.message_id, body, token, generation))
+
+        channel.basic_consume(self.queue, on_message, auto_ack=False)
+        dead = self._connection.channel()
+        dead.confirm_delivery()
+        self._channel, self._dead = channel, dead
+
+    def _drop(self) -> None:
+        connection, self._connection, self._channel, self._dead = (
+            self._connection,
+            None,
+            None,
+            None,
+        )
+        self._buffer = []
+        if connection is not None and connection.is_open:
+            try:
+                connection.close()
+            except Exception as e:  # a broken connection: nothing left to close
+                log.debug("closing %s: %r", self.url, e)

@@ -1,0 +1,94 @@
+"""What a broker module provides to a `rowcast.consume.Consumer`: a `Transport` of `Delivery`s.
+
+A transport is called from one thread only (the consumer's fetching thread), so it
+may hold a client that is not thread-safe (pika). Broker errors are raised as
+`rowcast.errors.SinkError`, bad options as `ConfigError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from ..change import Change
+
+__all__ = ["Delivery", "Transport", "decode", "row_key"]
+
+
+def row_key(change: Change) -> str:
+    """``"<schema>.<table>:<pk>"``, the unit of ordering (a composite pk joined by ``,``)."""
+    pk = change.pk
+    text = ",".join(map(str, pk)) if type(pk) is tuple else str(pk)
+    return f"{change.schema or ''}.{change.table}:{text}"
+
+
+class Delivery:
+    """One message as the broker delivered it.
+
+    `change` is None when the body is not a rowcast change (then `problem` says why);
+    `id` is the change id; `token` is the broker's handle to acknowledge it by;
+    `generation` counts the transport's connections (a handle of an older connection
+    cannot be acknowledged any more: the broker redelivers that message).
+    """
+
+    __slots__ = ("change", "generation", "id", "problem", "row", "token")
+
+    def __init__(
+        self,
+        id: str,
+        change: Change | None,
+        token: Any,
+        generation: int = 0,
+        problem: str | None = None,
+    ) -> None:
+        self.id = id
+        self.change = change
+        self.token = token
+        self.generation = generation
+        self.problem = problem
+        self.row = row_key(change) if change is not None else ""
+
+
+class Transport(Protocol):
+    """One broker's side of a consumer; called from one thread only (the consumer's)."""
+
+    url: str  #: the URL, password masked
+
+    def connect(self) -> None:
+        """Reach the broker and set up the group / consumer / queue; raises if it cannot."""
+        ...
+
+    def fetch(self, limit: int, timeout: float) -> list[Delivery]:
+        """Up to `limit` messages, waiting at most `timeout` seconds for the first."""
+        ...
+
+    def ack(self, deliveries: Sequence[Delivery]) -> None:
+        """Acknowledge `deliveries` (skipping those of an older connection)."""
+        ...
+
+    def dead_letter(self, parked: Sequence[tuple[Delivery, str]]) -> None:
+        """Store each delivery with its error text in the dead-letter place, then ack it."""
+        ...
+
+    def release(self, deliveries: Sequence[Delivery]) -> None:
+        """Give up `deliveries` unhandled, for redelivery (best effort)."""
+        ...
+
+    def reset(self) -> None:
+        """Drop the connection after an error; the next call reconnects."""
+        ...
+
+    def close(self) -> None:
+        """Close the connection; idempotent."""
+        ...
+
+
+def decode(change_id: str | None, body: bytes | str, token: Any, generation: int) -> Delivery:
+    """A `Delivery` of a message body; a body that is not a change gets a `problem`."""
+    try:
+        change = Change.from_json(body)
+    except (ValueError, TypeError) as e:
+        return Delivery(change_id or "", None, token, generation, f"not a rowcast change: {e}")
+    if not change_id:
+        return Delivery("", None, token, generation, "the message carries no change id")
+    return Delivery(change_id, change, token, generation)

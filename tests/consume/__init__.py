@@ -1,0 +1,1 @@
+"""Tests of `rowcast.consume` against the real brokers (skipped when absent, not in CI)."""

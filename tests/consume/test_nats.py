@@ -1,0 +1,73 @@
+"""The NATS JetStream consumer: the consumer contract, then what is JetStream's own."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import nats
+import pytest
+
+from rowcast.change import Change
+from rowcast.testing.consume import ConsumerContract
+from rowcast.testing.sink import closed_port
+from tests.sinks import require_nats
+
+
+async def _dead(url: str, stream: str) -> list[tuple[Change, str]]:
+    nc = await nats.connect(url)
+    try:
+        js = nc.jetstream()
+        info = await js.stream_info(stream)
+        found = []
+        for seq in range(info.state.first_seq, info.state.last_seq + 1):
+            msg = await js.get_msg(stream, seq)
+            headers: Any = msg.headers or {}
+            found.append((Change.from_json(msg.data or b""), headers["Rowcast-Error"]))
+        return found
+    finally:
+        await nc.close()
+
+
+async def _delete(url: str, *streams: str) -> None:
+    nc = await nats.connect(url)
+    try:
+        js = nc.jetstream()
+        for stream in streams:
+            with contextlib.suppress(nats.js.errors.NotFoundError):
+                await js.delete_stream(stream)
+    finally:
+        await nc.close()
+
+
+class TestNatsConsumer(ConsumerContract):
+    fast = {"ack_wait": 1}
+    bad_urls = [
+        ("nats://", "no host"),
+        ("nats://127.0.0.1:port", "Port could not be cast"),
+        ("nats://127.0.0.1:4222?stream=a.b", "stream name has no"),
+        ("nats://127.0.0.1:4222?ack_wait=0", "ack_wait must be a positive number"),
+        ("nats://127.0.0.1:4222?subjects=x", "unknown option 'subjects'"),
+    ]
+
+    @pytest.fixture
+    def destination(self) -> Iterator[None]:
+        self.url = require_nats()
+        self.name = f"consume_test_{uuid.uuid4().hex[:10]}"
+        yield
+        asyncio.run(_delete(self.url, self.name, f"{self.name}_dead"))
+
+    def sink_url(self) -> str:
+        return f"{self.url}?stream={self.name}&prefix={self.name}"
+
+    def consumer_url(self) -> str:
+        return self.sink_url()
+
+    def dead_letters(self) -> list[tuple[Change, str]]:
+        return asyncio.run(_dead(self.url, f"{self.name}_dead"))
+
+    def unreachable_url(self) -> str:
+        return f"nats://127.0.0.1:{closed_port()}?timeout=1"
