@@ -9,6 +9,7 @@ status 2. Later commands (``relay``) join the `main` group the same way.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import signal
 import sys
@@ -129,7 +130,8 @@ def demo(fmt: str, db: str | None) -> None:
     "start",
     metavar="now|start|POSITION",
     help="Where to begin: 'now' (the default), 'start' (the oldest change the server "
-    "still has), or a position from a change or a checkpoint ('file:offset', GTID set).",
+    "still has), or a position from a change or a checkpoint ('file:offset' or a GTID set "
+    "on MySQL, an LSN such as '0/16B3748' on PostgreSQL).",
 )
 @click.option(
     "--to",
@@ -141,8 +143,8 @@ def demo(fmt: str, db: str | None) -> None:
 @click.option(
     "--server-id",
     type=click.IntRange(1, 2**32 - 1),
-    help="Replica id to read the log with (default: a stable id derived from the URL); "
-    "readers running at the same time need different ids.",
+    help="MySQL/MariaDB: replica id to read the log with (default: a stable id derived from "
+    "the URL); readers running at the same time need different ids.",
 )
 def tail(
     url: str,
@@ -154,9 +156,13 @@ def tail(
 ) -> None:
     """Print every row change committed on the database at URL, as it is published.
 
-    URL is mysql://user:password@host:3306/db (or mariadb://). Stop with
+    URL is mysql://user:password@host:3306/db (or mariadb://),
+    postgresql://user@host:5432/db?slot=rowcast&publication=rowcast, or
+    sqlite:///app.db (a position there is a rowcast_changes seq). Stop with
     Ctrl-C or SIGTERM; a summary goes to stderr (table format).
     """
+    if server_id is not None and urlsplit(url).scheme.split("+")[0] not in ("mysql", "mariadb"):
+        raise click.UsageError("--server-id is for mysql:// and mariadb:// URLs")
     options: dict[str, Any] = {}
     patterns = [p.strip() for value in tables for p in value.split(",") if p.strip()]
     if patterns:
@@ -206,7 +212,8 @@ def _stop_on_sigterm(stop: Callable[[], None]) -> Iterator[None]:
 def doctor(url: str) -> None:
     """Check that the server at URL can be read as a change source; print the fix for each problem.
 
-    URL is a source's: mysql://user:password@host:3306/db (or mariadb://). Exit
+    URL is a source's: mysql://user:password@host:3306/db (or mariadb://),
+    postgresql://user@host:5432/db?slot=rowcast&publication=rowcast, sqlite:///app.db. Exit
     status: 0 when every check passes, 1 when one fails, 2 when the server cannot
     be used at all (unreachable, wrong password, unsupported URL).
     """
@@ -373,3 +380,8 @@ def events_stats(url: str, fmt: str) -> None:
         soft_wrap=True,
         markup=False,
     )
+
+
+# Commands kept in their own modules register themselves on `main` when imported.
+for _module in ("_cli_events_init", "_cli_relay", "_cli_uninstall", "_cli_consume"):
+    importlib.import_module(f".{_module}", __package__)
