@@ -434,3 +434,31 @@ def test_delete_stream_waits_for_appends_in_flight(server: str, url: str) -> Non
         assert waiting, "delete_stream went ahead while an append held the append lock"
         assert store.stream_version(stream) == 0
         assert store.append(stream, events(1)).version == 1
+
+
+def test_a_listener_whose_first_connection_failed_tries_again(server: str) -> None:
+    from rowcast.errors import StoreError
+    from rowcast.store._postgres_listen import Listener
+
+    woken: list[int] = []
+    listener = Listener(
+        "postgresql://postgres@127.0.0.1:1/test",  # nothing listens there
+        "rc_listen_retry",
+        lambda: woken.append(1),
+        describe="test",
+        timeout=2,
+    )
+    try:
+        with pytest.raises(StoreError, match="cannot listen for new events"):
+            listener.start()
+        listener._conninfo = server  # the server is back
+        listener.start()  # tries again instead of failing for good
+        assert listener.backend_pid is not None
+        with psycopg.connect(server, autocommit=True) as conn:
+            conn.execute("NOTIFY rc_listen_retry")
+        deadline = time.monotonic() + 10
+        while len(woken) < 2:  # once on connecting, once for the NOTIFY
+            assert time.monotonic() < deadline, "not woken"
+            time.sleep(0.02)
+    finally:
+        listener.close()

@@ -17,6 +17,7 @@ is yielded twice.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import selectors
 import threading
@@ -28,6 +29,8 @@ import psycopg
 from ..errors import StoreError
 
 __all__ = ["MAX_PAUSE", "Listener"]
+
+log = logging.getLogger(__name__)
 
 MAX_PAUSE: Final = 1.0  #: seconds at most between two attempts to reconnect
 
@@ -68,6 +71,10 @@ class Listener:
         with self._lock:
             if self._stopped.is_set():
                 raise StoreError(f"cannot watch event store {self._describe}: it is closed")
+            if self._thread is not None and not self._thread.is_alive():
+                # the first connection failed before: try again rather than fail for good
+                self._thread, self._error = None, None
+                self._ready.clear()
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._main, name="rowcast-pg-listen", daemon=True
@@ -124,6 +131,10 @@ class Listener:
                     self._error = e
                     self._ready.set()
                     return
+            except Exception:  # a waker that failed must not end the listening for good
+                log.exception("event store %s: listener error; reconnecting", self._describe)
+                self._stopped.wait(pause)
+                pause = min(pause * 2, MAX_PAUSE)
             finally:
                 self.backend_pid = None
                 conn.close()
