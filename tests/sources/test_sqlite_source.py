@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import signal
 import sqlite3
@@ -167,6 +168,7 @@ def test_values_keep_their_sqlite_type_and_every_bit(path: Path, db: sqlite3.Con
         -1e308 * 10,
         5e-324,
         'héllo 😀 "quoted" \\ \n',
+        "a NUL \x00 inside",  # quote() and printf() would cut the text there
         '["r", "1.5"]',  # text that looks like a tag stays text
         b"",
         b"\x00\xff rowcast",
@@ -188,6 +190,21 @@ def test_values_keep_their_sqlite_type_and_every_bit(path: Path, db: sqlite3.Con
     }
     assert type(changes[-1].after["r"]) is float  # REAL affinity made 1 a float: kept
     assert Change.from_json(changes[5].to_json()) == changes[5]
+
+
+def test_what_sqlite_itself_does_not_keep(path: Path, db: sqlite3.Connection) -> None:
+    """NaN is stored as NULL; -0.0 keeps its sign on disk but no SQL function shows it."""
+    db.execute("CREATE TABLE rc_limits (id INTEGER PRIMARY KEY, v)")
+    TriggerSource(url(path)).install()
+    db.executemany("INSERT INTO rc_limits (v) VALUES (?)", [(float("nan"),), (-0.0,)])
+    stored = [v for (v,) in db.execute("SELECT v FROM rc_limits ORDER BY id")]
+    assert stored[0] is None
+    assert math.copysign(1.0, stored[1]) == -1.0  # the app reads -0.0 back
+    got = [c.after["v"] for tx in read(path) for c in tx if c.after]
+    assert got[0] is None
+    assert got[1] == 0.0
+    assert type(got[1]) is float
+    assert math.copysign(1.0, got[1]) == 1.0  # as documented: the sign is lost
 
 
 def test_keys_composite_blob_rowid_and_without_rowid(path: Path, db: sqlite3.Connection) -> None:

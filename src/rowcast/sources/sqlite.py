@@ -18,7 +18,8 @@ Each `Change` has ``source="sqlite"``, ``schema="main"``, ``pk`` the primary
 key value (a tuple for a composite key; the rowid for a table without one),
 ``before``/``after`` the whole row with the values SQLite stored (int,
 float to the last bit, infinities included, str, bytes, None; no conversion
-by declared type), ``position`` the ``seq`` of the transaction's last row
+by declared type; SQLite stores NaN as NULL, and -0.0 arrives as 0.0: no SQL
+function shows its sign), ``position`` the ``seq`` of the transaction's last row
 (``"1234"``), ``txid`` ``"<first seq>-<last seq>"`` and ``ts`` when its last
 row was written.
 
