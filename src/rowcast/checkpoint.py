@@ -76,6 +76,12 @@ class Checkpoint(Protocol):
     def close(self) -> None:
         """Release connections; idempotent."""
 
+    def __enter__(self) -> Self:
+        """The checkpoint itself; `close` on leaving the block."""
+
+    def __exit__(self, *exc: object) -> None:
+        """Close the checkpoint."""
+
 
 class _Base:
     """Validation, the closed flag and error translation, shared by every backend."""
