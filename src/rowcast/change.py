@@ -89,6 +89,24 @@ def _sorted_if_possible(items: Any) -> list[Any]:
         return list(items)
 
 
+def _encode_datetime(value: dt.datetime) -> Any:
+    if isinstance(value.tzinfo, ZoneInfo):  # RFC 9557: keep the zone, not just the offset
+        return {"$datetime": f"{value.isoformat()}[{value.tzinfo.key}]"}
+    return {"$datetime": value.isoformat()}
+
+
+# the tagged types met most, by exact type: found in one look-up, before the checks below
+_LEAVES: dict[type, Callable[[Any], Any]] = {
+    Decimal: lambda v: {"$decimal": str(v)},
+    dt.datetime: _encode_datetime,
+    dt.date: lambda v: {"$date": v.isoformat()},
+    dt.time: lambda v: {"$time": v.isoformat()},
+    dt.timedelta: lambda v: {"$timedelta": [v.days, v.seconds, v.microseconds]},
+    bytes: lambda v: {"$bytes": base64.b64encode(v).decode("ascii")},
+    uuid.UUID: lambda v: {"$uuid": str(v)},
+}
+
+
 def encode(value: Any) -> Any:
     """Turn a Python value into one that `json.dumps` writes and `decode` restores."""
     kind = type(value)
@@ -96,6 +114,9 @@ def encode(value: Any) -> Any:
         return value
     if kind is float:
         return _encode_float(value)
+    leaf = _LEAVES.get(kind)
+    if leaf is not None:
+        return leaf(value)
     if isinstance(value, Mapping):
         if all(type(k) is str for k in value):
             if len(value) == 1:
@@ -118,9 +139,7 @@ def encode(value: Any) -> Any:
     if isinstance(value, Decimal):
         return {"$decimal": str(value)}
     if isinstance(value, dt.datetime):
-        if isinstance(value.tzinfo, ZoneInfo):  # RFC 9557: keep the zone, not just the offset
-            return {"$datetime": f"{value.isoformat()}[{value.tzinfo.key}]"}
-        return {"$datetime": value.isoformat()}
+        return _encode_datetime(value)
     if isinstance(value, dt.date):
         return {"$date": value.isoformat()}
     if isinstance(value, dt.time):
@@ -215,10 +234,50 @@ if _make is not None:
     def _to_json(value: Any) -> str:
         return "".join(_c_encode(value, 0))
 
+    # the same, tagging the `_LEAVES` types that JSON has no type for: rows that `_flat` passed
+    _c_encode_rows = _make(
+        None, lambda value: _LEAVES[type(value)](value), json.encoder.encode_basestring, None,
+        ":", ",", False, False, False,
+    )  # fmt: skip
+
+    def _rows_to_json(value: Any) -> str:
+        return "".join(_c_encode_rows(value, 0))
+
 else:  # pragma: no cover - other Pythons
 
     def _to_json(value: Any) -> str:
         return _encoder.encode(value)
+
+    _rows_encoder = json.JSONEncoder(
+        separators=(",", ":"),
+        ensure_ascii=False,
+        allow_nan=False,
+        default=lambda v: _LEAVES[type(v)](v),
+    )
+
+    def _rows_to_json(value: Any) -> str:
+        return _rows_encoder.encode(value)
+
+
+# Row values the C encoder writes as `encode` would, given `encode` as its default: JSON's
+# own exact types (which it writes as they are) and types it does not know at all (which
+# it hands to `encode`). Not float (NaN, infinity: checked apart), nor dict, list, tuple,
+# or subclasses of str and int, which it would write without asking.
+_LEAF = frozenset({str, int, bool, type(None), *_LEAVES})
+_TOP = frozenset({str, int, float, type(None)})  # what to_dict writes without `encode`
+
+
+def _flat(row: Any) -> bool:
+    """True if writing `row` with `_rows_to_json` gives what `encode(row)` then JSON gives."""
+    if row is None:
+        return True
+    if type(row) is not dict or not _STR.issuperset(map(type, row)):
+        return False
+    if len(row) == 1 and next(iter(row)).startswith("$"):
+        return False  # its key gets one more "$"
+    if _LEAF.issuperset(map(type, row.values())):
+        return True
+    return all(type(v) in _LEAF or (type(v) is float and math.isfinite(v)) for v in row.values())
 
 
 def dumps(value: Any) -> str:
@@ -376,7 +435,29 @@ class Change:
         return cls._restore({k: decode(v) for k, v in data.items()})
 
     def to_json(self) -> str:
-        """Compact JSON, the body of every relayed message."""
+        """Compact JSON, the body of every relayed message: ``to_dict()`` written as JSON."""
+        before, after = self.before, self.after
+        if (
+            _flat(before)
+            and _flat(after)
+            and _TOP.issuperset(map(type, (self.schema, self.ts, self.txid)))
+            and _TOP.issuperset(map(type, (self.position, self.source)))
+        ):  # the common row: its values written in one pass, not copied by `encode` first
+            data: dict[str, Any] = {
+                "action": self.action.value,
+                "schema": self.schema,
+                "table": self.table,
+                "pk": _encode_pk(self.pk),
+                "before": before,
+                "after": after,
+                "ts": self.ts,
+                "txid": self.txid,
+                "position": self.position,
+                "source": self.source,
+            }
+            if self.snapshot:
+                data["snapshot"] = True
+            return _rows_to_json(data)
         return _to_json(self.to_dict())
 
     @classmethod

@@ -16,22 +16,27 @@ deduplicate use it (the event store's idempotent append, JetStream's
 ``Nats-Msg-Id``); the others carry it for their consumers (a Redis field, the AMQP
 ``message_id``), so a consumer can skip a re-delivered change.
 
-Message bodies are ``Change.to_json()``.
+Message bodies are ``Change.to_json()``. `encoded(batch)` gives every change of a
+batch with its id (as a string) and body, computed once per batch however many sinks
+ask for it (the relay hands every sink the same batch).
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import operator
+import threading
 import uuid
 from collections.abc import Iterator, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 from urllib.parse import parse_qsl, urlsplit
 
 from .._url import masked
 from ..change import Change
 from ..errors import ConfigError
 
-__all__ = ["NAMESPACE", "Sink", "change_id", "identified", "open_sink"]
+__all__ = ["NAMESPACE", "Encoded", "Sink", "change_id", "encoded", "identified", "open_sink"]
 
 #: The UUID namespace of change ids (uuid5 of the source, position and index).
 NAMESPACE = uuid.UUID("5b0c8a4e-3f2d-5d1e-9a67-726f77636173")
@@ -43,22 +48,89 @@ Batch = Sequence[Sequence[Change]]
 def change_id(change: Change, index: int) -> uuid.UUID:
     """The id of the `index`-th change (from 0) of its transaction: stable across re-deliveries.
 
-    Needs the change's ``position`` (every log source sets it); without one there is
-    nothing stable to derive an id from, which is a `ConfigError`.
+    ``uuid5(NAMESPACE, "<source>\\x1f<position>\\x1f<index>")``. Needs the change's
+    ``position`` (every log source sets it); without one there is nothing stable to
+    derive an id from, which is a `ConfigError`.
     """
-    if change.position is None:
-        raise ConfigError(
-            f"{change.topic}: a change without a source position has no stable id; "
-            "relay changes from a log source (binlog, logical replication, outbox, triggers)"
-        )
-    return uuid.uuid5(NAMESPACE, f"{change.source}\x1f{change.position}\x1f{index}")
+    return uuid.UUID(_ids([change], index)[0])
 
 
 def identified(batch: Batch) -> Iterator[tuple[uuid.UUID, Change]]:
     """Every change of `batch` with its id, in commit order."""
     for transaction in batch:
-        for index, change in enumerate(transaction):
-            yield change_id(change, index), change
+        for change_id_, change in zip(_ids(transaction), transaction, strict=True):
+            yield uuid.UUID(change_id_), change
+
+
+_NAMESPACE_SHA1 = hashlib.sha1(NAMESPACE.bytes, usedforsecurity=False)
+_VARIANT = "89ab89ab89ab89ab"  # the RFC 4122 variant bits over the digest's nibble
+
+
+def _ids(transaction: Sequence[Change], first: int = 0) -> list[str]:
+    """`str(change_id(change, first + i))` of each change: uuid5 without its UUID objects.
+
+    The hashed name's prefix (source and position) is hashed once per transaction.
+    """
+    ids: list[str] = []
+    prefix: Any = None
+    last: tuple[str | None, str | None] | None = None
+    for index, change in enumerate(transaction, first):
+        if change.position is None:
+            raise ConfigError(
+                f"{change.topic}: a change without a source position has no stable id; "
+                "relay changes from a log source (binlog, logical replication, outbox, triggers)"
+            )
+        if last != (change.source, change.position):
+            last = (change.source, change.position)
+            prefix = _NAMESPACE_SHA1.copy()
+            prefix.update(f"{change.source}\x1f{change.position}\x1f".encode())
+        sha1 = prefix.copy()
+        sha1.update(str(index).encode())
+        h = sha1.hexdigest()  # uuid5: the first 16 bytes, version 5, variant RFC 4122
+        ids.append(f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[int(h[16], 16)]}{h[17:20]}-{h[20:32]}")
+    return ids
+
+
+class Encoded(NamedTuple):
+    """A change of a batch as sinks send it."""
+
+    id: str  #: `change_id`, as a string
+    change: Change
+    body: str  #: ``change.to_json()``
+
+
+_last_lock = threading.Lock()
+# the last batch asked for: its changes, its transactions' sizes, and what they gave
+_last: tuple[list[Change], list[int], list[Encoded]] = ([], [], [])
+
+
+def encoded(batch: Batch) -> list[Encoded]:
+    """Every change of `batch`, in commit order, with its id and body.
+
+    Computed once for the same changes in the same transactions asked for in a row:
+    sinks delivering one batch (each in its own relay thread) share the work; safe
+    from any thread. Raises `ConfigError` (from `change_id`) before encoding anything
+    when a change has no position, so a sink sends nothing of a batch it cannot
+    identify whole.
+    """
+    global _last
+    changes = [change for transaction in batch for change in transaction]
+    sizes = [len(transaction) for transaction in batch]
+    with _last_lock:
+        seen, seen_sizes, result = _last
+        if (
+            sizes == seen_sizes
+            and len(seen) == len(changes)
+            and all(map(operator.is_, seen, changes))
+        ):
+            return result
+        ids = [change_id for transaction in batch for change_id in _ids(transaction)]
+        result = [
+            Encoded(change_id, change, change.to_json())
+            for change_id, change in zip(ids, changes, strict=True)
+        ]
+        _last = (changes, sizes, result)
+        return result
 
 
 @runtime_checkable

@@ -51,7 +51,7 @@ from .._url import masked
 from ..change import Change
 from ..errors import ConfigError, SinkError
 from ._options import boolean, number, query
-from .base import Batch, identified
+from .base import Batch, encoded
 
 __all__ = ["RabbitMQSink"]
 
@@ -149,7 +149,7 @@ class RabbitMQSink:
         """
         if self._closed:
             raise SinkError(f"{self!r} is closed")
-        entries = list(identified(batch))  # every id first: a bad change sends nothing
+        entries = encoded(batch)  # every id first: a bad change sends nothing
         if not entries:
             return
         errors = self._pika.exceptions
@@ -171,15 +171,15 @@ class RabbitMQSink:
         confirms.expect(len(entries), self.timeout)
         timer = None
         try:
-            for change_id, change in entries:  # buffered: sent in order, no wait per message
+            for change_id, change, body in entries:  # buffered: in order, no wait per message
                 impl.basic_publish(
                     exchange,
                     self.routing_key(change),
-                    change.to_json().encode(),
+                    body.encode(),
                     properties(
                         content_type="application/json",
                         delivery_mode=2,
-                        message_id=str(change_id),
+                        message_id=change_id,
                         type=change.name,
                         timestamp=int(change.ts),
                         app_id="rowcast",

@@ -25,7 +25,10 @@ Each change is one entry (``XADD <key> * ...``) with the fields
 =========  ============================================================
 
 A batch goes in one pipelined round trip (no MULTI: Redis runs the commands in
-order either way, and a retried batch is re-sent whole). `deliver` returns once
+order either way, and a retried batch is re-sent whole). The sink writes the XADD
+commands in the Redis protocol itself (the parts that are the same for every change
+of a table written once), for speed; redis-py connects, authenticates and reads the
+replies. `deliver` returns once
 Redis replied to every XADD, which is as durable as the server's persistence (AOF
 ``appendfsync``, RDB): a Redis without persistence loses the stream when it
 restarts. Entries of one stream keep commit order; with per-table streams, there
@@ -41,7 +44,6 @@ a stream and a crashed worker's pending entries can be claimed (``XAUTOCLAIM``).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -49,7 +51,7 @@ from .._url import masked
 from ..change import Change
 from ..errors import ConfigError, SinkError
 from ._options import number, query
-from .base import Batch, identified
+from .base import Batch, encoded
 
 __all__ = ["RedisSink"]
 
@@ -94,6 +96,7 @@ class RedisSink:
                 f"the Redis sink needs redis-py: pip install 'rowcast[redis]' ({e})"
             ) from e
         self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
+        self._refused: type[BaseException] = redis.ResponseError
         parts = urlsplit(url)
         try:
             self._client = redis.Redis.from_url(
@@ -104,6 +107,8 @@ class RedisSink:
             )
         except ValueError as e:
             raise ConfigError(f"malformed Redis URL {self.url}: {e}") from e
+        # (schema, table, action) -> the XADD up to the id's value, and from "topic" to "body"
+        self._parts: dict[tuple[str | None, str, str], tuple[bytes, bytes]] = {}
         self._closed = False
 
     def __repr__(self) -> str:
@@ -126,26 +131,58 @@ class RedisSink:
         """
         if self._closed:
             raise SinkError(f"{self!r} is closed")
-        entries = list(identified(batch))  # every id first: a bad change sends nothing
+        entries = encoded(batch)  # every id first: a bad change sends nothing
         if not entries:
             return
-        key_of: Callable[[Change], str] = self.key
-        trim: dict[str, Any] = {} if self.maxlen is None else {"maxlen": self.maxlen}
-        pipe = self._client.pipeline(transaction=False)
-        for change_id, change in entries:
-            fields = {
-                "id": str(change_id),
-                "topic": change.topic,
-                "name": change.name,
-                "body": change.to_json(),
-            }
-            pipe.xadd(key_of(change), fields, **trim)  # type: ignore[arg-type]
+        parts, commands = self._parts, []
+        for change_id, change, body in entries:
+            known = parts.get((change.schema, change.table, change.action))
+            if known is None:
+                known = self._command_parts(change)
+            head, middle = known
+            data = body.encode()
+            commands.append(
+                b"%s%s\r\n%s$%d\r\n%s\r\n" % (head, change_id.encode(), middle, len(data), data)
+            )
+        self._execute(b"".join(commands), len(entries))
+
+    def _command_parts(self, change: Change) -> tuple[bytes, bytes]:
+        """The bytes of an XADD of `change` before its id's value, and between id and body."""
+        trim = [] if self.maxlen is None else [b"MAXLEN", b"~", b"%d" % self.maxlen]
+        before = [b"XADD", self.key(change).encode(), *trim, b"*", b"id"]
+        between = [b"topic", change.topic.encode(), b"name", change.name.encode(), b"body"]
+        head = b"*%d\r\n%s$36\r\n" % (len(before) + 7, _bulk(before))  # a UUID: 36 characters
+        parts = self._parts[(change.schema, change.table, change.action)] = (head, _bulk(between))
+        return parts
+
+    def _execute(self, commands: bytes, count: int) -> None:
+        """Send `count` packed commands at once and read every reply, refusals included."""
+        pool = self._client.connection_pool
         try:
-            pipe.execute()
+            connection: Any = pool.get_connection()  # redis-py's Connection, untyped
+        except self._errors as e:
+            raise SinkError(f"Redis sink {self.url}: XADD failed: {e}") from e
+        refused: tuple[int, BaseException] | None = None
+        in_step = False  # every reply read: the connection can serve the next batch
+        try:
+            connection.send_packed_command([commands])  # a list: one sendall
+            for index in range(count):
+                try:
+                    connection.read_response()
+                except self._refused as e:  # a reply of its own: read on
+                    refused = refused or (index, e)
+            in_step = True
         except self._errors as e:
             raise SinkError(f"Redis sink {self.url}: XADD failed: {e}") from e
         finally:
-            pipe.reset()
+            if not in_step:
+                connection.disconnect()
+            pool.release(connection)
+        if refused is not None:
+            index, error = refused
+            raise SinkError(
+                f"Redis sink {self.url}: XADD failed at entry {index + 1} of {count}: {error}"
+            ) from error
 
     def close(self) -> None:
         """Close the connections; idempotent."""
@@ -161,3 +198,8 @@ def _parse(url: str) -> dict[str, str]:
             f"{masked(url)}: the path is the database number, e.g. redis://localhost:6379/0"
         )
     return options
+
+
+def _bulk(arguments: list[bytes]) -> bytes:
+    """`arguments` as Redis protocol bulk strings."""
+    return b"".join(b"$%d\r\n%s\r\n" % (len(argument), argument) for argument in arguments)

@@ -23,7 +23,7 @@ import sys
 from typing import Any, TextIO
 
 from ..errors import ConfigError, SinkError
-from .base import Batch, change_id
+from .base import Batch, encoded
 
 __all__ = ["StdoutSink"]
 
@@ -41,11 +41,8 @@ class StdoutSink:
 
     def deliver(self, batch: Batch) -> None:
         """Write one line per change of `batch`, in commit order, then flush."""
-        lines = []
-        for transaction in batch:
-            for index, change in enumerate(transaction):
-                body = change.to_json()  # '{"action":...}': the id goes in front
-                lines.append(f'{{"id":"{change_id(change, index)}",{body[1:]}\n')
+        # every body is '{"action":...}': the id goes in front
+        lines = [f'{{"id":"{change_id}",{body[1:]}\n' for change_id, _, body in encoded(batch)]
         stream = self._stream if self._stream is not None else sys.stdout
         try:
             stream.write("".join(lines))
