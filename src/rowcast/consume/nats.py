@@ -44,9 +44,9 @@ from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
+from .._options import number, query
 from .._url import masked
 from ..errors import ConfigError, SinkError
-from ._options import number, query
 from .transport import Delivery, decode
 
 __all__ = ["NatsTransport"]
@@ -75,7 +75,7 @@ class NatsTransport:
         timeout: float | None = None,
     ) -> None:
         self.url = masked(url)
-        options, _, unknown = query(url, ("nats", "tls"), _OPTIONS)
+        options, _, unknown = query(url, "this consumer", ("nats", "tls"), _OPTIONS, others=True)
         if unknown:
             raise ConfigError(
                 f"{self.url}: unknown option {unknown[0][0]!r}; the NATS consumer takes "

@@ -36,9 +36,9 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
+from .._options import number, query
 from .._url import masked
 from ..errors import ConfigError, SinkError
-from ._options import number, query
 from .transport import Delivery, decode
 
 __all__ = ["RabbitMQTransport"]
@@ -63,7 +63,9 @@ class RabbitMQTransport:
         timeout: float | None = None,
     ) -> None:
         self.url = masked(url)
-        options, lists, rest = query(url, ("amqp", "amqps"), _OPTIONS, lists=("bind",))
+        options, lists, rest = query(
+            url, "this consumer", ("amqp", "amqps"), _OPTIONS, lists=("bind",), others=True
+        )
         self.exchange: str = exchange or options.get("exchange", "rowcast")
         self.queue: str = queue or options.get("queue", f"{self.exchange}.{group}")
         keys = [bind] if isinstance(bind, str) else list(bind or lists.get("bind", []))

@@ -40,9 +40,9 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from .._options import number, query
 from .._url import masked
 from ..errors import ConfigError, SinkError
-from ._options import number, query
 from .transport import Delivery, decode
 
 __all__ = ["RedisTransport"]
@@ -66,7 +66,9 @@ class RedisTransport:
         timeout: float | None = None,
     ) -> None:
         self.url = masked(url)
-        options, lists, unknown = query(url, ("redis", "rediss"), _OPTIONS, lists=("stream",))
+        options, lists, unknown = query(
+            url, "this consumer", ("redis", "rediss"), _OPTIONS, lists=("stream",), others=True
+        )
         if unknown:
             raise ConfigError(
                 f"{self.url}: unknown option {unknown[0][0]!r}; the Redis consumer takes "

@@ -49,10 +49,10 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
+from .._options import number, query
 from .._url import masked
 from ..change import Change
 from ..errors import ConfigError, SinkError
-from ._options import number, query
 from .base import Batch, encoded
 
 __all__ = ["NatsSink", "subject_token"]
@@ -354,7 +354,7 @@ class _Refused(Exception):
 
 
 def _parse(url: str) -> dict[str, str]:
-    options, _ = query(url, "the NATS sink", ("nats", "tls"), _OPTIONS)
+    options, _, _ = query(url, "the NATS sink", ("nats", "tls"), _OPTIONS)
     parts = urlsplit(url)
     if not parts.hostname:
         raise ConfigError(f"{masked(url)}: no host; e.g. nats://127.0.0.1:4222")

@@ -47,10 +47,10 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from .._options import boolean, number, query
 from .._url import masked
 from ..change import Change
 from ..errors import ConfigError, SinkError
-from ._options import boolean, number, query
 from .base import Batch, encoded
 
 __all__ = ["RabbitMQSink"]
@@ -319,5 +319,5 @@ class _Confirms:
 
 def _parse(url: str) -> tuple[dict[str, str], str]:
     """rowcast's options, and the URL with pika's options only."""
-    options, rest = query(url, "the RabbitMQ sink", ("amqp", "amqps"), _OPTIONS, others=True)
+    options, _, rest = query(url, "the RabbitMQ sink", ("amqp", "amqps"), _OPTIONS, others=True)
     return options, urlunsplit(urlsplit(url)._replace(query=urlencode(rest)))

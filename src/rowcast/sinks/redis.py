@@ -47,10 +47,10 @@ import re
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from .._options import number, query
 from .._url import masked
 from ..change import Change
 from ..errors import ConfigError, SinkError
-from ._options import number, query
 from .base import Batch, encoded
 
 __all__ = ["RedisSink"]
@@ -192,7 +192,7 @@ class RedisSink:
 
 
 def _parse(url: str) -> dict[str, str]:
-    options, _ = query(url, "the Redis sink", ("redis", "rediss"), _OPTIONS)
+    options, _, _ = query(url, "the Redis sink", ("redis", "rediss"), _OPTIONS)
     if not re.fullmatch(r"/?\d*", urlsplit(url).path):
         raise ConfigError(
             f"{masked(url)}: the path is the database number, e.g. redis://localhost:6379/0"

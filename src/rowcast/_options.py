@@ -1,4 +1,4 @@
-"""Reading a broker sink URL's query options: shared by the redis, nats and rabbitmq sinks."""
+"""Reading the query options of a broker URL: shared by the sinks and the consumers."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from .._url import masked
-from ..errors import ConfigError
+from ._url import masked
+from .errors import ConfigError
 
 __all__ = ["boolean", "number", "query"]
 
@@ -15,9 +15,16 @@ _BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "
 
 
 def query(
-    url: str, what: str, schemes: tuple[str, ...], known: tuple[str, ...], *, others: bool = False
-) -> tuple[dict[str, str], list[tuple[str, str]]]:
-    """The options of `url` that are `known`, and the others in order (only if `others`).
+    url: str,
+    what: str,
+    schemes: tuple[str, ...],
+    known: tuple[str, ...],
+    *,
+    lists: tuple[str, ...] = (),
+    others: bool = False,
+) -> tuple[dict[str, str], dict[str, list[str]], list[tuple[str, str]]]:
+    """The options of `url`: the `known` single ones, the repeatable ones (`lists`, also
+    comma-separated), and the others in order (only if `others`).
 
     The scheme must be one of `schemes`. A known option given twice, or any other option
     when `others` is false, is a `ConfigError` naming what `what` (e.g. "the Redis sink")
@@ -34,19 +41,23 @@ def query(
     except ValueError as e:
         raise ConfigError(f"{masked(url)}: malformed query: {e}") from e
     options: dict[str, str] = {}
+    many: dict[str, list[str]] = {}
     rest: list[tuple[str, str]] = []
     for name, value in pairs:
-        if name not in known:
+        if name in lists:
+            many.setdefault(name, []).extend(v for v in value.split(",") if v)
+        elif name not in known:
             if not others:
                 raise ConfigError(
-                    f"{masked(url)}: unknown option {name!r}; {what} takes " + ", ".join(known)
+                    f"{masked(url)}: unknown option {name!r}; {what} takes "
+                    + ", ".join((*known, *lists))
                 )
             rest.append((name, value))
         elif name in options:
             raise ConfigError(f"{masked(url)}: option {name!r} given twice")
         else:
             options[name] = value
-    return options, rest
+    return options, many, rest
 
 
 def number(
