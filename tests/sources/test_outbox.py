@@ -336,6 +336,31 @@ def test_tables_filter_still_removes_the_rows_of_other_tables(db: tuple[Engine, 
     assert outbox_rows(engine) == []
 
 
+def test_a_filtered_transaction_does_not_remove_undelivered_ones_before_it(
+    db: tuple[Engine, str], tmp_path: Path
+) -> None:
+    # the relay reads ahead in a thread: a transaction it holds but has not delivered
+    # yet must stay in the outbox when the next one is filtered out
+    engine, url = db
+    factory = sessionmaker(engine)
+    with SessionCapture(factory, outbox=True), factory() as session:
+        session.add(Item(id=1, name="x"))
+        session.commit()
+        session.add(Blob(id=1, value=[1]))  # a table the relay does not want
+        session.commit()
+        session.add(Item(id=2, name="y"))
+        session.commit()
+    checkpoint = open_checkpoint(str(tmp_path / "pos"))
+    source = OutboxSource(url, checkpoint=checkpoint, tables=["rc_outbox_item"], end="now")
+    taken = list(source)  # read ahead, never delivered: the relay died
+    assert [[c.pk for c in tx] for tx in taken] == [[1], [2]]
+    assert len(outbox_rows(engine)) == 3
+    again = list(OutboxSource(url, checkpoint=checkpoint, tables=["rc_outbox_item"], end="now"))
+    assert [[c.pk for c in tx] for tx in again] == [[1], [2]]
+    checkpoint.save(again[0][0].position)  # the first delivered: the filtered one goes too
+    assert drain(url, checkpoint=checkpoint, tables=["rc_outbox_item"]) == [again[1]]
+
+
 def test_stop_wakes_an_idle_poll(tmp_path: Path) -> None:
     source = open_source(f"outbox+sqlite:///{tmp_path / 'idle.db'}", poll=60)
     assert isinstance(source, OutboxSource)

@@ -24,8 +24,10 @@ mid-snapshot) *resumes*: it opens a new consistent snapshot at the server's
 position now, reads the rest (the rows after that key, and the tables after
 it), and then streams the binlog from the first snapshot's position, leaving out
 each change to a row that was already read at a later position than the
-change's own. So every row's history is still its image as read, then every
-change after it, once. The position keeps every resumption (a few bytes each).
+change's own (an update that moved a row's key is kept if either key's row was
+read before it, so the old key's row is deleted). So every row's history is
+still its image as read, then every change after it, once. The position keeps
+every resumption (a few bytes each).
 Which side of a cut a row lies on is decided in the table's key order: Python's
 for numbers, dates, times and binary strings, the server's own comparison (the
 column's collation) for text keys, asked only while the binlog is caught up to
@@ -190,13 +192,40 @@ class Snapshot:
         at = _order(position)
         kept = []
         for change in changes:
-            read_at = self.state.origin
-            for start, read in self.state.resumed:
-                if _covers(start, change.schema or "", change.table, change.pk, self._greater):
-                    read_at = read
-            if at > _order(read_at):
+            schema = change.schema or ""
+            read_at = _order(self._read_at(schema, change.table, change.pk))
+            moved = self._old_key(change)
+            if moved is not None:  # a key update: the old row's consumer needs it too
+                read_at = min(read_at, _order(self._read_at(schema, change.table, moved)))
+            if at > read_at:
                 kept.append(change)
         return kept
+
+    def _read_at(self, schema: str, table: str, pk: Any) -> str:
+        """The position the row with key `pk` was (or would have been) read at."""
+        read_at = self.state.origin
+        for start, read in self.state.resumed:
+            if _covers(start, schema, table, pk, self._greater):
+                read_at = read
+        return read_at
+
+    def _old_key(self, change: Change) -> Any:
+        """The before image's key of an update that changed it, else None."""
+        if change.action != "update" or change.before is None or change.pk is None:
+            return None
+        if self._ctl is None:
+            self._ctl = connect(self.url)
+        key = self._keys.get((change.schema or "", change.table))
+        if key is None:
+            with self._ctl.cursor() as cur:
+                key = self._keys[(change.schema or "", change.table)] = _key(
+                    cur, change.schema or "", change.table
+                )
+        if not key or any(name not in change.before for name, _, _, _ in key):
+            return None
+        old = tuple(change.before[name] for name, _, _, _ in key)
+        pk = old[0] if len(old) == 1 else old
+        return None if pk == change.pk else pk
 
     def __iter__(self) -> Iterator[list[Change]]:
         conn = connect(self.url)

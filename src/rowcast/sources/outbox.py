@@ -294,6 +294,15 @@ class OutboxSource:
                     self._stopping.wait(self.poll)
                     continue
                 for position, ids, changes in transactions:
+                    if not changes and self.checkpoint is not None:
+                        # nothing to deliver, but the transactions handed out before it
+                        # may not be delivered yet: its rows go with the last of them
+                        with self._lock:
+                            if self._unacked:
+                                self._unacked[-1][1].extend(ids)
+                            else:
+                                self._done.extend(ids)
+                        continue
                     with self._lock:
                         self._unacked.append((position, ids))
                     self.position = position
