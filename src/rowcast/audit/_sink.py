@@ -161,7 +161,7 @@ class AuditSink:
                 gone_id = str(uuid.uuid5(stable, "moved"))
                 created = self._clock.take(1, at=change.ts)
                 rows.setdefault(audited, []).append(
-                    audited.row(None, old_key, created, change.txid, gone_id)
+                    audited.row(None, _coerce(audited, old_key), created, change.txid, gone_id)
                 )
             created = self._clock.take(1, at=change.ts)
             if deleted:
@@ -169,7 +169,7 @@ class AuditSink:
                 if any(key.get(name) is None for name in audited.pk):
                     pk = change.pk if isinstance(change.pk, tuple) else (change.pk,)
                     key = dict(zip(audited.pk, pk, strict=False))
-                row = audited.row(None, key, created, change.txid, rev_id)
+                row = audited.row(None, _coerce(audited, key), created, change.txid, rev_id)
             else:
                 row = audited.row(_coerce(audited, image), None, created, change.txid, rev_id)
             rows.setdefault(audited, []).append(row)
@@ -225,14 +225,25 @@ def _voucher(audited: Audited, deleted: bool, image: Mapping[str, Any]) -> tuple
     return audited, _fingerprint([deleted, *(image.get(name) for name in names)])
 
 
+_ISO_TEXT = (dt.datetime, dt.date, dt.time)  # fromisoformat reads what SQLite stores
+
+
 def _coerce(audited: Audited, image: Mapping[str, Any]) -> Mapping[str, Any]:
-    """Values a source decodes differently from the column type (MySQL TIME as timedelta)."""
+    """Values a source decodes differently from the column type: MySQL TIME as timedelta;
+    SQLite (whose images hold what it stored) DATE, TIME and DATETIME as ISO text."""
     fixed: dict[str, Any] | None = None
     for name in audited.columns:
         value = image.get(name)
         if isinstance(value, dt.timedelta) and _python_type(audited, name) is dt.time:
             fixed = dict(image) if fixed is None else fixed
             fixed[name] = (dt.datetime.min + value).time()
+        elif isinstance(value, str) and (kind := _python_type(audited, name)) in _ISO_TEXT:
+            try:
+                parsed = kind.fromisoformat(value)
+            except ValueError:  # not ISO text: the database driver may still take it
+                continue
+            fixed = dict(image) if fixed is None else fixed
+            fixed[name] = parsed
     return image if fixed is None else fixed
 
 
