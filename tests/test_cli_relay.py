@@ -45,6 +45,10 @@ def relay(*args: str) -> Any:
         (["--to", "-", "--source", "mysql://root@127.0.0.1:1/test"], "cannot reach the server"),
         (["--to", "-", "--source", "mysql://root@127.0.0.1:xx/test"], "bad port"),
         (["--to", "-", "--source", "ftp://h/x"], "no rowcast source for 'ftp://h/x'"),
+        (
+            ["--to", "-", "--source", "postgresql://postgres@127.0.0.1:1/test?slot=rc_x"],
+            "cannot reach the server",
+        ),
     ],
 )
 def test_a_bad_or_unreachable_url_exits_2_before_anything_runs(

@@ -155,6 +155,11 @@ class LogicalSource:
         finally:
             conn.close()
 
+    def check(self) -> None:
+        """Reach the server now and make it ready (`setup`): ``rowcast relay`` calls this
+        at start, so an unreachable server or a missing privilege fails at once."""
+        self.setup()
+
     def drop(self) -> None:
         """Drop the slot and the publication, when they exist (the server then keeps no
         WAL for this source). A slot still being read is a `ConfigError`."""
