@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import sys
@@ -11,7 +10,7 @@ import click
 from rich.console import Console
 from rich.text import Text
 
-from ._cli_relay import _stop_on_signals
+from ._cli_common import LOG_FORMAT, METRICS_PORT, serving_metrics, stop_on_signals
 from ._relay_console import RelayDisplay
 from ._relay_metrics import RelayStats
 from .cli import main
@@ -112,19 +111,8 @@ class ConsumeDisplay(RelayDisplay):
     show_default=True,
     help="How many recent change ids to remember, to skip re-deliveries (0: none).",
 )
-@click.option(
-    "--log-format",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="Log lines on stderr as text (a live status line on a terminal) or JSON objects.",
-)
-@click.option(
-    "--metrics-port",
-    type=click.IntRange(1, 65535),
-    metavar="PORT",
-    help="Serve Prometheus metrics at http://0.0.0.0:PORT/metrics.",
-)
+@LOG_FORMAT
+@METRICS_PORT
 def consume(
     url: str,
     handler_spec: str,
@@ -161,13 +149,12 @@ def consume(
         backoff=backoff,
         dedupe_window=dedupe_window,
     )
-    with contextlib.ExitStack() as stack:
-        if metrics_port is not None:
-            server = serve_metrics(consumer.stats, metrics_port)
-            stack.callback(server.server_close)
-            stack.callback(server.shutdown)
-        with _stop_on_signals(consumer.stop), ConsumeDisplay(consumer.stats, log_format):
-            consumer.run()
+    with (
+        serving_metrics(serve_metrics, consumer.stats, metrics_port),
+        stop_on_signals(consumer.stop),
+        ConsumeDisplay(consumer.stats, log_format),
+    ):
+        consumer.run()
     stats = consumer.stats
     if log_format == "text":
         Console(stderr=True, highlight=False).print(

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import sys
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import click
 from rich.console import Console
 
+from ._cli_common import LOG_FORMAT, METRICS_PORT, serving_metrics, stop_on_signals
 from ._relay_console import RelayDisplay
 from ._relay_metrics import serve_metrics
 from ._url import masked
@@ -83,19 +82,8 @@ _FLAGS = {
     show_default=True,
     help="At most this many changes per delivery (whole transactions; one larger is sent alone).",
 )
-@click.option(
-    "--log-format",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="Log lines on stderr as text (a live status line on a terminal) or JSON objects.",
-)
-@click.option(
-    "--metrics-port",
-    type=click.IntRange(1, 65535),
-    metavar="PORT",
-    help="Serve Prometheus metrics at http://0.0.0.0:PORT/metrics.",
-)
+@LOG_FORMAT
+@METRICS_PORT
 @click.option(
     "--server-id",
     type=click.IntRange(1, 2**32 - 1),
@@ -136,11 +124,8 @@ def relay(
             sinks.append(sink)
         source = _open_source(source_url, checkpoint, tables, start, snapshot, server_id)
         the_relay = Relay(source, sinks, checkpoint, batch_size=batch_size)
-        if metrics_port is not None:
-            server = serve_metrics(the_relay.stats, metrics_port)
-            stack.callback(server.server_close)
-            stack.callback(server.shutdown)
-        with _stop_on_signals(the_relay.stop), RelayDisplay(the_relay.stats, log_format):
+        stack.enter_context(serving_metrics(serve_metrics, the_relay.stats, metrics_port))
+        with stop_on_signals(the_relay.stop), RelayDisplay(the_relay.stats, log_format):
             try:
                 the_relay.run()
             except BrokenPipeError:  # `rowcast relay ... --to - | head`: stop quietly
@@ -185,29 +170,3 @@ def _open_source(
     if check is not None:  # reach the server now: a bad URL fails here, not later
         check()
     return source
-
-
-@contextlib.contextmanager
-def _stop_on_signals(stop: Callable[[], None]) -> Iterator[None]:
-    """SIGTERM and the first Ctrl-C call `stop`; a second Ctrl-C interrupts at once."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    interrupted = False
-
-    def on_interrupt(signum: int, frame: Any) -> None:
-        nonlocal interrupted
-        if interrupted:
-            raise KeyboardInterrupt
-        interrupted = True
-        stop()
-
-    previous = {
-        signal.SIGTERM: signal.signal(signal.SIGTERM, lambda signum, frame: stop()),
-        signal.SIGINT: signal.signal(signal.SIGINT, on_interrupt),
-    }
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)

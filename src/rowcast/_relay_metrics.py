@@ -25,7 +25,7 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from .errors import ConfigError
+from ._prometheus import serve
 
 __all__ = ["RateMeter", "RelayStats", "SinkStats", "serve_metrics"]
 
@@ -143,16 +143,4 @@ def serve_metrics(stats: RelayStats, port: int, addr: str = "0.0.0.0") -> Any:
     Needs prometheus-client (`ConfigError` naming the extra); a port in use is a
     `ConfigError` too. Stop it with ``server.shutdown()``.
     """
-    try:
-        from prometheus_client import CollectorRegistry, start_http_server
-    except ImportError as e:
-        raise ConfigError(
-            f"--metrics-port needs prometheus-client: pip install 'rowcast[metrics]' ({e})"
-        ) from e
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Collector(stats))
-    try:
-        server, _thread = start_http_server(port, addr=addr, registry=registry)
-    except OSError as e:
-        raise ConfigError(f"cannot serve metrics on {addr}:{port}: {e.strerror or e}") from e
-    return server
+    return serve(_Collector(stats), port, addr)

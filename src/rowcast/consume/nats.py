@@ -36,14 +36,13 @@ nats-py is asyncio; the transport runs it on a private event loop in a daemon th
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import logging
 import re
-import threading
 from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
+from .._nats import LoopThread, connect
 from .._options import number, query
 from .._url import masked
 from ..errors import ConfigError, SinkError
@@ -121,8 +120,9 @@ class NatsTransport:
         self._js: Any = None
         self._sub: Any = None
         self._generation = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self._loop = LoopThread(
+            "rowcast-nats-consumer", f"NATS consumer {self.url}", self.timeout, log
+        )
 
     def __repr__(self) -> str:
         return f"<NatsTransport {self.url!r} stream={self.stream!r} group={self.group!r}>"
@@ -154,34 +154,13 @@ class NatsTransport:
             log.debug("dropping %s: %s", self.url, e)
 
     def close(self) -> None:
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None:
-            return
-        try:
-            asyncio.run_coroutine_threadsafe(self._disconnect(), loop).result(self.timeout)
-        except Exception as e:  # closing a broken connection: nothing left to save
-            log.debug("closing %s: %s", self.url, e)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(self.timeout)
-        if not thread.is_alive():
-            loop.close()
-        self._loop = self._thread = None
+        self._loop.close(self._disconnect)
 
     # ------------------------------------------------------------ on the private loop
 
     def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        if self._loop is None:
-            self._loop = asyncio.new_event_loop()
-            self._thread = threading.Thread(
-                target=self._loop.run_forever, name="rowcast-nats-consumer", daemon=True
-            )
-            self._thread.start()
-        future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
         try:
-            return future.result(self.timeout * 3 + 5)
-        except concurrent.futures.TimeoutError as e:
-            future.cancel()
-            raise SinkError(f"NATS consumer {self.url}: no progress in {self.timeout:g} s") from e
+            return self._loop.run(coroutine)
         except SinkError:
             raise
         except self._errors as e:
@@ -189,21 +168,14 @@ class NatsTransport:
 
     async def _connect(self) -> None:
         await self._disconnect()
-        try:
-            nc = await asyncio.wait_for(
-                self._nats.connect(
-                    servers=[self._server],
-                    name=f"rowcast-consumer-{self.group}",
-                    connect_timeout=self.timeout,
-                    allow_reconnect=False,
-                    max_reconnect_attempts=1,
-                    error_cb=self._on_error,
-                ),
-                self.timeout,
-            )
-        except self._errors as e:
-            raise SinkError(f"NATS consumer {self.url}: cannot connect: {e!r}") from e
-        self._nc = nc
+        nc = self._nc = await connect(
+            self._nats,
+            self._server,
+            name=f"rowcast-consumer-{self.group}",
+            who=f"NATS consumer {self.url}",
+            timeout=self.timeout,
+            log=log,
+        )
         self._generation += 1
         js = nc.jetstream(timeout=self.timeout)
         api = self._nats.js.api
@@ -234,9 +206,6 @@ class NatsTransport:
             await self._disconnect()
             raise
         self._js = js
-
-    async def _on_error(self, error: Exception) -> None:  # nats-py would log at ERROR
-        log.debug("NATS consumer %s: %r", self.url, error)
 
     async def _ensure_stream(self, js: Any, name: str, subjects: str) -> None:
         try:

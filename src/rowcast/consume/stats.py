@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from ..errors import ConfigError
+from .._prometheus import serve
 
 __all__ = ["ConsumerStats", "serve_metrics"]
 
@@ -77,17 +77,8 @@ class _Collector:
 
 
 def serve_metrics(stats: ConsumerStats, port: int, addr: str = "0.0.0.0") -> Any:
-    """Serve `stats` for Prometheus at ``http://<addr>:<port>/metrics``; returns the server."""
-    try:
-        from prometheus_client import CollectorRegistry, start_http_server
-    except ImportError as e:
-        raise ConfigError(
-            f"--metrics-port needs prometheus-client: pip install 'rowcast[metrics]' ({e})"
-        ) from e
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Collector(stats))
-    try:
-        server, _thread = start_http_server(port, addr=addr, registry=registry)
-    except OSError as e:
-        raise ConfigError(f"cannot serve metrics on {addr}:{port}: {e.strerror or e}") from e
-    return server
+    """Serve `stats` for Prometheus at ``http://<addr>:<port>/metrics``; returns the server.
+
+    A missing prometheus-client or a port in use is a `ConfigError` (`rowcast._prometheus`).
+    """
+    return serve(_Collector(stats), port, addr)

@@ -40,15 +40,13 @@ behind its blocking API, so it works from any thread, inside a running loop or n
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import json
 import logging
 import re
-import threading
-from collections.abc import Coroutine
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from .._nats import LoopThread, connect
 from .._options import number, query
 from .._url import masked
 from ..change import Change
@@ -58,7 +56,6 @@ from .base import Batch, encoded
 __all__ = ["NatsSink", "subject_token"]
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 _OPTIONS = ("stream", "prefix", "duplicate_window", "timeout")
 _UNSAFE = re.compile(r"[.*>%\x00-\x20\x7f]")
@@ -126,8 +123,7 @@ class NatsSink:
         self._inbox = ""  # the ack subject prefix of the current connection
         self._pending: dict[str, asyncio.Future[None]] = {}  # ack token -> its publish
         self._sequence = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self._loop = LoopThread("rowcast-nats-sink", f"NATS sink {self.url}", self.timeout, log)
         self._closed = False
 
     def __repr__(self) -> str:
@@ -159,72 +155,28 @@ class NatsSink:
             for change_id, change, body in encoded(batch)  # ids first: a bad change sends nothing
         ]
         if messages:
-            self._run(self._publish(messages))
+            self._loop.run(self._publish(messages))
 
     def close(self) -> None:
         """Close the connection and stop the private event loop; idempotent."""
         if self._closed:
             return
         self._closed = True
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None:
-            return
-        try:
-            asyncio.run_coroutine_threadsafe(self._disconnect(), loop).result(self.timeout)
-        except Exception as e:  # closing a broken connection: nothing left to save
-            log.debug("closing %s: %s", self.url, e)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(self.timeout)
-        if not thread.is_alive():
-            loop.close()
-        self._loop = self._thread = None
+        self._loop.close(self._disconnect)
 
     # ------------------------------------------------------------ on the private loop
 
-    def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        if self._loop is None:
-            self._loop = asyncio.new_event_loop()
-            self._thread = threading.Thread(
-                target=self._loop.run_forever, name="rowcast-nats-sink", daemon=True
-            )
-            self._thread.start()
-        future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
-        try:
-            # the coroutine bounds each of its waits; this only catches a stuck loop
-            return future.result(self.timeout * 3 + 5)
-        except concurrent.futures.TimeoutError as e:
-            future.cancel()
-            raise SinkError(f"NATS sink {self.url}: no progress in {self.timeout:g} s") from e
-
     async def _connect(self) -> None:
-        errors = self._nats.errors
         await self._disconnect()
-
-        seen: list[BaseException] = []
-
-        async def on_error(error: Exception) -> None:  # nats-py would log at ERROR
-            seen.append(error)
-            log.debug("NATS sink %s: %s", self.url, error)
-
-        try:
-            # nats-py retries the first connect forever unless attempts are bounded
-            nc = await asyncio.wait_for(
-                self._nats.connect(
-                    servers=[self._server],
-                    name="rowcast-sink",
-                    connect_timeout=self.timeout,
-                    allow_reconnect=False,
-                    max_reconnect_attempts=1,
-                    reconnect_time_wait=0.1,
-                    error_cb=on_error,
-                    skip_subject_validation=True,  # `subject` makes only valid subjects
-                ),
-                self.timeout,
-            )
-        except (TimeoutError, errors.Error, OSError) as e:
-            why = f"{e!r}, after {seen[-1]!r}" if seen and seen[-1] is not e else repr(e)
-            raise SinkError(f"NATS sink {self.url}: cannot connect: {why}") from e
-        self._nc = nc
+        nc = self._nc = await connect(
+            self._nats,
+            self._server,
+            name="rowcast-sink",
+            who=f"NATS sink {self.url}",
+            timeout=self.timeout,
+            log=log,
+            skip_subject_validation=True,  # `subject` makes only valid subjects
+        )
         try:
             await self._ensure_stream(nc.jetstream(timeout=self.timeout))
             # nats-py's publish_async never settles a publish that JetStream refuses with a

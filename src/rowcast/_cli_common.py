@@ -1,0 +1,72 @@
+"""What the long-running commands (``relay``, ``consume``) share: options, signals, metrics."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import click
+
+__all__ = ["LOG_FORMAT", "METRICS_PORT", "serving_metrics", "stop_on_signals"]
+
+S = TypeVar("S")
+
+LOG_FORMAT = click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="Log lines on stderr as text (a live status line on a terminal) or JSON objects.",
+)
+METRICS_PORT = click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    metavar="PORT",
+    help="Serve Prometheus metrics at http://0.0.0.0:PORT/metrics.",
+)
+
+
+@contextlib.contextmanager
+def serving_metrics(serve: Callable[[S, int], Any], stats: S, port: int | None) -> Iterator[None]:
+    """While inside, `serve` (a ``serve_metrics``) shows `stats` on `port`; None: no server.
+
+    The server starts on entry, so a port in use fails before the work begins.
+    """
+    if port is None:
+        yield
+        return
+    server = serve(stats, port)
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@contextlib.contextmanager
+def stop_on_signals(stop: Callable[[], None]) -> Iterator[None]:
+    """SIGTERM and the first Ctrl-C call `stop`; a second Ctrl-C interrupts at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    interrupted = False
+
+    def on_interrupt(signum: int, frame: Any) -> None:
+        nonlocal interrupted
+        if interrupted:
+            raise KeyboardInterrupt
+        interrupted = True
+        stop()
+
+    previous = {
+        signal.SIGTERM: signal.signal(signal.SIGTERM, lambda signum, frame: stop()),
+        signal.SIGINT: signal.signal(signal.SIGINT, on_interrupt),
+    }
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)

@@ -1,0 +1,105 @@
+"""nats-py (asyncio) behind the blocking NATS sink and consumer: a loop thread, a connect."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import threading
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+from .errors import SinkError
+
+__all__ = ["LoopThread", "connect"]
+
+T = TypeVar("T")
+
+
+class LoopThread:
+    """A private event loop in a daemon thread, started by the first `run`.
+
+    `who` (``"NATS sink <url>"``) starts error messages; `timeout` is the owner's.
+    """
+
+    def __init__(self, name: str, who: str, timeout: float, log: logging.Logger) -> None:
+        self.name = name
+        self.who = who
+        self.timeout = timeout
+        self.log = log
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """`coroutine`'s result or error, from the loop; `SinkError` if the loop is stuck.
+
+        The coroutine bounds each of its waits; this only catches a stuck loop.
+        """
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+            self._thread = threading.Thread(
+                target=self._loop.run_forever, name=self.name, daemon=True
+            )
+            self._thread.start()
+        future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+        try:
+            return future.result(self.timeout * 3 + 5)
+        except concurrent.futures.TimeoutError as e:
+            future.cancel()
+            raise SinkError(f"{self.who}: no progress in {self.timeout:g} s") from e
+
+    def close(self, disconnect: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run `disconnect` (errors only logged), then stop the loop; a later `run` starts anew."""
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            return
+        try:
+            asyncio.run_coroutine_threadsafe(disconnect(), loop).result(self.timeout)
+        except Exception as e:  # closing a broken connection: nothing left to save
+            self.log.debug("closing %s: %s", self.who, e)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(self.timeout)
+        if not thread.is_alive():
+            loop.close()
+        self._loop = self._thread = None
+
+
+async def connect(
+    nats: Any,
+    server: str,
+    *,
+    name: str,
+    who: str,
+    timeout: float,
+    log: logging.Logger,
+    **options: Any,
+) -> Any:
+    """A connection to `server` within `timeout`, else `SinkError` (``<who>: cannot connect``).
+
+    nats-py's reconnection is off (a broken connection is an error the owner retries,
+    never a silent buffer) and so are its otherwise endless retries of the first
+    connect; its async errors are logged at DEBUG, not ERROR. `options`: more settings.
+    """
+    seen: list[BaseException] = []
+
+    async def on_error(error: Exception) -> None:
+        seen.append(error)
+        log.debug("%s: %r", who, error)
+
+    try:
+        return await asyncio.wait_for(
+            nats.connect(
+                servers=[server],
+                name=name,
+                connect_timeout=timeout,
+                allow_reconnect=False,
+                max_reconnect_attempts=1,
+                reconnect_time_wait=0.1,  # else a refused connect waits out `timeout`
+                error_cb=on_error,
+                **options,
+            ),
+            timeout,
+        )
+    except (TimeoutError, nats.errors.Error, OSError) as e:
+        why = f"{e!r}, after {seen[-1]!r}" if seen and seen[-1] is not e else repr(e)
+        raise SinkError(f"{who}: cannot connect: {why}") from e
