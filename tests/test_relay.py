@@ -32,7 +32,7 @@ from rowcast import Change
 from rowcast._relay_console import JsonFormatter
 from rowcast._relay_metrics import RateMeter, RelayStats, serve_metrics
 from rowcast.checkpoint import FileCheckpoint, open_checkpoint
-from rowcast.errors import ConfigError, SinkError
+from rowcast.errors import ConfigError, DuplicateEventId, SinkError
 from rowcast.relay import Relay
 from rowcast.sinks.base import Batch, change_id
 from rowcast.sinks.stdout import StdoutSink
@@ -395,6 +395,23 @@ def test_the_store_sink_holds_a_change_once_however_batches_are_redelivered(
     assert stored(tmp_path / "events.db") == expected(txs)
 
 
+def test_the_store_sink_never_drops_a_change_whose_id_is_stored_elsewhere(
+    tmp_path: Path,
+) -> None:
+    # two servers relayed into one store: the same source name and position on both
+    # gives the same change id to distinct changes; that must stop the relay, never
+    # pass for a re-delivery (which would drop the second server's change unseen)
+    first, second = change(1, 1, "bin.1:4"), change(2, 1, "bin.1:4")
+    sink = StoreSink(f"sqlite:///{tmp_path / 'events.db'}")
+    sink.deliver([[first]])
+    with pytest.raises(DuplicateEventId):
+        sink.deliver([[second]])
+    with pytest.raises(DuplicateEventId):  # the same id twice in one stream's batch
+        sink.deliver([[change(3, 1, "bin.1:9")], [change(3, 2, "bin.1:9")]])
+    sink.close()
+    assert stored(tmp_path / "events.db") == expected([[first]])
+
+
 def test_store_sink_streams_and_event_data(tmp_path: Path) -> None:
     composite = Change(
         "write", "shop", "lines", (7, "b"), None, {"a": 7, "b": "b"}, 2.0, "t", "p:1"
@@ -659,6 +676,67 @@ def test_stop_while_a_sink_is_down_abandons_the_batch(table: Table, tmp_path: Pa
     store.close()
     assert checkpoint.load() is None
     assert relay.stats.changes == 0
+
+
+class Down:
+    """A sink that is always down: every delivery is a `SinkError`."""
+
+    url = "down://"
+
+    def __init__(self) -> None:
+        self.attempts = 0
+
+    def deliver(self, batch: Batch) -> None:
+        self.attempts += 1
+        raise SinkError("down")
+
+    def close(self) -> None:
+        pass
+
+
+def _lsn(text: str) -> int:
+    high, _, low = text.partition("/")
+    return (int(high, 16) << 32) | int(low, 16)
+
+
+def test_a_postgres_slot_is_not_confirmed_past_what_the_relay_delivered(tmp_path: Path) -> None:
+    # The relay reads ahead in a thread. PostgreSQL resumes a logical slot at its
+    # confirmed position at the earliest, whatever the checkpoint says: a slot confirmed
+    # past what was read ahead (and never delivered) would skip those transactions.
+    import psycopg2
+
+    from rowcast.sources.postgres import LogicalSource
+
+    server = require_server("postgresql").replace("postgresql+psycopg://", "postgresql://")
+    name = unique("relay_pg")
+    url = f"{server}?slot={name}&publication={name}"
+    admin = psycopg2.connect(server)
+    admin.autocommit = True
+    db = admin.cursor()
+    db.execute(f"CREATE TABLE {name} (id INT PRIMARY KEY, n INT)")
+    try:
+        LogicalSource(url, tables=[name]).setup()
+        db.execute(f"INSERT INTO {name} VALUES (0, 0)")
+        db.execute(f"INSERT INTO {name} VALUES (1, 0)")
+        db.execute("SELECT pg_current_wal_lsn()")
+        before_last = _lsn(db.fetchone()[0])
+        db.execute(f"INSERT INTO {name} VALUES (2, 0)")
+        checkpoint = open_checkpoint(str(tmp_path / "pos"))
+        sink = Down()
+        source = LogicalSource(url, tables=[name], start="start", heartbeat=0.2, feedback=1)
+        relay = Relay(source, [sink], checkpoint, backoff=0.05, max_backoff=0.05)
+        with running(relay):
+            # the relay's reader took all three and asked for more; the sink has none
+            wait_for(lambda: source.position is not None and _lsn(source.position) > before_last)
+            wait_for(lambda: sink.attempts >= 3)
+        assert checkpoint.load() is None
+        again = LogicalSource(url, tables=[name], start="start", end="now", heartbeat=0.2)
+        assert [c.pk for tx in again for c in tx] == [0, 1, 2]  # nothing was delivered
+    finally:
+        with contextlib.suppress(Exception):
+            LogicalSource(url, tables=[name]).drop()
+        db.execute(f"DROP TABLE IF EXISTS {name}")
+        admin.close()
 
 
 def test_a_relay_stopped_before_it_runs_returns_at_once(tmp_path: Path) -> None:

@@ -24,7 +24,10 @@ always a prefix of the row's changes: after a crash it holds every change once.
 
 A store that fails (locked past its timeout, disk full, closed) is a
 `SinkError`; the relay retries the whole batch, and the events already appended
-are recognised as such.
+are recognised as such. A change whose id is stored in another stream, or two
+changes of one batch with one id (two databases relayed into one store whose
+positions coincide), raise `DuplicateEventId`, which ends a relay's run: such a
+change is never taken for a re-delivery and dropped.
 """
 
 from __future__ import annotations
@@ -94,6 +97,8 @@ class StoreSink:
         for stream, events in streams.items():
             try:
                 self._append(stream, events)
+            except DuplicateEventId:
+                raise  # not a fault to retry: ids that name other changes (see _append)
             except StoreError as e:
                 raise SinkError(f"event store sink {self.url}: append to {stream!r}: {e}") from e
 
@@ -101,9 +106,15 @@ class StoreSink:
         try:
             self.store.append(stream, events)
         except DuplicateEventId as e:
-            # a re-delivery that overlaps what is stored only in part: append the rest
-            stored = set(e.ids)
-            rest = [event for event in events if event.id not in stored]
+            # a re-delivery that overlaps what is stored only in part: append the rest. What
+            # a relay delivers again is the tail of the stream; an id stored anywhere else
+            # (or twice in the batch) belongs to another change: raised, never skipped
+            tail = {
+                event.id for event in self.store.read(stream, backwards=True, limit=len(events))
+            }
+            if not set(e.ids) <= tail or len({event.id for event in events}) < len(events):
+                raise
+            rest = [event for event in events if event.id not in tail]
             if rest:
                 self.store.append(stream, rest)
 

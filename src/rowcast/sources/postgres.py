@@ -195,6 +195,8 @@ class LogicalSource:
             conn.close()
         backoff, began, streamed = 0.2, time.monotonic(), False
         told = 0.0  # when the confirmed position was last sent
+        handed = 0  # the end of the last transaction with changes handed out
+        confirm = 0  # what the server may be told the consumer is done with
         while not self._stopping.is_set():
             stream = None
             try:
@@ -208,8 +210,13 @@ class LogicalSource:
                         yield changes
                     # the consumer asked for the next one: it took this transaction
                     now = time.monotonic()
+                    if changes:
+                        handed = lsn
                     force = now - told >= self.feedback  # else psycopg2 says it in its time
-                    stream.send_feedback(write_lsn=lsn, flush_lsn=lsn, force=force)
+                    if force or self.checkpoint is None:
+                        confirm = self._confirmable(lsn, handed)
+                    if confirm:
+                        stream.send_feedback(write_lsn=confirm, flush_lsn=confirm, force=force)
                     told = now if force else told
                     resume, self.position = lsn, format_lsn(lsn)
                     if end is not None and lsn >= end:
@@ -244,7 +251,11 @@ class LogicalSource:
                 backoff = min(backoff * 2, _MAX_BACKOFF)
             finally:
                 if stream is not None:
-                    _close_stream(stream, resume)
+                    try:
+                        last = self._confirmable(resume, handed)
+                    except Exception:  # the checkpoint is unreadable: confirm nothing new
+                        last = confirm
+                    _close_stream(stream, last)
                 self._close_ctl()
 
     # ------------------------------------------------------------------ setting up
@@ -260,6 +271,20 @@ class LogicalSource:
             full=self.replica_identity == "full",
             warned=self._warned,
         )
+
+    def _confirmable(self, lsn: int, handed: int) -> int:
+        """How far the slot may be confirmed, having read up to `lsn` (0: not at all).
+
+        Without a checkpoint the consumer took what it asked past: `lsn`. With one (a
+        relay, which reads ahead of what it delivered), what the checkpoint holds, or
+        `lsn` once the checkpoint holds every transaction handed out: PostgreSQL never
+        sends again what a slot confirmed, whatever position a restart asks for.
+        """
+        if self.checkpoint is None or not handed:
+            return lsn
+        saved = self.checkpoint.load()
+        done = parse_lsn(saved) if saved and not saved.startswith("snapshot") else 0
+        return lsn if done >= handed else done
 
     def _resolve_positions(self, cur: Any) -> tuple[int, int | None]:
         """(start LSN, end LSN); a start of 0 means the slot's confirmed position."""
