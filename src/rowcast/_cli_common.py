@@ -10,9 +10,15 @@ from typing import Any, TypeVar
 
 import click
 
-__all__ = ["LOG_FORMAT", "METRICS_PORT", "serving_metrics", "stop_on_signals"]
+__all__ = ["LOG_FORMAT", "METRICS_PORT", "TABLES", "patterns", "serving_metrics", "stop_on_signals"]
 
 S = TypeVar("S")
+
+
+def patterns(values: tuple[str, ...]) -> list[str]:
+    """The table patterns of repeated, comma-separated ``--tables`` options."""
+    return [p.strip() for value in values for p in value.split(",") if p.strip()]
+
 
 LOG_FORMAT = click.option(
     "--log-format",
@@ -20,6 +26,14 @@ LOG_FORMAT = click.option(
     default="text",
     show_default=True,
     help="Log lines on stderr as text (a live status line on a terminal) or JSON objects.",
+)
+TABLES = click.option(
+    "--tables",
+    "-t",
+    multiple=True,
+    metavar="PATTERN",
+    help="Only these tables: patterns such as 'shop.*' or 'orders' "
+    "(repeat the option or separate with commas).",
 )
 METRICS_PORT = click.option(
     "--metrics-port",

@@ -12,7 +12,8 @@ from urllib.parse import parse_qsl, urlsplit
 import click
 from rich.console import Console
 
-from ._cli_common import LOG_FORMAT, METRICS_PORT, serving_metrics, stop_on_signals
+from ._cli_common import LOG_FORMAT, METRICS_PORT, TABLES, serving_metrics, stop_on_signals
+from ._cli_common import patterns as table_patterns
 from ._relay_console import RelayDisplay
 from ._relay_metrics import serve_metrics
 from ._url import masked
@@ -53,14 +54,7 @@ _FLAGS = {
     help="Where the relay keeps its position: a file path, sqlite:///x.db, postgresql://, "
     "mysql://, redis:// (add ?name=... to keep several relays in one place).",
 )
-@click.option(
-    "--tables",
-    "-t",
-    multiple=True,
-    metavar="PATTERN",
-    help="Only these tables: patterns such as 'shop.*' or 'orders' "
-    "(repeat the option or separate with commas).",
-)
+@TABLES
 @click.option(
     "--from",
     "start",
@@ -150,7 +144,7 @@ def _open_source(
 ) -> Source:
     """The source, resuming from `checkpoint`, checked against its server when it can be."""
     options: dict[str, Any] = {"checkpoint": checkpoint}
-    patterns = [p.strip() for value in tables for p in value.split(",") if p.strip()]
+    patterns = table_patterns(tables)
     if patterns:
         options["tables"] = patterns
     if start is not None:

@@ -7,6 +7,7 @@ from urllib.parse import urlsplit
 import click
 from rich.console import Console
 
+from ._cli_common import patterns as table_patterns
 from ._url import masked
 from .cli import main
 from .errors import ConfigError
@@ -43,7 +44,7 @@ def uninstall(url: str, tables: tuple[str, ...], drop_changes: bool) -> None:
         )
     from .sources.sqlite import uninstall as remove
 
-    patterns = [p.strip() for value in tables for p in value.split(",") if p.strip()]
+    patterns = table_patterns(tables)
     names = remove(url, patterns or None, drop_changes)
     console = Console(highlight=False)
     for name in names:

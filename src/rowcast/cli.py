@@ -25,6 +25,8 @@ from rich.console import Console
 from rich.text import Text
 
 from . import __version__
+from ._cli_common import TABLES
+from ._cli_common import patterns as table_patterns
 from ._console import (
     ChangePrinter,
     EventPrinter,
@@ -117,14 +119,7 @@ def demo(fmt: str, db: str | None) -> None:
 
 @main.command()
 @click.argument("url")
-@click.option(
-    "--tables",
-    "-t",
-    multiple=True,
-    metavar="PATTERN",
-    help="Only these tables: patterns such as 'shop.*' or 'orders' "
-    "(repeat the option or separate with commas).",
-)
+@TABLES
 @click.option(
     "--from",
     "start",
@@ -164,7 +159,7 @@ def tail(
     if server_id is not None and urlsplit(url).scheme.split("+")[0] not in ("mysql", "mariadb"):
         raise click.UsageError("--server-id is for mysql:// and mariadb:// URLs")
     options: dict[str, Any] = {}
-    patterns = [p.strip() for value in tables for p in value.split(",") if p.strip()]
+    patterns = table_patterns(tables)
     if patterns:
         options["tables"] = patterns
     for name, value in (("start", start), ("end", end), ("server_id", server_id)):
