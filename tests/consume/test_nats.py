@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -12,7 +15,8 @@ import nats
 import pytest
 
 from rowcast.change import Change
-from rowcast.testing.consume import ConsumerContract
+from rowcast.sinks.base import change_id
+from rowcast.testing.consume import ConsumerContract, workload
 from rowcast.testing.sink import closed_port
 from tests.sinks import require_nats
 
@@ -71,3 +75,37 @@ class TestNatsConsumer(ConsumerContract):
 
     def unreachable_url(self) -> str:
         return f"nats://127.0.0.1:{closed_port()}?timeout=1"
+
+    def test_held_messages_are_not_redelivered_to_another_consumer(self) -> None:
+        # ack_wait is 1 s; each consumer holds 40 messages and handles 5 per 0.35 s, so
+        # the last of them waits 2.45 s locally: without in-progress reports JetStream
+        # would hand them to the other consumer meanwhile
+        self.ready()
+        calls: collections.Counter[str] = collections.Counter()
+        lock = threading.Lock()
+
+        def slow(changes: list[Change]) -> None:
+            with lock:
+                calls.update(str(change_id(change, 0)) for change in changes)
+            time.sleep(0.35)
+
+        consumers = [
+            self.consumer(slow, workers=1, batch_size=5, max_in_flight=40) for _ in range(2)
+        ]
+        threads = [self.start(consumer) for consumer in consumers]
+        transactions = workload(160, 40, table=self.table)
+        self.deliver(transactions)
+        expected = {str(change_id(changes[0], 0)) for changes in transactions}
+
+        def handled() -> int:
+            with lock:
+                return len(calls)
+
+        self.wait_for(lambda: handled() >= len(expected), "every change handled")
+        time.sleep(1.5)  # past ack_wait: a redelivered message would be handled again
+        for consumer, thread in zip(consumers, threads, strict=True):
+            self.stop(consumer, thread)
+        assert set(calls) == expected
+        assert [n for n in calls.values() if n != 1] == []
+        assert all(consumer.stats.handled > 0 for consumer in consumers), "one did it all"
+        assert sum(consumer.stats.handled for consumer in consumers) == len(expected)

@@ -21,7 +21,10 @@ At least once
     parked in the dead-letter place). A consumer killed at any moment loses nothing:
     the broker redelivers what was not acknowledged (Redis: pending entries of a dead
     consumer are claimed after ``claim_after`` seconds; NATS: redelivered after
-    ``ack_wait``; RabbitMQ: requeued when the connection drops).
+    ``ack_wait``; RabbitMQ: requeued when the connection drops). While a consumer
+    runs, the messages it holds (queued locally or being handled) stay its own: on
+    NATS it reports them in progress every third of ``ack_wait``, so a slow handler
+    does not make JetStream hand them to another consumer of the group meanwhile.
 
 Retries and dead letters
     A batch whose handler raises is retried whole, with exponential backoff
@@ -62,7 +65,7 @@ from collections.abc import Callable
 from ..change import Change
 from ..errors import ConfigError, RowcastError
 from .stats import ConsumerStats
-from .transport import Delivery, Transport
+from .transport import Delivery, Touching, Transport
 
 __all__ = ["Consumer", "Handler"]
 
@@ -161,6 +164,8 @@ class Consumer:
         self._outcomes: queue.SimpleQueue[_Outcome] = queue.SimpleQueue()
         self._inflight: dict[str, list[Delivery]] = {}  # change id -> its deliveries
         self._held = 0  # deliveries fetched and not yet settled
+        self._touching = transport if isinstance(transport, Touching) else None
+        self._touched = 0.0  # time.monotonic() of the last touch
         self._seen: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._threads: list[threading.Thread] = []
         self._ran = False
@@ -193,6 +198,7 @@ class Consumer:
             while not self._stopping.is_set():
                 try:
                     self._settle(wait=0.0)
+                    self._keep_alive()
                     room = self.max_in_flight - self._held
                     if room <= 0:
                         self._settle(wait=min(self.poll, 0.5))
@@ -239,6 +245,7 @@ class Consumer:
         while self._held > 0:
             try:
                 self._settle(wait=0.2)
+                self._keep_alive()
             except RowcastError as e:
                 log.warning("could not acknowledge while stopping: %s", e)
                 return  # unacknowledged: the broker redelivers them
@@ -277,6 +284,21 @@ class Consumer:
             lambda: self.transport.ack(duplicates) if duplicates else None,
             lambda: self._park(undecodable) if undecodable else None,
         )
+
+    def _keep_alive(self) -> None:
+        """Touch every held delivery once `touch_every` passed since the last touch.
+
+        Called from the fetching loop, whose every turn waits at most half a second.
+        """
+        transport = self._touching
+        if transport is None or not self._inflight:
+            return
+        every = transport.touch_every
+        now = time.monotonic()
+        if not every or now - self._touched < every:
+            return
+        self._touched = now
+        transport.touch([delivery for copies in self._inflight.values() for delivery in copies])
 
     def _settle(self, wait: float) -> None:
         """Acknowledge, park or give back what the workers finished."""

@@ -15,8 +15,9 @@ URL: ``nats://[user:password@]host[:port][?option=value&...]``, options:
     only these subjects, e.g. ``rowcast.shop.orders.*``; default ``<prefix>.>``.
 ``ack_wait``
     seconds JetStream waits for an ack before it redelivers a message, default 30: a
-    consumer that died is replaced this long after. Keep it above a handler's longest
-    batch (with its retries).
+    consumer that died is replaced this long after. A running consumer reports the
+    messages it holds (queued locally or being handled) in progress every third of
+    the durable's ``ack_wait``, so a slow handler does not get them redelivered.
 ``dead_stream``
     the dead-letter stream, default ``<stream>_dead``, created when missing with
     subjects ``<dead_stream>.>``.
@@ -120,6 +121,7 @@ class NatsTransport:
         self._js: Any = None
         self._sub: Any = None
         self._generation = 0
+        self._ack_wait: float = self.ack_wait  # the durable's own, once connected
         self._loop = LoopThread(
             "rowcast-nats-consumer", f"NATS consumer {self.url}", self.timeout, log
         )
@@ -140,6 +142,15 @@ class NatsTransport:
 
     def dead_letter(self, parked: Sequence[tuple[Delivery, str]]) -> None:
         self._run(self._dead_letter(parked))
+
+    @property
+    def touch_every(self) -> float:
+        """A third of the durable consumer's ack wait (its own, if it existed before)."""
+        return self._ack_wait / 3
+
+    def touch(self, deliveries: Sequence[Delivery]) -> None:
+        """Reset the ack timers of `deliveries` (``+WPI``), one small publish each."""
+        self._run(self._settle(deliveries, "in_progress"))
 
     def release(self, deliveries: Sequence[Delivery]) -> None:
         try:
@@ -183,7 +194,9 @@ class NatsTransport:
             await self._ensure_stream(js, self.stream, f"{self.prefix}.>")
             await self._ensure_stream(js, self.dead_stream, f"{self.dead_stream}.>")
             try:
-                await js.consumer_info(self.stream, self.group)
+                info = await js.consumer_info(self.stream, self.group)
+                waits = [info.config.ack_wait or self.ack_wait, *(info.config.backoff or ())]
+                self._ack_wait = min(waits)  # the first redelivery comes after the least
             except self._nats.js.errors.NotFoundError:
                 config = api.ConsumerConfig(
                     durable_name=self.group,
@@ -195,6 +208,7 @@ class NatsTransport:
                     filter_subject=self.subject,
                 )
                 await js.add_consumer(self.stream, config)
+                self._ack_wait = self.ack_wait
             self._sub = await js.pull_subscribe_bind(durable=self.group, stream=self.stream)
         except self._nats.js.errors.APIError as e:
             await self._disconnect()
@@ -237,13 +251,13 @@ class NatsTransport:
         return found
 
     async def _settle(self, deliveries: Sequence[Delivery], how: str) -> None:
+        """Call `how` (``ack``, ``nak``, ``in_progress``) on each message of this connection."""
         nc, generation = self._nc, self._generation
         if nc is None or nc.is_closed:
             return  # an older connection's messages: JetStream redelivers them
         for delivery in deliveries:
             if delivery.generation == generation:
-                msg = delivery.token
-                await (msg.ack() if how == "ack" else msg.nak())
+                await getattr(delivery.token, how)()
 
     async def _dead_letter(self, parked: Sequence[tuple[Delivery, str]]) -> None:
         if self._js is None:

@@ -8,11 +8,11 @@ may hold a client that is not thread-safe (pika). Broker errors are raised as
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from ..change import Change
 
-__all__ = ["Delivery", "Transport", "decode", "row_key"]
+__all__ = ["Delivery", "Touching", "Transport", "decode", "row_key"]
 
 
 def row_key(change: Change) -> str:
@@ -80,6 +80,28 @@ class Transport(Protocol):
 
     def close(self) -> None:
         """Close the connection; idempotent."""
+        ...
+
+
+@runtime_checkable
+class Touching(Transport, Protocol):
+    """A transport whose broker redelivers a message held unacknowledged for too long.
+
+    The consumer calls `touch` with every delivery it holds (queued or being handled)
+    once per `touch_every` seconds, from its fetching thread, so that a slow handler
+    or a long local queue does not make the broker hand those messages to another
+    consumer meanwhile. Transports whose broker does not redeliver on a timer (Redis:
+    only a dead consumer's entries are claimed; RabbitMQ: unacked messages stay with
+    their channel) simply do not have these members.
+    """
+
+    @property
+    def touch_every(self) -> float | None:
+        """Seconds between touches of a held message (None: not needed now)."""
+        ...
+
+    def touch(self, deliveries: Sequence[Delivery]) -> None:
+        """Tell the broker `deliveries` are still being worked on (skipping older connections')."""
         ...
 
 
