@@ -560,3 +560,96 @@ def test_a_checkpointed_reader_is_protected_from_its_first_read(
     TriggerSource(url(path), retain=0).prune()  # a reader with no checkpoint, tidying up
     later = list(TriggerSource(url(path), checkpoint=checkpoint, end="now"))
     assert [c.after["data"] for tx in later for c in tx if c.after] == ["b", "c", "d"]
+
+
+_FIRST_GROUP = textwrap.dedent(
+    """
+    import logging, sys, time
+    from rowcast.sources.sqlite import TriggerSource
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    for changes in TriggerSource(sys.argv[1], start="start", timeout=float(sys.argv[2])):
+        print(changes[-1].position, len(changes), flush=True)
+        time.sleep(60)
+    """
+)
+
+
+def groups(transactions: list[list[Change]]) -> list[tuple[str | None, int]]:
+    """Each transaction as (position, length): what a change's id is made of."""
+    return [(tx[-1].position, len(tx)) for tx in transactions]
+
+
+def first_group_then_kill(path: Path, timeout: float = 30, block: Any = None) -> str:
+    """A reader's first transaction as "position length", the reader SIGKILLed right after.
+
+    With `block` (a callable), the reader's stderr is read up to its first warning
+    (it could not record a transaction's end: the app holds the write lock) and
+    `block()` then runs before the first transaction is read.
+    """
+    reader = subprocess.Popen(
+        [sys.executable, "-c", _FIRST_GROUP, url(path), str(timeout)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert reader.stdout is not None
+    assert reader.stderr is not None
+    try:
+        if block is not None:
+            while "could not record" not in (line := reader.stderr.readline()):
+                assert line, "the reader ended without a warning"
+            block()
+        first = reader.stdout.readline()
+    finally:
+        os.kill(reader.pid, signal.SIGKILL)
+        reader.wait(10)
+        reader.stdout.close()
+        reader.stderr.close()
+    return first
+
+
+def test_a_reader_killed_after_handing_a_group_out_groups_the_same_again(
+    path: Path, db: sqlite3.Connection
+) -> None:
+    TriggerSource(url(path)).install()
+    for statement in SEED[:3]:  # one connection: total_changes() never drops between them
+        db.execute(statement)
+    first = first_group_then_kill(path)
+    for statement in SEED[3:]:  # more commits of the same connection, after the kill
+        db.execute(statement)
+    again = groups(read(path))
+    assert first == "{} {}\n".format(*again[0])
+    assert sum(n for _, n in again) == len(SEED_EVENTS)
+    assert groups(read(path)) == again  # and every reader after it
+
+
+def test_a_boundary_not_recorded_is_not_handed_out(path: Path, db: sqlite3.Connection) -> None:
+    # The app holds the write lock while a reader finds where its snapshot ends: the
+    # reader cannot record that boundary, so it must not hand that group out, or a
+    # later reader that sees the app's next commit (same connection: nothing tells the
+    # two apart) groups both as one, and every change gets another id.
+    TriggerSource(url(path)).install()
+    for statement in SEED[:2]:
+        db.execute(statement)
+    db.execute("BEGIN IMMEDIATE")
+    db.execute(SEED[2])
+    first = first_group_then_kill(path, timeout=0.2, block=lambda: db.execute("COMMIT"))
+    again = groups(read(path))
+    assert first == "{} {}\n".format(*again[0])
+    assert groups(read(path)) == again
+
+
+def test_stop_while_the_app_holds_the_write_lock(
+    path: Path, db: sqlite3.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    TriggerSource(url(path)).install()
+    db.execute(SEED[0])
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        source = TriggerSource(url(path), start="start", timeout=0.05)
+        with streaming(source) as got:
+            wait_for(lambda: "could not record" in caplog.text)  # waiting for the lock
+        assert got == []  # its end could not be recorded: not handed out
+    finally:
+        db.execute("ROLLBACK")
+    assert groups(read(path)) == [("1", 1)]

@@ -156,7 +156,11 @@ class TriggerSource:
         publish_all(self, hub, self.checkpoint)
 
     def stop(self) -> None:
-        """Stop after the transaction being handed out (within `poll` seconds when idle)."""
+        """Stop after the transaction being handed out.
+
+        Within `poll` seconds when idle, `timeout` when waiting for the app's write
+        lock to record where a transaction ends (that transaction is not handed out).
+        """
         self._stopping.set()
 
     def check(self) -> None:
@@ -198,7 +202,9 @@ class TriggerSource:
                 "rowcast needs SQLite 3.38+ (or one built with JSON1)"
             ) from e
         try:
-            conn.execute("PRAGMA synchronous = FULL")  # the triggers must outlive a power loss
+            # the triggers and every seal must outlive a power loss: a seal lost would
+            # let a later reader group the changes it bounds otherwise (other ids)
+            conn.execute("PRAGMA synchronous = FULL")
             done = triggers.apply(conn, self._wanted)
         except sqlite3.OperationalError as e:
             if "readonly" in str(e) or "read-only" in str(e):
@@ -208,8 +214,6 @@ class TriggerSource:
                     "file and its directory"
                 ) from e
             raise SourceError(f"{self.url}: installing the triggers failed: {e}") from e
-        finally:
-            conn.execute("PRAGMA synchronous = NORMAL")  # seals may be lost: they are hints
         for name in done.drop:
             log.info("%s: dropped trigger %s", self.url, name)
         for name, _ in done.create:
@@ -263,8 +267,12 @@ class TriggerSource:
                 )
         end = None
         if self.end == "now":
-            end = last
-            if last:  # what a snapshot ends with ends a transaction
+            # what a snapshot ends with ends a transaction: sealed under the write lock
+            # that `last` was read in (the caller's), or read again under one's own
+            if not conn.in_transaction:
+                end = triggers.seal_newest(conn)
+            else:
+                end = last
                 conn.execute("UPDATE rowcast_changes SET sealed = 1 WHERE seq = ?", (last,))
         elif self.end is not None:
             end = int(self.end)
@@ -302,7 +310,14 @@ class TriggerSource:
                     break
 
     def _groups(self, conn: sqlite3.Connection, after: int) -> Iterator[list[_Row]]:
-        """The rows after `after` as transactions (see `_sqlite_triggers`), up to now."""
+        """The rows after `after` as transactions (see `_sqlite_triggers`), up to now.
+
+        Every group ends at a boundary already in the file (a committed ``sealed``,
+        or a drop of ``tc``, which rows never lose) before it is handed out, so
+        every later reader groups the same rows the same way (a change's id is
+        made of its group's position). A group that ends at the newest row waits
+        until its seal is committed.
+        """
         group: list[_Row] = []
         while True:
             rows: list[_Row] = conn.execute(_SELECT, (after, _PAGE)).fetchall()
@@ -316,18 +331,42 @@ class TriggerSource:
                     group = []
             if rows:
                 after = rows[-1][0]
-            if len(rows) < _PAGE:
-                break
-        if group:  # the newest row of this snapshot: a transaction ends there
-            self._seal(conn, group[-1][0])
-            yield group
+            if len(rows) == _PAGE:
+                continue
+            if not group:
+                return
+            newest = self._seal_newest(conn)
+            if newest is None:  # stopping while the app held the lock
+                return
+            if newest == group[-1][0]:
+                yield group
+                return
+            if newest < group[-1][0]:
+                raise SourceError(f"{self.url}: rows of rowcast_changes were deleted by hand")
+            # newer rows came meanwhile: the seal is on the newest, read on up to it
 
-    def _seal(self, conn: sqlite3.Connection, seq: int) -> None:
-        """Record that a transaction ends at `seq`, for readers to come (a hint: may fail)."""
-        try:
-            conn.execute("UPDATE rowcast_changes SET sealed = 1 WHERE seq = ?", (seq,))
-        except sqlite3.OperationalError as e:  # locked for `timeout`: the app is busier
-            log.warning("%s: could not record a transaction's end at %d: %s", self.url, seq, e)
+    def _seal_newest(self, conn: sqlite3.Connection) -> int | None:
+        """Seal the newest row and commit (durably); its seq. None: stopped while waiting.
+
+        The newest row is read under the write lock, so a seal is only ever
+        written on the row that is newest when it commits: no reader can have
+        handed out a group that runs past it, and none will. Waits for the app's
+        writers `timeout` seconds at a time, logging each wait, until `stop`.
+        """
+        while True:
+            try:
+                return triggers.seal_newest(conn)
+            except sqlite3.OperationalError as e:  # locked for `timeout`: the app is busier
+                if "locked" not in str(e) and "busy" not in str(e):
+                    raise
+                log.warning(
+                    "%s: could not record where a transaction ends (%s); waiting to, "
+                    "the changes before it wait too",
+                    self.url,
+                    e,
+                )
+                if self._stopping.is_set():
+                    return None
 
     def _changes(self, group: list[_Row]) -> list[Change]:
         first, last = group[0][0], group[-1][0]
