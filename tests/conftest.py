@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, create_engine, event, text
@@ -86,3 +90,29 @@ def require_redis() -> str:
     finally:
         client.close()
     return REDIS_URL
+
+
+def wait_for(condition: Any, seconds: float = 30) -> None:
+    """Poll `condition` until it is true; fail the test after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def streaming(source: Any) -> Iterator[list[Any]]:
+    """Run a log source in a thread while inside; yields the changes it published so far."""
+    from rowcast import Hub
+
+    got: list[Any] = []
+    hub = Hub()
+    hub.connect(got.append)
+    thread = threading.Thread(target=source.run, args=(hub,))
+    thread.start()
+    try:
+        yield got
+    finally:
+        source.stop()
+        thread.join(15)
+    assert not thread.is_alive()

@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -29,6 +28,7 @@ from sqlalchemy import make_url
 from rowcast import Change
 from rowcast.cli import main
 from tests.conftest import require_server
+from tests.sources.test_postgres import drop_slot
 
 pytestmark = pytest.mark.server
 
@@ -40,26 +40,6 @@ _numbers = itertools.count(1)
 
 def invoke(*args: str) -> Result:
     return CliRunner().invoke(main, list(args))
-
-
-def drop_slot(cur: Any, slot: str) -> None:
-    deadline = time.monotonic() + 20
-    while True:
-        cur.execute(
-            "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
-            "WHERE slot_name = %s AND active_pid IS NOT NULL",
-            (slot,),
-        )
-        try:
-            cur.execute(
-                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
-                "WHERE slot_name = %s",
-                (slot,),
-            )
-            return
-        except psycopg2.errors.ObjectInUse:
-            assert time.monotonic() < deadline, f"slot {slot} stayed in use"
-            time.sleep(0.1)
 
 
 @pytest.fixture(scope="module")

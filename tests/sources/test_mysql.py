@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import os
 import shutil
@@ -22,7 +21,7 @@ from rowcast.checkpoint import open_checkpoint
 from rowcast.sources import open_source
 from rowcast.sources._mysql_server import check_settings, connect, diagnose, parse_url
 from rowcast.sources.mysql import BinlogSource
-from tests.conftest import require_server
+from tests.conftest import require_server, streaming, wait_for
 
 URL = "mysql://root@127.0.0.1:3306/test"
 SEED = [
@@ -62,29 +61,6 @@ def db() -> Iterator[Any]:
     yield conn
     if conn.open:
         conn.close()
-
-
-def wait_for(condition: Any, seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-
-
-@contextlib.contextmanager
-def streaming(source: BinlogSource) -> Iterator[list[Change]]:
-    """Run `source` in a thread while inside; yields the changes it publishes so far."""
-    got: list[Change] = []
-    hub = Hub()
-    hub.connect(got.append)
-    thread = threading.Thread(target=source.run, args=(hub,))
-    thread.start()
-    try:
-        yield got
-    finally:
-        source.stop()
-        thread.join(15)
-    assert not thread.is_alive()
 
 
 def kill_binlog_dumps(conn: Any) -> None:

@@ -34,7 +34,7 @@ from rowcast.checkpoint import open_checkpoint
 from rowcast.sources import open_source
 from rowcast.sources.base import diagnose
 from rowcast.sources.postgres import UNCHANGED, LogicalSource
-from tests.conftest import require_server
+from tests.conftest import require_server, streaming, wait_for
 
 pytestmark = pytest.mark.server
 
@@ -151,31 +151,8 @@ def as_int(position: str | None) -> int:
     return (int(high, 16) << 32) | int(low, 16)
 
 
-def wait_for(condition: Any, seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-
-
 def events(transactions: list[list[Change]]) -> list[list[tuple[str, Any]]]:
     return [[(c.name, c.pk) for c in tx] for tx in transactions]
-
-
-@contextlib.contextmanager
-def streaming(source: LogicalSource) -> Iterator[list[Change]]:
-    """Run `source` in a thread while inside; yields the changes it publishes so far."""
-    got: list[Change] = []
-    hub = Hub()
-    hub.connect(got.append)
-    thread = threading.Thread(target=source.run, args=(hub,))
-    thread.start()
-    try:
-        yield got
-    finally:
-        source.stop()
-        thread.join(15)
-    assert not thread.is_alive()
 
 
 def table(db: Any, ddl: str, full: bool = True) -> None:
