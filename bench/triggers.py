@@ -13,6 +13,10 @@ Delivery: ``TriggerSource(start="start", end="now")`` reads every captured chang
 with one counting subscriber (rows/s, beside the app's own write rate without triggers).
 Latency: the source runs in a thread while single-row INSERTs commit at `--rate` for
 `--seconds`; latency is subscriber arrival minus the return of the commit.
+Instructions: with ``--instructions`` (needs valgrind), the batched workload of
+`--instruction-rows` rows runs once more per variant under ``valgrind --tool=callgrind``, in a
+child process, minus the same child writing no rows: instructions executed by the CPU (user
+space), the same figure run after run however busy the machine is, where seconds move by 10-20 %.
 Timing never fails the script; a change missed or delivered twice does.
 """
 
@@ -22,8 +26,12 @@ import argparse
 import contextlib
 import os
 import platform
+import re
+import shutil
 import sqlite3
 import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -55,8 +63,7 @@ def fresh(directory: Path, name: str, triggers: bool, constant: bool = False) ->
                 conn.execute(f"DROP TRIGGER rowcast_bench_rows_{op}")
                 conn.execute(
                     f"CREATE TRIGGER rowcast_bench_rows_{op} AFTER {op.upper()} ON bench_rows "
-                    "BEGIN INSERT INTO rowcast_changes (tbl, op, pk, before, after, ts, tc) "
-                    "VALUES ('bench_rows', 'write', '1', NULL, NULL, 0, 0); END"
+                    "BEGIN INSERT INTO rowcast_changes (layout, ts, tc) VALUES (1, 0, 0); END"
                 )
     return path
 
@@ -162,7 +169,64 @@ def latency(path: Path, rate: float, seconds: float) -> tuple[int, list[float]]:
     return sent, sorted((arrived[k] - committed[k]) * 1000 for k in committed)
 
 
+VARIANTS = {"bare": (False, False), "triggers": (True, False), "constant": (True, True)}
+
+
+def instructions(variant: str, rows: int, batch: int) -> int:
+    """User-space instructions for the batched workload of `rows` rows, by callgrind."""
+    counts = []
+    for n in (rows, 0):
+        run = subprocess.run(
+            [
+                "valgrind",
+                "--tool=callgrind",
+                "--callgrind-out-file=/dev/null",
+                sys.executable,
+                __file__,
+                "--child",
+                variant,
+                str(n),
+                str(batch),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        found = re.search(r"refs:\s+([\d,]+)", run.stderr)
+        if found is None:
+            raise SystemExit(f"no instruction count from valgrind: {run.stderr[-500:]}")
+        counts.append(int(found.group(1).replace(",", "")))
+    return counts[0] - counts[1]
+
+
+def child(variant: str, rows: int, batch: int) -> None:
+    """What `instructions` measures: a fresh file of `variant`, then the batched writes."""
+    triggers, constant = VARIANTS[variant]
+    with tempfile.TemporaryDirectory(prefix="rowcast-bench-") as tmp:
+        batched(fresh(Path(tmp), variant, triggers, constant), rows, batch)
+
+
+def instruction_table(rows: int, batch: int) -> None:
+    if shutil.which("valgrind") is None:
+        print("\n(--instructions: valgrind is not installed; apt-get install valgrind)")
+        return
+    counts = {variant: instructions(variant, rows, batch) for variant in VARIANTS}
+    changes = 3 * rows
+    print(f"\n| batched, {rows} rows: instructions (callgrind) | per change | vs no triggers |")
+    print("|---|---:|---:|")
+    for variant, label in (
+        ("bare", "without triggers"),
+        ("triggers", "with triggers"),
+        ("constant", "constant-row triggers (floor)"),
+    ):
+        count = counts[variant]
+        print(f"| {label} | {count / changes:,.0f} | {count / counts['bare']:.2f}x |")
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["--child"]:
+        child(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+        return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=20_000)
     parser.add_argument("--batch", type=int, default=100)
@@ -170,6 +234,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--rate", type=float, default=200.0)
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--instructions", action="store_true", help="count with callgrind too")
+    parser.add_argument("--instruction-rows", type=int, default=6_000)
     args = parser.parse_args()
     counts = {"batched": 3 * args.rows, "single": args.single}
     changes = sum(counts.values())
@@ -232,6 +298,8 @@ def main() -> None:
     print("|---:|---:|---:|---:|---:|")
     print(f"| {sent} | {args.rate:.0f} | {p50:.1f} | {p99:.1f} | {ms[-1]:.1f} |")
     print("(the source polls PRAGMA data_version every 50 ms while idle: p50 ~ half of that)")
+    if args.instructions:
+        instruction_table(args.instruction_rows, args.batch)
 
 
 if __name__ == "__main__":

@@ -28,8 +28,8 @@ __all__ = ["uninstall"]
 @click.option(
     "--drop-changes",
     is_flag=True,
-    help="Also drop rowcast_changes (with the changes not read yet), rowcast_readers and "
-    "rowcast_state; every table's triggers go with them.",
+    help="Also drop rowcast_changes (with the changes not read yet), rowcast_layouts, "
+    "rowcast_readers and rowcast_state; every table's triggers go with them.",
 )
 def uninstall(url: str, tables: tuple[str, ...], drop_changes: bool) -> None:
     """Remove rowcast's capture triggers from the SQLite database at URL (sqlite:///app.db).
@@ -42,6 +42,7 @@ def uninstall(url: str, tables: tuple[str, ...], drop_changes: bool) -> None:
             f"rowcast uninstall removes a sqlite:// source's triggers; {masked(url)} is not one "
             "(log sources install nothing in the database)"
         )
+    from .sources._sqlite_triggers import OWN
     from .sources.sqlite import uninstall as remove
 
     patterns = table_patterns(tables)
@@ -50,6 +51,6 @@ def uninstall(url: str, tables: tuple[str, ...], drop_changes: bool) -> None:
     for name in names:
         console.print(f"dropped trigger {name}", soft_wrap=True, markup=False)
     if drop_changes:
-        console.print("dropped tables rowcast_changes, rowcast_readers, rowcast_state")
+        console.print("dropped tables " + ", ".join(OWN))
     elif not names:
         console.print("no rowcast trigger to remove", soft_wrap=True)

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from rowcast import Change, ConfigError, Hub
+from rowcast import Change, ConfigError, Hub, SourceError
 from rowcast.checkpoint import open_checkpoint
 from rowcast.sources import open_source
 from rowcast.sources.base import diagnose
@@ -106,10 +106,16 @@ def events(transactions: list[list[Change]]) -> list[tuple[str, Any]]:
 
 def test_seed_workload_statement_by_statement(path: Path, db: sqlite3.Connection) -> None:
     with streaming(TriggerSource(url(path))) as got:
+        started = time.time()
         for count, statement in enumerate(SEED, 1):
             db.execute(statement)
             wait_for(lambda: len(got) == count)  # noqa: B023
+        ended = time.time()
     assert events(got) == SEED_EVENTS
+    stamps = [tx[0].ts for tx in got]
+    assert stamps == sorted(stamps)
+    assert started - 0.002 <= stamps[0]  # UTC epoch seconds, to the millisecond
+    assert stamps[-1] <= ended + 0.002
     for tx in got:
         assert len({(c.txid, c.position, c.ts) for c in tx}) == 1
         assert tx[0].source == "sqlite"
@@ -193,7 +199,7 @@ def test_values_keep_their_sqlite_type_and_every_bit(path: Path, db: sqlite3.Con
 
 
 def test_what_sqlite_itself_does_not_keep(path: Path, db: sqlite3.Connection) -> None:
-    """NaN is stored as NULL; -0.0 keeps its sign on disk but no SQL function shows it."""
+    """NaN is stored as NULL; -0.0 keeps its sign (the triggers copy values, never print them)."""
     db.execute("CREATE TABLE rc_limits (id INTEGER PRIMARY KEY, v)")
     TriggerSource(url(path)).install()
     db.executemany("INSERT INTO rc_limits (v) VALUES (?)", [(float("nan"),), (-0.0,)])
@@ -204,7 +210,7 @@ def test_what_sqlite_itself_does_not_keep(path: Path, db: sqlite3.Connection) ->
     assert got[0] is None
     assert got[1] == 0.0
     assert type(got[1]) is float
-    assert math.copysign(1.0, got[1]) == 1.0  # as documented: the sign is lost
+    assert math.copysign(1.0, got[1]) == -1.0
 
 
 def test_keys_composite_blob_rowid_and_without_rowid(path: Path, db: sqlite3.Connection) -> None:
@@ -239,6 +245,67 @@ def test_a_table_with_more_columns_than_a_function_takes(
     db.execute(f"INSERT INTO rc_wide VALUES (1, {', '.join('?' * 130)})", row)
     ((change,),) = read(path)
     assert change.after == {"id": 1, **dict(zip(columns, row, strict=True))}
+
+
+def test_a_table_too_wide_to_capture_is_named_and_can_be_left_out(
+    path: Path, db: sqlite3.Connection
+) -> None:
+    """An update's images take twice the columns: past SQLite's column limit, nothing installs."""
+    db.execute(
+        f"CREATE TABLE rc_huge (id INTEGER PRIMARY KEY, {', '.join(f'c{i}' for i in range(1200))})"
+    )
+    with pytest.raises(ConfigError, match=r"'rc_huge' has 1201 columns.*tables="):
+        TriggerSource(url(path)).install()
+    assert db.execute("SELECT count(*) FROM sqlite_master WHERE type = 'trigger'").fetchone() == (
+        0,
+    )
+    TriggerSource(url(path), tables=["test"]).install()
+    db.execute("INSERT INTO test (data) VALUES ('x')")
+    assert [c.name for tx in read(path, tables=["test"]) for c in tx] == ["test_write"]
+
+
+def test_old_rows_keep_the_columns_they_were_written_with(
+    path: Path, db: sqlite3.Connection
+) -> None:
+    TriggerSource(url(path)).install()
+    db.execute("INSERT INTO test (data) VALUES ('first')")
+    db.execute("ALTER TABLE test ADD COLUMN extra INT DEFAULT 7")
+    TriggerSource(url(path)).install()
+    db.execute("UPDATE test SET extra = 8")
+    assert TriggerSource(url(path)).install() == []  # nothing changed: no trigger, no layout
+    changes = [c for tx in read(path) for c in tx]
+    assert [(c.before, c.after) for c in changes] == [
+        (None, {"id": 1, "data": "first"}),
+        ({"id": 1, "data": "first", "extra": 7}, {"id": 1, "data": "first", "extra": 8}),
+    ]
+    assert db.execute("SELECT count(*) FROM rowcast_layouts").fetchone() == (6,)
+
+
+def test_a_row_of_an_unknown_layout_is_refused_not_skipped(
+    path: Path, db: sqlite3.Connection
+) -> None:
+    TriggerSource(url(path)).install()
+    db.execute("INSERT INTO test (data) VALUES ('x')")
+    db.execute("INSERT INTO rowcast_changes (layout, ts, tc) VALUES (999, 0, 0)")
+    with pytest.raises(SourceError, match=r"malformed.*by hand"):
+        read(path)
+
+
+def test_changes_of_an_older_rowcast_are_refused_with_what_to_do(
+    path: Path, db: sqlite3.Connection
+) -> None:
+    db.execute(
+        "CREATE TABLE rowcast_changes (seq INTEGER PRIMARY KEY, tbl TEXT, op TEXT, pk TEXT, "
+        "before TEXT, after TEXT, ts REAL, tc INTEGER, sealed INTEGER)"
+    )
+    with pytest.raises(ConfigError, match=r"older rowcast.*--drop-changes"):
+        TriggerSource(url(path)).install()
+    failed = {c.name: c for c in diagnose(url(path)).checks if not c.ok}
+    assert "--drop-changes" in failed["rowcast_changes format"].fix
+    uninstall(url(path), drop_changes=True)
+    TriggerSource(url(path)).install()
+    db.execute("INSERT INTO test (data) VALUES ('x')")
+    assert [c.name for tx in read(path) for c in tx] == ["test_write"]
 
 
 def test_two_processes_writing_transactions_at_once(path: Path) -> None:
@@ -350,12 +417,20 @@ def test_schema_changes_recreate_the_triggers(path: Path, db: sqlite3.Connection
         row = db.execute("SELECT sql FROM sqlite_master WHERE name = ?", (name,)).fetchone()
         return row[0] if row else ""
 
+    def layout(table: str, op: str, has: str) -> bool:  # made with its triggers
+        return bool(
+            db.execute(
+                "SELECT 1 FROM rowcast_layouts WHERE tbl = ? AND op = ? AND instr(columns, ?)",
+                (table, op, has),
+            ).fetchone()
+        )
+
     with streaming(TriggerSource(url(path))) as got:
         db.execute("ALTER TABLE test ADD COLUMN extra INT DEFAULT 7")
         wait_for(lambda: '"extra"' in trigger("rowcast_test_insert"))
         db.execute("INSERT INTO test (data) VALUES ('x')")
         db.execute("ALTER TABLE test RENAME COLUMN data TO body")
-        wait_for(lambda: "'body'" in trigger("rowcast_test_update"))
+        wait_for(lambda: layout("test", "update", '"body"'))
         db.execute("UPDATE test SET body = 'y'")
         db.execute("ALTER TABLE test RENAME TO renamed")
         wait_for(lambda: trigger("rowcast_renamed_delete") and not trigger("rowcast_test_delete"))

@@ -1,6 +1,6 @@
 """``rowcast doctor sqlite:///app.db``: can this file be captured, and is the capture in place.
 
-Reads only (the file is opened read-only): SQLite's JSON functions, write
+Reads only (the file is opened read-only): SQLite's version, write
 access to the file and its directory, the journal mode, and for every table
 the URL's ``tables=`` option selects (all by default) whether its three
 triggers are installed and made for its current columns.
@@ -44,7 +44,7 @@ def _diagnose(
 ) -> Diagnosis:
     (journal,) = conn.execute("PRAGMA journal_mode").fetchone()
     facts = [("sqlite", sqlite3.sqlite_version), ("file", path), ("journal", journal)]
-    checks = [_writable(path), _json(conn)]
+    checks = [_writable(path), _version()]
     checks.append(
         Check(
             "journal_mode",
@@ -71,7 +71,7 @@ def _diagnose(
     for table in found:
         names = [triggers.trigger_name(table.name, op) for op in ("insert", "update", "delete")]
         missing = [n for n in names if n not in have]
-        stale = [n for n, _ in work.create if n in names and n in have]
+        stale = [n for n, _, _ in work.create if n in names and n in have]
         if missing:
             value, fix = f"missing {', '.join(missing)}", install
         elif stale:
@@ -80,6 +80,15 @@ def _diagnose(
         else:
             value, fix = "installed, up to date", ""
         checks.append(Check(f"triggers on {table.name}", not (missing or stale), value, fix))
+    if triggers.outdated(conn):
+        checks.append(
+            Check(
+                "rowcast_changes format",
+                False,
+                "JSON images of an older rowcast",
+                "read what it holds with that version, then rowcast uninstall URL --drop-changes",
+            )
+        )
     if triggers.has_tables(conn):
         facts += _changes(conn)
     else:
@@ -99,17 +108,13 @@ def _writable(path: str) -> Check:
     )
 
 
-def _json(conn: sqlite3.Connection) -> Check:
-    try:
-        conn.execute("SELECT json_object('a', 1)")
-        ok = True
-    except sqlite3.Error:
-        ok = False
+def _version() -> Check:
+    need = ".".join(map(str, triggers.SQLITE))
     return Check(
-        "json_object",
-        ok,
-        f"available (SQLite {sqlite3.sqlite_version})" if ok else "missing",
-        "use a Python whose SQLite is 3.38+ (or built with JSON1)",
+        "sqlite version",
+        sqlite3.sqlite_version_info >= triggers.SQLITE,
+        sqlite3.sqlite_version,
+        f"use a Python whose SQLite is {need}+ (the source reads pragma_table_list)",
     )
 
 

@@ -1,11 +1,8 @@
-"""Opening the SQLite file a trigger source reads: its URL, a connection, table patterns,
-and turning the JSON that the triggers write back into Python values.
-"""
+"""Opening the SQLite file a trigger source reads: its URL, a connection, table patterns."""
 
 from __future__ import annotations
 
 import fnmatch
-import json
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -14,7 +11,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit
 from .._url import masked
 from ..errors import ConfigError
 
-__all__ = ["connect", "decode_image", "decode_key", "matcher", "parse_url"]
+__all__ = ["connect", "matcher", "parse_url"]
 
 
 def parse_url(url: str) -> tuple[str, dict[str, str]]:
@@ -65,27 +62,3 @@ def matcher(patterns: tuple[str, ...] | None) -> Any:
     return lambda table: any(
         fnmatch.fnmatchcase(table, p) or fnmatch.fnmatchcase(f"main.{table}", p) for p in patterns
     )
-
-
-def _value(value: Any) -> Any:
-    if type(value) is list:  # a tag: ["r", "%!.17g"] for REAL, ["b", hex] for BLOB
-        tag, text = value
-        return float(text) if tag == "r" else bytes.fromhex(text)
-    return value
-
-
-def decode_image(text: str | None) -> dict[str, Any] | None:
-    if text is None:
-        return None
-    row: dict[str, Any] = json.loads(text)
-    for name, value in row.items():
-        if type(value) is list:
-            row[name] = _value(value)
-    return row
-
-
-def decode_key(text: str | None) -> Any:
-    if text is None:
-        return None
-    values = [_value(v) for v in json.loads(text)]
-    return values[0] if len(values) == 1 else tuple(values)

@@ -6,23 +6,28 @@ ROW), each insert one row into ``rowcast_changes``:
 
 ==========  =================================================================
 ``seq``     INTEGER PRIMARY KEY: commit order (see below)
-``tbl``     the table's name; ``op``: ``write``, ``update`` or ``delete``
-``pk``      JSON array of the primary key's values (the rowid when none)
-``before``  JSON object of the old row (NULL for a write)
-``after``   JSON object of the new row (NULL for a delete)
-``ts``      UTC epoch seconds when the row was written (millisecond precision)
+``layout``  the ``rowcast_layouts`` row that says what ``v0``, ``v1``... hold
+``ts``      ``julianday()`` when the row was written (millisecond precision)
 ``tc``      the writer connection's ``total_changes()``
 ``sealed``  1 when a reader found that a transaction ends at this row
+``v0``...   the row's values, untyped columns, so each keeps what SQLite stored
 ==========  =================================================================
 
-Values are JSON as ``json_object`` writes them, except REAL (``["r", "%!.17g"]``,
-which keeps every bit; ``json_object`` keeps 15 digits and writes infinity as
-bare ``Inf``) and BLOB (``["b", "<hex>"]``; ``json_object`` refuses blobs). A
-column value is never a JSON array otherwise, so a two-item array is a tag.
-(Measured on SQLite 3.40, batched writes: one ``quote(x) || ',' || ...``
-string per image is no faster than these JSON images, ``quote()`` costing
-~130 ns a call, and it cuts text at a NUL; a trigger that inserts a constant
-row already costs ~1.8x the bare writes, one that builds any text image ~2.9x.)
+A layout (``id``, ``tbl``, ``op``: ``write``, ``update`` or ``delete``,
+``columns``: JSON array of the image's column names, ``key``: JSON array of
+the key's slots in an image, ``width``: slots per image) is made when its
+triggers are, and its id is a constant in their SQL. An image takes
+``width`` slots: the columns in order, then the rowid when it is the key
+and no column holds it. A write's new row and a delete's old row start at
+``v0``; an update's old row does, its new row follows at ``v<width>``; the
+key of an update is the new row's. ``rowcast_changes`` gets ``v`` columns
+added as wider tables are captured.
+
+The values are copied, not encoded: an earlier version built ``json_object``
+images (reals as ``printf('%!.17g')`` text, blobs as hex), which cost the
+app's batched writes 3.6x; copies cost 2.06x (in instructions; 2.2-2.5x in
+seconds), where a trigger that inserts a constant row costs 1.83x by itself
+(SQLite 3.40, ``bench/triggers.py --instructions``).
 
 SQLite runs one writer at a time and gives a new row the highest ``seq`` plus
 one (pruning never removes the newest row, so ``seq`` never goes back), so
@@ -53,12 +58,18 @@ lossy.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Callable
 from typing import Final, NamedTuple
 
+from ..errors import ConfigError
+
 __all__ = [
     "CHANGES",
+    "FIXED",
+    "LAYOUTS",
+    "SQLITE",
     "Plan",
     "Table",
     "apply",
@@ -71,22 +82,30 @@ __all__ = [
 ]
 
 CHANGES: Final = "rowcast_changes"
+LAYOUTS: Final = "rowcast_layouts"
+OWN: Final = (CHANGES, LAYOUTS, "rowcast_readers", "rowcast_state")
 PREFIX: Final = "rowcast_"
-_OPS: Final = (("insert", "write", "NEW"), ("update", "update", None), ("delete", "delete", "OLD"))
-_CHUNK: Final = 60  # columns per json_object call: SQLite allows 127 arguments by default
-_TS: Final = "(julianday('now') - 2440587.5) * 86400.0"
+FIXED: Final = 5  # seq, layout, ts, tc, sealed: the values start at this column
+SQLITE: Final = (3, 37, 0)  # pragma_table_list; RETURNING (3.35)
+_OPS: Final = (("insert", "write"), ("update", "update"), ("delete", "delete"))
+_TS: Final = "julianday()"  # the cheapest clock a trigger has: no text to parse, no arithmetic
+_UNIX_EPOCH: Final = 2440587.5  # julianday('1970-01-01')
 
 _SCHEMA: Final = f"""
 CREATE TABLE IF NOT EXISTS {CHANGES} (
     seq INTEGER PRIMARY KEY,
-    tbl TEXT NOT NULL,
-    op TEXT NOT NULL,
-    pk TEXT,
-    before TEXT,
-    after TEXT,
+    layout INTEGER NOT NULL,
     ts REAL NOT NULL,
     tc INTEGER,
     sealed INTEGER
+);
+CREATE TABLE IF NOT EXISTS {LAYOUTS} (
+    id INTEGER PRIMARY KEY,
+    tbl TEXT NOT NULL,
+    op TEXT NOT NULL,
+    columns TEXT NOT NULL,
+    key TEXT NOT NULL,
+    width INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS rowcast_readers (
     name TEXT PRIMARY KEY,
@@ -105,12 +124,39 @@ class Table(NamedTuple):
     key: tuple[str, ...]
     integer: str | None = None  #: the rowid's name or alias (it holds integers only)
 
+    @property
+    def slots(self) -> tuple[str, ...]:
+        """What an image holds: the columns, then the rowid when it is the key and hidden."""
+        if self.key and self.key[0] not in self.columns:
+            return (*self.columns, self.key[0])
+        return self.columns
+
+
+class Layout(NamedTuple):
+    """A ``rowcast_layouts`` row, as its triggers write and readers find it."""
+
+    table: str
+    op: str  #: write, update or delete
+    columns: str  #: JSON array of the image's column names
+    key: str  #: JSON array of the key's slots in an image
+    width: int  #: slots per image
+
 
 class Plan(NamedTuple):
-    """What it takes to make the triggers true: names to drop, (name, sql) to create."""
+    """What it takes to make the triggers true: names to drop, (name, table, op) to create."""
 
     drop: list[str]
-    create: list[tuple[str, str]]
+    create: list[tuple[str, Table, str]]
+
+
+def epoch(julian: float) -> float:
+    """A ``ts`` as UTC epoch seconds."""
+    return (julian - _UNIX_EPOCH) * 86400.0
+
+
+def julian(seconds: float) -> float:
+    """UTC epoch `seconds` as a ``ts``."""
+    return seconds / 86400.0 + _UNIX_EPOCH
 
 
 def ident(name: str) -> str:
@@ -128,18 +174,35 @@ def trigger_name(table: str, op: str) -> str:
 
 
 def create_tables(conn: sqlite3.Connection) -> None:
-    """Create rowcast's tables when missing (inside the caller's write transaction)."""
+    """Create rowcast's tables when missing (inside the caller's write transaction).
+
+    Raises `ConfigError` for a ``rowcast_changes`` of the older JSON-image format.
+    """
+    if outdated(conn):
+        raise ConfigError(
+            f"{CHANGES} holds JSON images written by an older rowcast: read what it holds "
+            "with that version, then drop it (rowcast uninstall URL --drop-changes) and "
+            "start the source again"
+        )
     for statement in _SCHEMA.split(";"):
         if statement.strip():
             conn.execute(statement)
 
 
-def has_tables(conn: sqlite3.Connection) -> bool:
+def outdated(conn: sqlite3.Connection) -> bool:
+    """Whether ``rowcast_changes`` is of the older JSON-image format."""
     found = conn.execute(
-        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN "
-        f"('{CHANGES}', 'rowcast_readers', 'rowcast_state')"
+        f"SELECT 1 FROM pragma_table_info('{CHANGES}') WHERE name = 'after'"
+    ).fetchone()
+    return found is not None
+
+
+def has_tables(conn: sqlite3.Connection) -> bool:
+    names = ", ".join(f"'{name}'" for name in OWN)
+    found = conn.execute(
+        f"SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN ({names})"
     ).fetchone()[0]
-    return bool(found == 3)
+    return bool(found == len(OWN))
 
 
 def tables(conn: sqlite3.Connection, wanted: Callable[[str], bool]) -> list[Table]:
@@ -180,47 +243,39 @@ def tables(conn: sqlite3.Connection, wanted: Callable[[str], bool]) -> list[Tabl
     return found
 
 
-def _value(ref: str, integer: bool = False) -> str:
-    if integer:
-        return ref
-    return (
-        f"CASE typeof({ref}) WHEN 'real' THEN json_array('r', printf('%!.17g', {ref})) "
-        f"WHEN 'blob' THEN json_array('b', hex({ref})) ELSE {ref} END"
+def layout(table: Table, op: str) -> Layout:
+    """The layout of `op`'s (insert, update, delete) rows for `table`."""
+    action = next(a for o, a in _OPS if o == op)
+    slots = table.slots
+    return Layout(
+        table.name,
+        action,
+        json.dumps(table.columns),
+        json.dumps([slots.index(k) for k in table.key]),
+        len(slots),
     )
 
 
-def _image(row: str, columns: tuple[str, ...], integer: str | None) -> str:
-    parts = []
-    for i in range(0, len(columns), _CHUNK):
-        pairs = ", ".join(
-            f"{literal(c)}, {_value(f'{row}.{ident(c)}', c == integer)}"
-            for c in columns[i : i + _CHUNK]
+def _layout_ids(conn: sqlite3.Connection) -> dict[Layout, int]:
+    if not has_tables(conn):
+        return {}
+    return {
+        Layout(tbl, op, columns, key, width): id_
+        for id_, tbl, op, columns, key, width in conn.execute(
+            f"SELECT id, tbl, op, columns, key, width FROM {LAYOUTS}"
         )
-        parts.append(f"json_object({pairs})")
-    if len(parts) == 1:
-        return parts[0]
-    # join the objects' members: each ends with one "}" and starts with one "{" (its
-    # values are never objects, so trimming takes exactly those)
-    inner = [f"rtrim({parts[0]}, '}}')"]
-    inner += [f"trim({p}, '{{}}')" for p in parts[1:-1]]
-    inner.append(f"ltrim({parts[-1]}, '{{')")
-    return " || ',' || ".join(inner)
+    }
 
 
-def trigger_sql(table: Table, op: str) -> str:
+def trigger_sql(table: Table, op: str, layout_id: int) -> str:
     """The CREATE TRIGGER statement for `op` (insert, update, delete) on `table`."""
-    action, row = next((a, r) for o, a, r in _OPS if o == op)
-    key_row = row or "NEW"
-    values = (_value(f"{key_row}.{ident(c)}", c == table.integer) for c in table.key)
-    pk = f"json_array({', '.join(values)})"
-    before = _image("OLD", table.columns, table.integer) if op != "insert" else "NULL"
-    after = _image("NEW", table.columns, table.integer) if op != "delete" else "NULL"
+    rows = {"insert": ("NEW",), "update": ("OLD", "NEW"), "delete": ("OLD",)}[op]
+    values = [f"{row}.{ident(slot)}" for row in rows for slot in table.slots]
+    targets = "".join(f", v{i}" for i in range(len(values)))
     return (
         f"CREATE TRIGGER {ident(trigger_name(table.name, op))} AFTER {op.upper()} ON "
-        f"{ident(table.name)} BEGIN INSERT INTO {CHANGES} "
-        "(tbl, op, pk, before, after, ts, tc) VALUES "
-        f"({literal(table.name)}, '{action}', {pk if table.key else 'NULL'}, {before}, "
-        f"{after}, {_TS}, total_changes()); END"
+        f"{ident(table.name)} BEGIN INSERT INTO {CHANGES} (layout, ts, tc{targets}) VALUES "
+        f"({layout_id}, {_TS}, total_changes(){''.join(', ' + v for v in values)}); END"
     )
 
 
@@ -241,24 +296,44 @@ def plan(conn: sqlite3.Connection, wanted: Callable[[str], bool]) -> Plan:
 
     Triggers of tables that are not wanted stay (another reader may want them),
     except those whose name no longer matches their table (it was renamed).
+    Reads only.
     """
     have = installed(conn)
+    ids = _layout_ids(conn)
     drop: list[str] = []
-    create: list[tuple[str, str]] = []
+    create: list[tuple[str, Table, str]] = []
     for table in tables(conn, wanted):
-        for op, _, _ in _OPS:
+        for op, _ in _OPS:
             name = trigger_name(table.name, op)
-            sql = trigger_sql(table, op)
             current = have.get(name)
-            if current == (table.name, sql):
+            id_ = ids.get(layout(table, op))
+            if id_ is not None and current == (table.name, trigger_sql(table, op, id_)):
                 continue
             if current is not None:
                 drop.append(name)
-            create.append((name, sql))
+            create.append((name, table, op))
     for name, (owner, _) in have.items():
-        if name not in {trigger_name(owner, op) for op, _, _ in _OPS}:
+        if name not in {trigger_name(owner, op) for op, _ in _OPS}:
             drop.append(name)
     return Plan(drop, create)
+
+
+def _widen(conn: sqlite3.Connection, table: Table, slots: int) -> None:
+    """Give ``rowcast_changes`` at least `slots` value columns (for `table`'s triggers)."""
+    have = conn.execute(
+        f"SELECT count(*) FROM pragma_table_info('{CHANGES}') WHERE name GLOB 'v[0-9]*'"
+    ).fetchone()[0]
+    try:
+        for i in range(have, slots):
+            conn.execute(f"ALTER TABLE {CHANGES} ADD COLUMN v{i}")
+    except sqlite3.OperationalError as e:
+        if "too many columns" not in str(e):
+            raise
+        raise ConfigError(
+            f"table {table.name!r} has {len(table.columns)} columns: an update of it takes "
+            f"{slots} values, more than this SQLite's column limit lets {CHANGES} hold; "
+            "leave it out with tables="
+        ) from e
 
 
 def apply(conn: sqlite3.Connection, wanted: Callable[[str], bool]) -> Plan:
@@ -267,7 +342,7 @@ def apply(conn: sqlite3.Connection, wanted: Callable[[str], bool]) -> Plan:
     Plans first without the write lock and takes it only when there is work:
     a reader that finds everything in place writes nothing. Returns what it did.
     """
-    if has_tables(conn) and not any(plan(conn, wanted)):
+    if has_tables(conn) and not outdated(conn) and not any(plan(conn, wanted)):
         return Plan([], [])
     conn.execute("BEGIN IMMEDIATE")
     try:
@@ -275,8 +350,19 @@ def apply(conn: sqlite3.Connection, wanted: Callable[[str], bool]) -> Plan:
         work = plan(conn, wanted)  # again, under the lock: another reader may have done it
         for name in work.drop:
             conn.execute(f"DROP TRIGGER IF EXISTS {ident(name)}")
-        for _, sql in work.create:
-            conn.execute(sql)
+        ids = _layout_ids(conn)
+        for _, table, op in work.create:
+            shape = layout(table, op)
+            id_ = ids.get(shape)
+            if id_ is None:
+                id_ = conn.execute(
+                    f"INSERT INTO {LAYOUTS} (tbl, op, columns, key, width) "
+                    "VALUES (?, ?, ?, ?, ?) RETURNING id",
+                    shape,
+                ).fetchone()[0]
+                ids[shape] = id_
+            _widen(conn, table, shape.width * (2 if op == "update" else 1))
+            conn.execute(trigger_sql(table, op, id_))
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
@@ -297,7 +383,7 @@ def remove(conn: sqlite3.Connection, wanted: Callable[[str], bool], drop_tables:
         for name in names:
             conn.execute(f"DROP TRIGGER IF EXISTS {ident(name)}")
         if drop_tables:
-            for table in (CHANGES, "rowcast_readers", "rowcast_state"):
+            for table in OWN:
                 conn.execute(f"DROP TABLE IF EXISTS {table}")
         conn.execute("COMMIT")
     except BaseException:

@@ -17,11 +17,11 @@ _sqlite_triggers` shows the table and how transactions are told apart.
 Each `Change` has ``source="sqlite"``, ``schema="main"``, ``pk`` the primary
 key value (a tuple for a composite key; the rowid for a table without one),
 ``before``/``after`` the whole row with the values SQLite stored (int,
-float to the last bit, infinities included, str, bytes, None; no conversion
-by declared type; SQLite stores NaN as NULL, and -0.0 arrives as 0.0: no SQL
-function shows its sign), ``position`` the ``seq`` of the transaction's last row
-(``"1234"``), ``txid`` ``"<first seq>-<last seq>"`` and ``ts`` when its last
-row was written.
+float to the last bit, infinities and -0.0 included, str, bytes, None; no
+conversion by declared type; SQLite stores NaN as NULL: the triggers copy
+values into untyped columns, they never print them), ``position`` the
+``seq`` of the transaction's last row (``"1234"``), ``txid``
+``"<first seq>-<last seq>"`` and ``ts`` when its last row was written.
 
 Transactions come in commit order, whole, never split, each change once.
 SQLite does not tell a trigger where a transaction ends, so rowcast finds
@@ -56,6 +56,7 @@ every checkpointed reader (a source given ``checkpoint=``, recorded in
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import sqlite3
 import threading
@@ -68,7 +69,7 @@ from ..change import Action, Change
 from ..errors import ConfigError, SourceError
 from ..hub import Hub
 from . import _sqlite_triggers as triggers
-from ._sqlite_file import connect, decode_image, decode_key, matcher, parse_url
+from ._sqlite_file import connect, matcher, parse_url
 from .base import Diagnosis, publish_all
 
 if TYPE_CHECKING:
@@ -80,11 +81,13 @@ log = logging.getLogger("rowcast.sources.sqlite")
 
 _PAGE: Final = 1000
 _ACTIONS: Final = {"write": Action.WRITE, "update": Action.UPDATE, "delete": Action.DELETE}
-_SELECT: Final = (
-    "SELECT seq, tbl, op, pk, before, after, ts, tc, sealed FROM rowcast_changes "
-    "WHERE seq > ? ORDER BY seq LIMIT ?"
-)
-_Row = tuple[int, str, str, str | None, str | None, str | None, float, Any, Any]
+_SELECT: Final = "SELECT * FROM rowcast_changes WHERE seq > ? ORDER BY seq LIMIT ?"
+_LAYOUTS: Final = "SELECT id, tbl, op, columns, key, width FROM rowcast_layouts"
+_V: Final = triggers.FIXED  # where a row's values start
+# seq, layout, ts, tc, sealed, values...: see _sqlite_triggers
+_Row = tuple[Any, ...]
+# a layout as a reader uses it: table, action, wanted, columns, key slots, width
+_Shape = tuple[str, Action, bool, tuple[str, ...], tuple[int, ...], int]
 
 
 def _position(value: str, what: str = "start") -> int:
@@ -148,6 +151,7 @@ class TriggerSource:
         self._wanted = matcher(self.tables)
         self._stopping = threading.Event()
         self._schema: int | None = None
+        self._layouts: dict[int, _Shape] = {}
 
     # ------------------------------------------------------------------ public
 
@@ -170,7 +174,7 @@ class TriggerSource:
     def install(self) -> list[str]:
         """Create rowcast's tables and the captured tables' triggers now; their names, made."""
         with contextlib.closing(connect(self.path, self.timeout)) as conn:
-            return [name for name, _ in self._install(conn).create]
+            return [name for name, _, _ in self._install(conn).create]
 
     def prune(self) -> int:
         """Delete the rows every checkpointed reader has passed, older than `retain`; a count.
@@ -194,13 +198,11 @@ class TriggerSource:
     # ------------------------------------------------------------------ internals
 
     def _install(self, conn: sqlite3.Connection) -> triggers.Plan:
-        try:
-            conn.execute("SELECT json_object('a', 1)")
-        except sqlite3.Error as e:
+        if sqlite3.sqlite_version_info < triggers.SQLITE:
             raise ConfigError(
-                f"{self.url}: this SQLite ({sqlite3.sqlite_version}) has no JSON functions; "
-                "rowcast needs SQLite 3.38+ (or one built with JSON1)"
-            ) from e
+                f"{self.url}: this Python's SQLite is {sqlite3.sqlite_version}; the trigger "
+                f"source needs {'.'.join(map(str, triggers.SQLITE))}+ (pragma_table_list)"
+            )
         try:
             # the triggers and every seal must outlive a power loss: a seal lost would
             # let a later reader group the changes it bounds otherwise (other ids)
@@ -216,7 +218,7 @@ class TriggerSource:
             raise SourceError(f"{self.url}: installing the triggers failed: {e}") from e
         for name in done.drop:
             log.info("%s: dropped trigger %s", self.url, name)
-        for name, _ in done.create:
+        for name, _, _ in done.create:
             log.info("%s: created trigger %s", self.url, name)
         self._schema = conn.execute("PRAGMA schema_version").fetchone()[0]
         return done
@@ -294,7 +296,7 @@ class TriggerSource:
             for group in self._groups(conn, cursor):
                 found = True
                 cursor = group[-1][0]
-                changes = self._changes(group)
+                changes = self._changes(conn, group)
                 self.position = str(cursor)
                 if changes:
                     yield changes
@@ -322,11 +324,11 @@ class TriggerSource:
         while True:
             rows: list[_Row] = conn.execute(_SELECT, (after, _PAGE)).fetchall()
             for row in rows:
-                if group and (row[7] or 0) < (group[-1][7] or 0):
+                if group and (row[3] or 0) < (group[-1][3] or 0):
                     yield group  # another connection's transaction
                     group = []
                 group.append(row)
-                if row[8]:
+                if row[4]:
                     yield group
                     group = []
             if rows:
@@ -368,32 +370,52 @@ class TriggerSource:
                 if self._stopping.is_set():
                     return None
 
-    def _changes(self, group: list[_Row]) -> list[Change]:
+    def _changes(self, conn: sqlite3.Connection, group: list[_Row]) -> list[Change]:
         first, last = group[0][0], group[-1][0]
-        txid, position, ts = f"{first}-{last}", str(last), group[-1][6]
-        wanted = self._wanted
+        txid, position, ts = f"{first}-{last}", str(last), triggers.epoch(group[-1][2])
+        layouts = self._layouts
+        changes = []
         try:
-            return [
-                Change(
-                    _ACTIONS[op],
-                    "main",
-                    table,
-                    decode_key(pk),
-                    decode_image(before),
-                    decode_image(after),
-                    ts,
-                    txid,
-                    position,
-                    "sqlite",
+            for row in group:
+                shape = layouts.get(row[1]) or self._layout(conn, row[1])
+                table, action, wanted, columns, key, width = shape
+                if not wanted:
+                    continue
+                at = _V
+                before = after = None
+                if action is Action.WRITE:
+                    after = dict(zip(columns, row[_V:], strict=False))
+                else:
+                    before = dict(zip(columns, row[_V:], strict=False))
+                    if action is Action.UPDATE:
+                        at += width
+                        after = dict(zip(columns, row[at:], strict=False))
+                if len(key) == 1:
+                    pk = row[at + key[0]]
+                else:
+                    pk = tuple(row[at + k] for k in key) if key else None
+                changes.append(
+                    Change(action, "main", table, pk, before, after, ts, txid, position, "sqlite")
                 )
-                for _, table, op, pk, before, after, *_ in group
-                if wanted(table)
-            ]
-        except (ValueError, KeyError, TypeError) as e:
+        except (ValueError, KeyError, TypeError, IndexError) as e:
             raise SourceError(
                 f"{self.url}: rows {first} to {last} of rowcast_changes are malformed ({e}); "
                 "were they written by hand?"
             ) from e
+        return changes
+
+    def _layout(self, conn: sqlite3.Connection, layout: int) -> _Shape:
+        """Layout `layout`, read with every other from ``rowcast_layouts`` into the cache."""
+        for id_, table, op, columns, key, width in conn.execute(_LAYOUTS):
+            self._layouts[id_] = (
+                table,
+                _ACTIONS[op],
+                bool(self._wanted(table)),
+                tuple(json.loads(columns)),
+                tuple(json.loads(key)),
+                width,
+            )
+        return self._layouts[layout]  # KeyError: a row written by hand
 
     def _prune(self, conn: sqlite3.Connection) -> int:
         now = time.time()
@@ -410,7 +432,7 @@ class TriggerSource:
             (limit,) = conn.execute("SELECT min(position) FROM rowcast_readers").fetchone()
             (upto,) = conn.execute(
                 "SELECT max(seq) FROM rowcast_changes WHERE sealed = 1 AND ts < ? AND seq <= ?",
-                (now - self.retain, limit if limit is not None else 2**63 - 1),
+                (triggers.julian(now - self.retain), limit if limit is not None else 2**63 - 1),
             ).fetchone()
             count = 0
             if upto is not None:  # never the newest row: the next seq is the highest plus one
