@@ -221,6 +221,7 @@ class TriggerSource:
         for name, _, _ in done.create:
             log.info("%s: created trigger %s", self.url, name)
         self._schema = conn.execute("PRAGMA schema_version").fetchone()[0]
+        self._layouts.clear()  # read again when needed: the tables may have been dropped
         return done
 
     def _resolve(self, conn: sqlite3.Connection) -> tuple[int, int | None]:

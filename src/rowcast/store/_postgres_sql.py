@@ -223,11 +223,23 @@ class Statements:
             "WHERE id = ANY(ARRAY(SELECT encode(b, 'hex')::uuid FROM unnest(%b::bytea[]) b))"
         )
         columns = "version, position, id, type, data, metadata, recorded_at"
+        # A page of a stream is a window of versions, not "LIMIT n after v": versions
+        # are gap-free, so the window holds the page exactly, and its bounds tell the
+        # planner how few rows it is. With "LIMIT n" alone, a table without fresh
+        # statistics (new, or autovacuum behind) is planned as a bitmap scan of the
+        # whole rest of the stream and a sort of it, for every page: 30 ms a page
+        # of a 50,000-event stream, against 0.5 ms for the index scan in order.
+        # Parameters: (stream, after, last version of the window).
+        # Backwards: (stream, after, upper, size), the window ending below `upper`
+        # at the stream's last version there (one probe of the index).
         self.read = {
             False: f"SELECT {columns} FROM {events} WHERE stream = %s AND version > %s "
-            "ORDER BY version LIMIT %s",
-            True: f"SELECT {columns} FROM {events} WHERE stream = %s AND version > %s "
-            "AND version < %s ORDER BY version DESC LIMIT %s",
+            "AND version <= %s ORDER BY version",
+            True: f"SELECT {columns} FROM {events} e WHERE e.stream = %(stream)s "
+            "AND e.version > %(after)s AND e.version < %(upper)s AND e.version > ("
+            f"SELECT coalesce(max(h.version), 0) FROM {events} h "
+            "WHERE h.stream = %(stream)s AND h.version < %(upper)s) - %(size)s "
+            "ORDER BY e.version DESC",
         }
         self.read_all = {
             False: f"SELECT stream, {columns} FROM {events} WHERE position > %s "

@@ -55,6 +55,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from functools import partial
+from itertools import chain
 from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeVar
 
 from .._url import masked
@@ -269,6 +270,12 @@ class PostgresEventStore(EventStore):
     def _read(
         self, stream: str, after: int, limit: int | None, backwards: bool
     ) -> Iterator[RecordedEvent]:
+        # the events of each page in turn, iterated in C: no generator frame per event
+        return chain.from_iterable(self._pages(stream, after, limit, backwards))
+
+    def _pages(
+        self, stream: str, after: int, limit: int | None, backwards: bool
+    ) -> Iterator[list[RecordedEvent]]:
         from ._postgres_types import to_events
 
         remaining = _MAX if limit is None else limit
@@ -278,13 +285,16 @@ class PostgresEventStore(EventStore):
         name = None if everything else stream
         while remaining > 0:
             size = min(remaining, _PAGE)
+            params: tuple[Any, ...] | dict[str, Any]
             if everything:
-                params: tuple[Any, ...] = (after, upper, size) if backwards else (after, size)
-            else:
-                params = (stream, after, upper, size) if backwards else (stream, after, size)
+                params = (after, upper, size) if backwards else (after, size)
+            elif backwards:
+                params = {"stream": stream, "after": after, "upper": upper, "size": size}
+            else:  # a window of versions (see Statements.read)
+                params = (stream, after, min(after + size, _MAX))
             # one page per borrowed connection: an abandoned iterator holds none
             page = to_events(self._run("read", partial(_fetch, sql, params)), name)
-            yield from page
+            yield page
             if len(page) < size:
                 return
             remaining -= len(page)
@@ -384,7 +394,9 @@ class PostgresEventStore(EventStore):
         return self._listener
 
 
-def _fetch(sql: str, params: tuple[Any, ...], conn: psycopg.Connection[Any]) -> list[Any]:
+def _fetch(
+    sql: str, params: tuple[Any, ...] | dict[str, Any], conn: psycopg.Connection[Any]
+) -> list[Any]:
     with conn.cursor(binary=True) as cursor:
         return cursor.execute(sql, params).fetchall()
 
