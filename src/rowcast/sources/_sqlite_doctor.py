@@ -68,29 +68,31 @@ def _diagnose(
     have = triggers.installed(conn)
     work = triggers.plan(conn, wanted)
     install = "run rowcast tail URL --to now once (it installs the triggers and returns)"
+    outdated = triggers.outdated(conn)
+    upgrade = "read what it holds with that version, then rowcast uninstall URL --drop-changes"
     for table in found:
         names = [triggers.trigger_name(table.name, op) for op in ("insert", "update", "delete")]
         missing = [n for n in names if n not in have]
         stale = [n for n, _, _ in work.create if n in names and n in have]
         if missing:
             value, fix = f"missing {', '.join(missing)}", install
+        elif outdated:
+            value, fix = "made by an older rowcast", upgrade
         elif stale:
             value = "out of date (its columns changed)"
             fix = "a running source re-creates them at once; else " + install
         else:
             value, fix = "installed, up to date", ""
         checks.append(Check(f"triggers on {table.name}", not (missing or stale), value, fix))
-    if triggers.outdated(conn):
+    if outdated:
         checks.append(
-            Check(
-                "rowcast_changes format",
-                False,
-                "JSON images of an older rowcast",
-                "read what it holds with that version, then rowcast uninstall URL --drop-changes",
-            )
+            Check("rowcast_changes format", False, "JSON images of an older rowcast", upgrade)
         )
     if triggers.has_tables(conn):
         facts += _changes(conn)
+    elif outdated:
+        (count,) = conn.execute(f"SELECT count(*) FROM {triggers.CHANGES}").fetchone()
+        facts.append(("changes", f"{count} rows kept, written by an older rowcast"))
     else:
         facts.append(("changes", "rowcast_changes not created yet"))
     return Diagnosis(target, facts, checks, "rowcast captures every change to these tables.")

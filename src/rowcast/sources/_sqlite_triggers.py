@@ -15,13 +15,20 @@ ROW), each insert one row into ``rowcast_changes``:
 
 A layout (``id``, ``tbl``, ``op``: ``write``, ``update`` or ``delete``,
 ``columns``: JSON array of the image's column names, ``key``: JSON array of
-the key's slots in an image, ``width``: slots per image) is made when its
-triggers are, and its id is a constant in their SQL. An image takes
-``width`` slots: the columns in order, then the rowid when it is the key
-and no column holds it. A write's new row and a delete's old row start at
-``v0``; an update's old row does, its new row follows at ``v<width>``; the
-key of an update is the new row's. ``rowcast_changes`` gets ``v`` columns
-added as wider tables are captured.
+the key's slots in an image, ``width``: slots per image, ``spill``: 1 when
+the values go to a table of their own) is made when its triggers are, and
+its id is a constant in their SQL. An image takes ``width`` slots: the
+columns in order, then the rowid when it is the key and no column holds it.
+A write's new row and a delete's old row start at ``v0``; an update's old
+row does, its new row follows at ``v<width>``; the key of an update is the
+new row's.
+
+SQLite stores every column of a row, trailing NULLs too, so every change
+pays for the widest layout kept inline: ``rowcast_changes`` gets ``v``
+columns added (one ``ALTER TABLE`` each, once) only up to `INLINE` values.
+A layout of more values spills: its triggers insert the ``rowcast_changes``
+row with no values, then the values into ``rowcast_spill_<layout id>``
+(``seq``, ``v0``...: made for it, exactly as wide), keyed by that row's seq.
 
 The values are copied, not encoded: an earlier version built ``json_object``
 images (reals as ``printf('%!.17g')`` text, blobs as hex), which cost the
@@ -53,7 +60,8 @@ reading it costs every trigger a fifth of its time.)
 ``rowcast_readers`` keeps each checkpointed reader's position (to know which
 rows every one of them has passed) and ``rowcast_state`` the highest seq
 removed (``pruned``), so that resuming before it is refused, not silently
-lossy.
+lossy, and a random ``incarnation`` drawn when the tables were made, so that
+a reader notices them dropped and made again under it.
 """
 
 from __future__ import annotations
@@ -68,15 +76,19 @@ from ..errors import ConfigError
 __all__ = [
     "CHANGES",
     "FIXED",
+    "INLINE",
     "LAYOUTS",
+    "SPILL",
     "SQLITE",
     "Plan",
     "Table",
     "apply",
     "create_tables",
+    "incarnation",
     "plan",
     "remove",
     "seal_newest",
+    "spills",
     "tables",
     "trigger_name",
 ]
@@ -86,6 +98,8 @@ LAYOUTS: Final = "rowcast_layouts"
 OWN: Final = (CHANGES, LAYOUTS, "rowcast_readers", "rowcast_state")
 PREFIX: Final = "rowcast_"
 FIXED: Final = 5  # seq, layout, ts, tc, sealed: the values start at this column
+INLINE: Final = 64  # values a layout may keep in rowcast_changes; more spill
+SPILL: Final = "rowcast_spill_"
 SQLITE: Final = (3, 37, 0)  # pragma_table_list; RETURNING (3.35)
 _OPS: Final = (("insert", "write"), ("update", "update"), ("delete", "delete"))
 _TS: Final = "julianday()"  # the cheapest clock a trigger has: no text to parse, no arithmetic
@@ -105,7 +119,8 @@ CREATE TABLE IF NOT EXISTS {LAYOUTS} (
     op TEXT NOT NULL,
     columns TEXT NOT NULL,
     key TEXT NOT NULL,
-    width INTEGER NOT NULL
+    width INTEGER NOT NULL,
+    spill INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS rowcast_readers (
     name TEXT PRIMARY KEY,
@@ -140,6 +155,12 @@ class Layout(NamedTuple):
     columns: str  #: JSON array of the image's column names
     key: str  #: JSON array of the key's slots in an image
     width: int  #: slots per image
+    spill: int  #: 1: the values go to ``rowcast_spill_<id>``, 0: into rowcast_changes
+
+    @property
+    def values(self) -> int:
+        """Values per change: both images for an update, one for the others."""
+        return self.width * (2 if self.op == "update" else 1)
 
 
 class Plan(NamedTuple):
@@ -187,6 +208,13 @@ def create_tables(conn: sqlite3.Connection) -> None:
     for statement in _SCHEMA.split(";"):
         if statement.strip():
             conn.execute(statement)
+    conn.execute("INSERT OR IGNORE INTO rowcast_state VALUES ('incarnation', abs(random()))")
+
+
+def incarnation(conn: sqlite3.Connection) -> int:
+    """A random number drawn when rowcast's tables were made: it changes when they are remade."""
+    row = conn.execute("SELECT value FROM rowcast_state WHERE key = 'incarnation'").fetchone()
+    return int(row[0]) if row else 0
 
 
 def outdated(conn: sqlite3.Connection) -> bool:
@@ -247,12 +275,14 @@ def layout(table: Table, op: str) -> Layout:
     """The layout of `op`'s (insert, update, delete) rows for `table`."""
     action = next(a for o, a in _OPS if o == op)
     slots = table.slots
+    values = len(slots) * (2 if op == "update" else 1)
     return Layout(
         table.name,
         action,
         json.dumps(table.columns),
         json.dumps([slots.index(k) for k in table.key]),
         len(slots),
+        int(values > INLINE),
     )
 
 
@@ -260,22 +290,29 @@ def _layout_ids(conn: sqlite3.Connection) -> dict[Layout, int]:
     if not has_tables(conn):
         return {}
     return {
-        Layout(tbl, op, columns, key, width): id_
-        for id_, tbl, op, columns, key, width in conn.execute(
-            f"SELECT id, tbl, op, columns, key, width FROM {LAYOUTS}"
+        Layout(*shape): id_
+        for id_, *shape in conn.execute(
+            f"SELECT id, tbl, op, columns, key, width, spill FROM {LAYOUTS}"
         )
     }
 
 
-def trigger_sql(table: Table, op: str, layout_id: int) -> str:
+def trigger_sql(table: Table, op: str, layout_id: int, spill: bool = False) -> str:
     """The CREATE TRIGGER statement for `op` (insert, update, delete) on `table`."""
     rows = {"insert": ("NEW",), "update": ("OLD", "NEW"), "delete": ("OLD",)}[op]
-    values = [f"{row}.{ident(slot)}" for row in rows for slot in table.slots]
-    targets = "".join(f", v{i}" for i in range(len(values)))
+    values = "".join(f", {row}.{ident(slot)}" for row in rows for slot in table.slots)
+    targets = "".join(f", v{i}" for i in range(len(table.slots) * len(rows)))
+    head = f"INSERT INTO {CHANGES} (layout, ts, tc"
+    if spill:
+        body = (
+            f"{head}) VALUES ({layout_id}, {_TS}, total_changes()); "
+            f"INSERT INTO {SPILL}{layout_id} (seq{targets}) VALUES (last_insert_rowid(){values});"
+        )
+    else:
+        body = f"{head}{targets}) VALUES ({layout_id}, {_TS}, total_changes(){values});"
     return (
         f"CREATE TRIGGER {ident(trigger_name(table.name, op))} AFTER {op.upper()} ON "
-        f"{ident(table.name)} BEGIN INSERT INTO {CHANGES} (layout, ts, tc{targets}) VALUES "
-        f"({layout_id}, {_TS}, total_changes(){''.join(', ' + v for v in values)}); END"
+        f"{ident(table.name)} BEGIN {body} END"
     )
 
 
@@ -306,8 +343,12 @@ def plan(conn: sqlite3.Connection, wanted: Callable[[str], bool]) -> Plan:
         for op, _ in _OPS:
             name = trigger_name(table.name, op)
             current = have.get(name)
-            id_ = ids.get(layout(table, op))
-            if id_ is not None and current == (table.name, trigger_sql(table, op, id_)):
+            shape = layout(table, op)
+            id_ = ids.get(shape)
+            if id_ is not None and current == (
+                table.name,
+                trigger_sql(table, op, id_, bool(shape.spill)),
+            ):
                 continue
             if current is not None:
                 drop.append(name)
@@ -318,22 +359,41 @@ def plan(conn: sqlite3.Connection, wanted: Callable[[str], bool]) -> Plan:
     return Plan(drop, create)
 
 
-def _widen(conn: sqlite3.Connection, table: Table, slots: int) -> None:
-    """Give ``rowcast_changes`` at least `slots` value columns (for `table`'s triggers)."""
+def _widen(conn: sqlite3.Connection, values: int) -> None:
+    """Give ``rowcast_changes`` at least `values` (at most `INLINE`) value columns."""
     have = conn.execute(
         f"SELECT count(*) FROM pragma_table_info('{CHANGES}') WHERE name GLOB 'v[0-9]*'"
     ).fetchone()[0]
+    for i in range(have, values):
+        conn.execute(f"ALTER TABLE {CHANGES} ADD COLUMN v{i}")
+
+
+def _spill_table(conn: sqlite3.Connection, table: Table, layout_id: int, values: int) -> None:
+    columns = "".join(f", v{i}" for i in range(values))
     try:
-        for i in range(have, slots):
-            conn.execute(f"ALTER TABLE {CHANGES} ADD COLUMN v{i}")
+        conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {SPILL}{layout_id} (seq INTEGER PRIMARY KEY{columns})"
+        )
     except sqlite3.OperationalError as e:
         if "too many columns" not in str(e):
             raise
         raise ConfigError(
-            f"table {table.name!r} has {len(table.columns)} columns: an update of it takes "
-            f"{slots} values, more than this SQLite's column limit lets {CHANGES} hold; "
+            f"table {table.name!r} has {len(table.columns)} columns: a change of it takes "
+            f"{values} values, more than this SQLite's column limit lets a table hold; "
             "leave it out with tables="
         ) from e
+
+
+def spills(conn: sqlite3.Connection) -> list[str]:
+    """The names of the ``rowcast_spill_<id>`` tables."""
+    return [
+        name
+        for (name,) in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND substr(name, 1, ?) = ? "
+            "ORDER BY name",
+            (len(SPILL), SPILL),
+        )
+    ]
 
 
 def apply(conn: sqlite3.Connection, wanted: Callable[[str], bool]) -> Plan:
@@ -356,13 +416,16 @@ def apply(conn: sqlite3.Connection, wanted: Callable[[str], bool]) -> Plan:
             id_ = ids.get(shape)
             if id_ is None:
                 id_ = conn.execute(
-                    f"INSERT INTO {LAYOUTS} (tbl, op, columns, key, width) "
-                    "VALUES (?, ?, ?, ?, ?) RETURNING id",
+                    f"INSERT INTO {LAYOUTS} (tbl, op, columns, key, width, spill) "
+                    "VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
                     shape,
                 ).fetchone()[0]
                 ids[shape] = id_
-            _widen(conn, table, shape.width * (2 if op == "update" else 1))
-            conn.execute(trigger_sql(table, op, id_))
+            if shape.spill:
+                _spill_table(conn, table, id_, shape.values)
+            else:
+                _widen(conn, shape.values)
+            conn.execute(trigger_sql(table, op, id_, bool(shape.spill)))
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
@@ -383,7 +446,7 @@ def remove(conn: sqlite3.Connection, wanted: Callable[[str], bool], drop_tables:
         for name in names:
             conn.execute(f"DROP TRIGGER IF EXISTS {ident(name)}")
         if drop_tables:
-            for table in OWN:
+            for table in (*OWN, *spills(conn)):
                 conn.execute(f"DROP TABLE IF EXISTS {table}")
         conn.execute("COMMIT")
     except BaseException:

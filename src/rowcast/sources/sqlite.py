@@ -82,12 +82,13 @@ log = logging.getLogger("rowcast.sources.sqlite")
 _PAGE: Final = 1000
 _ACTIONS: Final = {"write": Action.WRITE, "update": Action.UPDATE, "delete": Action.DELETE}
 _SELECT: Final = "SELECT * FROM rowcast_changes WHERE seq > ? ORDER BY seq LIMIT ?"
-_LAYOUTS: Final = "SELECT id, tbl, op, columns, key, width FROM rowcast_layouts"
+_LAYOUTS: Final = "SELECT id, tbl, op, columns, key, width, spill FROM rowcast_layouts"
 _V: Final = triggers.FIXED  # where a row's values start
 # seq, layout, ts, tc, sealed, values...: see _sqlite_triggers
 _Row = tuple[Any, ...]
-# a layout as a reader uses it: table, action, wanted, columns, key slots, width
-_Shape = tuple[str, Action, bool, tuple[str, ...], tuple[int, ...], int]
+# a layout as a reader uses it: table, action, wanted, columns, key slots, width, the
+# table its values spill to (or None), whether the key is the hidden rowid
+_Shape = tuple[str, Action, bool, tuple[str, ...], tuple[int, ...], int, str | None, bool]
 
 
 def _position(value: str, what: str = "start") -> int:
@@ -152,6 +153,7 @@ class TriggerSource:
         self._stopping = threading.Event()
         self._schema: int | None = None
         self._layouts: dict[int, _Shape] = {}
+        self._incarnation: int | None = None  # of rowcast's tables, when this source read them
 
     # ------------------------------------------------------------------ public
 
@@ -222,6 +224,14 @@ class TriggerSource:
             log.info("%s: created trigger %s", self.url, name)
         self._schema = conn.execute("PRAGMA schema_version").fetchone()[0]
         self._layouts.clear()  # read again when needed: the tables may have been dropped
+        incarnation = triggers.incarnation(conn)
+        if self._incarnation is not None and incarnation != self._incarnation:
+            raise SourceError(
+                f"{self.url}: rowcast_changes was dropped and made again while this source "
+                "read it (rowcast uninstall --drop-changes?): the changes written in between "
+                "are lost to it, and its position means nothing in the new table; start "
+                "again (start='start', a new checkpoint)"
+            )
         return done
 
     def _resolve(self, conn: sqlite3.Connection) -> tuple[int, int | None]:
@@ -232,6 +242,7 @@ class TriggerSource:
         # prune (of any source) takes a row it has not passed.
         conn.execute("BEGIN IMMEDIATE")
         try:
+            self._check_known(conn)
             cursor, end = self._start(conn)
             conn.execute(
                 "INSERT INTO rowcast_readers VALUES (?, ?, ?) ON CONFLICT (name) DO "
@@ -244,6 +255,26 @@ class TriggerSource:
                 conn.execute("ROLLBACK")
             raise
         return cursor, end
+
+    def _check_known(self, conn: sqlite3.Connection) -> None:
+        """Refuse a saved position that these tables never saw their reader reach.
+
+        A checkpointed reader is recorded in ``rowcast_readers`` before it reads, so
+        a saved position with no record was saved against other tables: dropped and
+        made again since (their seqs start at 1 again), or another file's.
+        """
+        assert self.checkpoint is not None
+        saved = self.checkpoint.load()
+        name = _reader_name(self.checkpoint)
+        known = conn.execute("SELECT 1 FROM rowcast_readers WHERE name = ?", (name,)).fetchone()
+        if saved is not None and saved.isdigit() and known is None:
+            raise ConfigError(
+                f"{self.url}: checkpoint {self.checkpoint.url} holds position {saved}, but "
+                "this database has no record of that reader: rowcast_changes was dropped and "
+                "made again since it was saved (rowcast uninstall --drop-changes?), or the "
+                "checkpoint is another database's (or was moved). Resuming would skip "
+                "changes: remove the checkpoint to read from start= again"
+            )
 
     def _start(self, conn: sqlite3.Connection) -> tuple[int, int | None]:
         """Where reading starts (after) and ends (None: never), checked against the table."""
@@ -282,7 +313,9 @@ class TriggerSource:
         return cursor, end
 
     def _stream(self, conn: sqlite3.Connection) -> Iterator[list[Change]]:
+        self._incarnation = None
         self._install(conn)
+        self._incarnation = triggers.incarnation(conn)
         cursor, end = self._resolve(conn)
         self.position = str(cursor)
         last_prune = time.monotonic()
@@ -373,31 +406,42 @@ class TriggerSource:
 
     def _changes(self, conn: sqlite3.Connection, group: list[_Row]) -> list[Change]:
         first, last = group[0][0], group[-1][0]
-        txid, position, ts = f"{first}-{last}", str(last), triggers.epoch(group[-1][2])
+        # ts, txid, position, source
+        tail = (triggers.epoch(group[-1][2]), f"{first}-{last}", str(last), "sqlite")
         layouts = self._layouts
+        spilled: dict[int, _Row] = {}
         changes = []
         try:
             for row in group:
                 shape = layouts.get(row[1]) or self._layout(conn, row[1])
-                table, action, wanted, columns, key, width = shape
+                table, action, wanted, columns, key, width, spill, hidden = shape
                 if not wanted:
                     continue
-                at = _V
+                values, at = row, _V
+                if spill is not None:
+                    if row[0] not in spilled:
+                        spilled.update(_spilled(conn, spill, row[0], last))
+                    values, at = spilled.pop(row[0]), 1
                 before = after = None
+                new = at
                 if action is Action.WRITE:
-                    after = dict(zip(columns, row[_V:], strict=False))
+                    after = dict(zip(columns, values[at:], strict=False))
                 else:
-                    before = dict(zip(columns, row[_V:], strict=False))
+                    before = dict(zip(columns, values[at:], strict=False))
                     if action is Action.UPDATE:
-                        at += width
-                        after = dict(zip(columns, row[at:], strict=False))
+                        new += width
+                        after = dict(zip(columns, values[new:], strict=False))
                 if len(key) == 1:
-                    pk = row[at + key[0]]
+                    pk = values[new + key[0]]
                 else:
-                    pk = tuple(row[at + k] for k in key) if key else None
-                changes.append(
-                    Change(action, "main", table, pk, before, after, ts, txid, position, "sqlite")
-                )
+                    pk = tuple(values[new + k] for k in key) if key else None
+                if hidden and new != at and values[at + key[0]] != pk:
+                    # the hidden rowid moved (UPDATE t SET rowid = ...), and no image holds
+                    # it: to a reader keyed by it, the old row went and a new one came
+                    old = values[at + key[0]]
+                    changes.append(Change(Action.DELETE, "main", table, old, before, None, *tail))
+                    action, before = Action.WRITE, None
+                changes.append(Change(action, "main", table, pk, before, after, *tail))
         except (ValueError, KeyError, TypeError, IndexError) as e:
             raise SourceError(
                 f"{self.url}: rows {first} to {last} of rowcast_changes are malformed ({e}); "
@@ -407,14 +451,18 @@ class TriggerSource:
 
     def _layout(self, conn: sqlite3.Connection, layout: int) -> _Shape:
         """Layout `layout`, read with every other from ``rowcast_layouts`` into the cache."""
-        for id_, table, op, columns, key, width in conn.execute(_LAYOUTS):
+        for id_, table, op, columns, key, width, spill in conn.execute(_LAYOUTS):
+            names = tuple(json.loads(columns))
+            slots = tuple(json.loads(key))
             self._layouts[id_] = (
                 table,
                 _ACTIONS[op],
                 bool(self._wanted(table)),
-                tuple(json.loads(columns)),
-                tuple(json.loads(key)),
+                names,
+                slots,
                 width,
+                f"{triggers.SPILL}{id_}" if spill else None,
+                len(slots) == 1 and slots[0] >= len(names),
             )
         return self._layouts[layout]  # KeyError: a row written by hand
 
@@ -437,11 +485,11 @@ class TriggerSource:
             ).fetchone()
             count = 0
             if upto is not None:  # never the newest row: the next seq is the highest plus one
-                count = conn.execute(
-                    "DELETE FROM rowcast_changes WHERE seq <= ? "
-                    "AND seq < (SELECT max(seq) FROM rowcast_changes)",
-                    (upto,),
-                ).rowcount
+                (newest,) = conn.execute("SELECT max(seq) FROM rowcast_changes").fetchone()
+                cut = min(upto, newest - 1)
+                count = conn.execute("DELETE FROM rowcast_changes WHERE seq <= ?", (cut,)).rowcount
+                for spill in triggers.spills(conn):
+                    conn.execute(f"DELETE FROM {spill} WHERE seq <= ?", (cut,))
                 conn.execute(
                     "INSERT INTO rowcast_state VALUES ('pruned', ?) ON CONFLICT (key) DO "
                     "UPDATE SET value = max(value, excluded.value)",
@@ -460,6 +508,12 @@ class TriggerSource:
         if count:
             log.info("%s: pruned %d rows of rowcast_changes (up to %d)", self.url, count, upto)
         return count
+
+
+def _spilled(conn: sqlite3.Connection, table: str, first: int, last: int) -> dict[int, _Row]:
+    """The values in spill table `table` of the changes `first` to `last`, by seq."""
+    rows = conn.execute(f"SELECT * FROM {table} WHERE seq BETWEEN ? AND ?", (first, last))
+    return {row[0]: row for row in rows}
 
 
 def _reader_name(checkpoint: Checkpoint) -> str:
