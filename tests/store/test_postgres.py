@@ -11,6 +11,8 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import FrozenInstanceError, fields
+from decimal import Decimal
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -203,6 +205,93 @@ def test_an_idle_watch_sends_no_query(server: str, url: str) -> None:
             assert list(watch) == []  # half a second of waiting
             assert calls() == before  # no query, not even a state change
             assert before[0].startswith("LISTEN")
+
+
+# ---------------------------------------------------------------- reads
+
+
+@pytest.fixture
+def fresh(server: str) -> Iterator[str]:
+    """The URL of a schema of its own: tables that PostgreSQL has no statistics of yet."""
+    name = f"rc_store_fresh_{uuid.uuid4().hex[:12]}"
+    yield f"{server}?schema={name}&pool_max=1&timeout=5"
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+
+
+def _plan_nodes(plan: dict[str, Any]) -> list[str]:
+    return [plan["Node Type"]] + [n for p in plan.get("Plans", []) for n in _plan_nodes(p)]
+
+
+def test_a_page_of_a_long_stream_is_an_index_range_never_a_sort(server: str, fresh: str) -> None:
+    """Without statistics, "LIMIT 1000" alone was planned as a sort of the rest of the stream."""
+    with EventStore(fresh) as store:
+        store.append("other", events(10))
+        for start in range(0, 3000, 500):
+            store.append("long", events(500, start=start))
+        sql = store._sql  # type: ignore[attr-defined]
+    forward = (sql.read[False], ("long", 1000, 2000))
+    backward = (sql.read[True], {"stream": "long", "after": 0, "upper": 2001, "size": 1000})
+    last = (sql.read[True], {"stream": "long", "after": 0, "upper": 2**63 - 1, "size": 1})
+    with psycopg.connect(server, autocommit=True) as conn:
+        for statement, params in (forward, backward, last):
+            row = conn.execute(f"EXPLAIN (FORMAT JSON) {statement}", params).fetchone()
+            assert row is not None
+            nodes = _plan_nodes(row[0][0]["Plan"])
+            assert "Sort" not in nodes, nodes
+            assert "Bitmap Heap Scan" not in nodes, nodes
+
+
+def test_long_reads_give_exactly_the_events_the_constructor_makes(url: str) -> None:
+    """Pages are made fast (drafts, one JSON array, the next page fetched ahead): same events."""
+    stream = f"exact-{uuid.uuid4().hex}"
+    sent = [
+        NewEvent("t", {"n": i, "at": Decimal(i) / 4}, {"k": i} if i % 7 else None)
+        for i in range(2300)
+    ]
+    with EventStore(url) as store:
+        result = store.append(stream, sent)
+        for read in (
+            list(store.read(stream)),
+            list(store.read(stream, backwards=True))[::-1],
+            list(store.read_all(after=result.position - 2300)),
+        ):
+            assert [e.id for e in read] == [e.id for e in sent]
+            for event, new in zip(read, sent, strict=True):
+                assert type(event) is RecordedEvent
+                assert type(event.id) is uuid.UUID
+                assert event.id.is_safe is uuid.SafeUUID.unknown
+                assert (event.data, event.metadata) == (new.data, new.metadata)
+                made = RecordedEvent(*(getattr(event, f.name) for f in fields(RecordedEvent)))
+                assert event == made
+                with pytest.raises(FrozenInstanceError):
+                    event.version = 0  # type: ignore[misc]
+
+
+def test_an_abandoned_read_holds_no_connection(fresh: str) -> None:
+    with EventStore(fresh) as store:  # one connection in the pool
+        store.append("s", events(2500))
+        reading = store.read("s")
+        assert next(reading).version == 1
+        assert store.append("s", events(1, start=2500)).version == 2501  # the connection is free
+        assert [e.version for e in reading][-1] == 2501
+
+
+def test_a_bad_event_in_a_long_read_raises_and_the_store_reads_on(server: str, fresh: str) -> None:
+    """The page that fails was being decoded while the next was fetched ahead."""
+    with EventStore(fresh) as store:
+        store.append("s", events(1499))
+        table = f"{store._sql.tables[0]}"  # type: ignore[attr-defined]
+        with psycopg.connect(server, autocommit=True) as conn:
+            conn.execute(
+                f"INSERT INTO {table} (stream, version, id, type, data, recorded_at) "
+                "VALUES ('s', 1500, gen_random_uuid(), 't', '{\"$nope\": 1}', 0)"
+            )
+        store.append("s", events(1000, start=1500))
+        with pytest.raises(ValueError, match="unknown rowcast JSON tag"):
+            list(store.read("s"))
+        assert len(list(store.read("s", after=1500))) == 1000  # the one connection is sound
+        assert store.append("s", events(1, start=2500)).version == 2501
 
 
 # ---------------------------------------------------------------- schema and URLs
