@@ -127,20 +127,9 @@ class AsyncWatch:
         return self
 
     async def __anext__(self) -> RecordedEvent:
-        if self._closed:
+        if self._closed or (self._watch is None and not await self._open()):
             raise StopAsyncIteration
-        if self._watch is None:
-            try:
-                self._watch = await asyncio.wrap_future(self._opening)
-            except asyncio.CancelledError:
-                self._opening.add_done_callback(_close_opened)
-                self._finish()
-                raise
-            if self._closed:  # closed while it opened
-                self._watch.close()
-                raise StopAsyncIteration
-            self._worker = _Worker("rowcast-watch")
-        watch, worker = self._watch, cast(_Worker, self._worker)
+        watch, worker = cast(Watch, self._watch), cast(_Worker, self._worker)
         try:
             event = await worker.run(partial(_next_or_none, watch))
         except asyncio.CancelledError:
@@ -150,6 +139,20 @@ class AsyncWatch:
             self._close_sync()
             raise StopAsyncIteration
         return event
+
+    async def _open(self) -> bool:
+        """Wait for the sync watch (opened on the store's thread); False: closed meanwhile."""
+        try:
+            self._watch = await asyncio.wrap_future(self._opening)
+        except asyncio.CancelledError:
+            self._opening.add_done_callback(_close_opened)
+            self._finish()
+            raise
+        if self._closed:  # closed while it opened
+            self._watch.close()
+            return False
+        self._worker = _Worker("rowcast-watch")
+        return True
 
     def _close_sync(self) -> None:
         if self._watch is not None:
@@ -170,6 +173,9 @@ class AsyncWatch:
         self._close_sync()
 
     async def __aenter__(self) -> Self:
+        """Wait until the watch is open: from then on, every append, anywhere, reaches it."""
+        if not self._closed and self._watch is None:
+            await self._open()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -366,7 +372,9 @@ class AsyncEventStore:
         """`EventStore.watch` as an async iterator: catch up after `after`, then live.
 
         ``after=None`` means from now: the watch starts after the calls made on
-        this store before it (it is opened on the store's thread, in turn).
+        this store before it (it is opened on the store's thread, in turn), and
+        ``async with store.watch() as watch`` returns once it has started, so an
+        append made by anyone after that reaches it.
         """
         check_stream(stream, allow_all=True)
         check_count(after, "after", allow_none=True)

@@ -564,6 +564,22 @@ class AsyncEventStoreContract:
 
         self.run(body)
 
+    def test_a_watch_is_live_once_async_with_returns(self) -> None:
+        url = self.require_shared_url()
+
+        async def body(store: AsyncEventStore) -> None:
+            stream = self.stream()
+            async with AsyncEventStore(url) as other:
+                # the store's thread is busy: the watch opens only after this append
+                busy = asyncio.ensure_future(store.append(self.stream(), events(20_000)))
+                async with store.watch(stream) as watch:
+                    await other.append(stream, events(1))
+                    event = await asyncio.wait_for(anext(watch), 10)
+                await busy
+            assert event.data == {"n": 0}
+
+        self.run(body)
+
     # ------------------------------------------------------------ subscribe
 
     @needs_subscribe
