@@ -15,6 +15,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Final
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import quote as url_quote
 
 from .._url import masked
 from ..errors import ConfigError
@@ -92,7 +93,9 @@ def parse_url(
         raise ConfigError(f"{shown!r}: timeout must be > 0 seconds, not {raw!r}")
     if "connect_timeout" not in dict(rest):  # libpq waits forever for a silent host
         rest.append(("connect_timeout", str(max(2, min(int(seconds), 10)))))
-    conninfo = urlunsplit(parts._replace(scheme="postgresql", query=urlencode(rest)))
+    # quote, not urlencode's default quote_plus: libpq reads "+" as a plus sign
+    encoded = urlencode(rest, quote_via=url_quote)
+    conninfo = urlunsplit(parts._replace(scheme="postgresql", query=encoded))
     return PostgresOptions(conninfo, name, low, high, seconds)
 
 

@@ -46,10 +46,12 @@ def to_events(rows: Sequence[Sequence[Any]], stream: str | None) -> list[Recorde
     """Events from rows of (stream, version, position, id, type, data, metadata, at).
 
     With `stream` given, the rows have no stream column: (version, position, ...).
-    A page's data are parsed as one JSON array (one call of the scanner, not
-    one a row); events and UUIDs are made as drafts (`RecordedEventDraft`).
+    A page's data and metadata are parsed as one JSON array (one call of the
+    scanner, not two a row; it also skips the whitespace SQL may have written
+    around a value); events and UUIDs are made as drafts (`RecordedEventDraft`).
     """
-    text = "[" + ",".join([row[4 if stream is not None else 5] for row in rows]) + "]"
+    at = 4 if stream is not None else 5
+    text = "[" + ",".join([f"{row[at]},{row[at + 1] or 'null'}" for row in rows]) + "]"
     values: list[Any] = (_tagged if '"$' in text else _plain)(text, 0)[0]
     draft, event_class, uuid_draft, uuid_class = (
         RecordedEventDraft,
@@ -60,11 +62,11 @@ def to_events(rows: Sequence[Sequence[Any]], stream: str | None) -> list[Recorde
     from_bytes, unknown = int.from_bytes, uuid.SafeUUID.unknown
     events: list[Any] = []
     append = events.append
-    for row, data in zip(rows, values, strict=True):
+    for row, data, meta in zip(rows, values[::2], values[1::2], strict=True):
         if stream is None:
-            name, version, position, raw, type_, _, meta, at = row
+            name, version, position, raw, type_, _, _, recorded = row
         else:
-            version, position, raw, type_, _, meta, at = row
+            version, position, raw, type_, _, _, recorded = row
             name = stream
         id_ = uuid_draft()
         id_.int = from_bytes(raw, "big")
@@ -77,8 +79,8 @@ def to_events(rows: Sequence[Sequence[Any]], stream: str | None) -> list[Recorde
         event.id = id_
         event.type = type_
         event.data = data
-        event.metadata = None if meta is None else (_tagged if '"$' in meta else _plain)(meta, 0)[0]
-        event.recorded_at = at
+        event.metadata = meta
+        event.recorded_at = recorded
         event.__class__ = event_class  # type: ignore[assignment]
         append(event)
     return events

@@ -40,9 +40,11 @@ How it keeps the contract:
 * **Reads** come in pages of 1,000 events, each on a connection borrowed for
   it alone (an abandoned iterator holds none). A page of a stream is a window of
   its gap-free versions, which PostgreSQL plans as an index range whatever its
-  statistics; the next page is asked for, in pipeline mode, before this one is
-  decoded, so the server's work and the round trip overlap the decoding; a
-  page's JSON is parsed in one call (see `rowcast.store._postgres_types`).
+  statistics (so never delete one event of a stream by SQL: a read stops at
+  the gap; erase data by rewriting it, or delete the whole stream); the next
+  page is asked for, in pipeline mode, before this one is decoded, so the
+  server's work and the round trip overlap the decoding; a page's JSON is
+  parsed in one call (see `rowcast.store._postgres_types`).
 * **Watching without polling**: a `rowcast.store._postgres_listen.Listener`
   thread LISTENs on the schema's channel (started by the first `watch` or
   subscription) and wakes the watchers on every commit from any process; it
