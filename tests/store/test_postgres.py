@@ -270,11 +270,11 @@ def test_long_reads_give_exactly_the_events_the_constructor_makes(url: str) -> N
 
 def test_an_abandoned_read_holds_no_connection(fresh: str) -> None:
     with EventStore(fresh) as store:  # one connection in the pool
-        store.append("s", events(2500))
+        store.append("s", events(6000))  # three pages of a stream (2,500 each)
         reading = store.read("s")
         assert next(reading).version == 1
-        assert store.append("s", events(1, start=2500)).version == 2501  # the connection is free
-        assert [e.version for e in reading][-1] == 2501
+        assert store.append("s", events(1, start=6000)).version == 6001  # the connection is free
+        assert [e.version for e in reading][-1] == 6001
 
 
 def test_a_bad_event_in_a_long_read_raises_and_the_store_reads_on(server: str, fresh: str) -> None:

@@ -64,15 +64,16 @@ def test_reads_at_and_around_page_boundaries(
     from rowcast.store import _postgres_types
 
     monkeypatch.setattr(_postgres_types, "PIPELINE", pipeline and _postgres_types.PIPELINE)
-    counts = {"s999": 999, "s1000": 1000, "s2000": 2000, "s2001": 2001}
+    # pages: 2,500 events of a stream, 1,000 of the global order
+    counts = {"s999": 999, "s2499": 2499, "s2500": 2500, "s5000": 5000, "s5001": 5001}
     with EventStore(url) as store:
         for stream, count in counts.items():
-            for start in range(0, count, 700):  # batches across page bounds, others between
-                store.append(stream, events(min(700, count - start), start=start))
+            for start in range(0, count, 1700):  # batches across page bounds, others between
+                store.append(stream, events(min(1700, count - start), start=start))
                 store.append("noise", events(1))
         for stream, count in counts.items():
-            for after in sorted({0, 1, 999, 1000, 1001, 2000, count - 1, count, count + 1}):
-                for limit in (None, 0, 1, 999, 1000, 1001, 2000, 2001):
+            for after in sorted({0, 1, 2499, 2500, 2501, count - 1, count, count + 1}):
+                for limit in (None, 0, 1, 2499, 2500, 2501, 5000, 5001):
                     for backwards in (False, True):
                         got = [e.version for e in store.read(stream, after, limit, backwards)]
                         assert got == _expected(count, after, limit, backwards), (
@@ -239,21 +240,21 @@ def _application(server: str, name: str, what: str) -> list[int]:
     return [row[0] for row in rows]
 
 
-@pytest.mark.parametrize("at", [1, 1001, 2001])
+@pytest.mark.parametrize("at", [1, 2501, 5001])
 def test_a_connection_killed_between_pages_is_replaced_and_the_read_goes_on(
     server: str, url: str, at: int
 ) -> None:
     """The next page's query, sent in a pipeline, is the first to meet the dead connection."""
     application = f"review5_{uuid.uuid4().hex[:8]}"
     with EventStore(f"{url}&application_name={application}") as store:
-        store.append("s", events(3500))
+        store.append("s", events(6000))
         read = []
         for event in store.read("s"):
             read.append(event.version)
             if len(read) == at:
                 assert _application(server, application, "pg_terminate_backend") == [True]
-        assert read == list(range(1, 3501))
-        assert store.append("s", events(1)).version == 3501
+        assert read == list(range(1, 6001))
+        assert store.append("s", events(1)).version == 6001
 
 
 @pytest.mark.parametrize("backwards", [False, True])
@@ -262,19 +263,19 @@ def test_a_pipelined_page_that_fails_leaves_the_one_connection_clean(
 ) -> None:
     """A statement timeout on the page fetched ahead (the table is locked meanwhile)."""
     with EventStore(f"{url}&options=-c%20statement_timeout%3D300") as store:
-        store.append("s", events(3500))
+        store.append("s", events(6000))  # pages of 2,500
         reading = store.read("s", backwards=backwards)
         next(reading)  # page 1 decoded, page 2 fetched ahead: page 3 is the pipelined query
         with psycopg.connect(server) as locker:
             locker.execute(f'LOCK TABLE "{store.schema}".rowcast_events IN ACCESS EXCLUSIVE MODE')
             with pytest.raises(StoreError, match="statement timeout"):
-                list(islice(reading, 1500))
+                list(islice(reading, 3000))
             locker.rollback()
         pool: Any = store._pool  # type: ignore[attr-defined]
         with pool.connection() as conn:
             assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
             assert conn.pgconn.pipeline_status == psycopg.pq.PipelineStatus.OFF
-        assert len(list(store.read("s", backwards=backwards))) == 3500
+        assert len(list(store.read("s", backwards=backwards))) == 6000
 
 
 # ---------------------------------------------------------------- found in review

@@ -37,14 +37,15 @@ How it keeps the contract:
   binary). A refused append (a version mismatch, or a reused id that breaks
   ``UNIQUE (id)``) is then examined to tell a retry, which returns the first
   result, from a conflict.
-* **Reads** come in pages of 1,000 events, each on a connection borrowed for
-  it alone (an abandoned iterator holds none). A page of a stream is a window of
-  its gap-free versions, which PostgreSQL plans as an index range whatever its
-  statistics (so never delete one event of a stream by SQL: a read stops at
-  the gap; erase data by rewriting it, or delete the whole stream); the next
-  page is asked for, in pipeline mode, before this one is decoded, so the
-  server's work and the round trip overlap the decoding; a page's JSON is
-  parsed in one call (see `rowcast.store._postgres_types`).
+* **Reads** come in pages (2,500 events of a stream, 1,000 of the global
+  order), each on a connection borrowed for it alone (an abandoned iterator
+  holds none). A page of a stream is a window of its gap-free versions, which
+  PostgreSQL plans as an index range whatever its statistics (so never delete
+  one event of a stream by SQL: a read stops at the gap; erase data by
+  rewriting it, or delete the whole stream); the next page is asked for, in
+  pipeline mode, before this one is decoded, so the server's work and the
+  round trip overlap the decoding; a page's JSON is parsed in one call (see
+  `rowcast.store._postgres_types`).
 * **Watching without polling**: a `rowcast.store._postgres_listen.Listener`
   thread LISTENs on the schema's channel (started by the first `watch` or
   subscription) and wakes the watchers on every commit from any process; it
@@ -89,7 +90,11 @@ if TYPE_CHECKING:
 __all__ = ["PostgresEventStore", "imports", "init_schema"]
 
 _T = TypeVar("_T")
-_PAGE: Final = 1000  # rows fetched per query while reading
+# Rows fetched per query while reading. A stream is mostly read whole, to rebuild
+# what it records, so its pages are larger (fewer round trips: +15 % events/s over
+# pages of 1,000); the global order is read by followers that may stop anywhere.
+_PAGE: Final = 1000
+_STREAM_PAGE: Final = 2500
 _MAX: Final = (1 << 63) - 1
 _EXTRA: Final = "pip install 'rowcast[postgres]'"
 
@@ -292,6 +297,7 @@ class PostgresEventStore(EventStore):
         sql = (self._sql.read_all if everything else self._sql.read)[backwards]
         name = None if everything else stream
         key = 2 if everything else 0  # a row's place: its position, or its version
+        most = _PAGE if everything else _STREAM_PAGE
 
         def bounds(after: int, upper: int, size: int) -> tuple[Any, ...] | dict[str, Any]:
             if everything:
@@ -318,7 +324,7 @@ class PostgresEventStore(EventStore):
                 rows = _fetch(sql, bounds(after, upper, size), conn)
             if not (PIPELINE and len(rows) == size and remaining > size):
                 return to_events(rows, name), None
-            last, size = rows[-1][key], min(remaining - size, _PAGE)
+            last, size = rows[-1][key], min(remaining - size, most)
             following = bounds(after, last, size) if backwards else bounds(last, upper, size)
             with conn.pipeline(), conn.cursor(binary=True) as cursor:
                 cursor.execute(sql, following)
@@ -326,7 +332,7 @@ class PostgresEventStore(EventStore):
 
         ahead: list[Any] | None = None
         while remaining > 0:
-            size = min(remaining, _PAGE)
+            size = min(remaining, most)
             # one page per borrowed connection: an abandoned iterator holds none
             events, ahead = self._run("read", partial(page, after, upper, size, remaining, ahead))
             yield events
