@@ -56,19 +56,19 @@ every checkpointed reader (a source given ``checkpoint=``, recorded in
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
 from .._url import masked
-from ..change import Action, Change
+from ..change import Change
 from ..errors import ConfigError, SourceError
 from ..hub import Hub
 from . import _sqlite_triggers as triggers
+from ._sqlite_decode import Decoder, Row
 from ._sqlite_file import connect, matcher, parse_url
 from .base import Diagnosis, publish_all
 
@@ -80,15 +80,7 @@ __all__ = ["TriggerSource", "diagnose", "uninstall"]
 log = logging.getLogger("rowcast.sources.sqlite")
 
 _PAGE: Final = 1000
-_ACTIONS: Final = {"write": Action.WRITE, "update": Action.UPDATE, "delete": Action.DELETE}
 _SELECT: Final = "SELECT * FROM rowcast_changes WHERE seq > ? ORDER BY seq LIMIT ?"
-_LAYOUTS: Final = "SELECT id, tbl, op, columns, key, width, spill FROM rowcast_layouts"
-_V: Final = triggers.FIXED  # where a row's values start
-# seq, layout, ts, tc, sealed, values...: see _sqlite_triggers
-_Row = tuple[Any, ...]
-# a layout as a reader uses it: table, action, wanted, columns, key slots, width, the
-# table its values spill to (or None), whether the key is the hidden rowid
-_Shape = tuple[str, Action, bool, tuple[str, ...], tuple[int, ...], int, str | None, bool]
 
 
 def _position(value: str, what: str = "start") -> int:
@@ -152,7 +144,7 @@ class TriggerSource:
         self._wanted = matcher(self.tables)
         self._stopping = threading.Event()
         self._schema: int | None = None
-        self._layouts: dict[int, _Shape] = {}
+        self._decoder = Decoder(self._wanted)
         self._incarnation: int | None = None  # of rowcast's tables, when this source read them
 
     # ------------------------------------------------------------------ public
@@ -223,7 +215,7 @@ class TriggerSource:
         for name, _, _ in done.create:
             log.info("%s: created trigger %s", self.url, name)
         self._schema = conn.execute("PRAGMA schema_version").fetchone()[0]
-        self._layouts.clear()  # read again when needed: the tables may have been dropped
+        self._decoder.forget()  # layouts read again when needed: tables may have been remade
         incarnation = triggers.incarnation(conn)
         if self._incarnation is not None and incarnation != self._incarnation:
             raise SourceError(
@@ -330,7 +322,13 @@ class TriggerSource:
             for group in self._groups(conn, cursor):
                 found = True
                 cursor = group[-1][0]
-                changes = self._changes(conn, group)
+                try:
+                    changes = self._decoder.changes(conn, group)
+                except (ValueError, KeyError, TypeError, IndexError) as e:
+                    raise SourceError(
+                        f"{self.url}: rows {group[0][0]} to {group[-1][0]} of rowcast_changes "
+                        f"are malformed ({e}); were they written by hand?"
+                    ) from e
                 self.position = str(cursor)
                 if changes:
                     yield changes
@@ -345,7 +343,7 @@ class TriggerSource:
                 if conn.execute("PRAGMA data_version").fetchone()[0] != version:
                     break
 
-    def _groups(self, conn: sqlite3.Connection, after: int) -> Iterator[list[_Row]]:
+    def _groups(self, conn: sqlite3.Connection, after: int) -> Iterator[list[Row]]:
         """The rows after `after` as transactions (see `_sqlite_triggers`), up to now.
 
         Every group ends at a boundary already in the file (a committed ``sealed``,
@@ -354,9 +352,9 @@ class TriggerSource:
         made of its group's position). A group that ends at the newest row waits
         until its seal is committed.
         """
-        group: list[_Row] = []
+        group: list[Row] = []
         while True:
-            rows: list[_Row] = conn.execute(_SELECT, (after, _PAGE)).fetchall()
+            rows: list[Row] = conn.execute(_SELECT, (after, _PAGE)).fetchall()
             for row in rows:
                 if group and (row[3] or 0) < (group[-1][3] or 0):
                     yield group  # another connection's transaction
@@ -404,68 +402,6 @@ class TriggerSource:
                 if self._stopping.is_set():
                     return None
 
-    def _changes(self, conn: sqlite3.Connection, group: list[_Row]) -> list[Change]:
-        first, last = group[0][0], group[-1][0]
-        # ts, txid, position, source
-        tail = (triggers.epoch(group[-1][2]), f"{first}-{last}", str(last), "sqlite")
-        layouts = self._layouts
-        spilled: dict[int, _Row] = {}
-        changes = []
-        try:
-            for row in group:
-                shape = layouts.get(row[1]) or self._layout(conn, row[1])
-                table, action, wanted, columns, key, width, spill, hidden = shape
-                if not wanted:
-                    continue
-                values, at = row, _V
-                if spill is not None:
-                    if row[0] not in spilled:
-                        spilled.update(_spilled(conn, spill, row[0], last))
-                    values, at = spilled.pop(row[0]), 1
-                before = after = None
-                new = at
-                if action is Action.WRITE:
-                    after = dict(zip(columns, values[at:], strict=False))
-                else:
-                    before = dict(zip(columns, values[at:], strict=False))
-                    if action is Action.UPDATE:
-                        new += width
-                        after = dict(zip(columns, values[new:], strict=False))
-                if len(key) == 1:
-                    pk = values[new + key[0]]
-                else:
-                    pk = tuple(values[new + k] for k in key) if key else None
-                if hidden and new != at and values[at + key[0]] != pk:
-                    # the hidden rowid moved (UPDATE t SET rowid = ...), and no image holds
-                    # it: to a reader keyed by it, the old row went and a new one came
-                    old = values[at + key[0]]
-                    changes.append(Change(Action.DELETE, "main", table, old, before, None, *tail))
-                    action, before = Action.WRITE, None
-                changes.append(Change(action, "main", table, pk, before, after, *tail))
-        except (ValueError, KeyError, TypeError, IndexError) as e:
-            raise SourceError(
-                f"{self.url}: rows {first} to {last} of rowcast_changes are malformed ({e}); "
-                "were they written by hand?"
-            ) from e
-        return changes
-
-    def _layout(self, conn: sqlite3.Connection, layout: int) -> _Shape:
-        """Layout `layout`, read with every other from ``rowcast_layouts`` into the cache."""
-        for id_, table, op, columns, key, width, spill in conn.execute(_LAYOUTS):
-            names = tuple(json.loads(columns))
-            slots = tuple(json.loads(key))
-            self._layouts[id_] = (
-                table,
-                _ACTIONS[op],
-                bool(self._wanted(table)),
-                names,
-                slots,
-                width,
-                f"{triggers.SPILL}{id_}" if spill else None,
-                len(slots) == 1 and slots[0] >= len(names),
-            )
-        return self._layouts[layout]  # KeyError: a row written by hand
-
     def _prune(self, conn: sqlite3.Connection) -> int:
         now = time.time()
         conn.execute("BEGIN IMMEDIATE")
@@ -508,12 +444,6 @@ class TriggerSource:
         if count:
             log.info("%s: pruned %d rows of rowcast_changes (up to %d)", self.url, count, upto)
         return count
-
-
-def _spilled(conn: sqlite3.Connection, table: str, first: int, last: int) -> dict[int, _Row]:
-    """The values in spill table `table` of the changes `first` to `last`, by seq."""
-    rows = conn.execute(f"SELECT * FROM {table} WHERE seq BETWEEN ? AND ?", (first, last))
-    return {row[0]: row for row in rows}
 
 
 def _reader_name(checkpoint: Checkpoint) -> str:
