@@ -26,17 +26,6 @@ from rowcast.errors import ConfigError, StoreError
 from rowcast.store import EventStore, NewEvent, RecordedEvent
 from rowcast.store.postgres import PostgresEventStore, init_schema
 from rowcast.testing.store import EventStoreContract, events
-from tests.conftest import require_server
-
-
-def _libpq(url: str) -> str:
-    return url.replace("postgresql+psycopg://", "postgresql://", 1)
-
-
-@pytest.fixture(scope="module")
-def server() -> str:
-    """The test server's URL (skips when it is down, fails in CI)."""
-    return _libpq(require_server("postgresql"))
 
 
 @pytest.fixture(scope="module")

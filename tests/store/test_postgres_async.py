@@ -16,12 +16,6 @@ from rowcast.errors import StoreError
 from rowcast.store import NewEvent
 from rowcast.store.aio import AsyncEventStore
 from rowcast.testing.store_async import AsyncEventStoreContract
-from tests.conftest import require_server
-
-
-@pytest.fixture(scope="module")
-def server() -> str:
-    return require_server("postgresql").replace("postgresql+psycopg://", "postgresql://", 1)
 
 
 @pytest.fixture(scope="module")

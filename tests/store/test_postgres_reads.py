@@ -1,7 +1,7 @@
 """The PostgreSQL store's fast reads (windows of versions, pages fetched ahead, one JSON
 array a page, drafted events and UUIDs), on the real server, against the plain ways.
 
-Each test works in a schema of its own (``review5_<random>``), dropped at the end.
+Each test works in a schema of its own (``rc_reads_<random>``), dropped at the end.
 """
 
 from __future__ import annotations
@@ -23,18 +23,11 @@ import pytest
 from rowcast.errors import StoreError
 from rowcast.store import EventStore, NewEvent, RecordedEvent
 from rowcast.testing.store import events
-from tests.conftest import require_server
-
-
-@pytest.fixture(scope="module")
-def server() -> str:
-    """The test server's URL (skips when it is down, fails in CI)."""
-    return require_server("postgresql").replace("postgresql+psycopg://", "postgresql://", 1)
 
 
 @pytest.fixture
 def schema(server: str) -> Iterator[str]:
-    name = f"review5_{uuid.uuid4().hex[:12]}"
+    name = f"rc_reads_{uuid.uuid4().hex[:12]}"
     yield name
     with psycopg.connect(server, autocommit=True) as conn:
         conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
@@ -245,7 +238,7 @@ def test_a_connection_killed_between_pages_is_replaced_and_the_read_goes_on(
     server: str, url: str, at: int
 ) -> None:
     """The next page's query, sent in a pipeline, is the first to meet the dead connection."""
-    application = f"review5_{uuid.uuid4().hex[:8]}"
+    application = f"rc_reads_{uuid.uuid4().hex[:8]}"
     with EventStore(f"{url}&application_name={application}") as store:
         store.append("s", events(6000))
         read = []
