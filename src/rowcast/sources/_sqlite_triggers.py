@@ -137,7 +137,6 @@ class Table(NamedTuple):
     name: str
     columns: tuple[str, ...]
     key: tuple[str, ...]
-    integer: str | None = None  #: the rowid's name or alias (it holds integers only)
 
     @property
     def slots(self) -> tuple[str, ...]:
@@ -185,11 +184,6 @@ def ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def literal(text: str) -> str:
-    """`text` as a SQL string literal."""
-    return "'" + text.replace("'", "''") + "'"
-
-
 def trigger_name(table: str, op: str) -> str:
     return f"{PREFIX}{table}_{op}"
 
@@ -235,39 +229,26 @@ def has_tables(conn: sqlite3.Connection) -> bool:
 
 def tables(conn: sqlite3.Connection, wanted: Callable[[str], bool]) -> list[Table]:
     """The ordinary tables of ``main`` that `wanted` accepts; never SQLite's nor rowcast's own."""
-    kinds = {
-        name: "without" if without else "rowid"
-        for name, without in conn.execute(
-            "SELECT name, wr FROM pragma_table_list WHERE schema = 'main' AND type = 'table' "
+    names = [
+        name
+        for (name,) in conn.execute(
+            "SELECT name FROM pragma_table_list WHERE schema = 'main' AND type = 'table' "
             "ORDER BY name"
         )
         if not name.startswith(("sqlite_", PREFIX)) and wanted(name)
-    }
-    names = list(kinds)
+    ]
     found = []
     for name in names:
         info = conn.execute(
-            "SELECT name, pk, upper(type) FROM pragma_table_xinfo(?) WHERE hidden != 1 "
-            "ORDER BY cid",
-            (name,),
+            "SELECT name, pk FROM pragma_table_xinfo(?) WHERE hidden != 1 ORDER BY cid", (name,)
         ).fetchall()
-        columns = tuple(column for column, _, _ in info)
-        key = tuple(column for column, pk, _ in sorted(info, key=lambda c: c[1]) if pk)
-        integer = None
+        columns = tuple(column for column, _ in info)
+        key = tuple(column for column, pk in sorted(info, key=lambda c: c[1]) if pk)
         if not key:  # a rowid table: its rowid, under a name no column hides
             taken = {column.lower() for column in columns}
-            integer = next((a for a in ("rowid", "_rowid_", "oid") if a not in taken), None)
-            key = (integer,) if integer else ()
-        elif (
-            len(key) == 1
-            and kinds[name] == "rowid"
-            and next(kind for column, _, kind in info if column == key[0]) == "INTEGER"
-            and not conn.execute(  # "INTEGER PRIMARY KEY DESC" is an index, not the rowid
-                "SELECT 1 FROM pragma_index_list(?) WHERE origin = 'pk'", (name,)
-            ).fetchone()
-        ):
-            integer = key[0]  # INTEGER PRIMARY KEY: the rowid's alias
-        found.append(Table(name, columns, key, integer))
+            rowid = next((a for a in ("rowid", "_rowid_", "oid") if a not in taken), None)
+            key = (rowid,) if rowid else ()
+        found.append(Table(name, columns, key))
     return found
 
 
