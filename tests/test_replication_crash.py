@@ -35,7 +35,7 @@ from rowcast.checkpoint import open_checkpoint
 from rowcast.sources.mysql import BinlogSource
 from tests.conftest import require_server
 from tests.sinks.test_sql import rows
-from tests.sources.test_mysql import SEED
+from tests.sources.seed import SEED
 from tests.test_cli_relay import ROWCAST
 from tests.test_relay import URL, server_id, unique, wait_for
 

@@ -22,32 +22,9 @@ from rowcast.sources import open_source
 from rowcast.sources._mysql_server import check_settings, connect, diagnose, parse_url
 from rowcast.sources.mysql import BinlogSource
 from tests.conftest import require_server, streaming, wait_for
+from tests.sources.seed import SEED, SEED_EVENTS, events
 
 URL = "mysql://root@127.0.0.1:3306/test"
-SEED = [
-    "INSERT INTO test (data) VALUES ('a')",
-    "INSERT INTO test (data) VALUES ('b'), ('c'), ('d')",
-    "UPDATE test SET data = 'aa' WHERE id = 1",
-    "UPDATE test SET data = 'bb' WHERE id = 2",
-    "UPDATE test SET data = 'cc' WHERE id != 1",
-    "DELETE FROM test WHERE id != 1",
-    "DELETE FROM test WHERE id = 1",
-]
-SEED_EVENTS = [
-    ("test_write", 1),
-    ("test_write", 2),
-    ("test_write", 3),
-    ("test_write", 4),
-    ("test_update", 1),
-    ("test_update", 2),
-    ("test_update", 2),
-    ("test_update", 3),
-    ("test_update", 4),
-    ("test_delete", 2),
-    ("test_delete", 3),
-    ("test_delete", 4),
-    ("test_delete", 1),
-]
 
 
 @pytest.fixture
@@ -87,10 +64,6 @@ def position(conn: Any) -> str:
 def read(start: str, **options: Any) -> list[list[Change]]:
     """Every transaction from `start` up to the server's current position."""
     return list(BinlogSource(URL, start=start, end="now", **options))
-
-
-def events(transactions: list[list[Change]]) -> list[tuple[str, Any]]:
-    return [(c.name, c.pk) for tx in transactions for c in tx]
 
 
 def test_seed_example_in_autocommit_statements(db: Any) -> None:

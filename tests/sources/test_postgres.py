@@ -35,30 +35,13 @@ from rowcast.sources import open_source
 from rowcast.sources.base import diagnose
 from rowcast.sources.postgres import UNCHANGED, LogicalSource
 from tests.conftest import require_server, streaming, wait_for
+from tests.sources.seed import SEED, SEED_BY_STATEMENT
 
 pytestmark = pytest.mark.server
 
 RUN = secrets.token_hex(3)
 DATABASE = f"rc_pg_{RUN}"
 _numbers = itertools.count(1)
-SEED = [
-    "INSERT INTO test (data) VALUES ('a')",
-    "INSERT INTO test (data) VALUES ('b'), ('c'), ('d')",
-    "UPDATE test SET data = 'aa' WHERE id = 1",
-    "UPDATE test SET data = 'bb' WHERE id = 2",
-    "UPDATE test SET data = 'cc' WHERE id != 1",
-    "DELETE FROM test WHERE id != 1",
-    "DELETE FROM test WHERE id = 1",
-]
-SEED_EVENTS = [  # statement by statement, as the binlog issue has them
-    [("test_write", 1)],
-    [("test_write", 2), ("test_write", 3), ("test_write", 4)],
-    [("test_update", 1)],
-    [("test_update", 2)],
-    [("test_update", 2), ("test_update", 3), ("test_update", 4)],
-    [("test_delete", 2), ("test_delete", 3), ("test_delete", 4)],
-    [("test_delete", 1)],
-]
 
 
 def drop_slot(cur: Any, slot: str) -> None:
@@ -178,7 +161,7 @@ def test_seed_workload_statement_by_statement_in_heap_order(db: Any, make: Any) 
         db.execute(statement)
     transactions = list(make(tables=["public.test"], start=start, end="now"))
     got = events(transactions)
-    assert [sorted(tx, key=lambda e: e[1]) for tx in got] == SEED_EVENTS
+    assert [sorted(tx, key=lambda e: e[1]) for tx in got] == SEED_BY_STATEMENT
     # within one statement, the database's own row order (its heap order) is the log's
     assert [pk for _, pk in got[4]] == heap_orders[4]
     assert [pk for _, pk in got[5]] == heap_orders[5]

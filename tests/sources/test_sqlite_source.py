@@ -23,31 +23,8 @@ from rowcast.checkpoint import open_checkpoint
 from rowcast.sources import open_source
 from rowcast.sources.base import diagnose
 from rowcast.sources.sqlite import TriggerSource, uninstall
-
-SEED = [
-    "INSERT INTO test (data) VALUES ('a')",
-    "INSERT INTO test (data) VALUES ('b'), ('c'), ('d')",
-    "UPDATE test SET data = 'aa' WHERE id = 1",
-    "UPDATE test SET data = 'bb' WHERE id = 2",
-    "UPDATE test SET data = 'cc' WHERE id != 1",
-    "DELETE FROM test WHERE id != 1",
-    "DELETE FROM test WHERE id = 1",
-]
-SEED_EVENTS = [
-    ("test_write", 1),
-    ("test_write", 2),
-    ("test_write", 3),
-    ("test_write", 4),
-    ("test_update", 1),
-    ("test_update", 2),
-    ("test_update", 2),
-    ("test_update", 3),
-    ("test_update", 4),
-    ("test_delete", 2),
-    ("test_delete", 3),
-    ("test_delete", 4),
-    ("test_delete", 1),
-]
+from tests.conftest import wait_for
+from tests.sources.seed import SEED, SEED_EVENTS, events
 
 
 @pytest.fixture
@@ -79,13 +56,6 @@ def url(path: Path) -> str:
     return f"sqlite:///{path}"
 
 
-def wait_for(condition: Any, seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
-
-
 @contextlib.contextmanager
 def streaming(source: TriggerSource) -> Iterator[list[list[Change]]]:
     """Run `source` in a thread while inside; yields the transactions it publishes so far."""
@@ -105,10 +75,6 @@ def streaming(source: TriggerSource) -> Iterator[list[list[Change]]]:
 
 def read(path: Path, start: str = "start", **options: Any) -> list[list[Change]]:
     return list(TriggerSource(url(path), start=start, end="now", **options))
-
-
-def events(transactions: list[list[Change]]) -> list[tuple[str, Any]]:
-    return [(c.name, c.pk) for tx in transactions for c in tx]
 
 
 def test_seed_workload_statement_by_statement(path: Path, db: sqlite3.Connection) -> None:
