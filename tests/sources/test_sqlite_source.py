@@ -77,6 +77,26 @@ def read(path: Path, start: str = "start", **options: Any) -> list[list[Change]]
     return list(TriggerSource(url(path), start=start, end="now", **options))
 
 
+def test_ts_is_when_a_reader_first_found_the_commit_and_every_reader_agrees(
+    path: Path, db: sqlite3.Connection
+) -> None:
+    """The triggers read no clock (see _sqlite_triggers): the seal of a group does."""
+    TriggerSource(url(path)).install()
+    db.execute(SEED[0])
+    written = time.time()
+    time.sleep(0.3)  # no reader runs
+    before = time.time()
+    (first,) = read(path)
+    assert before - 0.002 <= first[0].ts <= time.time() + 0.002
+    assert first[0].ts >= written + 0.29
+    assert [tx[0].ts for tx in read(path)] == [first[0].ts]  # sealed once, read alike
+    with streaming(TriggerSource(url(path), poll=0.02)) as got:
+        db.execute(SEED[1])
+        committed = time.time()
+        wait_for(lambda: len(got) == 1)
+    assert committed - 0.002 <= got[0][0].ts <= committed + 1.0  # within a poll, unloaded
+
+
 def test_seed_workload_statement_by_statement(path: Path, db: sqlite3.Connection) -> None:
     with streaming(TriggerSource(url(path))) as got:
         started = time.time()
@@ -259,18 +279,24 @@ def test_a_row_of_an_unknown_layout_is_refused_not_skipped(
 ) -> None:
     TriggerSource(url(path)).install()
     db.execute("INSERT INTO test (data) VALUES ('x')")
-    db.execute("INSERT INTO rowcast_changes (layout, ts, tc) VALUES (999, 0, 0)")
+    db.execute("INSERT INTO rowcast_changes (layout) VALUES (999)")
     with pytest.raises(SourceError, match=r"malformed.*by hand"):
         read(path)
 
 
+OLDER_FORMATS = {
+    "json images": "seq INTEGER PRIMARY KEY, tbl TEXT, op TEXT, pk TEXT, before TEXT, "
+    "after TEXT, ts REAL, tc INTEGER, sealed INTEGER",
+    "writer's clock": "seq INTEGER PRIMARY KEY, layout INTEGER NOT NULL, ts REAL NOT NULL, "
+    "tc INTEGER, sealed INTEGER, v0, v1",
+}
+
+
+@pytest.mark.parametrize("columns", OLDER_FORMATS.values(), ids=OLDER_FORMATS.keys())
 def test_changes_of_an_older_rowcast_are_refused_with_what_to_do(
-    path: Path, db: sqlite3.Connection
+    path: Path, db: sqlite3.Connection, columns: str
 ) -> None:
-    db.execute(
-        "CREATE TABLE rowcast_changes (seq INTEGER PRIMARY KEY, tbl TEXT, op TEXT, pk TEXT, "
-        "before TEXT, after TEXT, ts REAL, tc INTEGER, sealed INTEGER)"
-    )
+    db.execute(f"CREATE TABLE rowcast_changes ({columns})")
     with pytest.raises(ConfigError, match=r"older rowcast.*--drop-changes"):
         TriggerSource(url(path)).install()
     failed = {c.name: c for c in diagnose(url(path)).checks if not c.ok}
@@ -836,7 +862,7 @@ def test_a_reader_killed_after_handing_a_group_out_groups_the_same_again(
     path: Path, db: sqlite3.Connection
 ) -> None:
     TriggerSource(url(path)).install()
-    for statement in SEED[:3]:  # one connection: total_changes() never drops between them
+    for statement in SEED[:3]:  # no reader runs: no seal between them
         db.execute(statement)
     first = first_group_then_kill(path)
     for statement in SEED[3:]:  # more commits of the same connection, after the kill

@@ -1,6 +1,6 @@
 """Turning ``rowcast_changes`` rows back into `Change` objects (see `_sqlite_triggers`).
 
-A row is (seq, layout, ts, tc, sealed, v0, v1...); its layout, read once from
+A row is (seq, layout, sealed, v0, v1...); its layout, read once from
 ``rowcast_layouts`` and kept, says whose change it is and what each value is.
 A spilled layout's values are in ``rowcast_spill_<layout>``, read a group at a time.
 """
@@ -17,7 +17,7 @@ from . import _sqlite_triggers as triggers
 
 __all__ = ["Decoder", "Row"]
 
-Row = tuple[Any, ...]  #: seq, layout, ts, tc, sealed, values...
+Row = tuple[Any, ...]  #: seq, layout, sealed, values...
 
 _ACTIONS: Final = {"write": Action.WRITE, "update": Action.UPDATE, "delete": Action.DELETE}
 _LAYOUTS: Final = "SELECT id, tbl, op, columns, key, width, spill FROM rowcast_layouts"

@@ -7,9 +7,8 @@ ROW), each insert one row into ``rowcast_changes``:
 ==========  =================================================================
 ``seq``     INTEGER PRIMARY KEY: commit order (see below)
 ``layout``  the ``rowcast_layouts`` row that says what ``v0``, ``v1``... hold
-``ts``      ``julianday()`` when the row was written (millisecond precision)
-``tc``      the writer connection's ``total_changes()``
-``sealed``  1 when a reader found that a transaction ends at this row
+``sealed``  when a reader found that a transaction ends at this row
+            (``julianday()``, UTC), NULL for every other row
 ``v0``...   the row's values, untyped columns, so each keeps what SQLite stored
 ==========  =================================================================
 
@@ -23,39 +22,40 @@ A write's new row and a delete's old row start at ``v0``; an update's old
 row does, its new row follows at ``v<width>``; the key of an update is the
 new row's.
 
+A trigger copies values and constants, nothing else: no function (not even
+a clock), no constraint on ``rowcast_changes``. Either would let SQLite's
+trigger program abort, and a statement with triggers that may abort needs a
+statement journal: every statement of an app's explicit transaction would
+copy each page it touches first, about 3,300 CPU instructions a change, a
+third of what the app's own write costs (SQLite 3.40, measured with
+``bench/triggers.py --instructions``: 1.70x the app's batched writes without
+``julianday()`` and ``total_changes()`` in the triggers, 2.06x with them).
+So the clock is read by readers, not writers: a change's ``ts`` is when a
+reader found its transaction committed (the ``sealed`` of its group's last
+row), within `poll` of the commit while a reader runs.
+
 SQLite stores every column of a row, trailing NULLs too, so every change
 pays for the widest layout kept inline: ``rowcast_changes`` gets ``v``
 columns added (one ``ALTER TABLE`` each, once) only up to `INLINE` values.
 A layout of more values spills: its triggers insert the ``rowcast_changes``
 row with no values, then the values into ``rowcast_spill_<layout id>``
-(``seq``, ``v0``...: made for it, exactly as wide), keyed by that row's seq.
-
-The values are copied, not encoded: an earlier version built ``json_object``
-images (reals as ``printf('%!.17g')`` text, blobs as hex), which cost the
-app's batched writes 3.6x; copies cost 2.06x (in instructions; 2.2-2.5x in
-seconds), where a trigger that inserts a constant row costs 1.83x by itself
-(SQLite 3.40, ``bench/triggers.py --instructions``).
+(``seq``, ``v0``...: made for it, exactly as wide), keyed by that row's seq
+(``last_insert_rowid()``: a spilled change pays for the statement journal).
 
 SQLite runs one writer at a time and gives a new row the highest ``seq`` plus
 one (pruning never removes the newest row, so ``seq`` never goes back), so
 the rows of one transaction are contiguous and in the order the statements
 wrote them, and a later commit always has higher seqs. (AUTOINCREMENT would
 cost every trigger an update of ``sqlite_sequence``.)
-SQLite has no transaction id that a trigger can read: to a trigger, the next
-statement of the same transaction and the first of the next transaction on
-the same connection look the same. Boundaries are therefore found from
-outside, and only true ones are ever found: the newest row ends a transaction
-(a reader reads it and records that as ``sealed`` in one write transaction,
-committed before it hands out the rows up to it); and within one
-transaction ``tc`` never decreases, so a row whose ``tc`` is below the row's
-before it starts a new transaction (of another connection). Rows between two
-found boundaries are one transaction or several consecutive whole ones. As
+SQLite has no transaction id that a trigger can read, so boundaries are
+found from outside, and only true ones are ever found: the newest row ends a
+transaction, and a reader that reads it records that as ``sealed`` in one
+write transaction, committed before it hands out the rows up to it. Rows
+between two seals are one transaction or several consecutive whole ones. As
 a seal only goes on the row that is newest when it commits, no seal ever
 lands inside rows a reader has handed out as one group: every reader,
 later or restarted, groups the same rows alike, so ids made of a group's
 position stay the same.
-(The writer's ``PRAGMA data_version`` would tell more connections apart, but
-reading it costs every trigger a fifth of its time.)
 
 ``rowcast_readers`` keeps each checkpointed reader's position (to know which
 rows every one of them has passed) and ``rowcast_state`` the highest seq
@@ -87,6 +87,7 @@ __all__ = [
     "incarnation",
     "plan",
     "remove",
+    "seal",
     "seal_newest",
     "spills",
     "tables",
@@ -97,21 +98,18 @@ CHANGES: Final = "rowcast_changes"
 LAYOUTS: Final = "rowcast_layouts"
 OWN: Final = (CHANGES, LAYOUTS, "rowcast_readers", "rowcast_state")
 PREFIX: Final = "rowcast_"
-FIXED: Final = 5  # seq, layout, ts, tc, sealed: the values start at this column
+FIXED: Final = 3  # seq, layout, sealed: the values start at this column
 INLINE: Final = 64  # values a layout may keep in rowcast_changes; more spill
 SPILL: Final = "rowcast_spill_"
 SQLITE: Final = (3, 37, 0)  # pragma_table_list; RETURNING (3.35)
 _OPS: Final = (("insert", "write"), ("update", "update"), ("delete", "delete"))
-_TS: Final = "julianday()"  # the cheapest clock a trigger has: no text to parse, no arithmetic
 _UNIX_EPOCH: Final = 2440587.5  # julianday('1970-01-01')
 
 _SCHEMA: Final = f"""
 CREATE TABLE IF NOT EXISTS {CHANGES} (
     seq INTEGER PRIMARY KEY,
-    layout INTEGER NOT NULL,
-    ts REAL NOT NULL,
-    tc INTEGER,
-    sealed INTEGER
+    layout INTEGER,
+    sealed REAL
 );
 CREATE TABLE IF NOT EXISTS {LAYOUTS} (
     id INTEGER PRIMARY KEY,
@@ -191,11 +189,11 @@ def trigger_name(table: str, op: str) -> str:
 def create_tables(conn: sqlite3.Connection) -> None:
     """Create rowcast's tables when missing (inside the caller's write transaction).
 
-    Raises `ConfigError` for a ``rowcast_changes`` of the older JSON-image format.
+    Raises `ConfigError` for a ``rowcast_changes`` of an older rowcast's format.
     """
     if outdated(conn):
         raise ConfigError(
-            f"{CHANGES} holds JSON images written by an older rowcast: read what it holds "
+            f"{CHANGES} holds changes in an older rowcast's format: read what it holds "
             "with that version, then drop it (rowcast uninstall URL --drop-changes) and "
             "start the source again"
         )
@@ -212,9 +210,9 @@ def incarnation(conn: sqlite3.Connection) -> int:
 
 
 def outdated(conn: sqlite3.Connection) -> bool:
-    """Whether ``rowcast_changes`` is of the older JSON-image format."""
+    """Whether ``rowcast_changes`` is of an older format (JSON images; a writer's clock)."""
     found = conn.execute(
-        f"SELECT 1 FROM pragma_table_info('{CHANGES}') WHERE name = 'after'"
+        f"SELECT 1 FROM pragma_table_info('{CHANGES}') WHERE name IN ('after', 'tc')"
     ).fetchone()
     return found is not None
 
@@ -283,14 +281,13 @@ def trigger_sql(table: Table, op: str, layout_id: int, spill: bool = False) -> s
     rows = {"insert": ("NEW",), "update": ("OLD", "NEW"), "delete": ("OLD",)}[op]
     values = "".join(f", {row}.{ident(slot)}" for row in rows for slot in table.slots)
     targets = "".join(f", v{i}" for i in range(len(table.slots) * len(rows)))
-    head = f"INSERT INTO {CHANGES} (layout, ts, tc"
     if spill:
         body = (
-            f"{head}) VALUES ({layout_id}, {_TS}, total_changes()); "
+            f"INSERT INTO {CHANGES} (layout) VALUES ({layout_id}); "
             f"INSERT INTO {SPILL}{layout_id} (seq{targets}) VALUES (last_insert_rowid(){values});"
         )
     else:
-        body = f"{head}{targets}) VALUES ({layout_id}, {_TS}, total_changes(){values});"
+        body = f"INSERT INTO {CHANGES} (layout{targets}) VALUES ({layout_id}{values});"
     return (
         f"CREATE TRIGGER {ident(trigger_name(table.name, op))} AFTER {op.upper()} ON "
         f"{ident(table.name)} BEGIN {body} END"
@@ -437,8 +434,8 @@ def remove(conn: sqlite3.Connection, wanted: Callable[[str], bool], drop_tables:
     return names
 
 
-def seal_newest(conn: sqlite3.Connection) -> int:
-    """Mark the newest row ``sealed`` in a write transaction of its own; its seq (0: none).
+def seal_newest(conn: sqlite3.Connection) -> tuple[int, float | None]:
+    """Seal the newest row in a write transaction of its own: its seq (0: none) and seal.
 
     The row is read under the write lock, so it is still the newest when the seal
     commits. Durable when this returns on a connection with ``synchronous = FULL``
@@ -450,11 +447,23 @@ def seal_newest(conn: sqlite3.Connection) -> int:
         row = conn.execute(
             f"SELECT seq, sealed FROM {CHANGES} ORDER BY seq DESC LIMIT 1"
         ).fetchone()
-        if row is not None and not row[1]:
-            conn.execute(f"UPDATE {CHANGES} SET sealed = 1 WHERE seq = ?", (row[0],))
+        if row is None:
+            conn.execute("COMMIT")
+            return 0, None
+        sealed = row[1] if row[1] is not None else seal(conn, row[0])
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
-    return int(row[0]) if row is not None else 0
+    return int(row[0]), sealed
+
+
+def seal(conn: sqlite3.Connection, seq: int) -> float:
+    """Record in the caller's write transaction that a transaction ends at `seq`; the seal."""
+    (sealed,) = conn.execute(
+        f"UPDATE {CHANGES} SET sealed = coalesce(sealed, julianday()) WHERE seq = ? "
+        "RETURNING sealed",
+        (seq,),
+    ).fetchone()
+    return float(sealed)

@@ -21,17 +21,18 @@ float to the last bit, infinities and -0.0 included, str, bytes, None; no
 conversion by declared type; SQLite stores NaN as NULL: the triggers copy
 values into untyped columns, they never print them), ``position`` the
 ``seq`` of the transaction's last row (``"1234"``), ``txid``
-``"<first seq>-<last seq>"`` and ``ts`` when its last row was written.
+``"<first seq>-<last seq>"`` and ``ts`` when a reader first found it committed
+(within `poll` of the commit while a source runs; the triggers read no clock,
+see `_sqlite_triggers`).
 
 Transactions come in commit order, whole, never split, each change once.
 SQLite does not tell a trigger where a transaction ends, so rowcast finds
 boundaries from the outside, and every one it finds is true (see
 `_sqlite_triggers`): a commit that a waiting reader notices on its own
 comes on its own; commits that follow each other faster than the reader
-polls, or while no reader runs, may come merged into one list when SQLite's
-counters cannot tell them apart (always for commits of one connection). A
-merged list still holds only whole transactions, so its position is as safe
-to resume from as any other.
+polls, or while no reader runs, come merged into one list. A merged list
+still holds only whole transactions, so its position is as safe to resume
+from as any other.
 
 The source waits by polling ``PRAGMA data_version`` every `poll` seconds
 (shared memory, no disk I/O), only while it has nothing to read. On every
@@ -47,9 +48,9 @@ after the commit, and changes committed in between are not captured, so
 migrate while the app does not write to that table.
 
 ``rowcast_changes`` is pruned by `prune` (run by every reading source when
-idle, every `prune_every` seconds): rows older than `retain` seconds that
-every checkpointed reader (a source given ``checkpoint=``, recorded in
-``rowcast_readers``) has passed. Resuming from a pruned position is a
+idle, every `prune_every` seconds): the transactions found committed more
+than `retain` seconds ago that every checkpointed reader (a source given
+``checkpoint=``, recorded in ``rowcast_readers``) has passed. Resuming from a pruned position is a
 `ConfigError`. ``rowcast uninstall sqlite:///app.db`` removes the triggers.
 """
 
@@ -296,10 +297,11 @@ class TriggerSource:
             # what a snapshot ends with ends a transaction: sealed under the write lock
             # that `last` was read in (the caller's), or read again under one's own
             if not conn.in_transaction:
-                end = triggers.seal_newest(conn)
+                end, _ = triggers.seal_newest(conn)
             else:
                 end = last
-                conn.execute("UPDATE rowcast_changes SET sealed = 1 WHERE seq = ?", (last,))
+                if last:
+                    triggers.seal(conn, last)
         elif self.end is not None:
             end = int(self.end)
         return cursor, end
@@ -346,8 +348,7 @@ class TriggerSource:
     def _groups(self, conn: sqlite3.Connection, after: int) -> Iterator[list[Row]]:
         """The rows after `after` as transactions (see `_sqlite_triggers`), up to now.
 
-        Every group ends at a boundary already in the file (a committed ``sealed``,
-        or a drop of ``tc``, which rows never lose) before it is handed out, so
+        Every group ends at a committed ``sealed`` before it is handed out, so
         every later reader groups the same rows the same way (a change's id is
         made of its group's position). A group that ends at the newest row waits
         until its seal is committed.
@@ -356,11 +357,8 @@ class TriggerSource:
         while True:
             rows: list[Row] = conn.execute(_SELECT, (after, _PAGE)).fetchall()
             for row in rows:
-                if group and (row[3] or 0) < (group[-1][3] or 0):
-                    yield group  # another connection's transaction
-                    group = []
                 group.append(row)
-                if row[4]:
+                if row[2] is not None:
                     yield group
                     group = []
             if rows:
@@ -369,18 +367,20 @@ class TriggerSource:
                 continue
             if not group:
                 return
-            newest = self._seal_newest(conn)
-            if newest is None:  # stopping while the app held the lock
+            sealed = self._seal_newest(conn)
+            if sealed is None:  # stopping while the app held the lock
                 return
+            newest, at = sealed
             if newest == group[-1][0]:
+                group[-1] = (*group[-1][:2], at, *group[-1][3:])  # as the file now has it
                 yield group
                 return
             if newest < group[-1][0]:
                 raise SourceError(f"{self.url}: rows of rowcast_changes were deleted by hand")
             # newer rows came meanwhile: the seal is on the newest, read on up to it
 
-    def _seal_newest(self, conn: sqlite3.Connection) -> int | None:
-        """Seal the newest row and commit (durably); its seq. None: stopped while waiting.
+    def _seal_newest(self, conn: sqlite3.Connection) -> tuple[int, float | None] | None:
+        """Seal the newest row and commit (durably): its seq, its seal. None: stopped.
 
         The newest row is read under the write lock, so a seal is only ever
         written on the row that is newest when it commits: no reader can have
@@ -416,7 +416,7 @@ class TriggerSource:
                     )
             (limit,) = conn.execute("SELECT min(position) FROM rowcast_readers").fetchone()
             (upto,) = conn.execute(
-                "SELECT max(seq) FROM rowcast_changes WHERE sealed = 1 AND ts < ? AND seq <= ?",
+                "SELECT max(seq) FROM rowcast_changes WHERE sealed < ? AND seq <= ?",
                 (triggers.julian(now - self.retain), limit if limit is not None else 2**63 - 1),
             ).fetchone()
             count = 0
