@@ -85,9 +85,7 @@ def _diagnose(
             value, fix = "installed, up to date", ""
         checks.append(Check(f"triggers on {table.name}", not (missing or stale), value, fix))
     if outdated:
-        checks.append(
-            Check("rowcast_changes format", False, "JSON images of an older rowcast", upgrade)
-        )
+        checks.append(Check("rowcast_changes format", False, "an older rowcast's format", upgrade))
     if triggers.has_tables(conn):
         facts += _changes(conn)
     elif outdated:

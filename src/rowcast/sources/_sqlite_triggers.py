@@ -32,7 +32,8 @@ third of what the app's own write costs (SQLite 3.40, measured with
 ``julianday()`` and ``total_changes()`` in the triggers, 2.06x with them).
 So the clock is read by readers, not writers: a change's ``ts`` is when a
 reader found its transaction committed (the ``sealed`` of its group's last
-row), within `poll` of the commit while a reader runs.
+row): while a reader runs and keeps up, within `poll` of the commit, later
+when the app holds the write lock (the seal waits for it).
 
 SQLite stores every column of a row, trailing NULLs too, so every change
 pays for the widest layout kept inline: ``rowcast_changes`` gets ``v``

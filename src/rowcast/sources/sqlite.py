@@ -22,15 +22,17 @@ conversion by declared type; SQLite stores NaN as NULL: the triggers copy
 values into untyped columns, they never print them), ``position`` the
 ``seq`` of the transaction's last row (``"1234"``), ``txid``
 ``"<first seq>-<last seq>"`` and ``ts`` when a reader first found it committed
-(within `poll` of the commit while a source runs; the triggers read no clock,
-see `_sqlite_triggers`).
+(within `poll` of the commit while a source runs and keeps up, later when the
+app holds the write lock then; the triggers read no clock, see
+`_sqlite_triggers`).
 
 Transactions come in commit order, whole, never split, each change once.
 SQLite does not tell a trigger where a transaction ends, so rowcast finds
 boundaries from the outside, and every one it finds is true (see
-`_sqlite_triggers`): a commit that a waiting reader notices on its own
-comes on its own; commits that follow each other faster than the reader
-polls, or while no reader runs, come merged into one list. A merged list
+`_sqlite_triggers`): a commit that a waiting reader notices and seals
+before the app's next write comes on its own; commits that follow each
+other faster than that, or while no reader runs, may come merged into one
+list. A merged list
 still holds only whole transactions, so its position is as safe to resume
 from as any other.
 
@@ -81,7 +83,7 @@ __all__ = ["TriggerSource", "diagnose", "uninstall"]
 log = logging.getLogger("rowcast.sources.sqlite")
 
 _PAGE: Final = 1000
-_SELECT: Final = "SELECT * FROM rowcast_changes WHERE seq > ? ORDER BY seq LIMIT ?"
+_SELECT: Final = "SELECT * FROM rowcast_changes WHERE seq >= ? ORDER BY seq LIMIT ?"
 
 
 def _position(value: str, what: str = "start") -> int:
@@ -355,7 +357,22 @@ class TriggerSource:
         """
         group: list[Row] = []
         while True:
-            rows: list[Row] = conn.execute(_SELECT, (after, _PAGE)).fetchall()
+            # a group carried on is read again from its last row, in the same snapshot as
+            # the rows after it: another reader may have sealed that row since (a seal
+            # only ever lands on the newest row, so no other row of the group can gain one)
+            since = group[-1][0] if group else after + 1
+            rows: list[Row] = conn.execute(_SELECT, (since, _PAGE + bool(group))).fetchall()
+            if group:
+                if not rows or rows[0][0] != since:
+                    raise SourceError(
+                        f"{self.url}: rows of rowcast_changes this source had read were "
+                        "deleted under it: pruned by another source (give this one a "
+                        "checkpoint=, or a longer retain) or deleted by hand"
+                    )
+                group[-1], rows = rows[0], rows[1:]
+                if group[-1][2] is not None:
+                    yield group
+                    group = []
             for row in rows:
                 group.append(row)
                 if row[2] is not None:
