@@ -5,8 +5,8 @@ ts (a change's id is made of its group's position). These tests make another
 reader seal a row that this reader has already read as unsealed, then the app
 commit again, at the two moments `_groups` carries a group on: before it seals
 the newest row itself, and between two pages. Also: the seal a running source
-puts into a group in memory is the one later readers read (a path not covered
-before), and the doctor's name for an older format.
+puts into a group in memory is the one later readers read, and rows pruned under
+a reader.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from typing import Any
 import pytest
 
 from rowcast import Change, SourceError
-from rowcast.sources.base import diagnose
 from rowcast.sources.sqlite import TriggerSource
 from tests.conftest import wait_for
 from tests.sources import test_sqlite_source as base
@@ -144,7 +143,7 @@ def test_a_seal_put_by_another_reader_between_two_pages_ends_the_group(
 def test_ts_a_running_source_sealed_itself_is_what_every_later_reader_reads(
     path: Path, db: sqlite3.Connection
 ) -> None:
-    """Covers a path not covered: the seal `_groups` puts into a group it sealed itself.
+    """The seal `_groups` puts into a group it sealed itself is the one in the file.
 
     A running source hands out each commit after sealing it (the group's last row
     is patched in memory with the seal); a later reader reads the seal from the
@@ -186,17 +185,3 @@ def test_rows_read_then_pruned_by_another_source_fail_the_reader_not_merge(
 
     with pytest.raises(SourceError, match=r"deleted under it.*checkpoint="):
         first_transaction(SealsLater(url(path), start="start", meanwhile=meanwhile))
-
-
-def test_the_doctor_names_the_older_format_it_found(path: Path, db: sqlite3.Connection) -> None:
-    """`outdated` also means the writer's-clock format (a ``tc`` column).
-
-    The doctor still calls every older table "JSON images of an older rowcast"
-    (_sqlite_doctor.py), also one of rowcast's previous value-copying format.
-    """
-    db.execute(
-        "CREATE TABLE rowcast_changes (seq INTEGER PRIMARY KEY, layout INTEGER NOT NULL, "
-        "ts REAL NOT NULL, tc INTEGER, sealed INTEGER, v0, v1)"
-    )
-    checks = {c.name: c for c in diagnose(url(path)).checks}
-    assert "JSON" not in checks["rowcast_changes format"].value

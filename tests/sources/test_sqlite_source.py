@@ -301,6 +301,7 @@ def test_changes_of_an_older_rowcast_are_refused_with_what_to_do(
         TriggerSource(url(path)).install()
     failed = {c.name: c for c in diagnose(url(path)).checks if not c.ok}
     assert "--drop-changes" in failed["rowcast_changes format"].fix
+    assert failed["rowcast_changes format"].value == "an older rowcast's format"
     uninstall(url(path), drop_changes=True)
     TriggerSource(url(path)).install()
     db.execute("INSERT INTO test (data) VALUES ('x')")
