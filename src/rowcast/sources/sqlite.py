@@ -22,9 +22,9 @@ conversion by declared type; SQLite stores NaN as NULL: the triggers copy
 values into untyped columns, they never print them), ``position`` the
 ``seq`` of the transaction's last row (``"1234"``), ``txid``
 ``"<first seq>-<last seq>"`` and ``ts`` when a reader first found it committed
-(within `poll` of the commit while a source runs and keeps up, later when the
-app holds the write lock then; the triggers read no clock, see
-`_sqlite_triggers`).
+(the triggers read no clock, see `_sqlite_triggers`): within `poll` of the
+commit while a source runs and keeps up, later while the app holds the write
+lock.
 
 Transactions come in commit order, whole, never split, each change once.
 SQLite does not tell a trigger where a transaction ends, so rowcast finds
@@ -32,9 +32,8 @@ boundaries from the outside, and every one it finds is true (see
 `_sqlite_triggers`): a commit that a waiting reader notices and seals
 before the app's next write comes on its own; commits that follow each
 other faster than that, or while no reader runs, may come merged into one
-list. A merged list
-still holds only whole transactions, so its position is as safe to resume
-from as any other.
+list. A merged list still holds only whole transactions, so its position is
+as safe to resume from as any other.
 
 The source waits by polling ``PRAGMA data_version`` every `poll` seconds
 (shared memory, no disk I/O), only while it has nothing to read. On every
@@ -52,8 +51,9 @@ migrate while the app does not write to that table.
 ``rowcast_changes`` is pruned by `prune` (run by every reading source when
 idle, every `prune_every` seconds): the transactions found committed more
 than `retain` seconds ago that every checkpointed reader (a source given
-``checkpoint=``, recorded in ``rowcast_readers``) has passed. Resuming from a pruned position is a
-`ConfigError`. ``rowcast uninstall sqlite:///app.db`` removes the triggers.
+``checkpoint=``, recorded in ``rowcast_readers``) has passed. Resuming from
+a pruned position is a `ConfigError`. ``rowcast uninstall sqlite:///app.db``
+removes the triggers.
 """
 
 from __future__ import annotations
