@@ -23,12 +23,11 @@ import psycopg2
 import psycopg2.errors
 import pytest
 from click.testing import CliRunner, Result
-from sqlalchemy import make_url
 
 from rowcast import Change
 from rowcast.cli import main
 from tests.conftest import require_server
-from tests.sources.test_postgres import drop_slot
+from tests.sources.test_postgres import drop_slot, private_database
 
 pytestmark = pytest.mark.server
 
@@ -44,19 +43,8 @@ def invoke(*args: str) -> Result:
 
 @pytest.fixture(scope="module")
 def base() -> Iterator[str]:
-    server = make_url(require_server("postgresql"))
-    admin = psycopg2.connect(server.set(drivername="postgresql").render_as_string(False))
-    admin.autocommit = True
-    cur = admin.cursor()
-    cur.execute(f"CREATE DATABASE {DATABASE} TEMPLATE template0")
-    try:
-        yield server.set(drivername="postgresql", database=DATABASE).render_as_string(False)
-    finally:
-        cur.execute("SELECT slot_name FROM pg_replication_slots WHERE database = %s", (DATABASE,))
-        for (slot,) in cur.fetchall():
-            drop_slot(cur, slot)
-        cur.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
-        admin.close()
+    with private_database(DATABASE) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -36,8 +36,8 @@ from rowcast.sources.sqlite import TriggerSource
 from rowcast.testing.cache import User, wait_for
 from tests.audit.models import make_models
 from tests.audit.test_session import STEVE
-from tests.conftest import require_server, sqlite_engine
-from tests.sources.test_postgres import drop_slot
+from tests.conftest import sqlite_engine
+from tests.sources.test_postgres import drop_slot, private_database
 from tests.test_cli_relay import ROWCAST
 from tests.test_relay import expected, stored
 from tests.test_relay import wait_for as relay_wait_for
@@ -159,25 +159,8 @@ class PostgresDatabase(Database):
 @pytest.fixture(scope="module")
 def pg_base() -> Iterator[str]:
     """postgresql://... of the private database, made for this module and dropped after."""
-    server = make_url(require_server("postgresql"))
-    admin_url = server.set(drivername="postgresql").render_as_string(hide_password=False)
-    with contextlib.closing(psycopg2.connect(admin_url)) as admin:
-        admin.autocommit = True
-        admin.cursor().execute(f"CREATE DATABASE {DATABASE} TEMPLATE template0")
-    try:
-        yield server.set(drivername="postgresql", database=DATABASE).render_as_string(
-            hide_password=False
-        )
-    finally:
-        with contextlib.closing(psycopg2.connect(admin_url)) as admin:
-            admin.autocommit = True
-            cur = admin.cursor()
-            cur.execute(
-                "SELECT slot_name FROM pg_replication_slots WHERE database = %s", (DATABASE,)
-            )
-            for (slot,) in cur.fetchall():
-                drop_slot(cur, slot)
-            cur.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
+    with private_database(DATABASE) as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.server)])

@@ -65,27 +65,34 @@ def drop_slot(cur: Any, slot: str) -> None:
             time.sleep(0.1)
 
 
-@pytest.fixture(scope="module")
-def base() -> Iterator[str]:
-    """postgresql://... of the private database, made for this module and dropped after."""
+@contextlib.contextmanager
+def private_database(name: str) -> Iterator[str]:
+    """postgresql://... of a database `name` made for the caller, dropped after with its slots."""
     server = make_url(require_server("postgresql"))
     admin_url = server.set(drivername="postgresql").render_as_string(hide_password=False)
     with contextlib.closing(psycopg2.connect(admin_url)) as admin:
         admin.autocommit = True
-        admin.cursor().execute(f"CREATE DATABASE {DATABASE} TEMPLATE template0")
+        admin.cursor().execute(f"CREATE DATABASE {name} TEMPLATE template0")
     try:
-        yield server.set(drivername="postgresql", database=DATABASE).render_as_string(
+        yield server.set(drivername="postgresql", database=name).render_as_string(
             hide_password=False
         )
     finally:
-        admin = psycopg2.connect(admin_url)  # a new one: the server may have restarted since
-        admin.autocommit = True
-        cur = admin.cursor()
-        cur.execute("SELECT slot_name FROM pg_replication_slots WHERE database = %s", (DATABASE,))
-        for (slot,) in cur.fetchall():
-            drop_slot(cur, slot)
-        cur.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
-        admin.close()
+        # a new connection: the server may have restarted since
+        with contextlib.closing(psycopg2.connect(admin_url)) as admin:
+            admin.autocommit = True
+            cur = admin.cursor()
+            cur.execute("SELECT slot_name FROM pg_replication_slots WHERE database = %s", (name,))
+            for (slot,) in cur.fetchall():
+                drop_slot(cur, slot)
+            cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture(scope="module")
+def base() -> Iterator[str]:
+    """postgresql://... of the private database, made for this module and dropped after."""
+    with private_database(DATABASE) as url:
+        yield url
 
 
 @pytest.fixture
