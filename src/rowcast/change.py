@@ -410,13 +410,17 @@ class Change:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (values encoded as in the module docstring)."""
+        return self._fields(encode(self.before), encode(self.after))
+
+    def _fields(self, before: Any, after: Any) -> dict[str, Any]:
+        """`to_dict`'s dict, with the images given (encoded, or flat and JSON-ready)."""
         data: dict[str, Any] = {
             "action": self.action.value,
             "schema": self.schema,
             "table": self.table,
             "pk": _encode_pk(self.pk),
-            "before": encode(self.before),
-            "after": encode(self.after),
+            "before": before,
+            "after": after,
             "ts": self.ts,
             "txid": self.txid,
             "position": self.position,
@@ -443,21 +447,7 @@ class Change:
             and _TOP.issuperset(map(type, (self.schema, self.ts, self.txid)))
             and _TOP.issuperset(map(type, (self.position, self.source)))
         ):  # the common row: its values written in one pass, not copied by `encode` first
-            data: dict[str, Any] = {
-                "action": self.action.value,
-                "schema": self.schema,
-                "table": self.table,
-                "pk": _encode_pk(self.pk),
-                "before": before,
-                "after": after,
-                "ts": self.ts,
-                "txid": self.txid,
-                "position": self.position,
-                "source": self.source,
-            }
-            if self.snapshot:
-                data["snapshot"] = True
-            return _rows_to_json(data)
+            return _rows_to_json(self._fields(before, after))
         return _to_json(self.to_dict())
 
     @classmethod
