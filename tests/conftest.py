@@ -6,6 +6,7 @@ import contextlib
 import os
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,22 @@ def require_server(name: str) -> str:
     finally:
         engine.dispose()
     return url
+
+
+@contextlib.contextmanager
+def private_schema(prefix: str) -> Iterator[str]:
+    """A new schema ``<prefix>_<random>`` in the test database, dropped with its tables after."""
+    url = require_server("postgresql")
+    schema = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    try:
+        yield schema
+    finally:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+        engine.dispose()
 
 
 def sqlite_engine(path: Path) -> Engine:

@@ -22,18 +22,16 @@ import random
 import signal
 import subprocess
 import threading
-import uuid
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pymysql
-import sqlalchemy as sa
 
 from rowcast.checkpoint import open_checkpoint
 from rowcast.sources.mysql import BinlogSource
-from tests.conftest import require_server
+from tests.conftest import private_schema, require_server
 from tests.sinks.test_sql import rows
 from tests.sources.seed import SEED
 from tests.test_cli_relay import ROWCAST
@@ -236,21 +234,6 @@ def source_tables() -> Iterator[tuple[str, str]]:
         conn.close()
 
 
-@contextlib.contextmanager
-def postgres_schema() -> Iterator[str]:
-    require_server("postgresql")
-    schema = f"replcrash_{uuid.uuid4().hex[:8]}"
-    engine = sa.create_engine(POSTGRES)
-    with engine.begin() as conn:
-        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    try:
-        yield schema
-    finally:
-        with engine.begin() as conn:
-            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-        engine.dispose()
-
-
 def source_rows(table: str) -> list[tuple[Any, ...]]:
     conn = connect()
     try:
@@ -281,7 +264,7 @@ def last_position(tables: list[str], start: str) -> tuple[str, int]:
 def test_replicas_equal_the_source_after_two_kills(tmp_path: Path) -> None:
     seed = random.randrange(2**32)
     print(f"seed {seed}")  # shown when the test fails: Workload(..., seed) repeats the writes
-    with source_tables() as (items, stock), postgres_schema() as schema:
+    with source_tables() as (items, stock), private_schema("replcrash") as schema:
         run_and_check(tmp_path, seed, items, stock, schema)
 
 

@@ -21,7 +21,7 @@ from rowcast import Change
 from rowcast.errors import ConfigError, SinkError
 from rowcast.sinks import open_sink
 from rowcast.sinks.sql import ReplicationSink, _decimals_as_text
-from tests.conftest import require_server
+from tests.conftest import private_schema, require_server
 
 MYSQL = "mysql://root@127.0.0.1:3306/test"
 POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
@@ -247,17 +247,8 @@ def _normal(value: Any) -> Any:
 
 @pytest.fixture
 def postgres_schema() -> Iterator[str]:
-    require_server("postgresql")
-    schema = f"rc_repl_{uuid.uuid4().hex[:8]}"
-    engine = sa.create_engine("postgresql+psycopg://postgres@127.0.0.1:5432/test")
-    with engine.begin() as conn:
-        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    try:
+    with private_schema("rc_repl") as schema:
         yield schema
-    finally:
-        with engine.begin() as conn:
-            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-        engine.dispose()
 
 
 def test_mariadb_replicated_into_postgresql_and_sqlite(
