@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 from typing import Any
 
 import pytest
 
-from rowcast import Change, Hub
+from rowcast import Change, ConfigError, Hub
 
 
 def change(action: str, table: str = "test", pk: Any = 1, schema: str | None = "db") -> Change:
@@ -61,12 +62,19 @@ def test_meepo_level_can_filter_by_pk_sender() -> None:
     assert only_9 == []
 
 
-def test_change_without_schema_has_table_level_topic() -> None:
+def test_change_without_schema_is_not_sent_on_a_schema_level_name() -> None:
+    # "write@t" is schema t's signal: a schema-less change of table t is not sent there
     hub = Hub()
-    topic = collect(hub, "write@t")
+    schema_t = collect(hub, "write@t")
+    meepo = collect(hub, "t_write")
+    by_table: list[Change] = []
+    hub.connect(by_table.append, table="t")
     item = change("write", table="t", schema=None)
-    hub.publish([item])
-    assert topic == [(1, item)]
+    of_schema_t = change("write", table="x", schema="t")
+    hub.publish([item, of_schema_t])
+    assert schema_t == [(1, of_schema_t)]
+    assert meepo == [(1, item)]
+    assert by_table == [item]
 
 
 @pytest.mark.parametrize(
@@ -153,10 +161,59 @@ def test_bad_arguments_are_refused() -> None:
     hub = Hub()
     with pytest.raises(TypeError, match="needs a callable"):
         hub.connect("not callable")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="already names a schema"):
+    with pytest.raises(ConfigError, match="already names a schema"):
         hub.connect(print, schema="a", table="b.c")
-    with pytest.raises(ValueError, match="'insert' is not a valid Action"):
+    with pytest.raises(ConfigError, match="'insert' is not a valid Action: use one of write"):
         hub.connect(print, action="insert")
+
+
+def test_a_muted_signal_sends_nothing() -> None:
+    hub = Hub()
+    got: list[Change] = []
+    hub.connect(got.append, action="write")
+    commits = collect(hub, "commit")
+    with hub.signal("write").muted(), hub.signal("commit").muted():
+        hub.publish(TX)
+    assert got == []
+    assert commits == []
+    hub.publish(TX)
+    assert got == [TX[0], TX[2]]
+    assert len(commits) == 1
+
+
+def test_async_receivers_are_awaited_by_publish_async() -> None:
+    hub = Hub()
+    order: list[str] = []
+
+    async def slow(change: Change) -> None:
+        await asyncio.sleep(0.01)
+        order.append(f"async {change.pk}")
+
+    hub.connect(slow, action="write")
+    hub.connect(lambda c: order.append(f"sync {c.pk}"), action="write")
+    asyncio.run(hub.publish_async(TX))
+    assert order == ["async 1", "sync 1", "async 2", "sync 2"]
+    assert hub.errors == 0
+
+
+def test_publish_counts_an_async_receiver_as_failed_and_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    failures: list[BaseException] = []
+    hub = Hub(on_error=lambda error, change, fn: failures.append(error))
+    got: list[Change] = []
+
+    async def receiver(change: Change) -> None:  # never awaited by publish
+        got.append(change)
+
+    hub.connect(receiver, action="delete")
+    hub.connect(got.append, action="delete")
+    with caplog.at_level(logging.ERROR, logger="rowcast.hub"):
+        hub.publish(TX)  # no "coroutine was never awaited" warning (warnings are errors)
+    assert got == [TX[3]]
+    assert hub.errors == 1
+    assert isinstance(failures[0], ConfigError)
+    assert "await hub.publish_async" in str(failures[0])
 
 
 def test_empty_transaction_sends_nothing() -> None:

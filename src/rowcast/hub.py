@@ -14,24 +14,32 @@ signal name          example             sender
 
 each with the keyword argument ``change``; then ``"commit"`` once for the
 transaction, with ``changes=[...]`` and the Hub as sender. A change whose
-schema is None has no schema-level signal and its table-level name is
-``"<action>@<table>"``.
+schema is None has neither a schema- nor a table-level signal (``"write@x"``
+always means schema ``x``): reach it with ``connect(fn, table="x")``, its
+action or its meepo name.
 
 A receiver that raises never stops the publisher nor the other receivers:
 the error is logged on the ``rowcast.hub`` logger, counted in `Hub.errors`
-and handed to `Hub.on_error` when one is set.
+and handed to `Hub.on_error` when one is set. A signal muted with blinker's
+``signal.muted()`` sends nothing while muted.
+
+Async receivers (``async def``) are awaited by `Hub.publish_async`; `Hub.publish`
+cannot await them, so it counts each one it meets as a failed receiver (with a
+`ConfigError` that says to use ``publish_async``) and goes on.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from blinker import ANY, NamedSignal, Namespace
 
 from .change import Action, Change
+from .errors import ConfigError
 
 __all__ = ["ErrorHandler", "Hub", "Receiver"]
 
@@ -54,7 +62,7 @@ def _signal_names(change: Change) -> tuple[str, ...]:
             f"{action}@{change.schema}.{change.table}",
             f"{change.table}_{action}",
         )
-    return (action, f"{action}@{change.table}", f"{change.table}_{action}")
+    return (action, f"{change.table}_{action}")
 
 
 class Hub:
@@ -100,8 +108,10 @@ class Hub:
             raise TypeError(f"Hub.connect needs a callable, not {fn!r}")
         if table is not None and "." in table:
             if schema is not None:
-                raise ValueError(f"table={table!r} already names a schema; drop schema={schema!r}")
+                raise ConfigError(f"table={table!r} already names a schema; drop schema={schema!r}")
             schema, table = table.split(".", 1)
+        if action is not None and action not in _ACTIONS:
+            raise ConfigError(f"{action!r} is not a valid Action: use one of {', '.join(_ACTIONS)}")
         actions = _ACTIONS if action is None else (Action(action).value,)
         check: Callable[[Change], bool] | None = None
         if table is not None and schema is not None:
@@ -117,11 +127,19 @@ class Hub:
         else:
             names = list(actions)
 
-        def receiver(sender: Any, change: Change, **_: Any) -> None:
-            if check is None or check(change):
-                fn(change)
+        receiver: Callable[..., Any]
+        if inspect.iscoroutinefunction(fn):
 
-        receiver.__wrapped__ = fn  # type: ignore[attr-defined]
+            async def receiver(sender: Any, change: Change, **_: Any) -> None:
+                if check is None or check(change):
+                    await fn(change)
+        else:
+
+            def receiver(sender: Any, change: Change, **_: Any) -> None:
+                if check is None or check(change):
+                    fn(change)
+
+        receiver.__wrapped__ = fn  # type: ignore[union-attr]
         with self._lock:
             bound = self._wrappers.setdefault(fn, [])
         for name in names:
@@ -157,7 +175,44 @@ class Hub:
 
         A transaction published by a receiver (say it commits another captured
         session) waits until the current one has reached every receiver, so
-        each thread sees whole transactions in commit order.
+        each thread sees whole transactions in commit order. An async receiver
+        cannot be awaited here: it counts as failed (see `publish_async`).
+        """
+        for sig, sender, change, kw in self._deliveries(changes):
+            for receiver in sig.receivers_for(sender):
+                try:
+                    result = receiver(sender, **kw)
+                    if inspect.isawaitable(result):
+                        _discard(result)
+                        raise ConfigError(
+                            f"{_name(receiver)} is an async receiver: Hub.publish cannot await "
+                            "it; publish with `await hub.publish_async(changes)`"
+                        )
+                except Exception as error:
+                    self._failed(error, change, receiver)
+
+    async def publish_async(self, changes: Sequence[Change]) -> None:
+        """`publish`, awaiting async receivers (``async def``) one after another.
+
+        Receivers are still called in order, one at a time: a change reaches the
+        next receiver once the previous one has returned (or its coroutine ended).
+        """
+        for sig, sender, change, kw in self._deliveries(changes):
+            for receiver in sig.receivers_for(sender):
+                try:
+                    result = receiver(sender, **kw)
+                    if inspect.isawaitable(result):
+                        await result
+                except Exception as error:
+                    self._failed(error, change, receiver)
+
+    def _deliveries(
+        self, changes: Sequence[Change]
+    ) -> Iterator[tuple[NamedSignal, Any, Change | None, dict[str, Any]]]:
+        """(signal, sender, change, kwargs) to send, transaction after transaction.
+
+        Transactions published meanwhile from this thread (by a receiver) are
+        queued and come after the current one.
         """
         if not changes:
             return
@@ -168,11 +223,13 @@ class Hub:
         queue = self._local.queue = [changes]
         try:
             while queue:
-                self._publish(queue.pop(0))
+                yield from self._transaction(queue.pop(0))
         finally:
             self._local.queue = None
 
-    def _publish(self, changes: Sequence[Change]) -> None:
+    def _transaction(
+        self, changes: Sequence[Change]
+    ) -> Iterator[tuple[NamedSignal, Any, Change | None, dict[str, Any]]]:
         routes = self._routes
         for change in changes:
             key = (change.action, change.schema, change.table)
@@ -181,20 +238,11 @@ class Hub:
                 found = (self._signals.get(name) for name in _signal_names(change))
                 route = routes[key] = tuple(sig for sig in found if sig is not None)
             for sig in route:
-                if sig.receivers:
-                    self._send(sig, change.pk, change, {"change": change})
+                if sig.receivers and not sig.is_muted:
+                    yield sig, change.pk, change, {"change": change}
         commit = self._signals.get("commit")
-        if commit is not None and commit.receivers:
-            self._send(commit, self, None, {"changes": list(changes)})
-
-    def _send(
-        self, sig: NamedSignal, sender: Any, change: Change | None, kw: dict[str, Any]
-    ) -> None:
-        for receiver in sig.receivers_for(sender):
-            try:
-                receiver(sender, **kw)
-            except Exception as error:
-                self._failed(error, change, receiver)
+        if commit is not None and commit.receivers and not commit.is_muted:
+            yield commit, self, None, {"changes": list(changes)}
 
     def _failed(
         self, error: Exception, change: Change | None, receiver: Callable[..., Any]
@@ -209,3 +257,15 @@ class Hub:
                 self.on_error(error, change, fn)
             except Exception:
                 log.exception("rowcast Hub.on_error handler failed")
+
+
+def _name(receiver: Callable[..., Any]) -> str:
+    fn = getattr(receiver, "__wrapped__", receiver)
+    return getattr(fn, "__qualname__", None) or repr(fn)
+
+
+def _discard(awaitable: Any) -> None:
+    """Close a coroutine that will never be awaited (no 'never awaited' warning)."""
+    close = getattr(awaitable, "close", None)
+    if close is not None:
+        close()
