@@ -204,3 +204,21 @@ def test_the_url_hides_the_password() -> None:
 def test_a_wrong_scheme_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="redis://"):
         RedisSink("http://127.0.0.1:6379/0")
+
+
+class _Pre53Pool(redis.ConnectionPool):
+    """redis-py 5.0-5.2's pool: `get_connection` needs a command name (5.3 made it optional)."""
+
+    def get_connection(self, command_name: str, *keys: Any, **options: Any) -> Any:  # type: ignore[override]
+        return super().get_connection()
+
+
+def test_redis_py_before_5_3_is_served(prefix: str, client: redis.Redis) -> None:
+    sink = RedisSink(require_redis(), prefix=prefix)
+    sink._client.connection_pool.__class__ = _Pre53Pool
+    batch = transactions(2, tables=[("shop", "orders")])
+    try:
+        sink.deliver(batch)
+    finally:
+        sink.close()
+    assert len(client.xrange(f"{prefix}:shop.orders")) == sum(map(len, batch))

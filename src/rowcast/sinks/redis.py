@@ -43,6 +43,8 @@ a stream and a crashed worker's pending entries can be claimed (``XAUTOCLAIM``).
 
 from __future__ import annotations
 
+import functools
+import inspect
 import re
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -159,7 +161,7 @@ class RedisSink:
         """Send `count` packed commands at once and read every reply, refusals included."""
         pool = self._client.connection_pool
         try:
-            connection: Any = pool.get_connection()  # redis-py's Connection, untyped
+            connection: Any = _connection(pool)  # redis-py's Connection, untyped
         except self._errors as e:
             raise SinkError(f"Redis sink {self.url}: XADD failed: {e}") from e
         refused: tuple[int, BaseException] | None = None
@@ -198,6 +200,20 @@ def _parse(url: str) -> dict[str, str]:
             f"{masked(url)}: the path is the database number, e.g. redis://localhost:6379/0"
         )
     return options
+
+
+def _connection(pool: Any) -> Any:
+    """A connection from `pool`: redis-py before 5.3 needs a command name, 5.3+ deprecates it."""
+    pool_class: Any = type(pool)
+    if _needs_command_name(pool_class):
+        return pool.get_connection("XADD")
+    return pool.get_connection()
+
+
+@functools.cache
+def _needs_command_name(pool_class: Any) -> bool:
+    parameter = inspect.signature(pool_class.get_connection).parameters.get("command_name")
+    return parameter is not None and parameter.default is inspect.Parameter.empty
 
 
 def _bulk(arguments: list[bytes]) -> bytes:
