@@ -8,6 +8,7 @@ PostgreSQL and SQLite, and compared row for row with the source table.
 from __future__ import annotations
 
 import datetime as dt
+import sqlite3
 import uuid
 from collections.abc import Iterator
 from decimal import Decimal
@@ -151,6 +152,27 @@ def test_types_inferred_from_values_round_trip(sqlite_url: str) -> None:
     got = rows(sqlite_url, "items")
     assert got[1][1] == Decimal("12345.678901")  # exact, kept as text on SQLite
     assert got[1][3] == b"\x00\xff"
+
+
+def test_columns_named_as_sqlite_keywords_sqlalchemy_does_not_quote(sqlite_url: str) -> None:
+    sink = ReplicationSink(sqlite_url)
+    sink.deliver([tx(write(1, nothing="a", returning="b"))])
+    sink.deliver([tx(write(1, nothing="c", returning="d"))])
+    sink.close()
+    with sqlite3.connect(sqlite_url.removeprefix("sqlite:///")) as conn:
+        assert conn.execute('SELECT id, "nothing", "returning" FROM items').fetchall() == [
+            (1, "c", "d")
+        ]
+
+
+def test_an_aware_datetime_is_written_as_its_utc_time_where_there_is_no_zone_type(
+    sqlite_url: str,
+) -> None:
+    paris = dt.timezone(dt.timedelta(hours=2))
+    sink = ReplicationSink(sqlite_url)
+    sink.deliver([tx(write(1, at=dt.datetime(2026, 6, 1, 14, 30, tzinfo=paris)))])
+    sink.close()
+    assert rows(sqlite_url, "items") == [(1, dt.datetime(2026, 6, 1, 12, 30))]
 
 
 def test_a_failing_batch_applies_nothing(sqlite_url: str) -> None:

@@ -26,7 +26,8 @@ What it promises:
   first changes (int, float, Decimal, str, bytes, bool, date/time/datetime
   (aware -> with time zone), timedelta, UUID, dicts and lists as JSON). The primary key
   columns come from the source's schema, or are the row's first columns that
-  hold the change's ``pk``.
+  hold the change's ``pk``. Where the database has no time zone type (SQLite,
+  MySQL), an aware datetime is written as its UTC time, without a zone.
 """
 
 from __future__ import annotations
@@ -57,6 +58,9 @@ __all__ = ["ReplicationSink"]
 _UNCHANGED = "rowcast:unchanged-toast"
 _DRIVERS = {"postgresql": "postgresql+psycopg", "postgres": "postgresql+psycopg"}
 _DRIVERS |= {"mysql": "mysql+pymysql", "mariadb": "mysql+pymysql"}
+# SQLite keywords that SQLAlchemy's SQLite dialect leaves unquoted: a column of one of
+# these names is a syntax error in CREATE TABLE, INSERT and ON CONFLICT unless quoted
+_SQLITE_KEYWORDS = frozenset({"nothing", "returning"})
 
 
 class _DecimalText(sa.types.UserDefinedType[decimal.Decimal]):
@@ -114,6 +118,9 @@ class ReplicationSink:
             self._engine = sa.create_engine(target)
         except (SQLAlchemyError, ImportError, ValueError) as e:
             raise ConfigError(f"{self.url}: not a database URL SQLAlchemy can open: {e}") from e
+        if self._engine.dialect.name == "sqlite":
+            preparer = self._engine.dialect.identifier_preparer
+            preparer.reserved_words = preparer.reserved_words | _SQLITE_KEYWORDS
         self._source = sa.create_engine(sqlalchemy_url(source_url)) if source_url else None
         self._tables: dict[str, sa.Table] = {}
         self._lock = threading.Lock()  # one batch at a time
@@ -148,7 +155,8 @@ class ReplicationSink:
             conn.execute(table.delete().where(where), old)
             if op == "delete":
                 return
-        rows = [_adapt(table, _known(c)) for c in changes]
+        zones = conn.dialect.name == "postgresql"
+        rows = [_adapt(table, _known(c), zones) for c in changes]
         for columns, same in groupby(rows, key=tuple):
             conn.execute(_upsert(conn, table, keys, columns), list(same))
 
@@ -257,14 +265,21 @@ def _known(change: Change) -> dict[str, Any]:
     }
 
 
-def _adapt(table: sa.Table, row: dict[str, Any]) -> dict[str, Any]:
-    """`row` as the target's column types take it (MySQL TIME arrives as a timedelta...)."""
+def _adapt(table: sa.Table, row: dict[str, Any], zones: bool) -> dict[str, Any]:
+    """`row` as the target's column types take it (MySQL TIME arrives as a timedelta...).
+
+    `zones`: the database has a time zone type (PostgreSQL); elsewhere an aware
+    datetime is written as its UTC time, which the driver would write as its wall
+    clock time in its own zone, dropping the zone.
+    """
     out = {}
     for name, value in row.items():
         if name not in table.c:
             continue  # a column the target does not have (added at the source since)
         kind = table.c[name].type
-        if isinstance(value, dt.timedelta) and isinstance(kind, sa.Time):
+        if isinstance(value, dt.datetime) and value.tzinfo is not None and not zones:
+            value = value.astimezone(dt.UTC).replace(tzinfo=None)
+        elif isinstance(value, dt.timedelta) and isinstance(kind, sa.Time):
             value = (dt.datetime.min + value).time()
         elif isinstance(value, set | frozenset) and not isinstance(kind, sa.JSON):
             value = ",".join(sorted(map(str, value)))
