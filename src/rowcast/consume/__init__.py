@@ -13,9 +13,11 @@
 
 The URL picks the broker, as for sinks: ``redis://`` / ``rediss://``
 (`rowcast.consume.redis`), ``nats://`` / ``tls://`` (`rowcast.consume.nats`),
-``amqp://`` / ``amqps://`` (`rowcast.consume.rabbitmq`); each module's docstring
-lists its URL options. What every broker promises (per-row order, at least once,
-retries, dead letters, duplicates, stopping) is in `rowcast.consume.base`.
+``amqp://`` / ``amqps://`` (`rowcast.consume.rabbitmq`), and ``memory://<name>``, a
+broker inside this process for tests, fed by the sink ``memory://<name>?mode=broker``
+(`rowcast.consume.memory`); each module's docstring lists its URL options. What every
+broker promises (per-row order, at least once, retries, dead letters, duplicates,
+stopping) is in `rowcast.consume.base`.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ _TRANSPORTS = {
     "tls": "rowcast.consume.nats:NatsTransport",
     "amqp": "rowcast.consume.rabbitmq:RabbitMQTransport",
     "amqps": "rowcast.consume.rabbitmq:RabbitMQTransport",
+    "memory": "rowcast.consume.memory:MemoryTransport",
 }
 
 _CONSUMER_OPTIONS = (

@@ -170,11 +170,16 @@ _SINKS = {
 def open_sink(url: str, **options: Any) -> Sink:
     """The sink for `url`: ``-`` (stdout), ``sqlite:///events.db``, ``postgresql://...``,
     ``redis://...``, ``nats://...``, ``amqp://...``; a database URL with ``mode=replicate``
-    (``postgresql://host/db?mode=replicate``) replicates tables into it."""
+    (``postgresql://host/db?mode=replicate``) replicates tables into it;
+    ``memory://<name>?mode=broker`` publishes to an in-process broker
+    (`rowcast.consume.memory`), where plain ``memory://`` is an in-memory event store."""
     scheme = "-" if url == "-" else urlsplit(url).scheme.split("+", 1)[0].lower()
     target = _SINKS.get(scheme)
-    if scheme != "-" and ("mode", "replicate") in parse_qsl(urlsplit(url).query):
+    pairs = parse_qsl(urlsplit(url).query) if scheme != "-" else []
+    if ("mode", "replicate") in pairs:
         target = "rowcast.sinks.sql:ReplicationSink"  # any SQLAlchemy database
+    elif scheme == "memory" and ("mode", "broker") in pairs:
+        target = "rowcast.sinks.memory:MemoryBrokerSink"
     if target is None:
         known = ", ".join(["-", *sorted(f"{s}://" for s in _SINKS if s != "-")])
         raise ConfigError(f"no rowcast sink for {masked(url)!r}: use one of {known}")

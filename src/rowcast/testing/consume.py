@@ -27,6 +27,11 @@ the test::
 quickly (a short ``claim_after`` or ``ack_wait``). `rowcast.testing.consume:record` is a
 handler for subprocesses: it appends ``pk version`` lines to the file named by
 ``$ROWCAST_CONSUME_RECORD`` (sleeping ``$ROWCAST_CONSUME_DELAY`` seconds per batch).
+
+A broker that lives in the test's own process (``memory://``) sets `in_process` and
+provides `cut`: a consumer there cannot be a ``rowcast consume`` subprocess, so it is
+"killed" by having the broker drop its connection, as a broker does when a consumer's
+process dies, and then stopping it before it reconnects; every other test is the same.
 """
 
 from __future__ import annotations
@@ -126,6 +131,8 @@ class ConsumerContract:
 
     fast: ClassVar[dict[str, Any]] = {}
     bad_urls: ClassVar[list[tuple[str, str]]] = []  # (url, part of the ConfigError message)
+    #: the broker lives in this process (no subprocess can reach it): see `cut`
+    in_process: ClassVar[bool] = False
 
     @pytest.fixture
     def destination(self) -> None:
@@ -146,6 +153,10 @@ class ConsumerContract:
         raise NotImplementedError
 
     def unreachable_url(self) -> str:
+        raise NotImplementedError
+
+    def cut(self, consumer: Consumer) -> None:
+        """Drop `consumer`'s connection at the broker, as when its process dies (`in_process`)."""
         raise NotImplementedError
 
     # ------------------------------------------------------------ helpers
@@ -268,6 +279,24 @@ class ConsumerContract:
     def test_a_killed_consumer_loses_nothing(self, tmp_path: Path) -> None:
         self.ready()
         self.deliver(workload(3000, 150, table=self.table))
+        kill = self._killed_in_process if self.in_process else self._killed_subprocess
+        before = kill(tmp_path)
+        assert len(before) < 3000, "killed too late to test anything"
+        recorder = _Recorder()
+        restarted = self.consumer(recorder, workers=3)
+        thread = self.start(restarted)
+        expected = {(i % 150, i) for i in range(3000)}
+
+        def complete() -> bool:
+            with recorder.lock:
+                now = {(pk, v) for pk, vs in recorder.seen.items() for v in vs}
+            return before | now >= expected
+
+        self.wait_for(complete, "every change handled at least once after the restart")
+        self.stop(restarted, thread)
+
+    def _killed_subprocess(self, tmp_path: Path) -> set[tuple[int, ...]]:
+        """``(pk, version)`` handled by a ``rowcast consume`` killed with SIGKILL mid-batch."""
         log = tmp_path / "handled.txt"
         env = {
             **os.environ,
@@ -313,20 +342,28 @@ class ConsumerContract:
                 worker.wait()
             if worker.stderr:
                 worker.stderr.close()
-        before = {tuple(map(int, line.split())) for line in log.read_text().splitlines()}
-        assert len(before) < 3000, "killed too late to test anything"
+        return {tuple(map(int, line.split())) for line in log.read_text().splitlines()}
+
+    def _killed_in_process(self, tmp_path: Path) -> set[tuple[int, ...]]:
+        """``(pk, version)`` handled by a consumer whose connection the broker dropped mid-batch.
+
+        It is stopped at once, so it neither reconnects nor acknowledges anything more:
+        what it held, and the batches it finished after the cut, are the broker's to
+        deliver again, as after a SIGKILL.
+        """
         recorder = _Recorder()
-        restarted = self.consumer(recorder, workers=3)
-        thread = self.start(restarted)
-        expected = {(i % 150, i) for i in range(3000)}
 
-        def complete() -> bool:
-            with recorder.lock:
-                now = {(pk, v) for pk, vs in recorder.seen.items() for v in vs}
-            return before | now >= expected
+        def handler(changes: list[Change]) -> None:
+            recorder(changes)
+            time.sleep(0.05)
 
-        self.wait_for(complete, "every change handled at least once after the restart")
-        self.stop(restarted, thread)
+        victim = self.consumer(handler, workers=3, batch_size=20)
+        thread = self.start(victim)
+        self.wait_for(lambda: recorder.count() >= 300, "the consumer to handle changes")
+        self.cut(victim)
+        self.stop(victim, thread)
+        with recorder.lock:
+            return {(pk, v) for pk, vs in recorder.seen.items() for v in vs}
 
     def test_a_bad_url_is_a_config_error(self) -> None:
         for url, message in self.bad_urls:
