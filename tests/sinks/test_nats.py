@@ -97,7 +97,7 @@ def name() -> Iterator[str]:
 
 class TestNatsSink(SinkContract):
     deduplicates = True
-    total_order = True
+    order = "total"
     bad_urls = BAD_URLS
 
     @pytest.fixture

@@ -90,7 +90,7 @@ def fresh() -> str:
 
 class TestRabbitMQSink(SinkContract):
     deduplicates = False
-    total_order = True  # one queue bound with '#'
+    order = "total"  # one queue bound with '#'
     bad_urls = BAD_URLS
 
     @pytest.fixture

@@ -58,7 +58,7 @@ class _RedisContract(SinkContract):
 
 
 class TestOneStream(_RedisContract):
-    total_order = True
+    order = "total"
 
     def make_sink(self) -> RedisSink:
         return RedisSink(f"{self.url}?stream={self.prefix}:all")
@@ -68,7 +68,7 @@ class TestOneStream(_RedisContract):
 
 
 class TestOneStreamPerTable(_RedisContract):
-    total_order = False
+    order = "table"
 
     def make_sink(self) -> RedisSink:
         return RedisSink(f"{self.url}?prefix={self.prefix}")

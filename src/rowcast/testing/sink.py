@@ -1,11 +1,12 @@
 """`SinkContract`: what every relay sink (`rowcast.sinks.Sink`) must do.
 
 Subclass it in a test module, point it at a fresh destination per test and override
-`make_sink` and `read_back` (and the class attributes that describe the sink)::
+`make_sink` and `read_back` (`read_rows` for a replica) and the class attributes that
+describe the sink::
 
     class TestRedisSink(SinkContract):
         deduplicates = False        # Redis keeps a re-delivered change twice
-        total_order = True          # one stream: one order across tables
+        order = "total"             # one stream: one order across tables
 
         @pytest.fixture
         def destination(self):
@@ -29,6 +30,23 @@ The ``destination`` fixture runs first: override it to name a fresh destination 
 remove it after the test. Tests use ``self.sink`` (made next, closed after). `read_back` is called
 once per test, after every delivery: it returns what reached the destination as
 ``(id, Change)`` pairs in the order the destination holds them.
+
+What differs between destinations is declared by the subclass, and the tests follow it:
+
+* `deduplicates`: a re-delivered change is kept once (an event store, JetStream), or
+  arrives again with its id (a stream, a queue, stdout);
+* `order`: the destination keeps one order across tables (``"total"``), commit order
+  within each table (``"table"``: a stream per table) or within each row (``"row"``: an
+  event store's stream per row);
+* `holds`: ``"changes"`` (every change with its id, read with `read_back`) or
+  ``"rows"``: a replica keeps the rows the changes leave, read with `read_rows` (each
+  value as `stored` says the database gives it back); the tests then compare those
+  rows with what applying the changes in commit order gives, a change without a
+  position (which a replica needs no id for) is applied, and the test of change ids
+  is skipped: a replica keeps none;
+* `failing_sink`: a sink of the backend whose destination is down or gone (a server
+  on a `closed_port`, a closed store, a closed stream), to check that it raises
+  `SinkError` rather than hangs.
 """
 
 from __future__ import annotations
@@ -38,21 +56,23 @@ import socket
 import threading
 import uuid
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from decimal import Decimal
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import pytest
 
-from rowcast.change import Change
+from rowcast.change import Action, Change
 from rowcast.errors import ConfigError, SinkError
 from rowcast.sinks.base import Sink, change_id, open_sink
 
-__all__ = ["SinkContract", "closed_port", "transactions"]
+__all__ = ["Arrived", "Rows", "SinkContract", "closed_port", "transactions"]
 
 WAIT = 60.0  # seconds: a bound that a test never reaches unless the sink hangs
 
 Arrived = list[tuple[uuid.UUID, Change]]
+Rows = dict[str, dict[Any, dict[str, Any]]]
+"""A replica's rows: table name -> primary key (a tuple when composite) -> row."""
 
 
 def closed_port() -> int:
@@ -106,11 +126,34 @@ def _expected(batch: Sequence[Sequence[Change]]) -> Arrived:
     return [(change_id(c, i), c) for tx in batch for i, c in enumerate(tx)]
 
 
-def _by_table(arrived: Arrived) -> dict[tuple[str | None, str], Arrived]:
-    groups: dict[tuple[str | None, str], Arrived] = defaultdict(list)
+def _grouped(arrived: Arrived, order: str) -> dict[Any, Arrived]:
+    """`arrived` cut into the sequences whose order `order` promises."""
+    groups: dict[Any, Arrived] = defaultdict(list)
     for change_id_, change in arrived:
-        groups[(change.schema, change.table)].append((change_id_, change))
+        key: Any = (change.schema, change.table)
+        if order == "row":
+            key = (*key, change.pk)
+        elif order == "total":
+            key = None
+        groups[key].append((change_id_, change))
     return dict(groups)
+
+
+def _applied(changes: Sequence[Change], stored: Callable[[Any], Any]) -> Rows:
+    """The rows `changes` leave in a replica that applies each to the table of its name.
+
+    A write or update sets the row at the change's `pk` to the after image (each value
+    as `stored` says the replica gives it back), a delete removes it; tables left
+    without rows are left out.
+    """
+    tables: Rows = defaultdict(dict)
+    for change in changes:
+        rows = tables[change.table]
+        if change.action is Action.DELETE:
+            rows.pop(change.pk, None)
+        else:
+            rows[change.pk] = {name: stored(v) for name, v in (change.after or {}).items()}
+    return {table: rows for table, rows in tables.items() if rows}
 
 
 class SinkContract:
@@ -118,8 +161,12 @@ class SinkContract:
 
     #: a re-delivered change is stored once (True) or arrives again with the same id
     deduplicates: ClassVar[bool] = False
-    #: the destination keeps one order across tables (else: commit order per table)
+    #: the order the destination keeps: across tables, within each table, within each row
+    order: ClassVar[Literal["total", "table", "row"] | None] = None
+    #: the older switch for `order` when that is None: True "total", False "table"
     total_order: ClassVar[bool] = True
+    #: every change with its id (`read_back`), or the rows a replica keeps (`read_rows`)
+    holds: ClassVar[Literal["changes", "rows"]] = "changes"
     #: ``(url, regex)``: opening `url` must raise a ConfigError whose message matches
     bad_urls: ClassVar[Sequence[tuple[str, str]]] = ()
 
@@ -131,9 +178,30 @@ class SinkContract:
         """Every ``(id, Change)`` that reached this test's destination, in its order."""
         raise NotImplementedError
 
+    def read_rows(self) -> Rows:
+        """The rows of this test's destination, by table name and primary key (`holds` rows)."""
+        raise NotImplementedError
+
+    def stored(self, value: Any) -> Any:
+        """`value` as a replica (`holds` rows) gives it back; default: equal to `value`.
+
+        Override where the database's column types are narrower than a change's values
+        (SQLite has no time zone nor UUID type): say what it keeps instead.
+        """
+        return value
+
     def unreachable_url(self) -> str | None:
-        """A URL of this sink whose server is down (e.g. a `closed_port`); None: skip."""
+        """A URL of this sink whose server is down (e.g. a `closed_port`); None: none."""
         return None
+
+    def failing_sink(self) -> Sink | None:
+        """A sink whose destination is down or gone; None: skip that test.
+
+        Called in a thread of its own, so that a hanging open fails the test too.
+        Default: `open_sink` of `unreachable_url`.
+        """
+        url = self.unreachable_url()
+        return None if url is None else open_sink(url)
 
     @pytest.fixture
     def destination(self) -> None:
@@ -146,12 +214,18 @@ class SinkContract:
         self.sink.close()
 
     def assert_arrived(self, expected: Arrived) -> None:
-        """`read_back` holds `expected`: whole, or per table when not `total_order`."""
-        arrived = self.read_back()
-        if self.total_order:
-            assert arrived == expected
-        else:
-            assert _by_table(arrived) == _by_table(expected)
+        """The destination holds `expected`, in the `order` it keeps; or, for a replica
+        (`holds` rows), the rows that applying `expected` in order leaves."""
+        if self.holds == "rows":
+            self.assert_rows([change for _, change in expected])
+            return
+        order = self.order or ("total" if self.total_order else "table")
+        assert _grouped(self.read_back(), order) == _grouped(expected, order)
+
+    def assert_rows(self, changes: Sequence[Change]) -> None:
+        """`read_rows` holds the rows that applying `changes` in order leaves (`holds` rows)."""
+        found = {table: rows for table, rows in self.read_rows().items() if rows}
+        assert found == _applied(changes, self.stored)
 
     # ------------------------------------------------------------ the contract
 
@@ -176,7 +250,35 @@ class SinkContract:
         self.sink.deliver(batch)
         self.assert_arrived(_expected(batch))
 
+    def test_a_rows_changes_arrive_in_commit_order(self) -> None:
+        """Rows changed in several transactions of one batch, between other rows' changes."""
+        run = uuid.uuid4().hex[:12]
+        qty: dict[tuple[str, int], int] = {}
+        batch = []
+        for t in range(6):
+            transaction = []
+            for table, pk in (("orders", t % 3), ("items", 0), ("orders", 3)):
+                before = qty.get((table, pk))
+                qty[(table, pk)] = t
+                transaction.append(
+                    Change(
+                        "write" if before is None else "update",
+                        "shop",
+                        table,
+                        pk,
+                        None if before is None else {"id": pk, "qty": before},
+                        {"id": pk, "qty": t},
+                        position=f"{run}:{t}",
+                        source="mysql",
+                    )
+                )
+            batch.append(transaction)
+        self.sink.deliver(batch)
+        self.assert_arrived(_expected(batch))
+
     def test_ids_are_the_deterministic_change_ids(self) -> None:
+        if self.holds == "rows":
+            pytest.skip("a replica keeps the rows the changes leave, not their ids")
         batch = transactions(2)
         self.sink.deliver(batch)
         ids = [i for i, _ in self.read_back()]
@@ -187,6 +289,7 @@ class SinkContract:
         rich: dict[str, Any] = {
             "price": Decimal("12.50"),
             "at": dt.datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=dt.UTC),
+            "local": dt.datetime(2024, 5, 1, 14, 30, tzinfo=dt.timezone(dt.timedelta(hours=2))),
             "day": dt.date(2024, 5, 1),
             "raw": b"\x00\xff bytes",
             "uuid": uuid.UUID("12345678-1234-5678-1234-567812345678"),
@@ -195,10 +298,21 @@ class SinkContract:
             "nested": {"$looks_like_a_tag": [1, 2.5, True]},
         }
         position = f"0/{uuid.uuid4().hex[:8]}"
+        row = {"id": 7, "region": "eu", **rich}  # a row image holds its key, as sources send it
         batch = [
             [
-                Change("write", "shop", "orders", (7, "eu"), None, rich, 1.5, "t1", position, "pg"),
-                Change("update", None, "no_schema", 1, {"a": 1}, {"a": 2}, 2.25, "t1", position),
+                Change("write", "shop", "orders", (7, "eu"), None, row, 1.5, "t1", position, "pg"),
+                Change(
+                    "update",
+                    None,
+                    "no_schema",
+                    1,
+                    {"id": 1, "a": 1},
+                    {"id": 1, "a": 2},
+                    2.25,
+                    "t1",
+                    position,
+                ),
             ]
         ]
         self.sink.deliver(batch)
@@ -214,7 +328,7 @@ class SinkContract:
     def test_an_empty_batch_is_a_no_op(self) -> None:
         self.sink.deliver([])
         self.sink.deliver([[]])
-        assert self.read_back() == []
+        self.assert_arrived([])
 
     def test_redelivery(self) -> None:
         """The relay re-sends a batch after a failure: deduplicated, or again with its ids."""
@@ -228,11 +342,17 @@ class SinkContract:
             self.assert_arrived(expected + expected)
 
     def test_a_change_without_position_is_a_config_error_and_sends_nothing(self) -> None:
+        """No position, no stable id: refused whole. A replica needs no id: it applies it."""
         good = transactions(1)[0]
-        unplaced = Change("write", "shop", "orders", 1, None, {"id": 1}, txid="x")
+        row = {"id": 1, "qty": 1, "note": "no position"}
+        unplaced = Change("write", "shop", "orders", 1, None, row, txid="x")
+        if self.holds == "rows":
+            self.sink.deliver([good, [unplaced]])
+            self.assert_rows([*good, unplaced])
+            return
         with pytest.raises(ConfigError, match="position"):
             self.sink.deliver([good, [unplaced]])
-        assert self.read_back() == []
+        self.assert_arrived([])
 
     def test_close_is_idempotent(self) -> None:
         self.sink.close()
@@ -242,26 +362,29 @@ class SinkContract:
         unused.close()
 
     def test_an_unreachable_server_is_a_sink_error_not_a_hang(self) -> None:
-        url = self.unreachable_url()
-        if url is None:
-            pytest.skip("this sink has no server")
+        given: list[Sink | None] = []
         outcome: list[BaseException | None] = []
 
         def attempt() -> None:
-            sink = open_sink(url)
             try:
-                sink.deliver(transactions(1))
+                sink = self.failing_sink()
+                given.append(sink)
+                if sink is not None:
+                    try:
+                        sink.deliver(transactions(1))
+                    finally:
+                        sink.close()
             except BaseException as e:
                 outcome.append(e)
             else:
                 outcome.append(None)
-            finally:
-                sink.close()
 
         thread = threading.Thread(target=attempt, daemon=True)
         thread.start()
         thread.join(WAIT)
-        assert outcome, f"deliver to {url} did not return within {WAIT:.0f} s"
+        if given == [None]:
+            pytest.skip("no failing destination given for this sink")
+        assert outcome, f"deliver to {given or 'a failing sink'} did not return in {WAIT:.0f} s"
         assert isinstance(outcome[0], SinkError), outcome[0]
         assert outcome[0].__cause__ is not None  # the driver's error stays reachable
 
