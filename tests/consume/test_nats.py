@@ -47,6 +47,7 @@ async def _delete(url: str, *streams: str) -> None:
         await nc.close()
 
 
+@pytest.mark.server
 class TestNatsConsumer(ConsumerContract):
     fast = {"ack_wait": 1}
     bad_urls = [

@@ -15,6 +15,7 @@ from rowcast.testing.sink import closed_port
 from tests.sinks import require_rabbitmq
 
 
+@pytest.mark.server
 class TestRabbitMQConsumer(ConsumerContract):
     bad_urls = [
         ("amqp://guest:guest@127.0.0.1:5672/%2F?prefetch=many", "prefetch must be a positive"),

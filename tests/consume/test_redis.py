@@ -19,6 +19,7 @@ from tests.conftest import require_redis
 from tests.test_relay import RedisServer
 
 
+@pytest.mark.server
 class TestRedisConsumer(ConsumerContract):
     fast = {"claim_after": 1}
     bad_urls = [
@@ -57,6 +58,7 @@ class TestRedisConsumer(ConsumerContract):
         return f"redis://127.0.0.1:{closed_port()}/0?timeout=1"
 
 
+@pytest.mark.server
 def test_per_table_streams_are_found_and_a_foreign_entry_is_parked() -> None:
     url = require_redis()
     prefix = f"consume-test-{uuid.uuid4().hex[:8]}"

@@ -95,6 +95,7 @@ def name() -> Iterator[str]:
     delete_stream(fresh)
 
 
+@pytest.mark.server
 class TestNatsSink(SinkContract):
     deduplicates = True
     order = "total"
@@ -117,6 +118,7 @@ class TestNatsSink(SinkContract):
 # ---------------------------------------------------------------- its own behaviour
 
 
+@pytest.mark.server
 def test_subjects_and_headers(name: str) -> None:
     sink = open_sink(f"{require_nats()}?stream={name}&prefix={name}.cdc")
     batch = transactions(1, per_transaction=3, tables=[("shop", "orders"), (None, "a.b c")])
@@ -134,6 +136,7 @@ def test_subjects_and_headers(name: str) -> None:
     assert subject_token("x*y>z%") == "x%2Ay%3Ez%25"
 
 
+@pytest.mark.server
 def test_the_created_stream_takes_the_prefix_and_window(name: str) -> None:
     sink = NatsSink(require_nats(), stream=name, prefix=name, duplicate_window=30)
     sink.deliver(transactions(1))
@@ -143,6 +146,7 @@ def test_the_created_stream_takes_the_prefix_and_window(name: str) -> None:
     assert info.config.duplicate_window == 30
 
 
+@pytest.mark.server
 def test_a_full_stream_is_a_sink_error_and_drops_nothing_silently(name: str) -> None:
     """max_msgs with discard=new: the publishes past the limit are refused, loudly."""
     js_call(
@@ -162,6 +166,7 @@ def test_a_full_stream_is_a_sink_error_and_drops_nothing_silently(name: str) -> 
     assert arrived(name) == expected
 
 
+@pytest.mark.server
 def test_a_deleted_stream_is_a_sink_error_then_made_again(name: str) -> None:
     sink = NatsSink(require_nats(), stream=name, prefix=name)
     sink.deliver(transactions(1))
@@ -174,6 +179,7 @@ def test_a_deleted_stream_is_a_sink_error_then_made_again(name: str) -> None:
     assert [c for _, c in arrived(name)] == [c for tx in batch for c in tx]
 
 
+@pytest.mark.server
 def test_a_stream_without_the_subjects_is_a_sink_error(name: str) -> None:
     js_call(lambda js: js.add_stream(name=name, subjects=[f"{name}_other.>"]))
     sink = NatsSink(require_nats(), stream=name, prefix=name, timeout=3)
@@ -182,6 +188,7 @@ def test_a_stream_without_the_subjects_is_a_sink_error(name: str) -> None:
     sink.close()
 
 
+@pytest.mark.server
 def test_subjects_held_by_another_stream_are_a_sink_error(name: str) -> None:
     js_call(lambda js: js.add_stream(name=name, subjects=[f"{name}.>"]))
     other = f"{name}_b"
@@ -195,6 +202,7 @@ def test_subjects_held_by_another_stream_are_a_sink_error(name: str) -> None:
     assert stream_messages(name) == []  # nothing went to the stream that is not ours
 
 
+@pytest.mark.server
 def test_a_publish_nobody_acks_is_a_sink_error_within_the_timeout(name: str) -> None:
     """A core NATS subscriber holds the subjects (no stream does): no ack ever comes."""
     js_call(lambda js: js.add_stream(name=name, subjects=[f"{name}_other.>"]))
@@ -222,6 +230,7 @@ def test_a_publish_nobody_acks_is_a_sink_error_within_the_timeout(name: str) -> 
     assert stream_messages(name) == []
 
 
+@pytest.mark.server
 def test_a_durable_pull_consumer_reads_every_change(name: str) -> None:
     """The documented way to consume: a durable consumer filtered by subject, acking each."""
     sink = NatsSink(require_nats(), stream=name, prefix=name)
@@ -241,6 +250,7 @@ def test_a_durable_pull_consumer_reads_every_change(name: str) -> None:
     assert js_call(consume) == orders
 
 
+@pytest.mark.server
 def test_deliver_works_inside_a_running_event_loop(name: str) -> None:
     sink = NatsSink(require_nats(), stream=name, prefix=name)
     batch = transactions(1)
@@ -253,6 +263,7 @@ def test_deliver_works_inside_a_running_event_loop(name: str) -> None:
     assert len(stream_messages(name)) == 3
 
 
+@pytest.mark.server
 def test_deliver_after_close_is_a_sink_error() -> None:
     sink = NatsSink(require_nats())
     sink.close()

@@ -88,6 +88,7 @@ def fresh() -> str:
     return f"sinks-test-{uuid.uuid4().hex}"
 
 
+@pytest.mark.server
 class TestRabbitMQSink(SinkContract):
     deduplicates = False
     order = "total"  # one queue bound with '#'
@@ -112,6 +113,7 @@ class TestRabbitMQSink(SinkContract):
 # ---------------------------------------------------------------- its own behaviour
 
 
+@pytest.mark.server
 def test_routing_keys_and_properties(broker: Broker) -> None:
     exchange = broker.exchange(fresh())
     orders = broker.queue(exchange, "shop.orders.*")
@@ -138,6 +140,7 @@ def test_routing_keys_and_properties(broker: Broker) -> None:
     assert routing_word("a.b c*#%") == "a%2Eb%20c%2A%23%25"
 
 
+@pytest.mark.server
 def test_the_exchange_is_declared_durable_topic(broker: Broker) -> None:
     exchange = fresh()
     broker.exchanges.append(exchange)  # cleaned up after
@@ -148,6 +151,7 @@ def test_the_exchange_is_declared_durable_topic(broker: Broker) -> None:
     broker.channel.exchange_declare(exchange, "topic", durable=True, passive=True)
 
 
+@pytest.mark.server
 def test_an_exchange_of_another_kind_is_a_sink_error(broker: Broker) -> None:
     exchange = fresh()
     broker.channel.exchange_declare(exchange, "fanout", durable=True)
@@ -158,6 +162,7 @@ def test_an_exchange_of_another_kind_is_a_sink_error(broker: Broker) -> None:
     sink.close()
 
 
+@pytest.mark.server
 def test_an_unroutable_message_is_a_sink_error(broker: Broker) -> None:
     exchange = broker.exchange(fresh())
     broker.queue(exchange, "shop.items.*")  # no queue takes orders
@@ -171,6 +176,7 @@ def test_an_unroutable_message_is_a_sink_error(broker: Broker) -> None:
     assert broker.arrived(queue) == [(change_id(c, i), c) for i, c in enumerate(batch[0])]
 
 
+@pytest.mark.server
 def test_a_full_queue_that_rejects_publishes_is_a_sink_error(broker: Broker) -> None:
     """x-max-length with x-overflow=reject-publish: the broker nacks, nothing vanishes."""
     exchange = broker.exchange(fresh())
@@ -186,6 +192,7 @@ def test_a_full_queue_that_rejects_publishes_is_a_sink_error(broker: Broker) -> 
     assert len(broker.messages(queue)) == 3
 
 
+@pytest.mark.server
 def test_a_deleted_exchange_is_a_sink_error_then_declared_again(broker: Broker) -> None:
     exchange = broker.exchange(fresh())
     queue = broker.queue(exchange)
@@ -222,6 +229,7 @@ def _close_connections_named(name: str) -> int:
     return len(pids)
 
 
+@pytest.mark.server
 @pytest.mark.skipif(shutil.which("rabbitmqctl") is None, reason="needs rabbitmqctl")
 def test_a_connection_closed_by_the_broker_is_reopened(broker: Broker) -> None:
     exchange = broker.exchange(fresh())
@@ -235,6 +243,7 @@ def test_a_connection_closed_by_the_broker_is_reopened(broker: Broker) -> None:
     assert [c for _, c in broker.arrived(queue)] == [c for tx in first + second for c in tx]
 
 
+@pytest.mark.server
 def test_a_connection_dropped_while_idle_is_replaced_before_publishing(broker: Broker) -> None:
     """pika reads nothing between calls: the broker drops an idle connection for missed
     heartbeats, and the next delivery must reconnect instead of failing."""
@@ -274,6 +283,7 @@ def test_out_of_order_and_multiple_confirms_settle_a_batch() -> None:
     assert "2 of 2 messages, the first being message 1" in (confirms.problem(2) or "")
 
 
+@pytest.mark.server
 def test_deliver_after_close_is_a_sink_error() -> None:
     sink = RabbitMQSink(require_rabbitmq())
     sink.close()

@@ -39,6 +39,7 @@ def _entries(client: redis.Redis, keys: list[bytes]) -> list[tuple[uuid.UUID, Ch
     return arrived
 
 
+@pytest.mark.server
 class _RedisContract(SinkContract):
     bad_urls = BAD_URLS
 
@@ -97,6 +98,7 @@ def client() -> Iterator[redis.Redis]:
         yield connection
 
 
+@pytest.mark.server
 def test_the_entry_layout(prefix: str, client: redis.Redis) -> None:
     sink = open_sink(f"{require_redis()}?prefix={prefix}")
     batch = transactions(1, per_transaction=2, tables=[("shop", "orders"), (None, "log")])
@@ -115,6 +117,7 @@ def test_the_entry_layout(prefix: str, client: redis.Redis) -> None:
     assert list(orders) == ["id", "topic", "name", "body"]
 
 
+@pytest.mark.server
 def test_a_consumer_group_reads_every_change_once(prefix: str, client: redis.Redis) -> None:
     """The documented way to consume: XGROUP CREATE ... MKSTREAM, XREADGROUP, XACK."""
     key = f"{prefix}:changes"
@@ -134,6 +137,7 @@ def test_a_consumer_group_reads_every_change_once(prefix: str, client: redis.Red
     assert client.xpending(key, "mailer")["pending"] == 0
 
 
+@pytest.mark.server
 def test_maxlen_trims_approximately(prefix: str, client: redis.Redis) -> None:
     key = f"{prefix}:trimmed"
     sink = open_sink(f"{require_redis()}?stream={key}&maxlen=100")
@@ -147,6 +151,7 @@ def test_maxlen_trims_approximately(prefix: str, client: redis.Redis) -> None:
     assert last.txid.endswith("-99")  # the newest survive
 
 
+@pytest.mark.server
 def test_keyword_options_override_the_url(prefix: str, client: redis.Redis) -> None:
     sink = RedisSink(f"{require_redis()}?stream=ignored&maxlen=5", stream=f"{prefix}:kw")
     assert (sink.stream, sink.maxlen, sink.timeout) == (f"{prefix}:kw", 5, 10.0)
@@ -156,6 +161,7 @@ def test_keyword_options_override_the_url(prefix: str, client: redis.Redis) -> N
     assert client.exists("ignored") == 0
 
 
+@pytest.mark.server
 def test_a_key_of_another_type_is_a_sink_error(prefix: str, client: redis.Redis) -> None:
     key = f"{prefix}:taken"
     client.set(key, "not a stream")
@@ -169,6 +175,7 @@ def test_a_key_of_another_type_is_a_sink_error(prefix: str, client: redis.Redis)
     assert client.xlen(key) == 3
 
 
+@pytest.mark.server
 def test_a_killed_connection_is_survived(prefix: str, client: redis.Redis) -> None:
     """CLIENT KILL the sink's connection: the next deliveries reconnect and lose nothing."""
     key = f"{prefix}:killed"
@@ -186,6 +193,7 @@ def test_a_killed_connection_is_survived(prefix: str, client: redis.Redis) -> No
     assert bodies == [c for tx in first + second for c in tx]
 
 
+@pytest.mark.server
 def test_deliver_after_close_is_a_sink_error() -> None:
     sink = RedisSink(require_redis())
     sink.close()

@@ -273,6 +273,7 @@ def postgres_schema() -> Iterator[str]:
         yield schema
 
 
+@pytest.mark.server
 def test_mariadb_replicated_into_postgresql_and_sqlite(
     source_table: tuple[sa.Engine, str], postgres_schema: str, sqlite_url: str
 ) -> None:
