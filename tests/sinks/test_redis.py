@@ -221,6 +221,7 @@ class _Pre53Pool(redis.ConnectionPool):
         return super().get_connection()
 
 
+@pytest.mark.server
 def test_redis_py_before_5_3_is_served(prefix: str, client: redis.Redis) -> None:
     sink = RedisSink(require_redis(), prefix=prefix)
     sink._client.connection_pool.__class__ = _Pre53Pool
