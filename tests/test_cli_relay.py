@@ -41,7 +41,7 @@ def relay(*args: str) -> Any:
         (["--to", "sqlite:////etc/hostname/x.db"], "creating directory '/etc/hostname'"),
         (["--to", "-", "--from", "garbage"], "bad binlog position 'garbage'"),
         (["--to", "-", "--checkpoint", "redis://127.0.0.1:1/0"], "connect failed"),
-        (["--to", "-", "--checkpoint", "nosuch://x"], "no checkpoint backend for nosuch://x"),
+        (["--to", "-", "--checkpoint", "nosuch://x"], "no checkpoint backend for 'nosuch://x'"),
         (["--to", "-", "--source", "mysql://root@127.0.0.1:1/test"], "cannot reach the server"),
         (["--to", "-", "--source", "mysql://root@127.0.0.1:xx/test"], "bad port"),
         (["--to", "-", "--source", "ftp://h/x"], "no rowcast source for 'ftp://h/x'"),

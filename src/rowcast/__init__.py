@@ -6,6 +6,7 @@ Every committed row change becomes a `Change`, published on a `Hub`.
 from importlib.metadata import PackageNotFoundError as _NotInstalled
 from importlib.metadata import version as _version
 
+from .backends import register_backend
 from .change import Action, Change
 from .checkpoint import Checkpoint, open_checkpoint
 from .errors import (
@@ -71,4 +72,5 @@ __all__ = [
     "__version__",
     "open_checkpoint",
     "open_source",
+    "register_backend",
 ]

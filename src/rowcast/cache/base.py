@@ -39,13 +39,11 @@ from __future__ import annotations
 
 import abc
 import datetime as dt
-import importlib
 import pickle
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypeVar, runtime_checkable
-from urllib.parse import urlsplit
 
-from .._url import masked
+from .. import backends
 from ..change import dumps as json_dumps
 from ..change import loads as json_loads
 from ..errors import CacheError, ConfigError
@@ -300,27 +298,11 @@ class Cache(abc.ABC):
         return Follower(self, hub, models, refresh=refresh)
 
 
-# scheme -> "module:Class", imported only when a URL asks for it
-_CACHES = {
-    "memory": "rowcast.cache.memory:MemoryCache",
-    "redis": "rowcast.cache.redis:RedisCache",
-    "rediss": "rowcast.cache.redis:RedisCache",
-    "memcached": "rowcast.cache.memcached:MemcachedCache",
-}
-
-
 def open_cache(url: str, **options: Any) -> Cache:
     """The cache store for `url`: ``memory://``, ``redis://host:6379/0``,
     ``memcached://host:11211``; `options` go to its class."""
-    scheme = urlsplit(url).scheme.lower() if isinstance(url, str) else ""
-    target = _CACHES.get(scheme)
-    if target is None:
-        known = ", ".join(f"{s}://" for s in sorted(_CACHES))
-        raise ConfigError(
-            f"no rowcast cache for {masked(str(url))!r}: the URL must start with {known}"
-        )
-    module_name, _, class_name = target.partition(":")
-    cls = getattr(importlib.import_module(module_name), class_name)
+    scheme = backends.scheme_of(url) if isinstance(url, str) else ""
+    cls = backends.load("cache", str(url), scheme)
     if scheme == "memory":
         cache: Cache = cls(**options)
     else:

@@ -24,9 +24,8 @@ from __future__ import annotations
 
 import importlib
 from typing import Any
-from urllib.parse import urlsplit
 
-from .._url import masked
+from .. import backends
 from ..errors import ConfigError
 from .base import Consumer, Handler
 from .stats import ConsumerStats
@@ -44,17 +43,6 @@ __all__ = [
     "row_key",
 ]
 
-# scheme -> "module:Class", imported only when a URL asks for it
-_TRANSPORTS = {
-    "redis": "rowcast.consume.redis:RedisTransport",
-    "rediss": "rowcast.consume.redis:RedisTransport",
-    "nats": "rowcast.consume.nats:NatsTransport",
-    "tls": "rowcast.consume.nats:NatsTransport",
-    "amqp": "rowcast.consume.rabbitmq:RabbitMQTransport",
-    "amqps": "rowcast.consume.rabbitmq:RabbitMQTransport",
-    "memory": "rowcast.consume.memory:MemoryTransport",
-}
-
 _CONSUMER_OPTIONS = (
     "workers",
     "batch_size",
@@ -70,16 +58,10 @@ _CONSUMER_OPTIONS = (
 
 def open_transport(url: str, *, group: str = "rowcast", **options: Any) -> Transport:
     """The broker side of a consumer for `url`, reading as consumer group `group`."""
-    scheme = urlsplit(url).scheme.lower()
-    target = _TRANSPORTS.get(scheme)
-    if target is None:
-        known = ", ".join(sorted(f"{s}://" for s in _TRANSPORTS))
-        raise ConfigError(f"no rowcast consumer for {masked(url)!r}: use one of {known}")
+    cls = backends.load("consumer", url)
     if not isinstance(group, str) or not group:
         raise ConfigError(f"the group is a non-empty name, not {group!r}")
-    module_name, _, class_name = target.partition(":")
-    module = importlib.import_module(module_name)
-    transport: Transport = getattr(module, class_name)(url, group=group, **options)
+    transport: Transport = cls(url, group=group, **options)
     return transport
 
 

@@ -24,7 +24,6 @@ ask for it (the relay hands every sink the same batch).
 from __future__ import annotations
 
 import hashlib
-import importlib
 import operator
 import threading
 import uuid
@@ -32,7 +31,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 from urllib.parse import parse_qsl, urlsplit
 
-from .._url import masked
+from .. import backends
 from ..change import Change
 from ..errors import ConfigError
 
@@ -151,22 +150,6 @@ class Sink(Protocol):
         ...
 
 
-# scheme -> "module:Class", imported only when a URL asks for it
-_SINKS = {
-    "-": "rowcast.sinks.stdout:StdoutSink",
-    "sqlite": "rowcast.sinks.store:StoreSink",
-    "memory": "rowcast.sinks.store:StoreSink",
-    "postgresql": "rowcast.sinks.store:StoreSink",
-    "postgres": "rowcast.sinks.store:StoreSink",
-    "redis": "rowcast.sinks.redis:RedisSink",
-    "rediss": "rowcast.sinks.redis:RedisSink",
-    "nats": "rowcast.sinks.nats:NatsSink",
-    "tls": "rowcast.sinks.nats:NatsSink",
-    "amqp": "rowcast.sinks.rabbitmq:RabbitMQSink",
-    "amqps": "rowcast.sinks.rabbitmq:RabbitMQSink",
-}
-
-
 def open_sink(url: str, **options: Any) -> Sink:
     """The sink for `url`: ``-`` (stdout), ``sqlite:///events.db``, ``postgresql://...``,
     ``redis://...``, ``nats://...``, ``amqp://...``; a database URL with ``mode=replicate``
@@ -174,16 +157,14 @@ def open_sink(url: str, **options: Any) -> Sink:
     ``memory://<name>?mode=broker`` publishes to an in-process broker
     (`rowcast.consume.memory`), where plain ``memory://`` is an in-memory event store."""
     scheme = "-" if url == "-" else urlsplit(url).scheme.split("+", 1)[0].lower()
-    target = _SINKS.get(scheme)
     pairs = parse_qsl(urlsplit(url).query) if scheme != "-" else []
     if ("mode", "replicate") in pairs:
-        target = "rowcast.sinks.sql:ReplicationSink"  # any SQLAlchemy database
-    elif scheme == "memory" and ("mode", "broker") in pairs:
-        target = "rowcast.sinks.memory:MemoryBrokerSink"
-    if target is None:
-        known = ", ".join(["-", *sorted(f"{s}://" for s in _SINKS if s != "-")])
-        raise ConfigError(f"no rowcast sink for {masked(url)!r}: use one of {known}")
-    module_name, _, class_name = target.partition(":")
-    module = importlib.import_module(module_name)
-    sink: Sink = getattr(module, class_name)(url, **options)
+        from .sql import ReplicationSink  # any SQLAlchemy database
+
+        return ReplicationSink(url, **options)
+    if scheme == "memory" and ("mode", "broker") in pairs:
+        from .memory import MemoryBrokerSink
+
+        return MemoryBrokerSink(url, **options)
+    sink: Sink = backends.load("sink", url, "-" if url == "-" else None)(url, **options)
     return sink

@@ -16,11 +16,11 @@ hub's receivers returned from each transaction.
 from __future__ import annotations
 
 import dataclasses
-import importlib
+import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
-from urllib.parse import urlsplit
 
+from .. import backends
 from .._url import masked
 from ..change import Change
 from ..errors import ConfigError
@@ -78,33 +78,9 @@ class Diagnosis:
     ready: str  #: said when every check passes, e.g. "rowcast can read this server's binlog."
 
 
-# scheme -> "module:Class", imported only when a URL asks for it. Each source module
-# also has a module-level `diagnose(url) -> Diagnosis` for ``rowcast doctor``.
-_SOURCES = {
-    "mysql": "rowcast.sources.mysql:BinlogSource",
-    "mariadb": "rowcast.sources.mysql:BinlogSource",
-    "postgresql": "rowcast.sources.postgres:LogicalSource",
-    "postgres": "rowcast.sources.postgres:LogicalSource",
-    "sqlite": "rowcast.sources.sqlite:TriggerSource",
-    "outbox": "rowcast.sources.outbox:OutboxSource",  # outbox+<sqlalchemy url>
-}
-
-
-def _target(url: str) -> tuple[str, str]:
-    scheme = urlsplit(url).scheme.split("+", 1)[0].lower()
-    target = _SOURCES.get(scheme)
-    if target is None:
-        known = ", ".join(f"{s}://" for s in sorted(_SOURCES))
-        raise ConfigError(f"no rowcast source for {masked(url)!r}: the URL must start with {known}")
-    module_name, _, class_name = target.partition(":")
-    return module_name, class_name
-
-
 def open_source(url: str, **options: Any) -> Source:
     """The source for `url` (``mysql://user:password@host:3306/db?server_id=...``)."""
-    module_name, class_name = _target(url)
-    module = importlib.import_module(module_name)
-    source: Source = getattr(module, class_name)(url, **options)
+    source: Source = backends.load("source", url)(url, **options)
     return source
 
 
@@ -113,7 +89,11 @@ def diagnose(url: str) -> Diagnosis:
 
     Raises `ConfigError` when the URL is not a source's or the server cannot be used at
     all (unreachable, wrong password); failed checks are in the result, not raised.
+    A source's module offers it as a function ``diagnose(url) -> Diagnosis``.
     """
-    module_name, _ = _target(url)
-    result: Diagnosis = importlib.import_module(module_name).diagnose(url)
+    module = sys.modules[backends.load("source", url).__module__]
+    check = getattr(module, "diagnose", None)
+    if check is None:
+        raise ConfigError(f"{masked(url)!r}: {module.__name__} has no diagnose(url) to run")
+    result: Diagnosis = check(url)
     return result

@@ -69,7 +69,6 @@ Errors
 from __future__ import annotations
 
 import enum
-import importlib
 import math
 import os
 import random
@@ -78,8 +77,8 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, fields
 from typing import Any, Final, NoReturn, Self, cast
-from urllib.parse import urlsplit
 
+from .. import backends
 from ..change import dumps, loads
 from ..errors import ConfigError, DuplicateEventId, StoreError, WrongExpectedVersion
 from ._watch import Notifier, Subscription, Watch
@@ -103,14 +102,6 @@ __all__ = [
 
 DEFAULT_URL: Final = "sqlite:///rowcast-events.db"
 ALL: Final = "@all"  #: the stream name of the global order
-
-# scheme -> "module:Class", imported only when a URL asks for it
-_BACKENDS: dict[str, str] = {
-    "sqlite": "rowcast.store.sqlite:SQLiteEventStore",
-    "memory": "rowcast.store.memory:MemoryEventStore",
-    "postgresql": "rowcast.store.postgres:PostgresEventStore",
-    "postgres": "rowcast.store.postgres:PostgresEventStore",
-}
 
 
 class StreamState(enum.Enum):
@@ -487,11 +478,11 @@ class EventStore:
     """Streams of events, appended atomically and read in order (see the module docstring).
 
     ``EventStore(url)`` opens the backend the URL names (``sqlite:///events.db``,
-    ``sqlite://`` for memory); an unknown scheme is a `ConfigError`. Close it with
-    `close` or a ``with`` block. Backends implement the underscored methods; the
-    public ones check their arguments first, so every backend refuses the same
-    input the same way. (Not an ABC: type checkers would then reject
-    ``EventStore(url)`` itself.)
+    ``sqlite://`` for memory; see `rowcast.backends`); an unknown scheme is a
+    `ConfigError`. Close it with `close` or a ``with`` block. Backends implement
+    the underscored methods; the public ones check their arguments first, so
+    every backend refuses the same input the same way. (Not an ABC: type
+    checkers would then reject ``EventStore(url)`` itself.)
     """
 
     url: str  #: the URL it was opened with
@@ -501,14 +492,7 @@ class EventStore:
             return super().__new__(cls)
         if not isinstance(url, str):
             raise TypeError(f"an event store URL is a str, not {_kind(url)}")
-        scheme = urlsplit(url).scheme.split("+", 1)[0].lower() if "://" in url else ""
-        target = _BACKENDS.get(scheme)
-        if target is None:
-            known = ", ".join(f"{s}://" for s in sorted(_BACKENDS))
-            raise ConfigError(f"no event store for {url!r}: the URL must start with {known}")
-        module_name, _, class_name = target.partition(":")
-        backend = getattr(importlib.import_module(module_name), class_name)
-        return cast(Self, super().__new__(backend))
+        return cast(Self, super().__new__(backends.load("store", url)))
 
     def __init__(self, url: str = DEFAULT_URL, **options: Any) -> None:
         self.url = url

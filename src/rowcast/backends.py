@@ -1,0 +1,175 @@
+"""The one registry: which class serves a URL, per family of backends.
+
+::
+
+    from rowcast import register_backend
+
+    register_backend("sink", "kafka", "myapp.kafka_sink:KafkaSink")
+    open_sink("kafka://broker:9092/changes")  # imports myapp.kafka_sink now
+
+A URL names its backend by its scheme, without a ``+driver`` suffix
+(``postgresql+psycopg://`` is ``postgresql``). Every opener goes through
+`load`: `rowcast.EventStore` (family ``store``), `rowcast.open_source`
+(``source``), `rowcast.sinks.open_sink` (``sink``), `rowcast.cache.open_cache`
+(``cache``), `rowcast.open_checkpoint` (``checkpoint``) and
+`rowcast.consume.open_transport` (``consumer``). The classes are named as
+``"module:Class"`` strings and imported only when a URL asks for them, so a
+backend whose driver is not installed costs nothing until it is opened.
+
+Errors, all `ConfigError`: an unknown scheme lists the known ones; a driver
+that is not installed names the extra to install (`missing_extra`, the one
+message every backend raises for it, whether its module imports the driver
+at its top or when a backend is built).
+
+What a family's opener calls the class with: ``cls(url, **options)`` for
+stores, sources, sinks and caches (a ``memory://`` cache: ``cls(**options)``),
+``cls(url, name=name)`` for checkpoints, ``cls(url, group=group, **options)``
+for consumers. A store class subclasses `rowcast.EventStore`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import re
+from typing import Any, Final, Literal, get_args
+from urllib.parse import urlsplit
+
+from ._url import masked
+from .errors import ConfigError
+
+__all__ = ["Family", "load", "missing_extra", "register_backend", "scheme_of", "schemes"]
+
+Family = Literal["store", "source", "sink", "cache", "checkpoint", "consumer"]
+
+# what an error calls one backend of the family
+_NOUNS: Final[dict[str, str]] = {
+    "store": "event store",
+    "source": "rowcast source",
+    "sink": "rowcast sink",
+    "cache": "rowcast cache",
+    "checkpoint": "checkpoint backend",
+    "consumer": "rowcast consumer",
+}
+_SCHEME = re.compile(r"[a-z][a-z0-9.-]*|-")  # "-": stdout
+_TARGET = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Backend:
+    target: str | type[Any]  #: "module:Class", or the class itself
+    extra: str | None  #: the rowcast extra that installs its driver
+
+
+_REGISTRY: Final[dict[str, dict[str, _Backend]]] = {family: {} for family in get_args(Family)}
+
+
+def register_backend(
+    family: Family, scheme: str, target: str | type[Any], extra: str | None = None
+) -> None:
+    """Serve URLs ``<scheme>://...`` of `family` with `target`.
+
+    `target` is ``"package.module:Class"`` (imported when such a URL is first
+    opened) or the class itself. `extra` is the rowcast extra that installs the
+    backend's driver (``"redis"``): an `ImportError` of another package while
+    importing the module becomes the `ConfigError` naming
+    ``pip install 'rowcast[<extra>]'``. A scheme registered again is served by the
+    last target, so outside code may replace a built-in backend too.
+    """
+    if family not in _REGISTRY:
+        raise ConfigError(f"no backend family {family!r}: use one of {', '.join(_REGISTRY)}")
+    if not isinstance(scheme, str) or not _SCHEME.fullmatch(scheme.lower()):
+        raise ConfigError(
+            f"a scheme is a letter then letters, digits, '.' or '-' (no '+'), not {scheme!r}"
+        )
+    if isinstance(target, str):
+        if not _TARGET.fullmatch(target):
+            raise ConfigError(f"a backend is 'package.module:Class', not {target!r}")
+    elif not isinstance(target, type):
+        raise ConfigError(f"a backend is a class or 'package.module:Class', not {target!r}")
+    _REGISTRY[family][scheme.lower()] = _Backend(target, extra)
+
+
+def schemes(family: Family) -> list[str]:
+    """The schemes registered for `family`, sorted."""
+    return sorted(_REGISTRY[family])
+
+
+def scheme_of(url: str) -> str:
+    """The scheme `url` names its backend by: lower case, without ``+driver``; "" for none."""
+    if "://" not in url:
+        return ""
+    return urlsplit(url).scheme.split("+", 1)[0].lower()
+
+
+def load(family: Family, url: str, scheme: str | None = None) -> type[Any]:
+    """The class registered for `url`'s scheme (or `scheme`) in `family`, imported now.
+
+    Raises `ConfigError` for a scheme nobody registered (the message lists the
+    known ones) and for a driver that is not installed.
+    """
+    key = scheme_of(url) if scheme is None else scheme.lower()
+    backend = _REGISTRY[family].get(key)
+    if backend is None:
+        known = ", ".join(s if s == "-" else f"{s}://" for s in schemes(family))
+        raise ConfigError(
+            f"no {_NOUNS[family]} for {masked(url)!r}: the URL must start with {known}"
+        )
+    if not isinstance(backend.target, str):
+        return backend.target
+    module_name, _, class_name = backend.target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        missing = (e.name or "").partition(".")[0]
+        if backend.extra is None or missing in ("", module_name.partition(".")[0]):
+            raise  # the backend's own module (or package) is missing: a wrong registration
+        raise missing_extra(backend.extra, f"the {_NOUNS[family]} {key}://", e) from e
+    cls: type[Any] = getattr(module, class_name)
+    return cls
+
+
+def missing_extra(extra: str | None, what: str, error: BaseException) -> ConfigError:
+    """The one error for a driver that is not installed: it names the pip command.
+
+    `what` is the thing that needs it (``"the Redis sink"``), `error` the
+    `ImportError` (or SQLAlchemy's ``NoSuchModuleError``) that says which is missing;
+    raise the result ``from error``. Without an `extra`, there is no pip command to name.
+    """
+    hint = f"; pip install 'rowcast[{extra}]'" if extra else ""
+    return ConfigError(f"no driver for {what}: {error}{hint}")
+
+
+# ---------------------------------------------------------------- the built-in backends
+
+# one line per backend: family, its schemes, "module:Class", the extra of its driver
+_BUILT_IN: Final[tuple[tuple[Family, str, str, str | None], ...]] = (
+    ("store", "memory", "rowcast.store.memory:MemoryEventStore", None),
+    ("store", "sqlite", "rowcast.store.sqlite:SQLiteEventStore", None),
+    ("store", "postgresql postgres", "rowcast.store.postgres:PostgresEventStore", "postgres"),
+    ("source", "mysql mariadb", "rowcast.sources.mysql:BinlogSource", "mysql"),
+    ("source", "postgresql postgres", "rowcast.sources.postgres:LogicalSource", "postgres"),
+    ("source", "sqlite", "rowcast.sources.sqlite:TriggerSource", None),
+    ("source", "outbox", "rowcast.sources.outbox:OutboxSource", None),  # outbox+<database URL>
+    ("sink", "-", "rowcast.sinks.stdout:StdoutSink", None),
+    ("sink", "memory sqlite postgresql postgres", "rowcast.sinks.store:StoreSink", None),
+    ("sink", "redis rediss", "rowcast.sinks.redis:RedisSink", "redis"),
+    ("sink", "nats tls", "rowcast.sinks.nats:NatsSink", "nats"),
+    ("sink", "amqp amqps", "rowcast.sinks.rabbitmq:RabbitMQSink", "rabbitmq"),
+    ("cache", "memory", "rowcast.cache.memory:MemoryCache", None),
+    ("cache", "redis rediss", "rowcast.cache.redis:RedisCache", "redis"),
+    ("cache", "memcached", "rowcast.cache.memcached:MemcachedCache", "memcached"),
+    ("checkpoint", "file", "rowcast.checkpoint.file:FileCheckpoint", None),
+    ("checkpoint", "sqlite", "rowcast.checkpoint.sql:SQLCheckpoint", None),
+    ("checkpoint", "postgresql postgres", "rowcast.checkpoint.sql:SQLCheckpoint", "postgres"),
+    ("checkpoint", "mysql mariadb", "rowcast.checkpoint.sql:SQLCheckpoint", "mysql"),
+    ("checkpoint", "redis rediss", "rowcast.checkpoint.redis:RedisCheckpoint", "redis"),
+    ("consumer", "redis rediss", "rowcast.consume.redis:RedisTransport", "redis"),
+    ("consumer", "nats tls", "rowcast.consume.nats:NatsTransport", "nats"),
+    ("consumer", "amqp amqps", "rowcast.consume.rabbitmq:RabbitMQTransport", "rabbitmq"),
+    ("consumer", "memory", "rowcast.consume.memory:MemoryTransport", None),  # in-process broker
+)
+
+for _family, _schemes, _target, _extra in _BUILT_IN:
+    for _scheme in _schemes.split():
+        register_backend(_family, _scheme, _target, _extra)

@@ -1,0 +1,74 @@
+"""`RedisCheckpoint`: a checkpoint in a Redis hash (``redis://``, ``rediss://``)."""
+
+from __future__ import annotations
+
+import re
+import time
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from ..backends import missing_extra
+from ..errors import ConfigError, StoreError
+from .base import BaseCheckpoint
+
+__all__ = ["RedisCheckpoint"]
+
+
+class RedisCheckpoint(BaseCheckpoint):
+    """A Redis hash ``rowcast:checkpoint:<name>`` with ``position`` and ``updated_at``.
+
+    A save is durable only as far as the server persists (RDB snapshots, AOF
+    with ``appendfsync``): a Redis without persistence forgets every
+    checkpoint when it restarts.
+    """
+
+    def __init__(self, url: str, name: str = "default") -> None:
+        super().__init__(url, name)
+        try:
+            import redis
+        except ImportError as e:
+            raise missing_extra("redis", "a Redis checkpoint", e) from e
+        self.key = f"rowcast:checkpoint:{name}"
+        self._errors = redis.RedisError
+        try:
+            if not re.fullmatch(r"/?\d*", urlsplit(url).path):  # redis-py would use db 0
+                raise ValueError("the path is the database number: redis://host:6379/0")
+            self._client = redis.Redis.from_url(
+                _without_query_name(url), decode_responses=True, socket_connect_timeout=10
+            )
+        except ValueError as e:
+            raise ConfigError(f"malformed Redis URL {self.url}: {e}") from e
+        try:
+            self._client.ping()
+        except self._errors as e:
+            self._client.close()
+            self._fail("connect", e)
+
+    def _load(self) -> str | None:
+        try:
+            record: dict[str, str] = self._client.hgetall(self.key)  # type: ignore[assignment]
+        except self._errors as e:
+            self._fail("load", e)
+        if not record:
+            return None
+        position = record.get("position")
+        if not position:
+            raise StoreError(
+                f"checkpoint {self.name!r} at {self.url}: key {self.key!r} has no position "
+                f"(fields {sorted(record)}); delete the key to start over"
+            )
+        return position
+
+    def _save(self, position: str) -> None:
+        try:
+            self._client.hset(self.key, mapping={"position": position, "updated_at": time.time()})
+        except self._errors as e:
+            self._fail("save", e)
+
+    def _close(self) -> None:
+        self._client.close()
+
+
+def _without_query_name(url: str) -> str:
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "name"]
+    return urlunsplit(parts._replace(query=urlencode(query)))
