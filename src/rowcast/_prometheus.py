@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .backends import missing_extra
 from .errors import ConfigError
 
 __all__ = ["serve"]
@@ -19,9 +20,7 @@ def serve(collector: Any, port: int, addr: str = "0.0.0.0") -> Any:
     try:
         from prometheus_client import CollectorRegistry, start_http_server
     except ImportError as e:
-        raise ConfigError(
-            f"--metrics-port needs prometheus-client: pip install 'rowcast[metrics]' ({e})"
-        ) from e
+        raise missing_extra("metrics", "--metrics-port", e) from e
     registry = CollectorRegistry(auto_describe=False)
     registry.register(collector)
     try:

@@ -25,6 +25,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .._url import masked
+from ..backends import missing_extra
 from ..errors import CacheError, ConfigError
 from ._kv import Fill, KeyValueCache, Write
 from .base import Lifetime, Serializer
@@ -39,9 +40,7 @@ def _pymemcache() -> Any:
         from pymemcache import exceptions
         from pymemcache.client.base import PooledClient
     except ImportError as e:  # pragma: no cover - the extra is installed in tests
-        raise ConfigError(
-            "MemcachedCache needs the memcached extra: pip install 'rowcast[memcached]'"
-        ) from e
+        raise missing_extra("memcached", "MemcachedCache", e) from e
     return exceptions, PooledClient
 
 

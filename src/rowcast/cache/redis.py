@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .._url import masked
+from ..backends import missing_extra
 from ..errors import CacheError, ConfigError
 from ._kv import Fill, KeyValueCache, Write
 from .base import Lifetime, Serializer
@@ -56,7 +57,7 @@ def _redis() -> Any:
     try:
         import redis
     except ImportError as e:  # pragma: no cover - the extra is installed in tests
-        raise ConfigError("RedisCache needs the redis extra: pip install 'rowcast[redis]'") from e
+        raise missing_extra("redis", "RedisCache", e) from e
     return redis
 
 

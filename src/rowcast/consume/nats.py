@@ -46,6 +46,7 @@ from urllib.parse import urlsplit, urlunsplit
 from .._nats import LoopThread, connect
 from .._options import number, query
 from .._url import masked
+from ..backends import missing_extra
 from ..errors import ConfigError, SinkError
 from .transport import Delivery, decode
 
@@ -111,9 +112,7 @@ class NatsTransport:
             import nats.js.api
             import nats.js.errors
         except ImportError as e:
-            raise ConfigError(
-                f"the NATS consumer needs nats-py: pip install 'rowcast[nats]' ({e})"
-            ) from e
+            raise missing_extra("nats", "the NATS consumer", e) from e
         self._nats = nats
         self._errors = (nats.errors.Error, OSError, TimeoutError, asyncio.TimeoutError)
         self._server = urlunsplit(parts._replace(query=""))

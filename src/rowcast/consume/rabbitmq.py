@@ -38,6 +38,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from .._options import number, query
 from .._url import masked
+from ..backends import missing_extra
 from ..errors import ConfigError, SinkError
 from .transport import Delivery, decode
 
@@ -80,9 +81,7 @@ class RabbitMQTransport:
             import pika
             import pika.exceptions
         except ImportError as e:
-            raise ConfigError(
-                f"the RabbitMQ consumer needs pika: pip install 'rowcast[rabbitmq]' ({e})"
-            ) from e
+            raise missing_extra("rabbitmq", "the RabbitMQ consumer", e) from e
         self._pika = pika
         self._errors = (pika.exceptions.AMQPError, OSError)
         pika_url = urlunsplit(urlsplit(url)._replace(query=urlencode(rest)))

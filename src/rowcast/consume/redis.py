@@ -42,6 +42,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from .._options import number, query
 from .._url import masked
+from ..backends import missing_extra
 from ..errors import ConfigError, SinkError
 from .transport import Delivery, decode
 
@@ -94,9 +95,7 @@ class RedisTransport:
             from redis.backoff import NoBackoff
             from redis.retry import Retry
         except ImportError as e:
-            raise ConfigError(
-                f"the Redis consumer needs redis-py: pip install 'rowcast[redis]' ({e})"
-            ) from e
+            raise missing_extra("redis", "the Redis consumer", e) from e
         self._redis = redis
         try:
             self._client = redis.Redis.from_url(

@@ -49,6 +49,7 @@ from urllib.parse import urlsplit, urlunsplit
 from .._nats import LoopThread, connect
 from .._options import number, query
 from .._url import masked
+from ..backends import missing_extra
 from ..change import Change
 from ..errors import ConfigError, SinkError
 from .base import Batch, encoded
@@ -113,9 +114,7 @@ class NatsSink:
             import nats.errors
             import nats.js.errors
         except ImportError as e:
-            raise ConfigError(
-                f"the NATS sink needs nats-py: pip install 'rowcast[nats]' ({e})"
-            ) from e
+            raise missing_extra("nats", "the NATS sink", e) from e
         self._nats = nats
         self._server = urlunsplit(urlsplit(url)._replace(query=""))
         self._subjects: dict[tuple[str | None, str, str], str] = {}

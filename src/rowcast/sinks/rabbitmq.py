@@ -49,6 +49,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .._options import boolean, number, query
 from .._url import masked
+from ..backends import missing_extra
 from ..change import Change
 from ..errors import ConfigError, SinkError
 from .base import Batch, encoded
@@ -97,9 +98,7 @@ class RabbitMQSink:
             import pika.exceptions
             import pika.spec
         except ImportError as e:
-            raise ConfigError(
-                f"the RabbitMQ sink needs pika: pip install 'rowcast[rabbitmq]' ({e})"
-            ) from e
+            raise missing_extra("rabbitmq", "the RabbitMQ sink", e) from e
         self._pika = pika
         try:
             self._parameters = pika.URLParameters(pika_url)

@@ -51,6 +51,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from .._options import number, query
 from .._url import masked
+from ..backends import missing_extra
 from ..change import Change
 from ..errors import ConfigError, SinkError
 from .base import Batch, encoded
@@ -94,9 +95,7 @@ class RedisSink:
             from redis.backoff import NoBackoff
             from redis.retry import Retry
         except ImportError as e:
-            raise ConfigError(
-                f"the Redis sink needs redis-py: pip install 'rowcast[redis]' ({e})"
-            ) from e
+            raise missing_extra("redis", "the Redis sink", e) from e
         self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
         self._refused: type[BaseException] = redis.ResponseError
         parts = urlsplit(url)

@@ -12,6 +12,7 @@ import zlib
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from ..backends import missing_extra
 from ..errors import ConfigError
 from .base import Check
 
@@ -26,9 +27,7 @@ def _pymysql() -> Any:
     try:
         import pymysql
     except ImportError as e:  # pragma: no cover - the extra is installed in tests
-        raise ConfigError(
-            "reading a MySQL/MariaDB binlog needs the mysql extra: pip install 'rowcast[mysql]'"
-        ) from e
+        raise missing_extra("mysql", "reading a MySQL/MariaDB binlog", e) from e
     return pymysql
 
 

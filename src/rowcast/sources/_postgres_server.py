@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .._url import masked
+from ..backends import missing_extra
 from ..errors import ConfigError
 
 __all__ = ["OPTIONS", "PgURL", "Unreachable", "check_name", "connect", "parse_url", "psycopg2"]
@@ -41,9 +42,7 @@ def psycopg2() -> Any:
         import psycopg2.extras
         import psycopg2.sql
     except ImportError as e:  # pragma: no cover - the extra is installed in tests
-        raise ConfigError(
-            "reading PostgreSQL needs the postgres extra: pip install 'rowcast[postgres]'"
-        ) from e
+        raise missing_extra("postgres", "reading PostgreSQL", e) from e
     return psycopg2
 
 

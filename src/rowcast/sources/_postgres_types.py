@@ -36,7 +36,7 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from ..errors import ConfigError
+from ..backends import missing_extra
 from ._pgoutput import UNCHANGED, Row
 
 log = logging.getLogger("rowcast.sources.postgres")
@@ -61,9 +61,7 @@ def _psycopg() -> Any:
         from psycopg import adapt, postgres, pq
         from psycopg.types import TypeInfo, array, string
     except ImportError as e:  # pragma: no cover - the extra is installed in tests
-        raise ConfigError(
-            "reading PostgreSQL needs the postgres extra: pip install 'rowcast[postgres]'"
-        ) from e
+        raise missing_extra("postgres", "reading PostgreSQL", e) from e
     return psycopg, adapt, postgres, pq, TypeInfo, array, string
 
 

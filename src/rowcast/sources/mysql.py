@@ -48,6 +48,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from ..backends import missing_extra
 from ..change import Action, Change
 from ..errors import ConfigError, SourceError
 from ..hub import Hub
@@ -74,9 +75,7 @@ def _replication() -> Any:
         import pymysqlreplication
         from pymysqlreplication import event, row_event
     except ImportError as e:  # pragma: no cover - the extra is installed in tests
-        raise ConfigError(
-            "reading a MySQL/MariaDB binlog needs the mysql extra: pip install 'rowcast[mysql]'"
-        ) from e
+        raise missing_extra("mysql", "reading a MySQL/MariaDB binlog", e) from e
     return pymysqlreplication, event, row_event
 
 

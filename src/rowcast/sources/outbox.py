@@ -69,6 +69,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
 from .._url import masked
+from ..backends import missing_extra
 from ..change import Change
 from ..errors import ConfigError, SourceError
 from ..hub import Hub
@@ -156,10 +157,8 @@ def _engine(url: str) -> sa.Engine:
             target = target.update_query_dict({"charset": "utf8mb4"})
         return sa.create_engine(target, pool_pre_ping=True)
     except (sa.exc.NoSuchModuleError, ImportError) as e:
-        extra = _EXTRAS.get(rest.split(":", 1)[0].split("+", 1)[0], "...")
-        raise ConfigError(
-            f"no driver for {masked(url)}: {e}; pip install 'rowcast[{extra}]'"
-        ) from e
+        extra = _EXTRAS.get(rest.split(":", 1)[0].split("+", 1)[0])
+        raise missing_extra(extra, masked(url), e) from e
     except (sa.exc.ArgumentError, ValueError, TypeError) as e:
         raise ConfigError(f"malformed outbox URL {masked(url)}: {e}") from e
 

@@ -68,7 +68,8 @@ from itertools import chain
 from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeVar
 
 from .._url import masked
-from ..errors import ConfigError, StoreError
+from ..backends import missing_extra
+from ..errors import StoreError
 from ._postgres_sql import PostgresOptions, Statements, expected_params, parse_url
 from .base import (
     ALL,
@@ -96,7 +97,6 @@ _T = TypeVar("_T")
 _PAGE: Final = 1000
 _STREAM_PAGE: Final = 2500
 _MAX: Final = (1 << 63) - 1
-_EXTRA: Final = "pip install 'rowcast[postgres]'"
 
 
 def imports() -> None:
@@ -105,9 +105,7 @@ def imports() -> None:
         import psycopg  # noqa: F401
         import psycopg_pool  # noqa: F401
     except ImportError as e:
-        raise ConfigError(
-            f"the PostgreSQL event store needs psycopg 3 and psycopg_pool ({e}): {_EXTRA}"
-        ) from e
+        raise missing_extra("postgres", "the PostgreSQL event store", e) from e
 
 
 def init_schema(url: str, *, schema: str | None = None) -> tuple[str, tuple[str, ...]]:
