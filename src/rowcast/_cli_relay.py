@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -181,12 +180,8 @@ def _open_source(
         raise ConfigError(
             f"{masked(url)}: this source does not take {given or 'these options'} ({e})"
         ) from e
-    check: Callable[[], None] | None = getattr(source, "check", None)
-    if check is not None:  # reach the server now: a bad URL fails here, not later
-        check()
+    source.check()  # reach the server now: a bad URL fails here, not later
     if process_checkpoint_url is not None:
-        close: Callable[[], None] | None = getattr(source, "close", None)
-        if close is not None:  # only checked here: the child opens its own
-            close()
+        source.close()  # only checked here: the child opens its own
         return ProcessSource(url, process_checkpoint_url, **options)
     return source

@@ -131,10 +131,9 @@ class Relay:
                 raise ConfigError(f"{name} must be a number of seconds >= 0, not {value!r}")
         if max_attempts is not None and (not isinstance(max_attempts, int) or max_attempts < 1):
             raise ConfigError(f"max_attempts must be None or an int >= 1, not {max_attempts!r}")
-        reading = getattr(source, "checkpoint", checkpoint)
-        if reading is None:
-            source.checkpoint = checkpoint  # type: ignore[attr-defined]
-        elif reading is not checkpoint:
+        if source.checkpoint is None:
+            source.checkpoint = checkpoint
+        elif source.checkpoint is not checkpoint:
             raise ConfigError(
                 "the source resumes from another checkpoint than the relay saves to; "
                 "open the source with checkpoint=<the relay's checkpoint>"
@@ -159,7 +158,7 @@ class Relay:
     def run(self) -> None:
         """Relay until `stop` or the end of the source; raises what ended it otherwise."""
         self.stats.resumed_from = self.checkpoint.load()
-        start = getattr(self.source, "start", None) or "its default start"
+        start = self.source.start or "its default start"
         log.info(
             "relaying to %s from %s",
             ", ".join(sink.url for sink in self.stats.sinks),

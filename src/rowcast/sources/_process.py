@@ -30,7 +30,7 @@ Errors
     parent raises `ConfigError` for a `ConfigError`, `SourceError` (with the
     child's message) for anything else, after every transaction read before it.
     A child that dies without a word is a `SourceError` naming its exit code.
-    `check` runs the source's own check in the parent first, so a bad URL is
+    `check` runs the source's own `check` in the parent first, so a bad URL is
     found before any child starts.
 """
 
@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 from ..change import Change
 from ..errors import ConfigError, SourceError
 from ..hub import Hub
-from .base import open_source, publish_all
+from .base import Source, open_source, publish_all
 
 if TYPE_CHECKING:
     from multiprocessing.synchronize import Event
@@ -92,26 +92,26 @@ class ProcessSource:
         self.checkpoint = checkpoint
         self.queue_size = queue_size
         self.options = options
-        self.start: str | None = options.get("start")
+        self.start: str | None = options.get("start")  # None: the source's default
+        self.position: str | None = None  # of the last transaction handed out
         self._context = multiprocessing.get_context("spawn")
         self._stopping = threading.Event()
         self._child_stop: Event | None = None
 
     def check(self) -> None:
-        """Build the source here and run its own check (if it has one), then close it.
+        """Build the source here and run its own check, then close it.
 
         Raises what the source raises: `ConfigError` for a bad URL, an unreachable
         server or a server that needs configuring.
         """
         source = open_source(self.url, **self.options)
         try:
-            check = getattr(source, "check", None)
-            if check is not None:
-                check()
+            source.check()
         finally:
-            close = getattr(source, "close", None)
-            if close is not None:
-                close()
+            source.close()
+
+    def close(self) -> None:
+        """Nothing to release: an iteration joins its child when it ends."""
 
     def run(self, hub: Hub) -> None:
         """Publish every transaction on `hub` until `stop`, saving to `checkpoint` if set."""
@@ -145,6 +145,7 @@ class ProcessSource:
                     continue
                 if kind == "transactions":
                     for transaction in payload:
+                        self.position = transaction[-1].position
                         yield transaction
                         if self._stopping.is_set():
                             return
@@ -200,7 +201,7 @@ def _child(
     from ..checkpoint import open_checkpoint
 
     read: queue.Queue[Any] = queue.Queue(maxsize=_CHUNK)
-    source: Any = None
+    source: Source | None = None
     reader: threading.Thread | None = None
     try:
         try:
@@ -221,8 +222,8 @@ def _child(
             source.stop()
         if reader is not None:
             reader.join(_JOIN)
-        with contextlib.suppress(Exception):
-            if source is not None and hasattr(source, "close"):
+        if source is not None:
+            with contextlib.suppress(Exception):
                 source.close()
         if stopped:  # never hang on exit over what no one will read
             items.cancel_join_thread()
@@ -235,7 +236,7 @@ def _die_with(parent: int) -> None:
     os._exit(1)
 
 
-def _read(source: Any, read: queue.Queue[Any], stop: Event) -> None:
+def _read(source: Source, read: queue.Queue[Any], stop: Event) -> None:
     """The child's reader thread: the source's transactions, then "end" or a failure."""
     try:
         for transaction in source:

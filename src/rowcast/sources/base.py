@@ -1,6 +1,6 @@
-"""The contract every log source keeps, and `open_source` to pick one by URL.
+"""The contract every source keeps, the base of log sources, and `open_source`.
 
-A source reads a database's change log and yields *transactions*: non-empty
+A source reads a database's changes and yields *transactions*: non-empty
 lists of `Change`, in commit order, each whole (never split, never merged).
 Every change of a transaction carries the transaction's ``position``: where
 reading can resume *after* it. So a consumer that saved the position of the
@@ -11,30 +11,60 @@ last transaction it handled restarts with no loss and no duplicate.
 from a Change or a checkpoint. A `Checkpoint` given as ``checkpoint=`` wins
 over ``start`` when it holds a position, and `run` saves to it after the
 hub's receivers returned from each transaction.
+
+`Source` is the protocol the relay and the CLI use; `LogSource` is the base of
+the sources that read a change log (binlog, logical replication, the SQLite
+trigger table, the outbox) and holds what they share: see its docstring.
+`rowcast.testing.source.SourceContract` checks a log source against it.
 """
 
 from __future__ import annotations
 
+import abc
+import contextlib
 import dataclasses
+import logging
 import sys
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+import threading
+from collections.abc import Callable, Generator, Iterator
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 from .. import backends
 from .._url import masked
 from ..change import Change
-from ..errors import ConfigError
+from ..errors import ConfigError, SourceError
 from ..hub import Hub
 
 if TYPE_CHECKING:
     from ..checkpoint import Checkpoint
 
-__all__ = ["Check", "Diagnosis", "Source", "diagnose", "open_source"]
+__all__ = ["Check", "Diagnosis", "LogSource", "Source", "diagnose", "open_source"]
+
+_FIRST_BACKOFF = 0.2  # seconds before the first reconnect; doubled after each failure
+_MAX_BACKOFF = 5.0
 
 
 @runtime_checkable
 class Source(Protocol):
-    """A stream of committed transactions from one database."""
+    """A stream of committed transactions from one database: what a relay reads.
+
+    `checkpoint` is where reading resumes from (and what `run` saves to); a relay
+    sets it when it is None. `start` is where reading begins when the checkpoint
+    holds nothing (None: the source's own default), `position` where reading
+    would resume (None until the source knows). `LogSource` spells out the rest.
+    """
+
+    checkpoint: Checkpoint | None
+
+    @property
+    def start(self) -> str | None:
+        """``"now"``, ``"start"`` or a position: where reading begins without a checkpoint."""
+        ...
+
+    @property
+    def position(self) -> str | None:
+        """Where reading would resume: the end of the last transaction read, or None."""
+        ...
 
     def __iter__(self) -> Iterator[list[Change]]:
         """Transactions in commit order; blocks for the next one."""
@@ -48,6 +78,14 @@ class Source(Protocol):
         """Stop reading; safe from another thread or a signal handler."""
         ...
 
+    def check(self) -> None:
+        """Reach the database now: `ConfigError` with the fix when it cannot be read."""
+        ...
+
+    def close(self) -> None:
+        """Release what the source holds between iterations; idempotent."""
+        ...
+
 
 def publish_all(source: Source, hub: Hub, checkpoint: Checkpoint | None) -> None:
     """What `Source.run` does: publish, then save the position, one transaction at a time."""
@@ -56,6 +94,173 @@ def publish_all(source: Source, hub: Hub, checkpoint: Checkpoint | None) -> None
         position = transaction[-1].position
         if checkpoint is not None and position is not None:
             checkpoint.save(position)
+
+
+class LogSource(abc.ABC):
+    """A database's change log read as a `Source`: what every log source shares.
+
+    The contract (`rowcast.testing.source.SourceContract` tests it):
+
+    ``start``
+        ``"now"``, ``"start"`` or a position of this source: where reading
+        begins when `checkpoint` holds no position.
+    ``end``
+        None (read until stopped), ``"now"`` (the server's position when
+        iteration starts) or a position: iteration ends once it is passed.
+    ``checkpoint``
+        None or a `Checkpoint`. When it holds a position, reading resumes right
+        after it and `start` is ignored; `run` saves each transaction's position
+        to it once the hub's receivers returned. A relay sets it when None.
+    ``position``
+        Where reading would resume: the end of the last transaction read (None
+        until the source knows). Reading again from it loses and repeats nothing.
+    ``check()``
+        Reaches the server now and raises `ConfigError` with every fix it needs
+        (wrong password, unreachable host, a server setting, a privilege).
+        Iteration does the same first, so nothing streams from a server that
+        cannot be read.
+    ``stop()``
+        Ends iteration after the transaction being read: within a heartbeat or
+        a poll when idle, at once during a reconnect wait. Safe from any thread
+        and from a signal handler (it only sets an event). A stop before
+        iteration begins is not kept: iterating starts afresh.
+    ``close()``
+        Releases what the source holds between iterations; idempotent. An
+        iteration releases its own connections when it ends.
+    Iteration
+        Whole transactions in commit order. A lost connection or a restarting
+        server is retried with backoff (0.2 s, doubling to 5 s, back to 0.2 s
+        once a read succeeds) from the end of the last transaction handed out,
+        so nothing is lost or repeated; a stop during the wait ends iteration
+        quietly. Anything else ends iteration with `SourceError` (or the
+        `ConfigError` that says what to change).
+
+    A subclass calls ``super().__init__`` with the URL (password masked) that
+    names it in messages, implements `check` and `_iterate`, and reads through
+    `_reconnecting`, saying which errors are worth a reconnect (`_transient`).
+    """
+
+    #: what is read, for messages: "the binlog", "rowcast_outbox", ...
+    reading: ClassVar[str] = "the change log"
+    #: where reconnects are logged: the subclass's module logger
+    _log: ClassVar[logging.Logger] = logging.getLogger("rowcast.sources")
+
+    def __init__(
+        self, target: str, *, start: str, end: str | None, checkpoint: Checkpoint | None
+    ) -> None:
+        self.start: str = start
+        self.end: str | None = end
+        self.checkpoint: Checkpoint | None = checkpoint
+        self.position: str | None = None
+        self._target = target  # the URL, password masked
+        self._stopping = threading.Event()
+        self._ctl: Any = None  # a second connection for lookups while streaming, or None
+
+    # ------------------------------------------------------------------ the contract
+
+    @abc.abstractmethod
+    def check(self) -> None:
+        """Raise `ConfigError` with every fix the server needs before it can be read."""
+
+    def run(self, hub: Hub) -> None:
+        """Publish every transaction on `hub` until `stop` (or the `end`), saving checkpoints."""
+        publish_all(self, hub, self.checkpoint)
+
+    def stop(self) -> None:
+        """Stop after the transaction being read; safe from any thread or a signal handler."""
+        self._stopping.set()
+
+    def close(self) -> None:
+        """Release the connections this source holds (iteration releases its own too)."""
+        self._close_control()
+
+    def __iter__(self) -> Generator[list[Change], None, None]:
+        """Transactions in commit order (`close` the generator to stop reading early)."""
+        self._stopping.clear()  # first: a stop() from now on must not be forgotten
+        try:
+            yield from self._iterate()
+        finally:
+            self._close_control()
+
+    # ------------------------------------------------------------------ for subclasses
+
+    @abc.abstractmethod
+    def _iterate(self) -> Iterator[list[Change]]:
+        """One iteration: check, resolve where to start, read until stopped or the end."""
+
+    def _resume_from(self) -> str:
+        """Where this iteration starts: the checkpoint's position when it holds one, else
+        `start` (unchecked: the subclass checks it against its server)."""
+        saved = self.checkpoint.load() if self.checkpoint is not None else None
+        return saved or self.start
+
+    def _transient(self, error: Exception) -> bool:
+        """Whether `error` means the connection or the server went away (worth a reconnect)."""
+        return False
+
+    def _fatal(self, error: Exception, where: str) -> Exception | None:
+        """A `ConfigError` for an error that only a change of configuration fixes, or None."""
+        return None
+
+    def _reconnecting(
+        self, read: Callable[[], Generator[list[Change], None, None]], where: Callable[[], str]
+    ) -> Iterator[list[Change]]:
+        """The transactions of ``read()``, opened again after each transient error.
+
+        ``read()`` opens one connection and yields what it reads from where the last
+        transaction handed out ended (it keeps that itself); an empty list means a
+        successful read with nothing to hand out (it resets the backoff). It returns
+        when stopped or at the end. `where` describes where reading resumes, for logs.
+        """
+        backoff = _FIRST_BACKOFF
+        while not self._stopping.is_set():
+            try:
+                with contextlib.closing(read()) as transactions:
+                    for transaction in transactions:
+                        backoff = _FIRST_BACKOFF
+                        if transaction:
+                            yield transaction
+                return  # stopped, or at the end
+            except Exception as error:
+                transient = self._transient(error)
+                if transient and self._stopping.is_set():
+                    return  # stopped while the server was away
+                fatal = self._fatal(error, where())
+                if fatal is not None:
+                    raise fatal from error
+                if not transient:
+                    if isinstance(error, ConfigError | SourceError):
+                        raise
+                    raise SourceError(
+                        f"{self._target}: reading {self.reading} failed: {str(error).strip()}"
+                    ) from error
+                reason = str(error).strip().splitlines()
+                self._log.warning(
+                    "lost %s (%s); reconnecting in %.1fs from %s",
+                    self._target,
+                    reason[0] if reason else type(error).__name__,
+                    backoff,
+                    where(),
+                )
+                self._stopping.wait(backoff)
+                backoff = min(backoff * 2, _MAX_BACKOFF)
+            finally:
+                self._close_control()
+
+    def _control(self) -> Any:
+        """A second connection for lookups while streaming (opened once, closed on errors)."""
+        if self._ctl is None:
+            self._ctl = self._connect_control()
+        return self._ctl
+
+    def _connect_control(self) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} has no control connection")
+
+    def _close_control(self) -> None:
+        ctl, self._ctl = self._ctl, None
+        if ctl is not None:
+            with contextlib.suppress(Exception):  # already gone with the server
+                ctl.close()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -38,23 +38,19 @@ tells how far it got. Details in `rowcast.sources._snapshot`.
 
 from __future__ import annotations
 
-import contextlib
-import datetime as dt
 import fnmatch
-import json
 import logging
 import re
-import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ..backends import missing_extra
-from ..change import Action, Change
-from ..errors import ConfigError, SourceError
-from ..hub import Hub
+from ..change import Change
+from ..errors import ConfigError
 from . import _mysql_server, _snapshot
+from ._mysql_rows import Row, RowDecoder
 from ._mysql_server import ServerURL, Unreachable, connect, parse_url
-from .base import Diagnosis, publish_all
+from .base import Diagnosis, LogSource
 
 if TYPE_CHECKING:
     from ..checkpoint import Checkpoint
@@ -63,11 +59,7 @@ __all__ = ["BinlogSource"]
 
 log = logging.getLogger("rowcast.sources.mysql")
 
-_TIMESTAMP_TYPES = {7, 17}  # FIELD_TYPE.TIMESTAMP, TIMESTAMP2
-_BIT, _SET, _BLOB = 16, 248, 252
-_JSON_CHECK = re.compile(r"json_valid\(`([^`]+)`\)", re.IGNORECASE)
 _GTID_SET = re.compile(r"^(\d+-\d+-\d+)(,\d+-\d+-\d+)*$|^[0-9a-f-]{36}:")
-_MAX_BACKOFF = 5.0
 
 
 def _replication() -> Any:
@@ -96,7 +88,7 @@ def _order(position: str) -> tuple[int, int]:
     return (int(number.group(1)) if number else 0, offset)
 
 
-class BinlogSource:
+class BinlogSource(LogSource):
     """A MySQL / MariaDB row-based binlog as a stream of `Change` transactions.
 
     `server_id` is this client's replica id (stable by default: derived from
@@ -104,7 +96,11 @@ class BinlogSource:
     ``"table"``; `end` (``"now"`` or a ``file:pos``) makes iteration stop
     once that position is passed instead of waiting for more. `snapshot`
     (``"initial"`` or ``"never"``) and `snapshot_chunk`: see the module docstring.
+    Starting, checkpoints, stopping and reconnecting: `LogSource`.
     """
+
+    reading = "the binlog"
+    _log = log
 
     def __init__(
         self,
@@ -131,17 +127,17 @@ class BinlogSource:
             self.server_id = int(raw_id) if raw_id is not None else self.url.default_server_id()
         except ValueError as e:
             raise ConfigError(f"server_id must be an integer, not {raw_id!r}") from e
-        self.start = start or options.get("start") or "now"
-        if _snapshot.is_position(self.start):
-            _snapshot.parse(self.start)
-        elif self.start not in {"now", "start"} and not _GTID_SET.match(self.start):
-            _file_pos(self.start)
+        start = start or options.get("start") or "now"
+        if _snapshot.is_position(start):
+            _snapshot.parse(start)
+        elif start not in {"now", "start"} and not _GTID_SET.match(start):
+            _file_pos(start)
         if snapshot not in ("initial", "never") or snapshot_chunk < 1:
             raise ConfigError(
                 f"snapshot must be 'initial' or 'never' and snapshot_chunk positive, not "
                 f"{snapshot!r} and {snapshot_chunk!r}"
             )
-        if snapshot == "initial" and self.start == "start":
+        if snapshot == "initial" and start == "start":
             raise ConfigError(
                 "snapshot='initial' streams from the snapshot's own position: leave start at "
                 "'now' (or give a position to resume from)"
@@ -151,24 +147,12 @@ class BinlogSource:
         self.snapshot_progress: _snapshot.SnapshotProgress | None = None
         if end is not None and end != "now":
             _file_pos(end, "or 'now'")
-        self.end = end
-        self.checkpoint = checkpoint
-        self.heartbeat = heartbeat
-        self.position: str | None = None  # end of the last transaction handed out
-        self._stopping = threading.Event()
+        super().__init__(self.url.masked, start=start, end=end, checkpoint=checkpoint)
+        self.heartbeat = heartbeat  # seconds: how soon an idle reader notices `stop`
         self._wanted: dict[tuple[str, str], bool] = {}
-        self._json_columns: dict[tuple[str, str, tuple[str, ...]], frozenset[str]] = {}
-        self._ctl: Any = None
+        self._decoder = RowDecoder(self._control)
 
     # ------------------------------------------------------------------ running
-
-    def run(self, hub: Hub) -> None:
-        """Publish every transaction on `hub` until `stop` (or the `end`), saving checkpoints."""
-        publish_all(self, hub, self.checkpoint)
-
-    def stop(self) -> None:
-        """Stop after the event being read (within `heartbeat` seconds when idle)."""
-        self._stopping.set()
 
     def check(self) -> None:
         """Raise `ConfigError` with every fix the server needs before it can be read."""
@@ -184,8 +168,7 @@ class BinlogSource:
             lines = "\n".join(f"  - {c.name} is {c.value}: {c.fix}" for c in problems)
             raise ConfigError(f"{self.url.masked} cannot be read as a binlog source:\n{lines}")
 
-    def __iter__(self) -> Iterator[list[Change]]:
-        self._stopping.clear()  # first: a stop() from now on must not be forgotten
+    def _iterate(self) -> Iterator[list[Change]]:
         conn = connect(self.url)
         try:
             self._check(conn)
@@ -206,56 +189,44 @@ class BinlogSource:
             resume, keep = snapshot.origin, snapshot.keep
         if end is not None and not _GTID_SET.match(resume) and _order(resume) >= _order(end):
             return  # nothing to read before the end
-        backoff = 0.2
-        while not self._stopping.is_set():
-            stream = None
+
+        def binlog() -> Generator[list[Change], None, None]:
+            """One connection's worth: from `resume`, which it moves on."""
+            nonlocal resume
+            stream = self._open_stream(resume)
             try:
-                stream = self._open_stream(resume)
                 for transaction, position in self._transactions(stream):
-                    backoff = 0.2
                     if position is None:  # idle: nothing more to read for now
                         if end is not None and _order(self._at(stream)) >= _order(end):
                             return
+                        yield []
                         continue
                     if keep is not None and transaction:
                         transaction = keep(transaction, position)
-                    if transaction:
-                        yield transaction
+                    yield transaction
                     resume = self.position = position
                     if end is not None and _order(position) >= _order(end):
                         return
-                return  # stopped
-            except Exception as error:
-                if _server_code(error) == 1236:  # the server has no such position
-                    raise ConfigError(
-                        f"{self.url.masked} cannot send the binlog from {resume}: "
-                        f"{error.args[-1]} (purged? start from 'start' or a newer position)"
-                    ) from error
-                if self._stopping.is_set() or not _is_connection_error(error):
-                    if isinstance(error, ConfigError | SourceError):
-                        raise
-                    raise SourceError(
-                        f"{self.url.masked}: reading the binlog failed: {error}"
-                    ) from error
-                log.warning(
-                    "lost %s (%s); reconnecting in %.1fs from %s",
-                    self.url.masked,
-                    error,
-                    backoff,
-                    resume,
-                )
-                self._stopping.wait(backoff)
-                backoff = min(backoff * 2, _MAX_BACKOFF)
             finally:
-                if stream is not None:
-                    stream.close()
-                self._close_ctl()
+                stream.close()
+
+        yield from self._reconnecting(binlog, lambda: resume)
+
+    def _transient(self, error: Exception) -> bool:
+        return _is_connection_error(error)
+
+    def _fatal(self, error: Exception, where: str) -> Exception | None:
+        if _server_code(error) == 1236:  # the server has no such position
+            return ConfigError(
+                f"{self.url.masked} cannot send the binlog from {where}: "
+                f"{error.args[-1]} (purged? start from 'start' or a newer position)"
+            )
+        return None
 
     # ------------------------------------------------------------------ internals
 
     def _resolve_positions(self, conn: Any) -> tuple[str, str | None]:
-        saved = self.checkpoint.load() if self.checkpoint is not None else None
-        start = saved or self.start
+        start = self._resume_from()
         if start == "now" and self.snapshot == "initial":
             start = _snapshot.PREFIX  # a new snapshot
         with conn.cursor() as cur:
@@ -320,22 +291,14 @@ class BinlogSource:
             cur.execute("SELECT VERSION()")
             return "mariadb" in str(cur.fetchone()[0]).lower()
 
-    def _control(self) -> Any:
-        if self._ctl is None:
-            self._ctl = connect(self.url)
-        return self._ctl
-
-    def _close_ctl(self) -> None:
-        if self._ctl is not None:
-            with contextlib.suppress(Exception):  # already gone with the server
-                self._ctl.close()
-            self._ctl = None
+    def _connect_control(self) -> Any:
+        return connect(self.url)
 
     def _transactions(self, stream: Any) -> Iterator[tuple[list[Change], str | None]]:
         """(changes, end position) per transaction: changes empty for DDL or filtered ones;
         ``([], None)`` when the server is idle (a heartbeat)."""
         _, event, row_event = _replication()
-        rows: list[tuple[Action, str, str, Any, dict[str, Any] | None, dict[str, Any] | None]] = []
+        rows: list[Row] = []
         gtid: str | None = None
         in_transaction = False
         xa: str | None = None  # the XA transaction being written
@@ -356,7 +319,7 @@ class BinlogSource:
                 gtid, rows = ev.gtid, []
             elif isinstance(ev, row_event.RowsEvent):
                 if self._wants(ev.schema, ev.table):
-                    rows.extend(self._rows(ev, row_event))
+                    rows.extend(self._decoder.rows(ev, row_event))
             elif isinstance(ev, event.XidEvent):
                 yield (
                     self._commit(rows, gtid or str(ev.xid), ev.timestamp, stream),
@@ -394,7 +357,7 @@ class BinlogSource:
                     yield [], self._at(stream)
                     rows, gtid, in_transaction, xa = [], None, False, None
                 elif not in_transaction:  # DDL, its own transaction: column caches are stale
-                    self._json_columns.clear()
+                    self._decoder.forget()
                     yield [], self._at(stream)
                     rows, gtid = [], None
                 # else SAVEPOINT, ROLLBACK TO, XA END inside a transaction: its rows go on
@@ -405,7 +368,7 @@ class BinlogSource:
 
     def _commit(
         self,
-        rows: list[tuple[Action, str, str, Any, dict[str, Any] | None, dict[str, Any] | None]],
+        rows: list[Row],
         txid: str,
         ts: float,
         stream: Any,
@@ -428,74 +391,6 @@ class BinlogSource:
             )
             self._wanted[key] = wanted
         return wanted
-
-    def _rows(self, ev: Any, row_event: Any) -> Iterator[tuple[Any, ...]]:
-        fix = self._fixer(ev)
-        key = ev.primary_key or None
-        for row in ev.rows:
-            empty = row.get("none_sources", {})
-            if isinstance(ev, row_event.UpdateRowsEvent):
-                before, after = fix(row["before_values"], empty), fix(row["after_values"], empty)
-                action, image = Action.UPDATE, after
-            elif isinstance(ev, row_event.WriteRowsEvent):
-                before, after = None, fix(row["values"], empty)
-                action, image = Action.WRITE, after
-            else:
-                before, after = fix(row["values"], empty), None
-                action, image = Action.DELETE, before
-            if key is None:
-                pk = None
-            elif isinstance(key, tuple):
-                pk = tuple(image[k] for k in key)
-            else:
-                pk = image[key]
-            yield action, ev.schema, ev.table, pk, before, after
-
-    def _fixer(self, ev: Any) -> Any:
-        """A function that turns the library's values into rowcast's for this table."""
-        stamps = [c.name for c in ev.columns if c.type in _TIMESTAMP_TYPES]
-        bits = [c.name for c in ev.columns if c.type == _BIT]
-        sets = [c.name for c in ev.columns if c.type == _SET]
-        blobs = tuple(c.name for c in ev.columns if c.type == _BLOB)
-        jsons = self._json_of(ev.schema, ev.table, blobs) if blobs else frozenset()
-        if not (stamps or bits or sets or jsons):
-            return lambda values, empty: values
-
-        def fix(values: dict[str, Any], empty: dict[str, Any]) -> dict[str, Any]:
-            for name in stamps:
-                value = values[name]
-                if value is not None:
-                    values[name] = value.replace(tzinfo=dt.UTC)
-            for name in bits:
-                if values[name] is not None:
-                    values[name] = int(values[name], 2)
-            for name in sets:
-                if values[name] is None and name in empty:
-                    values[name] = set()  # the library says None for an empty SET
-            for name in jsons:
-                value = values[name]
-                if isinstance(value, str | bytes):
-                    # the column is JSON now; a row written before an ALTER may not be
-                    with contextlib.suppress(ValueError):
-                        values[name] = json.loads(value)
-            return values
-
-        return fix
-
-    def _json_of(self, schema: str, table: str, blobs: tuple[str, ...]) -> frozenset[str]:
-        """MariaDB's JSON columns are LONGTEXT with a json_valid() check: find them."""
-        key = (schema, table, blobs)
-        found = self._json_columns.get(key)
-        if found is None:
-            with self._control().cursor() as cur:
-                cur.execute(
-                    "SELECT CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS "
-                    "WHERE CONSTRAINT_SCHEMA = %s AND TABLE_NAME = %s",
-                    (schema, table),
-                )
-                names = {m for (clause,) in cur.fetchall() for m in _JSON_CHECK.findall(clause)}
-            found = self._json_columns[key] = frozenset(names) & frozenset(blobs)
-        return found
 
 
 def diagnose(url: str) -> Diagnosis:

@@ -62,7 +62,7 @@ import json
 import logging
 import threading
 import weakref
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -72,8 +72,7 @@ from .._url import masked
 from ..backends import missing_extra
 from ..change import Change
 from ..errors import ConfigError, SourceError
-from ..hub import Hub
-from .base import Check, Diagnosis, publish_all
+from .base import Check, Diagnosis, LogSource
 
 if TYPE_CHECKING:
     from ..checkpoint import Checkpoint
@@ -108,7 +107,6 @@ _DRIVERS = {
 }
 _EXTRAS = {"postgresql": "postgres", "mysql": "mysql", "mariadb": "mysql"}
 _CHUNK = 500
-_MAX_BACKOFF = 5.0
 _ready: weakref.WeakSet[sa.Engine] = weakref.WeakSet()
 _ready_lock = threading.Lock()
 
@@ -180,15 +178,18 @@ def _retryable(error: BaseException) -> bool:
     return isinstance(error, sa.exc.InterfaceError)
 
 
-class OutboxSource:
+class OutboxSource(LogSource):
     """The ``rowcast_outbox`` table of the database at ``outbox+<url>``, as a `Source`.
 
     `tables` are ``fnmatch`` patterns on ``"schema.table"`` or ``"table"`` (rows of
     other tables are removed without being handed out); `batch` is how many
     rows one read takes at most; `end="now"` makes iteration stop once the
     outbox is empty instead of polling. See the module docstring for the order,
-    the deletion and the costs.
+    the deletion and the costs; `LogSource` for starting, stopping and retrying.
     """
+
+    reading = "rowcast_outbox"
+    _log = log
 
     def __init__(
         self,
@@ -202,7 +203,6 @@ class OutboxSource:
         batch: int = 1000,
         snapshot: str = "never",
     ) -> None:
-        self.url = masked(url)
         if isinstance(tables, str):
             raise ConfigError(f"tables= takes a list of patterns, not the string {tables!r}")
         if snapshot != "never":
@@ -215,28 +215,17 @@ class OutboxSource:
         if not (poll > 0 and batch > 0):
             raise ConfigError(f"poll and batch must be positive, not {poll!r} and {batch!r}")
         _check_position(start)
-        self.start = start or "now"
-        self.checkpoint = checkpoint
+        super().__init__(masked(url), start=start or "now", end=end, checkpoint=checkpoint)
+        self.url = masked(url)
         self.tables = tuple(tables) if tables is not None else None
-        self.end = end
         self.poll = poll
         self.batch = batch
-        self.position: str | None = None  # of the last transaction handed out
         self._engine = _engine(url)
-        self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._unacked: collections.deque[tuple[str, list[int]]] = collections.deque()
         self._done: list[int] = []  # ids acknowledged, to delete before the next read
 
     # ------------------------------------------------------------------ the contract
-
-    def run(self, hub: Hub) -> None:
-        """Publish every transaction on `hub` until `stop`, saving the checkpoint if any."""
-        publish_all(self, hub, self.checkpoint)
-
-    def stop(self) -> None:
-        """Stop after the transaction being handed out; wakes an idle poll at once."""
-        self._stopping.set()
 
     def check(self) -> None:
         """Reach the database and create the outbox table if missing; `ConfigError` if not."""
@@ -265,52 +254,16 @@ class OutboxSource:
         """Release the connections (iteration also releases them when it ends)."""
         self._engine.dispose()
 
-    def __iter__(self) -> Iterator[list[Change]]:
-        self._stopping.clear()
-        saved = self.checkpoint.load() if self.checkpoint is not None else None
-        _check_position(saved)
+    def _iterate(self) -> Iterator[list[Change]]:
+        start = self._resume_from()
+        _check_position(start)  # one from a checkpoint is checked here
         try:
             create_table(self._engine)
-            self._forget_delivered(saved or self.start)
+            self._forget_delivered(start)
         except sa.exc.SQLAlchemyError as e:
             raise _connect_error(self.url, e) from e
-        backoff = 0.2
         try:
-            while not self._stopping.is_set():
-                try:
-                    transactions = self._read()
-                except sa.exc.SQLAlchemyError as e:
-                    if not _retryable(e):
-                        raise SourceError(f"{self.url}: reading rowcast_outbox failed: {e}") from e
-                    log.warning("lost %s (%s); retrying in %.1fs", self.url, e, backoff)
-                    self._stopping.wait(backoff)
-                    backoff = min(backoff * 2, _MAX_BACKOFF)
-                    continue
-                backoff = 0.2
-                if not transactions:
-                    if self.end == "now":
-                        return
-                    self._stopping.wait(self.poll)
-                    continue
-                for position, ids, changes in transactions:
-                    if not changes and self.checkpoint is not None:
-                        # nothing to deliver, but the transactions handed out before it
-                        # may not be delivered yet: its rows go with the last of them
-                        with self._lock:
-                            if self._unacked:
-                                self._unacked[-1][1].extend(ids)
-                            else:
-                                self._done.extend(ids)
-                        continue
-                    with self._lock:
-                        self._unacked.append((position, ids))
-                    self.position = position
-                    if changes:
-                        yield changes
-                    if self.checkpoint is None or not changes:
-                        self.ack(position)  # the consumer came back for more: it is done
-                    if self._stopping.is_set():
-                        return
+            yield from self._reconnecting(self._poll, lambda: "the oldest row not relayed")
         finally:
             try:
                 if self.checkpoint is not None:  # a consumer that stopped after saving it
@@ -321,6 +274,39 @@ class OutboxSource:
             except sa.exc.SQLAlchemyError as e:  # delivered again next time: never lost
                 log.warning("could not remove relayed rows from %s: %s", self.url, e)
             self._engine.dispose()  # no connection outlives an iteration
+
+    def _poll(self) -> Generator[list[Change], None, None]:
+        """Read the outbox until stopped (or empty, with ``end="now"``): `[]` after each read."""
+        while not self._stopping.is_set():
+            transactions = self._read()
+            yield []  # read: the database answers
+            if not transactions:
+                if self.end == "now":
+                    return
+                self._stopping.wait(self.poll)
+                continue
+            for position, ids, changes in transactions:
+                if not changes and self.checkpoint is not None:
+                    # nothing to deliver, but the transactions handed out before it
+                    # may not be delivered yet: its rows go with the last of them
+                    with self._lock:
+                        if self._unacked:
+                            self._unacked[-1][1].extend(ids)
+                        else:
+                            self._done.extend(ids)
+                    continue
+                with self._lock:
+                    self._unacked.append((position, ids))
+                self.position = position
+                if changes:
+                    yield changes
+                if self.checkpoint is None or not changes:
+                    self.ack(position)  # the consumer came back for more: it is done
+                if self._stopping.is_set():
+                    return
+
+    def _transient(self, error: Exception) -> bool:
+        return isinstance(error, sa.exc.SQLAlchemyError) and _retryable(error)
 
     # ------------------------------------------------------------------ internals
 

@@ -51,20 +51,18 @@ from __future__ import annotations
 import contextlib
 import logging
 import select
-import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..change import Change
-from ..errors import ConfigError, SourceError
-from ..hub import Hub
+from ..errors import ConfigError
 from . import _pgoutput as pgo
 from . import _postgres_setup as setup
 from ._pgoutput import UNCHANGED, Unchanged, format_lsn, parse_lsn
 from ._postgres_rows import RowDecoder, lookup_types, primary_key
 from ._postgres_server import PgURL, Unreachable, check_name, connect, parse_url, psycopg2
-from .base import Diagnosis, publish_all
+from .base import Diagnosis, LogSource
 
 if TYPE_CHECKING:
     from ..checkpoint import Checkpoint
@@ -73,11 +71,10 @@ __all__ = ["UNCHANGED", "LogicalSource", "Unchanged", "diagnose"]
 
 log = logging.getLogger("rowcast.sources.postgres")
 
-_MAX_BACKOFF = 5.0
 _RETRY_CODES = ("08", "57P", "53", "55006")  # connection, shutdown, resources, slot in use
 
 
-class LogicalSource:
+class LogicalSource(LogSource):
     """A PostgreSQL database's logical replication stream as `Change` transactions.
 
     `slot` and `publication` (default ``"rowcast"`` each, or ``?slot=`` and
@@ -87,7 +84,11 @@ class LogicalSource:
     iteration stop once that position is passed instead of waiting for more.
     `heartbeat` is how often (seconds) an idle reader wakes to notice `stop`;
     `feedback` how often it tells the server its confirmed position.
+    Starting, checkpoints, stopping and reconnecting: `LogSource`.
     """
+
+    reading = "the replication stream"
+    _log = log
 
     def __init__(
         self,
@@ -114,33 +115,23 @@ class LogicalSource:
         if tables is None and options.get("tables"):
             tables = options["tables"].split(",")
         self.tables = tuple(t.strip() for t in tables if t.strip()) if tables is not None else None
-        self.start = start or options.get("start") or "now"
-        _check_position(self.start, "'now' or 'start'")
+        start = start or options.get("start") or "now"
+        _check_position(start, "'now' or 'start'")
         if end is not None:
             _check_position(end, "or 'now'", start=False)
-        self.end = end
         identity = replica_identity or options.get("replica_identity") or "keep"
         if identity not in ("keep", "full"):
             raise ConfigError(f"replica_identity must be 'full' or 'keep', not {identity!r}")
         self.replica_identity = identity
-        self.checkpoint = checkpoint
         if feedback < 1:
             raise ConfigError(f"feedback is in seconds, at least 1 (psycopg2's), not {feedback!r}")
+        super().__init__(self.url.masked, start=start, end=end, checkpoint=checkpoint)
         self.heartbeat, self.feedback = heartbeat, feedback
-        self.position: str | None = None  # end of the last transaction handed out
-        self._stopping = threading.Event()
         self._warned: set[str] = set()  # tables already named in a replica identity warning
-        self._ctl: Any = None
+        self._began = 0.0  # when this iteration began
+        self._streamed = False  # whether it ever opened the stream
 
     # ------------------------------------------------------------------ running
-
-    def run(self, hub: Hub) -> None:
-        """Publish every transaction on `hub` until `stop` (or the `end`), saving checkpoints."""
-        publish_all(self, hub, self.checkpoint)
-
-    def stop(self) -> None:
-        """Stop after the message being read (within `heartbeat` seconds when idle)."""
-        self._stopping.set()
 
     def setup(self) -> None:
         """Check the server, then create the publication and the slot when missing.
@@ -184,8 +175,7 @@ class LogicalSource:
         finally:
             conn.close()
 
-    def __iter__(self) -> Iterator[list[Change]]:
-        self._stopping.clear()  # first: a stop() from now on must not be forgotten
+    def _iterate(self) -> Iterator[list[Change]]:
         conn = connect(self.url)
         try:
             cur = conn.cursor()
@@ -193,21 +183,21 @@ class LogicalSource:
             resume, end = self._resolve_positions(cur)
         finally:
             conn.close()
-        backoff, began, streamed = 0.2, time.monotonic(), False
+        self._began, self._streamed = time.monotonic(), False
         told = 0.0  # when the confirmed position was last sent
         handed = 0  # the end of the last transaction with changes handed out
         confirm = 0  # what the server may be told the consumer is done with
-        while not self._stopping.is_set():
-            stream = None
+
+        def replication() -> Generator[list[Change], None, None]:
+            """One connection's worth: from `resume`, which it moves on."""
+            nonlocal resume, told, handed, confirm
+            stream = self._open_stream(resume)
+            self._streamed = True
             try:
-                stream = self._open_stream(resume)
-                streamed = True
-                for changes, lsn in self._read(stream, end):
-                    backoff = 0.2
+                for changes, lsn in self._messages(stream, end):
                     if lsn is None:  # the end is reached
                         return
-                    if changes:
-                        yield changes
+                    yield changes
                     # the consumer asked for the next one: it took this transaction
                     now = time.monotonic()
                     if changes:
@@ -221,42 +211,29 @@ class LogicalSource:
                     resume, self.position = lsn, format_lsn(lsn)
                     if end is not None and lsn >= end:
                         return
-                return  # stopped
-            except Exception as error:
-                code = getattr(error, "pgcode", None) or ""
-                in_use = code == "55006"
-                patience = max(5 * self.heartbeat, 1.0)  # for a reader that is letting go
-                if in_use and not streamed and time.monotonic() - began > patience:
-                    raise ConfigError(
-                        f"{self.url.masked}: replication slot {self.slot} is in use by another "
-                        "reader: stop it, or give this one its own ?slot= name"
-                    ) from error
-                if not _is_connection_error(error) or self._stopping.is_set():
-                    if self._stopping.is_set() and _is_connection_error(error):
-                        return
-                    if isinstance(error, ConfigError | SourceError):
-                        raise
-                    raise SourceError(
-                        f"{self.url.masked}: reading the replication stream failed: "
-                        f"{str(error).strip()}"
-                    ) from error
-                log.warning(
-                    "cannot read %s (%s); trying again in %.1fs from %s",
-                    self.url.masked,
-                    str(error).strip().splitlines()[0] if str(error).strip() else error,
-                    backoff,
-                    format_lsn(resume) if resume else f"slot {self.slot}",
-                )
-                self._stopping.wait(backoff)
-                backoff = min(backoff * 2, _MAX_BACKOFF)
             finally:
-                if stream is not None:
-                    try:
-                        last = self._confirmable(resume, handed)
-                    except Exception:  # the checkpoint is unreadable: confirm nothing new
-                        last = confirm
-                    _close_stream(stream, last)
-                self._close_ctl()
+                try:
+                    last = self._confirmable(resume, handed)
+                except Exception:  # the checkpoint is unreadable: confirm nothing new
+                    last = confirm
+                _close_stream(stream, last)
+
+        yield from self._reconnecting(
+            replication, lambda: format_lsn(resume) if resume else f"slot {self.slot}"
+        )
+
+    def _transient(self, error: Exception) -> bool:
+        return _is_connection_error(error)
+
+    def _fatal(self, error: Exception, where: str) -> Exception | None:
+        in_use = (getattr(error, "pgcode", None) or "") == "55006"
+        patience = max(5 * self.heartbeat, 1.0)  # for a reader that is letting go
+        if in_use and not self._streamed and time.monotonic() - self._began > patience:
+            return ConfigError(
+                f"{self.url.masked}: replication slot {self.slot} is in use by another "
+                "reader: stop it, or give this one its own ?slot= name"
+            )
+        return None
 
     # ------------------------------------------------------------------ setting up
 
@@ -288,8 +265,7 @@ class LogicalSource:
 
     def _resolve_positions(self, cur: Any) -> tuple[int, int | None]:
         """(start LSN, end LSN); a start of 0 means the slot's confirmed position."""
-        saved = self.checkpoint.load() if self.checkpoint is not None else None
-        start = saved or self.start
+        start = self._resume_from()
         cur.execute(
             "SELECT pg_current_wal_lsn(), confirmed_flush_lsn FROM pg_replication_slots "
             "WHERE slot_name = %s",
@@ -342,7 +318,7 @@ class LogicalSource:
             raise
         return cur
 
-    def _read(self, cur: Any, end: int | None) -> Iterator[tuple[list[Change], int | None]]:
+    def _messages(self, cur: Any, end: int | None) -> Iterator[tuple[list[Change], int | None]]:
         """(changes, end LSN) per transaction, changes empty when none is wanted;
         ``([], None)`` once `end` is reached."""
         conn = cur.connection
@@ -384,16 +360,8 @@ class LogicalSource:
     def _lookup_types(self, oids: Sequence[int]) -> list[Any]:
         return lookup_types(self._control().cursor(), oids)
 
-    def _control(self) -> Any:
-        if self._ctl is None:
-            self._ctl = connect(self.url)
-        return self._ctl
-
-    def _close_ctl(self) -> None:
-        if self._ctl is not None:
-            with contextlib.suppress(Exception):  # already gone with the server
-                self._ctl.close()
-            self._ctl = None
+    def _connect_control(self) -> Any:
+        return connect(self.url)
 
 
 def _lsn(text: str, accepted: str) -> int:

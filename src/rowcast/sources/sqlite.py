@@ -61,7 +61,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import sqlite3
-import threading
 import time
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Final
@@ -69,11 +68,10 @@ from typing import TYPE_CHECKING, Final
 from .._url import masked
 from ..change import Change
 from ..errors import ConfigError, SourceError
-from ..hub import Hub
 from . import _sqlite_triggers as triggers
 from ._sqlite_decode import Decoder, Row
 from ._sqlite_file import connect, matcher, parse_url
-from .base import Diagnosis, publish_all
+from .base import Diagnosis, LogSource
 
 if TYPE_CHECKING:
     from ..checkpoint import Checkpoint
@@ -95,7 +93,7 @@ def _position(value: str, what: str = "start") -> int:
     return int(value)
 
 
-class TriggerSource:
+class TriggerSource(LogSource):
     """A SQLite database's captured changes as a stream of `Change` transactions.
 
     `start` is ``"now"`` (default), ``"start"`` (the oldest row kept) or a
@@ -103,7 +101,13 @@ class TriggerSource:
     to it. `end` (``"now"`` or a position) makes iteration stop once that
     position is passed. `timeout` is how long a write of the source (trigger
     install, seal, prune) waits for the app's writers. See the module docstring.
+
+    A file has no connection to lose: an error while reading is a `SourceError`
+    at once (`LogSource` for the rest of the contract).
     """
+
+    reading = "rowcast_changes"
+    _log = log
 
     def __init__(
         self,
@@ -120,7 +124,7 @@ class TriggerSource:
         server_id: int | None = None,
     ) -> None:
         self.path, options = parse_url(url)
-        self.url = masked(url)
+        self.url = masked(url)  # the source's name in messages
         if server_id is not None:
             raise ConfigError("server_id is for mysql:// sources; a SQLite source has none")
         if isinstance(tables, str):
@@ -128,12 +132,11 @@ class TriggerSource:
         if tables is None and "tables" in options:
             tables = options["tables"].split(",")
         self.tables = tuple(tables) if tables is not None else None
-        self.start = start or options.get("start") or "now"
-        if self.start not in ("now", "start"):
-            _position(self.start)
+        start = start or options.get("start") or "now"
+        if start not in ("now", "start"):
+            _position(start)
         if end is not None and end != "now":
             _position(end, "end")
-        self.end = end
         raw = retain if retain is not None else options.get("retain", 86400.0)
         try:
             self.retain = float(raw)
@@ -141,20 +144,14 @@ class TriggerSource:
             raise ConfigError(f"retain is a number of seconds, not {raw!r}") from e
         if not self.retain >= 0:
             raise ConfigError(f"retain is a number of seconds >= 0, not {raw!r}")
-        self.checkpoint = checkpoint
+        super().__init__(self.url, start=start, end=end, checkpoint=checkpoint)
         self.poll, self.timeout, self.prune_every = poll, timeout, prune_every
-        self.position: str | None = None  # end of the last transaction handed out
         self._wanted = matcher(self.tables)
-        self._stopping = threading.Event()
         self._schema: int | None = None
         self._decoder = Decoder(self._wanted)
         self._incarnation: int | None = None  # of rowcast's tables, when this source read them
 
     # ------------------------------------------------------------------ public
-
-    def run(self, hub: Hub) -> None:
-        """Publish every transaction on `hub` until `stop` (or the `end`), saving checkpoints."""
-        publish_all(self, hub, self.checkpoint)
 
     def stop(self) -> None:
         """Stop after the transaction being handed out.
@@ -162,7 +159,7 @@ class TriggerSource:
         Within `poll` seconds when idle, `timeout` when waiting for the app's write
         lock to record where a transaction ends (that transaction is not handed out).
         """
-        self._stopping.set()
+        super().stop()
 
     def check(self) -> None:
         """Open the file and install the triggers now: `ConfigError` says what is wrong."""
@@ -182,8 +179,7 @@ class TriggerSource:
         with contextlib.closing(connect(self.path, self.timeout)) as conn:
             return self._prune(conn)
 
-    def __iter__(self) -> Iterator[list[Change]]:
-        self._stopping.clear()  # first: a stop() from now on must not be forgotten
+    def _iterate(self) -> Iterator[list[Change]]:
         conn = connect(self.path, self.timeout)
         try:
             yield from self._stream(conn)
@@ -273,8 +269,7 @@ class TriggerSource:
 
     def _start(self, conn: sqlite3.Connection) -> tuple[int, int | None]:
         """Where reading starts (after) and ends (None: never), checked against the table."""
-        saved = self.checkpoint.load() if self.checkpoint is not None else None
-        start = saved or self.start
+        start = self._resume_from()
         (last,) = conn.execute("SELECT coalesce(max(seq), 0) FROM rowcast_changes").fetchone()
         row = conn.execute("SELECT value FROM rowcast_state WHERE key = 'pruned'").fetchone()
         pruned = row[0] if row else 0
