@@ -39,7 +39,9 @@ from sqlalchemy.orm import (
 from sqlalchemy.orm.attributes import flag_modified
 
 from rowcast import Action, Change, ConfigError, Hub, RowcastWarning
+from rowcast.sources import Source
 from rowcast.sources.sqlalchemy import SessionCapture
+from tests.conftest import wait_for
 
 
 class Base(DeclarativeBase):
@@ -754,3 +756,57 @@ def test_types_survive_the_json_codec(
     assert Change.from_json(change.to_json()) == change
     assert isinstance(change.ts, float)
     assert abs(change.ts - dt.datetime.now().timestamp()) < 60
+
+
+def test_a_capture_is_a_source_of_what_commits_from_now_on(
+    factory: sessionmaker[Session], capture: SessionCapture, rec: Recorder
+) -> None:
+    assert isinstance(capture, Source)
+    assert (capture.start, capture.position, capture.checkpoint) == ("now", None, None)
+    capture.check()  # nothing to reach: the capture lives in the app's sessions
+    with factory() as session:
+        session.add(Test(data="before"))
+        session.commit()
+        transactions = iter(capture)  # from here on
+        session.add(Test(data="a"))
+        session.commit()
+        session.add_all([Test(data="b"), Test(data="c")])
+        session.commit()
+    assert [[c.after["data"] for c in next(transactions) if c.after] for _ in range(2)] == [
+        ["a"],
+        ["b", "c"],
+    ]
+    assert len(rec.transactions) == 3  # the capture's own hub had them all
+    capture.stop()
+    assert list(transactions) == []
+    assert capture._readers == []  # iteration over: nothing is held for it
+
+
+def test_run_publishes_on_another_hub_until_stopped(
+    factory: sessionmaker[Session], capture: SessionCapture, rec: Recorder
+) -> None:
+    other = Hub()
+    got: list[Change] = []
+    other.connect(got.append)
+    thread = threading.Thread(target=capture.run, args=(other,))
+    thread.start()
+    wait_for(lambda: capture._readers)  # run() is iterating
+    with factory() as session:
+        session.add(Test(data="x"))
+        session.commit()
+    wait_for(lambda: got)
+    capture.stop()
+    thread.join(10)
+    assert not thread.is_alive()
+    assert [c.after for c in got] == [c.after for c in rec.changes]
+    # its own hub: run() only waits for stop, the commits are published once
+    own = threading.Thread(target=capture.run, args=(capture.hub,))
+    own.start()
+    wait_for(lambda: capture._readers)
+    with factory() as session:
+        session.add(Test(data="y"))
+        session.commit()
+    capture.close()  # ends run() too
+    own.join(10)
+    assert not own.is_alive()
+    assert [c.after["data"] for c in rec.changes if c.after] == ["x", "y"]

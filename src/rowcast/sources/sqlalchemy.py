@@ -58,11 +58,14 @@ each engine is used (a migration can create it instead: ``OUTBOX``).
 from __future__ import annotations
 
 import logging
+import queue
 import re
+import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
-from typing import Any
+import weakref
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Table, TextClause, event
 from sqlalchemy.exc import SQLAlchemyError
@@ -83,6 +86,9 @@ from ._flush import install_mapper_events
 from ._rows import Plan, Record, fill_missing, schema_of
 from ._state import BEFORE, CAPTURES, ROUTES, Pending, warn
 
+if TYPE_CHECKING:
+    from ..checkpoint import Checkpoint
+
 __all__ = ["SessionCapture"]
 
 log = logging.getLogger("rowcast.sources.sqlalchemy")
@@ -97,7 +103,15 @@ class SessionCapture:
     one `Session`. `tables` limits capture to these table names (``"name"`` or
     ``"schema.name"``). `outbox` also writes every change into the transaction's
     own ``rowcast_outbox`` table (see the module docstring). `close()` detaches it.
+
+    It is also a `rowcast.sources.Source`, with no position (nothing to resume
+    from: ``checkpoint`` is never read) and ``start="now"``: iterating yields the
+    transactions committed from then on, as they commit (held in memory until
+    taken), until `stop` or `close`; `run` publishes them on another hub too.
     """
+
+    start: str | None = "now"
+    position: str | None = None
 
     def __init__(
         self,
@@ -139,6 +153,9 @@ class SessionCapture:
         for name, fn in self._listeners:
             event.listen(target, name, fn)
         self.closed = False
+        self.checkpoint: Checkpoint | None = None
+        self._readers: list[queue.SimpleQueue[list[Change] | None]] = []  # of iterations
+        self._readers_lock = threading.Lock()
 
     def close(self) -> None:
         """Detach from the target; changes not yet committed are not published."""
@@ -147,6 +164,41 @@ class SessionCapture:
         self.closed = True
         for name, fn in self._listeners:
             event.remove(self._target, name, fn)
+        self.stop()
+
+    def check(self) -> None:
+        """Nothing to reach: the capture runs inside the app's own sessions."""
+
+    def stop(self) -> None:
+        """End every iteration (and `run`); the hub still gets each commit until `close`."""
+        for reader in tuple(self._readers):
+            reader.put(None)  # SimpleQueue.put: safe from a signal handler
+
+    def __iter__(self) -> Iterator[list[Change]]:
+        """The transactions committed from this call on, until `stop` or `close`."""
+        reader: queue.SimpleQueue[list[Change] | None] = queue.SimpleQueue()
+        with self._readers_lock:
+            self._readers = [*self._readers, reader]
+        transactions = self._take(reader)
+        weakref.finalize(transactions, self._forget, reader)  # also if never started
+        return transactions
+
+    def _take(self, reader: queue.SimpleQueue[list[Change] | None]) -> Iterator[list[Change]]:
+        try:
+            while (changes := reader.get()) is not None:
+                yield changes
+        finally:
+            self._forget(reader)
+
+    def _forget(self, reader: queue.SimpleQueue[list[Change] | None]) -> None:
+        with self._readers_lock:
+            self._readers = [r for r in self._readers if r is not reader]
+
+    def run(self, hub: Hub) -> None:
+        """Publish the transactions committed from now on on `hub` too, until `stop`."""
+        for changes in self:
+            if hub is not self.hub:  # its own hub has them already
+                hub.publish(changes)
 
     def __enter__(self) -> SessionCapture:
         return self
@@ -232,6 +284,8 @@ class SessionCapture:
             log.exception("rowcast could not build the changes of a committed transaction")
             return
         self.hub.publish(changes)
+        for reader in self._readers:
+            reader.put(changes)
 
     def _after_soft_rollback(self, session: Session, previous: SessionTransaction) -> None:
         pending = session.info.get(CAPTURES, {}).get(self)
