@@ -1,30 +1,39 @@
-"""BinlogSource against the real MariaDB of this machine (row-based binlog on)."""
+"""BinlogSource against the real MariaDB of this machine (row-based binlog on).
+
+`TestBinlogSource` runs the `SourceContract` in a database of its own; the rest is
+what only the binlog has: GTIDs, MariaDB's types, XA, log rotation, server settings.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import os
+import secrets
 import shutil
 import subprocess
-import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pymysql
 import pytest
 
-from rowcast import Change, ConfigError, Hub
-from rowcast.checkpoint import open_checkpoint
+from rowcast import Change, ConfigError
 from rowcast.sources import open_source
 from rowcast.sources._mysql_server import check_settings, connect, diagnose, parse_url
 from rowcast.sources.mysql import BinlogSource
+from rowcast.testing import SourceContract
 from tests.conftest import require_server, streaming, wait_for
 from tests.sources.seed import SEED, SEED_EVENTS, events
+from tests.test_relay import kill_binlog_dumps_of, server_id
+
+pytestmark = pytest.mark.server
 
 URL = "mysql://root@127.0.0.1:3306/test"
+RUN = secrets.token_hex(3)
+_numbers = itertools.count(1)
 
 
 @pytest.fixture
@@ -38,14 +47,6 @@ def db() -> Iterator[Any]:
     yield conn
     if conn.open:
         conn.close()
-
-
-def kill_binlog_dumps(conn: Any) -> None:
-    """Drop every binlog reader's connection on the server side, as a network fault would."""
-    with conn.cursor() as cur:
-        cur.execute("SELECT ID FROM information_schema.PROCESSLIST WHERE COMMAND = 'Binlog Dump'")
-        for (thread_id,) in cur.fetchall():
-            cur.execute(f"KILL {thread_id}")
 
 
 def execute(conn: Any, *statements: str) -> None:
@@ -66,38 +67,57 @@ def read(start: str, **options: Any) -> list[list[Change]]:
     return list(BinlogSource(URL, start=start, end="now", **options))
 
 
-def test_seed_example_in_autocommit_statements(db: Any) -> None:
+class TestBinlogSource(SourceContract):
+    @pytest.fixture
+    def database(self) -> Iterator[None]:
+        require_server("mysql")
+        self.name = f"rc_src_{RUN}_{next(_numbers)}"  # a database of its own
+        admin = pymysql.connect(host="127.0.0.1", user="root", autocommit=True)
+        execute(admin, f"CREATE DATABASE {self.name}")
+        self.conn = pymysql.connect(
+            host="127.0.0.1", user="root", database=self.name, autocommit=True
+        )
+        execute(self.conn, "CREATE TABLE test (id INT AUTO_INCREMENT PRIMARY KEY, data TEXT)")
+        yield
+        self.conn.close()
+        execute(admin, f"DROP DATABASE IF EXISTS {self.name}")
+        admin.close()
+
+    def make_source(self, **options: Any) -> BinlogSource:
+        return BinlogSource(
+            f"mysql://root@127.0.0.1:3306/{self.name}",
+            tables=[f"{self.name}.test"],
+            server_id=server_id(),  # two readers with one id kick each other off
+            heartbeat=0.2,
+            **options,
+        )
+
+    def start_position(self) -> str:
+        return position(self.conn)
+
+    def execute(self, statements: Sequence[str], *, transaction: bool = False) -> None:
+        execute(self.conn, *(["BEGIN", *statements, "COMMIT"] if transaction else statements))
+
+    def drop_connections(self) -> int:
+        return kill_binlog_dumps_of(self.conn, os.getpid())
+
+    def misconfigured_source(self) -> BinlogSource:
+        return BinlogSource(f"mysql://root:wrong@127.0.0.1:3306/{self.name}")
+
+
+def test_txid_is_the_gtid_and_position_the_binlog_file_and_offset(db: Any) -> None:
     start = position(db)
     execute(db, *SEED)
     transactions = read(start, tables=["test.test"])
     assert events(transactions) == SEED_EVENTS
-    assert len(transactions) == 7
     for tx in transactions:
         assert len({(c.txid, c.position, c.ts) for c in tx}) == 1  # one transaction
         assert tx[0].txid is not None
         assert tx[0].txid.count("-") == 2  # MariaDB GTID domain-server-seq
-        assert tx[0].source == "mysql"
-        assert tx[0].schema == "test"
-    update = transactions[2][0]
-    assert update.before == {"id": 1, "data": "a"}
-    assert update.after == {"id": 1, "data": "aa"}
-
-
-def test_seed_example_in_one_transaction_and_hub_levels(db: Any) -> None:
-    start = position(db)
-    execute(db, "BEGIN", *SEED, "COMMIT")
-    hub = Hub()
-    counts: dict[str, int] = {}
-    for name in ("write", "update", "delete", "update@test.test", "commit"):
-
-        def count(sender: Any, _name: str = name, **kw: Any) -> None:
-            counts[_name] = counts.get(_name, 0) + 1
-
-        hub.signal(name).connect(count, weak=False)
-    source = BinlogSource(URL, start=start, end="now", tables=["test"])
-    source.run(hub)
-    assert counts == {"write": 4, "update": 5, "delete": 4, "update@test.test": 5, "commit": 1}
-    assert source.position is not None
+        assert (tx[0].source, tx[0].schema) == ("mysql", "test")
+        name, _, offset = (tx[0].position or "").rpartition(":")
+        assert name.startswith(start.rpartition(".")[0])
+        assert offset.isdigit()
 
 
 def test_savepoints_inside_a_transaction(db: Any) -> None:
@@ -221,38 +241,6 @@ def test_alter_table_mid_stream(db: Any) -> None:
     ]
 
 
-def test_resume_from_a_checkpoint_loses_and_repeats_nothing(db: Any, tmp_path: Path) -> None:
-    checkpoint = open_checkpoint(str(tmp_path / "binlog.pos"))
-    execute(db, "INSERT INTO test (data) VALUES ('seen')")
-    start = position(db)
-    execute(db, "INSERT INTO test (data) VALUES ('one')", "BEGIN")
-    execute(db, "INSERT INTO test (data) VALUES ('two')", "INSERT INTO test (data) VALUES ('3')")
-    execute(db, "COMMIT")
-    # nothing saved yet: the first run starts at `start`
-    first = BinlogSource(URL, start=start, end="now", tables=["test.test"], checkpoint=checkpoint)
-    got: list[Change] = []
-    hub = Hub()
-    hub.connect(got.append)
-    first.run(hub)
-    assert [c.after["data"] for c in got if c.after] == ["one", "two", "3"]
-    assert checkpoint.load() == first.position
-    execute(db, "INSERT INTO test (data) VALUES ('four')", "UPDATE test SET data = 'x'")
-    got.clear()
-    # a restart: `start` is ignored because the checkpoint holds a position
-    second = BinlogSource(
-        URL, start="start", end="now", tables=["test.test"], checkpoint=checkpoint
-    )
-    second.run(hub)
-    assert [c.name for c in got] == ["test_write"] + ["test_update"] * 5
-    assert got[0].after == {"id": 5, "data": "four"}
-
-
-def test_reading_up_to_now_with_nothing_new_returns_at_once(db: Any) -> None:
-    began = time.monotonic()
-    assert read(position(db)) == []
-    assert time.monotonic() - began < 5
-
-
 def test_resume_after_a_gtid(db: Any) -> None:
     start = position(db)
     execute(db, *(f"INSERT INTO test (data) VALUES ('{i}')" for i in range(3)))
@@ -302,20 +290,11 @@ def test_a_killed_connection_after_a_gtid_start_repeats_nothing(db: Any) -> None
     ) as got:
         execute(db, "INSERT INTO test (data) VALUES ('1')")
         wait_for(lambda: len(got) == 1)
-        kill_binlog_dumps(db)
+        assert kill_binlog_dumps_of(db, os.getpid()) == 1  # this reader's, no one else's
         execute(db, "INSERT INTO test (data) VALUES ('2')")
         wait_for(lambda: len(got) >= 2)
         time.sleep(0.5)  # a replay would arrive now
     assert [c.after["data"] for c in got if c.after] == ["1", "2"]
-
-
-def test_stop_right_after_run_starts_is_not_forgotten(db: Any) -> None:
-    source = BinlogSource(URL, tables=["test.test"], heartbeat=0.5)
-    thread = threading.Thread(target=source.run, args=(Hub(),))
-    thread.start()
-    source.stop()
-    thread.join(10)
-    assert not thread.is_alive()
 
 
 def test_json_parse_falls_back_for_rows_written_before_an_alter(db: Any) -> None:
@@ -335,18 +314,6 @@ def test_json_parse_falls_back_for_rows_written_before_an_alter(db: Any) -> None
         {"id": 1, "t": [1]},
     ]
     execute(db, "DROP TABLE rc_hist")
-
-
-def test_stop_from_another_thread_when_idle(db: Any) -> None:
-    source = BinlogSource(URL, tables=["test.test"], heartbeat=0.5)
-    thread = threading.Thread(target=source.run, args=(Hub(),))
-    thread.start()
-    time.sleep(1.0)
-    began = time.monotonic()
-    source.stop()
-    thread.join(10)
-    assert not thread.is_alive()
-    assert time.monotonic() - began < 5
 
 
 def _restart_mariadb() -> None:
@@ -397,24 +364,6 @@ def test_server_restart_mid_stream_loses_and_repeats_nothing(db: Any) -> None:
     assert [c.after["data"] for c in got if c.after] == [f"a{i}" for i in range(20)] + [
         f"b{i}" for i in range(20)
     ]
-
-
-def test_a_killed_connection_mid_stream_loses_and_repeats_nothing(db: Any) -> None:
-    with streaming(
-        BinlogSource(URL, start=position(db), tables=["test.test"], heartbeat=0.5)
-    ) as got:
-        for batch in range(3):
-            execute(db, "BEGIN")
-            execute(db, *(f"INSERT INTO test (data) VALUES ('{batch}-{i}')" for i in range(50)))
-            execute(db, "COMMIT")
-            wait_for(lambda n=batch: len(got) == 50 * (n + 1))
-            kill_binlog_dumps(db)
-        execute(db, "INSERT INTO test (data) VALUES ('last')")
-        wait_for(lambda: len(got) == 151)
-        time.sleep(0.5)  # a duplicate would arrive now
-    assert [c.after["data"] for c in got if c.after] == [
-        f"{b}-{i}" for b in range(3) for i in range(50)
-    ] + ["last"]
 
 
 # ----------------------------------------------------------------- errors

@@ -1,23 +1,38 @@
 """The transactional outbox: SessionCapture(outbox=True) writes it, OutboxSource relays it.
 
 On SQLite, PostgreSQL and MariaDB. The server tests use a database of their own
-(``rc_outbox``) so that no other test's ``rowcast_outbox`` rows mix with these.
+(``rc_outbox_<run>``, dropped at the end) so that no other test's (nor another
+run's) ``rowcast_outbox`` rows mix with these.
+The `SourceContract` runs on all three (``TestOutboxSource*``): its SQL statements
+are made ORM writes of a `SessionCapture` with ``outbox=True``, as an app would.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import secrets
 import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
-from sqlalchemy import Engine, PickleType, String, create_engine, func, select, text, update
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+from sqlalchemy import (
+    Engine,
+    PickleType,
+    String,
+    create_engine,
+    delete,
+    func,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from rowcast import Change, ConfigError, Hub
 from rowcast.checkpoint import open_checkpoint
@@ -26,9 +41,11 @@ from rowcast.sources import open_source
 from rowcast.sources.base import diagnose
 from rowcast.sources.outbox import OUTBOX, OutboxSource
 from rowcast.sources.sqlalchemy import SessionCapture
+from rowcast.testing import SourceContract
 from tests.conftest import require_server, sqlite_engine
 
-DATABASE = "rc_outbox"
+DATABASE = f"rc_outbox_{secrets.token_hex(3)}"
+_made: list[str] = []  # the servers DATABASE was created on
 
 
 class Base(DeclarativeBase):
@@ -47,24 +64,36 @@ class Blob(Base):
     value: Mapped[Any] = mapped_column(PickleType)
 
 
-def _server_url(name: str) -> str:
-    """The server's URL for database `DATABASE`, created when missing."""
-    url = require_server(name)
-    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+def _admin(name: str, statement: str) -> None:
+    admin = create_engine(require_server(name), isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:
-            if name == "mysql":
-                conn.execute(text(f"CREATE DATABASE IF NOT EXISTS {DATABASE}"))
-            elif not conn.execute(
-                text("SELECT 1 FROM pg_database WHERE datname = :d"), {"d": DATABASE}
-            ).first():
-                conn.execute(text(f"CREATE DATABASE {DATABASE}"))
+            conn.execute(text(statement))
     finally:
         admin.dispose()
+
+
+def _server_url(name: str) -> str:
+    """The server's URL for database `DATABASE`, created the first time."""
+    url = require_server(name)
+    if name not in _made:
+        _admin(name, f"CREATE DATABASE {DATABASE}")
+        _made.append(name)
     return url.rsplit("/", 1)[0] + f"/{DATABASE}"
 
 
-@pytest.fixture(params=["sqlite", "postgresql", "mysql"])
+@pytest.fixture(scope="module", autouse=True)
+def _drop_databases() -> Iterator[None]:
+    yield
+    for name in _made:
+        force = " WITH (FORCE)" if name == "postgresql" else ""
+        _admin(name, f"DROP DATABASE IF EXISTS {DATABASE}{force}")
+
+
+SERVERS = [pytest.param(name, marks=pytest.mark.server) for name in ("postgresql", "mysql")]
+
+
+@pytest.fixture(params=["sqlite", *SERVERS])
 def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Engine, str]]:
     """An engine with fresh tables and an empty outbox, and the outbox+ URL of its database."""
     if request.param == "sqlite":
@@ -95,6 +124,130 @@ def drain(url: str, **options: Any) -> list[list[Change]]:
         return list(source)
     finally:
         source.close()
+
+
+# ---------------------------------------------------------------- the SourceContract
+
+
+class ContractBase(DeclarativeBase):
+    pass
+
+
+class Row(ContractBase):
+    """The contract's table ``test``."""
+
+    __tablename__ = "test"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    data: Mapped[str | None] = mapped_column(String(20))
+
+
+_INSERT = re.compile(r"INSERT INTO test \(data\) VALUES (.+)")
+_UPDATE = re.compile(r"UPDATE test SET data = '([^']*)' WHERE (.+)")
+_DELETE = re.compile(r"DELETE FROM test WHERE (.+)")
+_WHERE = re.compile(r"(id|data) (!=|=) (\d+|'[^']*')")
+
+
+def orm_write(session: Session, statement: str) -> None:
+    """Do what one of the contract's SQL statements does, through the ORM."""
+
+    def where(condition: str) -> Any:
+        found = _WHERE.fullmatch(condition)
+        assert found is not None, condition
+        column, operator, literal = found.groups()
+        value: int | str = int(literal) if literal.isdigit() else literal.strip("'")
+        left = getattr(Row, column)
+        return left != value if operator == "!=" else left == value
+
+    if found := _INSERT.fullmatch(statement):
+        session.add_all([Row(data=value) for value in re.findall(r"\('([^']*)'\)", found[1])])
+        session.flush()
+    elif found := _UPDATE.fullmatch(statement):
+        session.execute(update(Row).where(where(found[2])).values(data=found[1]))
+    elif found := _DELETE.fullmatch(statement):
+        session.execute(delete(Row).where(where(found[1])))
+    else:
+        raise AssertionError(f"not one of the contract's statements: {statement!r}")
+
+
+class _OutboxContract(SourceContract):
+    backend: ClassVar[str]
+
+    @pytest.fixture
+    def database(self, tmp_path: Path) -> Iterator[None]:
+        if self.backend == "sqlite":
+            self.engine = sqlite_engine(tmp_path / "contract.db")
+            url = f"sqlite:///{tmp_path / 'contract.db'}"
+        else:
+            url = _server_url(self.backend)
+            self.engine = create_engine(url, pool_pre_ping=True)  # outlives drop_connections
+        self.url = f"outbox+{url}"
+        self.tmp_path = tmp_path
+        ContractBase.metadata.drop_all(self.engine)
+        OUTBOX.drop(self.engine, checkfirst=True)
+        ContractBase.metadata.create_all(self.engine)
+        self.sessions = sessionmaker(self.engine)
+        with SessionCapture(self.sessions, outbox=True) as self.capture:
+            yield
+        ContractBase.metadata.drop_all(self.engine)
+        OUTBOX.drop(self.engine, checkfirst=True)
+        self.engine.dispose()
+
+    def make_source(self, **options: Any) -> OutboxSource:
+        return OutboxSource(self.url, poll=0.05, **options)
+
+    def start_position(self) -> str:
+        return "start"  # a fresh outbox: every row is this test's
+
+    def execute(self, statements: Sequence[str], *, transaction: bool = False) -> None:
+        for group in [statements] if transaction else [[s] for s in statements]:
+            with self.sessions() as session:
+                for statement in group:
+                    orm_write(session, statement)
+                session.commit()
+
+    def misconfigured_source(self) -> OutboxSource:
+        if self.backend == "sqlite":
+            return OutboxSource(f"outbox+sqlite:///{self.tmp_path / 'no' / 'such' / 'app.db'}")
+        return OutboxSource(f"outbox+{self.backend}://nobody:secret@127.0.0.1:1/nowhere")
+
+
+class TestOutboxSourceOnSQLite(_OutboxContract):
+    backend = "sqlite"
+
+
+@pytest.mark.server
+class TestOutboxSourceOnPostgreSQL(_OutboxContract):
+    backend = "postgresql"
+
+    def drop_connections(self) -> int:
+        with self.engine.connect() as conn:
+            dropped = conn.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            ).all()
+        return len(dropped)
+
+
+@pytest.mark.server
+class TestOutboxSourceOnMariaDB(_OutboxContract):
+    backend = "mysql"
+
+    def drop_connections(self) -> int:
+        with self.engine.connect() as conn:
+            threads = conn.execute(
+                text(
+                    "SELECT ID FROM information_schema.PROCESSLIST "
+                    "WHERE DB = DATABASE() AND ID != CONNECTION_ID()"
+                )
+            ).all()
+            for (thread,) in threads:
+                conn.execute(text(f"KILL {int(thread)}"))
+        return len(threads)
+
+
+# ---------------------------------------------------------------- the outbox itself
 
 
 def test_a_transaction_is_written_in_it_and_relayed_whole(db: tuple[Engine, str]) -> None:

@@ -4,6 +4,10 @@ Everything runs in a private database ``rc_pg_<run>`` made for this module, so
 that its publications (one is FOR ALL TABLES) touch no one else's tables. Each
 test has its own slot and publication; every slot is dropped at the end of its
 test, its reader's connection terminated first, also when the test fails.
+
+`TestLogicalSource` runs the `SourceContract`; the rest is what only logical
+replication has: heap order, PostgreSQL's types, replica identity and TOAST,
+what the slot is told, slots and publications.
 """
 
 from __future__ import annotations
@@ -16,12 +20,10 @@ import os
 import secrets
 import shutil
 import subprocess
-import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import psycopg2
@@ -29,11 +31,11 @@ import psycopg2.errors
 import pytest
 from sqlalchemy import make_url
 
-from rowcast import Change, ConfigError, Hub
-from rowcast.checkpoint import open_checkpoint
+from rowcast import Change, ConfigError
 from rowcast.sources import open_source
 from rowcast.sources.base import diagnose
 from rowcast.sources.postgres import UNCHANGED, LogicalSource
+from rowcast.testing import SourceContract
 from tests.conftest import require_server, streaming, wait_for
 from tests.sources.seed import SEED, SEED_BY_STATEMENT
 
@@ -154,6 +156,42 @@ def table(db: Any, ddl: str, full: bool = True) -> None:
         db.execute(f"ALTER TABLE {name} REPLICA IDENTITY FULL")
 
 
+class TestLogicalSource(SourceContract):
+    ordered_by_key = False  # the rows of one statement come in heap order
+
+    @pytest.fixture
+    def database(self, base: str, db: Any, make: Any, name: str) -> None:
+        self.base, self.db, self.make, self.name = base, db, make, name
+        table(db, "test (id SERIAL PRIMARY KEY, data TEXT)")
+        make(tables=["test"]).setup()  # the slot: changes from now on are kept
+
+    def make_source(self, **options: Any) -> LogicalSource:
+        source: LogicalSource = self.make(tables=["test"], **options)
+        return source
+
+    def start_position(self) -> str:
+        return lsn(self.db)
+
+    def execute(self, statements: Sequence[str], *, transaction: bool = False) -> None:
+        if transaction:
+            self.db.execute("BEGIN; " + "; ".join(statements) + "; COMMIT")
+        else:
+            for statement in statements:
+                self.db.execute(statement)
+
+    def drop_connections(self) -> int:
+        self.db.execute(
+            "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
+            "WHERE slot_name = %s AND active_pid IS NOT NULL",
+            (self.name,),
+        )
+        return len(self.db.fetchall())
+
+    def misconfigured_source(self) -> LogicalSource:
+        nobody = make_url(self.base).set(username="rc_pg_nobody")
+        return LogicalSource(nobody.render_as_string(hide_password=False))
+
+
 # ----------------------------------------------------------------- the seed workload
 
 
@@ -178,29 +216,6 @@ def test_seed_workload_statement_by_statement_in_heap_order(db: Any, make: Any) 
         assert (tx[0].source, tx[0].schema) == ("postgres", "public")
     positions = [as_int(tx[0].position) for tx in transactions]
     assert positions == sorted(positions)
-    update = transactions[2][0]
-    assert update.before == {"id": 1, "data": "a"}
-    assert update.after == {"id": 1, "data": "aa"}
-    assert transactions[6][0].before == {"id": 1, "data": "aa"}
-
-
-def test_seed_workload_in_one_transaction_and_hub_levels(db: Any, make: Any) -> None:
-    table(db, "test (id SERIAL PRIMARY KEY, data VARCHAR(20))")
-    make(tables=["test"]).setup()
-    start = lsn(db)
-    db.execute("BEGIN; " + "; ".join(SEED) + "; COMMIT")
-    hub = Hub()
-    counts: dict[str, int] = {}
-    for signal in ("write", "update", "delete", "update@public.test", "commit"):
-
-        def count(sender: Any, _name: str = signal, **kw: Any) -> None:
-            counts[_name] = counts.get(_name, 0) + 1
-
-        hub.signal(signal).connect(count, weak=False)
-    source = make(tables=["test"], start=start, end="now")
-    source.run(hub)
-    assert counts == {"write": 4, "update": 5, "delete": 4, "update@public.test": 5, "commit": 1}
-    assert source.position is not None
 
 
 def test_savepoints_rolled_back_are_not_published(db: Any, make: Any) -> None:
@@ -407,32 +422,6 @@ def test_truncate_is_logged_and_not_published(
 # ----------------------------------------------------------------- positions and delivery
 
 
-def test_resume_from_a_checkpoint_loses_and_repeats_nothing(
-    db: Any, make: Any, tmp_path: Path
-) -> None:
-    table(db, "test (id SERIAL PRIMARY KEY, data TEXT)")
-    make(tables=["test"]).setup()
-    checkpoint = open_checkpoint(str(tmp_path / "pg.pos"))
-    db.execute("INSERT INTO test (data) VALUES ('seen')")
-    start = lsn(db)
-    db.execute("INSERT INTO test (data) VALUES ('one')")
-    db.execute("BEGIN; INSERT INTO test (data) VALUES ('two'), ('3'); COMMIT")
-    first = make(tables=["test"], start=start, end="now", checkpoint=checkpoint)
-    got: list[Change] = []
-    hub = Hub()
-    hub.connect(got.append)
-    first.run(hub)
-    assert [c.after["data"] for c in got if c.after] == ["one", "two", "3"]
-    assert checkpoint.load() == first.position == got[-1].position
-    db.execute("INSERT INTO test (data) VALUES ('four')")
-    db.execute("UPDATE test SET data = 'x'")
-    got.clear()
-    # a restart: `start` is ignored because the checkpoint holds a position
-    make(tables=["test"], start="now", end="now", checkpoint=checkpoint).run(hub)
-    assert [c.name for c in got] == ["test_write"] + ["test_update"] * 5
-    assert got[0].after == {"id": 5, "data": "four"}
-
-
 def test_a_saved_position_resumes_right_after_its_transaction(
     db: Any, make: Any, name: str
 ) -> None:
@@ -488,78 +477,10 @@ def test_an_idle_or_filtered_slot_does_not_hold_wal(db: Any, make: Any, name: st
     assert [c.pk for c in got] == [1]
 
 
-def test_a_terminated_walsender_mid_stream_loses_and_repeats_nothing(
-    db: Any, make: Any, name: str
-) -> None:
-    table(db, "test (id SERIAL PRIMARY KEY, data TEXT)")
-    make(tables=["test"]).setup()
-    with streaming(make(tables=["test"], start=lsn(db))) as got:
-        for batch in range(3):
-            db.execute(
-                "BEGIN; "
-                + "; ".join(f"INSERT INTO test (data) VALUES ('{batch}-{i}')" for i in range(50))
-                + "; COMMIT"
-            )
-            wait_for(lambda n=batch: len(got) == 50 * (n + 1))
-            db.execute(
-                "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
-                "WHERE slot_name = %s",
-                (name,),
-            )
-        db.execute("INSERT INTO test (data) VALUES ('last')")
-        wait_for(lambda: len(got) == 151)
-        time.sleep(0.5)  # a duplicate would arrive now
-    assert [c.after["data"] for c in got if c.after] == [
-        f"{b}-{i}" for b in range(3) for i in range(50)
-    ] + ["last"]
-
-
-def test_a_terminated_walsender_while_idle_reconnects(db: Any, make: Any, name: str) -> None:
-    table(db, "test (id SERIAL PRIMARY KEY, data TEXT)")
-    make(tables=["test"]).setup()
-    with streaming(make(tables=["test"])) as got:
-        wait_for(lambda: active_pid(db, name) is not None)
-        pid = active_pid(db, name)
-        db.execute("SELECT pg_terminate_backend(%s)", (pid,))
-        wait_for(lambda: active_pid(db, name) not in (None, pid))
-        db.execute("INSERT INTO test (data) VALUES ('after')")
-        wait_for(lambda: len(got) == 1)
-    assert got[0].after == {"id": 1, "data": "after"}
-
-
 def active_pid(db: Any, slot: str) -> int | None:
     db.execute("SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s", (slot,))
     row = db.fetchone()
     return row[0] if row else None
-
-
-def test_reading_up_to_now_with_nothing_new_returns_at_once(db: Any, make: Any) -> None:
-    table(db, "test (id SERIAL PRIMARY KEY)")
-    make(tables=["test"]).setup()
-    began = time.monotonic()
-    assert list(make(tables=["test"], start=lsn(db), end="now")) == []
-    assert time.monotonic() - began < 10
-
-
-def test_stop_from_another_thread_when_idle(db: Any, make: Any, name: str) -> None:
-    table(db, "test (id SERIAL PRIMARY KEY)")
-    source = make(tables=["test"])
-    thread = threading.Thread(target=source.run, args=(Hub(),))
-    thread.start()
-    wait_for(lambda: active_pid(db, name) is not None)
-    source.stop()
-    thread.join(10)
-    assert not thread.is_alive()
-
-
-def test_stop_right_after_run_starts_is_not_forgotten(db: Any, make: Any) -> None:
-    table(db, "test (id SERIAL PRIMARY KEY)")
-    source = make(tables=["test"])
-    thread = threading.Thread(target=source.run, args=(Hub(),))
-    thread.start()
-    source.stop()
-    thread.join(10)
-    assert not thread.is_alive()
 
 
 # ----------------------------------------------------------------- slot and publication

@@ -5,3 +5,7 @@ Each module holds one plain pytest class per contract (e.g.
 subclasses it and provides a factory. These modules import pytest, so import
 them only from tests.
 """
+
+from .source import SourceContract
+
+__all__ = ["SourceContract"]
