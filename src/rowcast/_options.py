@@ -11,7 +11,10 @@ from .errors import ConfigError
 
 __all__ = ["boolean", "number", "query"]
 
-_BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+_BOOLEANS = {
+    **dict.fromkeys(("true", "1", "yes", "on"), True),
+    **dict.fromkeys(("false", "0", "no", "off"), False),
+}
 
 
 def query(
@@ -83,12 +86,17 @@ def number(
 
 
 def boolean(url: str, name: str, given: Any, options: dict[str, str], default: bool) -> bool:
-    """Option `name` as true or false (also 1/0, yes/no)."""
-    if given is not None:
-        return bool(given)
-    text = options.get(name)
-    if text is None:
+    """Option `name` as true or false: the keyword `given`, else the URL's, else `default`.
+
+    A bool is taken as is; text, in the URL or given as a keyword, is true/false, 1/0,
+    yes/no or on/off in any case. Anything else is a `ConfigError` naming option and value.
+    """
+    value = given if given is not None else options.get(name)
+    if value is None:
         return default
-    if text.lower() not in _BOOLEANS:
-        raise ConfigError(f"{masked(url)}: {name} is true or false, not {text!r}")
-    return _BOOLEANS[text.lower()]
+    if isinstance(value, bool):
+        return value
+    word = str(value).lower() if isinstance(value, str | int) else ""
+    if word in _BOOLEANS:
+        return _BOOLEANS[word]
+    raise ConfigError(f"{masked(url)}: {name} is true or false, not {value!r}")

@@ -1,0 +1,69 @@
+"""The URL helpers every backend family shares: masking, and reading query options."""
+
+from __future__ import annotations
+
+import pytest
+
+from rowcast._options import boolean
+from rowcast.errors import ConfigError
+from rowcast.sinks.rabbitmq import RabbitMQSink
+
+URL = "amqp://user:secret@broker/%2F"
+WORDS = [
+    ("true", True),
+    ("1", True),
+    ("yes", True),
+    ("on", True),
+    ("TRUE", True),
+    ("false", False),
+    ("0", False),
+    ("no", False),
+    ("off", False),
+    ("Off", False),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), WORDS)
+def test_boolean_reads_the_words_in_the_url(text: str, expected: bool) -> None:
+    assert boolean(URL, "mandatory", None, {"mandatory": text}, not expected) is expected
+
+
+@pytest.mark.parametrize(("text", "expected"), WORDS)
+def test_boolean_reads_the_words_given_as_a_keyword(text: str, expected: bool) -> None:
+    # a keyword wins over the URL; text given there means what it means in the URL
+    options = {"mandatory": str(not expected).lower()}
+    assert boolean(URL, "mandatory", text, options, not expected) is expected
+
+
+@pytest.mark.parametrize("given", [True, False])
+def test_boolean_keeps_a_bool_keyword(given: bool) -> None:
+    assert boolean(URL, "mandatory", given, {"mandatory": str(not given)}, not given) is given
+
+
+@pytest.mark.parametrize("default", [True, False])
+def test_boolean_default_when_not_given(default: bool) -> None:
+    assert boolean(URL, "mandatory", None, {}, default) is default
+
+
+@pytest.mark.parametrize(
+    ("given", "options"),
+    [(None, {"mandatory": "ture"}), ("flase", {}), (None, {"mandatory": ""}), (2, {})],
+)
+def test_boolean_refuses_anything_else_naming_option_and_value(
+    given: object, options: dict[str, str]
+) -> None:
+    value = given if given is not None else options["mandatory"]
+    with pytest.raises(ConfigError) as caught:
+        boolean(URL, "mandatory", given, options, True)
+    message = str(caught.value)
+    assert "mandatory" in message
+    assert repr(value) in message
+    assert "secret" not in message  # the URL in the message is masked
+
+
+def test_a_sink_reads_false_as_false() -> None:
+    # pika is imported, nothing is connected: no server needed
+    assert RabbitMQSink(f"{URL}?mandatory=off").mandatory is False
+    assert RabbitMQSink(URL, mandatory="false").mandatory is False  # type: ignore[arg-type]
+    assert RabbitMQSink(URL, mandatory="yes").mandatory is True  # type: ignore[arg-type]
+    assert RabbitMQSink(f"{URL}?mandatory=false", mandatory=True).mandatory is True
