@@ -30,9 +30,9 @@ import pytest
 
 from rowcast import Change
 from rowcast._relay_console import JsonFormatter
-from rowcast._relay_metrics import RateMeter, RelayStats, serve_metrics
 from rowcast.checkpoint import FileCheckpoint, open_checkpoint
 from rowcast.errors import ConfigError, DuplicateEventId, SinkError
+from rowcast.metrics import RateMeter, RelayStats, serve_metrics
 from rowcast.relay import Relay
 from rowcast.sinks.base import Batch, change_id
 from rowcast.sinks.stdout import StdoutSink

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rowcast._options import boolean
+from rowcast._url import boolean
 from rowcast.errors import ConfigError
 from rowcast.sinks.rabbitmq import RabbitMQSink
 

@@ -12,10 +12,10 @@ from rich.text import Text
 
 from ._cli_common import LOG_FORMAT, METRICS_PORT, serving_metrics, stop_on_signals
 from ._relay_console import RelayDisplay
-from ._relay_metrics import RelayStats
 from .cli import main
 from .consume import load_handler, open_consumer
 from .consume.stats import ConsumerStats, serve_metrics
+from .metrics import RelayStats
 
 __all__ = ["consume"]
 

@@ -14,11 +14,11 @@ from rich.console import Console
 from ._cli_common import LOG_FORMAT, METRICS_PORT, TABLES, serving_metrics, stop_on_signals
 from ._cli_common import patterns as table_patterns
 from ._relay_console import RelayDisplay
-from ._relay_metrics import serve_metrics
 from ._url import masked
 from .checkpoint import Checkpoint, open_checkpoint
 from .cli import main
 from .errors import ConfigError
+from .metrics import serve_metrics
 from .relay import Relay
 from .sinks.base import Sink, open_sink
 from .sources._process import ProcessSource

@@ -1,10 +1,18 @@
-"""URL helpers shared by every backend family."""
+"""URL helpers shared by every backend family: masking a password, reading query options.
+
+`query`, `number` and `boolean` read the options of a broker URL, for the sinks and
+the consumers alike.
+"""
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit, urlunsplit
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
-__all__ = ["masked"]
+from .errors import ConfigError
+
+__all__ = ["boolean", "masked", "number", "query"]
 
 
 def masked(url: str) -> str:
@@ -15,3 +23,94 @@ def masked(url: str) -> str:
     userinfo, _, host = parts.netloc.rpartition("@")
     user = userinfo.partition(":")[0]
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+_BOOLEANS = {
+    **dict.fromkeys(("true", "1", "yes", "on"), True),
+    **dict.fromkeys(("false", "0", "no", "off"), False),
+}
+
+
+def query(
+    url: str,
+    what: str,
+    schemes: tuple[str, ...],
+    known: tuple[str, ...],
+    *,
+    lists: tuple[str, ...] = (),
+    others: bool = False,
+) -> tuple[dict[str, str], dict[str, list[str]], list[tuple[str, str]]]:
+    """The options of `url`: the `known` single ones, the repeatable ones (`lists`, also
+    comma-separated), and the others in order (only if `others`).
+
+    The scheme must be one of `schemes`. A known option given twice, or any other option
+    when `others` is false, is a `ConfigError` naming what `what` (e.g. "the Redis sink")
+    takes.
+    """
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in schemes:
+        raise ConfigError(
+            f"{masked(url)}: {what} takes URLs starting with "
+            + " or ".join(f"{s}://" for s in schemes)
+        )
+    try:
+        pairs = parse_qsl(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
+    except ValueError as e:
+        raise ConfigError(f"{masked(url)}: malformed query: {e}") from e
+    options: dict[str, str] = {}
+    many: dict[str, list[str]] = {}
+    rest: list[tuple[str, str]] = []
+    for name, value in pairs:
+        if name in lists:
+            many.setdefault(name, []).extend(v for v in value.split(",") if v)
+        elif name not in known:
+            if not others:
+                raise ConfigError(
+                    f"{masked(url)}: unknown option {name!r}; {what} takes "
+                    + ", ".join((*known, *lists))
+                )
+            rest.append((name, value))
+        elif name in options:
+            raise ConfigError(f"{masked(url)}: option {name!r} given twice")
+        else:
+            options[name] = value
+    return options, many, rest
+
+
+def number(
+    url: str,
+    name: str,
+    given: Any,
+    options: dict[str, str],
+    default: Any,
+    kind: Callable[[Any], float] = float,
+) -> Any:
+    """Option `name` as a positive finite `kind`: the keyword `given`, else the URL's, else
+    `default`."""
+    if given is None and name not in options:
+        return default
+    value: Any = given if given is not None else options[name]
+    try:
+        result = kind(value)
+    except (TypeError, ValueError, OverflowError):
+        result = float("nan")
+    if isinstance(value, bool) or not 0 < result < float("inf"):
+        raise ConfigError(f"{masked(url)}: {name} must be a positive number, not {value!r}")
+    return result
+
+
+def boolean(url: str, name: str, given: Any, options: dict[str, str], default: bool) -> bool:
+    """Option `name` as true or false: the keyword `given`, else the URL's, else `default`.
+
+    A bool is taken as is; text, in the URL or given as a keyword, is true/false, 1/0,
+    yes/no or on/off in any case. Anything else is a `ConfigError` naming option and value.
+    """
+    value = given if given is not None else options.get(name)
+    if value is None:
+        return default
+    if isinstance(value, bool):
+        return value
+    word = str(value).lower() if isinstance(value, str | int) else ""
+    if word in _BOOLEANS:
+        return _BOOLEANS[word]
+    raise ConfigError(f"{masked(url)}: {name} is true or false, not {value!r}")

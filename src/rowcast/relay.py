@@ -52,7 +52,7 @@ Resuming
     checkpoint is a `ConfigError`. The source's own ``start`` counts only when the
     checkpoint is empty.
 
-Progress is in `Relay.stats` (`rowcast._relay_metrics.RelayStats`) and in log
+Progress is in `Relay.stats` (`rowcast.metrics.RelayStats`) and in log
 records of logger ``rowcast.relay``, each with an ``event`` attribute
 (``start``, ``retry``, ``recovered``, ``checkpoint_retry``, ``stop``) and the
 fields it names.
@@ -70,10 +70,10 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from ._relay_metrics import RelayStats
 from .change import Change
 from .checkpoint import Checkpoint
 from .errors import ConfigError, SinkError, StoreError
+from .metrics import RelayStats
 from .sinks.base import Sink
 from .sources.base import Source
 

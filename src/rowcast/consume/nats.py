@@ -43,11 +43,10 @@ from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from .._nats import LoopThread, connect
-from .._options import number, query
-from .._url import masked
+from .._url import masked, number, query
 from ..backends import missing_extra
 from ..errors import ConfigError, SinkError
+from ..sinks._nats import LoopThread, connect
 from .transport import Delivery, decode
 
 __all__ = ["NatsTransport"]

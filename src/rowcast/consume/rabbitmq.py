@@ -36,8 +36,7 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-from .._options import number, query
-from .._url import masked
+from .._url import masked, number, query
 from ..backends import missing_extra
 from ..errors import ConfigError, SinkError
 from .transport import Delivery, decode

@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from .._prometheus import serve
+from ..metrics import serve
 
 __all__ = ["ConsumerStats", "serve_metrics"]
 
@@ -79,6 +79,6 @@ class _Collector:
 def serve_metrics(stats: ConsumerStats, port: int, addr: str = "0.0.0.0") -> Any:
     """Serve `stats` for Prometheus at ``http://<addr>:<port>/metrics``; returns the server.
 
-    A missing prometheus-client or a port in use is a `ConfigError` (`rowcast._prometheus`).
+    A missing prometheus-client or a port in use is a `ConfigError` (`rowcast.metrics.serve`).
     """
     return serve(_Collector(stats), port, addr)

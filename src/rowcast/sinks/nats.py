@@ -46,12 +46,11 @@ import re
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from .._nats import LoopThread, connect
-from .._options import number, query
-from .._url import masked
+from .._url import masked, number, query
 from ..backends import missing_extra
 from ..change import Change
 from ..errors import ConfigError, SinkError
+from ._nats import LoopThread, connect
 from .base import Batch, encoded
 
 __all__ = ["NatsSink", "subject_token"]

@@ -47,8 +47,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from .._options import boolean, number, query
-from .._url import masked
+from .._url import boolean, masked, number, query
 from ..backends import missing_extra
 from ..change import Change
 from ..errors import ConfigError, SinkError

@@ -49,8 +49,7 @@ import re
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from .._options import number, query
-from .._url import masked
+from .._url import masked, number, query
 from ..backends import missing_extra
 from ..change import Change
 from ..errors import ConfigError, SinkError

@@ -1,4 +1,4 @@
-"""What a running relay counts, and the Prometheus view of it (``--metrics-port``).
+"""What a running relay counts, and serving it to Prometheus (``--metrics-port``).
 
 `RelayStats` is written by the relay's delivery thread only, and read by anyone
 (the live line, progress logs, a Prometheus scrape): plain counters, no lock,
@@ -15,6 +15,9 @@ hot path)::
                                                       last change delivered
     rowcast_relay_last_commit_timestamp_seconds       commit time of the last change delivered
     rowcast_relay_sink_up{sink}                       0 while a sink is failing, else 1
+
+`serve` serves any Prometheus collector over HTTP: the relay's (`serve_metrics`)
+and the consumer's (`rowcast.consume.stats.serve_metrics`).
 """
 
 from __future__ import annotations
@@ -25,9 +28,10 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from ._prometheus import serve
+from .backends import missing_extra
+from .errors import ConfigError
 
-__all__ = ["RateMeter", "RelayStats", "SinkStats", "serve_metrics"]
+__all__ = ["RateMeter", "RelayStats", "SinkStats", "serve", "serve_metrics"]
 
 
 @dataclasses.dataclass
@@ -144,3 +148,23 @@ def serve_metrics(stats: RelayStats, port: int, addr: str = "0.0.0.0") -> Any:
     `ConfigError` too. Stop it with ``server.shutdown()``.
     """
     return serve(_Collector(stats), port, addr)
+
+
+def serve(collector: Any, port: int, addr: str = "0.0.0.0") -> Any:
+    """Serve `collector` at ``http://<addr>:<port>/metrics`` on a daemon thread; returns the server.
+
+    The collector is read at each scrape (``auto_describe`` off: nothing is collected
+    up front). Needs prometheus-client (a `ConfigError` naming the extra); a port in
+    use is a `ConfigError` too. Stop it with ``server.shutdown()``.
+    """
+    try:
+        from prometheus_client import CollectorRegistry, start_http_server
+    except ImportError as e:
+        raise missing_extra("metrics", "--metrics-port", e) from e
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    try:
+        server, _thread = start_http_server(port, addr=addr, registry=registry)
+    except OSError as e:
+        raise ConfigError(f"cannot serve metrics on {addr}:{port}: {e.strerror or e}") from e
+    return server

@@ -9,7 +9,7 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-from .errors import SinkError
+from ..errors import SinkError
 
 __all__ = ["LoopThread", "connect"]
 
