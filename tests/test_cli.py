@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 import rowcast
@@ -15,6 +18,35 @@ def test_version() -> None:
     result = CliRunner().invoke(main, ["--version"])
     assert result.exit_code == 0
     assert result.output.strip() == f"rowcast, version {rowcast.__version__}"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [[str(Path(sys.executable).with_name("rowcast"))], [sys.executable, "-m", "rowcast"]],
+    ids=["script", "python -m"],
+)
+def test_the_script_and_python_m_run_the_command(command: list[str]) -> None:
+    result = subprocess.run(
+        [*command, "--version"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"rowcast, version {rowcast.__version__}"
+
+
+def test_every_command_joins_the_group() -> None:
+    result = CliRunner().invoke(main, ["--help"])
+    assert result.exit_code == 0
+    listed = result.output.partition("Commands:")[2].split()
+    for command in ("consume", "demo", "doctor", "events", "relay", "tail", "uninstall"):
+        assert command in listed
+    events = CliRunner().invoke(main, ["events", "--help"]).output.partition("Commands:")[2]
+    assert [line.split()[0] for line in events.strip().splitlines()] == [
+        "init",
+        "ls",
+        "read",
+        "stats",
+        "watch",
+    ]
 
 
 def test_demo_prints_every_change_as_a_table() -> None:

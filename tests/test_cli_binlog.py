@@ -218,7 +218,7 @@ def test_multi_line_errors_print_whole_and_unstyled(monkeypatch: pytest.MonkeyPa
     def refuse(url: str, **options: object) -> None:
         raise ConfigError(message)
 
-    monkeypatch.setattr("rowcast.cli.open_source", refuse)
+    monkeypatch.setattr("rowcast.cli.tail.open_source", refuse)
     result = invoke("tail", "mysql://root@127.0.0.1/test")
     assert result.exit_code == 2
     assert result.stderr == f"error: {message}\n"

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from rowcast import cli
-from rowcast._console import EventPrinter
 from rowcast.change import loads
+from rowcast.cli import events as events_command
 from rowcast.cli import main
+from rowcast.cli.console import EventPrinter
 from rowcast.store import EventStore, NewEvent, RecordedEvent
 
 
@@ -215,7 +215,7 @@ class _Watched:
         self.printed: list[RecordedEvent] = []
         self.changed = threading.Condition()
         watched = self
-        stop_on_sigterm = cli._stop_on_sigterm
+        stop_on_sigterm = events_command.stop_on_sigterm
 
         @contextlib.contextmanager
         def signalled(stop: Callable[[], None]) -> Iterator[None]:
@@ -233,8 +233,8 @@ class _Watched:
                     watched.printed.append(event)
                     watched.changed.notify_all()
 
-        monkeypatch.setattr(cli, "_stop_on_sigterm", signalled)
-        monkeypatch.setattr(cli, "EventPrinter", Printer)
+        monkeypatch.setattr(events_command, "stop_on_sigterm", signalled)
+        monkeypatch.setattr(events_command, "EventPrinter", Printer)
 
     def append_then_terminate(self, url: str, stream: str, count: int, total: int) -> None:
         """In a thread: once the watch waits, append `count` events to `stream`; SIGTERM

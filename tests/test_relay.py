@@ -29,8 +29,8 @@ import pymysql
 import pytest
 
 from rowcast import Change
-from rowcast._relay_console import JsonFormatter
 from rowcast.checkpoint import FileCheckpoint, open_checkpoint
+from rowcast.cli.relay_console import JsonFormatter
 from rowcast.errors import ConfigError, DuplicateEventId, SinkError
 from rowcast.metrics import RateMeter, RelayStats, serve_metrics
 from rowcast.relay import Relay

@@ -27,8 +27,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
-from .change import dumps
-from .metrics import RateMeter, RelayStats
+from ..change import dumps
+from ..metrics import RateMeter, RelayStats
 
 __all__ = ["JsonFormatter", "RelayDisplay"]
 

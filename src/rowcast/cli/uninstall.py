@@ -7,15 +7,14 @@ from urllib.parse import urlsplit
 import click
 from rich.console import Console
 
-from ._cli_common import patterns as table_patterns
-from ._url import masked
-from .cli import main
-from .errors import ConfigError
+from .._url import masked
+from ..errors import ConfigError
+from .common import patterns as table_patterns
 
 __all__ = ["uninstall"]
 
 
-@main.command()
+@click.command()
 @click.argument("url")
 @click.option(
     "--tables",
@@ -42,8 +41,8 @@ def uninstall(url: str, tables: tuple[str, ...], drop_changes: bool) -> None:
             f"rowcast uninstall removes a sqlite:// source's triggers; {masked(url)} is not one "
             "(log sources install nothing in the database)"
         )
-    from .sources._sqlite_triggers import OWN
-    from .sources.sqlite import uninstall as remove
+    from ..sources._sqlite_triggers import OWN
+    from ..sources.sqlite import uninstall as remove
 
     patterns = table_patterns(tables)
     names = remove(url, patterns or None, drop_changes)

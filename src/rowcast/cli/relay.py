@@ -11,18 +11,17 @@ from urllib.parse import parse_qsl, urlsplit
 import click
 from rich.console import Console
 
-from ._cli_common import LOG_FORMAT, METRICS_PORT, TABLES, serving_metrics, stop_on_signals
-from ._cli_common import patterns as table_patterns
-from ._relay_console import RelayDisplay
-from ._url import masked
-from .checkpoint import Checkpoint, open_checkpoint
-from .cli import main
-from .errors import ConfigError
-from .metrics import serve_metrics
-from .relay import Relay
-from .sinks.base import Sink, open_sink
-from .sources._process import ProcessSource
-from .sources.base import Source, open_source
+from .._url import masked
+from ..checkpoint import Checkpoint, open_checkpoint
+from ..errors import ConfigError
+from ..metrics import serve_metrics
+from ..relay import Relay
+from ..sinks.base import Sink, open_sink
+from ..sources._process import ProcessSource
+from ..sources.base import Source, open_source
+from .common import LOG_FORMAT, METRICS_PORT, TABLES, serving_metrics, stop_on_signals
+from .common import patterns as table_patterns
+from .relay_console import RelayDisplay
 
 __all__ = ["relay"]
 
@@ -35,7 +34,7 @@ _FLAGS = {
 }
 
 
-@main.command()
+@click.command()
 @click.argument("source_url", metavar="SOURCE_URL")
 @click.option(
     "--to",

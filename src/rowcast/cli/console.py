@@ -17,11 +17,11 @@ import click
 from rich.console import Console
 from rich.text import Text
 
-from .change import Action, Change, dumps
+from ..change import Action, Change, dumps
 
 if TYPE_CHECKING:
-    from .sources._mysql_server import Check
-    from .store import RecordedEvent
+    from ..sources._mysql_server import Check
+    from ..store import RecordedEvent
 
 __all__ = [
     "ChangePrinter",

@@ -8,8 +8,8 @@ from collections.abc import Callable
 from sqlalchemy import ForeignKey, String, create_engine, update
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
-from .hub import Hub
-from .sources.sqlalchemy import SessionCapture
+from ..hub import Hub
+from ..sources.sqlalchemy import SessionCapture
 
 __all__ = ["run"]
 

@@ -10,12 +10,11 @@ import click
 from rich.console import Console
 from rich.text import Text
 
-from ._cli_common import LOG_FORMAT, METRICS_PORT, serving_metrics, stop_on_signals
-from ._relay_console import RelayDisplay
-from .cli import main
-from .consume import load_handler, open_consumer
-from .consume.stats import ConsumerStats, serve_metrics
-from .metrics import RelayStats
+from ..consume import load_handler, open_consumer
+from ..consume.stats import ConsumerStats, serve_metrics
+from ..metrics import RelayStats
+from .common import LOG_FORMAT, METRICS_PORT, serving_metrics, stop_on_signals
+from .relay_console import RelayDisplay
 
 __all__ = ["consume"]
 
@@ -65,7 +64,7 @@ class ConsumeDisplay(RelayDisplay):
         )
 
 
-@main.command()
+@click.command()
 @click.argument("url")
 @click.option(
     "--handler",

@@ -1,4 +1,4 @@
-"""What the long-running commands (``relay``, ``consume``) share: options, signals, metrics."""
+"""What the commands share: options (``--format``, ``--tables``...), signals, metrics."""
 
 from __future__ import annotations
 
@@ -10,9 +10,20 @@ from typing import Any, TypeVar
 
 import click
 
-__all__ = ["LOG_FORMAT", "METRICS_PORT", "TABLES", "patterns", "serving_metrics", "stop_on_signals"]
+__all__ = [
+    "CHANGES_FORMAT",
+    "LOG_FORMAT",
+    "METRICS_PORT",
+    "TABLES",
+    "format_option",
+    "patterns",
+    "serving_metrics",
+    "stop_on_signals",
+    "stop_on_sigterm",
+]
 
 S = TypeVar("S")
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 
 def patterns(values: tuple[str, ...]) -> list[str]:
@@ -20,6 +31,19 @@ def patterns(values: tuple[str, ...]) -> list[str]:
     return [p.strip() for value in values for p in value.split(",") if p.strip()]
 
 
+def format_option(json_help: str) -> Callable[[_F], _F]:
+    """``--format table|json``, the same on every command."""
+    return click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(["table", "json"]),
+        default="table",
+        show_default=True,
+        help=f"Readable rows, or {json_help}.",
+    )
+
+
+CHANGES_FORMAT = format_option("one Change.to_json() per line")
 LOG_FORMAT = click.option(
     "--log-format",
     type=click.Choice(["text", "json"]),
@@ -58,6 +82,19 @@ def serving_metrics(serve: Callable[[S, int], Any], stats: S, port: int | None) 
     finally:
         server.shutdown()
         server.server_close()
+
+
+@contextlib.contextmanager
+def stop_on_sigterm(stop: Callable[[], None]) -> Iterator[None]:
+    """While inside, SIGTERM calls `stop` (a source's, a watch's close) instead of killing us."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set signal handlers
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop())
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 @contextlib.contextmanager

@@ -1,0 +1,41 @@
+"""``rowcast doctor``: can the server at a URL be read as a change source, and the fix if not."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+from rich.console import Console
+from rich.text import Text
+
+from ..sources.base import diagnose
+from .console import print_checks
+
+__all__ = ["doctor"]
+
+
+@click.command()
+@click.argument("url")
+def doctor(url: str) -> None:
+    """Check that the server at URL can be read as a change source; print the fix for each problem.
+
+    URL is a source's: mysql://user:password@host:3306/db (or mariadb://),
+    postgresql://user@host:5432/db?slot=rowcast&publication=rowcast, sqlite:///app.db. Exit
+    status: 0 when every check passes, 1 when one fails, 2 when the server cannot
+    be used at all (unreachable, wrong password, unsupported URL).
+    """
+    report = diagnose(url)
+    console = Console(highlight=False)
+    console.print(Text.assemble(("rowcast doctor ", "bold"), report.target), soft_wrap=True)
+    width = max((len(name) for name, _ in report.facts), default=0)
+    facts = "".join(f"  {name:<{width}}   {value}\n" for name, value in report.facts)
+    console.print(Text(facts), soft_wrap=True)
+    print_checks(console, report.checks)
+    failed = sum(not c.ok for c in report.checks)
+    if failed:
+        console.print(
+            f"\n{failed} of {len(report.checks)} checks failed: apply the fixes above and run "
+            "rowcast doctor again."
+        )
+        sys.exit(1)
+    console.print(f"\nAll {len(report.checks)} checks passed: {report.ready}")

@@ -1,0 +1,92 @@
+"""``rowcast tail``: every row change committed on a database, printed as it is published."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+from urllib.parse import urlsplit
+
+import click
+from rich.console import Console
+from rich.text import Text
+
+from .._url import masked
+from ..hub import Hub
+from ..sources.base import open_source
+from .common import CHANGES_FORMAT, TABLES, stop_on_sigterm
+from .common import patterns as table_patterns
+from .console import ChangePrinter
+
+__all__ = ["tail"]
+
+
+@click.command()
+@click.argument("url")
+@TABLES
+@click.option(
+    "--from",
+    "start",
+    metavar="now|start|POSITION",
+    help="Where to begin: 'now' (the default), 'start' (the oldest change the server "
+    "still has), or a position from a change or a checkpoint ('file:offset' or a GTID set "
+    "on MySQL, an LSN such as '0/16B3748' on PostgreSQL).",
+)
+@click.option(
+    "--to",
+    "end",
+    metavar="POSITION|now",
+    help="Stop once this position is passed; 'now' is the server's position when tail starts.",
+)
+@CHANGES_FORMAT
+@click.option(
+    "--server-id",
+    type=click.IntRange(1, 2**32 - 1),
+    help="MySQL/MariaDB: replica id to read the log with (default: a stable id derived from "
+    "the URL); readers running at the same time need different ids.",
+)
+def tail(
+    url: str,
+    tables: tuple[str, ...],
+    start: str | None,
+    end: str | None,
+    fmt: str,
+    server_id: int | None,
+) -> None:
+    """Print every row change committed on the database at URL, as it is published.
+
+    URL is mysql://user:password@host:3306/db (or mariadb://),
+    postgresql://user@host:5432/db?slot=rowcast&publication=rowcast, or
+    sqlite:///app.db (a position there is a rowcast_changes seq). Stop with
+    Ctrl-C or SIGTERM; a summary goes to stderr (table format).
+    """
+    if server_id is not None and urlsplit(url).scheme.split("+")[0] not in ("mysql", "mariadb"):
+        raise click.UsageError("--server-id is for mysql:// and mariadb:// URLs")
+    options: dict[str, Any] = {}
+    patterns = table_patterns(tables)
+    if patterns:
+        options["tables"] = patterns
+    for name, value in (("start", start), ("end", end), ("server_id", server_id)):
+        if value is not None:
+            options[name] = value
+    source = open_source(url, **options)
+
+    err = Console(stderr=True, highlight=False)
+    printer = ChangePrinter(Console(highlight=False), fmt, show_tx=True, on_closed=source.stop)
+    hub = Hub()
+    hub.signal("commit").connect(printer, weak=False)
+    if fmt == "table":
+        until = f" to {end}" if end else ""
+        err.print(
+            Text(f"tailing {masked(url)} from {start or 'now'}{until} (Ctrl-C to stop)", "dim"),
+            soft_wrap=True,
+        )
+    with stop_on_sigterm(source.stop):
+        try:
+            source.run(hub)
+        except KeyboardInterrupt:
+            source.stop()
+    if fmt == "table":
+        errors = f"; {hub.errors} receiver errors" if hub.errors else ""
+        err.print(printer.summary() + errors)
+    if hub.errors:
+        sys.exit(1)
