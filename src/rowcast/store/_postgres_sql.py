@@ -1,7 +1,7 @@
 """The I/O-free half of the PostgreSQL event store: URL options, SQL text.
 
-Shared by the sync store (`rowcast.store.postgres`) and the async one
-(`rowcast.store._postgres_aio`); nothing here imports psycopg.
+Used by the store (`rowcast.store.postgres`) and its schema setup
+(`rowcast.store._postgres_schema`); nothing here imports psycopg.
 
 Every statement names its tables with the schema, quoted, so a store never
 depends on the connection's ``search_path``. Appends of one schema are
