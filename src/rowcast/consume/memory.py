@@ -43,8 +43,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
-from .._options import query
-from .._url import masked
+from .._url import masked, query
 from ..errors import ConfigError, SinkError
 from .transport import Delivery, decode
 
