@@ -145,6 +145,9 @@ KNOWN_LAZY_CYCLES = {
     frozenset({"rowcast.store.base", "rowcast.store._watch"}),
     # removed by the store helper
     frozenset({"rowcast.audit._model", "rowcast.audit._session"}),
+    # open_sink (sinks/base.py) imports the ?mode=replicate and ?mode=broker sinks in the
+    # function; they import Batch from sinks/base.py: to be removed (the lead)
+    frozenset({"rowcast.sinks.base", "rowcast.sinks.memory", "rowcast.sinks.sql"}),
 }
 
 # Modules outside sources/ that import from it, known today.
