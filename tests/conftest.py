@@ -73,7 +73,13 @@ def sqlite_engine(path: Path) -> Engine:
     return engine
 
 
-@pytest.fixture(params=["sqlite", "postgresql", "mysql"])
+@pytest.fixture(
+    params=[
+        "sqlite",
+        pytest.param("postgresql", marks=pytest.mark.server),
+        pytest.param("mysql", marks=pytest.mark.server),
+    ]
+)
 def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
     """An engine on each database the ORM capture must work with."""
     if request.param == "sqlite":
