@@ -16,7 +16,8 @@ from sqlalchemy import Engine, create_engine, select
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
 from .._url import masked
-from ..change import Action, Change, dumps
+from ..change import Action, Change
+from ..codec import dumps
 from ..errors import ConfigError, SinkError
 from ..hub import Hub
 from ..sinks.base import change_id

@@ -44,8 +44,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypeVar, runtime_checkable
 
 from .. import backends
-from ..change import dumps as json_dumps
-from ..change import loads as json_loads
+from ..codec import dumps as json_dumps
+from ..codec import loads as json_loads
 from ..errors import CacheError, ConfigError
 
 if TYPE_CHECKING:

@@ -7,8 +7,8 @@ with its deterministic id first::
      "before":null,"after":{"id":7,"total":{"$decimal":"12.50"}},"ts":1714564800.0,
      "txid":"0-1-42","position":"mysql-bin.000003:1234","source":"mysql"}
 
-(one line in the output; values that JSON has no type for are tagged as the
-`rowcast.change` codec describes). A batch is written, then flushed: `deliver`
+(one line in the output; values that JSON has no type for are tagged as
+`rowcast.codec` describes). A batch is written, then flushed: `deliver`
 returns once the operating system has the lines. A re-delivered batch prints its
 lines again, with the same ids, so a consumer can skip what it has seen.
 

@@ -36,7 +36,8 @@ import dataclasses
 from typing import Any
 
 from .._url import masked
-from ..change import Change, dumps
+from ..change import Change
+from ..codec import dumps
 from ..errors import DuplicateEventId, SinkError, StoreError
 from ..store import EventStore, NewEvent
 from .base import Batch, change_id

@@ -51,7 +51,8 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ..change import Action, Change, dumps, loads
+from ..change import Action, Change
+from ..codec import dumps, loads
 from ..errors import ConfigError, SourceError
 from ._mysql_server import ServerURL, connect
 

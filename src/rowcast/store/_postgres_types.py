@@ -24,7 +24,7 @@ from typing import Any
 import psycopg
 from psycopg.types.string import ByteaBinaryLoader, TextBinaryLoader
 
-from ..change import _hook as _restore
+from ..codec import object_hook
 from .base import RecordedEvent, RecordedEventDraft, UUIDDraft
 
 __all__ = ["ADAPTERS", "PIPELINE", "to_events"]
@@ -38,7 +38,7 @@ ADAPTERS.register_loader("json", TextBinaryLoader)
 
 # the store wrote the JSON itself: the scanners skip loads()'s checks and wrapper
 _Scanner = Callable[[str, int], tuple[Any, int]]
-_tagged: _Scanner = json.scanner.make_scanner(json.JSONDecoder(object_hook=_restore))  # type: ignore[arg-type]
+_tagged: _Scanner = json.scanner.make_scanner(json.JSONDecoder(object_hook=object_hook))  # type: ignore[arg-type]
 _plain: _Scanner = json.scanner.make_scanner(json.JSONDecoder())  # type: ignore[arg-type]
 
 

@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any, Final, NamedTuple
 
-from ..change import loads
+from ..codec import loads
 from ..errors import ConfigError, WrongExpectedVersion
 from .base import (
     ALL,

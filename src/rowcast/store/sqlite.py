@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from ..change import _hook as _restore
+from ..codec import object_hook
 from ..errors import ConfigError, StoreError, WrongExpectedVersion
 from .base import (
     ALL,
@@ -140,7 +140,7 @@ _SAVE_POSITION: Final = (
 )
 
 # reads skip loads()'s whitespace checks: the store wrote the text itself
-_decode = json.JSONDecoder(object_hook=_restore).raw_decode
+_decode = json.JSONDecoder(object_hook=object_hook).raw_decode
 _PAGE: Final = 1000  # rows fetched per lock hold while reading
 _ID_CHUNK: Final = 500  # ids per "IN (...)" lookup (well under SQLite's variable limit)
 _MAX: Final = (1 << 63) - 1
