@@ -19,7 +19,7 @@ from urllib.parse import quote as url_quote
 
 from .._url import masked
 from ..errors import ConfigError
-from .base import ANY, NO_STREAM, STREAM_EXISTS, ExpectedVersion
+from .types import ANY, NO_STREAM, STREAM_EXISTS, ExpectedVersion
 
 __all__ = [
     "PostgresOptions",

@@ -9,7 +9,7 @@ makes a page's events in one loop, where the cost is per event: the page's
 JSON parsed as one array by the C scanner (with the codec's restoring hook only
 when the text holds a tag, ``"$``, which plain event data never does), and each
 UUID and event made as a draft whose class is then switched (`UUIDDraft`,
-`rowcast.store.base.RecordedEventDraft`): half the cost of their constructors,
+`rowcast.store._core.RecordedEventDraft`): half the cost of their constructors,
 and the very same objects.
 """
 
@@ -25,7 +25,9 @@ import psycopg
 from psycopg.types.string import ByteaBinaryLoader, TextBinaryLoader
 
 from ..codec import object_hook
-from .base import RecordedEvent, RecordedEventDraft, UUIDDraft
+from ._core import RecordedEventDraft
+from ._ids import UUIDDraft
+from .types import RecordedEvent
 
 __all__ = ["ADAPTERS", "PIPELINE", "to_events"]
 

@@ -33,18 +33,15 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Final, Self
+from typing import Final, Protocol, Self
 
 from ..errors import StoreError
+from .types import ALL, RecordedEvent
 
-if TYPE_CHECKING:
-    from .base import EventStore, RecordedEvent
-
-__all__ = ["POLL_INTERVAL", "Notifier", "Subscription", "Watch"]
+__all__ = ["POLL_INTERVAL", "Notifier", "Subscription", "Watch", "Watched"]
 
 POLL_INTERVAL: Final = 0.05  #: seconds between two polls for changes made elsewhere
 _PAGE: Final = 1000  # events fetched per look while catching up
-_ALL: Final = "@all"  # rowcast.store.base.ALL, which imports this module
 
 
 class Notifier:
@@ -114,6 +111,31 @@ class Notifier:
                     cond.notify_all()
 
 
+class Watched(Protocol):
+    """What a `Watch` and a `Subscription` use of their store: an `EventStore`'s internals.
+
+    Named here, rather than imported, because the store module builds watches:
+    rowcast.store.base imports this module, never the other way round.
+    """
+
+    _notifier: Notifier
+
+    @property
+    def closed(self) -> bool: ...
+
+    def watch(
+        self, stream: str = ..., after: int | None = None, *, timeout: float | None = None
+    ) -> Watch: ...
+
+    def _read(
+        self, stream: str, after: int, limit: int | None, backwards: bool
+    ) -> Iterator[RecordedEvent]: ...
+
+    def _stream_version(self, stream: str) -> int: ...
+
+    def _save_position(self, name: str, stream: str, position: int) -> None: ...
+
+
 # ---------------------------------------------------------------- watches
 
 
@@ -129,7 +151,7 @@ class Watch(Iterator["RecordedEvent"]):
     """
 
     def __init__(
-        self, store: EventStore, stream: str, after: int | None, timeout: float | None
+        self, store: Watched, stream: str, after: int | None, timeout: float | None
     ) -> None:
         self._store = store
         self._stream = stream
@@ -139,8 +161,8 @@ class Watch(Iterator["RecordedEvent"]):
         # For a stream: the position of its event at version `_after`, when known,
         # to notice that the stream was deleted (its versions start again at 1).
         self._position: int | None = None
-        if stream == _ALL:
-            self._after = store._stream_version(_ALL) if after is None else after
+        if stream == ALL:
+            self._after = store._stream_version(ALL) if after is None else after
         elif after is None:
             last = list(store._read(stream, 0, 1, True))
             self._after, self._position = (last[0].version, last[0].position) if last else (0, None)
@@ -161,7 +183,7 @@ class Watch(Iterator["RecordedEvent"]):
                 raise StopIteration
             if self._buffer:
                 event = self._buffer.popleft()
-                self._after = event.position if self._stream == _ALL else event.version
+                self._after = event.position if self._stream == ALL else event.version
                 self._position = event.position
                 return event
             sequence = notifier.sequence  # before the look: see rowcast.store._watch
@@ -182,7 +204,7 @@ class Watch(Iterator["RecordedEvent"]):
     def _fetch(self) -> list[RecordedEvent]:
         """The next stored events after the last one returned (one page at most)."""
         store, stream, after = self._store, self._stream, self._after
-        if stream != _ALL and after > 0 and self._position is not None:
+        if stream != ALL and after > 0 and self._position is not None:
             # read from the last event returned, to check that it is still there
             page = list(store._read(stream, after - 1, _PAGE + 1, False))
             if page and page[0].position == self._position:
@@ -228,7 +250,7 @@ class Subscription:
 
     def __init__(
         self,
-        store: EventStore,
+        store: Watched,
         name: str,
         handler: Callable[[RecordedEvent], object],
         stream: str,
@@ -279,7 +301,7 @@ class Subscription:
                     return 0
                 for event in watch:
                     handler(event)
-                    position = event.position if stream == _ALL else event.version
+                    position = event.position if stream == ALL else event.version
                     try:
                         store._save_position(self.name, stream, position)
                     except StoreError:

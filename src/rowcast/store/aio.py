@@ -40,20 +40,17 @@ from itertools import islice
 from typing import Any, Final, Self, TypeVar, cast
 
 from ..errors import StoreError
-from .base import (
+from ._watch import Subscription, Watch
+from .base import EventStore, check_count, check_stream
+from .types import (
     ALL,
     ANY,
     DEFAULT_URL,
     AppendResult,
-    EventStore,
     ExpectedVersion,
     NewEvent,
     RecordedEvent,
     Snapshot,
-    Subscription,
-    Watch,
-    check_count,
-    check_stream,
 )
 
 __all__ = ["PAGE", "AsyncEventStore", "AsyncSubscription", "AsyncWatch", "Handler"]

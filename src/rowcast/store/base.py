@@ -37,7 +37,7 @@ Deletes
 Snapshots
     `EventStore.save_snapshot` keeps one state per (stream, name): the one with
     the highest version (equal versions: the last saved). The state is bytes
-    (kept as they are) or any value the `rowcast.change` JSON codec writes, and
+    (kept as they are) or any value the `rowcast.codec` JSON codec writes, and
     comes back equal and of the same types. Stream ``"@all"`` takes snapshots too,
     its version being a global position.
 
@@ -68,21 +68,30 @@ Errors
 
 from __future__ import annotations
 
-import enum
 import math
-import os
-import random
-import time
-import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, fields
-from typing import Any, Final, NoReturn, Self, cast
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, NoReturn, Self, cast
 
 from .. import backends
-from ..change import dumps, loads
-from ..errors import ConfigError, DuplicateEventId, StoreError, WrongExpectedVersion
+from ..errors import ConfigError, StoreError
+from ._core import EncodedBatch, encode_batch, encode_state
 from ._watch import Notifier, Subscription, Watch
+from .types import (
+    ALL,
+    ANY,
+    DEFAULT_URL,
+    NO_STREAM,
+    STREAM_EXISTS,
+    AppendResult,
+    ExpectedVersion,
+    NewEvent,
+    RecordedEvent,
+    Snapshot,
+    StreamState,
+)
 
+# the values are defined in rowcast.store.types, watches in rowcast.store._watch;
+# all are importable from here, beside the contract
 __all__ = [
     "ALL",
     "ANY",
@@ -100,200 +109,9 @@ __all__ = [
     "Watch",
 ]
 
-DEFAULT_URL: Final = "sqlite:///rowcast-events.db"
-ALL: Final = "@all"  #: the stream name of the global order
 
-
-class StreamState(enum.Enum):
-    """What an append expects of a stream when it does not name a version."""
-
-    ANY = "any"  #: no check
-    NO_STREAM = "no_stream"  #: the stream has no event (version 0)
-    STREAM_EXISTS = "stream_exists"  #: the stream has at least one event
-
-    def __repr__(self) -> str:
-        return self.name
-
-    __str__ = __repr__
-
-
-ANY: Final = StreamState.ANY
-NO_STREAM: Final = StreamState.NO_STREAM
-STREAM_EXISTS: Final = StreamState.STREAM_EXISTS
-
-ExpectedVersion = int | StreamState
-
-
-# ---------------------------------------------------------------- ids
-
-# A private generator, seeded from os.urandom and again in every forked child,
-# is three times faster than uuid.uuid4(); a user's random.seed() cannot make two
-# runs produce the same ids. Ids are version-7 UUIDs (RFC 9562: milliseconds since
-# the epoch, then 74 random bits): new ids land at the end of the unique id index
-# instead of all over it, which keeps appends to a large store fast.
-_rng = random.Random()
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_rng.seed)
-_UUID_V7: Final = (0x7 << 76) | (0b10 << 62)
-
-
-def _new_event_id() -> uuid.UUID:
-    """A time-ordered random (version 7) UUID."""
-    random_bits = _rng.getrandbits(74)
-    return uuid.UUID(
-        int=(time.time_ns() // 1_000_000) << 80
-        | (random_bits >> 62) << 64
-        | (random_bits & ((1 << 62) - 1))
-        | _UUID_V7
-    )
-
-
-# ---------------------------------------------------------------- values
-
-
-@dataclass(frozen=True, slots=True, init=False)
-class NewEvent:
-    """An event to append: its ``type``, ``data`` and optional ``metadata``.
-
-    ``data`` is any value the `rowcast.change` JSON codec writes (dicts, lists,
-    Decimal, datetime, bytes, UUID...); ``metadata`` a mapping of such values or
-    None. ``id`` is made here when not given (a time-ordered random UUID, version
-    7), so appending the same NewEvent objects twice is idempotent.
-    """
-
-    type: str
-    data: Any
-    metadata: Mapping[str, Any] | None
-    id: uuid.UUID
-
-    def __init__(
-        self,
-        type: str,
-        data: Any = None,
-        metadata: Mapping[str, Any] | None = None,
-        id: uuid.UUID | str | None = None,
-    ) -> None:
-        if not isinstance(type, str):
-            raise TypeError(f"an event type is a str, not {_kind(type)}")
-        if not type:
-            raise ConfigError("an event type must be a non-empty string")
-        if metadata is not None and not isinstance(metadata, Mapping):
-            raise TypeError(f"event metadata is a mapping or None, not {_kind(metadata)}")
-        if id is None:
-            id = _new_event_id()
-        elif not isinstance(id, uuid.UUID):
-            if not isinstance(id, str):
-                raise TypeError(f"an event id is a UUID, not {_kind(id)}")
-            try:
-                id = uuid.UUID(id)
-            except ValueError:
-                raise ConfigError(f"an event id must be a UUID, not {id!r}") from None
-        _set_type(self, type)
-        _set_data(self, data)
-        _set_metadata(self, metadata)
-        _set_id(self, id)
-
-
-_set_type, _set_data, _set_metadata, _set_id = (
-    vars(NewEvent)[f.name].__set__ for f in fields(NewEvent)
-)
-
-
-@dataclass(frozen=True, slots=True, init=False)
-class RecordedEvent:
-    """An event as the store keeps it.
-
-    ``version`` is its place in ``stream`` (from 1), ``position`` its place in the
-    global order, ``recorded_at`` the commit time in UTC epoch seconds (one value
-    for every event of a batch).
-    """
-
-    stream: str
-    version: int
-    position: int
-    id: uuid.UUID
-    type: str
-    data: Any
-    metadata: dict[str, Any] | None
-    recorded_at: float
-
-    # Written by hand, as Change's: reads build one per event, and this is twice
-    # as fast as the frozen dataclass's own.
-    def __init__(
-        self,
-        stream: str,
-        version: int,
-        position: int,
-        id: uuid.UUID,
-        type: str,
-        data: Any,
-        metadata: dict[str, Any] | None,
-        recorded_at: float,
-    ) -> None:
-        _set_r_stream(self, stream)
-        _set_r_version(self, version)
-        _set_r_position(self, position)
-        _set_r_id(self, id)
-        _set_r_type(self, type)
-        _set_r_data(self, data)
-        _set_r_metadata(self, metadata)
-        _set_r_recorded_at(self, recorded_at)
-
-
-(
-    _set_r_stream,
-    _set_r_version,
-    _set_r_position,
-    _set_r_id,
-    _set_r_type,
-    _set_r_data,
-    _set_r_metadata,
-    _set_r_recorded_at,
-) = (vars(RecordedEvent)[f.name].__set__ for f in fields(RecordedEvent))
-
-
-class RecordedEventDraft:
-    """A `RecordedEvent` in the making, for the stores' reads (one event each, so it counts).
-
-    Its class has RecordedEvent's slots and no frozen ``__setattr__``: made by
-    ``RecordedEventDraft()`` and filled by plain attribute stores, it becomes a
-    RecordedEvent by ``draft.__class__ = RecordedEvent`` (Python allows that
-    between classes of one layout): exactly the object the constructor makes,
-    at less than half the cost of the constructor's call and eight descriptor calls.
-    """
-
-    __slots__ = RecordedEvent.__slots__
-    stream: str
-    version: int
-    position: int
-    id: uuid.UUID
-    type: str
-    data: Any
-    metadata: dict[str, Any] | None
-    recorded_at: float
-
-
-@dataclass(frozen=True, slots=True)
-class AppendResult:
-    """Where an append's last event went: its stream ``version`` and global ``position``."""
-
-    version: int
-    position: int
-
-
-@dataclass(frozen=True, slots=True)
-class Snapshot:
-    """A saved state of ``stream`` as of ``version`` (a global position for ``"@all"``)."""
-
-    stream: str
-    name: str
-    version: int
-    state: Any
-    recorded_at: float
-
-
-# ---------------------------------------------------------------- the I/O-free core
-# Shared by every backend, sync or async: validation and encoding.
+# ---------------------------------------------------------------- argument checks
+# Shared by every store, sync or async: each refuses the same input the same way.
 
 
 def _kind(value: object) -> str:
@@ -340,135 +158,27 @@ def check_expected(expected: object) -> ExpectedVersion:
     return expected
 
 
-def version_matches(expected: ExpectedVersion, actual: int) -> bool:
-    """Whether a stream at version `actual` satisfies `expected`."""
-    if expected is ANY:
-        return True
-    if expected is NO_STREAM:
-        return actual == 0
-    if expected is STREAM_EXISTS:
-        return actual > 0
-    return expected == actual
+def _check_name(name: object, what: str) -> str:
+    if not isinstance(name, str):
+        raise TypeError(f"{what} is a str, not {_kind(name)}")
+    if not name or "\x00" in name:
+        raise ConfigError(f"{what} must be a non-empty string without NUL, not {name!r}")
+    return name
 
 
-@dataclass(frozen=True, slots=True)
-class EncodedBatch:
-    """A batch ready to write: ids as 16 bytes, data and metadata as codec JSON text."""
-
-    ids: list[bytes]
-    types: list[str]
-    data: list[str]
-    metadata: list[str | None]
+def _check_snapshot_name(name: object) -> str:
+    return _check_name(name, "a snapshot name")
 
 
-def encode_batch(events: object) -> EncodedBatch:
-    """Check and encode the events of an append (outside any lock or transaction)."""
-    if isinstance(events, NewEvent):
-        raise TypeError("append takes a list of NewEvent; wrap a single event in [ ]")
-    if not isinstance(events, Iterable) or isinstance(events, str | bytes | Mapping):
-        raise TypeError(f"append takes a list of NewEvent, not {_kind(events)}")
-    ids: list[bytes] = []
-    types: list[str] = []
-    data: list[str] = []
-    metadata: list[str | None] = []
-    for index, event in enumerate(events):
-        if type(event) is not NewEvent:
-            raise TypeError(f"event {index} of the batch is a {_kind(event)}, not a NewEvent")
-        ids.append(event.id.bytes)
-        types.append(event.type)
-        try:
-            data.append(dumps(event.data))
-            metadata.append(None if event.metadata is None else dumps(event.metadata))
-        except TypeError as e:
-            raise TypeError(f"event {index} ({event.type!r}): {e}") from None
-    if not ids:
-        raise ConfigError("append needs at least one event; the batch is empty")
-    return EncodedBatch(ids, types, data, metadata)
-
-
-def refused_append(
-    where: str,
-    stream: str,
-    ids: list[bytes],
-    expected: ExpectedVersion,
-    current: int | None,
-    stored: Mapping[bytes, tuple[str, int, int]],
-) -> AppendResult:
-    """After a refused append: the first result if the batch is a retry, else the error.
-
-    Every backend's append, once refused, finds which of the batch's `ids` are
-    `stored` (id -> (stream, version, position)) and lets this decide (see
-    "Idempotency" in the module docstring). `current` is the stream's version when
-    `expected` did not match it, None when the batch broke a UNIQUE rule (or the
-    backend checked the version already); `where` names the store in errors.
-    """
-    if current is not None and ids[0] not in stored:  # not a retry: a real conflict
-        raise WrongExpectedVersion(stream, expected, current)
-    seen: set[bytes] = set()
-    for twice in ids:
-        if twice in seen:
-            duplicate = uuid.UUID(bytes=twice)
-            raise DuplicateEventId(
-                stream, [duplicate], f"the batch holds event id {duplicate} twice"
-            )
-        seen.add(twice)
-    if not stored:
-        raise StoreError(f"event store {where}: append to {stream!r} broke a constraint")
-    if len(stored) == len(ids):
-        first_stream, first_version, _ = stored[ids[0]]
-        if first_stream == stream and all(
-            stored[i][:2] == (stream, first_version + k) for k, i in enumerate(ids)
-        ):
-            _, version, position = stored[ids[-1]]
-            return AppendResult(version, position)
-    clash = next(i for i in ids if i in stored)
-    other, version, _ = stored[clash]
-    raise DuplicateEventId(
-        stream,
-        [uuid.UUID(bytes=i) for i in ids if i in stored],
-        f"{len(stored)} of its {len(ids)} event ids are already stored (e.g. "
-        f"{uuid.UUID(bytes=clash)} in stream {other!r} at version {version}), and not as "
-        "this same batch; a retry must send the same events, a new event needs a new id",
-    )
-
-
-class UUIDDraft(uuid.UUID):
-    """A UUID in the making: its slots take plain stores, then it becomes a `uuid.UUID`.
-
-    ``UUID(bytes=...)`` checks its argument and costs a quarter of a read; ids
-    read back come from the store itself. A draft adds no slot, so
-    ``draft.__class__ = uuid.UUID`` is allowed: the very object the
-    constructor makes, at about half its cost (see `uuid_from_bytes`).
-    """
-
-    __slots__ = ()
-    __init__ = object.__init__
-    __setattr__ = object.__setattr__  # type: ignore[assignment]
-
-
-_UNKNOWN_SAFETY = uuid.SafeUUID.unknown
-
-
-def uuid_from_bytes(raw: bytes) -> uuid.UUID:
-    """The UUID of 16 bytes that the store wrote itself (unchecked: fast)."""
-    value = UUIDDraft()
-    value.int = int.from_bytes(raw, "big")
-    value.is_safe = _UNKNOWN_SAFETY
-    value.__class__ = uuid.UUID
-    made: uuid.UUID = value
-    return made
-
-
-def encode_state(state: object) -> tuple[bytes, bool]:
-    """A snapshot state as stored: (bytes, True) for bytes, (codec JSON as UTF-8, False)."""
-    if isinstance(state, bytes | bytearray | memoryview):
-        return bytes(state), True
-    return dumps(state).encode("utf-8"), False
-
-
-def decode_state(blob: bytes, is_bytes: bool) -> Any:
-    """The state `encode_state` stored."""
-    return bytes(blob) if is_bytes else loads(blob)
+def check_timeout(timeout: object) -> float | None:
+    """`timeout` in seconds if it is None or a number >= 0 (infinity: None)."""
+    if timeout is None:
+        return None
+    if not isinstance(timeout, int | float) or isinstance(timeout, bool):
+        raise TypeError(f"a watch timeout is a number of seconds or None, not {_kind(timeout)}")
+    if not timeout >= 0:
+        raise ConfigError(f"a watch timeout must be >= 0 seconds, not {timeout!r}")
+    return None if math.isinf(timeout) else float(timeout)
 
 
 # ---------------------------------------------------------------- the store
@@ -716,26 +426,3 @@ class EventStore:
 
     def _close(self) -> None:
         """Release resources (called once)."""
-
-
-def _check_name(name: object, what: str) -> str:
-    if not isinstance(name, str):
-        raise TypeError(f"{what} is a str, not {_kind(name)}")
-    if not name or "\x00" in name:
-        raise ConfigError(f"{what} must be a non-empty string without NUL, not {name!r}")
-    return name
-
-
-def _check_snapshot_name(name: object) -> str:
-    return _check_name(name, "a snapshot name")
-
-
-def check_timeout(timeout: object) -> float | None:
-    """`timeout` in seconds if it is None or a number >= 0 (infinity: None)."""
-    if timeout is None:
-        return None
-    if not isinstance(timeout, int | float) or isinstance(timeout, bool):
-        raise TypeError(f"a watch timeout is a number of seconds or None, not {_kind(timeout)}")
-    if not timeout >= 0:
-        raise ConfigError(f"a watch timeout must be >= 0 seconds, not {timeout!r}")
-    return None if math.isinf(timeout) else float(timeout)

@@ -24,18 +24,9 @@ from typing import Any, Final, NamedTuple
 
 from ..codec import loads
 from ..errors import ConfigError, WrongExpectedVersion
-from .base import (
-    ALL,
-    AppendResult,
-    EncodedBatch,
-    EventStore,
-    ExpectedVersion,
-    RecordedEvent,
-    Snapshot,
-    decode_state,
-    refused_append,
-    version_matches,
-)
+from ._core import EncodedBatch, decode_state, refused_append, version_matches
+from .base import EventStore
+from .types import ALL, AppendResult, ExpectedVersion, RecordedEvent, Snapshot
 
 __all__ = ["MemoryEventStore"]
 

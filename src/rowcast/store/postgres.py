@@ -70,19 +70,11 @@ from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeVar
 from .._url import masked
 from ..backends import missing_extra
 from ..errors import StoreError
+from ._core import EncodedBatch, decode_state, refused_append
 from ._postgres_sql import PostgresOptions, Statements, expected_params, parse_url
-from .base import (
-    ALL,
-    AppendResult,
-    EncodedBatch,
-    EventStore,
-    ExpectedVersion,
-    RecordedEvent,
-    Snapshot,
-    Watch,
-    decode_state,
-    refused_append,
-)
+from ._watch import Watch
+from .base import EventStore
+from .types import ALL, AppendResult, ExpectedVersion, RecordedEvent, Snapshot
 
 if TYPE_CHECKING:
     import psycopg

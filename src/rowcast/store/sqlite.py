@@ -53,20 +53,10 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from ..codec import object_hook
 from ..errors import ConfigError, StoreError, WrongExpectedVersion
-from .base import (
-    ALL,
-    DEFAULT_URL,
-    AppendResult,
-    EncodedBatch,
-    EventStore,
-    ExpectedVersion,
-    RecordedEvent,
-    Snapshot,
-    decode_state,
-    refused_append,
-    uuid_from_bytes,
-    version_matches,
-)
+from ._core import EncodedBatch, decode_state, refused_append, version_matches
+from ._ids import uuid_from_bytes
+from .base import EventStore
+from .types import ALL, DEFAULT_URL, AppendResult, ExpectedVersion, RecordedEvent, Snapshot
 
 __all__ = ["SQLiteEventStore"]
 
