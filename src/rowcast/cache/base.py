@@ -47,10 +47,10 @@ from .. import backends
 from ..codec import dumps as json_dumps
 from ..codec import loads as json_loads
 from ..errors import CacheError, ConfigError
+from .follow import Builder, Follower
 
 if TYPE_CHECKING:
     from ..hub import Hub
-    from .follow import Builder, Follower
 
 __all__ = [
     "Cache",
@@ -293,8 +293,6 @@ class Cache(abc.ABC):
         refresh: bool | Builder = False,
     ) -> Follower:
         """Keep this cache true to the changes published on `hub`; see `rowcast.cache.follow`."""
-        from .follow import Follower
-
         return Follower(self, hub, models, refresh=refresh)
 
 

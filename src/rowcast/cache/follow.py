@@ -43,8 +43,8 @@ and counts it: the entries may then be stale until they expire.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, TypeAlias
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 from sqlalchemy import Table, inspect
 from sqlalchemy.orm import ColumnProperty, Mapper
@@ -55,11 +55,22 @@ from ._keys import class_keys
 
 if TYPE_CHECKING:
     from ..hub import Hub
-    from .base import Cache
 
-__all__ = ["Builder", "Follower"]
+__all__ = ["Builder", "Followed", "Follower"]
 
 Builder: TypeAlias = Callable[[type, dict[str, Any]], object | None]
+
+
+class Followed(Protocol):
+    """What a `Follower` uses of its cache: the two hooks of a `rowcast.cache.Cache`.
+
+    Named here, rather than imported, because ``Cache.follow`` builds followers:
+    rowcast.cache.base imports this module, never the other way round.
+    """
+
+    def _forget(self, rows: Sequence[tuple[type, Mapping[str, Any]]]) -> None: ...
+
+    def _remember(self, objs: Sequence[object]) -> None: ...
 
 
 def _subclasses(cls: type) -> list[type]:
@@ -142,7 +153,7 @@ class Follower:
 
     def __init__(
         self,
-        cache: Cache,
+        cache: Followed,
         hub: Hub,
         models: type | Iterable[type] | Mapping[str, type],
         *,
