@@ -1,12 +1,13 @@
 """Revision rows written by the session itself, in the transaction of the change.
 
-Private to `rowcast.audit`. The row capture of `rowcast.sources.sqlalchemy`
-records what each flush and each bulk statement wrote (after images with
-autoincrement keys and server defaults read back); these hooks then insert
-the revision rows with Core statements on the session's own connection:
-after the flush (``after_flush``, never ``session.add`` mid-flush) and right
-after a bulk statement. Being in the same transaction, a rollback, or the
-rollback of a SAVEPOINT, takes the revisions along with the change.
+Private to `rowcast.audit`. The ORM row capture it shares with
+`rowcast.sources.sqlalchemy` (`rowcast._orm`) records what each flush and each
+bulk statement wrote (after images with autoincrement keys and server defaults
+read back); these hooks then insert the revision rows with Core statements on
+the session's own connection: after the flush (``after_flush``, never
+``session.add`` mid-flush) and right after a bulk statement. Being in the same
+transaction, a rollback, or the rollback of a SAVEPOINT, takes the revisions
+along with the change.
 """
 
 from __future__ import annotations
@@ -25,11 +26,11 @@ from sqlalchemy.orm import (
     UOWTransaction,
 )
 
+from .._orm.bulk import capture_bulk
+from .._orm.flush import install_mapper_events
+from .._orm.rows import MISSING, Plan, fill_missing, schema_of
+from .._orm.state import BEFORE, CAPTURES, ROUTES, Pending
 from ..change import Action
-from ..sources._bulk import capture_bulk
-from ..sources._flush import install_mapper_events
-from ..sources._rows import MISSING, Plan, fill_missing, schema_of
-from ..sources._state import BEFORE, CAPTURES, ROUTES, Pending
 from ._model import Audited, audited_table, clock, generation
 
 TXID = "rowcast.audit.txid"  # session.info: the rev_txid of the open transaction

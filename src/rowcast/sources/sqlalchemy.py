@@ -78,13 +78,13 @@ from sqlalchemy.orm import (
     sessionmaker,
 )
 
+from .._orm.bulk import capture_bulk
+from .._orm.flush import install_mapper_events
+from .._orm.rows import Plan, Record, fill_missing, schema_of
+from .._orm.state import BEFORE, CAPTURES, ROUTES, Pending, warn
 from ..change import Change
 from ..errors import ConfigError
 from ..hub import Hub
-from ._bulk import capture_bulk
-from ._flush import install_mapper_events
-from ._rows import Plan, Record, fill_missing, schema_of
-from ._state import BEFORE, CAPTURES, ROUTES, Pending, warn
 
 if TYPE_CHECKING:
     from ..checkpoint import Checkpoint

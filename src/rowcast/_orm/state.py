@@ -1,7 +1,7 @@
 """What a capture holds in each session, and how it warns.
 
-Private to `rowcast.sources.sqlalchemy`. State lives in ``session.info`` under
-the keys below, never in module globals, so sessions and threads never mix.
+State lives in ``session.info`` under the keys below, never in module globals,
+so sessions and threads never mix.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from sqlalchemy import Connection, Table
 from sqlalchemy.orm import Session, SessionTransaction
 
 from ..errors import RowcastWarning
-from ._rows import Plan, Record
+from .rows import Plan, Record
 
 CAPTURES = "rowcast.captures"  # {capture: Pending}
 BEFORE = "rowcast.before"  # {InstanceState: [before images]}, during one flush
@@ -24,7 +24,7 @@ ROUTES = "rowcast.routes"  # {(Mapper, Connection): [Route]}, for one flush
 
 
 class Capture(Protocol):
-    """What the flush and bulk hooks need of a `SessionCapture`."""
+    """What the flush and bulk hooks need of a capture (a `SessionCapture`, the audit's)."""
 
     closed: bool
 

@@ -1,7 +1,7 @@
 """Capture of the rows a session's flush writes, through mapper events.
 
-Private to `rowcast.sources.sqlalchemy`. The listeners are installed once for
-every mapper and find their captures in ``session.info``; a session without a
+The listeners are installed once for every mapper (by the first capture, the
+session source's or the audit's) and find their captures in ``session.info``; a session without a
 capture costs them a dict lookup.
 """
 
@@ -13,8 +13,8 @@ from sqlalchemy import Connection, event
 from sqlalchemy.orm import InstanceState, Mapper, Session
 
 from ..change import Action
-from ._rows import MISSING, Plan, Record, fill_missing, mapper_keys, plans_of, schema_of
-from ._state import BEFORE, CAPTURES, ROUTES, Capture, Pending, warn
+from .rows import MISSING, Plan, Record, fill_missing, mapper_keys, plans_of, schema_of
+from .state import BEFORE, CAPTURES, ROUTES, Capture, Pending, warn
 
 _installed = False
 

@@ -1,7 +1,7 @@
 """Capture of bulk statements run through ``session.execute()``.
 
-Private to `rowcast.sources.sqlalchemy`: the rows an INSERT / UPDATE / DELETE
-statement touches are selected before and after it, by primary key.
+The rows an INSERT / UPDATE / DELETE statement touches are selected before
+and after it, by primary key.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from sqlalchemy import Connection, Table, select
 from sqlalchemy.orm import ORMExecuteState
 
 from ..change import Action
-from ._rows import Plan, Record, fetch, table_plan
-from ._state import Pending, warn
+from .rows import Plan, Record, fetch, table_plan
+from .state import Pending, warn
 
 
 def capture_bulk(

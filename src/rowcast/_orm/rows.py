@@ -1,6 +1,6 @@
 """Row images of mapped objects and tables, for the SQLAlchemy session capture.
 
-Private helpers: how an ORM object becomes a ``{column: value}`` dict, which
+How an ORM object becomes a ``{column: value}`` dict, which
 values the session cannot know without asking the database, and how those
 are fetched in one query per table.
 """
