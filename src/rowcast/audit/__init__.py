@@ -38,9 +38,10 @@ refuse: grant INSERT and SELECT only.)
 """
 
 from ..errors import AuditError
-from ._model import Revision, Versioned, versioned
+from ._model import Versioned, versioned
 from ._query import as_of, history, revert
 from ._sink import AuditSink
+from ._tables import Revision
 
 __all__ = [
     "AuditError",

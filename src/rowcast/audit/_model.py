@@ -1,16 +1,14 @@
-"""Revision tables: the `Versioned` mixin, `versioned()`, and the registry behind them.
+"""Versioning a model: the `Versioned` mixin and `versioned()`.
 
-Private to `rowcast.audit`. Every versioned table gets one `Audited` entry that
-says where its revisions go (the ``<table>_rev`` table and its mapped class)
-and how a row of it becomes a revision row.
+Private to `rowcast.audit`. Versioning a table makes its revision table
+(``<table>_rev``) and class, records them in `rowcast.audit._tables`, guards
+them as append-only, and installs the session hooks of `rowcast.audit._session`
+that write the revisions.
 """
 
 from __future__ import annotations
 
 import threading
-import time
-import uuid
-from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from sqlalchemy import (
@@ -29,105 +27,10 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapper
 
 from ..errors import AuditError, ConfigError
+from ._session import install
+from ._tables import REV_COLUMNS, Audited, Revision, add, audited_rev_name, audited_table
 
-REV_COLUMNS = ("rev_id", "rev_created", "rev_isdelete", "rev_txid")
-
-
-class Audited:
-    """One versioned table: the model table, its revision table and revision class."""
-
-    __slots__ = ("columns", "insert", "mapper", "pk", "rev_class", "rev_table", "table")
-
-    def __init__(
-        self, mapper: Mapper[Any], table: Table, rev_table: Table, rev_class: type[Revision]
-    ) -> None:
-        self.mapper = mapper
-        self.table = table
-        self.rev_table = rev_table
-        self.rev_class = rev_class
-        self.columns = tuple(c.name for c in table.columns)  # copied into every revision
-        self.pk = tuple(c.name for c in table.primary_key.columns)
-        self.insert = rev_table.insert()
-
-    def row(
-        self,
-        values: Mapping[str, Any] | None,
-        key: Mapping[str, Any] | None,
-        created: float,
-        txid: str | None,
-        rev_id: str | None = None,
-    ) -> dict[str, Any]:
-        """The revision row of a write / update (`values`: the new row) or a delete (`key`)."""
-        if values is not None:
-            get = values.get
-            row = {name: get(name) for name in self.columns}
-        else:
-            assert key is not None
-            row = dict.fromkeys(self.columns)
-            for name in self.pk:
-                row[name] = key.get(name)
-        row["rev_id"] = rev_id or str(uuid.uuid4())
-        row["rev_created"] = created
-        row["rev_isdelete"] = values is None
-        row["rev_txid"] = txid
-        return row
-
-
-class Revision:
-    """Base class of every ``Model.Revision``: one row of a ``<table>_rev`` table.
-
-    Attributes are ``rev_id``, ``rev_created``, ``rev_isdelete``, ``rev_txid``
-    and one per column of the model's table, named after the column.
-    """
-
-    __audited__: ClassVar[Audited]
-
-    def __repr__(self) -> str:
-        names = (*REV_COLUMNS, *self.__audited__.columns)
-        shown = ", ".join(f"{name}={getattr(self, name, None)!r}" for name in names)
-        return f"{type(self).__name__}({shown})"
-
-
-# model table -> Audited; the latest declaration of a (schema, name) wins by name
-_by_table: dict[Table, Audited] = {}
-_by_name: dict[tuple[str | None, str], Audited] = {}
-_by_rev_name: dict[tuple[str | None, str], Audited] = {}
-_lock = threading.RLock()
-_generation = [0]  # bumped on every registration: caches keyed on it start over
-
-
-def generation() -> int:
-    """Changes whenever a table is versioned (for caches of "does this need audit")."""
-    return _generation[0]
-
-
-def audited_table(table: Any) -> Audited | None:
-    """The `Audited` entry of a model table (None when it is not versioned)."""
-    return _by_table.get(table)
-
-
-def audited_name(schema: str | None, name: str) -> Audited | None:
-    """The versioned table called `name` in `schema` (as declared on the model)."""
-    return _by_name.get((schema, name))
-
-
-def audited_rev_name(schema: str | None, name: str) -> Audited | None:
-    """The versioned table whose revision table is called `name` in `schema`."""
-    return _by_rev_name.get((schema, name))
-
-
-def audited_model(model: Any) -> Audited:
-    """The `Audited` entry of a versioned model class; `TypeError` for anything else."""
-    found = None
-    if isinstance(model, type):
-        table = getattr(model, "__table__", None)
-        found = _by_table.get(table) if isinstance(table, Table) else None
-    if found is None:
-        raise TypeError(
-            f"{model!r} is not a versioned model: inherit rowcast.audit.Versioned "
-            "(or call rowcast.audit.versioned(cls) once it is mapped)"
-        )
-    return found
+_lock = threading.RLock()  # one registration at a time
 
 
 def _revision_table(table: Table) -> Table:
@@ -175,7 +78,7 @@ def register(mapper: Mapper[Any]) -> Audited | None:
             f"{mapper.class_.__name__} is not mapped to a table: it cannot be versioned"
         )
     with _lock:
-        found = _by_table.get(table)
+        found = audited_table(table)
         if found is not None:
             if "Revision" not in mapper.class_.__dict__:
                 mapper.class_.Revision = found.rev_class
@@ -190,22 +93,18 @@ def register(mapper: Mapper[Any]) -> Audited | None:
         audited = Audited(mapper, table, rev_table, rev_class)
         rev_class.__audited__ = audited
         mapper.class_.Revision = rev_class
-        _by_table[table] = audited
-        _by_name[(table.schema, table.name)] = audited
-        _by_rev_name[(rev_table.schema, rev_table.name)] = audited
-        _generation[0] += 1
+        add(audited)
         _install_guards(rev_class)
-    from ._session import install  # the session hooks, once any table is versioned
-
-    install()
+    install()  # the session hooks, once any table is versioned
     return audited
 
 
 def _on_mapped(mapper: Mapper[Any], cls: type) -> None:
-    if isinstance(mapper.local_table, Table) and mapper.local_table not in _by_table:
+    found = audited_table(mapper.local_table)
+    if isinstance(mapper.local_table, Table) and found is None:
         register(mapper)
-    elif "Revision" not in cls.__dict__ and mapper.local_table in _by_table:
-        cls.Revision = _by_table[mapper.local_table].rev_class  # type: ignore[attr-defined]
+    elif "Revision" not in cls.__dict__ and found is not None:
+        cls.Revision = found.rev_class  # type: ignore[attr-defined]
 
 
 class Versioned:
@@ -275,29 +174,8 @@ def _refuse_statement(conn: Any, clause: Any, *args: Any) -> None:
     if isinstance(clause, Update | Delete):
         table = clause.table
         name = getattr(table, "name", None)
-        if name is not None and (getattr(table, "schema", None), name) in _by_rev_name:
+        if name is not None and audited_rev_name(getattr(table, "schema", None), name):
             raise AuditError(
                 f"{getattr(table, 'fullname', name)} holds append-only revisions: "
                 f"{type(clause).__name__.removeprefix('Annotated').upper()} is refused"
             )
-
-
-# ------------------------------------------------------------------ clock
-
-
-class Clock:
-    """UTC epoch seconds that never repeat nor go back in this process (1 us apart)."""
-
-    def __init__(self) -> None:
-        self._last = 0.0
-        self._lock = threading.Lock()
-
-    def take(self, count: int, at: float | None = None) -> float:
-        """The first of `count` increasing times, 1 us apart, no earlier than `at` (or now)."""
-        with self._lock:
-            start = max(time.time() if at is None else at, self._last + 1e-6)
-            self._last = start + (count - 1) * 1e-6
-        return start
-
-
-clock = Clock()

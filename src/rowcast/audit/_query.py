@@ -14,7 +14,7 @@ from sqlalchemy import ColumnElement, Select, and_, select
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import UnmappedColumnError
 
-from ._model import Audited, Revision, audited_model
+from ._tables import Audited, Revision, audited_model
 
 
 def _key(audited: Audited, pk: Any) -> tuple[Any, ...]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import itertools
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import Connection, Table, event, inspect
@@ -31,7 +31,8 @@ from .._orm.flush import install_mapper_events
 from .._orm.rows import MISSING, Plan, fill_missing, schema_of
 from .._orm.state import BEFORE, CAPTURES, ROUTES, Pending
 from ..change import Action
-from ._model import Audited, audited_table, clock, generation
+from ._clock import clock
+from ._tables import Audited, audited_table, generation
 
 TXID = "rowcast.audit.txid"  # session.info: the rev_txid of the open transaction
 
@@ -196,7 +197,7 @@ def write(
         if action is Action.DELETE:
             todo.append((audited, None, before))
             continue
-        if action is Action.UPDATE and moved(audited, before, after):
+        if action is Action.UPDATE and audited.moved(before, after):
             todo.append((audited, None, before))  # the row is gone from its old key
         todo.append((audited, after, None))
     start = clock.take(len(todo))
@@ -206,14 +207,3 @@ def write(
         rows.setdefault(audited, []).append(row)
     for audited, batch in rows.items():
         connection_for(audited.table).execute(audited.insert, batch)
-
-
-def moved(
-    audited: Audited, before: Mapping[str, Any] | None, after: Mapping[str, Any] | None
-) -> bool:
-    """Whether an update changed the row's primary key (its old key then ends in a delete)."""
-    if before is None or after is None:
-        return False
-    return any(
-        name in before and name in after and before[name] != after[name] for name in audited.pk
-    )

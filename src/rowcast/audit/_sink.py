@@ -21,8 +21,8 @@ from ..codec import dumps
 from ..errors import ConfigError, SinkError
 from ..hub import Hub
 from ..sinks.base import change_id
-from ._model import Audited, Clock, audited_model, audited_name, audited_rev_name
-from ._session import moved
+from ._clock import Clock
+from ._tables import Audited, audited_model, audited_name, audited_rev_name
 
 _CHUNK = 500
 
@@ -144,7 +144,7 @@ class AuditSink:
             # an update that changed the key: the row is gone from its old key first
             old_key = (
                 change.before
-                if change.action is Action.UPDATE and moved(audited, change.before, image)
+                if change.action is Action.UPDATE and audited.moved(change.before, image)
                 else None
             )
             voucher = _voucher(audited, deleted, image)
