@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from rowcast.change import loads
 from rowcast.cli import events as events_command
 from rowcast.cli import main
 from rowcast.cli.console import EventPrinter
+from rowcast.codec import loads
 from rowcast.store import EventStore, NewEvent, RecordedEvent
 
 

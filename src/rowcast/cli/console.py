@@ -17,7 +17,8 @@ import click
 from rich.console import Console
 from rich.text import Text
 
-from ..change import Action, Change, dumps
+from ..change import Action, Change
+from ..codec import dumps
 
 if TYPE_CHECKING:
     from ..sources._mysql_server import Check
@@ -157,7 +158,7 @@ def print_checks(console: Console, checks: Sequence[Check]) -> None:
 
 
 def event_json(event: RecordedEvent) -> str:
-    """One event as a JSON object: its fields, data and metadata in the `rowcast.change` codec."""
+    """One event as a JSON object: its fields, data and metadata in the `rowcast.codec` JSON."""
     return dumps(
         {
             "stream": event.stream,

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.text import Text
 
 from .._url import masked
-from ..change import dumps
+from ..codec import dumps
 from ..errors import ConfigError
 from ..store import ALL, DEFAULT_URL, EventStore
 from .common import format_option, stop_on_sigterm

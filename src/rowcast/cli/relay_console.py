@@ -27,7 +27,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
-from ..change import dumps
+from ..codec import dumps
 from ..metrics import RateMeter, RelayStats
 
 __all__ = ["JsonFormatter", "RelayDisplay"]
