@@ -36,6 +36,10 @@ class ListSink:
         self.closed = True
 
 
+class TeeSink(ListSink):
+    """A ListSink registered for ``?mode=tee``."""
+
+
 class DictCheckpoint(BaseCheckpoint):
     """Positions in a dict of this process, per ``dict://<space>`` and name."""
 

@@ -21,7 +21,7 @@ from rowcast.sinks.stdout import StdoutSink
 from rowcast.sources.base import diagnose
 from rowcast.testing.checkpoint import CheckpointContract
 
-from .backends_outside import DictCheckpoint, LabelledStore, ListSink
+from .backends_outside import DictCheckpoint, LabelledStore, ListSink, TeeSink
 
 OPENERS: dict[Family, Callable[[str], Any]] = {
     "store": EventStore,
@@ -38,6 +38,8 @@ def _registry(monkeypatch: pytest.MonkeyPatch) -> None:
     """What a test registers is forgotten after it."""
     for family, table in backends._REGISTRY.items():
         monkeypatch.setitem(backends._REGISTRY, family, dict(table))
+    for family, modes in backends._MODES.items():
+        monkeypatch.setitem(backends._MODES, family, {m: dict(t) for m, t in modes.items()})
 
 
 def test_register_backend_is_public() -> None:
@@ -73,6 +75,28 @@ def test_an_outside_backend_replaces_a_built_in_one() -> None:
     assert isinstance(open_sink("-"), StdoutSink)
     register_backend("sink", "-", ListSink)
     assert isinstance(open_sink("-"), ListSink)
+
+
+def test_a_mode_picks_another_backend_for_the_same_scheme() -> None:
+    register_backend("sink", "*", ListSink, mode="audit")  # ?mode=audit on any scheme
+    register_backend("sink", "sqlite", "tests.backends_outside:TeeSink", mode="tee")  # sqlite only
+    assert isinstance(open_sink("redis://h/0?mode=audit"), ListSink)
+    assert isinstance(open_sink("sqlite:///x.db?mode=audit&a=b"), ListSink)
+    assert isinstance(open_sink("sqlite:///x.db?mode=tee"), TeeSink)
+    with pytest.raises(ConfigError, match="no rowcast sink for 'nope://x"):
+        open_sink("nope://x?mode=tee")  # tee has no nope:// backend, nor a "*"
+
+
+def test_the_built_in_modes_replicate_and_broker() -> None:
+    from rowcast.sinks.memory import MemoryBrokerSink
+    from rowcast.sinks.sql import ReplicationSink
+    from rowcast.sinks.store import StoreSink
+
+    assert backends.load("sink", "mysql+pymysql://h/db?mode=replicate") is ReplicationSink
+    assert backends.load("sink", "sqlite:///r.db?mode=replicate") is ReplicationSink
+    assert backends.load("sink", "memory://bus?mode=broker") is MemoryBrokerSink
+    assert backends.load("sink", "memory://") is StoreSink
+    assert backends.load("sink", "sqlite:///x.db?mode=broker") is StoreSink  # broker: memory only
 
 
 def test_the_scheme_is_case_insensitive() -> None:
@@ -174,6 +198,7 @@ def test_every_built_in_backend_gives_the_one_missing_extra_error(
         (("sink", "", ListSink), "a scheme is"),
         (("sink", "x", "tests.backends_outside.ListSink"), "'package.module:Class'"),
         (("sink", "x", ListSink("list://")), "a class or"),
+        (("sink", "*", ListSink), "a scheme is"),  # "*" only with a mode
     ],
 )
 def test_a_wrong_registration_is_a_config_error(args: tuple[Any, ...], message: str) -> None:

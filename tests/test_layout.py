@@ -138,11 +138,7 @@ def _cycles(graph: dict[str, set[str]]) -> list[frozenset[str]]:
 
 
 # Cycles through imports inside functions or under TYPE_CHECKING, known today.
-KNOWN_LAZY_CYCLES = {
-    # open_sink (sinks/base.py) imports the ?mode=replicate and ?mode=broker sinks in the
-    # function; they import Batch from sinks/base.py: to be removed (the lead)
-    frozenset({"rowcast.sinks.base", "rowcast.sinks.memory", "rowcast.sinks.sql"}),
-}
+KNOWN_LAZY_CYCLES: set[frozenset[str]] = set()
 
 # Those that may open a source: the command, the relay, the conformance suites,
 # and the public face, which re-exports `open_source`.

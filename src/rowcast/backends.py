@@ -33,7 +33,7 @@ import dataclasses
 import importlib
 import re
 from typing import Any, Final, Literal, get_args
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from ._url import masked
 from .errors import ConfigError
@@ -62,10 +62,19 @@ class _Backend:
 
 
 _REGISTRY: Final[dict[str, dict[str, _Backend]]] = {family: {} for family in get_args(Family)}
+# family -> mode -> scheme ("*": any) -> backend, for URLs with ``?mode=<mode>``
+_MODES: Final[dict[str, dict[str, dict[str, _Backend]]]] = {
+    family: {} for family in get_args(Family)
+}
 
 
 def register_backend(
-    family: Family, scheme: str, target: str | type[Any], extra: str | None = None
+    family: Family,
+    scheme: str,
+    target: str | type[Any],
+    extra: str | None = None,
+    *,
+    mode: str | None = None,
 ) -> None:
     """Serve URLs ``<scheme>://...`` of `family` with `target`.
 
@@ -75,10 +84,18 @@ def register_backend(
     importing the module becomes the `ConfigError` naming
     ``pip install 'rowcast[<extra>]'``. A scheme registered again is served by the
     last target, so outside code may replace a built-in backend too.
+
+    With `mode`, `target` serves only URLs that say ``?mode=<mode>`` (a database
+    URL with ``?mode=replicate`` is a replica, not an event store); `scheme` may
+    then be ``"*"``: any scheme.
     """
     if family not in _REGISTRY:
         raise ConfigError(f"no backend family {family!r}: use one of {', '.join(_REGISTRY)}")
-    if not isinstance(scheme, str) or not _SCHEME.fullmatch(scheme.lower()):
+    if mode is not None and not (isinstance(mode, str) and _SCHEME.fullmatch(mode)):
+        raise ConfigError(f"a mode is a lower-case word, not {mode!r}")
+    if not isinstance(scheme, str) or not (
+        _SCHEME.fullmatch(scheme.lower()) or (mode is not None and scheme == "*")
+    ):
         raise ConfigError(
             f"a scheme is a letter then letters, digits, '.' or '-' (no '+'), not {scheme!r}"
         )
@@ -87,7 +104,10 @@ def register_backend(
             raise ConfigError(f"a backend is 'package.module:Class', not {target!r}")
     elif not isinstance(target, type):
         raise ConfigError(f"a backend is a class or 'package.module:Class', not {target!r}")
-    _REGISTRY[family][scheme.lower()] = _Backend(target, extra)
+    if mode is None:
+        _REGISTRY[family][scheme.lower()] = _Backend(target, extra)
+    else:
+        _MODES[family].setdefault(mode, {})[scheme.lower()] = _Backend(target, extra)
 
 
 def schemes(family: Family) -> list[str]:
@@ -110,6 +130,11 @@ def load(family: Family, url: str, scheme: str | None = None) -> type[Any]:
     """
     key = scheme_of(url) if scheme is None else scheme.lower()
     backend = _REGISTRY[family].get(key)
+    modes = _MODES[family]
+    if modes and "mode=" in url:
+        for name, value in parse_qsl(urlsplit(url).query):
+            if name == "mode" and value in modes:
+                backend = modes[value].get(key) or modes[value].get("*") or backend
     if backend is None:
         known = ", ".join(s if s == "-" else f"{s}://" for s in schemes(family))
         raise ConfigError(
@@ -156,6 +181,8 @@ _BUILT_IN: Final[tuple[tuple[Family, str, str, str | None], ...]] = (
     ("sink", "redis rediss", "rowcast.sinks.redis:RedisSink", "redis"),
     ("sink", "nats tls", "rowcast.sinks.nats:NatsSink", "nats"),
     ("sink", "amqp amqps", "rowcast.sinks.rabbitmq:RabbitMQSink", "rabbitmq"),
+    ("sink", "mode=replicate *", "rowcast.sinks.sql:ReplicationSink", None),  # any database
+    ("sink", "mode=broker memory", "rowcast.sinks.memory:MemoryBrokerSink", None),
     ("cache", "memory", "rowcast.cache.memory:MemoryCache", None),
     ("cache", "redis rediss", "rowcast.cache.redis:RedisCache", "redis"),
     ("cache", "memcached", "rowcast.cache.memcached:MemcachedCache", "memcached"),
@@ -171,5 +198,7 @@ _BUILT_IN: Final[tuple[tuple[Family, str, str, str | None], ...]] = (
 )
 
 for _family, _schemes, _target, _extra in _BUILT_IN:
-    for _scheme in _schemes.split():
-        register_backend(_family, _scheme, _target, _extra)
+    _words = _schemes.split()
+    _mode = _words.pop(0).removeprefix("mode=") if _words[0].startswith("mode=") else None
+    for _scheme in _words:
+        register_backend(_family, _scheme, _target, _extra, mode=_mode)

@@ -29,7 +29,6 @@ import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple, Protocol, runtime_checkable
-from urllib.parse import parse_qsl, urlsplit
 
 from .. import backends
 from ..change import Change
@@ -156,15 +155,5 @@ def open_sink(url: str, **options: Any) -> Sink:
     (``postgresql://host/db?mode=replicate``) replicates tables into it;
     ``memory://<name>?mode=broker`` publishes to an in-process broker
     (`rowcast.consume.memory`), where plain ``memory://`` is an in-memory event store."""
-    scheme = "-" if url == "-" else urlsplit(url).scheme.split("+", 1)[0].lower()
-    pairs = parse_qsl(urlsplit(url).query) if scheme != "-" else []
-    if ("mode", "replicate") in pairs:
-        from .sql import ReplicationSink  # any SQLAlchemy database
-
-        return ReplicationSink(url, **options)
-    if scheme == "memory" and ("mode", "broker") in pairs:
-        from .memory import MemoryBrokerSink
-
-        return MemoryBrokerSink(url, **options)
     sink: Sink = backends.load("sink", url, "-" if url == "-" else None)(url, **options)
     return sink
