@@ -229,3 +229,11 @@ def test_nothing_downstream_imports_a_source() -> None:
 def test_the_package_root_shows_only_the_flow() -> None:
     here = {p.name for p in SRC.iterdir() if p.name != "__pycache__"}
     assert here - ROOT == set()
+
+
+def test_no_module_is_over_500_lines() -> None:
+    # one concept per module: a module that grows past this splits along a seam
+    lengths = {
+        name: len(path.read_text(encoding="utf-8").splitlines()) for name, path in MODULES.items()
+    }
+    assert {name: n for name, n in lengths.items() if n > 500} == {}
