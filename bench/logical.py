@@ -28,8 +28,8 @@ import psycopg2
 import psycopg2.extras
 
 from rowcast import Change, Hub
-from rowcast.sources._pgoutput import parse_lsn
 from rowcast.sources.postgres import LogicalSource
+from rowcast.sources.postgres.pgoutput import parse_lsn
 
 RATIO_TARGET = 0.8  # rowcast should read at least 80 % as fast as the bare loop
 P99_TARGET_MS = 50.0

@@ -331,7 +331,7 @@ def test_mariadb_replicated_into_postgresql_and_sqlite(
 
 # ---------------------------------------------------------------- found in review
 
-UNCHANGED_TOAST = "rowcast:unchanged-toast"  # rowcast.sources._pgoutput.UNCHANGED, after JSON
+UNCHANGED_TOAST = "rowcast:unchanged-toast"  # rowcast.sources.postgres.UNCHANGED, after JSON
 
 
 def test_an_unchanged_toasted_value_is_never_written_as_the_marker(sqlite_url: str) -> None:

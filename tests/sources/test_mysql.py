@@ -22,8 +22,8 @@ import pytest
 
 from rowcast import Change, ConfigError
 from rowcast.sources import open_source
-from rowcast.sources._mysql_server import check_settings, connect, diagnose, parse_url
 from rowcast.sources.mysql import BinlogSource
+from rowcast.sources.mysql.server import check_settings, connect, diagnose, parse_url
 from rowcast.testing import SourceContract
 from tests.conftest import require_server, streaming, wait_for
 from tests.sources.seed import SEED, SEED_EVENTS, events

@@ -7,8 +7,8 @@ import struct
 import pytest
 
 from rowcast import SourceError
-from rowcast.sources import _pgoutput as pgo
-from rowcast.sources._pgoutput import UNCHANGED, decode, format_lsn, parse_lsn
+from rowcast.sources.postgres import pgoutput as pgo
+from rowcast.sources.postgres.pgoutput import UNCHANGED, decode, format_lsn, parse_lsn
 
 MICROS_2024 = (1_704_067_200 - pgo.PG_EPOCH) * 1_000_000  # 2024-01-01T00:00:00Z
 

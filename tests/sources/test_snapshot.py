@@ -15,8 +15,8 @@ import pytest
 
 from rowcast import Change, ConfigError, Hub
 from rowcast.checkpoint import open_checkpoint
-from rowcast.sources._snapshot import _order
 from rowcast.sources.mysql import BinlogSource
+from rowcast.sources.mysql.snapshot import _order
 from tests.conftest import require_server
 from tests.test_change import same
 

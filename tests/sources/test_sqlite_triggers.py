@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from rowcast.sources import _sqlite_triggers as triggers
-from rowcast.sources.sqlite import TriggerSource
+from rowcast.sources.sqlite import TriggerSource, triggers
 
 # opcodes that can end a statement with an error: one in a trigger's program makes
 # SQLite keep a statement journal for every statement of an app's transaction

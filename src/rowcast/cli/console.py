@@ -21,7 +21,7 @@ from ..change import Action, Change
 from ..codec import dumps
 
 if TYPE_CHECKING:
-    from ..sources._mysql_server import Check
+    from ..sources.base import Check
     from ..store import RecordedEvent
 
 __all__ = [

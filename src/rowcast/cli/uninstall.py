@@ -41,8 +41,8 @@ def uninstall(url: str, tables: tuple[str, ...], drop_changes: bool) -> None:
             f"rowcast uninstall removes a sqlite:// source's triggers; {masked(url)} is not one "
             "(log sources install nothing in the database)"
         )
-    from ..sources._sqlite_triggers import OWN
     from ..sources.sqlite import uninstall as remove
+    from ..sources.sqlite.triggers import OWN
 
     patterns = table_patterns(tables)
     names = remove(url, patterns or None, drop_changes)

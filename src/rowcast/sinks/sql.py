@@ -53,7 +53,7 @@ from .base import Batch
 
 __all__ = ["ReplicationSink"]
 
-# rowcast.sources._pgoutput.UNCHANGED (a str enum; a plain str after JSON): sinks
+# rowcast.sources.postgres.UNCHANGED (a str enum; a plain str after JSON): sinks
 # import no source
 _UNCHANGED = "rowcast:unchanged-toast"
 _DRIVERS = {"postgresql": "postgresql+psycopg", "postgres": "postgresql+psycopg"}

@@ -1,9 +1,12 @@
 """Capture sources: where Changes come from.
 
 `rowcast.sources.sqlalchemy.SessionCapture` records what a SQLAlchemy session
-writes. Log sources (MySQL/MariaDB binlog, PostgreSQL logical replication,
-SQLite triggers, the outbox) read the database's own change log, so they see
-every writer; they share `LogSource`, and `open_source` picks one by URL.
+writes. Log sources read the database's own change log, so they see every
+writer: one subpackage per database, with its server checks and readers
+(`rowcast.sources.mysql`: the binlog and its initial snapshot;
+`rowcast.sources.postgres`: logical replication; `rowcast.sources.sqlite`:
+triggers), and `rowcast.sources.outbox` for a transactional outbox table. They
+share `LogSource`, and `open_source` picks one by URL.
 """
 
 from .base import LogSource, Source, open_source

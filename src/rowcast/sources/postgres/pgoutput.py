@@ -5,7 +5,7 @@ one message per XLogData payload; `decode` turns one payload into one of the
 frozen dataclasses below. Column values stay as the server sent them: the
 text form as ``bytes``, ``None`` for SQL NULL, or `UNCHANGED` for a TOASTed
 value that the UPDATE did not touch and the server therefore did not send.
-Types are applied later, per relation (see ``_postgres_types``). The message
+Types are applied later, per relation (see ``types``). The message
 objects are plain (not frozen) dataclasses for speed: treat them as read-only.
 
 Layouts follow the PostgreSQL manual, "Logical Replication Message Formats".
@@ -18,7 +18,7 @@ import dataclasses
 import enum
 import struct
 
-from ..errors import SourceError
+from ...errors import SourceError
 
 __all__ = [
     "UNCHANGED",

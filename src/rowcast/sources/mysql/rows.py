@@ -16,7 +16,7 @@ import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ..change import Action
+from ...change import Action
 
 __all__ = ["Row", "RowDecoder"]
 

@@ -12,9 +12,9 @@ import zlib
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from ..backends import missing_extra
-from ..errors import ConfigError
-from .base import Check
+from ...backends import missing_extra
+from ...errors import ConfigError
+from ..base import Check
 
 __all__ = ["Check", "ServerURL", "Unreachable", "connect", "diagnose", "parse_url"]
 

@@ -36,8 +36,8 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from ..backends import missing_extra
-from ._pgoutput import UNCHANGED, Row
+from ...backends import missing_extra
+from .pgoutput import UNCHANGED, Row
 
 log = logging.getLogger("rowcast.sources.postgres")
 

@@ -17,9 +17,9 @@ import re
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from .._url import masked
-from ..backends import missing_extra
-from ..errors import ConfigError
+from ..._url import masked
+from ...backends import missing_extra
+from ...errors import ConfigError
 
 __all__ = ["OPTIONS", "PgURL", "Unreachable", "check_name", "connect", "parse_url", "psycopg2"]
 

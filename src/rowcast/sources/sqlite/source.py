@@ -11,8 +11,8 @@ table of ``main`` by default, ``tables`` (``fnmatch`` patterns on ``"table"``
 or ``"main.table"``) otherwise, never SQLite's own nor a ``rowcast_*`` table.
 Every writer of the file, in any process or language, then records its
 changes in the same transaction as its own writes: a rolled back write
-leaves nothing, a committed one is never lost. `rowcast.sources.\
-_sqlite_triggers` shows the table and how transactions are told apart.
+leaves nothing, a committed one is never lost. `rowcast.sources.sqlite.triggers`
+shows the table and how transactions are told apart.
 
 Each `Change` has ``source="sqlite"``, ``schema="main"``, ``pk`` the primary
 key value (a tuple for a composite key; the rowid for a table without one),
@@ -22,14 +22,14 @@ conversion by declared type; SQLite stores NaN as NULL: the triggers copy
 values into untyped columns, they never print them), ``position`` the
 ``seq`` of the transaction's last row (``"1234"``), ``txid``
 ``"<first seq>-<last seq>"`` and ``ts`` when a reader first found it committed
-(the triggers read no clock, see `_sqlite_triggers`): within `poll` of the
+(the triggers read no clock, see `triggers`): within `poll` of the
 commit while a source runs and keeps up, later while the app holds the write
 lock.
 
 Transactions come in commit order, whole, never split, each change once.
 SQLite does not tell a trigger where a transaction ends, so rowcast finds
 boundaries from the outside, and every one it finds is true (see
-`_sqlite_triggers`): a commit that a waiting reader notices and seals
+`triggers`): a commit that a waiting reader notices and seals
 before the app's next write comes on its own; commits that follow each
 other faster than that, or while no reader runs, may come merged into one
 list. A merged list still holds only whole transactions, so its position is
@@ -65,16 +65,16 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Final
 
-from .._url import masked
-from ..change import Change
-from ..errors import ConfigError, SourceError
-from . import _sqlite_triggers as triggers
-from ._sqlite_decode import Decoder, Row
-from ._sqlite_file import connect, matcher, parse_url
-from .base import Diagnosis, LogSource
+from ..._url import masked
+from ...change import Change
+from ...errors import ConfigError, SourceError
+from ..base import Diagnosis, LogSource
+from . import triggers
+from .decode import Decoder, Row
+from .file import connect, matcher, parse_url
 
 if TYPE_CHECKING:
-    from ..checkpoint import Checkpoint
+    from ...checkpoint import Checkpoint
 
 __all__ = ["TriggerSource", "diagnose", "uninstall"]
 
@@ -343,7 +343,7 @@ class TriggerSource(LogSource):
                     break
 
     def _groups(self, conn: sqlite3.Connection, after: int) -> Iterator[list[Row]]:
-        """The rows after `after` as transactions (see `_sqlite_triggers`), up to now.
+        """The rows after `after` as transactions (see `triggers`), up to now.
 
         Every group ends at a committed ``sealed`` before it is handed out, so
         every later reader groups the same rows the same way (a change's id is
@@ -486,6 +486,6 @@ def uninstall(
 
 def diagnose(url: str) -> Diagnosis:
     """``rowcast doctor`` for a SQLite file: JSON support, journal mode, triggers, readers."""
-    from ._sqlite_doctor import diagnose as run
+    from .doctor import diagnose as run
 
     return run(url)

@@ -72,7 +72,7 @@ import sqlite3
 from collections.abc import Callable
 from typing import Final, NamedTuple
 
-from ..errors import ConfigError
+from ...errors import ConfigError
 
 __all__ = [
     "CHANGES",

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
-from .._url import masked
-from ..errors import ConfigError
+from ..._url import masked
+from ...errors import ConfigError
 
 __all__ = ["connect", "matcher", "parse_url"]
 

@@ -33,7 +33,7 @@ position that snapshot matches: nothing missed or doubled at the seam. It runs
 only when there is no position to resume from (no checkpointed position, and
 ``start`` left at ``"now"``); a ``snapshot:...`` position (a snapshot's own
 changes carry one) resumes a snapshot that was cut short. `snapshot_progress`
-tells how far it got. Details in `rowcast.sources._snapshot`.
+tells how far it got. Details in `rowcast.sources.mysql.snapshot`.
 """
 
 from __future__ import annotations
@@ -44,16 +44,17 @@ import re
 from collections.abc import Generator, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from ..backends import missing_extra
-from ..change import Change
-from ..errors import ConfigError
-from . import _mysql_server, _snapshot
-from ._mysql_rows import Row, RowDecoder
-from ._mysql_server import ServerURL, Unreachable, connect, parse_url
-from .base import Diagnosis, LogSource
+from ...backends import missing_extra
+from ...change import Change
+from ...errors import ConfigError
+from ..base import Diagnosis, LogSource
+from . import server as _server
+from . import snapshot as _snapshot
+from .rows import Row, RowDecoder
+from .server import ServerURL, Unreachable, connect, parse_url
 
 if TYPE_CHECKING:
-    from ..checkpoint import Checkpoint
+    from ...checkpoint import Checkpoint
 
 __all__ = ["BinlogSource"]
 
@@ -163,7 +164,7 @@ class BinlogSource(LogSource):
             conn.close()
 
     def _check(self, conn: Any) -> None:
-        problems = [c for c in _mysql_server.diagnose(conn, self.url.user) if not c.ok]
+        problems = [c for c in _server.diagnose(conn, self.url.user) if not c.ok]
         if problems:
             lines = "\n".join(f"  - {c.name} is {c.value}: {c.fix}" for c in problems)
             raise ConfigError(f"{self.url.masked} cannot be read as a binlog source:\n{lines}")
@@ -397,9 +398,9 @@ def diagnose(url: str) -> Diagnosis:
     """``rowcast doctor`` for a MySQL / MariaDB URL: binlog settings and replication grants."""
     target = parse_url(url)
     conn = connect(target)  # pymysql is importable from here on
-    pymysql = _mysql_server._pymysql()
+    pymysql = _server._pymysql()
     try:
-        checks = _mysql_server.diagnose(conn, target.user)
+        checks = _server.diagnose(conn, target.user)
         version, position = _server_facts(conn, pymysql)
     except pymysql.err.MySQLError as error:  # the server went away, say
         raise ConfigError(f"{target.masked}: checking the server failed: {error}") from error

@@ -1,4 +1,4 @@
-"""Turning ``rowcast_changes`` rows back into `Change` objects (see `_sqlite_triggers`).
+"""Turning ``rowcast_changes`` rows back into `Change` objects (see `triggers`).
 
 A row is (seq, layout, sealed, v0, v1...); its layout, read once from
 ``rowcast_layouts`` and kept, says whose change it is and what each value is.
@@ -12,8 +12,8 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any, Final
 
-from ..change import Action, Change
-from . import _sqlite_triggers as triggers
+from ...change import Action, Change
+from . import triggers
 
 __all__ = ["Decoder", "Row"]
 

@@ -21,7 +21,7 @@ the xid, ``position`` the LSN just after the commit record (``"0/16B3748"``;
 reading from it resumes after that transaction), ``ts`` the commit time,
 ``schema`` the table's schema. ``pk`` is the primary key value (a tuple for a
 composite key; the replica identity index's without one; None when the table
-has neither). Types: see ``_postgres_types`` (int, Decimal, float, str, bool,
+has neither). Types: see ``rowcast.sources.postgres.types`` (int, Decimal, float, str, bool,
 bytes, UUID, date, time, naive datetime for timestamp, aware UTC datetime for
 timestamptz, timedelta, parsed JSON, lists for arrays, str for enums, None for
 NULL).
@@ -55,17 +55,17 @@ import time
 from collections.abc import Generator, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..change import Change
-from ..errors import ConfigError
-from . import _pgoutput as pgo
-from . import _postgres_setup as setup
-from ._pgoutput import UNCHANGED, Unchanged, format_lsn, parse_lsn
-from ._postgres_rows import RowDecoder, lookup_types, primary_key
-from ._postgres_server import PgURL, Unreachable, check_name, connect, parse_url, psycopg2
-from .base import Diagnosis, LogSource
+from ...change import Change
+from ...errors import ConfigError
+from ..base import Diagnosis, LogSource
+from . import pgoutput as pgo
+from . import setup
+from .pgoutput import UNCHANGED, Unchanged, format_lsn, parse_lsn
+from .rows import RowDecoder, lookup_types, primary_key
+from .server import PgURL, Unreachable, check_name, connect, parse_url, psycopg2
 
 if TYPE_CHECKING:
-    from ..checkpoint import Checkpoint
+    from ...checkpoint import Checkpoint
 
 __all__ = ["UNCHANGED", "LogicalSource", "Unchanged", "diagnose"]
 

@@ -15,11 +15,11 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
-from .._url import masked
-from ..errors import ConfigError
-from . import _sqlite_triggers as triggers
-from ._sqlite_file import matcher, parse_url
-from .base import Check, Diagnosis
+from ..._url import masked
+from ...errors import ConfigError
+from ..base import Check, Diagnosis
+from . import triggers
+from .file import matcher, parse_url
 
 __all__ = ["diagnose"]
 

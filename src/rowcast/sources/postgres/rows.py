@@ -13,11 +13,11 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ..change import Action, Change
-from . import _pgoutput as pgo
-from ._pgoutput import UNCHANGED, format_lsn
-from ._postgres_setup import matches
-from ._postgres_types import PgType, RowLoader, TypeLookup, TypeMap
+from ...change import Action, Change
+from . import pgoutput as pgo
+from .pgoutput import UNCHANGED, format_lsn
+from .setup import matches
+from .types import PgType, RowLoader, TypeLookup, TypeMap
 
 __all__ = ["RowDecoder", "lookup_types", "primary_key"]
 

@@ -15,9 +15,9 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from ..errors import ConfigError
-from ._postgres_server import psycopg2
-from .base import Check
+from ...errors import ConfigError
+from ..base import Check
+from .server import psycopg2
 
 __all__ = [
     "PubState",

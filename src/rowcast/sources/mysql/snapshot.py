@@ -51,10 +51,10 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ..change import Action, Change
-from ..codec import dumps, loads
-from ..errors import ConfigError, SourceError
-from ._mysql_server import ServerURL, connect
+from ...change import Action, Change
+from ...codec import dumps, loads
+from ...errors import ConfigError, SourceError
+from .server import ServerURL, connect
 
 __all__ = ["PREFIX", "Snapshot", "SnapshotProgress", "is_position", "parse"]
 

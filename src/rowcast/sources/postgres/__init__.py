@@ -1,0 +1,11 @@
+"""The PostgreSQL logical replication source: `LogicalSource` and ``rowcast doctor``'s `diagnose`.
+
+One module per part: `source` (the `LogicalSource`, its reconnects and
+positions), `server` (URL and connections), `setup` (the server's checks, the
+slot and the publication), `pgoutput` (the plugin's messages, decoded), `rows`
+(messages to changes) and `types` (column values by type OID).
+"""
+
+from .source import UNCHANGED, LogicalSource, Unchanged, diagnose
+
+__all__ = ["UNCHANGED", "LogicalSource", "Unchanged", "diagnose"]
