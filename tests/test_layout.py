@@ -171,6 +171,19 @@ ROOT = {
 }
 
 
+# sources/: the base, one module or subpackage per capture method (DESIGN's layout)
+SOURCES = {
+    "__init__.py",
+    "base.py",
+    "_process.py",
+    "sqlalchemy.py",
+    "outbox.py",
+    "mysql",
+    "postgres",
+    "sqlite",
+}
+
+
 @pytest.mark.parametrize("name", sorted(MODULES))
 def test_every_module_imports(name: str) -> None:
     if name == "rowcast.__main__":
@@ -229,6 +242,13 @@ def test_nothing_downstream_imports_a_source() -> None:
 def test_the_package_root_shows_only_the_flow() -> None:
     here = {p.name for p in SRC.iterdir() if p.name != "__pycache__"}
     assert here - ROOT == set()
+
+
+def test_each_log_source_is_a_subpackage_with_its_readers() -> None:
+    here = {p.name for p in (SRC / "sources").iterdir() if p.name != "__pycache__"}
+    assert here - SOURCES == set()
+    for database in ("mysql", "postgres", "sqlite"):
+        assert f"rowcast.sources.{database}.source" in MODULES
 
 
 def test_no_module_is_over_500_lines() -> None:
