@@ -10,25 +10,22 @@ every change at least once, in order per row once repeats are dropped.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import random
 import signal
 import subprocess
 import threading
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pymysql
-import pytest
 
 from rowcast.change import Change
 from rowcast.checkpoint import open_checkpoint
-from tests.conftest import IN_CI, require_redis
+from tests.conftest import IN_CI
+from tests.targets import brokers, first_seen
 from tests.test_cli_relay import ROWCAST
-from tests.test_relay import URL, Table, expected, ids, server_id, stored, unique, wait_for
+from tests.test_relay import URL, Table, expected, ids, server_id, stored, wait_for
 
 TRANSACTIONS = 5000
 ROWS = 300
@@ -66,134 +63,11 @@ def workload(table: str, seed: int, done: threading.Event) -> None:
         done.set()
 
 
-def optional(require: Callable[[], str]) -> str | None:
-    """The server's URL, or None when it does not run here (in CI it must)."""
-    try:
-        return require()
-    except pytest.skip.Exception:
-        return None
-
-
-def first_seen(arrived: list[tuple[str, Change]]) -> dict[str, list[str]]:
-    """Per row: the ids in the order they first arrived (repeats after a crash dropped)."""
-    seen: set[str] = set()
-    rows: dict[str, list[str]] = {}
-    for change_id, change in arrived:
-        if change_id not in seen:
-            seen.add(change_id)
-            rows.setdefault(f"{change.table}-{change.pk}", []).append(change_id)
-    return rows
-
-
 def per_row(truth: list[list[Change]]) -> dict[str, list[str]]:
     return {
         f"{events[0][1].table}-{events[0][1].pk}": [i for i, _ in events]
         for events in expected(truth).values()
     }
-
-
-# ---------------------------------------------------------------- the brokers, when they run
-
-
-class RedisTarget:
-    def __init__(self, url: str) -> None:
-        import redis
-
-        self.key = unique("relay_crash")
-        self.client = redis.Redis.from_url(url)
-        self.sink = f"{url}?stream={self.key}"
-
-    def arrived(self) -> list[tuple[str, Change]]:
-        entries = self.client.xrange(self.key)
-        return [(f[b"id"].decode(), Change.from_json(f[b"body"])) for _, f in entries]
-
-    def close(self) -> None:
-        self.client.delete(self.key)
-        self.client.close()
-
-
-class NatsTarget:
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.stream = unique("relay_crash")
-        self.sink = f"{url}?stream={self.stream}&prefix={self.stream}"
-
-    def _js(self, call: Callable[[Any], Any]) -> Any:
-        import nats
-
-        async def run() -> Any:
-            nc = await nats.connect(self.url, connect_timeout=5, allow_reconnect=False)
-            try:
-                return await call(nc.jetstream())
-            finally:
-                await nc.close()
-
-        return asyncio.run(run())
-
-    def arrived(self) -> list[tuple[str, Change]]:
-        async def read(js: Any) -> list[tuple[str, Change]]:
-            info = await js.stream_info(self.stream)
-            got = []
-            for seq in range(info.state.first_seq, info.state.last_seq + 1):
-                message = await js.get_msg(self.stream, seq)
-                got.append((message.headers["Nats-Msg-Id"], Change.from_json(message.data)))
-            return got
-
-        result: list[tuple[str, Change]] = self._js(read)
-        return result
-
-    def close(self) -> None:
-        async def delete(js: Any) -> None:
-            with contextlib.suppress(Exception):
-                await js.delete_stream(self.stream)
-
-        self._js(delete)
-
-
-class RabbitTarget:
-    def __init__(self, url: str) -> None:
-        import pika
-
-        self.exchange = self.queue = unique("relay_crash")
-        self.connection = pika.BlockingConnection(pika.URLParameters(url))
-        self.channel = self.connection.channel()
-        self.channel.exchange_declare(self.exchange, "topic", durable=True)
-        self.channel.queue_declare(self.queue)
-        self.channel.queue_bind(self.queue, self.exchange, "#")
-        self.sink = f"{url}?exchange={self.exchange}"
-
-    def arrived(self) -> list[tuple[str, Change]]:
-        got = []
-        for method, properties, body in self.channel.consume(self.queue, inactivity_timeout=2):
-            if method is None:
-                break
-            got.append((properties.message_id, Change.from_json(body)))
-        self.channel.cancel()
-        return got
-
-    def close(self) -> None:
-        self.channel.queue_delete(self.queue)
-        self.channel.exchange_delete(self.exchange)
-        self.connection.close()
-
-
-@contextlib.contextmanager
-def brokers() -> Iterator[dict[str, Any]]:
-    """A target on each broker whose server runs (and whose sink module is there)."""
-    from tests.sinks import require_nats, require_rabbitmq
-
-    targets: dict[str, Any] = {}
-    makers = [("redis", require_redis, RedisTarget)]
-    makers += [("nats", require_nats, NatsTarget), ("rabbitmq", require_rabbitmq, RabbitTarget)]
-    try:
-        for name, require, make in makers:
-            url = optional(require)
-            if url is not None:
-                targets[name] = make(url)
-        yield targets
-    finally:
-        for target in targets.values():
-            target.close()
 
 
 # ---------------------------------------------------------------- the test
