@@ -10,7 +10,6 @@ are made ORM writes of a `SessionCapture` with ``outbox=True``, as an app would.
 from __future__ import annotations
 
 import os
-import re
 import secrets
 import signal
 import subprocess
@@ -26,13 +25,12 @@ from sqlalchemy import (
     PickleType,
     String,
     create_engine,
-    delete,
     func,
     select,
     text,
     update,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 from rowcast import Change, ConfigError, Hub
 from rowcast.checkpoint import open_checkpoint
@@ -43,6 +41,7 @@ from rowcast.sources.outbox import OUTBOX, OutboxSource
 from rowcast.sources.sqlalchemy import SessionCapture
 from rowcast.testing import SourceContract
 from tests.conftest import require_server, sqlite_engine
+from tests.sources.seed import ContractBase, orm_write
 
 DATABASE = f"rc_outbox_{secrets.token_hex(3)}"
 _made: list[str] = []  # the servers DATABASE was created on
@@ -127,46 +126,6 @@ def drain(url: str, **options: Any) -> list[list[Change]]:
 
 
 # ---------------------------------------------------------------- the SourceContract
-
-
-class ContractBase(DeclarativeBase):
-    pass
-
-
-class Row(ContractBase):
-    """The contract's table ``test``."""
-
-    __tablename__ = "test"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    data: Mapped[str | None] = mapped_column(String(20))
-
-
-_INSERT = re.compile(r"INSERT INTO test \(data\) VALUES (.+)")
-_UPDATE = re.compile(r"UPDATE test SET data = '([^']*)' WHERE (.+)")
-_DELETE = re.compile(r"DELETE FROM test WHERE (.+)")
-_WHERE = re.compile(r"(id|data) (!=|=) (\d+|'[^']*')")
-
-
-def orm_write(session: Session, statement: str) -> None:
-    """Do what one of the contract's SQL statements does, through the ORM."""
-
-    def where(condition: str) -> Any:
-        found = _WHERE.fullmatch(condition)
-        assert found is not None, condition
-        column, operator, literal = found.groups()
-        value: int | str = int(literal) if literal.isdigit() else literal.strip("'")
-        left = getattr(Row, column)
-        return left != value if operator == "!=" else left == value
-
-    if found := _INSERT.fullmatch(statement):
-        session.add_all([Row(data=value) for value in re.findall(r"\('([^']*)'\)", found[1])])
-        session.flush()
-    elif found := _UPDATE.fullmatch(statement):
-        session.execute(update(Row).where(where(found[2])).values(data=found[1]))
-    elif found := _DELETE.fullmatch(statement):
-        session.execute(delete(Row).where(where(found[1])))
-    else:
-        raise AssertionError(f"not one of the contract's statements: {statement!r}")
 
 
 class _OutboxContract(SourceContract):

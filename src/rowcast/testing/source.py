@@ -51,7 +51,16 @@ from rowcast.errors import ConfigError
 from rowcast.hub import Hub
 from rowcast.sources.base import LogSource, Source
 
-__all__ = ["SEED", "SEED_BY_STATEMENT", "SEED_EVENTS", "SourceContract", "events"]
+__all__ = [
+    "SEED",
+    "SEED_BY_STATEMENT",
+    "SEED_EVENTS",
+    "SEED_SIGNATURES",
+    "Signature",
+    "SourceContract",
+    "events",
+    "workload",
+]
 
 WAIT = 30.0  # seconds: a bound that a test never reaches unless the source hangs
 
@@ -79,6 +88,17 @@ SEED_EVENTS = [change for statement in SEED_BY_STATEMENT for change in statement
 
 Signature = tuple[str, Any, Any]  # (action, data before, data after)
 
+#: the (action, data before, data after) of each change of `SEED`, in order
+SEED_SIGNATURES: list[Signature] = [
+    ("write", None, "a"),
+    *(("write", None, data) for data in "bcd"),
+    ("update", "a", "aa"),
+    ("update", "b", "bb"),
+    *(("update", before, "cc") for before in ("bb", "c", "d")),
+    *(("delete", "cc", None) for _ in range(3)),
+    ("delete", "aa", None),
+]
+
 
 def events(transactions: Sequence[Sequence[Change]]) -> list[tuple[str, Any]]:
     """(name, pk) of every change of `transactions`, in order."""
@@ -89,10 +109,12 @@ def _signature(change: Change) -> Signature:
     return (str(change.action), (change.before or {}).get("data"), (change.after or {}).get("data"))
 
 
-def _workload(prefix: str, count: int) -> tuple[list[list[str]], list[list[Signature]]]:
+def workload(prefix: str, count: int) -> tuple[list[list[str]], list[list[Signature]]]:
     """`count` transactions of one to five statements, and the changes each must give.
 
-    Rows are told apart by their ``data``, which starts with `prefix`.
+    Rows are told apart by their ``data``, which starts with `prefix`. The statements
+    are of the three forms the module docstring names; a table that holds only rows
+    of earlier transactions of this workload (or none) is all they need.
     """
     transactions: list[list[str]] = []
     expected: list[list[Signature]] = []
@@ -295,6 +317,11 @@ class SourceContract:
         if not self.ordered_by_key:
             by_statement = [sorted(tx, key=repr) for tx in by_statement]
         assert by_statement == SEED_BY_STATEMENT
+        signatures = [_signature(c) for tx in got for c in tx]
+        if self.ordered_by_key:
+            assert signatures == SEED_SIGNATURES
+        else:
+            assert sorted(signatures, key=repr) == sorted(SEED_SIGNATURES, key=repr)
         assert len({tx[0].txid for tx in got}) == len(SEED)
         assert len({c.source for tx in got for c in tx}) == 1
         update = got[2][0]
@@ -326,7 +353,7 @@ class SourceContract:
         assert len({(c.txid, c.position) for c in tx}) == 1
 
     def test_transactions_come_whole_and_in_commit_order(self) -> None:
-        transactions, expected = _workload("w", 12)
+        transactions, expected = workload("w", 12)
         with self.streaming(self.source(start=self.start_position())) as got:
             for statements in transactions:  # as fast as the database takes them
                 self.execute(statements, transaction=True)
@@ -336,7 +363,7 @@ class SourceContract:
 
     def test_resume_from_a_checkpoint_loses_and_repeats_nothing(self) -> None:
         start = self.start_position()
-        transactions, expected = _workload("r", 8)
+        transactions, expected = workload("r", 8)
         for statements in transactions[:2]:
             self.execute(statements, transaction=True)
         checkpoint = self.checkpoint()
@@ -360,7 +387,7 @@ class SourceContract:
         self._assert_whole(rest, expected[delivered:], exactly=False)
         assert checkpoint.load() == rest[-1][-1].position
         # and again, from what that run saved: only what was written since
-        more, expected_more = _workload("s", 3)
+        more, expected_more = workload("s", 3)
         for statements in more:
             self.execute(statements, transaction=True)
         again = self.read(start=start, checkpoint=checkpoint)
@@ -384,7 +411,7 @@ class SourceContract:
         assert not thread.is_alive()
 
     def test_reconnects_after_the_server_drops_the_connection(self) -> None:
-        transactions, expected = _workload("d", 4)
+        transactions, expected = workload("d", 4)
         with self.streaming(self.source(start=self.start_position())) as got:
             for number, statements in enumerate(transactions):
                 self.execute(statements, transaction=True)
