@@ -9,7 +9,11 @@
     ├── StoreError               the event store refused or failed an operation
     │   ├── WrongExpectedVersion append: the stream is not at the expected version
     │   └── DuplicateEventId     append: event ids already stored, not as this batch
-    ├── SinkError                a relay sink could not deliver
+    ├── SinkError                a relay sink could not deliver (unclassified: transient)
+    │   ├── TransientSinkError   it may take it later (down, timeout, deadlock, full):
+    │   │                        the relay retries with backoff
+    │   └── PermanentSinkError   it never will as it is (privilege, schema, constraint,
+    │                            a change it cannot hold): the relay stops, exit status 3
     ├── CacheError               a cache store failed
     └── AuditError               a revision was to be changed, or cannot be written
 
@@ -26,11 +30,13 @@ __all__ = [
     "CacheError",
     "ConfigError",
     "DuplicateEventId",
+    "PermanentSinkError",
     "RowcastError",
     "RowcastWarning",
     "SinkError",
     "SourceError",
     "StoreError",
+    "TransientSinkError",
     "WrongExpectedVersion",
 ]
 
@@ -52,7 +58,37 @@ class StoreError(RowcastError):
 
 
 class SinkError(RowcastError):
-    """A relay sink could not deliver a transaction."""
+    """A relay sink could not deliver a transaction.
+
+    Sinks raise one of the two subclasses below; a plain `SinkError` (from a sink
+    that does not classify its errors) is taken for a transient one.
+    """
+
+
+class TransientSinkError(SinkError):
+    """The destination may take the batch later: unreachable, a timeout, a deadlock, full.
+
+    The relay delivers the same batch again, with backoff.
+    """
+
+
+class PermanentSinkError(SinkError):
+    """The destination will never take the batch as it is (module docstring's tree).
+
+    A missing schema or table, a refused privilege, a constraint or a value the
+    destination cannot hold, a key of another type: retrying changes nothing. The
+    relay stops (``rowcast relay`` exits with status 3), the checkpoint before the
+    refused transaction, unless told to send it to a dead-letter destination.
+    `fix` says what to change, when the sink can tell; it ends the message too.
+    """
+
+    def __init__(self, message: str, fix: str | None = None) -> None:
+        super().__init__(message if fix is None else f"{message}; {fix}")
+        self.message = message
+        self.fix = fix
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.message, self.fix))
 
 
 class CacheError(RowcastError):

@@ -15,7 +15,7 @@ from nats.js.api import DiscardPolicy
 from nats.js.errors import NotFoundError
 
 from rowcast.change import Change
-from rowcast.errors import ConfigError, SinkError
+from rowcast.errors import ConfigError, PermanentSinkError, SinkError, TransientSinkError
 from rowcast.sinks import open_sink
 from rowcast.sinks.base import change_id
 from rowcast.sinks.nats import NatsSink, subject_token
@@ -156,7 +156,7 @@ def test_a_full_stream_is_a_sink_error_and_drops_nothing_silently(name: str) -> 
     )
     sink = NatsSink(require_nats(), stream=name, prefix=name)
     batch = transactions(3)  # 9 changes into room for 5
-    with pytest.raises(SinkError, match=r"max_msgs and discard.*4 of 9 messages refused"):
+    with pytest.raises(TransientSinkError, match=r"max_msgs and discard.*4 of 9 messages"):
         sink.deliver(batch)
     assert len(stream_messages(name)) == 5
     js_call(lambda js: js.update_stream(name=name, subjects=[f"{name}.>"], max_msgs=-1))
@@ -172,7 +172,7 @@ def test_a_deleted_stream_is_a_sink_error_then_made_again(name: str) -> None:
     sink.deliver(transactions(1))
     delete_stream(name)
     batch = transactions(2)
-    with pytest.raises(SinkError, match=r"no JetStream stream takes subjects"):
+    with pytest.raises(TransientSinkError, match=r"no JetStream stream takes subjects"):
         sink.deliver(batch)
     sink.deliver(batch)  # reconnects, creates the stream, delivers
     sink.close()
@@ -180,21 +180,27 @@ def test_a_deleted_stream_is_a_sink_error_then_made_again(name: str) -> None:
 
 
 @pytest.mark.server
-def test_a_stream_without_the_subjects_is_a_sink_error(name: str) -> None:
+def test_a_stream_without_the_subjects_is_a_permanent_error(name: str) -> None:
     js_call(lambda js: js.add_stream(name=name, subjects=[f"{name}_other.>"]))
     sink = NatsSink(require_nats(), stream=name, prefix=name, timeout=3)
-    with pytest.raises(SinkError, match="no JetStream stream takes subjects"):
+    message = rf"stream '{name}' takes subjects \['{name}_other.>'\].*add {name}.> to its"
+    with pytest.raises(PermanentSinkError, match=message):
+        sink.check()
+    with pytest.raises(PermanentSinkError, match=message):
         sink.deliver(transactions(1))
     sink.close()
 
 
 @pytest.mark.server
-def test_subjects_held_by_another_stream_are_a_sink_error(name: str) -> None:
-    js_call(lambda js: js.add_stream(name=name, subjects=[f"{name}.>"]))
+def test_subjects_held_by_another_stream_are_a_permanent_error_naming_it(name: str) -> None:
+    js_call(lambda js: js.add_stream(name=name, subjects=[f"{name}.orders.>"]))
     other = f"{name}_b"
     sink = NatsSink(require_nats(), stream=other, prefix=name)
+    message = f"cannot create stream '{other}'.*overlap the subjects of stream '{name}'"
     try:
-        with pytest.raises(SinkError, match=f"cannot create stream '{other}'.*overlap"):
+        with pytest.raises(PermanentSinkError, match=message):
+            sink.check()
+        with pytest.raises(PermanentSinkError, match=message):
             sink.deliver(transactions(1))
     finally:
         sink.close()
@@ -204,8 +210,10 @@ def test_subjects_held_by_another_stream_are_a_sink_error(name: str) -> None:
 
 @pytest.mark.server
 def test_a_publish_nobody_acks_is_a_sink_error_within_the_timeout(name: str) -> None:
-    """A core NATS subscriber holds the subjects (no stream does): no ack ever comes."""
-    js_call(lambda js: js.add_stream(name=name, subjects=[f"{name}_other.>"]))
+    """A core NATS subscriber holds the subjects (no stream does any more): no ack comes."""
+    sink = NatsSink(require_nats(), stream=name, prefix=name, timeout=1)
+    sink.check()  # connected to the stream it made, which then lets the subjects go
+    js_call(lambda js: js.update_stream(name=name, subjects=[f"{name}_other.>"]))
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
@@ -217,9 +225,8 @@ def test_a_publish_nobody_acks_is_a_sink_error_within_the_timeout(name: str) -> 
         return nc
 
     listener = asyncio.run_coroutine_threadsafe(silent(), loop).result(10)
-    sink = NatsSink(require_nats(), stream=name, prefix=name, timeout=1)
     try:
-        with pytest.raises(SinkError, match=r"no publish ack within 1 s"):
+        with pytest.raises(TransientSinkError, match=r"no publish ack within 1 s"):
             sink.deliver(transactions(1))
     finally:
         sink.close()
@@ -281,3 +288,23 @@ def test_the_url_hides_the_password() -> None:
 def test_a_wrong_scheme_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="nats://"):
         NatsSink("http://127.0.0.1:4222")
+
+
+@pytest.mark.server
+def test_a_message_over_max_payload_is_permanent(name: str) -> None:
+    sink = NatsSink(require_nats(), stream=name, prefix=name)
+    small = transactions(1)
+    row = {"id": 1, "data": b"x" * 2_000_000}  # the server's default max_payload is 1 MB
+    huge = [[Change("write", "shop", "blobs", 1, None, row, 1.0, "t", f"{name}:9", "mysql")]]
+    with pytest.raises(PermanentSinkError, match=r"larger than the server takes.*max_payload"):
+        sink.deliver(huge)
+    sink.deliver(small)  # the next batch goes through
+    sink.close()
+    assert [c for _, c in arrived(name)] == small[0]
+
+
+def test_an_unreachable_server_is_transient() -> None:
+    sink = NatsSink(f"nats://127.0.0.1:{closed_port()}?timeout=2")
+    with pytest.raises(TransientSinkError, match="cannot connect"):
+        sink.check()
+    sink.close()

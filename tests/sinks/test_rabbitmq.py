@@ -15,7 +15,7 @@ import pika.spec
 import pytest
 
 from rowcast.change import Change
-from rowcast.errors import ConfigError, SinkError
+from rowcast.errors import ConfigError, PermanentSinkError, SinkError, TransientSinkError
 from rowcast.sinks import open_sink
 from rowcast.sinks.base import change_id
 from rowcast.sinks.rabbitmq import RabbitMQSink, _Confirms, routing_word
@@ -152,22 +152,27 @@ def test_the_exchange_is_declared_durable_topic(broker: Broker) -> None:
 
 
 @pytest.mark.server
-def test_an_exchange_of_another_kind_is_a_sink_error(broker: Broker) -> None:
+def test_an_exchange_of_another_kind_is_a_permanent_error(broker: Broker) -> None:
     exchange = fresh()
     broker.channel.exchange_declare(exchange, "fanout", durable=True)
     broker.exchanges.append(exchange)
     sink = RabbitMQSink(broker.url, exchange=exchange)
-    with pytest.raises(SinkError, match=r"durable topic exchange.*PRECONDITION_FAILED"):
+    message = r"durable topic exchange.*PRECONDITION_FAILED.*another kind of exchange"
+    with pytest.raises(PermanentSinkError, match=message):
+        sink.check()
+    with pytest.raises(PermanentSinkError, match=message):
         sink.deliver(transactions(1))
     sink.close()
 
 
 @pytest.mark.server
-def test_an_unroutable_message_is_a_sink_error(broker: Broker) -> None:
+def test_an_unroutable_message_is_a_permanent_error(broker: Broker) -> None:
     exchange = broker.exchange(fresh())
     broker.queue(exchange, "shop.items.*")  # no queue takes orders
     sink = RabbitMQSink(broker.url, exchange=exchange)
-    with pytest.raises(SinkError, match=r"no queue is bound.*'shop\.orders\.write'.*mandatory"):
+    sink.check()  # the exchange exists: which keys its queues take is not known before
+    message = r"no queue is bound.*'shop\.orders\.write'.*mandatory"
+    with pytest.raises(PermanentSinkError, match=message):
         sink.deliver(transactions(1, tables=[("shop", "orders")]))
     queue = broker.queue(exchange, "shop.orders.*")
     batch = transactions(1, tables=[("shop", "orders")])
@@ -183,7 +188,7 @@ def test_a_full_queue_that_rejects_publishes_is_a_sink_error(broker: Broker) -> 
     queue = broker.queue(exchange, "#", **{"x-max-length": 5, "x-overflow": "reject-publish"})
     sink = RabbitMQSink(broker.url, exchange=exchange)
     batch = transactions(3)  # 9 changes into room for 5
-    with pytest.raises(SinkError, match=r"refused \(nack\) 4 of 9 messages.*message 6"):
+    with pytest.raises(TransientSinkError, match=r"refused \(nack\) 4 of 9 messages.*message 6"):
         sink.deliver(batch)
     first_five = [(change_id(c, i), c) for tx in batch for i, c in enumerate(tx)][:5]
     assert broker.arrived(queue) == first_five  # reading makes room
@@ -199,15 +204,58 @@ def test_a_deleted_exchange_is_a_sink_error_then_declared_again(broker: Broker) 
     sink = RabbitMQSink(broker.url, exchange=exchange)
     sink.deliver(transactions(1))
     broker.channel.exchange_delete(exchange)
-    with pytest.raises(SinkError, match="NOT_FOUND"):
+    with pytest.raises(TransientSinkError, match="NOT_FOUND"):  # the retry declares it
         sink.deliver(transactions(1))
-    with pytest.raises(SinkError, match="no queue is bound"):  # declared again, but unbound
+    with pytest.raises(PermanentSinkError, match="no queue is bound"):  # declared, unbound
         sink.deliver(transactions(1))
     broker.channel.queue_bind(queue, exchange, "#")
     batch = transactions(1)
     sink.deliver(batch)
     sink.close()
     assert [c for _, c in broker.arrived(queue)][-3:] == batch[0]
+
+
+@pytest.mark.server
+def test_a_new_exchange_with_mandatory_is_refused_by_the_check(broker: Broker) -> None:
+    """No queue can be bound to an exchange that did not exist: every message would return."""
+    exchange = fresh()
+    broker.exchanges.append(exchange)
+    sink = RabbitMQSink(broker.url, exchange=exchange)
+    with pytest.raises(ConfigError, match=f"exchange '{exchange}' did not exist.*bind a queue"):
+        sink.check()
+    broker.channel.exchange_declare(exchange, "topic", durable=True, passive=True)  # kept
+    queue = broker.queue(exchange)
+    sink.check()  # bound now: fine
+    batch = transactions(1)
+    sink.deliver(batch)
+    sink.close()
+    assert broker.arrived(queue) == [(change_id(c, i), c) for i, c in enumerate(batch[0])]
+    unchecked = RabbitMQSink(broker.url, exchange=fresh(), mandatory=False)
+    broker.exchanges.append(unchecked.exchange)
+    unchecked.check()  # without mandatory, unroutable messages are the user's choice
+    unchecked.close()
+
+
+@pytest.mark.server
+def test_refused_credentials_and_vhost_are_permanent() -> None:
+    url = require_rabbitmq()
+    wrong = url.replace("guest:guest@", "guest:wrong@")
+    sink = RabbitMQSink(f"{wrong}?timeout=5")
+    with pytest.raises(PermanentSinkError, match=r"ACCESS_REFUSED.*user and password") as caught:
+        sink.check()
+    assert ":wrong@" not in str(caught.value)
+    sink.close()
+    nowhere = RabbitMQSink(url.rsplit("/", 1)[0] + f"/{fresh()}?timeout=5")
+    with pytest.raises(PermanentSinkError, match="vhost"):
+        nowhere.check()
+    nowhere.close()
+
+
+def test_an_unreachable_broker_is_transient() -> None:
+    sink = RabbitMQSink(f"amqp://guest:guest@127.0.0.1:{closed_port()}/%2F?timeout=2")
+    with pytest.raises(TransientSinkError, match="cannot connect"):
+        sink.check()
+    sink.close()
 
 
 def _close_connections_named(name: str) -> int:

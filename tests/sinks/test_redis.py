@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from rowcast.change import Change
-from rowcast.errors import ConfigError, SinkError
+from rowcast.errors import ConfigError, PermanentSinkError, SinkError, TransientSinkError
 from rowcast.sinks import open_sink
 from rowcast.sinks.base import change_id
 from rowcast.sinks.redis import RedisSink
@@ -162,11 +162,13 @@ def test_keyword_options_override_the_url(prefix: str, client: redis.Redis) -> N
 
 
 @pytest.mark.server
-def test_a_key_of_another_type_is_a_sink_error(prefix: str, client: redis.Redis) -> None:
+def test_a_key_of_another_type_is_a_permanent_error(prefix: str, client: redis.Redis) -> None:
     key = f"{prefix}:taken"
     client.set(key, "not a stream")
     sink = RedisSink(require_redis(), stream=key)
-    with pytest.raises(SinkError, match="WRONGTYPE") as caught:
+    with pytest.raises(ConfigError, match=f"key '{key}' holds a string, not a stream"):
+        sink.check()
+    with pytest.raises(PermanentSinkError, match=r"WRONGTYPE.*another type") as caught:
         sink.deliver(transactions(1))
     assert isinstance(caught.value.__cause__, redis.ResponseError)
     client.delete(key)
@@ -231,3 +233,61 @@ def test_redis_py_before_5_3_is_served(prefix: str, client: redis.Redis) -> None
     finally:
         sink.close()
     assert len(client.xrange(f"{prefix}:shop.orders")) == sum(map(len, batch))
+
+
+@pytest.fixture
+def acl_user(client: redis.Redis) -> Iterator[tuple[str, str]]:
+    """A Redis user that may write keys under ``allowed:`` and only read those under
+    ``readonly:`` (name, password)."""
+    name, password = f"rc_{uuid.uuid4().hex[:10]}", uuid.uuid4().hex
+    client.execute_command(
+        "ACL", "SETUSER", name, "on", f">{password}", "~allowed:*", "%R~readonly:*", "+@all"
+    )
+    yield name, password
+    client.execute_command("ACL", "DELUSER", name)
+
+
+def _as(user: tuple[str, str], query: str) -> str:
+    host = require_redis().split("://", 1)[1]
+    return f"redis://{user[0]}:{user[1]}@{host}?{query}"
+
+
+@pytest.mark.server
+def test_a_key_the_user_may_not_write_is_refused_by_the_check(
+    acl_user: tuple[str, str], client: redis.Redis
+) -> None:
+    """NOPERM: the check queues an XADD in a MULTI it discards; nothing is written."""
+    key = f"sinks-test:{uuid.uuid4().hex}"
+    sink = open_sink(_as(acl_user, f"stream={key}"))
+    with pytest.raises(PermanentSinkError, match=r"no permissions.*ACL SETUSER") as caught:
+        sink.check()
+    assert acl_user[1] not in str(caught.value)  # the password is masked
+    with pytest.raises(PermanentSinkError, match="no permissions"):
+        sink.deliver(transactions(1))
+    sink.close()
+    readonly = open_sink(_as(acl_user, f"stream=readonly:{uuid.uuid4().hex}"))
+    for _ in range(2):  # again: the discarded MULTI left no transaction open
+        with pytest.raises(PermanentSinkError, match="no permissions"):  # TYPE may, XADD not
+            readonly.check()
+    readonly.close()
+    allowed = open_sink(_as(acl_user, f"stream=allowed:{uuid.uuid4().hex}"))
+    allowed.check()  # the same user, a key it may write: fine, and still nothing written
+    assert client.exists(allowed.stream) == 0  # type: ignore[attr-defined]
+    allowed.close()
+
+
+@pytest.mark.server
+def test_a_wrong_password_is_permanent(acl_user: tuple[str, str]) -> None:
+    sink = open_sink(_as((acl_user[0], "wrong"), "stream=allowed:x"))
+    with pytest.raises(PermanentSinkError, match="password"):
+        sink.check()
+    sink.close()
+
+
+def test_an_unreachable_server_is_transient() -> None:
+    sink = RedisSink(f"redis://127.0.0.1:{closed_port()}/0?timeout=2")
+    with pytest.raises(TransientSinkError, match="Connection refused"):
+        sink.check()
+    with pytest.raises(TransientSinkError):
+        sink.deliver(transactions(1))
+    sink.close()

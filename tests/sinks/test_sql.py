@@ -7,6 +7,7 @@ PostgreSQL and SQLite, and compared row for row with the source table.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import sqlite3
 import uuid
@@ -19,7 +20,7 @@ import pytest
 import sqlalchemy as sa
 
 from rowcast import Change
-from rowcast.errors import ConfigError, SinkError
+from rowcast.errors import ConfigError, PermanentSinkError, SinkError, TransientSinkError
 from rowcast.sinks import open_sink
 from rowcast.sinks.sql import ReplicationSink, _decimals_as_text
 from tests.conftest import private_schema, require_server
@@ -188,9 +189,9 @@ def test_a_failing_batch_applies_nothing(sqlite_url: str) -> None:
     assert rows(sqlite_url, "items") == [(3, "later")]
 
 
-def test_a_missing_table_without_create_is_a_config_error(sqlite_url: str) -> None:
+def test_a_missing_table_without_create_is_a_permanent_error(sqlite_url: str) -> None:
     sink = ReplicationSink(f"{sqlite_url}?create=false")
-    with pytest.raises(ConfigError, match="no table 'items' to replicate into"):
+    with pytest.raises(PermanentSinkError, match="no table 'items' to replicate into"):
         sink.deliver([tx(write(1, name="a"))])
     sink.close()
 
@@ -208,10 +209,91 @@ def test_bad_urls(url: str, message: str) -> None:
         ReplicationSink(url)
 
 
-def test_an_unreachable_database_is_a_sink_error() -> None:
+def test_an_unreachable_database_is_transient() -> None:
     sink = ReplicationSink("postgresql://nobody@127.0.0.1:1/db?mode=replicate")
-    with pytest.raises(SinkError, match="applying 1 changes failed"):
+    with pytest.raises(TransientSinkError, match="applying 1 changes failed"):
         sink.deliver([tx(write(1, name="a"))])
+    with pytest.raises(TransientSinkError, match="cannot connect"):
+        sink.check()
+    sink.close()
+
+
+def test_a_locked_sqlite_replica_is_transient(sqlite_url: str) -> None:
+    sink = ReplicationSink(f"{sqlite_url}?timeout=0.05")
+    sink.deliver([tx(write(1, name="a"))])
+    holder = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"), isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(TransientSinkError, match="locked"):
+            sink.deliver([tx(write(2, name="b"))])
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    sink.deliver([tx(write(2, name="b"))])  # the retry, once the lock is gone
+    sink.close()
+    assert rows(sqlite_url, "items") == [(1, "a"), (2, "b")]
+
+
+@contextlib.contextmanager
+def role(*grants: str) -> Iterator[str]:
+    """A PostgreSQL login role given `grants` (``{role}`` stands for its name), dropped after."""
+    url = require_server("postgresql")
+    name = f"rc_role_{uuid.uuid4().hex[:8]}"
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"CREATE ROLE {name} LOGIN")
+        for grant in grants:
+            conn.exec_driver_sql(grant.format(role=name))
+    try:
+        yield name
+    finally:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"DROP OWNED BY {name}")
+            conn.exec_driver_sql(f"DROP ROLE {name}")
+        engine.dispose()
+
+
+@pytest.mark.server
+def test_what_a_postgresql_replica_refuses_is_permanent_with_the_fix(postgres_schema: str) -> None:
+    engine = sa.create_engine(require_server("postgresql"))
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            f"CREATE TABLE {postgres_schema}.items (id int PRIMARY KEY, name text, n smallint)"
+        )
+    engine.dispose()
+    sink = ReplicationSink(f"{POSTGRES}?mode=replicate&schema={postgres_schema}")
+    sink.check()
+    with pytest.raises(PermanentSinkError, match=r"out of range.*change the column's type"):
+        sink.deliver([tx(write(1, name="a", n=100_000))])
+    sink.deliver([tx(write(1, name="a", n=7))])  # the sink goes on with what fits
+    sink.close()
+    grants = (
+        f"GRANT USAGE ON SCHEMA {postgres_schema} TO {{role}}",
+        f"GRANT SELECT ON {postgres_schema}.items TO {{role}}",
+    )
+    with role(*grants) as reader:
+        url = f"postgresql://{reader}@127.0.0.1:5432/test?mode=replicate&schema={postgres_schema}"
+        sink = ReplicationSink(url)
+        sink.check()  # it may use the schema: which tables it may write is known by writing
+        with pytest.raises(PermanentSinkError, match=r"permission denied.*grant the user"):
+            sink.deliver([tx(write(2, name="b", n=1))])
+        sink.close()
+    with role() as stranger:
+        url = f"postgresql://{stranger}@127.0.0.1:5432/test?mode=replicate&schema={postgres_schema}"
+        sink = ReplicationSink(url)
+        with pytest.raises(ConfigError, match=f"may not use schema {postgres_schema}.*USAGE"):
+            sink.check()
+        sink.close()
+    assert rows(POSTGRES, "items", postgres_schema) == [(1, "a", 7)]
+
+
+@pytest.mark.server
+def test_the_check_refuses_a_missing_target_schema() -> None:
+    require_server("postgresql")
+    missing = f"rc_missing_{uuid.uuid4().hex[:8]}"
+    sink = ReplicationSink(f"{POSTGRES}?mode=replicate&schema={missing}")
+    with pytest.raises(ConfigError, match=f"schema '{missing}' does not exist.*CREATE SCHEMA"):
+        sink.check()
     sink.close()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import uuid
@@ -9,10 +10,11 @@ import uuid
 import pytest
 
 from rowcast.change import Change
+from rowcast.errors import PermanentSinkError, TransientSinkError
 from rowcast.sinks import open_sink
-from rowcast.sinks.base import Sink
+from rowcast.sinks.base import Sink, change_id
 from rowcast.sinks.stdout import StdoutSink
-from rowcast.testing.sink import SinkContract
+from rowcast.testing.sink import SinkContract, transactions
 
 
 class TestStdoutSink(SinkContract):
@@ -40,3 +42,31 @@ class TestStdoutSink(SinkContract):
         closed = io.StringIO()
         closed.close()
         return StdoutSink(stream=closed)
+
+
+def test_a_closed_stream_is_permanent_and_a_full_disk_transient() -> None:
+    closed = io.StringIO()
+    closed.close()
+    with pytest.raises(PermanentSinkError, match="closed"):
+        StdoutSink(stream=closed).deliver(transactions(1))
+    with open("/dev/full", "w") as full:  # every write: ENOSPC
+        with pytest.raises(TransientSinkError, match="No space left"):
+            StdoutSink(stream=full).deliver(transactions(1))
+        with contextlib.suppress(OSError):
+            full.close()
+
+
+def test_dead_letters_are_lines_with_the_error_after_the_id() -> None:
+    out = io.StringIO()
+    sink = StdoutSink(stream=out)
+    sink.check()  # nothing to check
+    batch = transactions(1, per_transaction=2)
+    why = {"sink": "amqp://h/%2F", "error": "no queue is bound", "fix": None}
+    sink.dead_letter(batch, why)
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [list(line)[:2] for line in lines] == [["id", "dead_letter"]] * 2
+    assert [line.pop("dead_letter") for line in lines] == [why, why]
+    assert [uuid.UUID(line.pop("id")) for line in lines] == [
+        change_id(c, i) for i, c in enumerate(batch[0])
+    ]
+    assert [Change.from_dict(line) for line in lines] == batch[0]

@@ -20,6 +20,7 @@ from ..change import Action, Change
 from ..codec import dumps
 from ..errors import ConfigError, SinkError
 from ..hub import Hub
+from ..sinks._dberrors import sink_error
 from ..sinks.base import change_id
 from ._clock import Clock
 from ._tables import Audited, audited_model, audited_name, audited_rev_name
@@ -104,6 +105,14 @@ class AuditSink:
 
     def _on_commit(self, sender: Any, changes: Sequence[Change], **_: Any) -> None:
         self.write(changes)
+
+    def check(self) -> None:
+        """Connect to the database (the relay's `Sink` contract)."""
+        try:
+            with self.engine.connect():
+                pass
+        except SQLAlchemyError as e:
+            raise sink_error(e, f"AuditSink cannot reach {self.url}: {e}") from e
 
     def deliver(self, batch: Sequence[Sequence[Change]]) -> None:
         """Write the revisions of whole transactions (the relay's `Sink` contract)."""
@@ -192,7 +201,7 @@ class AuditSink:
                         conn.execute(audited.insert, fresh)
                         written += len(fresh)
         except SQLAlchemyError as e:
-            raise SinkError(f"AuditSink could not write revisions to {self.url}: {e}") from e
+            raise sink_error(e, f"AuditSink could not write revisions to {self.url}: {e}") from e
         self.written += written
         return written
 

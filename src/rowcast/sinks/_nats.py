@@ -1,17 +1,19 @@
-"""nats-py (asyncio) behind the blocking NATS sink and consumer: a loop thread, a connect."""
+"""nats-py (asyncio) behind the blocking NATS sink and consumer: a loop thread, a connect,
+and which streams hold a subject."""
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import json
 import logging
 import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-from ..errors import SinkError
+from ..errors import PermanentSinkError, TransientSinkError
 
-__all__ = ["LoopThread", "connect"]
+__all__ = ["LoopThread", "connect", "overlapping", "refused_access"]
 
 T = TypeVar("T")
 
@@ -31,7 +33,7 @@ class LoopThread:
         self._thread: threading.Thread | None = None
 
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        """`coroutine`'s result or error, from the loop; `SinkError` if the loop is stuck.
+        """`coroutine`'s result or error, from the loop; `TransientSinkError` if it is stuck.
 
         The coroutine bounds each of its waits; this only catches a stuck loop.
         """
@@ -46,7 +48,7 @@ class LoopThread:
             return future.result(self.timeout * 3 + 5)
         except concurrent.futures.TimeoutError as e:
             future.cancel()
-            raise SinkError(f"{self.who}: no progress in {self.timeout:g} s") from e
+            raise TransientSinkError(f"{self.who}: no progress in {self.timeout:g} s") from e
 
     def close(self, disconnect: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """Run `disconnect` (errors only logged), then stop the loop; a later `run` starts anew."""
@@ -72,15 +74,19 @@ async def connect(
     who: str,
     timeout: float,
     log: logging.Logger,
+    seen: list[BaseException] | None = None,
     **options: Any,
 ) -> Any:
-    """A connection to `server` within `timeout`, else `SinkError` (``<who>: cannot connect``).
+    """A connection to `server` within `timeout`, else a `TransientSinkError` (``<who>:
+    cannot connect``), or a `PermanentSinkError` when the server refuses the credentials.
 
     nats-py's reconnection is off (a broken connection is an error the owner retries,
     never a silent buffer) and so are its otherwise endless retries of the first
-    connect; its async errors are logged at DEBUG, not ERROR. `options`: more settings.
+    connect; its async errors are logged at DEBUG, not ERROR, and appended to `seen`
+    (e.g. a permissions violation, which the server reports on the side). `options`:
+    more settings.
     """
-    seen: list[BaseException] = []
+    seen = [] if seen is None else seen
 
     async def on_error(error: Exception) -> None:
         seen.append(error)
@@ -102,4 +108,29 @@ async def connect(
         )
     except (TimeoutError, nats.errors.Error, OSError) as e:
         why = f"{e!r}, after {seen[-1]!r}" if seen and seen[-1] is not e else repr(e)
-        raise SinkError(f"{who}: cannot connect: {why}") from e
+        if refused_access(e, *seen):
+            raise PermanentSinkError(
+                f"{who}: cannot connect: {why}",
+                "give a user and password (or token) the server accepts in the URL",
+            ) from e
+        raise TransientSinkError(f"{who}: cannot connect: {why}") from e
+
+
+def refused_access(*errors: BaseException) -> bool:
+    """Whether one of `errors` is the server refusing the credentials or a permission."""
+    for error in errors:
+        text = f"{type(error).__name__} {error}".lower()
+        if "authorization" in text or "permissions violation" in text or "credentials" in text:
+            return True
+    return False
+
+
+async def overlapping(nc: Any, subject: str, timeout: float) -> list[str]:
+    """The JetStream streams whose subjects overlap `subject` (wildcards too), by name.
+
+    The server's own test, through its stream names request filtered by subject.
+    """
+    request = json.dumps({"subject": subject}).encode()
+    reply = await nc.request("$JS.API.STREAM.NAMES", request, timeout=timeout)
+    names = json.loads(reply.data).get("streams") or []
+    return [str(name) for name in names]

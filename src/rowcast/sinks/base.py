@@ -6,8 +6,20 @@ transactions, in commit order. `Sink.deliver` returns only when the destination 
 acknowledged every change of the batch (durably, as far as the destination can say:
 a store commit, a JetStream publish ack, a RabbitMQ publisher confirm, a Redis
 reply). Then, and only then, the relay saves its checkpoint. A sink that cannot
-deliver raises `SinkError` (the relay retries the same batch with backoff), so a
-batch may arrive twice: delivery is at-least-once.
+deliver raises one of two kinds of `SinkError`, classifying its driver's error at
+its boundary:
+
+* `TransientSinkError`: the destination may take the batch later (unreachable, a
+  timeout, a deadlock, full for now); the relay retries the same batch with backoff,
+  so a batch may arrive twice: delivery is at-least-once;
+* `PermanentSinkError`: it never will as it is (a refused privilege, a missing
+  schema, a constraint, a value it cannot hold); retrying is pointless, so the relay
+  stops, or sends the refused transactions to a dead-letter destination.
+
+Before the relay reads anything it calls every sink's `Sink.check`: connect,
+authenticate, make sure the destination exists (or create it, as delivering would)
+and may be written to. What is wrong there is a `ConfigError` (the fix in the
+message) or a `SinkError` (unreachable), and the relay does not start.
 
 Every change has a deterministic id, `change_id(change, index)`: the same change of
 the same transaction always gets the same UUID, made from the source, the
@@ -137,10 +149,21 @@ class Sink(Protocol):
 
     url: str  #: the URL it was opened with, password masked
 
+    def check(self) -> None:
+        """Connect and make sure the destination can take writes, before any delivery.
+
+        Raises `ConfigError` (something to change: a wrong password, a key of another
+        type, a stream that another one overlaps) or `SinkError` (unreachable), the
+        URL (masked) and the fix in the message, within the sink's timeout. A sink
+        that needs nothing (stdout) checks nothing. May be called again.
+        """
+        ...
+
     def deliver(self, batch: Batch) -> None:
         """Deliver whole transactions; return once the destination acknowledged all of them.
 
-        Raises `SinkError` when it could not (the caller retries the whole batch).
+        Raises `TransientSinkError` when it could not for now (the caller retries the
+        whole batch), `PermanentSinkError` when it never will (see the module).
         """
         ...
 

@@ -33,6 +33,17 @@ across every table of the stream. A re-delivered batch is deduplicated within th
 duplicate window. Consumers read with a durable consumer (pull or push, filtered by
 subject, e.g. ``rowcast.shop.orders.*``), acking each message.
 
+`check` connects and makes sure of the stream: one that exists must take every
+subject the sink publishes to (``<prefix>.*.*.*``); a missing one is created, and
+when its subjects overlap another stream's, the error names that stream.
+
+Errors at the boundary: an unreachable server, no ack within ``timeout``, no stream
+listening (the retry creates it again) and a full stream (``discard: new``) are a
+`TransientSinkError`; refused credentials or permissions, a stream that does not
+take the sink's subjects or that another stream overlaps, a message larger than
+the server's ``max_payload`` and any other JetStream refusal are a
+`PermanentSinkError`.
+
 nats-py is asyncio; the sink runs it on a private event loop in a daemon thread
 behind its blocking API, so it works from any thread, inside a running loop or not.
 """
@@ -49,8 +60,8 @@ from urllib.parse import urlsplit, urlunsplit
 from .._url import masked, number, query
 from ..backends import missing_extra
 from ..change import Change
-from ..errors import ConfigError, SinkError
-from ._nats import LoopThread, connect
+from ..errors import ConfigError, PermanentSinkError, SinkError, TransientSinkError
+from ._nats import LoopThread, connect, overlapping, refused_access
 from .base import Batch, encoded
 
 __all__ = ["NatsSink", "subject_token"]
@@ -66,6 +77,8 @@ _FULL = {10077: "the stream holds its max_msgs", 10078: "the stream holds its ma
 _FULL[10047] = "the server has no storage left"
 _WRONG_STREAM = 10060
 _NAME_IN_USE = 10058
+_OVERLAP = 10065
+_PASSING = {10008, 10023}  # JetStream temporarily unavailable, insufficient resources
 
 
 def subject_token(name: str) -> str:
@@ -76,9 +89,10 @@ def subject_token(name: str) -> str:
 class NatsSink:
     """Deliver changes as JetStream messages (see the module docstring).
 
-    Connects on the first `deliver` and again after any failure (nats-py's own
-    reconnection is off, so a broken connection is a `SinkError` the relay retries,
-    never a silent buffer). Not thread-safe: one thread delivers at a time.
+    Connects in `check` or on the first `deliver`, and again after any failure
+    (nats-py's own reconnection is off, so a broken connection is a
+    `TransientSinkError` the relay retries, never a silent buffer). Not thread-safe:
+    one thread delivers at a time.
     """
 
     def __init__(
@@ -118,6 +132,7 @@ class NatsSink:
         self._server = urlunsplit(urlsplit(url)._replace(query=""))
         self._subjects: dict[tuple[str | None, str, str], str] = {}
         self._nc: Any = None
+        self._seen: list[BaseException] = []  # the connection's async errors (permissions)
         self._inbox = ""  # the ack subject prefix of the current connection
         self._pending: dict[str, asyncio.Future[None]] = {}  # ack token -> its publish
         self._sequence = 0
@@ -137,16 +152,24 @@ class NatsSink:
             self._subjects[key] = subject
         return subject
 
+    def check(self) -> None:
+        """Connect (again) and make sure of the stream (module docstring)."""
+        if self._closed:
+            raise PermanentSinkError(f"{self!r} is closed")
+        self._loop.run(self._connect())
+
     def deliver(self, batch: Batch) -> None:
         """Publish every change of `batch`; return once JetStream acked every one.
 
-        Raises `SinkError` when the server is unreachable, no stream takes a subject,
-        the stream is full (``discard: new``), another stream holds a subject, or an
-        ack does not come within ``timeout``. Messages before the failed one may be
-        stored; the relay's retry re-sends them and JetStream drops them as duplicates.
+        Raises `TransientSinkError` when the server is unreachable, no stream takes a
+        subject (the retry creates it), the stream is full (``discard: new``) or an
+        ack does not come within ``timeout``; `PermanentSinkError` when another stream
+        holds a subject, a message is too large, or JetStream refuses it otherwise.
+        Messages before the failed one may be stored; the relay's retry re-sends them
+        and JetStream drops them as duplicates.
         """
         if self._closed:
-            raise SinkError(f"{self!r} is closed")
+            raise PermanentSinkError(f"{self!r} is closed")
         subject = self.subject
         messages = [
             (subject(change), body.encode(), change_id)
@@ -166,6 +189,7 @@ class NatsSink:
 
     async def _connect(self) -> None:
         await self._disconnect()
+        self._seen = []
         nc = self._nc = await connect(
             self._nats,
             self._server,
@@ -173,10 +197,11 @@ class NatsSink:
             who=f"NATS sink {self.url}",
             timeout=self.timeout,
             log=log,
+            seen=self._seen,
             skip_subject_validation=True,  # `subject` makes only valid subjects
         )
         try:
-            await self._ensure_stream(nc.jetstream(timeout=self.timeout))
+            await self._ensure_stream(nc, nc.jetstream(timeout=self.timeout))
             # nats-py's publish_async never settles a publish that JetStream refuses with a
             # 503 code (a full stream): acks are taken on an inbox of our own instead
             self._inbox = nc.new_inbox() + "."
@@ -184,20 +209,34 @@ class NatsSink:
             await nc.subscribe(self._inbox + "*", cb=self._on_ack)
         except (self._nats.errors.Error, OSError) as e:
             await self._disconnect()
-            raise SinkError(f"NATS sink {self.url}: cannot subscribe to acks: {e!r}") from e
+            raise TransientSinkError(
+                f"NATS sink {self.url}: cannot subscribe to acks: {e!r}"
+            ) from e
         except BaseException:
             await self._disconnect()
             raise
 
-    async def _ensure_stream(self, js: Any) -> None:
+    async def _ensure_stream(self, nc: Any, js: Any) -> None:
+        """The stream exists and takes the sink's subjects, or is created (module docstring)."""
         js_errors = self._nats.js.errors
+        where = f"NATS sink {self.url}"
         try:
-            await js.stream_info(self.stream)
-            return
+            info = await js.stream_info(self.stream)
         except js_errors.NotFoundError:
-            pass
+            info = None
         except (TimeoutError, self._nats.errors.Error, OSError) as e:
-            raise SinkError(f"NATS sink {self.url}: JetStream does not answer: {e!r}") from e
+            raise self._unanswered(e, "JetStream does not answer") from e
+        published = f"{self.prefix}.*.*.*"  # <prefix>.<schema>.<table>.<action>
+        if info is not None:
+            subjects = list(info.config.subjects or [])
+            if not any(_covers(pattern, published) for pattern in subjects):
+                raise PermanentSinkError(
+                    f"{where}: stream {self.stream!r} takes subjects {subjects}, not every "
+                    f"subject the sink publishes to ({published})",
+                    f"add {self.prefix}.> to its subjects, or give the sink the ?stream= "
+                    "or ?prefix= of a stream that takes them",
+                )
+            return
         config: dict[str, Any] = {"name": self.stream, "subjects": [f"{self.prefix}.>"]}
         if self.duplicate_window is not None:
             config["duplicate_window"] = self.duplicate_window
@@ -205,14 +244,33 @@ class NatsSink:
             await js.add_stream(**config)
             log.info("NATS sink %s: created stream %s for %s.>", self.url, self.stream, self.prefix)
         except js_errors.APIError as e:
-            if e.err_code != _NAME_IN_USE:  # made meanwhile by another relay: fine
-                raise SinkError(
-                    f"NATS sink {self.url}: cannot create stream {self.stream!r} for subjects "
-                    f"{self.prefix}.>: {e.description} (code {e.err_code}); create it yourself "
-                    "or pick another ?stream= / ?prefix="
+            if e.err_code == _NAME_IN_USE:  # made meanwhile by another relay: fine
+                return
+            what = f"{where}: cannot create stream {self.stream!r} for subjects {self.prefix}.>"
+            if e.err_code == _OVERLAP:
+                try:
+                    others = await overlapping(nc, f"{self.prefix}.>", self.timeout)
+                except (TimeoutError, self._nats.errors.Error, OSError):
+                    others = []
+                names = ", ".join(repr(n) for n in others if n != self.stream) or "(unknown)"
+                raise PermanentSinkError(
+                    f"{what}: they overlap the subjects of stream {names} (code {e.err_code})",
+                    "relay into that stream (?stream=), pick another ?prefix=, or delete "
+                    "that stream if it is a leftover (nats stream rm NAME)",
                 ) from e
+            raise PermanentSinkError(
+                f"{what}: {e.description} (code {e.err_code})",
+                "create the stream yourself, or pick another ?stream= / ?prefix=",
+            ) from e
         except (TimeoutError, self._nats.errors.Error, OSError) as e:
-            raise SinkError(f"NATS sink {self.url}: cannot create stream: {e!r}") from e
+            raise self._unanswered(e, "cannot create the stream") from e
+
+    def _unanswered(self, error: BaseException, what: str) -> SinkError:
+        """A JetStream API request that failed: refused access is permanent, else transient."""
+        message = f"NATS sink {self.url}: {what}: {error!r}"
+        if refused_access(error, *self._seen):
+            return PermanentSinkError(message, "allow the user the JetStream API ($JS.API.>)")
+        return TransientSinkError(message)
 
     async def _disconnect(self) -> None:
         nc, self._nc = self._nc, None
@@ -273,21 +331,35 @@ class NatsSink:
             future.set_result(None)
 
     def _error(self, e: BaseException, at: int, total: int, refused: int = 0) -> SinkError:
+        """`e`, met publishing message `at` of `total`, as the kind of `SinkError` it is."""
         where = f"NATS sink {self.url}, stream {self.stream!r}"
         count = f"{refused} of {total} messages refused" if refused else f"at message {at + 1}"
+        kind: type[SinkError] = TransientSinkError
+        fix = None
         if isinstance(e, _NoStream):
             why = f"no JetStream stream takes subjects {self.prefix}.> (deleted? JetStream off?)"
         elif isinstance(e, _Refused) and e.code in _FULL:
             why = f"{_FULL[e.code]} and discards new messages: {e.description}"
         elif isinstance(e, _Refused) and e.code == _WRONG_STREAM:
             why = f"another stream holds subjects {self.prefix}.>: {e.description}"
+            kind, fix = PermanentSinkError, "give the sink a ?prefix= no other stream takes"
         elif isinstance(e, _Refused):
             why = f"{e.description} (code {e.code})"
+            kind = TransientSinkError if e.code in _PASSING else PermanentSinkError
+        elif isinstance(e, self._nats.errors.MaxPayloadError):
+            why = f"a message is larger than the server takes: {e}"
+            kind = PermanentSinkError
+            fix = "raise max_payload in the NATS server's configuration"
         elif isinstance(e, asyncio.TimeoutError):
             why = f"no publish ack within {self.timeout:g} s"
+            if refused_access(*self._seen):
+                why += f" after {self._seen[-1]!r}"
+                kind = PermanentSinkError
+                fix = f"allow the user to publish to {self.prefix}.> (and $JS.API.>)"
         else:
             why = repr(e)
-        return SinkError(f"{where}: {why} ({count})")
+        message = f"{where}: {why} ({count})"
+        return PermanentSinkError(message, fix) if kind is PermanentSinkError else kind(message)
 
 
 class _NoStream(Exception):
@@ -301,6 +373,18 @@ class _Refused(Exception):
         super().__init__(f"{description} (code {code})")
         self.code = code
         self.description = description
+
+
+def _covers(pattern: str, subject: str) -> bool:
+    """Whether every subject that `subject` (with wildcards) matches, `pattern` matches."""
+    wanted = subject.split(".")
+    tokens = pattern.split(".")
+    for i, token in enumerate(tokens):
+        if token == ">":
+            return i < len(wanted)
+        if i >= len(wanted) or wanted[i] == ">" or token not in ("*", wanted[i]):
+            return False
+    return len(tokens) == len(wanted)
 
 
 def _parse(url: str) -> dict[str, str]:

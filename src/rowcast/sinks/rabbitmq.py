@@ -5,11 +5,12 @@ for TLS; the vhost ``/`` is written ``%2F``), rowcast's options:
 
 ``exchange``
     the topic exchange, default ``rowcast``, declared durable when missing (an
-    exchange of another type or durability under that name is a `SinkError`).
+    exchange of another type or durability under that name is an error).
 ``mandatory``
     ``true`` (default): a message that no queue's binding matches is returned by
-    RabbitMQ and the delivery fails, so nothing is dropped unseen; bind a queue
-    (``#`` catches every change) before relaying. ``false``: RabbitMQ drops it.
+    RabbitMQ and the delivery fails for good (`PermanentSinkError`), so nothing is
+    dropped unseen; bind a queue (``#`` catches every change) before relaying.
+    ``false``: RabbitMQ drops it.
 ``timeout``
     seconds to connect and for socket reads and writes, default 10 (also used as
     pika's ``blocked_connection_timeout``: a broker under a memory or disk alarm
@@ -36,6 +37,20 @@ order within each queue. RabbitMQ does not deduplicate: a re-delivered batch
 arrives again with the same ``message_id``, which consumers use to skip what they
 have seen. Consumers bind a durable queue with the keys they want
 (``shop.orders.*``, ``*.*.delete``, ``#``) and ack each message.
+
+`check` connects, authenticates and declares the exchange (passively first). An
+exchange that did not exist has no queue bound to it: with ``mandatory`` every
+message would come back, so that is a `ConfigError` at start (the exchange stays
+declared, for the queues to be bound). Which routing keys a queue takes cannot be
+asked of RabbitMQ without publishing; an unbound key is found by the first change.
+
+Errors at the boundary: an unreachable broker, a dropped connection, a broker
+alarm, a nack (a full queue that rejects publishes), no confirm within
+``timeout`` and a deleted exchange (declared again by the retry) are a
+`TransientSinkError`; refused credentials or vhost, a channel closed with 403
+(access refused) or 406 (an exchange of another kind, a message over the
+broker's ``max_message_size``), and an unroutable message with ``mandatory`` are
+a `PermanentSinkError`.
 """
 
 from __future__ import annotations
@@ -50,7 +65,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from .._url import boolean, masked, number, query
 from ..backends import missing_extra
 from ..change import Change
-from ..errors import ConfigError, SinkError
+from ..errors import ConfigError, PermanentSinkError, SinkError, TransientSinkError
 from .base import Batch, encoded
 
 __all__ = ["RabbitMQSink"]
@@ -58,6 +73,13 @@ __all__ = ["RabbitMQSink"]
 log = logging.getLogger(__name__)
 
 _OPTIONS = ("exchange", "mandatory", "timeout")
+# AMQP reply codes that closing a channel or connection with means "never as it is"
+_REFUSED = {
+    403: "the user may not do this on the vhost: grant it (rabbitmqctl set_permissions)",
+    406: "the broker refused the exchange or the message (another kind of exchange under "
+    "that name, or a message over max_message_size)",
+    530: "the vhost does not exist or the user may not use it",
+}
 _UNSAFE = re.compile(r"[.*#%\x00-\x20\x7f]")
 
 
@@ -69,9 +91,10 @@ def routing_word(name: str) -> str:
 class RabbitMQSink:
     """Deliver changes to a RabbitMQ topic exchange (see the module docstring).
 
-    Connects on the first `deliver` and again after a failure of the connection or
-    channel; a connection the broker dropped while the sink was idle (pika answers
-    heartbeats only inside its calls) is noticed and replaced before publishing.
+    Connects in `check` or on the first `deliver`, and again after a failure of the
+    connection or channel; a connection the broker dropped while the sink was idle
+    (pika answers heartbeats only inside its calls) is noticed and replaced before
+    publishing.
     Not thread-safe (pika's BlockingConnection is not): one thread delivers.
     """
 
@@ -133,20 +156,35 @@ class RabbitMQSink:
             routing = self._keys[key] = f"{schema}.{routing_word(change.table)}.{key[2]}"
         return routing
 
+    def check(self) -> None:
+        """Connect, declare the exchange, and refuse a new one nobody can be bound to yet."""
+        if self._closed:
+            raise PermanentSinkError(f"{self!r} is closed")
+        self._drop()
+        existed = self._connect(probe=True)
+        if not existed and self.mandatory:
+            raise ConfigError(
+                f"RabbitMQ sink {self.url}: exchange {self.exchange!r} did not exist (it is "
+                "declared now), so no queue is bound to it and every message would come "
+                "back unroutable; bind a queue to it (e.g. with '#') and start again, or "
+                "add ?mandatory=false to let RabbitMQ drop unroutable messages"
+            )
+
     def deliver(self, batch: Batch) -> None:
         """Publish every change of `batch`; return once the broker confirmed every one.
 
         The whole batch is published, then its confirms are awaited together (the
         broker confirms a persistent message once its durable queues stored it, and
         stores many at once: one confirm round per message would cost one disk sync
-        each). Raises `SinkError` when the broker is unreachable, nacks a message (e.g.
-        a queue with ``x-overflow: reject-publish`` is full), returns one that no queue
-        takes (``mandatory``), closes the channel (e.g. the exchange was deleted), or
-        confirms nothing within ``timeout``. The other messages of the batch may be
-        published; the relay's retry sends them again with the same ``message_id``.
+        each). Raises `TransientSinkError` when the broker is unreachable, nacks a
+        message (e.g. a queue with ``x-overflow: reject-publish`` is full), closes the
+        channel because the exchange was deleted, or confirms nothing within
+        ``timeout``; `PermanentSinkError` when it returns a message no queue takes
+        (``mandatory``) or refuses one (module docstring). The other messages of the
+        batch may be published; a retry sends them again with the same ``message_id``.
         """
         if self._closed:
-            raise SinkError(f"{self!r} is closed")
+            raise PermanentSinkError(f"{self!r} is closed")
         entries = encoded(batch)  # every id first: a bad change sends nothing
         if not entries:
             return
@@ -188,9 +226,8 @@ class RabbitMQSink:
             channel._flush_output(confirms.settled)  # raises if the channel or connection closes
         except (errors.AMQPError, OSError) as e:
             self._drop()
-            raise SinkError(
-                f"RabbitMQ sink {self.url}: publishing {len(entries)} messages to exchange "
-                f"{exchange!r} failed: {e!r}"
+            raise self._error(
+                e, f"publishing {len(entries)} messages to exchange {exchange!r} failed"
             ) from e
         finally:
             if timer is not None and self._connection is not None:
@@ -199,7 +236,10 @@ class RabbitMQSink:
         if problem is not None:
             if confirms.timed_out:
                 self._drop()  # late confirms would be counted for the next batch
-            raise SinkError(f"RabbitMQ sink {self.url}, exchange {exchange!r}: {problem}")
+            message = f"RabbitMQ sink {self.url}, exchange {exchange!r}: {problem}"
+            if confirms.returned:  # unroutable: the same key comes back until a queue is bound
+                raise PermanentSinkError(message)
+            raise TransientSinkError(message)
 
     def close(self) -> None:
         """Close the connection; idempotent."""
@@ -207,21 +247,30 @@ class RabbitMQSink:
             self._closed = True
             self._drop()
 
-    def _connect(self) -> None:
+    def _connect(self, probe: bool = False) -> bool:
+        """Connect, declare the exchange, turn on confirms; `probe`: whether it existed."""
         errors = self._pika.exceptions
         try:
             connection = self._pika.BlockingConnection(self._parameters)
         except (errors.AMQPError, OSError) as e:
-            raise SinkError(f"RabbitMQ sink {self.url}: cannot connect: {e!r}") from e
+            raise self._error(e, "cannot connect") from e
         self._connection = connection
+        existed = True
         try:
             channel = connection.channel()
+            if probe:
+                try:
+                    channel.exchange_declare(self.exchange, passive=True)
+                except errors.ChannelClosedByBroker as e:
+                    if e.reply_code != 404:
+                        raise
+                    existed = False
+                    channel = connection.channel()
             channel.exchange_declare(self.exchange, "topic", durable=True)
         except (errors.AMQPError, OSError) as e:
             self._drop()
-            raise SinkError(
-                f"RabbitMQ sink {self.url}: cannot declare the durable topic exchange "
-                f"{self.exchange!r}: {e!r}"
+            raise self._error(
+                e, f"cannot declare the durable topic exchange {self.exchange!r}"
             ) from e
         # BlockingChannel.confirm_delivery waits for each message's confirm; confirms of a
         # whole batch are counted on pika's own Channel instead
@@ -233,8 +282,23 @@ class RabbitMQSink:
             channel._impl.add_on_return_callback(confirms.on_return)
         except (errors.AMQPError, OSError) as e:
             self._drop()
-            raise SinkError(f"RabbitMQ sink {self.url}: cannot turn on confirms: {e!r}") from e
+            raise self._error(e, "cannot turn on confirms") from e
         self._channel, self._confirms = channel, confirms
+        return existed
+
+    def _error(self, error: BaseException, doing: str) -> SinkError:
+        """`error` from pika as the kind of `SinkError` it is (module docstring)."""
+        errors = self._pika.exceptions
+        message = f"RabbitMQ sink {self.url}: {doing}: {error!r}"
+        if isinstance(error, errors.ProbableAuthenticationError | errors.AuthenticationError):
+            return PermanentSinkError(message, "give a user and password the broker accepts")
+        if isinstance(error, errors.ProbableAccessDeniedError):
+            return PermanentSinkError(message, _REFUSED[530])
+        code = getattr(error, "reply_code", None)
+        closed = errors.ChannelClosedByBroker | errors.ConnectionClosedByBroker
+        if isinstance(error, closed) and code in _REFUSED:
+            return PermanentSinkError(message, _REFUSED[code])
+        return TransientSinkError(message)
 
     def _drop(self) -> None:
         connection, self._connection, self._channel = self._connection, None, None

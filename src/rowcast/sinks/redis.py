@@ -34,6 +34,17 @@ Redis replied to every XADD, which is as durable as the server's persistence (AO
 restarts. Entries of one stream keep commit order; with per-table streams, there
 is no order across tables (use ``?stream=`` for one total order).
 
+`check` connects (authenticating), sends PING, makes sure the ``?stream=`` key is a
+stream or absent, and that the user may XADD to the sink's keys: an XADD queued in
+a MULTI that is then discarded (Redis checks ACLs, memory and a read-only replica
+when it queues a command), so nothing is written.
+
+Errors at the boundary: an unreachable server, a timeout, a server loading, out
+of memory (``OOM``: the stream drains), ``READONLY`` (a replica, during a
+failover) or ``MISCONF`` are a `TransientSinkError`; a wrong password, ``NOPERM``
+(ACL), ``WRONGTYPE`` (the key holds another type) and any other refusal of the
+command are a `PermanentSinkError`.
+
 Redis does not deduplicate: after a failure the relay re-sends the whole batch, so
 an entry can appear twice, with the same ``id`` field; a consumer skips ids it has
 seen. Consumers read with consumer groups (``XGROUP CREATE <key> <group> 0
@@ -52,7 +63,7 @@ from urllib.parse import urlsplit, urlunsplit
 from .._url import masked, number, query
 from ..backends import missing_extra
 from ..change import Change
-from ..errors import ConfigError, SinkError
+from ..errors import ConfigError, PermanentSinkError, SinkError, TransientSinkError
 from .base import Batch, encoded
 
 __all__ = ["RedisSink"]
@@ -63,9 +74,9 @@ _OPTIONS = ("stream", "prefix", "maxlen", "timeout")
 class RedisSink:
     """Deliver changes as Redis Stream entries (see the module docstring).
 
-    Connects on the first `deliver` (and again after a connection error), so a Redis
-    that is down at start is a `SinkError` the relay retries, not a crash. Not
-    thread-safe: one thread delivers at a time.
+    Connects in `check` or on the first `deliver` (and again after a connection
+    error): a Redis that goes down is a `TransientSinkError` the relay retries, not a
+    crash. Not thread-safe: one thread delivers at a time.
     """
 
     def __init__(
@@ -95,6 +106,7 @@ class RedisSink:
             from redis.retry import Retry
         except ImportError as e:
             raise missing_extra("redis", "the Redis sink", e) from e
+        self._redis = redis
         self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
         self._refused: type[BaseException] = redis.ResponseError
         parts = urlsplit(url)
@@ -122,15 +134,51 @@ class RedisSink:
             return f"{self.prefix}:{change.schema}.{change.table}"
         return f"{self.prefix}:{change.table}"
 
+    def check(self) -> None:
+        """PING, the one stream key's type, and the right to XADD (module docstring)."""
+        if self._closed:
+            raise PermanentSinkError(f"{self!r} is closed")
+        key = self.stream if self.stream is not None else f"{self.prefix}:rowcast-check"
+        pool = self._client.connection_pool
+        try:
+            connection: Any = _connection(pool)
+        except self._errors as e:
+            raise self._error(e, "cannot connect") from e
+        try:
+            connection.send_command("PING")
+            connection.read_response()
+            connection.send_command("TYPE", key)
+            kind = connection.read_response()
+            if kind not in (b"stream", b"none", "stream", "none"):
+                name = kind.decode() if isinstance(kind, bytes) else kind
+                raise ConfigError(
+                    f"Redis sink {self.url}: key {key!r} holds a {name}, not a stream; "
+                    "delete it, or give the sink another ?stream="
+                )
+            connection.send_command("MULTI")
+            connection.read_response()
+            connection.send_command("XADD", key, "*", "id", "check")
+            try:
+                connection.read_response()  # QUEUED, or why it would be refused
+            finally:
+                connection.send_command("DISCARD")
+                connection.read_response()
+        except self._errors as e:
+            connection.disconnect()
+            raise self._error(e, f"checking key {key!r}") from e
+        finally:
+            pool.release(connection)
+
     def deliver(self, batch: Batch) -> None:
         """XADD every change of `batch` in one pipeline; return once Redis replied to all.
 
-        Raises `SinkError` when Redis is unreachable or refuses an entry (e.g. the key
-        holds another type, or Redis is out of memory); entries before the refused one
-        may have been added, and the relay's retry adds them again.
+        Raises `TransientSinkError` when Redis is unreachable or out of memory,
+        `PermanentSinkError` when it refuses an entry for good (e.g. the key holds
+        another type); entries before the refused one may have been added, and a
+        retry adds them again.
         """
         if self._closed:
-            raise SinkError(f"{self!r} is closed")
+            raise PermanentSinkError(f"{self!r} is closed")
         entries = encoded(batch)  # every id first: a bad change sends nothing
         if not entries:
             return
@@ -161,7 +209,7 @@ class RedisSink:
         try:
             connection: Any = _connection(pool)  # redis-py's Connection, untyped
         except self._errors as e:
-            raise SinkError(f"Redis sink {self.url}: XADD failed: {e}") from e
+            raise self._error(e, "XADD failed") from e
         refused: tuple[int, BaseException] | None = None
         in_step = False  # every reply read: the connection can serve the next batch
         try:
@@ -173,22 +221,57 @@ class RedisSink:
                     refused = refused or (index, e)
             in_step = True
         except self._errors as e:
-            raise SinkError(f"Redis sink {self.url}: XADD failed: {e}") from e
+            raise self._error(e, "XADD failed") from e
         finally:
             if not in_step:
                 connection.disconnect()
             pool.release(connection)
         if refused is not None:
             index, error = refused
-            raise SinkError(
-                f"Redis sink {self.url}: XADD failed at entry {index + 1} of {count}: {error}"
-            ) from error
+            raise self._error(error, f"XADD failed at entry {index + 1} of {count}") from error
+
+    def _error(self, error: BaseException, doing: str) -> SinkError:
+        """`error` from redis-py as the kind of `SinkError` it is (module docstring)."""
+        exceptions = self._redis.exceptions
+        message = f"Redis sink {self.url}: {doing}: {error}"
+        permanent = (
+            exceptions.AuthenticationError,
+            exceptions.AuthorizationError,
+            exceptions.AuthenticationWrongNumberOfArgsError,
+            exceptions.NoPermissionError,
+        )
+        if isinstance(error, permanent):
+            return PermanentSinkError(message, _fix(error))
+        transient = (exceptions.OutOfMemoryError, exceptions.ReadOnlyError)
+        if (
+            isinstance(error, exceptions.ResponseError)
+            and not isinstance(error, transient)
+            and not str(error).startswith(_PASSING)
+        ):
+            return PermanentSinkError(message, _fix(error))
+        return TransientSinkError(message)
 
     def close(self) -> None:
         """Close the connections; idempotent."""
         if not self._closed:
             self._closed = True
             self._client.close()
+
+
+# replies to a command that pass: loading, busy with a script, a failing disk, cluster states
+_PASSING = ("LOADING", "BUSY", "MISCONF", "TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN", "NOREPLICAS")
+
+
+def _fix(error: BaseException) -> str | None:
+    """What to change for a refusal of Redis's, when it is a known one."""
+    text = str(error)
+    if text.startswith("WRONGTYPE"):
+        return "the key holds another type than a stream: delete it or pick another key"
+    if text.startswith("NOPERM") or "permission" in text.lower():
+        return "allow the user XADD on the sink's keys (ACL SETUSER <user> +xadd ~<prefix>:*)"
+    if "password" in text.lower() or "auth" in text.lower():
+        return "give the right user and password in the URL (redis://user:password@host)"
+    return None
 
 
 def _parse(url: str) -> dict[str, str]:

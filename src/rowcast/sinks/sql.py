@@ -28,6 +28,12 @@ What it promises:
   columns come from the source's schema, or are the row's first columns that
   hold the change's ``pk``. Where the database has no time zone type (SQLite,
   MySQL), an aware datetime is written as its UTC time, without a zone.
+* `check` connects to the target and makes sure the target schema exists and
+  (PostgreSQL) may be used. Database errors are classified by the driver's code
+  (`rowcast.sinks._dberrors`): a lost connection, a deadlock, a lock timeout are a
+  `TransientSinkError`; a refused privilege, a missing schema, an unknown column,
+  a value the target column cannot hold, a table without a primary key are a
+  `PermanentSinkError`, with the fix when it is a common one.
 """
 
 from __future__ import annotations
@@ -48,7 +54,8 @@ from sqlalchemy.exc import NoSuchTableError, SQLAlchemyError
 
 from .._url import masked
 from ..change import Action, Change
-from ..errors import ConfigError, SinkError
+from ..errors import ConfigError, PermanentSinkError
+from ._dberrors import describe, sink_error
 from .base import Batch
 
 __all__ = ["ReplicationSink"]
@@ -127,6 +134,32 @@ class ReplicationSink:
 
     # -- delivering
 
+    def check(self) -> None:
+        """Connect to the target; its schema exists and may be used (module docstring)."""
+        try:
+            with self._engine.connect() as conn:
+                schema = self._schema
+                if schema is not None and not sa.inspect(conn).has_schema(schema):
+                    raise ConfigError(
+                        f"{self.url}: the target schema {schema!r} does not exist; create "
+                        f"it: CREATE SCHEMA {conn.dialect.identifier_preparer.quote(schema)}"
+                    )
+                if conn.dialect.name == "postgresql":
+                    usable = conn.scalar(
+                        sa.text(
+                            "SELECT has_schema_privilege("
+                            "coalesce(CAST(:s AS text), current_schema()), 'USAGE')"
+                        ),
+                        {"s": schema},
+                    )
+                    if not usable:
+                        raise ConfigError(
+                            f"{self.url}: the user may not use schema "
+                            f"{schema or 'of its search_path'}; GRANT USAGE ON SCHEMA to it"
+                        )
+        except SQLAlchemyError as e:
+            raise sink_error(e, f"{self.url}: cannot connect: {describe(e)}") from e
+
     def deliver(self, batch: Batch) -> None:
         """Apply every change of `batch` in one target transaction (module docstring)."""
         changes = [change for transaction in batch for change in transaction]
@@ -144,7 +177,11 @@ class ReplicationSink:
                                 self._apply(conn, table, keys, op, part)
             except SQLAlchemyError as e:
                 self._tables.clear()  # the schema may have changed under us
-                raise SinkError(f"{self.url}: applying {len(changes)} changes failed: {e}") from e
+                raise sink_error(
+                    e, f"{self.url}: applying {len(changes)} changes failed: {describe(e)}"
+                ) from e
+            except ConfigError as e:  # a table it cannot replicate into: not for a retry
+                raise PermanentSinkError(str(e)) from e
 
     def _apply(
         self, conn: sa.Connection, table: sa.Table, keys: list[str], op: str, changes: list[Change]

@@ -14,15 +14,22 @@ lines again, with the same ids, so a consumer can skip what it has seen.
 
 A closed pipe (``rowcast relay ... --to - | head``) raises `BrokenPipeError`, which
 a relay does not retry: there is nobody left to deliver to. Any other write error
-is a `SinkError`.
+is a `TransientSinkError` (a full disk under a redirection), a closed stream a
+`PermanentSinkError`.
+
+As a dead-letter destination (``--dead-letter -``), each refused change is a line
+with a ``dead_letter`` object after its id: the sink that refused it and the error
+(`rowcast.sinks.deadletter`).
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable, Mapping
 from typing import Any, TextIO
 
-from ..errors import ConfigError, SinkError
+from ..codec import dumps
+from ..errors import ConfigError, PermanentSinkError, TransientSinkError
 from .base import Batch, encoded
 
 __all__ = ["StdoutSink"]
@@ -39,18 +46,34 @@ class StdoutSink:
         self.url = url
         self._stream = stream
 
+    def check(self) -> None:
+        """Nothing to check: standard output is there or the process would not be."""
+
     def deliver(self, batch: Batch) -> None:
         """Write one line per change of `batch`, in commit order, then flush."""
         # every body is '{"action":...}': the id goes in front
         lines = [f'{{"id":"{change_id}",{body[1:]}\n' for change_id, _, body in encoded(batch)]
+        self._write(lines)
+
+    def dead_letter(self, batch: Batch, reason: Mapping[str, Any]) -> None:
+        """Write `batch` as `deliver` does, each line with ``"dead_letter": reason``."""
+        note = dumps(dict(reason))
+        self._write(
+            f'{{"id":"{change_id}","dead_letter":{note},{body[1:]}\n'
+            for change_id, _, body in encoded(batch)
+        )
+
+    def _write(self, lines: Iterable[str]) -> None:
         stream = self._stream if self._stream is not None else sys.stdout
         try:
             stream.write("".join(lines))
             stream.flush()
         except BrokenPipeError:
             raise
-        except (OSError, ValueError) as e:  # ValueError: the stream was closed
-            raise SinkError(f"stdout sink: writing failed: {e}") from e
+        except ValueError as e:  # the stream was closed
+            raise PermanentSinkError(f"stdout sink: writing failed: {e}") from e
+        except OSError as e:
+            raise TransientSinkError(f"stdout sink: writing failed: {e}") from e
 
     def close(self) -> None:
         """Nothing to release: standard output belongs to the process."""

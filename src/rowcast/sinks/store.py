@@ -22,24 +22,34 @@ out and the rest appended. Because every append to a stream happens in commit
 order and a relay only ever goes back to a checkpoint, what a stream holds is
 always a prefix of the row's changes: after a crash it holds every change once.
 
-A store that fails (locked past its timeout, disk full, closed) is a
-`SinkError`; the relay retries the whole batch, and the events already appended
-are recognised as such. A change whose id is stored in another stream, or two
-changes of one batch with one id (two databases relayed into one store whose
-positions coincide), raise `DuplicateEventId`, which ends a relay's run: such a
-change is never taken for a re-delivery and dropped.
+A store that fails for now (locked past its timeout, disk full, a lost
+connection) is a `TransientSinkError`; the relay retries the whole batch, and the
+events already appended are recognised as such. What it will never take is a
+`PermanentSinkError`: a closed store, a refused privilege, and a change whose id
+is stored in another stream, or two changes of one batch with one id (two
+databases relayed into one store whose positions coincide; its cause is the
+`DuplicateEventId`): such a change is never taken for a re-delivery and dropped.
+
+`check` proves the store can take appends (`EventStore.check_writable`, and a
+SQLite file and its directory writable). As a dead-letter destination
+(``--dead-letter sqlite:///dead.db``), each refused change is stored as `deliver`
+stores it, with the error as the event's metadata ``{"dead_letter": {...}}``
+(`rowcast.sinks.deadletter`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
+from collections.abc import Mapping
 from typing import Any
 
 from .._url import masked
 from ..change import Change
 from ..codec import dumps
-from ..errors import DuplicateEventId, SinkError, StoreError
+from ..errors import ConfigError, DuplicateEventId, PermanentSinkError, SinkError, StoreError
 from ..store import EventStore, NewEvent
+from ._dberrors import sink_error
 from .base import Batch, change_id
 
 __all__ = ["StoreSink", "stream_name"]
@@ -80,15 +90,37 @@ class StoreSink:
         self.url = masked(url)
         self.store = EventStore(url, **options)
 
+    def check(self) -> None:
+        """The store answers and may be appended to (`EventStore.check_writable`)."""
+        path = getattr(self.store, "path", None)
+        if isinstance(path, str):
+            for place in (path, os.path.dirname(path)):
+                if not os.access(place, os.W_OK):
+                    raise ConfigError(
+                        f"event store sink {self.url}: {place!r} is not writable by this user; "
+                        "change its permissions or pick another path"
+                    )
+        try:
+            self.store.check_writable()
+        except StoreError as e:
+            raise self._error("cannot append", e) from e
+
     def deliver(self, batch: Batch) -> None:
         """Append every change of `batch` (see the module docstring); idempotent."""
+        self._deliver(batch, None)
+
+    def dead_letter(self, batch: Batch, reason: Mapping[str, Any]) -> None:
+        """Append `batch` as `deliver` does, with metadata ``{"dead_letter": reason}``."""
+        self._deliver(batch, {"dead_letter": dict(reason)})
+
+    def _deliver(self, batch: Batch, metadata: dict[str, Any] | None) -> None:
         streams: dict[str, list[NewEvent]] = {}
         for transaction in batch:
             for index, change in enumerate(transaction):
                 data = {name: getattr(change, name) for name in _FIELDS}
                 if getattr(change, "snapshot", False):
                     data["snapshot"] = True
-                event = NewEvent(change.name, data, None, change_id(change, index))
+                event = NewEvent(change.name, data, metadata, change_id(change, index))
                 stream = stream_name(change)
                 group = streams.get(stream)
                 if group is None:
@@ -98,10 +130,21 @@ class StoreSink:
         for stream, events in streams.items():
             try:
                 self._append(stream, events)
-            except DuplicateEventId:
-                raise  # not a fault to retry: ids that name other changes (see _append)
             except StoreError as e:
-                raise SinkError(f"event store sink {self.url}: append to {stream!r}: {e}") from e
+                raise self._error(f"append to {stream!r}", e) from e
+
+    def _error(self, doing: str, error: StoreError) -> SinkError:
+        """`error` as the kind of `SinkError` it is (module docstring)."""
+        message = f"event store sink {self.url}: {doing}: {error}"
+        if isinstance(error, DuplicateEventId):
+            return PermanentSinkError(
+                message,
+                "two sources give their changes the same ids (the same source name and "
+                "positions): relay them into separate stores",
+            )
+        if self.store.closed:
+            return PermanentSinkError(message)
+        return sink_error(error, message)
 
     def _append(self, stream: str, events: list[NewEvent]) -> None:
         try:

@@ -350,6 +350,16 @@ class EventStore:
             )
         return Subscription(self, name, handler, stream, position)
 
+    def check_writable(self) -> None:
+        """Raise `StoreError` unless an append could be made now; writes nothing.
+
+        The store is open and its database answers; on PostgreSQL the role may also
+        insert into the events table and call the append function (the fix, a
+        ``GRANT``, is in the message).
+        """
+        self._check_open("append to")
+        self._check_writable()
+
     def close(self) -> None:
         """Release the connection; idempotent. A closed store raises `StoreError`."""
         if not self._closed:
@@ -401,6 +411,10 @@ class EventStore:
     def _delete_stream(self, stream: str) -> None:
         """Delete the events and snapshots of `stream`."""
         raise NotImplementedError
+
+    def _check_writable(self) -> None:
+        """`check_writable` past the closed check; by default: the database answers a read."""
+        self._stream_version(ALL)
 
     def _save_snapshot(
         self, stream: str, name: str, version: int, state: bytes, is_bytes: bool

@@ -347,6 +347,20 @@ class PostgresEventStore(EventStore):
             return int(self._scalar("read", self._sql.head))
         return int(self._scalar("read", self._sql.version, (stream,)))
 
+    def _check_writable(self) -> None:
+        events = self._sql.tables[0]
+        sql = "SELECT current_user, has_table_privilege(%s, 'INSERT'), "
+        sql += "has_function_privilege(%s, 'EXECUTE')"
+        params = (events, self._sql.signature)
+        row = self._run("check", lambda conn: conn.execute(sql, params).fetchone())
+        user, insert, execute = row or (None, False, False)
+        if not (insert and execute):
+            raise StoreError(
+                f"event store {self._shown}: role {user!r} may not append; as a privileged "
+                f"role: GRANT INSERT ON {events} TO {user}; GRANT EXECUTE ON FUNCTION "
+                f"{self._sql.signature} TO {user}"
+            )
+
     def _streams(self) -> dict[str, tuple[int, int]]:
         rows = self._run("read", lambda conn: conn.execute(self._sql.streams).fetchall())
         return {name: (int(version), int(position)) for name, version, position in rows}

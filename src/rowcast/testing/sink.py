@@ -46,7 +46,13 @@ What differs between destinations is declared by the subclass, and the tests fol
   is skipped: a replica keeps none;
 * `failing_sink`: a sink of the backend whose destination is down or gone (a server
   on a `closed_port`, a closed store, a closed stream), to check that it raises
-  `SinkError` rather than hangs.
+  `SinkError` rather than hangs;
+* `unreachable_url`: a URL of the backend whose server is down; `Sink.check` of it
+  must fail within `CHECK_WAIT` seconds with a `ConfigError` or `SinkError` naming
+  the URL (its password masked), and delivering to it is a `TransientSinkError`.
+
+`Sink.check` of the test's own destination must pass, and change nothing that the
+deliveries after it can see.
 """
 
 from __future__ import annotations
@@ -54,21 +60,24 @@ from __future__ import annotations
 import datetime as dt
 import socket
 import threading
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from decimal import Decimal
 from typing import Any, ClassVar, Literal
+from urllib.parse import urlsplit
 
 import pytest
 
 from rowcast.change import Action, Change
-from rowcast.errors import ConfigError, SinkError
+from rowcast.errors import ConfigError, SinkError, TransientSinkError
 from rowcast.sinks.base import Sink, change_id, open_sink
 
-__all__ = ["Arrived", "Rows", "SinkContract", "closed_port", "transactions"]
+__all__ = ["CHECK_WAIT", "Arrived", "Rows", "SinkContract", "closed_port", "transactions"]
 
 WAIT = 60.0  # seconds: a bound that a test never reaches unless the sink hangs
+CHECK_WAIT = 30.0  # seconds: how long checking an unreachable destination may take
 
 Arrived = list[tuple[uuid.UUID, Change]]
 Rows = dict[str, dict[Any, dict[str, Any]]]
@@ -387,6 +396,58 @@ class SinkContract:
         assert outcome, f"deliver to {given or 'a failing sink'} did not return in {WAIT:.0f} s"
         assert isinstance(outcome[0], SinkError), outcome[0]
         assert outcome[0].__cause__ is not None  # the driver's error stays reachable
+
+    def test_check_passes_on_a_good_destination(self) -> None:
+        self.sink.check()
+        self.sink.check()  # again: a relay may check before every start
+        batch = transactions(2)
+        self.sink.deliver(batch)
+        self.assert_arrived(_expected(batch))
+
+    def test_check_of_an_unreachable_server_fails_naming_it(self) -> None:
+        url = self.unreachable_url()
+        if url is None:
+            pytest.skip("no unreachable URL given for this sink")
+        outcome: list[BaseException | None] = []
+        shown: list[str] = []
+
+        def attempt() -> None:
+            try:
+                sink = open_sink(url)
+                shown.append(sink.url)
+                try:
+                    sink.check()
+                finally:
+                    sink.close()
+            except BaseException as e:
+                outcome.append(e)
+            else:
+                outcome.append(None)
+
+        began = time.monotonic()
+        thread = threading.Thread(target=attempt, daemon=True)
+        thread.start()
+        thread.join(CHECK_WAIT)
+        assert outcome, f"check of {url} did not return in {CHECK_WAIT:.0f} s"
+        assert time.monotonic() - began < CHECK_WAIT
+        error = outcome[0]
+        assert isinstance(error, ConfigError | SinkError), error
+        assert shown, error
+        assert shown[0] in str(error), (shown, str(error))
+        password = urlsplit(url).password
+        if password:
+            assert f":{password}@" not in str(error)
+
+    def test_delivering_to_an_unreachable_server_is_transient(self) -> None:
+        url = self.unreachable_url()
+        if url is None:
+            pytest.skip("no unreachable URL given for this sink")
+        sink = open_sink(url)
+        try:
+            with pytest.raises(TransientSinkError):
+                sink.deliver(transactions(1))
+        finally:
+            sink.close()
 
     def test_bad_urls_are_config_errors(self) -> None:
         if not self.bad_urls:
