@@ -161,6 +161,7 @@ ROOT = {
     "store",
     "sinks",
     "relay.py",
+    "_delivery.py",
     "metrics.py",
     "consume",
     "audit",

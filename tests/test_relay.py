@@ -31,7 +31,13 @@ import pytest
 from rowcast import Change
 from rowcast.checkpoint import FileCheckpoint, open_checkpoint
 from rowcast.cli.relay_console import JsonFormatter
-from rowcast.errors import ConfigError, DuplicateEventId, SinkError
+from rowcast.errors import (
+    ConfigError,
+    DuplicateEventId,
+    PermanentSinkError,
+    SinkError,
+    TransientSinkError,
+)
 from rowcast.metrics import RateMeter, RelayStats, serve_metrics
 from rowcast.relay import Relay
 from rowcast.sinks.base import Batch, change_id
@@ -173,6 +179,44 @@ def lines(text: str) -> list[dict[str, Any]]:
 
 def ids(transactions: list[list[Change]]) -> list[str]:
     return [str(change_id(c, i)) for tx in transactions for i, c in enumerate(tx)]
+
+
+class Given:
+    """A source of the given transactions, resuming after its checkpoint's position, then
+    ending: for the relay's own logic, without a database. `iterated` counts the reads."""
+
+    start = "start"
+
+    def __init__(self, transactions: list[list[Change]]) -> None:
+        self.transactions = transactions
+        self.checkpoint: Any = None
+        self.position: str | None = None
+        self.iterated = 0
+        self._stopping = threading.Event()
+
+    def __iter__(self) -> Iterator[list[Change]]:
+        self.iterated += 1
+        saved = self.checkpoint.load() if self.checkpoint is not None else None
+        positions = [tx[-1].position for tx in self.transactions]
+        first = positions.index(saved) + 1 if saved in positions else 0
+        for transaction in self.transactions[first:]:
+            if self._stopping.is_set():
+                return
+            self.position = transaction[-1].position
+            yield list(transaction)
+
+    def run(self, hub: Any) -> None:
+        for transaction in self:
+            hub.publish(transaction)
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def check(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 class Collect:
@@ -404,10 +448,12 @@ def test_the_store_sink_never_drops_a_change_whose_id_is_stored_elsewhere(
     first, second = change(1, 1, "bin.1:4"), change(2, 1, "bin.1:4")
     sink = StoreSink(f"sqlite:///{tmp_path / 'events.db'}")
     sink.deliver([[first]])
-    with pytest.raises(DuplicateEventId):
+    with pytest.raises(PermanentSinkError, match="separate stores") as caught:
         sink.deliver([[second]])
-    with pytest.raises(DuplicateEventId):  # the same id twice in one stream's batch
+    assert isinstance(caught.value.__cause__, DuplicateEventId)
+    with pytest.raises(PermanentSinkError) as caught:  # the same id twice in a stream's batch
         sink.deliver([[change(3, 1, "bin.1:9")], [change(3, 2, "bin.1:9")]])
+    assert isinstance(caught.value.__cause__, DuplicateEventId)
     sink.close()
     assert stored(tmp_path / "events.db") == expected([[first]])
 
@@ -573,9 +619,25 @@ def test_a_checkpoint_going_down_is_retried_and_nothing_is_lost(
     assert stored(path) == expected(table.truth(start, end))
 
 
-def test_a_redis_sink_down_at_start_and_mid_stream(
+def test_a_redis_sink_down_at_start_is_refused_by_the_check(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    redis_sink = pytest.importorskip("rowcast.sinks.redis")
+    redis_server.kill()
+    sink = redis_sink.RedisSink(f"{redis_server.url}?stream=changes&timeout=1")
+    checkpoint = open_checkpoint(str(tmp_path / "pos"))
+    relay = Relay(Given([[change(1, 1, "bin.1:4")]]), [sink], checkpoint)
+    with pytest.raises(TransientSinkError, match=f"Redis sink {redis_server.url}"):
+        relay.run()
+    assert relay.source.iterated == 0  # type: ignore[attr-defined]
+    assert checkpoint.load() is None
+    sink.close()
+
+
+def test_a_redis_sink_down_at_start_and_mid_stream_is_retried(
     table: Table, tmp_path: Path, redis_server: RedisServer
 ) -> None:
+    """A relay left unchecked (check=False): the sink comes up later, goes down, comes back."""
     redis_sink = pytest.importorskip("rowcast.sinks.redis")
     import redis
 
@@ -583,11 +645,14 @@ def test_a_redis_sink_down_at_start_and_mid_stream(
     sink = redis_sink.RedisSink(f"{redis_server.url}?stream=changes&timeout=1")
     checkpoint = open_checkpoint(str(tmp_path / "pos"))
     start = table.position()
-    relay = Relay(table.source(start), [sink], checkpoint, backoff=0.05, max_backoff=0.5)
+    relay = Relay(
+        table.source(start), [sink], checkpoint, backoff=0.05, max_backoff=0.5, check=False
+    )
     with running(relay):
         table.execute(f"INSERT INTO {table.name} VALUES (1, 0)")
-        wait_for(lambda: relay.stats.sinks[0].errors >= 2, what="the redis sink to fail")
+        wait_for(lambda: relay.stats.sinks[0].attempts >= 2, what="the redis sink to fail")
         assert checkpoint.load() is None
+        assert "Connection refused" in (relay.stats.sinks[0].failing or "")
         redis_server.start()
         first = table.last(start)
         wait_for(lambda: checkpoint.load() == first, what="delivery once redis is up")

@@ -15,6 +15,11 @@ hot path)::
                                                       last change delivered
     rowcast_relay_last_commit_timestamp_seconds       commit time of the last change delivered
     rowcast_relay_sink_up{sink}                       0 while a sink is failing, else 1
+    rowcast_relay_sink_failed_attempts{sink}          failed attempts in a row at the batch
+                                                      a sink is failing (0 when it is not)
+    rowcast_relay_sink_last_error_info{sink,error}    1, while a sink is failing: its last error
+    rowcast_relay_refused_transactions_total{sink}    transactions a sink refused for good
+    rowcast_relay_dead_letters_total{sink}            changes sent to the dead-letter destination
 
 `serve` serves any Prometheus collector over HTTP: the relay's (`serve_metrics`)
 and the consumer's (`rowcast.consume.stats.serve_metrics`).
@@ -42,6 +47,9 @@ class SinkStats:
     delivered: int = 0  #: changes acknowledged
     errors: int = 0  #: failed deliveries
     failing: str | None = None  #: the last error while the sink is failing, else None
+    attempts: int = 0  #: failed attempts in a row at the batch it is failing (0: delivering)
+    refused: int = 0  #: transactions refused for good (`PermanentSinkError`)
+    dead_letters: int = 0  #: changes of refused transactions sent to the dead-letter destination
 
 
 class RelayStats:
@@ -114,14 +122,37 @@ class _Collector:
             "Failed deliveries (per sink) and checkpoint saves (component=checkpoint).",
             labels=["component"],
         )
+        attempts = GaugeMetricFamily(
+            "rowcast_relay_sink_failed_attempts",
+            "Failed attempts in a row at the batch a sink is failing (0 when it is not).",
+            labels=["sink"],
+        )
+        last_error = GaugeMetricFamily(
+            "rowcast_relay_sink_last_error_info",
+            "1 while a sink is failing, labelled with its last error.",
+            labels=["sink", "error"],
+        )
+        refused = CounterMetricFamily(
+            "rowcast_relay_refused_transactions",
+            "Transactions a sink refused for good.",
+            labels=["sink"],
+        )
+        dead = CounterMetricFamily(
+            "rowcast_relay_dead_letters",
+            "Changes sent to the dead-letter destination.",
+            labels=["sink"],
+        )
         for sink in stats.sinks:
             delivered.add_metric([sink.url], sink.delivered)
             up.add_metric([sink.url], 0 if sink.failing else 1)
             errors.add_metric([sink.url], sink.errors)
+            attempts.add_metric([sink.url], sink.attempts if sink.failing else 0)
+            if sink.failing:
+                last_error.add_metric([sink.url, sink.failing[:300]], 1)
+            refused.add_metric([sink.url], sink.refused)
+            dead.add_metric([sink.url], sink.dead_letters)
         errors.add_metric(["checkpoint"], stats.checkpoint_errors)
-        yield delivered
-        yield up
-        yield errors
+        yield from (delivered, up, errors, attempts, last_error, refused, dead)
         yield CounterMetricFamily(
             "rowcast_relay_transactions_delivered",
             "Transactions acknowledged by every sink and checkpointed.",

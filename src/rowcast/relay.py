@@ -29,17 +29,48 @@ At least once
     deduplicate (the event store, NATS JetStream) hold it once, and consumers of
     the others can.
 
+Checked first
+    `run` first calls every sink's `Sink.check` (and the dead-letter
+    destination's): connected, authenticated, the destination there (or created)
+    and writable. What is wrong is raised from `run` (a `ConfigError` with the fix,
+    or a `SinkError`) before the source is read or the checkpoint loaded.
+    ``check=False`` leaves that to whoever opened the sinks (``rowcast relay``
+    checks them before it opens the source, so a wrong sink leaves the source's
+    slot and position untouched).
+
 Faults
-    A sink that fails (`SinkError`: down at start, gone mid-stream, full) is
-    retried with the same batch, with exponential backoff (`backoff` doubling up
-    to `max_backoff` seconds, jittered), for ever unless `max_attempts` is set;
-    sinks that already acknowledged the batch are not sent it again, and the
-    checkpoint does not move until every sink has it. A checkpoint that cannot be
-    saved (`StoreError`) is retried the same way. The source reconnects on its
-    own (a database restart, a killed connection); an error it gives up on ends
-    `run` with that error once the transactions read before it are delivered. Any
-    other exception from a sink (a bug, `BrokenPipeError` from stdout) ends `run`
-    at once, the checkpoint left before the batch.
+    A sink that fails for now (`TransientSinkError`, or a `SinkError` it does not
+    classify: down, gone mid-stream, full, a deadlock) is retried with the same
+    batch, with exponential backoff (`backoff` doubling up to `max_backoff`
+    seconds, jittered), for ever unless `max_attempts` is set; sinks that already
+    acknowledged the batch are not sent it again, and the checkpoint does not move
+    until every sink has it. The failing sink, its attempts in a row and its last
+    error are in `Relay.stats` (`rowcast.metrics.SinkStats`), hence on the status
+    line and in the metrics. A checkpoint that cannot be saved (`StoreError`) is
+    retried the same way. The source reconnects on its own (a database restart, a
+    killed connection); an error it gives up on ends `run` with that error once the
+    transactions read before it are delivered. Any exception from a sink that is
+    not a `SinkError` (a bug, `BrokenPipeError` from stdout) ends `run` at once,
+    the checkpoint left before the batch.
+
+Refusals
+    A sink that refuses a batch for good (`PermanentSinkError`: a privilege, a
+    missing schema, a constraint, a value it cannot hold) is given the batch's
+    transactions one at a time, to find the one(s) it refuses (the poison) and
+    deliver the others. Then, per sink, `on_error` says what happens:
+
+    ``"stop"`` (the default)
+        `run` raises a `PermanentSinkError` naming the sink, the refused
+        transaction and the fix. The checkpoint is saved up to the transaction
+        before it, when every sink has those, else left where it was: nothing from
+        the refused transaction on is checkpointed. ``rowcast relay`` exits 3.
+    ``"dead-letter"``
+        each refused transaction goes to `dead_letter` (a
+        `rowcast.sinks.deadletter.DeadLetterSink`, e.g. an event store) with the
+        error beside each change, and the relay goes on: the checkpoint moves past it.
+    ``"retry"``
+        the refusal is retried like a transient failure, for ever (the relay
+        before refusals were told apart).
 
 Stopping
     `stop` (from a signal handler or another thread) lets the batch being
@@ -54,8 +85,8 @@ Resuming
 
 Progress is in `Relay.stats` (`rowcast.metrics.RelayStats`) and in log
 records of logger ``rowcast.relay``, each with an ``event`` attribute
-(``start``, ``retry``, ``recovered``, ``checkpoint_retry``, ``stop``) and the
-fields it names.
+(``start``, ``retry``, ``recovered``, ``abandoned``, ``dead_letter``,
+``refused``, ``checkpoint_retry``, ``stop``) and the fields it names.
 """
 
 from __future__ import annotations
@@ -67,14 +98,15 @@ import random
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from ._delivery import Fanout, Refused, modes
 from .change import Change
 from .checkpoint import Checkpoint
-from .errors import ConfigError, SinkError, StoreError
+from .errors import ConfigError, PermanentSinkError, StoreError
 from .metrics import RelayStats
 from .sinks.base import Sink
+from .sinks.deadletter import DeadLetterSink
 from .sources.base import Source
 
 __all__ = ["Relay"]
@@ -100,7 +132,10 @@ class Relay:
     `backoff` and `max_backoff` are the first and longest pause between retries
     in seconds; `max_attempts` (None: no limit) ends `run` with the last error
     after that many failed attempts at one batch or save. `checkpoint_interval` is
-    the least time in seconds between checkpoint saves. A relay runs once.
+    the least time in seconds between checkpoint saves. `on_error` (``"stop"``,
+    ``"retry"`` or ``"dead-letter"``; one for every sink, or one per sink) and
+    `dead_letter` say what a refused transaction comes to; `check` whether `run`
+    checks the sinks first (the module docstring has both). A relay runs once.
     """
 
     def __init__(
@@ -115,10 +150,15 @@ class Relay:
         max_backoff: float = 30.0,
         max_attempts: int | None = None,
         checkpoint_interval: float = 1.0,
+        on_error: str | Sequence[str] = "stop",
+        dead_letter: DeadLetterSink | None = None,
+        check: bool = True,
     ) -> None:
         self.sinks: list[Sink] = list(sinks)
         if not self.sinks:
             raise ConfigError("a relay needs at least one sink")
+        self.on_error = modes(on_error, len(self.sinks), dead_letter)
+        self.dead_letter = dead_letter
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"batch_size must be an int >= 1, not {batch_size!r}")
         for name, value in (
@@ -147,16 +187,41 @@ class Relay:
         self.max_attempts = max_attempts
         self.checkpoint_interval = float(checkpoint_interval)
         self.stats = RelayStats([sink.url for sink in self.sinks])
+        self._check = bool(check)
         self._stopping = threading.Event()
-        self._pools: list[ThreadPoolExecutor] | None = None
+        self._fanout = Fanout(
+            self.sinks,
+            self.stats,
+            modes=self.on_error,
+            dead_letter=dead_letter,
+            stopping=self._stopping,
+            pause=self._pause,
+            max_attempts=max_attempts,
+        )
         self._carried: Any = None  # a transaction read that did not fit in the last batch
         self._unsaved: str | None = None  # delivered everywhere, not yet checkpointed
         self._saved_at = 0.0  # time.monotonic() of the last save
 
     # ------------------------------------------------------------------ the loop
 
+    def check(self) -> None:
+        """Check every sink and the dead-letter destination (`Sink.check`), in turn.
+
+        Raises the first failure: a `ConfigError` or a `SinkError` naming the sink.
+        A sink without a ``check`` method has nothing to check.
+        """
+        for sink in [*self.sinks, *([self.dead_letter] if self.dead_letter else [])]:
+            check = getattr(sink, "check", None)
+            if check is not None:
+                check()
+
     def run(self) -> None:
-        """Relay until `stop` or the end of the source; raises what ended it otherwise."""
+        """Relay until `stop` or the end of the source; raises what ended it otherwise.
+
+        A sink's refusal under ``on_error="stop"`` is a `PermanentSinkError`.
+        """
+        if self._check and not self._stopping.is_set():
+            self.check()
         self.stats.resumed_from = self.checkpoint.load()
         start = self.source.start or "its default start"
         log.info(
@@ -169,17 +234,19 @@ class Relay:
         reader = threading.Thread(
             target=self._read, args=(transactions,), name="rowcast-relay-source", daemon=True
         )
-        if len(self.sinks) > 1:  # each sink in its own thread, always the same one
-            self._pools = [
-                ThreadPoolExecutor(1, thread_name_prefix=f"rowcast-relay-sink{i}")
-                for i in range(len(self.sinks))
-            ]
+        self._fanout.start()
         reader.start()
         try:
             while not self._stopping.is_set():
                 batch, final = self._collect(transactions)
                 if batch:
-                    if not self._deliver(batch):
+                    try:
+                        delivered = self._fanout.deliver(batch)
+                    except Refused as refused:
+                        if refused.delivered:
+                            self._delivered(batch[: refused.delivered])
+                        raise self._refused(refused) from refused.error
+                    if not delivered:
                         break  # stopped while a sink was failing
                     self._delivered(batch)
                     if self._save_due() and not self._save():
@@ -194,8 +261,7 @@ class Relay:
             if self._unsaved is not None:
                 self._save()  # what every sink has: one attempt, as we are stopping
             reader.join(5)
-            for pool in self._pools or ():
-                pool.shutdown(wait=False, cancel_futures=True)
+            self._fanout.shutdown()
         log.info(
             "relay stopped at %s after %d changes",
             self.stats.position or self.stats.resumed_from or "the source's start",
@@ -266,77 +332,31 @@ class Relay:
             0.5 + random.random() / 2
         )
 
-    def _deliver(self, batch: Sequence[Sequence[Change]]) -> bool:
-        """Deliver `batch` to every sink, retrying the failing ones; False if stopped first."""
-        count = sum(len(transaction) for transaction in batch)
-        pending = list(range(len(self.sinks)))
-        attempt = 0
-        while True:
-            errors = self._send(batch, pending)
-            for i in pending:
-                if i in errors:
-                    continue
-                stats = self.stats.sinks[i]
-                stats.delivered += count
-                if stats.failing is not None:
-                    stats.failing = None
-                    log.info(
-                        "sink %s is delivering again",
-                        stats.url,
-                        extra={"event": "recovered", "sink": stats.url},
-                    )
-            if not errors:
-                return True
-            for error in errors.values():
-                if not isinstance(error, SinkError):
-                    raise error
-            attempt += 1
-            pause = self._pause(attempt)
-            for i, error in errors.items():
-                stats = self.stats.sinks[i]
-                stats.errors += 1
-                stats.failing = str(error)
-                log.warning(
-                    "sink %s failed (attempt %d): %s; retrying in %.1fs",
-                    stats.url,
-                    attempt,
-                    error,
-                    pause,
-                    extra={
-                        "event": "retry",
-                        "sink": stats.url,
-                        "attempt": attempt,
-                        "delay": round(pause, 3),
-                        "error": str(error),
-                    },
-                )
-            pending = sorted(errors)
-            if self.max_attempts is not None and attempt >= self.max_attempts:
-                raise errors[pending[0]]
-            if self._stopping.wait(pause):
-                log.warning(
-                    "stopped before every sink had the batch; it is delivered again on restart",
-                    extra={"event": "abandoned", "changes": count},
-                )
-                return False
-
-    def _send(self, batch: Sequence[Sequence[Change]], pending: list[int]) -> dict[int, Exception]:
-        """One delivery attempt to each pending sink: the errors by sink index."""
-        if self._pools is None:
-            try:
-                self.sinks[0].deliver(batch)
-            except Exception as error:
-                return {0: error}
-            return {}
-        futures = {i: self._pools[i].submit(self.sinks[i].deliver, batch) for i in pending}
-        errors: dict[int, Exception] = {}
-        for i, future in futures.items():
-            failure = future.exception()
-            if failure is not None:
-                if not isinstance(failure, Exception):
-                    raise failure
-                errors[i] = failure
-        return errors
+    def _refused(self, refused: Refused) -> PermanentSinkError:
+        """What `run` raises when a sink refused a transaction for good (and logs it)."""
+        first, last = refused.transaction[0], refused.transaction[-1]
+        error = refused.error
+        kept = self._unsaved or self.stats.position or self.stats.resumed_from
+        message = (
+            f"{refused.by} refused transaction {last.txid} for good ({len(refused.transaction)} "
+            f"changes, first {first.topic} pk {first.pk!r}, at {last.position}): {error.message}"
+        )
+        final = PermanentSinkError(message, error.fix)
+        log.error(
+            "%s; the relay stops, the checkpoint at %s",
+            final,
+            kept or "the source's start",
+            extra={
+                "event": "refused",
+                "sink": refused.by,
+                "txid": last.txid,
+                "position": last.position,
+                "checkpoint": kept,
+                "error": error.message,
+                "fix": error.fix,
+            },
+        )
+        return final
 
     def _delivered(self, batch: Sequence[Sequence[Change]]) -> None:
         """Count a batch every sink acknowledged; its position is now due for the checkpoint."""

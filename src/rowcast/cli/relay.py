@@ -11,16 +11,19 @@ from urllib.parse import parse_qsl, urlsplit
 import click
 from rich.console import Console
 
+from .._delivery import modes as on_error_modes
 from .._url import masked
 from ..checkpoint import Checkpoint, open_checkpoint
-from ..errors import ConfigError
+from ..errors import ConfigError, PermanentSinkError
 from ..metrics import serve_metrics
 from ..relay import Relay
 from ..sinks.base import Sink, open_sink
+from ..sinks.deadletter import DeadLetterSink, open_dead_letter
 from ..sources._process import ProcessSource
 from ..sources.base import Source, open_source
 from .common import LOG_FORMAT, METRICS_PORT, TABLES, serving_metrics, stop_on_signals
 from .common import patterns as table_patterns
+from .console import print_error
 from .relay_console import RelayDisplay
 
 __all__ = ["relay"]
@@ -75,6 +78,22 @@ _FLAGS = {
     show_default=True,
     help="At most this many changes per delivery (whole transactions; one larger is sent alone).",
 )
+@click.option(
+    "--on-error",
+    "on_error",
+    type=click.Choice(["stop", "retry", "dead-letter"]),
+    multiple=True,
+    help="When a sink refuses a transaction for good: 'stop' (the default; exit status 3, "
+    "the checkpoint before it), 'dead-letter' (put it in --dead-letter, with the error, "
+    "and go on) or 'retry' (for ever). Once for every sink, or once per --to, in order.",
+)
+@click.option(
+    "--dead-letter",
+    "dead_letter_url",
+    metavar="URL",
+    help="Where --on-error dead-letter puts refused transactions, each change with the "
+    "error: an event store URL (sqlite:///dead.db, postgresql://...) or '-' (stdout).",
+)
 @LOG_FORMAT
 @METRICS_PORT
 @click.option(
@@ -97,6 +116,8 @@ def relay(
     start: str | None,
     snapshot: str,
     batch_size: int,
+    on_error: tuple[str, ...],
+    dead_letter_url: str | None,
     log_format: str,
     metrics_port: int | None,
     server_id: int | None,
@@ -106,11 +127,27 @@ def relay(
 
     SOURCE_URL is mysql://user:password@host:3306/db (or mariadb://, outbox+<url>).
     Each batch of transactions is acknowledged by every sink before the position
-    is saved to --checkpoint; a restarted relay resumes there. A failing sink is
-    retried with backoff; nothing is skipped. Stop with Ctrl-C or SIGTERM: the
-    batch in flight is finished and checkpointed, and the exit status is 0.
-    Everything is opened and checked first: a bad or unreachable URL exits with
-    status 2 before anything is read.
+    is saved to --checkpoint; a restarted relay resumes there. Nothing is skipped.
+
+    Everything is opened and checked first, the sinks before the source: each
+    sink connects, authenticates and makes sure its destination exists (or
+    creates it) and takes writes. A bad URL, an unreachable server or a
+    destination that cannot take the changes exits with status 2, the fix in
+    the message, before the source is read (its position and slot untouched).
+
+    While relaying, a sink that fails for now (unreachable, a timeout, a
+    deadlock, full) is retried with backoff; the status line, the JSON log and
+    the metrics show its attempts and last error. A sink that refuses a
+    transaction for good (a privilege, a missing schema or column, a constraint,
+    a value it cannot hold) is given the batch's transactions one by one to find
+    the refused one, then --on-error decides: 'stop' (the default) exits with
+    status 3, the error and its fix on stderr, the checkpoint before that
+    transaction; 'dead-letter' puts it in --dead-letter and goes on.
+
+    Stop with Ctrl-C or SIGTERM: the batch in flight is finished and
+    checkpointed. Exit status: 0 stopped cleanly; 2 bad configuration, a
+    server unreachable at start, or a source error the relay gave up on; 3 a
+    sink refused a transaction for good.
     """
     with contextlib.ExitStack() as stack:
         checkpoint = open_checkpoint(checkpoint_url)
@@ -122,6 +159,18 @@ def relay(
             sink = open_sink(url, source_url=source_url) if replicate else open_sink(url)
             stack.callback(sink.close)
             sinks.append(sink)
+        dead_letter: DeadLetterSink | None = None
+        if dead_letter_url is not None:
+            dead_letter = open_dead_letter(dead_letter_url)
+            stack.callback(dead_letter.close)
+        if on_error and len(on_error) not in (1, len(sinks)):
+            raise ConfigError(
+                f"--on-error is given {len(on_error)} times for {len(sinks)} --to sinks; give "
+                "it once (for every sink) or once per --to, in the same order"
+            )
+        modes = on_error_modes(list(on_error) or ["stop"], len(sinks), dead_letter)
+        for checked in [*sinks, *([dead_letter] if dead_letter is not None else [])]:
+            checked.check()  # before the source is opened: it moves nothing on failure
         source = _open_source(
             source_url,
             checkpoint,
@@ -131,21 +180,40 @@ def relay(
             server_id,
             checkpoint_url if source_process else None,
         )
-        the_relay = Relay(source, sinks, checkpoint, batch_size=batch_size)
+        the_relay = Relay(
+            source,
+            sinks,
+            checkpoint,
+            batch_size=batch_size,
+            on_error=modes,
+            dead_letter=dead_letter,
+            check=False,  # done above, before the source was opened
+        )
         stack.enter_context(serving_metrics(serve_metrics, the_relay.stats, metrics_port))
+        refused: PermanentSinkError | None = None
         with stop_on_signals(the_relay.stop), RelayDisplay(the_relay.stats, log_format):
             try:
                 the_relay.run()
             except BrokenPipeError:  # `rowcast relay ... --to - | head`: stop quietly
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            except PermanentSinkError as error:  # logged by the relay (event "refused")
+                refused = error
         stats = the_relay.stats
+    at = stats.position or stats.resumed_from or "-"
     if log_format == "text":
         Console(stderr=True, highlight=False).print(
             f"relayed {stats.changes:,} changes in {stats.transactions:,} transactions to "
-            f"{len(sinks)} sink{'s' if len(sinks) > 1 else ''}; checkpoint at "
-            f"{stats.position or stats.resumed_from or '-'}",
+            f"{len(sinks)} sink{'s' if len(sinks) > 1 else ''}; checkpoint at {at}",
             soft_wrap=True,
         )
+    if refused is not None:
+        if log_format == "text":  # the JSON log has it as its "refused" record
+            print_error(
+                f"{refused}. The relay stopped with the checkpoint at {at}: fix that and "
+                "start it again (it resumes there), or start it with --on-error dead-letter "
+                "--dead-letter URL to set refused transactions aside."
+            )
+        click.get_current_context().exit(3)
 
 
 def _open_source(

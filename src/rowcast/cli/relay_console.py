@@ -92,7 +92,8 @@ class RelayDisplay:
             )
 
     def line(self) -> Text:
-        """The live line: changes, rate, lag, position, and any failing sink."""
+        """The live line: changes, rate, lag, position, any failing sink (its attempts in a
+        row and last error), and the dead letters."""
         stats = self.stats
         rate = self._rate(stats.changes)
         text = Text.assemble(
@@ -102,7 +103,12 @@ class RelayDisplay:
             stats.position or stats.resumed_from or "start",
         )
         for sink in stats.failing:
-            text.append(f"  {sink.url} failing: {sink.failing}", style="red")
+            text.append(
+                f"  {sink.url} failing (attempt {sink.attempts}): {sink.failing}", style="red"
+            )
+        dead = sum(sink.dead_letters for sink in stats.sinks)
+        if dead:
+            text.append(f"  {dead:,} dead letters", style="yellow")
         if stats.checkpoint_errors and not stats.failing:
             text.append(f"  {stats.checkpoint_errors} checkpoint errors", style="yellow")
         return text
@@ -125,6 +131,11 @@ class RelayDisplay:
                 "lag": None if stats.lag is None else round(stats.lag, 3),
                 "position": stats.position or stats.resumed_from,
                 "errors": stats.errors,
+                "dead_letters": sum(sink.dead_letters for sink in stats.sinks),
+                "failing": [
+                    {"sink": sink.url, "attempts": sink.attempts, "error": sink.failing}
+                    for sink in stats.failing
+                ],
             },
         )
 
