@@ -4,6 +4,7 @@ relays, logs JSON, serves metrics and stops cleanly on SIGTERM and Ctrl-C."""
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import subprocess
 import sys
@@ -16,6 +17,8 @@ from click.testing import CliRunner
 
 from rowcast.checkpoint import open_checkpoint
 from rowcast.cli import main
+from rowcast.cli.relay_console import RelayDisplay
+from rowcast.metrics import RelayStats
 from tests.test_relay import (
     URL,
     Table,
@@ -179,3 +182,15 @@ def test_snapshot_initial_is_passed_to_the_source_or_refused_clearly(tmp_path: P
         )
     finally:
         table.drop()
+
+
+def test_a_json_log_has_a_drivers_warning_as_json_too(capsys: pytest.CaptureFixture[str]) -> None:
+    # psycopg's "error ignored terminating <Pipeline>" came out as a bare line in a JSON log
+    with RelayDisplay(RelayStats(["-"]), "json", interval=3600):
+        logging.getLogger("rowcast.relay").info("a rowcast record")
+        logging.getLogger("psycopg").warning("error ignored terminating %s", "<Pipeline>")
+    records = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert [(r["logger"], r["level"]) for r in records] == [
+        ("rowcast.relay", "info"),
+        ("psycopg", "warning"),
+    ]

@@ -148,8 +148,10 @@ class RelayDisplay:
                 self.progress()
 
     def __enter__(self) -> RelayDisplay:
+        # on the root logger: a driver's warning (psycopg, pika...) comes out in the same
+        # format, not as a bare line in a JSON log; rowcast's own records propagate to it
+        logging.getLogger().addHandler(self._handler)
         logger = logging.getLogger("rowcast")
-        logger.addHandler(self._handler)
         if logger.level == logging.NOTSET or logger.level > logging.INFO:
             logger.setLevel(logging.INFO)
         if self.live_line:
@@ -175,4 +177,4 @@ class RelayDisplay:
         if self._live is not None:
             self._live.update(self.line(), refresh=True)
             self._live.stop()
-        logging.getLogger("rowcast").removeHandler(self._handler)
+        logging.getLogger().removeHandler(self._handler)
