@@ -37,7 +37,7 @@ from rowcast.testing.cache import User, wait_for
 from tests.audit.models import make_models
 from tests.audit.test_session import STEVE
 from tests.conftest import sqlite_engine
-from tests.sources.test_postgres import drop_slot, private_database
+from tests.sources.test_postgres import as_int, drop_slot, private_database
 from tests.test_cli_relay import ROWCAST
 from tests.test_relay import expected, stored
 from tests.test_relay import wait_for as relay_wait_for
@@ -211,7 +211,9 @@ def test_raw_sql_is_audited_from_the_source_and_orm_writes_once(db: Database) ->
         session.commit()
     hub = Hub()
     sink = AuditSink(db.engine).connect(hub)
-    db.source(start=start, end="now").run(hub)
+    transactions = list(db.source(start=start, end="now"))
+    for transaction in transactions:
+        hub.publish(transaction)
     assert hub.errors == 0
     assert sink.written == 5  # Phil: write, update, the move (old key gone, new row), delete
     assert sink.skipped == 2  # Steve's write and update, audited by the ORM
@@ -229,9 +231,10 @@ def test_raw_sql_is_audited_from_the_source_and_orm_writes_once(db: Database) ->
             (True, None, None),
         ]
         assert [r.party for r in history(session, Reservation, 2)] == [6, 4]
-    # a second pass (a relay retrying) writes nothing
+    # a second pass (a relay retrying) writes nothing (the same transactions: a slot
+    # confirmed past `start` refuses to read from it again)
     again = AuditSink(db.engine)
-    for transaction in db.source(start=start, end="now"):
+    for transaction in transactions:
         again.write(transaction)
     assert again.written == 0
 
@@ -301,6 +304,12 @@ def test_relay_delivers_to_the_event_store_and_resumes_without_duplicates(
         with open_checkpoint(str(checkpoint)) as kept:
             return kept.load()
 
+    def reached(position: str | None, end: str) -> bool:
+        if db.kind != "postgresql" or position is None:
+            return position == end
+        # an idle PostgreSQL relay moves its checkpoint on with its slot, past `end`
+        return as_int(position) >= as_int(end)
+
     def relay_until(end: str) -> None:
         with log.open("ab") as err:
             process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err)
@@ -308,7 +317,7 @@ def test_relay_delivers_to_the_event_store_and_resumes_without_duplicates(
 
             def caught_up() -> bool:
                 assert process.poll() is None, log.read_text()[-3000:]
-                return saved() == end
+                return reached(saved(), end)
 
             relay_wait_for(caught_up, 30, "the relay to checkpoint")
             process.send_signal(signal.SIGTERM)
@@ -334,7 +343,9 @@ def test_relay_delivers_to_the_event_store_and_resumes_without_duplicates(
     relay_until(end)
 
     records = [json.loads(line) for line in log.read_text().splitlines()]
-    assert [r["position"] for r in records if r.get("event") == "start"] == [None, middle]
+    starts = [r["position"] for r in records if r.get("event") == "start"]
+    assert starts[0] is None
+    assert reached(starts[1], middle)
     got = stored(store)
     ids = [event_id for events in got.values() for event_id, _ in events]
     assert len(ids) == len(set(ids)) == 4 + 4  # every change once

@@ -1,7 +1,7 @@
 """LogicalSource against the real PostgreSQL of this machine (wal_level=logical).
 
 Everything runs in a private database ``rc_pg_<run>`` made for this module, so
-that its publications (one is FOR ALL TABLES) touch no one else's tables. Each
+that its publications touch no one else's tables. Each
 test has its own slot and publication; every slot is dropped at the end of its
 test, its reader's connection terminated first, also when the test fails.
 
@@ -499,15 +499,6 @@ def test_slot_and_publication_are_created_for_the_chosen_tables(
     make(tables=["rc_a"]).setup()  # idempotent
 
 
-def test_a_publication_for_all_tables_when_no_table_is_named(db: Any, make: Any) -> None:
-    make().setup()
-    table(db, "rc_later (id INT PRIMARY KEY)")  # made after: published all the same
-    start = lsn(db)
-    db.execute("INSERT INTO rc_later VALUES (1)")
-    changes = [c for tx in make(start=start, end="now") for c in tx]
-    assert [(c.table, c.pk) for c in changes] == [("rc_later", 1)]
-
-
 def test_a_table_missing_from_an_existing_publication_is_refused(
     db: Any, make: Any, name: str
 ) -> None:
@@ -627,17 +618,19 @@ def test_diagnose_names_every_setting_and_each_table(db: Any, base: str, name: s
         assert checks[setting].ok, checks[setting]
     assert checks["max_wal_senders"].ok
     assert checks[f"slot {name}"].value == "missing: rowcast creates it on its first read"
-    assert checks[f"publication {name}"].value.startswith("missing: rowcast creates it FOR ALL")
+    assert checks[f"publication {name}"].value == (
+        "missing: rowcast creates it FOR TABLE the 2 chosen tables"
+    )
     assert checks["replica identity public.rc_doc_full"].ok
     key = checks["replica identity public.rc_doc_key"]
-    assert not key.ok
-    assert key.fix.startswith("ALTER TABLE public.rc_doc_key REPLICA IDENTITY FULL;")
+    assert key.ok  # a key is enough; FULL only adds the before images
+    assert key.value == "default (primary key): before images hold the key only"
     assert dict(report.facts)["database"] == DATABASE
     LogicalSource(url).setup()
     checks = {c.name: c for c in diagnose(url).checks}
     assert checks[f"slot {name}"].value.startswith("pgoutput, confirmed up to ")
     assert checks[f"publication {name}"].value == (
-        "FOR ALL TABLES, publishes insert, update, delete, truncate"
+        "FOR 2 tables, publishes insert, update, delete, truncate"
     )
 
 

@@ -17,6 +17,8 @@ from typing import Any
 
 from ...errors import ConfigError
 from ..base import Check
+from .objects import comment, is_ours, slot_reader
+from .publication import add_tables, create_publication, keyless_error
 from .server import psycopg2
 
 __all__ = [
@@ -24,10 +26,11 @@ __all__ = [
     "Table",
     "all_checks",
     "chosen_tables",
-    "create_publication",
     "create_slot",
     "identity_checks",
     "is_literal",
+    "may_create",
+    "new_tables",
     "prepare",
     "publication_state",
     "quote",
@@ -61,10 +64,16 @@ class Table:
     name: str
     identity: str  #: pg_class.relreplident: d, n, f or i
     has_pk: bool
+    owned: bool = True  #: whether the current user owns it (may publish it)
 
     @property
     def sql(self) -> str:
         return quote(self.schema, self.name)
+
+    @property
+    def keyed(self) -> bool:
+        """Whether the server can log its updates and deletes (a key or FULL identity)."""
+        return self.identity in ("f", "i") or (self.identity == "d" and self.has_pk)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,12 +86,13 @@ class PubState:
 def _user_tables(cur: Any) -> list[Table]:
     cur.execute(
         "SELECT n.nspname, c.relname, c.relreplident, EXISTS (SELECT 1 FROM pg_index i "
-        "WHERE i.indrelid = c.oid AND i.indisprimary) FROM pg_class c "
+        "WHERE i.indrelid = c.oid AND i.indisprimary), pg_has_role(c.relowner, 'USAGE') "
+        "FROM pg_class c "
         "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p') "
         "AND NOT c.relispartition AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
         "AND n.nspname NOT LIKE 'pg\\_%%' ORDER BY 1, 2"
     )
-    return [Table(str(s), str(t), str(r), bool(pk)) for s, t, r, pk in cur.fetchall()]
+    return [Table(str(s), str(t), str(r), bool(k), bool(o)) for s, t, r, k, o in cur.fetchall()]
 
 
 def publication_state(cur: Any, publication: str) -> PubState | None:
@@ -192,23 +202,23 @@ def publication_checks(
     pub: PubState | None,
     patterns: Sequence[str] | None,
     tables: Sequence[Table],
-    superuser: bool,
+    may_create: bool,
+    ours: bool,
 ) -> list[Check]:
-    """The publication: exists, or can be made; holds every table named literally."""
+    """The publication: exists, or may be made; holds every table named literally."""
     name = f"publication {publication}"
     if pub is None:
-        literal = patterns is not None and all(is_literal(p) for p in patterns)
-        if literal:
-            return [Check(name, True, "missing: rowcast creates it FOR TABLE the chosen tables")]
+        listed = f"FOR TABLE the {len(tables)} chosen tables"
+        if may_create:
+            return [Check(name, True, f"missing: rowcast creates it {listed}")]
+        strangers = ", ".join(t.sql for t in tables if not t.owned) or "-"
         return [
             Check(
                 name,
-                superuser,
-                "missing: rowcast creates it FOR ALL TABLES",
-                ""
-                if superuser
-                else f"CREATE PUBLICATION {publication} FOR ALL TABLES; as a "
-                "superuser, or name the tables with ?tables=schema.table,...",
+                False,
+                f"missing, and this user may not create it {listed}",
+                "GRANT CREATE ON DATABASE <the database> TO <this user>; and make it the owner "
+                f"of the tables it does not own ({strangers}), or read as a superuser",
             )
         ]
     value = "FOR ALL TABLES" if pub.all_tables else f"FOR {len(pub.tables)} tables"
@@ -217,7 +227,7 @@ def publication_checks(
         f"ALTER PUBLICATION {publication} SET (publish = 'insert, update, delete, truncate');"
     )  # fmt: skip
     checks = [Check(name, ok, f"{value}, publishes {pub.publishes or 'nothing'}", fix)]
-    if not pub.all_tables and patterns is not None:
+    if not pub.all_tables and patterns is not None and not ours:
         names = [p for p in patterns if is_literal(p)]
         for table in tables:
             if (table.schema, table.name) not in pub.tables and matches(
@@ -235,53 +245,25 @@ def publication_checks(
 
 
 def identity_checks(tables: Sequence[Table]) -> list[Check]:
-    """REPLICA IDENTITY FULL for each table: without it updates and deletes carry no before."""
+    """Each table's replica identity: a failure without a key (the server would refuse the
+    app's UPDATEs and DELETEs once the table is published); a key only is fine, though
+    updates and deletes then carry the key alone as before image (FULL gives every column)."""
     checks = []
     for table in tables:
-        ok = table.identity == "f"
         value = _IDENTITY.get(table.identity, table.identity)
         if table.identity == "d":
             value += " (primary key)" if table.has_pk else ", no primary key"
+        ok = table.keyed
         fix = ""
         if not ok:
-            fix = f"ALTER TABLE {table.sql} REPLICA IDENTITY FULL;"
-            if table.identity == "n" or (table.identity == "d" and not table.has_pk):
-                fix += " (once published, the server refuses its UPDATEs and DELETEs without it)"
-            else:
-                fix += " (else updates and deletes carry the key only, no before image)"
+            fix = (
+                f"ALTER TABLE {table.sql} REPLICA IDENTITY FULL; (once published, the server "
+                "refuses its UPDATEs and DELETEs without it), or leave it out with --tables"
+            )
+        elif table.identity != "f":
+            value += ": before images hold the key only"
         checks.append(Check(f"replica identity {table.schema}.{table.name}", ok, value, fix))
     return checks
-
-
-def create_publication(
-    cur: Any, publication: str, patterns: Sequence[str] | None, tables: Sequence[Table]
-) -> str:
-    """CREATE PUBLICATION: FOR TABLE the chosen tables when all `patterns` are literal
-    names, else FOR ALL TABLES. Returns what it made; a literal name that matches no
-    table is a `ConfigError`."""
-    pg = psycopg2()
-    sql = pg.sql
-    if patterns is not None and all(is_literal(p) for p in patterns):
-        for pattern in patterns:
-            if not any(matches([pattern], t.schema, t.name) for t in tables):
-                raise ConfigError(
-                    f"tables: no table {pattern!r} to publish: create it first, or fix the name"
-                )
-        names = sql.SQL(", ").join(sql.Identifier(t.schema, t.name) for t in tables)
-        what = sql.SQL("FOR TABLE {}").format(names)
-    else:
-        what = sql.SQL("FOR ALL TABLES")
-    statement = sql.SQL("CREATE PUBLICATION {} {}").format(sql.Identifier(publication), what)
-    try:
-        cur.execute(statement)
-    except pg.errors.DuplicateObject:  # made by another reader just now: use it
-        return "existing"
-    except pg.Error as error:
-        raise ConfigError(
-            f"cannot create publication {publication}: {str(error).strip()} (create it as a "
-            f"superuser: {statement.as_string(cur)};)"
-        ) from error
-    return str(statement.as_string(cur))
 
 
 def create_slot(cur: Any, slot: str) -> None:
@@ -316,15 +298,41 @@ def set_full_identity(cur: Any, tables: Sequence[Table]) -> list[Table]:
     return done
 
 
+def may_create(cur: Any, tables: Sequence[Table]) -> bool:
+    """Whether this user may CREATE PUBLICATION FOR TABLE `tables`: a superuser, or CREATE
+    on the database and the owner of each table."""
+    cur.execute(
+        "SELECT rolsuper, has_database_privilege(current_database(), 'CREATE') "
+        "FROM pg_roles WHERE rolname = current_user"
+    )
+    superuser, create = cur.fetchone()
+    return bool(superuser) or (bool(create) and all(t.owned for t in tables))
+
+
 def all_checks(
-    cur: Any, slot: str, publication: str, user: str, patterns: Sequence[str] | None
+    cur: Any,
+    slot: str | None,
+    publication: str | None,
+    user: str,
+    patterns: Sequence[str] | None,
 ) -> list[Check]:
-    """Every check ``rowcast doctor`` prints: server, slot, publication, each table."""
-    checks = server_checks(cur, slot, publication, user)
-    pub = publication_state(cur, publication)
-    tables = chosen_tables(cur, patterns, pub)
-    superuser = checks[1].value == "superuser"
-    checks += publication_checks(publication, pub, patterns, tables, superuser)
+    """Every check ``rowcast doctor`` prints: server, slot, publication, each table.
+
+    Without a `slot` (and `publication`), what a tail would make: a temporary slot and
+    a publication of its own."""
+    checks = server_checks(cur, slot or "", publication or "", user)
+    if slot is None:
+        checks[-1] = Check(
+            "slot",
+            True,
+            "none named: a tail makes a temporary one, a relay one named after its checkpoint",
+        )
+    pub = publication_state(cur, publication) if publication else None
+    ours = publication is None or pub is None or is_ours(cur, publication)
+    tables = chosen_tables(cur, patterns, None if ours else pub)
+    checks += publication_checks(
+        publication or "(a tail's own)", pub, patterns, tables, may_create(cur, tables), ours
+    )
     return checks + identity_checks(tables)
 
 
@@ -338,37 +346,103 @@ def prepare(
     *,
     full: bool,
     warned: set[str],
-) -> None:
+    reader: str,
+    temporary: bool,
+) -> bool:
     """What a source does before it reads: check the server (one `ConfigError` with every
-    fix), set or warn about replica identities (each table once: `warned`), create the
-    publication and the slot when missing."""
+    fix), refuse a slot that is another reader's and tables without a key (before anything
+    is created), set or warn about replica identities (each table once: `warned`), create
+    the publication (listing the tables) and, unless `temporary`, the slot when missing.
+    Returns whether the publication is rowcast's own (tables created later join it)."""
     checks = server_checks(cur, slot, publication, user)
     pub = publication_state(cur, publication)
-    tables = chosen_tables(cur, patterns, pub)
-    superuser = checks[1].value == "superuser"
-    checks += publication_checks(publication, pub, patterns, tables, superuser)
+    ours = pub is None or is_ours(cur, publication)
+    tables = chosen_tables(cur, patterns, None if ours else pub)
+    checks += publication_checks(
+        publication, pub, patterns, tables, pub is not None or may_create(cur, tables), ours
+    )
     problems = [c for c in checks if not c.ok and not c.name.startswith("slot ")]
     if problems:
         lines = "\n".join(f"  - {c.name} is {c.value}: {c.fix}" for c in problems)
         raise ConfigError(f"{target} cannot be read by logical replication:\n{lines}")
     found = next(c for c in checks if c.name == f"slot {slot}")
-    if not found.ok and "in use" not in found.value:  # in use: the reader may be letting go
-        raise ConfigError(f"{target}: slot {slot} is {found.value}: {found.fix}")
+    if not temporary:
+        if not found.ok and "in use" not in found.value:  # in use: it may be letting go
+            raise ConfigError(f"{target}: slot {slot} is {found.value}: {found.fix}")
+        owner = slot_reader(cur, slot)
+        if owner is not None and owner.startswith("checkpoint ") and owner != reader:
+            raise ConfigError(
+                f"{target}: slot {slot} belongs to another reader ({owner}): reading it would "
+                "move its position, and that reader would never get the changes read here. "
+                "Leave out ?slot= (rowcast tail then reads with a temporary slot of its own; "
+                "a relay with one named after its checkpoint), or give this reader its own name"
+            )
+    adding = list(tables) if pub is None else []
+    if pub is not None and ours and not pub.all_tables:
+        adding = [t for t in tables if (t.schema, t.name) not in pub.tables]
     if full:
-        for table in set_full_identity(cur, tables):
+        for table in set_full_identity(cur, adding):
             log.info("set REPLICA IDENTITY FULL on %s.%s", table.schema, table.name)
-        tables = chosen_tables(cur, patterns, pub)
+        tables = chosen_tables(cur, patterns, None if ours else pub)
+        adding = [t for t in tables if any(t.sql == a.sql for a in adding)]
+    keyless = [t for t in adding if not t.keyed]
+    if keyless:
+        raise keyless_error(target, keyless)
     for check in identity_checks(tables):
-        if not check.ok and check.name not in warned:
+        if check.ok and check.value != "full" and check.name not in warned:
             warned.add(check.name)
+            shown = check.name.removeprefix("replica identity ")
             log.warning(
-                "%s is %s: %s (or read with replica_identity=full)",
+                "%s is %s: ALTER TABLE %s REPLICA IDENTITY FULL; (or read with "
+                "replica_identity=full)",
                 check.name,
                 check.value,
-                check.fix,
+                quote(*shown.split(".", 1)),
             )
     if pub is None:
-        log.info("created publication: %s", create_publication(cur, publication, patterns, tables))
-    if found.value.startswith("missing"):
+        for pattern in patterns or ():
+            named = any(matches([pattern], t.schema, t.name) for t in tables)
+            if is_literal(pattern) and not named:
+                raise ConfigError(
+                    f"tables: no table {pattern!r} to publish: create it first, or fix the name"
+                )
+        made = create_publication(cur, publication, tables, comment(slot, reader))
+        log.info("created publication: %s", made)
+    elif adding:
+        for table in add_tables(cur, publication, adding):
+            log.info("added %s to publication %s", table.sql, publication)
+    if not temporary and found.value.startswith("missing"):
         create_slot(cur, slot)
         log.info("created replication slot %s (pgoutput)", slot)
+    return ours
+
+
+def new_tables(
+    cur: Any, publication: str, patterns: Sequence[str] | None, warned: set[str]
+) -> list[Table]:
+    """Add the tables matching `patterns` (every table when None) that rowcast's own
+    `publication` lacks, created since it was made; a keyless one is left out, with a
+    warning (once: `warned`). The tables added."""
+    pub = publication_state(cur, publication)
+    if pub is None or pub.all_tables:
+        return []
+    missing = [
+        t for t in chosen_tables(cur, patterns, None) if (t.schema, t.name) not in pub.tables
+    ]
+    keyed = []
+    for table in missing:
+        if table.keyed:
+            keyed.append(table)
+        elif table.sql not in warned:
+            warned.add(table.sql)
+            log.warning(
+                "new table %s is not captured: it has no primary key and no replica identity "
+                "(published, the app's UPDATEs on it would fail); ALTER TABLE %s REPLICA "
+                "IDENTITY FULL; and it is added at the next look",
+                table.sql,
+                table.sql,
+            )
+    added = add_tables(cur, publication, keyed)
+    for table in added:
+        log.info("added new table %s to publication %s", table.sql, publication)
+    return added

@@ -48,7 +48,6 @@ its last confirmed position) or a position; a checkpoint wins over it.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import select
 import time
@@ -58,11 +57,21 @@ from typing import TYPE_CHECKING, Any
 from ...change import Change
 from ...errors import ConfigError
 from ..base import Diagnosis, LogSource
+from . import objects, setup
 from . import pgoutput as pgo
-from . import setup
 from .pgoutput import UNCHANGED, Unchanged, format_lsn, parse_lsn
 from .rows import RowDecoder, lookup_types, primary_key
-from .server import PgURL, Unreachable, check_name, connect, parse_url, psycopg2
+from .server import PgURL, check_name, connect, parse_url, psycopg2
+from .stream import (
+    behind_the_slot,
+    check_position,
+    close_stream,
+    in_use,
+    is_connection_error,
+    parse_position,
+    refuse_a_busy_slot,
+    temporary_slot,
+)
 
 if TYPE_CHECKING:
     from ...checkpoint import Checkpoint
@@ -70,8 +79,6 @@ if TYPE_CHECKING:
 __all__ = ["UNCHANGED", "LogicalSource", "Unchanged", "diagnose"]
 
 log = logging.getLogger("rowcast.sources.postgres")
-
-_RETRY_CODES = ("08", "57P", "53", "55006")  # connection, shutdown, resources, slot in use
 
 
 class LogicalSource(LogSource):
@@ -106,19 +113,20 @@ class LogicalSource(LogSource):
     ) -> None:
         self.url: PgURL = parse_url(url)
         options = self.url.options
-        self.slot = check_name("slot", slot or options.get("slot") or "rowcast")
-        self.publication = check_name(
-            "publication", publication or options.get("publication") or "rowcast"
-        )
+        slot = slot or options.get("slot")
+        publication = publication or options.get("publication")
+        self._slot = check_name("slot", slot) if slot else None
+        self._publication = check_name("publication", publication) if publication else None
+        self._tail: str | None = None  # the name of a tail's temporary slot and publication
         if isinstance(tables, str):
             raise ConfigError(f"tables= takes a list of patterns, not the string {tables!r}")
         if tables is None and options.get("tables"):
             tables = options["tables"].split(",")
         self.tables = tuple(t.strip() for t in tables if t.strip()) if tables is not None else None
         start = start or options.get("start") or "now"
-        _check_position(start, "'now' or 'start'")
+        check_position(start, "'now' or 'start'")
         if end is not None:
-            _check_position(end, "or 'now'", start=False)
+            check_position(end, "or 'now'", start=False)
         identity = replica_identity or options.get("replica_identity") or "keep"
         if identity not in ("keep", "full"):
             raise ConfigError(f"replica_identity must be 'full' or 'keep', not {identity!r}")
@@ -130,6 +138,47 @@ class LogicalSource(LogSource):
         self._warned: set[str] = set()  # tables already named in a replica identity warning
         self._began = 0.0  # when this iteration began
         self._streamed = False  # whether it ever opened the stream
+        self._own = False  # whether the publication is rowcast's (new tables join it)
+
+    # ------------------------------------------------------------------ names
+
+    @property
+    def given_slot(self) -> str | None:
+        """The slot named by ``slot=`` or ``?slot=``, or None."""
+        return self._slot
+
+    @property
+    def given_publication(self) -> str | None:
+        """The publication named by ``publication=`` or ``?publication=``, or None."""
+        return self._publication
+
+    @property
+    def temporary(self) -> bool:
+        """Whether this reader uses a temporary slot and publication (no ?slot=, no checkpoint)."""
+        return self._slot is None and self.checkpoint is None
+
+    @property
+    def slot(self) -> str:
+        """The replication slot: ?slot=, else derived from the checkpoint, else a tail's own."""
+        if self._slot is not None:
+            return self._slot
+        if self.checkpoint is not None:
+            return objects.derived_name(self.checkpoint)
+        if self._tail is None:
+            self._tail = objects.tail_name()
+        return self._tail
+
+    @property
+    def publication(self) -> str:
+        """The publication: ?publication=, else named as the slot."""
+        return self._publication or self.slot
+
+    @property
+    def reader(self) -> str:
+        """Who this reader is, as the comment of the publication it creates says."""
+        if self.checkpoint is not None:
+            return objects.reader_of(self.checkpoint)
+        return objects.TEMPORARY if self.temporary else "a reader without a checkpoint"
 
     # ------------------------------------------------------------------ running
 
@@ -142,9 +191,12 @@ class LogicalSource(LogSource):
         """
         conn = connect(self.url)
         try:
-            self._setup(conn.cursor())
+            cur = conn.cursor()
+            if self.temporary:  # only checked: a tail's publication lives while it reads
+                cur.execute("BEGIN")
+            self._setup(cur, busy_ok=False)
         finally:
-            conn.close()
+            conn.close()  # rolls back what a temporary reader made
 
     def check(self) -> None:
         """Reach the server now and make it ready (`setup`): ``rowcast relay`` calls this
@@ -154,44 +206,60 @@ class LogicalSource(LogSource):
     def drop(self) -> None:
         """Drop the slot and the publication, when they exist (the server then keeps no
         WAL for this source). A slot still being read is a `ConfigError`."""
-        pg = psycopg2()
         conn = connect(self.url)
         try:
-            cur = conn.cursor()
-            cur.execute(
-                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
-                "WHERE slot_name = %s",
-                (self.slot,),
-            )
-            cur.execute(
-                pg.sql.SQL("DROP PUBLICATION IF EXISTS {}").format(
-                    pg.sql.Identifier(self.publication)
-                )
-            )
-        except pg.Error as error:
-            raise ConfigError(
-                f"{self.url.masked}: cannot drop slot {self.slot}: {str(error).strip()}"
-            ) from error
+            objects.drop(conn.cursor(), None if self.temporary else self.slot, self.publication)
+        except ConfigError as error:
+            raise ConfigError(f"{self.url.masked}: {error}") from error
         finally:
             conn.close()
 
     def _iterate(self) -> Iterator[list[Change]]:
+        try:
+            yield from self._read()
+        finally:
+            if self.temporary:  # a tail leaves nothing behind (its slot went with its connection)
+                try:
+                    self.drop()
+                except ConfigError as error:
+                    log.warning("%s; DROP PUBLICATION %s; removes it", error, self.publication)
+
+    def _read(self) -> Iterator[list[Change]]:
         conn = connect(self.url)
         try:
             cur = conn.cursor()
-            self._setup(cur)
+            self._own = self._setup(cur, busy_ok=True)
             resume, end = self._resolve_positions(cur)
         finally:
             conn.close()
+        explicit = resume != 0 and self._resume_from() not in ("now", "start")
         self._began, self._streamed = time.monotonic(), False
         told = 0.0  # when the confirmed position was last sent
         handed = 0  # the end of the last transaction with changes handed out
         confirm = 0  # what the server may be told the consumer is done with
+        looked = 0.0  # when the checkpoint was last read
 
         def replication() -> Generator[list[Change], None, None]:
             """One connection's worth: from `resume`, which it moves on."""
-            nonlocal resume, told, handed, confirm
-            stream = self._open_stream(resume)
+            nonlocal resume, told, handed, confirm, explicit, looked
+            stream, begun = self._open_stream(resume)
+            if resume and begun > resume:  # a tail's new temporary slot begins after it
+                if explicit:
+                    close_stream(stream, 0)
+                    raise ConfigError(
+                        f"{self.url.masked}: --from {format_lsn(resume)} is behind "
+                        f"{format_lsn(begun)}, where this reader's temporary slot begins: it "
+                        "cannot read the past. Read from a slot made before it (?slot=...), "
+                        "or copy the rows as they are now (a backfill)"
+                    )
+                if self._streamed:
+                    log.warning(
+                        "the temporary slot died with its connection: changes committed "
+                        "between %s and %s are not read",
+                        format_lsn(resume),
+                        format_lsn(begun),
+                    )
+            explicit = False
             self._streamed = True
             try:
                 for changes, lsn in self._messages(stream, end):
@@ -203,8 +271,12 @@ class LogicalSource(LogSource):
                     if changes:
                         handed = lsn
                     force = now - told >= self.feedback  # else psycopg2 says it in its time
-                    if force or self.checkpoint is None:
+                    idle = not changes and now - looked >= self.heartbeat
+                    if force or idle or self.checkpoint is None:
+                        # before psycopg2 confirms the idle slot on to the server's end: the
+                        # checkpoint never stays behind a confirmed position
                         confirm = self._confirmable(lsn, handed)
+                        looked = now
                     if confirm:
                         stream.send_feedback(write_lsn=confirm, flush_lsn=confirm, force=force)
                     told = now if force else told
@@ -216,29 +288,29 @@ class LogicalSource(LogSource):
                     last = self._confirmable(resume, handed)
                 except Exception:  # the checkpoint is unreadable: confirm nothing new
                     last = confirm
-                _close_stream(stream, last)
+                close_stream(stream, last)
 
         yield from self._reconnecting(
             replication, lambda: format_lsn(resume) if resume else f"slot {self.slot}"
         )
 
     def _transient(self, error: Exception) -> bool:
-        return _is_connection_error(error)
+        return is_connection_error(error)
 
     def _fatal(self, error: Exception, where: str) -> Exception | None:
-        in_use = (getattr(error, "pgcode", None) or "") == "55006"
+        busy = (getattr(error, "pgcode", None) or "") == "55006"
         patience = max(5 * self.heartbeat, 1.0)  # for a reader that is letting go
-        if in_use and not self._streamed and time.monotonic() - self._began > patience:
-            return ConfigError(
-                f"{self.url.masked}: replication slot {self.slot} is in use by another "
-                "reader: stop it, or give this one its own ?slot= name"
-            )
+        if busy and not self._streamed and time.monotonic() - self._began > patience:
+            return in_use(self.url.masked, self.slot)
         return None
 
     # ------------------------------------------------------------------ setting up
 
-    def _setup(self, cur: Any) -> None:
-        setup.prepare(
+    def _setup(self, cur: Any, *, busy_ok: bool) -> bool:
+        """Check and make what reading needs; whether the publication is rowcast's own."""
+        if not busy_ok and not self.temporary:
+            refuse_a_busy_slot(cur, self.url.masked, self.slot)
+        return setup.prepare(
             cur,
             self.url.masked,
             self.slot,
@@ -247,6 +319,8 @@ class LogicalSource(LogSource):
             self.tables,
             full=self.replica_identity == "full",
             warned=self._warned,
+            reader=self.reader,
+            temporary=self.temporary,
         )
 
     def _confirmable(self, lsn: int, handed: int) -> int:
@@ -257,18 +331,25 @@ class LogicalSource(LogSource):
         `lsn` once the checkpoint holds every transaction handed out: PostgreSQL never
         sends again what a slot confirmed, whatever position a restart asks for.
         """
-        if self.checkpoint is None or not handed:
+        if self.checkpoint is None:
             return lsn
         saved = self.checkpoint.load()
-        done = parse_lsn(saved) if saved and not saved.startswith("snapshot") else 0
-        return lsn if done >= handed else done
+        if saved and saved.startswith("snapshot"):
+            return 0 if handed else lsn
+        done = parse_lsn(saved) if saved else 0
+        if done < handed:
+            return done
+        if lsn > done:  # nothing of this reader's in between: the checkpoint moves on with
+            # the slot, so a confirmed position past the checkpoint always means a loss
+            self.checkpoint.save(format_lsn(lsn))
+        return lsn
 
     def _resolve_positions(self, cur: Any) -> tuple[int, int | None]:
         """(start LSN, end LSN); a start of 0 means the slot's confirmed position."""
         start = self._resume_from()
         cur.execute(
-            "SELECT pg_current_wal_lsn(), confirmed_flush_lsn FROM pg_replication_slots "
-            "WHERE slot_name = %s",
+            "SELECT pg_current_wal_lsn(), (SELECT confirmed_flush_lsn FROM "
+            "pg_replication_slots WHERE slot_name = %s)",
             (self.slot,),
         )
         now_text, confirmed = cur.fetchone()
@@ -278,34 +359,33 @@ class LogicalSource(LogSource):
         elif start == "start":
             resume = 0
         else:
-            resume = _lsn(start, "'now' or 'start'")
+            resume = parse_position(start, "'now' or 'start'")
             if resume > now:
                 raise ConfigError(
                     f"{self.url.masked} has no position {start} yet: its WAL ends at "
                     f"{now_text} (a position from another server?)"
                 )
             if confirmed and resume < parse_lsn(confirmed):
-                log.info(
-                    "slot %s is confirmed up to %s, after %s: it resumes there (nothing "
-                    "between was left unconfirmed by this slot's readers)",
-                    self.slot,
-                    confirmed,
-                    start,
-                )
+                raise behind_the_slot(self.url.masked, self.slot, confirmed, start)
         if self.end is None:
             end = None
         elif self.end == "now":
             end = now
         else:
-            end = _lsn(self.end, "or 'now'")
+            end = parse_position(self.end, "or 'now'")
         return resume, end
 
     # ------------------------------------------------------------------ streaming
 
-    def _open_stream(self, resume: int) -> Any:
+    def _open_stream(self, resume: int) -> tuple[Any, int]:
+        """The replication cursor, streaming from `resume`; and where a temporary slot made
+        for it begins (0 for a lasting slot)."""
         conn = connect(self.url, replication=True)
+        begun = 0
         try:
             cur = conn.cursor()
+            if self.temporary:
+                begun = temporary_slot(cur, self.slot)
             cur.start_replication(
                 slot_name=self.slot,
                 decode=False,
@@ -316,7 +396,7 @@ class LogicalSource(LogSource):
         except BaseException:
             conn.close()
             raise
-        return cur
+        return cur, begun
 
     def _messages(self, cur: Any, end: int | None) -> Iterator[tuple[list[Change], int | None]]:
         """(changes, end LSN) per transaction, changes empty when none is wanted;
@@ -326,14 +406,23 @@ class LogicalSource(LogSource):
         decoder = RowDecoder(self.tables, self._lookup_types, self._primary_key)
         rows: list[Any] = []
         begin: pgo.Begin | None = None
+        look = time.monotonic() + self.heartbeat  # when to look for new tables next
         while not self._stopping.is_set():
+            if self._own and begin is None and time.monotonic() >= look:
+                setup.new_tables(
+                    self._control().cursor(), self.publication, self.tables, self._warned
+                )
+                look = time.monotonic() + self.heartbeat
             msg = read()
             if msg is None:
                 if begin is None and end is not None and cur.wal_end >= end:
                     yield [], None
                     return
-                if not select.select([conn], [], [], self.heartbeat)[0] and end is not None:
-                    cur.send_feedback(reply=True)  # where is the server? (its keepalive says)
+                if not select.select([conn], [], [], self.heartbeat)[0]:
+                    if end is not None:  # where is the server? (its keepalive says)
+                        cur.send_feedback(reply=True)
+                    elif begin is None and cur.wal_end:
+                        yield [], cur.wal_end  # idle: everything before it was sent
                 continue
             m = decode(msg.payload)
             kind = type(m)
@@ -364,54 +453,16 @@ class LogicalSource(LogSource):
         return connect(self.url)
 
 
-def _lsn(text: str, accepted: str) -> int:
-    try:
-        return parse_lsn(text)
-    except ValueError:
-        raise ConfigError(
-            f"bad PostgreSQL position {text!r}: expected an LSN such as '0/16B3748', {accepted}"
-        ) from None
-
-
-def _check_position(value: str, accepted: str, *, start: bool = True) -> None:
-    if value == "now" or (start and value == "start"):
-        return
-    _lsn(value, accepted)
-
-
-def _close_stream(cur: Any, resume: int) -> None:
-    """Tell the server the last confirmed position, then hang up (never raises)."""
-    with contextlib.suppress(Exception):
-        if resume:
-            cur.send_feedback(write_lsn=resume, flush_lsn=resume, force=True)
-    with contextlib.suppress(Exception):
-        cur.connection.close()
-
-
-def _is_connection_error(error: BaseException) -> bool:
-    """Whether `error` means the server or the connection went away (worth a reconnect)."""
-    if isinstance(error, Unreachable | ConnectionError | OSError | EOFError):
-        return True
-    pg = psycopg2()
-    if not isinstance(error, pg.OperationalError | pg.InterfaceError | pg.DatabaseError):
-        return False
-    code = getattr(error, "pgcode", None)
-    if code is None:  # no server error: the connection broke (a server shutting down
-        # ends the COPY stream: psycopg2 then says "no COPY in progress", a DatabaseError)
-        return True
-    return str(code).startswith(_RETRY_CODES)
-
-
 def diagnose(url: str) -> Diagnosis:
     """``rowcast doctor`` for a PostgreSQL URL: WAL, privilege, slots, publication, tables."""
     source = LogicalSource(url)
     pg = psycopg2()
     conn = connect(source.url)
+    slot = source.given_slot
+    publication = source.given_publication or slot
     try:
         cur = conn.cursor()
-        checks = setup.all_checks(
-            cur, source.slot, source.publication, source.url.user, source.tables
-        )
+        checks = setup.all_checks(cur, slot, publication, source.url.user, source.tables)
         cur.execute("SELECT version(), current_database(), pg_current_wal_lsn()")
         version, database, lsn = cur.fetchone()
     except pg.Error as error:  # the server went away, say
@@ -423,5 +474,8 @@ def diagnose(url: str) -> Diagnosis:
         source.url.masked,
         facts,
         checks,
-        f"rowcast can read this database through slot {source.slot}.",
+        f"rowcast can read this database through slot {slot}."
+        if slot
+        else "rowcast can read this database (a tail with a temporary slot, a relay with one "
+        "named after its checkpoint).",
     )

@@ -1,0 +1,163 @@
+"""What rowcast makes in a PostgreSQL database, whose it is, and how it is found again.
+
+Private to `rowcast.sources.postgres` and ``rowcast uninstall``. A reader owns
+one replication slot and one publication:
+
+- a reader with a checkpoint (a relay) uses ``rowcast_<label>_<hash>``, derived
+  from its checkpoint (`derived_name`), unless ``?slot=`` / ``?publication=`` say;
+- a reader without one and without ``?slot=`` (``rowcast tail``) uses a
+  ``TEMPORARY`` slot and a publication named ``rowcast_tail_<pid>_<random>``,
+  both gone when it stops (the slot with its connection, the publication dropped).
+
+Every publication rowcast creates carries a comment, ``created by rowcast for
+slot <slot>, read by <reader>``: that is how a reader recognises a slot that is
+another reader's (`slot_reader`), and how ``rowcast uninstall`` finds what is
+left (`leftovers`): those publications, their slots and every slot whose name
+starts with ``rowcast``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import re
+import secrets
+from typing import Any
+
+from ...errors import ConfigError
+from .server import psycopg2
+
+__all__ = [
+    "COMMENT",
+    "Leftover",
+    "comment",
+    "derived_name",
+    "drop",
+    "leftovers",
+    "reader_of",
+    "slot_reader",
+    "tail_name",
+]
+
+COMMENT = "created by rowcast for slot "
+_COMMENT = re.compile(r"created by rowcast for slot ([a-z0-9_]+), read by (.*)")
+TEMPORARY = "a tail (temporary slot)"  #: the reader of a tail's publication
+
+
+def derived_name(checkpoint: Any) -> str:
+    """``rowcast_<label>_<hash>``: the slot (and publication) of a reader with `checkpoint`."""
+    label = str(getattr(checkpoint, "name", "default"))
+    if label == "default":
+        path = getattr(checkpoint, "path", None)
+        label = os.path.basename(str(path)) if path is not None else "relay"
+    label = re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_")[:30] or "relay"
+    digest = hashlib.sha1(reader_of(checkpoint).encode()).hexdigest()[:8]
+    return f"rowcast_{label}_{digest}"
+
+
+def reader_of(checkpoint: Any) -> str:
+    """Who reads with `checkpoint`, as a publication's comment names it."""
+    where = getattr(checkpoint, "path", None) or getattr(checkpoint, "url", "?")
+    return f"checkpoint {getattr(checkpoint, 'name', 'default')} at {where}"
+
+
+def tail_name() -> str:
+    """A fresh name for a tail's temporary slot and its publication."""
+    return f"rowcast_tail_{os.getpid()}_{secrets.token_hex(3)}"
+
+
+def comment(slot: str, reader: str) -> str:
+    return f"{COMMENT}{slot}, read by {reader}"
+
+
+def slot_reader(cur: Any, slot: str) -> str | None:
+    """The reader a rowcast publication records for `slot`, or None when none does."""
+    cur.execute(
+        "SELECT obj_description(oid, 'pg_publication') FROM pg_publication "
+        "WHERE obj_description(oid, 'pg_publication') LIKE %s",
+        (f"{COMMENT}{slot},%",),
+    )
+    for (text,) in cur.fetchall():
+        found = _COMMENT.fullmatch(str(text))
+        if found and found.group(1) == slot:
+            return found.group(2)
+    return None
+
+
+def is_ours(cur: Any, publication: str) -> bool:
+    """Whether rowcast created `publication` (its comment says so)."""
+    cur.execute(
+        "SELECT obj_description(oid, 'pg_publication') FROM pg_publication WHERE pubname = %s",
+        (publication,),
+    )
+    row = cur.fetchone()
+    return bool(row and row[0] and str(row[0]).startswith(COMMENT))
+
+
+@dataclasses.dataclass(frozen=True)
+class Leftover:
+    """A slot or publication rowcast left in a database, and the SQL that drops it."""
+
+    kind: str  #: "slot" or "publication"
+    name: str
+    detail: str  #: e.g. "holding 12 MB of WAL, confirmed up to 0/16B3748"
+    active_pid: int | None  #: the backend reading the slot now, or None
+    sql: str
+
+
+def leftovers(cur: Any) -> list[Leftover]:
+    """rowcast's publications in this database, and its slots: named by a publication's
+    comment or starting with ``rowcast``."""
+    sql = psycopg2().sql
+    cur.execute(
+        "SELECT pubname, obj_description(oid, 'pg_publication') FROM pg_publication "
+        "WHERE obj_description(oid, 'pg_publication') LIKE %s OR pubname LIKE 'rowcast%%' "
+        "ORDER BY 1",
+        (f"{COMMENT}%",),
+    )
+    publications = [(str(n), str(c or "")) for n, c in cur.fetchall()]
+    named = {m.group(1) for _, c in publications if (m := _COMMENT.fullmatch(c))}
+    cur.execute(
+        "SELECT slot_name, active_pid, temporary, confirmed_flush_lsn, "
+        "pg_size_pretty(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)) "
+        "FROM pg_replication_slots WHERE database = current_database() "
+        "AND (slot_name LIKE 'rowcast%%' OR slot_name = ANY(%s)) ORDER BY 1",
+        (sorted(named),),
+    )
+    found = []
+    for slot, pid, temporary, confirmed, held in cur.fetchall():
+        kind = "temporary, " if temporary else ""
+        found.append(
+            Leftover(
+                "slot",
+                str(slot),
+                f"{kind}confirmed up to {confirmed}, holding {held} of WAL",
+                pid,
+                f"SELECT pg_drop_replication_slot('{slot}');",
+            )
+        )
+    for name, text in publications:
+        statement = sql.SQL("DROP PUBLICATION {};").format(sql.Identifier(name))
+        found.append(
+            Leftover("publication", name, text or "no comment", None, statement.as_string(cur))
+        )
+    return found
+
+
+def drop(cur: Any, slot: str | None, publication: str) -> None:
+    """Drop `slot` (None: none) and `publication` when they exist; a slot being read is a
+    `ConfigError` naming the reader's pid."""
+    pg = psycopg2()
+    try:
+        if slot is not None:
+            cur.execute(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                "WHERE slot_name = %s",
+                (slot,),
+            )
+        cur.execute(
+            pg.sql.SQL("DROP PUBLICATION IF EXISTS {}").format(pg.sql.Identifier(publication))
+        )
+    except pg.Error as error:
+        raise ConfigError(f"cannot drop slot {slot}: {str(error).strip()}") from error

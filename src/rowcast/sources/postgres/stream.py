@@ -1,0 +1,103 @@
+"""The replication stream's connection-level helpers: temporary slots, refusals, positions.
+
+Private to `rowcast.sources.postgres`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from ...errors import ConfigError
+from .pgoutput import parse_lsn
+from .server import Unreachable, psycopg2
+
+__all__ = [
+    "behind_the_slot",
+    "check_position",
+    "close_stream",
+    "in_use",
+    "is_connection_error",
+    "parse_position",
+    "refuse_a_busy_slot",
+    "temporary_slot",
+]
+
+_RETRY_CODES = ("08", "57P", "53", "55006")  # connection, shutdown, resources, slot in use
+
+
+def parse_position(text: str, accepted: str) -> int:
+    try:
+        return parse_lsn(text)
+    except ValueError:
+        raise ConfigError(
+            f"bad PostgreSQL position {text!r}: expected an LSN such as '0/16B3748', {accepted}"
+        ) from None
+
+
+def check_position(value: str, accepted: str, *, start: bool = True) -> None:
+    if value == "now" or (start and value == "start"):
+        return
+    parse_position(value, accepted)
+
+
+def temporary_slot(cur: Any, slot: str) -> int:
+    """Create the TEMPORARY pgoutput slot `slot` on the replication connection of `cur` (it
+    goes with the connection); where it begins."""
+    pg = psycopg2()
+    try:
+        cur.execute(f"CREATE_REPLICATION_SLOT {slot} TEMPORARY LOGICAL pgoutput NOEXPORT_SNAPSHOT")
+    except pg.errors.DuplicateObject as error:  # the last connection's, not yet gone
+        raise ConnectionError(f"temporary slot {slot} is still held: {error}") from error
+    return parse_lsn(cur.fetchone()[1])
+
+
+def refuse_a_busy_slot(cur: Any, target: str, slot: str) -> None:
+    """A `ConfigError` when another connection reads `slot` now."""
+    cur.execute("SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s", (slot,))
+    row = cur.fetchone()
+    if row and row[0] is not None:
+        raise in_use(target, slot, row[0])
+
+
+def in_use(target: str, slot: str, pid: Any = None) -> ConfigError:
+    """The refusal to read a slot another reader holds (pid `pid` when known)."""
+    who = f" (pid {pid})" if pid is not None else ""
+    return ConfigError(
+        f"{target}: replication slot {slot} is in use by another reader{who}: two readers "
+        "of one slot take each other's changes. Stop that reader first, or give this one its "
+        "own ?slot= name (rowcast tail needs none: it reads with a temporary slot)"
+    )
+
+
+def behind_the_slot(target: str, slot: str, confirmed: str, start: str) -> ConfigError:
+    return ConfigError(
+        f"{target}: slot {slot} was confirmed up to {confirmed}, past {start} where this "
+        "reader begins: the server cannot send the changes in between again (another reader "
+        "of the slot took them, or the checkpoint is an older copy). To recover: copy the "
+        "tables' rows as they are now (--snapshot initial, or a backfill), then read on from "
+        f"the slot's position explicitly (--from {confirmed}, with an emptied checkpoint)"
+    )
+
+
+def close_stream(cur: Any, resume: int) -> None:
+    """Tell the server the last confirmed position, then hang up (never raises)."""
+    with contextlib.suppress(Exception):
+        if resume:
+            cur.send_feedback(write_lsn=resume, flush_lsn=resume, force=True)
+    with contextlib.suppress(Exception):
+        cur.connection.close()
+
+
+def is_connection_error(error: BaseException) -> bool:
+    """Whether `error` means the server or the connection went away (worth a reconnect)."""
+    if isinstance(error, Unreachable | ConnectionError | OSError | EOFError):
+        return True
+    pg = psycopg2()
+    if not isinstance(error, pg.OperationalError | pg.InterfaceError | pg.DatabaseError):
+        return False
+    code = getattr(error, "pgcode", None)
+    if code is None:  # no server error: the connection broke (a server shutting down
+        # ends the COPY stream: psycopg2 then says "no COPY in progress", a DatabaseError)
+        return True
+    return str(code).startswith(_RETRY_CODES)
