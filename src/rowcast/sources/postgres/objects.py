@@ -38,6 +38,7 @@ __all__ = [
     "reader_of",
     "slot_reader",
     "tail_name",
+    "uninstall",
 ]
 
 COMMENT = "created by rowcast for slot "
@@ -161,3 +162,30 @@ def drop(cur: Any, slot: str | None, publication: str) -> None:
         )
     except pg.Error as error:
         raise ConfigError(f"cannot drop slot {slot}: {str(error).strip()}") from error
+
+
+def uninstall(url: str, *, apply: bool) -> list[Leftover]:
+    """What rowcast left in the database at `url` (`leftovers`), dropped when `apply`.
+
+    A slot being read is never dropped: with `apply`, a `ConfigError` names its pid
+    before anything is dropped.
+    """
+    from .server import connect, parse_url
+
+    target = parse_url(url)
+    conn = connect(target)
+    try:
+        cur = conn.cursor()
+        found = leftovers(cur)
+        busy = [f"slot {o.name} (pid {o.active_pid})" for o in found if o.active_pid]
+        if apply and busy:
+            raise ConfigError(
+                f"{target.masked}: {', '.join(busy)} is being read: stop that reader "
+                "first (a tail's temporary slot goes when it stops), then run this again"
+            )
+        if apply:
+            for leftover in found:
+                cur.execute(leftover.sql)
+        return found
+    finally:
+        conn.close()

@@ -8,13 +8,14 @@
 The server is checked first (`ConfigError` with the fix when ``wal_level`` is
 not ``logical``, the user lacks the replication privilege, no replication
 slot or WAL sender is free, the slot belongs to another plugin or database,
-the password is wrong or the host unreachable). Then the *publication* and
-the *replication slot* are created when missing: the publication ``FOR TABLE``
-the chosen tables when every ``tables`` pattern is a plain name, else ``FOR
-ALL TABLES`` (an existing publication is used as it is; a table named in
-``tables`` but missing from it is a `ConfigError` with the ``ALTER
-PUBLICATION``). ``tables`` also filters in the client (``fnmatch`` patterns on
-``"schema.table"`` or ``"table"``).
+the password is wrong or the host unreachable). Then the *publication* (``FOR
+TABLE`` the chosen tables, never ``FOR ALL TABLES``; a table without a key or
+replica identity is refused first) and the *replication slot* are created when
+missing (see `rowcast.sources.postgres.objects` for their names and owners:
+a temporary slot for a reader without ``?slot=`` or checkpoint, one named after
+the checkpoint otherwise). Tables created later that match ``tables`` join the
+publication at each ``heartbeat``. ``tables`` also filters in the client
+(``fnmatch`` patterns on ``"schema.table"`` or ``"table"``).
 
 One `Change` per row, published per transaction at its commit: ``txid`` is
 the xid, ``position`` the LSN just after the commit record (``"0/16B3748"``;
@@ -84,11 +85,13 @@ log = logging.getLogger("rowcast.sources.postgres")
 class LogicalSource(LogSource):
     """A PostgreSQL database's logical replication stream as `Change` transactions.
 
-    `slot` and `publication` (default ``"rowcast"`` each, or ``?slot=`` and
-    ``?publication=`` in the URL) name the replication slot, whose confirmed
-    position the server keeps, and the publication it reads through; two
-    readers at once need two slots. `end` (``"now"`` or a position) makes
-    iteration stop once that position is passed instead of waiting for more.
+    `slot` and `publication` (or ``?slot=`` and ``?publication=`` in the URL) name
+    the replication slot, whose confirmed position the server keeps, and the
+    publication it reads through (default: the slot's name). Without a slot: one
+    named after the `checkpoint`, or without one a temporary slot and publication
+    that go when iteration ends. A slot is one reader's: another is refused.
+    `end` (``"now"`` or a position) makes iteration stop once that position is
+    passed instead of waiting for more.
     `heartbeat` is how often (seconds) an idle reader wakes to notice `stop`;
     `feedback` how often it tells the server its confirmed position.
     Starting, checkpoints, stopping and reconnecting: `LogSource`.
