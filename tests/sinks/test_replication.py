@@ -16,14 +16,17 @@ import pytest
 import sqlalchemy as sa
 
 from rowcast.sinks import open_sink
+from rowcast.sinks._sql_names import REGISTRY
+from rowcast.sinks._sql_types import decimals_as_text
 from rowcast.sinks.base import Sink
-from rowcast.sinks.sql import _SQLITE_KEYWORDS, ReplicationSink, _decimals_as_text
+from rowcast.sinks.sql import _SQLITE_KEYWORDS, ReplicationSink
 from rowcast.testing.sink import Rows, SinkContract, closed_port
 from tests.conftest import private_schema, require_server
 
 
 def replica_rows(url: str, schema: str | None = None) -> Rows:
-    """Every row of every table at `url` (in `schema`), by table name and primary key."""
+    """Every row of every replica table at `url` (in `schema`), by table name and primary key
+    (not the sink's record of them, ``rowcast_replicas``)."""
     engine = sa.create_engine(url)
     if engine.dialect.name == "sqlite":  # read columns named as the sink names them
         preparer = engine.dialect.identifier_preparer
@@ -32,9 +35,11 @@ def replica_rows(url: str, schema: str | None = None) -> Rows:
     try:
         with engine.connect() as conn:
             for name in sa.inspect(conn).get_table_names(schema=schema):
+                if name == REGISTRY:
+                    continue
                 table = sa.Table(name, sa.MetaData(), schema=schema, autoload_with=conn)
                 if conn.dialect.name == "sqlite":  # the types the sink gives its own columns
-                    _decimals_as_text(table, conn)
+                    decimals_as_text(table, conn)
                 keys = [column.name for column in table.primary_key]
                 rows = found[name] = {}
                 for row in conn.execute(sa.select(table)).mappings():

@@ -22,7 +22,8 @@ import sqlalchemy as sa
 from rowcast import Change
 from rowcast.errors import ConfigError, PermanentSinkError, SinkError, TransientSinkError
 from rowcast.sinks import open_sink
-from rowcast.sinks.sql import ReplicationSink, _decimals_as_text
+from rowcast.sinks._sql_types import decimals_as_text
+from rowcast.sinks.sql import ReplicationSink
 from tests.conftest import private_schema, require_server
 
 MYSQL = "mysql://root@127.0.0.1:3306/test"
@@ -51,7 +52,7 @@ def rows(url: str, table: str, schema: str | None = None) -> list[tuple[Any, ...
         with engine.connect() as conn:
             t = sa.Table(table, sa.MetaData(), schema=schema, autoload_with=conn)
             if conn.dialect.name == "sqlite":  # the types the sink gives its own columns
-                _decimals_as_text(t, conn)
+                decimals_as_text(t, conn)
             return [tuple(r) for r in conn.execute(sa.select(t).order_by(*t.primary_key))]
     finally:
         engine.dispose()
@@ -211,7 +212,7 @@ def test_bad_urls(url: str, message: str) -> None:
 
 def test_an_unreachable_database_is_transient() -> None:
     sink = ReplicationSink("postgresql://nobody@127.0.0.1:1/db?mode=replicate")
-    with pytest.raises(TransientSinkError, match="applying 1 changes failed"):
+    with pytest.raises(TransientSinkError, match="cannot connect"):  # the first, checked
         sink.deliver([tx(write(1, name="a"))])
     with pytest.raises(TransientSinkError, match="cannot connect"):
         sink.check()
@@ -273,7 +274,7 @@ def test_what_a_postgresql_replica_refuses_is_permanent_with_the_fix(postgres_sc
     )
     with role(*grants) as reader:
         url = f"postgresql://{reader}@127.0.0.1:5432/test?mode=replicate&schema={postgres_schema}"
-        sink = ReplicationSink(url)
+        sink = ReplicationSink(f"{url}&create=false")  # creating would need CREATE too
         sink.check()  # it may use the schema: which tables it may write is known by writing
         with pytest.raises(PermanentSinkError, match=r"permission denied.*grant the user"):
             sink.deliver([tx(write(2, name="b", n=1))])
@@ -281,17 +282,18 @@ def test_what_a_postgresql_replica_refuses_is_permanent_with_the_fix(postgres_sc
     with role() as stranger:
         url = f"postgresql://{stranger}@127.0.0.1:5432/test?mode=replicate&schema={postgres_schema}"
         sink = ReplicationSink(url)
-        with pytest.raises(ConfigError, match=f"may not use schema {postgres_schema}.*USAGE"):
+        lacks = f"lacks USAGE and CREATE on schema '{postgres_schema}'.*GRANT USAGE, CREATE ON"
+        with pytest.raises(ConfigError, match=lacks):
             sink.check()
         sink.close()
     assert rows(POSTGRES, "items", postgres_schema) == [(1, "a", 7)]
 
 
 @pytest.mark.server
-def test_the_check_refuses_a_missing_target_schema() -> None:
+def test_the_check_refuses_a_missing_target_schema_it_may_not_create() -> None:
     require_server("postgresql")
-    missing = f"rc_missing_{uuid.uuid4().hex[:8]}"
-    sink = ReplicationSink(f"{POSTGRES}?mode=replicate&schema={missing}")
+    missing = f"rc_missing_{uuid.uuid4().hex[:8]}"  # made when create=true (the default)
+    sink = ReplicationSink(f"{POSTGRES}?mode=replicate&schema={missing}&create=false")
     with pytest.raises(ConfigError, match=f"schema '{missing}' does not exist.*CREATE SCHEMA"):
         sink.check()
     sink.close()

@@ -3,47 +3,58 @@
 ``rowcast relay mysql://... --to 'postgresql://host/replica?mode=replicate'``:
 any SQLAlchemy URL with ``mode=replicate`` (``postgresql://``, ``sqlite:///``,
 ``mysql://``...). Options, in the query or as keywords: ``schema`` (the target
-schema; default the connection's), ``create`` (``true``: make missing tables;
-``false``: a missing table is an error) and ``source_url`` (a keyword only; the
-relay passes its source's URL): the source database whose tables are reflected
-to create faithful target tables.
+schema, a database on MySQL; default the connection's), ``create`` (``true``, the
+default: make what is missing; ``false``: change no definition), ``map``
+(``shop.orders:shop_orders,crm.orders:crm_orders``: the target table of a source
+table) and ``source_url`` (a keyword only; the relay passes its source's URL): the
+source database, whose tables are reflected to create faithful target tables.
+
+What it makes (with ``create=true``), each logged:
+
+* the target schema when it is missing (PostgreSQL ``CREATE SCHEMA``, MySQL
+  ``CREATE DATABASE``), at `check` (or the first delivery); a user who may not is
+  refused there with the statement to run;
+* a missing table, from the source's schema when ``source_url`` is known (types
+  mapped to SQLAlchemy's generic types, so MySQL ``DECIMAL(10,2)`` becomes
+  ``NUMERIC(10,2)`` on PostgreSQL; unsigned ``BIGINT`` becomes ``NUMERIC(20)``,
+  ``ENUM`` and ``SET`` text), else from the values of the first changes (int, float,
+  Decimal, str, bytes, bool, date/time/datetime (aware -> with time zone), timedelta,
+  UUID, dicts and lists as JSON). The primary key columns come from the source's
+  schema, or are the row's first columns that hold the change's ``pk``;
+* a column that a change carries and its table lacks (added at the source since),
+  typed the same way; rows already there hold NULL in it;
+* ``rowcast_replicas``: which source table each target table replicates, so that
+  two source tables never share one by accident (`rowcast.sinks._sql_names`).
+
+With ``create=false`` each of those is a `ConfigError` naming the statement to run.
+Definitions are changed before, and apart from, the transaction that applies a batch.
 
 What it promises:
 
-* Each change is applied to the table of the same name: a write or an update
-  is an upsert by primary key of the row's after image, a delete deletes by
-  primary key, an update that changes the key deletes the old key first. Replaying
-  changes already applied converges to the same rows, so a re-delivery after a
-  crash (at-least-once) leaves the replica equal to the source. A value the
-  source did not send (PostgreSQL's unchanged TOASTed column) is taken from the
-  before image, or else left as the replica has it.
+* Each change is applied to its source table's target table (of the same name unless
+  mapped): a write or an update is an upsert by primary key of the row's after image,
+  a delete deletes by primary key, an update that changes the key deletes the old key
+  first. Replaying changes already applied converges to the same rows, so a
+  re-delivery after a crash (at-least-once) leaves the replica equal to the source. A
+  value the source did not send (PostgreSQL's unchanged TOASTed column) is taken from
+  the before image, or else left as the replica has it.
 * A batch (whole source transactions) is applied in one target transaction:
   a source transaction is never applied in part.
-* Missing tables are created from the source's schema when ``source_url`` is
-  known (types mapped to SQLAlchemy's generic types, so MySQL ``DECIMAL(10,2)``
-  becomes ``NUMERIC(10,2)`` on PostgreSQL; unsigned ``BIGINT`` becomes
-  ``NUMERIC(20)``, ``ENUM`` and ``SET`` text), else from the values of the
-  first changes (int, float, Decimal, str, bytes, bool, date/time/datetime
-  (aware -> with time zone), timedelta, UUID, dicts and lists as JSON). The primary key
-  columns come from the source's schema, or are the row's first columns that
-  hold the change's ``pk``. Where the database has no time zone type (SQLite,
-  MySQL), an aware datetime is written as its UTC time, without a zone.
-* `check` connects to the target and makes sure the target schema exists and
-  (PostgreSQL) may be used. Database errors are classified by the driver's code
-  (`rowcast.sinks._dberrors`): a lost connection, a deadlock, a lock timeout are a
-  `TransientSinkError`; a refused privilege, a missing schema, an unknown column,
-  a value the target column cannot hold, a table without a primary key are a
-  `PermanentSinkError`, with the fix when it is a common one.
+* Where the database has no time zone type (SQLite, MySQL), an aware datetime is
+  written as its UTC time, without a zone.
+
+Database errors are classified by the driver's code (`rowcast.sinks._dberrors`): a
+lost connection, a deadlock, a lock timeout are a `TransientSinkError`; a refused
+privilege, a missing schema, an unknown column, a value the target column cannot
+hold, a table without a primary key are a `PermanentSinkError`, with the fix when it
+is a common one. What `check` refuses is a `ConfigError`; the same refused on a
+delivery (and every clash of names) is a `PermanentSinkError`.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import decimal
-import json
 import threading
-import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Mapping, Sequence
 from functools import partial
 from itertools import groupby
 from operator import attrgetter
@@ -56,6 +67,16 @@ from .._url import masked
 from ..change import Action, Change
 from ..errors import ConfigError, PermanentSinkError
 from ._dberrors import describe, sink_error
+from ._sql_define import (
+    Columns,
+    SourceTables,
+    add_columns,
+    define,
+    ensure_schema,
+    sqlalchemy_url,
+)
+from ._sql_names import Names, Source, parse_map
+from ._sql_types import adapt, decimals_as_text
 from .base import Batch
 
 __all__ = ["ReplicationSink"]
@@ -63,41 +84,15 @@ __all__ = ["ReplicationSink"]
 # rowcast.sources.postgres.UNCHANGED (a str enum; a plain str after JSON): sinks
 # import no source
 _UNCHANGED = "rowcast:unchanged-toast"
-_DRIVERS = {"postgresql": "postgresql+psycopg", "postgres": "postgresql+psycopg"}
-_DRIVERS |= {"mysql": "mysql+pymysql", "mariadb": "mysql+pymysql"}
 # SQLite keywords that SQLAlchemy's SQLite dialect leaves unquoted: a column of one of
 # these names is a syntax error in CREATE TABLE, INSERT and ON CONFLICT unless quoted
 _SQLITE_KEYWORDS = frozenset({"nothing", "returning"})
-
-
-class _DecimalText(sa.types.UserDefinedType[decimal.Decimal]):
-    """Decimal kept exactly, as text, where the database has no decimal type (SQLite).
-
-    Declared ``DECIMAL_TEXT``: SQLite gives the column text affinity, so even a
-    20-digit unsigned BIGINT is stored exactly, and a sink that reflects the
-    table later knows the column by that name.
-    """
-
-    cache_ok = True
-
-    def get_col_spec(self, **kw: Any) -> str:
-        return "DECIMAL_TEXT"
-
-    def bind_processor(self, dialect: Any) -> Any:
-        return lambda value: None if value is None else str(value)
-
-    def result_processor(self, dialect: Any, coltype: Any) -> Any:
-        return lambda value: None if value is None else decimal.Decimal(str(value))
-
-
-def sqlalchemy_url(url: str) -> str:
-    """A rowcast URL as SQLAlchemy takes it: a driver named for the bare schemes."""
-    scheme, sep, rest = url.partition("://")
-    return f"{_DRIVERS.get(scheme.lower(), scheme)}{sep}{rest}"
+_OPTIONS = ("mode", "schema", "create", "map")
+_source_of: Any = attrgetter("schema", "table")
 
 
 class ReplicationSink:
-    """Changes applied to the same-named tables of another database (module docstring)."""
+    """Changes applied to the tables of another database (module docstring)."""
 
     def __init__(
         self,
@@ -106,6 +101,7 @@ class ReplicationSink:
         source_url: str | None = None,
         schema: str | None = None,
         create: bool | str | None = None,
+        map: str | Mapping[str, str] | None = None,  # the URL option's name
     ) -> None:
         self.url = masked(url)
         try:
@@ -120,45 +116,44 @@ class ReplicationSink:
             raise ConfigError(f"{self.url}: create must be true or false, not {create_option!r}")
         self._schema = query.get("schema", schema)
         self._create = create_option in {"true", "1", "yes"}
-        target = target.difference_update_query(["mode", "schema", "create"])
+        self._names = Names(self.url, parse_map(self.url, query.get("map", map)), self._schema)
+        target = target.difference_update_query(_OPTIONS)
         try:
             self._engine = sa.create_engine(target)
         except (SQLAlchemyError, ImportError, ValueError) as e:
             raise ConfigError(f"{self.url}: not a database URL SQLAlchemy can open: {e}") from e
         if self._engine.dialect.name == "sqlite":
+            if self._schema not in (None, "main"):
+                raise ConfigError(
+                    f"{self.url}: SQLite has no schemas (a file is one database): leave out "
+                    f"schema={self._schema}, or replicate into another file"
+                )
             preparer = self._engine.dialect.identifier_preparer
             preparer.reserved_words = preparer.reserved_words | _SQLITE_KEYWORDS
-        self._source = sa.create_engine(sqlalchemy_url(source_url)) if source_url else None
-        self._tables: dict[str, sa.Table] = {}
+        self._source = SourceTables(source_url) if source_url else None
+        self._tables: dict[Source, sa.Table] = {}
+        self._checked = False
         self._lock = threading.Lock()  # one batch at a time
 
-    # -- delivering
+    # -- checking
 
     def check(self) -> None:
-        """Connect to the target; its schema exists and may be used (module docstring)."""
+        """Reach the target now: its schema is made when missing (``create=true``), or a
+        `ConfigError` says the statement to run (the user may not create it, or may not
+        use it); an unreachable database is a `TransientSinkError`. Done by the first
+        delivery when not called before."""
+        with self._lock:
+            self._check()
+
+    def _check(self) -> None:
         try:
-            with self._engine.connect() as conn:
-                schema = self._schema
-                if schema is not None and not sa.inspect(conn).has_schema(schema):
-                    raise ConfigError(
-                        f"{self.url}: the target schema {schema!r} does not exist; create "
-                        f"it: CREATE SCHEMA {conn.dialect.identifier_preparer.quote(schema)}"
-                    )
-                if conn.dialect.name == "postgresql":
-                    usable = conn.scalar(
-                        sa.text(
-                            "SELECT has_schema_privilege("
-                            "coalesce(CAST(:s AS text), current_schema()), 'USAGE')"
-                        ),
-                        {"s": schema},
-                    )
-                    if not usable:
-                        raise ConfigError(
-                            f"{self.url}: the user may not use schema "
-                            f"{schema or 'of its search_path'}; GRANT USAGE ON SCHEMA to it"
-                        )
+            with self._engine.begin() as conn:
+                ensure_schema(conn, self._schema, self._create, self.url)
         except SQLAlchemyError as e:
             raise sink_error(e, f"{self.url}: cannot connect: {describe(e)}") from e
+        self._checked = True
+
+    # -- delivering
 
     def deliver(self, batch: Batch) -> None:
         """Apply every change of `batch` in one target transaction (module docstring)."""
@@ -167,9 +162,12 @@ class ReplicationSink:
             return
         with self._lock:
             try:
+                if not self._checked:
+                    self._check()
+                tables = self._prepare(changes)
                 with self._engine.begin() as conn:
-                    for name, of_table in groupby(changes, key=attrgetter("table")):
-                        table = self._table(conn, name, changes)
+                    for source, of_table in groupby(changes, key=_source_of):
+                        table = tables[source]
                         keys = [c.name for c in table.primary_key.columns]
                         for op, same in groupby(of_table, key=partial(_operation, keys)):
                             # moves one by one: 1->2 then 2->3 must not delete the new 2
@@ -193,86 +191,88 @@ class ReplicationSink:
             if op == "delete":
                 return
         zones = conn.dialect.name == "postgresql"
-        rows = [_adapt(table, _known(c), zones) for c in changes]
+        rows = [adapt(table, _known(c), zones) for c in changes]
         for columns, same in groupby(rows, key=tuple):
             conn.execute(_upsert(conn, table, keys, columns), list(same))
 
     # -- tables
 
-    def _table(self, conn: sa.Connection, name: str, changes: Sequence[Change]) -> sa.Table:
-        table = self._tables.get(name)
-        if table is not None:
-            return table
-        metadata = sa.MetaData(schema=self._schema)
+    def _prepare(self, changes: Sequence[Change]) -> dict[Source, sa.Table]:
+        """The target table of each source table of `changes`, made or widened first, in
+        a transaction of its own (DDL commits on MySQL)."""
+        by_source: dict[Source, list[Change]] = {}
+        for change in changes:
+            by_source.setdefault(_source_of(change), []).append(change)
+        wanted = {source: _columns(of) for source, of in by_source.items()}
+        ready = {s: t for s in wanted if (t := self._tables.get(s)) is not None}
+        if len(ready) == len(wanted) and all(_holds(ready[s], c) for s, c in wanted.items()):
+            return ready
+        with self._engine.begin() as conn:
+            for source, of_table in by_source.items():
+                table = ready.get(source)
+                if table is None or not _holds(table, wanted[source]):
+                    ready[source] = self._table(conn, source, of_table, wanted[source])
+        self._tables.update(ready)
+        return ready
+
+    def _table(
+        self, conn: sa.Connection, source: Source, changes: Sequence[Change], columns: Columns
+    ) -> sa.Table:
+        """The target table of `source`, reflected, created or widened to hold `columns`."""
+        name = self._names.target(source)
+        created = False
         try:
-            table = sa.Table(name, metadata, autoload_with=conn)
+            table = self._reflect(conn, name)
         except NoSuchTableError:
             if not self._create:
                 raise ConfigError(
                     f"{self.url}: no table {name!r} to replicate into; create it, or let the "
                     "sink create it (create=true)"
                 ) from None
-            table = self._define(name, metadata, [c for c in changes if c.table == name])
+            metadata = sa.MetaData(schema=self._schema)
+            the_source = self._reflect_source(source)
+            table = define(name, metadata, changes, the_source, conn.dialect.name)
             if conn.dialect.name == "sqlite":
-                _decimals_as_text(table)
+                decimals_as_text(table)
             table.create(conn)
-        else:
-            if conn.dialect.name == "sqlite":
-                _decimals_as_text(table, conn)
+            created = True
         if not table.primary_key.columns:
             raise ConfigError(f"{self.url}: table {name!r} has no primary key to upsert by")
-        self._tables[name] = table
+        self._names.record(conn, name, source, created=created, create=self._create)
+        if not _holds(table, columns):
+            the_source = self._reflect_source(source)
+            if add_columns(conn, table, columns, the_source, self._create, self.url):
+                table = self._reflect(conn, name)
         return table
 
-    def _define(self, name: str, metadata: sa.MetaData, changes: list[Change]) -> sa.Table:
-        rows = [row for c in changes for row in (c.after, c.before) if row]
-        if self._source is not None:
-            source_table = self._reflect_source(changes[0])
-            if source_table is not None:
-                columns = [
-                    sa.Column(c.name, _generic(c.type), primary_key=c.primary_key)
-                    for c in source_table.columns
-                ]
-                for column in columns:  # MariaDB's JSON is LONGTEXT: the values say JSON
-                    if isinstance(column.type, sa.String) and isinstance(
-                        _type_of(r.get(column.name) for r in rows), sa.JSON
-                    ):
-                        column.type = sa.JSON()
-                return sa.Table(name, metadata, *columns)
-        names = list(rows[0])
-        keys = _guess_key(names, rows[0], changes[0].pk)
-        columns = [
-            sa.Column(n, _type_of(r.get(n) for r in rows), primary_key=n in keys) for n in names
-        ]
-        return sa.Table(name, metadata, *columns)
+    def _reflect(self, conn: sa.Connection, name: str) -> sa.Table:
+        table = sa.Table(name, sa.MetaData(schema=self._schema), autoload_with=conn)
+        if conn.dialect.name == "sqlite":
+            decimals_as_text(table, conn)
+        return table
 
-    def _reflect_source(self, change: Change) -> sa.Table | None:
-        assert self._source is not None
-        try:
-            return sa.Table(
-                change.table, sa.MetaData(), schema=change.schema, autoload_with=self._source
-            )
-        except NoSuchTableError:
-            return None
+    def _reflect_source(self, source: Source) -> sa.Table | None:
+        return self._source.table(*source) if self._source is not None else None
 
     def close(self) -> None:
         """Release the connection pools; idempotent."""
         self._engine.dispose()
         if self._source is not None:
-            self._source.dispose()
+            self._source.close()
 
 
-def _decimals_as_text(table: sa.Table, conn: sa.Connection | None = None) -> None:
-    """On SQLite: decimal columns (and those made as DECIMAL_TEXT) keep Decimals exactly."""
-    declared = {}
-    if conn is not None:  # reflected: DECIMAL_TEXT came back as TEXT, so ask SQLite
-        pragma = f"PRAGMA table_info({conn.dialect.identifier_preparer.quote(table.name)})"
-        declared = {row[1]: str(row[2]).upper() for row in conn.exec_driver_sql(pragma)}
-    for column in table.columns:
-        kind = column.type
-        numeric = isinstance(kind, sa.Numeric) and not isinstance(kind, sa.Float)
-        if numeric or declared.get(column.name) == "DECIMAL_TEXT":
-            column.type = _DecimalText()
+def _holds(table: sa.Table, columns: Columns) -> bool:
+    return all(name in table.c for name in columns)
+
+
+def _columns(changes: Sequence[Change]) -> Columns:
+    """The columns that the writes and updates of `changes` set, with their values."""
+    found: Columns = {}
+    for change in changes:
+        if change.action is not Action.DELETE:
+            for name, value in _known(change).items():
+                found.setdefault(name, []).append(value)
+    return found
 
 
 def _operation(keys: list[str], change: Change) -> str:
@@ -302,33 +302,6 @@ def _known(change: Change) -> dict[str, Any]:
     }
 
 
-def _adapt(table: sa.Table, row: dict[str, Any], zones: bool) -> dict[str, Any]:
-    """`row` as the target's column types take it (MySQL TIME arrives as a timedelta...).
-
-    `zones`: the database has a time zone type (PostgreSQL); elsewhere an aware
-    datetime is written as its UTC time, which the driver would write as its wall
-    clock time in its own zone, dropping the zone.
-    """
-    out = {}
-    for name, value in row.items():
-        if name not in table.c:
-            continue  # a column the target does not have (added at the source since)
-        kind = table.c[name].type
-        if isinstance(value, dt.datetime) and value.tzinfo is not None and not zones:
-            value = value.astimezone(dt.UTC).replace(tzinfo=None)
-        elif isinstance(value, dt.timedelta) and isinstance(kind, sa.Time):
-            value = (dt.datetime.min + value).time()
-        elif isinstance(value, set | frozenset) and not isinstance(kind, sa.JSON):
-            value = ",".join(sorted(map(str, value)))
-        elif isinstance(value, dict | list) and not isinstance(kind, sa.JSON):
-            value = json.dumps(value)
-        elif isinstance(value, uuid.UUID) and not isinstance(kind, sa.Uuid):
-            # a uuid column reflected as CHAR(32) (SQLite): as SQLAlchemy's Uuid stores it
-            value = value.hex if getattr(kind, "length", None) == 32 else str(value)
-        out[name] = value
-    return out
-
-
 def _upsert(conn: sa.Connection, table: sa.Table, keys: list[str], columns: tuple[str, ...]) -> Any:
     rest = [c for c in columns if c not in keys]
     dialect = conn.dialect.name
@@ -349,69 +322,3 @@ def _upsert(conn: sa.Connection, table: sa.Table, keys: list[str], columns: tupl
     raise ConfigError(
         f"replicating into {dialect} is not supported: use PostgreSQL, MySQL or SQLite"
     )
-
-
-def _guess_key(names: list[str], row: dict[str, Any], pk: Any) -> list[str]:
-    """The first columns of `row` whose values are the change's `pk`."""
-    values = list(pk) if isinstance(pk, tuple) else [pk]
-    for start in range(len(names) - len(values) + 1):
-        window = names[start : start + len(values)]
-        if [row[n] for n in window] == values:
-            return window
-    raise ConfigError(
-        f"cannot tell the primary key columns of a row with key {pk!r}; pass the source's "
-        "URL (the relay does) or create the target table yourself"
-    )
-
-
-def _generic(kind: sa.types.TypeEngine[Any]) -> sa.types.TypeEngine[Any]:
-    """A source column type as a generic SQLAlchemy type any target database can create."""
-    name = type(kind).__name__.upper()
-    if name in {"ENUM", "SET"}:
-        return sa.Text()
-    if name == "YEAR":
-        return sa.SmallInteger()
-    if name == "BIT":
-        return sa.BigInteger()
-    if getattr(kind, "unsigned", False) and name == "BIGINT":
-        return sa.Numeric(20, 0)
-    try:
-        generic = kind.as_generic()
-    except NotImplementedError:
-        return sa.Text()
-    if isinstance(generic, sa.Float):
-        return sa.Double() if isinstance(generic, sa.Double) else sa.Float()
-    if isinstance(generic, sa.String) and not isinstance(generic, sa.Enum):
-        return sa.Text() if generic.length is None else sa.String(generic.length)
-    return generic
-
-
-def _type_of(values: Iterable[Any]) -> sa.types.TypeEngine[Any]:
-    """A column type for the first non-null of `values` (Text when all are null)."""
-    for value in values:
-        if value is None:
-            continue
-        if isinstance(value, bool):
-            return sa.Boolean()
-        if isinstance(value, int):
-            return sa.BigInteger() if -(2**63) <= value < 2**63 else sa.Numeric(39, 0)
-        if isinstance(value, float):
-            return sa.Double()
-        if isinstance(value, decimal.Decimal):
-            return sa.Numeric()
-        if isinstance(value, bytes):
-            return sa.LargeBinary()
-        if isinstance(value, dt.datetime):
-            return sa.DateTime(timezone=value.tzinfo is not None)
-        if isinstance(value, dt.date):
-            return sa.Date()
-        if isinstance(value, dt.time):
-            return sa.Time()
-        if isinstance(value, dt.timedelta):
-            return sa.Interval()
-        if isinstance(value, uuid.UUID):
-            return sa.Uuid()
-        if isinstance(value, dict | list):
-            return sa.JSON()
-        return sa.Text()
-    return sa.Text()
