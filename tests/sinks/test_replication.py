@@ -7,6 +7,7 @@ What is specific to replication (moves, TOAST, types from the source) is in test
 from __future__ import annotations
 
 import datetime as dt
+import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -103,3 +104,37 @@ class TestPostgreSQLReplica(SinkContract):
 
     def unreachable_url(self) -> str:
         return f"postgresql://postgres@127.0.0.1:{closed_port()}/test?mode=replicate"
+
+
+@pytest.mark.server
+class TestMySQLReplica(SinkContract):
+    holds = "rows"
+    bad_urls = [("mysql://h/db?mode=replicate&create=maybe", "create must be true or false")]
+
+    @pytest.fixture
+    def destination(self) -> Iterator[None]:
+        server = require_server("mysql")
+        self.database = f"rc_sink_{uuid.uuid4().hex[:8]}"
+        engine = sa.create_engine(server)
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"CREATE DATABASE {self.database}")
+        yield
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {self.database}")
+        engine.dispose()
+
+    def make_sink(self) -> Sink:
+        return open_sink(f"mysql://root@127.0.0.1:3306/test?mode=replicate&schema={self.database}")
+
+    def read_rows(self) -> Rows:
+        return replica_rows(require_server("mysql"), self.database)
+
+    def stored(self, value: Any) -> Any:
+        if isinstance(value, dt.datetime) and value.tzinfo is not None:
+            return value.astimezone(dt.UTC).replace(tzinfo=None)  # no time zone type
+        if isinstance(value, dict | list):
+            return json.dumps(value)  # MariaDB's JSON is LONGTEXT: read back as text
+        return value
+
+    def unreachable_url(self) -> str:
+        return f"mysql://root@127.0.0.1:{closed_port()}/test?mode=replicate"

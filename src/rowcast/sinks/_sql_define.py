@@ -23,7 +23,7 @@ from .._url import masked
 from ..backends import missing_extra
 from ..change import Change
 from ..errors import ConfigError
-from ._sql_types import column_type, decimals_as_text
+from ._sql_types import column_type, decimals_as_text, for_dialect
 
 __all__ = [
     "SourceTables",
@@ -208,7 +208,12 @@ def define(
 ) -> sa.Table:
     """A new target table for the changes of one source table: the `source` table's
     columns, then any other the changes carry; keyed like the source, else by the first
-    columns of a row that hold the change's ``pk`` (`dialect`: the target database's)."""
+    columns of a row that hold the change's ``pk`` (`dialect`: the target database's).
+
+    No key column is auto-incremented: the keys are the source's (MySQL would make an
+    integer key of 0 the next number). On MySQL a text key column is a VARCHAR(255):
+    MySQL indexes no TEXT column whole; other types as `for_dialect` says.
+    """
     rows = [row for c in changes for row in (c.after, c.before) if row]
     values: Columns = {}
     for row in rows:
@@ -221,10 +226,12 @@ def define(
     if not keys:
         keys = _guess_key(list(rows[0]), rows[0], changes[0].pk)
     names = [*own, *(n for n in values if n not in own)]
-    columns = [
-        sa.Column(n, column_type(own.get(n), values.get(n, ())), primary_key=n in keys)
-        for n in names
-    ]
+    columns = []
+    for n in names:
+        kind = for_dialect(column_type(own.get(n), values.get(n, ())), dialect)
+        if n in keys and dialect in {"mysql", "mariadb"} and type(kind) is sa.Text:
+            kind = sa.String(255)
+        columns.append(sa.Column(n, kind, primary_key=n in keys, autoincrement=False))
     return sa.Table(name, metadata, *columns)
 
 
@@ -241,7 +248,7 @@ def add_columns(
     with the statements to run. `table` itself is left as it was: reflect it again."""
     own = {c.name: c for c in source.columns} if source is not None else {}
     new = [
-        sa.Column(n, column_type(own.get(n), values))
+        sa.Column(n, for_dialect(column_type(own.get(n), values), conn.dialect.name))
         for n, values in columns.items()
         if n not in table.c
     ]

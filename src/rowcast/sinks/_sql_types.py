@@ -22,6 +22,7 @@ __all__ = [
     "adapt",
     "column_type",
     "decimals_as_text",
+    "for_dialect",
     "generic",
     "type_of",
 ]
@@ -69,6 +70,26 @@ def column_type(source: sa.Column[Any] | None, values: Iterable[Any]) -> sa.type
     # MariaDB's JSON is LONGTEXT: the values say JSON
     if isinstance(kind, sa.String) and isinstance(type_of(values), sa.JSON):
         return sa.JSON()
+    return kind
+
+
+def for_dialect(kind: sa.types.TypeEngine[Any], dialect: str) -> sa.types.TypeEngine[Any]:
+    """`kind` as `dialect` keeps its values whole.
+
+    MySQL's defaults lose them: DATETIME and TIME drop the microseconds (``fsp=6``
+    keeps them), a DECIMAL without precision is DECIMAL(10,0) (a value-typed decimal
+    becomes DECIMAL(65,30)).
+    """
+    if dialect not in {"mysql", "mariadb"}:
+        return kind
+    from sqlalchemy.dialects import mysql
+
+    if isinstance(kind, sa.DateTime):
+        return mysql.DATETIME(timezone=kind.timezone, fsp=6)
+    if isinstance(kind, sa.Time):
+        return mysql.TIME(fsp=6)
+    if isinstance(kind, sa.Numeric) and not isinstance(kind, sa.Float) and kind.precision is None:
+        return mysql.DECIMAL(65, 30)
     return kind
 
 
