@@ -15,23 +15,8 @@ from tests.matrix import SINKS, SOURCES, run
 
 pytestmark = pytest.mark.server
 
-REPLICAS = ("sqlite-replica", "postgres-replica", "mariadb-replica")
 # cases that fail for a bug being fixed elsewhere: strict, so the fix must remove them
-KNOWN: dict[tuple[str, str], str] = {
-    **{
-        ("logical", replica): "issue 18 item 3: ReplicationSink reflects the source with its "
-        'URL, whose slot= and publication= reach psycopg (invalid connection option "slot"): '
-        "the relay retries for ever"
-        for replica in REPLICAS
-    },
-    **{
-        (outbox, replica): "issue 18 item 3: ReplicationSink opens the source URL "
-        "outbox+<database URL> as a SQLAlchemy URL (NoSuchModuleError: Can't load plugin: "
-        "sqlalchemy.dialects:outbox.sqlite): the relay exits 1 with a traceback at start"
-        for outbox in ("outbox", "outbox@postgres", "outbox@mariadb")
-        for replica in REPLICAS
-    },
-}
+KNOWN: dict[tuple[str, str], str] = {}
 
 
 def _cases() -> list[object]:
