@@ -28,6 +28,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from . import _speedups
 from .codec import decode, dumps, dumps_encoded, dumps_flat_rows, encode, is_flat_row, loads
 
 # the codec's names were defined here first: kept importable from here
@@ -216,7 +217,7 @@ class Change:
         return cls(**kwargs)
 
 
-# the slots' own setters: what a frozen dataclass's __init__ does, without the lookups
+# what a frozen dataclass's __init__ does, without the look-ups (`rowcast._speedups`)
 (
     _set_action,
     _set_schema,
@@ -229,4 +230,4 @@ class Change:
     _set_position,
     _set_source,
     _set_snapshot,
-) = (vars(Change)[f.name].__set__ for f in dataclasses.fields(Change))
+) = _speedups.slot_setters(Change)

@@ -55,6 +55,8 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from . import _speedups
+
 __all__ = [
     "decode",
     "dumps",
@@ -216,53 +218,29 @@ def decode(value: Any) -> Any:
 
 
 # built once: json.dumps / json.loads with options build a new encoder / decoder per call
-_encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 _decoder = json.JSONDecoder(object_hook=object_hook)
 _PLAIN = frozenset({str, int, bool, type(None)})
 _STR = frozenset({str})
-# JSONEncoder.encode builds its C encoder on every call; build it once (CPython)
-_make = getattr(json.encoder, "c_make_encoder", None)
-if _make is not None:
-    _c_encode = _make(
-        None, _encoder.default, json.encoder.encode_basestring, None, ":", ",", False, False, False
-    )
-
-    def dumps_encoded(value: Any) -> str:
-        """Compact JSON of a value that is JSON-ready already (what `encode` returns)."""
-        return "".join(_c_encode(value, 0))
-
-    # the same, tagging the `_LEAVES` types that JSON has no type for: rows `is_flat_row` passed
-    _c_encode_rows = _make(
-        None, lambda value: _LEAVES[type(value)](value), json.encoder.encode_basestring, None,
-        ":", ",", False, False, False,
-    )  # fmt: skip
-
-    def dumps_flat_rows(value: Any) -> str:
-        """Compact JSON of a JSON-ready value that holds flat rows (`is_flat_row`) as they are.
-
-        Their leaf values are tagged as they are written: one pass, no copy.
-        """
-        return "".join(_c_encode_rows(value, 0))
-
-else:  # pragma: no cover - other Pythons
-
-    def dumps_encoded(value: Any) -> str:
-        """Compact JSON of a value that is JSON-ready already (what `encode` returns)."""
-        return _encoder.encode(value)
-
-    _rows_encoder = json.JSONEncoder(
-        separators=(",", ":"),
-        ensure_ascii=False,
-        allow_nan=False,
-        default=lambda v: _LEAVES[type(v)](v),
-    )
-
-    def dumps_flat_rows(value: Any) -> str:
-        """Compact JSON of a JSON-ready value that holds flat rows (`is_flat_row`) as they are."""
-        return _rows_encoder.encode(value)
+# compact JSON writers, built once (`rowcast._speedups`); json's TypeError for other types
+_write = _speedups.json_writer(json.JSONEncoder().default)
+# the same, tagging the `_LEAVES` types that JSON has no type for: rows `is_flat_row` passed
+_write_rows = _speedups.json_writer(lambda value: _LEAVES[type(value)](value))
 
 
-# Row values the C encoder writes as `encode` would, given `encode` as its default: JSON's
+def dumps_encoded(value: Any) -> str:
+    """Compact JSON of a value that is JSON-ready already (what `encode` returns)."""
+    return _write(value)
+
+
+def dumps_flat_rows(value: Any) -> str:
+    """Compact JSON of a JSON-ready value that holds flat rows (`is_flat_row`) as they are.
+
+    Their leaf values are tagged as they are written: one pass, no copy.
+    """
+    return _write_rows(value)
+
+
+# Row values the JSON encoder writes as `encode` would, given `encode` as its default: JSON's
 # own exact types (which it writes as they are) and types it does not know at all (which
 # it hands to `encode`). Not float (NaN, infinity: checked apart), nor dict, list, tuple,
 # or subclasses of str and int, which it would write without asking.
@@ -296,8 +274,8 @@ def dumps(value: Any) -> str:
         and _PLAIN.issuperset(map(type, value.values()))
         and _STR.issuperset(map(type, value))
     ):
-        return dumps_encoded(value)  # already plain JSON: nothing to tag (the common event)
-    return dumps_encoded(encode(value))
+        return _write(value)  # already plain JSON: nothing to tag (the common event)
+    return _write(encode(value))
 
 
 def loads(text: str | bytes) -> Any:

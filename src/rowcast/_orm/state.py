@@ -7,14 +7,13 @@ so sessions and threads never mix.
 from __future__ import annotations
 
 import itertools
-import sys
-import warnings
 from collections.abc import Iterable
 from typing import Any, Protocol
 
 from sqlalchemy import Connection, Table
 from sqlalchemy.orm import Session, SessionTransaction
 
+from .._speedups import warn_outside
 from ..errors import RowcastWarning
 from .rows import Plan, Record
 
@@ -89,9 +88,4 @@ class Pending:
 
 def warn(message: str) -> None:
     """Warn, pointing at the caller's line rather than inside SQLAlchemy or rowcast."""
-    frame, level = sys._getframe(1), 2  # 2: the caller of warn
-    while frame.f_back is not None and frame.f_globals.get("__name__", "").startswith(
-        ("sqlalchemy.", "rowcast.")
-    ):
-        frame, level = frame.f_back, level + 1
-    warnings.warn(message, RowcastWarning, stacklevel=level)
+    warn_outside(message, RowcastWarning, ("sqlalchemy.", "rowcast."))

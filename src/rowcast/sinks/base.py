@@ -29,20 +29,18 @@ deduplicate use it (the event store's idempotent append, JetStream's
 ``message_id``), so a consumer can skip a re-delivered change.
 
 Message bodies are ``Change.to_json()``. `encoded(batch)` gives every change of a
-batch with its id (as a string) and body, computed once per batch however many sinks
-ask for it (the relay hands every sink the same batch).
+batch with its id (as a string) and body; the sinks of one relay, handed the same
+batch, share that work (but under ``ROWCAST_PURE=1``, see `rowcast._speedups`).
 """
 
 from __future__ import annotations
 
 import hashlib
-import operator
-import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
-from .. import backends
+from .. import _speedups, backends
 from ..change import Change
 from ..errors import ConfigError
 
@@ -109,38 +107,23 @@ class Encoded(NamedTuple):
     body: str  #: ``change.to_json()``
 
 
-_last_lock = threading.Lock()
-# the last batch asked for: its changes, its transactions' sizes, and what they gave
-_last: tuple[list[Change], list[int], list[Encoded]] = ([], [], [])
-
-
+@_speedups.remember_last
 def encoded(batch: Batch) -> list[Encoded]:
     """Every change of `batch`, in commit order, with its id and body.
 
-    Computed once for the same changes in the same transactions asked for in a row:
-    sinks delivering one batch (each in its own relay thread) share the work; safe
-    from any thread. Raises `ConfigError` (from `change_id`) before encoding anything
+    Sinks delivering one batch (each in its own relay thread) may share the work:
+    the result for the same changes in the same transactions asked for in a row
+    may be the one computed before (`rowcast._speedups.remember_last`); safe from
+    any thread. Raises `ConfigError` (from `change_id`) before encoding anything
     when a change has no position, so a sink sends nothing of a batch it cannot
     identify whole.
     """
-    global _last
+    ids = [change_id for transaction in batch for change_id in _ids(transaction)]
     changes = [change for transaction in batch for change in transaction]
-    sizes = [len(transaction) for transaction in batch]
-    with _last_lock:
-        seen, seen_sizes, result = _last
-        if (
-            sizes == seen_sizes
-            and len(seen) == len(changes)
-            and all(map(operator.is_, seen, changes))
-        ):
-            return result
-        ids = [change_id for transaction in batch for change_id in _ids(transaction)]
-        result = [
-            Encoded(change_id, change, change.to_json())
-            for change_id, change in zip(ids, changes, strict=True)
-        ]
-        _last = (changes, sizes, result)
-        return result
+    return [
+        Encoded(change_id, change, change.to_json())
+        for change_id, change in zip(ids, changes, strict=True)
+    ]
 
 
 @runtime_checkable

@@ -25,10 +25,11 @@ Each change is one entry (``XADD <key> * ...``) with the fields
 =========  ============================================================
 
 A batch goes in one pipelined round trip (no MULTI: Redis runs the commands in
-order either way, and a retried batch is re-sent whole). The sink writes the XADD
-commands in the Redis protocol itself (the parts that are the same for every change
-of a table written once), for speed; redis-py connects, authenticates and reads the
-replies. `deliver` returns once
+order either way, and a retried batch is re-sent whole). The XADD commands are
+written in the Redis protocol by `rowcast._speedups.stream_adder` (the parts that
+are the same for every change of a table written once), for speed; redis-py
+connects, authenticates and reads the replies (under ``ROWCAST_PURE=1``, redis-py's
+own pipeline writes them). `deliver` returns once
 Redis replied to every XADD, which is as durable as the server's persistence (AOF
 ``appendfsync``, RDB): a Redis without persistence loses the stream when it
 restarts. Entries of one stream keep commit order; with per-table streams, there
@@ -54,12 +55,10 @@ a stream and a crashed worker's pending entries can be claimed (``XAUTOCLAIM``).
 
 from __future__ import annotations
 
-import functools
-import inspect
 import re
-from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from .. import _speedups
 from .._url import masked, number, query
 from ..backends import missing_extra
 from ..change import Change
@@ -108,7 +107,6 @@ class RedisSink:
             raise missing_extra("redis", "the Redis sink", e) from e
         self._redis = redis
         self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
-        self._refused: type[BaseException] = redis.ResponseError
         parts = urlsplit(url)
         try:
             self._client = redis.Redis.from_url(
@@ -119,8 +117,7 @@ class RedisSink:
             )
         except ValueError as e:
             raise ConfigError(f"malformed Redis URL {self.url}: {e}") from e
-        # (schema, table, action) -> the XADD up to the id's value, and from "topic" to "body"
-        self._parts: dict[tuple[str | None, str, str], tuple[bytes, bytes]] = {}
+        self._streams = _speedups.stream_adder(self._client, self.maxlen, self._route)
         self._closed = False
 
     def __repr__(self) -> str:
@@ -141,7 +138,7 @@ class RedisSink:
         key = self.stream if self.stream is not None else f"{self.prefix}:rowcast-check"
         pool = self._client.connection_pool
         try:
-            connection: Any = _connection(pool)
+            connection: Any = _speedups.redis_connection(pool)
         except self._errors as e:
             raise self._error(e, "cannot connect") from e
         try:
@@ -182,53 +179,15 @@ class RedisSink:
         entries = encoded(batch)  # every id first: a bad change sends nothing
         if not entries:
             return
-        parts, commands = self._parts, []
-        for change_id, change, body in entries:
-            known = parts.get((change.schema, change.table, change.action))
-            if known is None:
-                known = self._command_parts(change)
-            head, middle = known
-            data = body.encode()
-            commands.append(
-                b"%s%s\r\n%s$%d\r\n%s\r\n" % (head, change_id.encode(), middle, len(data), data)
-            )
-        self._execute(b"".join(commands), len(entries))
-
-    def _command_parts(self, change: Change) -> tuple[bytes, bytes]:
-        """The bytes of an XADD of `change` before its id's value, and between id and body."""
-        trim = [] if self.maxlen is None else [b"MAXLEN", b"~", b"%d" % self.maxlen]
-        before = [b"XADD", self.key(change).encode(), *trim, b"*", b"id"]
-        between = [b"topic", change.topic.encode(), b"name", change.name.encode(), b"body"]
-        head = b"*%d\r\n%s$36\r\n" % (len(before) + 7, _bulk(before))  # a UUID: 36 characters
-        parts = self._parts[(change.schema, change.table, change.action)] = (head, _bulk(between))
-        return parts
-
-    def _execute(self, commands: bytes, count: int) -> None:
-        """Send `count` packed commands at once and read every reply, refusals included."""
-        pool = self._client.connection_pool
         try:
-            connection: Any = _connection(pool)  # redis-py's Connection, untyped
+            refused = self._streams.add(entries)
         except self._errors as e:
             raise self._error(e, "XADD failed") from e
-        refused: tuple[int, BaseException] | None = None
-        in_step = False  # every reply read: the connection can serve the next batch
-        try:
-            connection.send_packed_command([commands])  # a list: one sendall
-            for index in range(count):
-                try:
-                    connection.read_response()
-                except self._refused as e:  # a reply of its own: read on
-                    refused = refused or (index, e)
-            in_step = True
-        except self._errors as e:
-            raise self._error(e, "XADD failed") from e
-        finally:
-            if not in_step:
-                connection.disconnect()
-            pool.release(connection)
         if refused is not None:
             index, error = refused
-            raise self._error(error, f"XADD failed at entry {index + 1} of {count}") from error
+            raise self._error(
+                error, f"XADD failed at entry {index + 1} of {len(entries)}"
+            ) from error
 
     def _error(self, error: BaseException, doing: str) -> SinkError:
         """`error` from redis-py as the kind of `SinkError` it is (module docstring)."""
@@ -250,6 +209,10 @@ class RedisSink:
         ):
             return PermanentSinkError(message, _fix(error))
         return TransientSinkError(message)
+
+    def _route(self, change: Change) -> tuple[str, str, str]:
+        """The stream key, topic and name of `change`'s entry."""
+        return self.key(change), change.topic, change.name
 
     def close(self) -> None:
         """Close the connections; idempotent."""
@@ -281,22 +244,3 @@ def _parse(url: str) -> dict[str, str]:
             f"{masked(url)}: the path is the database number, e.g. redis://localhost:6379/0"
         )
     return options
-
-
-def _connection(pool: Any) -> Any:
-    """A connection from `pool`: redis-py before 5.3 needs a command name, 5.3+ deprecates it."""
-    pool_class: Any = type(pool)
-    if _needs_command_name(pool_class):
-        return pool.get_connection("XADD")
-    return pool.get_connection()
-
-
-@functools.cache
-def _needs_command_name(pool_class: Any) -> bool:
-    parameter = inspect.signature(pool_class.get_connection).parameters.get("command_name")
-    return parameter is not None and parameter.default is inspect.Parameter.empty
-
-
-def _bulk(arguments: list[bytes]) -> bytes:
-    """`arguments` as Redis protocol bulk strings."""
-    return b"".join(b"$%d\r\n%s\r\n" % (len(argument), argument) for argument in arguments)

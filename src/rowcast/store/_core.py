@@ -2,9 +2,8 @@
 
 How an append is decided (`version_matches`, `refused_append` for a retry or a
 conflict), how its events are encoded for storage (`encode_batch`), and how
-snapshot states and events are stored and read back (`encode_state`,
-`decode_state`, `RecordedEventDraft`). Data and metadata are written with the
-`rowcast.codec` JSON codec.
+snapshot states are stored and read back (`encode_state`, `decode_state`). Data
+and metadata are written with the `rowcast.codec` JSON codec.
 """
 
 from __future__ import annotations
@@ -23,12 +22,10 @@ from .types import (
     AppendResult,
     ExpectedVersion,
     NewEvent,
-    RecordedEvent,
 )
 
 __all__ = [
     "EncodedBatch",
-    "RecordedEventDraft",
     "decode_state",
     "encode_batch",
     "encode_state",
@@ -141,24 +138,3 @@ def encode_state(state: object) -> tuple[bytes, bool]:
 def decode_state(blob: bytes, is_bytes: bool) -> Any:
     """The state `encode_state` stored."""
     return bytes(blob) if is_bytes else loads(blob)
-
-
-class RecordedEventDraft:
-    """A `RecordedEvent` in the making, for the stores' reads (one event each, so it counts).
-
-    Its class has RecordedEvent's slots and no frozen ``__setattr__``: made by
-    ``RecordedEventDraft()`` and filled by plain attribute stores, it becomes a
-    RecordedEvent by ``draft.__class__ = RecordedEvent`` (Python allows that
-    between classes of one layout): exactly the object the constructor makes,
-    at less than half the cost of the constructor's call and eight descriptor calls.
-    """
-
-    __slots__ = RecordedEvent.__slots__
-    stream: str
-    version: int
-    position: int
-    id: uuid.UUID
-    type: str
-    data: Any
-    metadata: dict[str, Any] | None
-    recorded_at: float

@@ -51,10 +51,10 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from .._speedups import uuid_from_bytes
 from ..codec import object_hook
 from ..errors import ConfigError, StoreError, WrongExpectedVersion
 from ._core import EncodedBatch, decode_state, refused_append, version_matches
-from ._ids import uuid_from_bytes
 from .base import EventStore
 from .types import ALL, DEFAULT_URL, AppendResult, ExpectedVersion, RecordedEvent, Snapshot
 

@@ -1,0 +1,448 @@
+"""The speed tricks that lean on CPython's internals, each beside a plain fallback.
+
+Every trick rowcast plays for speed on what CPython happens to do (private
+``json`` names, switching an object's ``__class__``, slot descriptors, frame
+walks, a wire protocol written by hand, a cache keyed by identity) lives here,
+and nowhere else. Each is a static method of two namespaces that give equal
+results:
+
+* `pure`: plain, readable Python on public APIs only; the reference.
+* `accelerated` (a subclass of `pure`, overriding every method): the tricks.
+
+One of them is chosen once, when rowcast is imported: `accelerated`, unless
+the environment variable ``ROWCAST_PURE`` is set to anything but ``""`` or
+``"0"`` (``ROWCAST_PURE=1``). `active` is the one chosen, and the module's
+names below are bound from it; the users of a trick import those names, so
+nothing changes paths after import. Tests call both namespaces directly.
+
+=======================  ============================  ==================================
+name                     used by                       the trick (accelerated)
+=======================  ============================  ==================================
+`json_writer`            `rowcast.codec`               ``json.encoder.c_make_encoder``
+                                                       built once, not per call
+`json_scanner`           the PostgreSQL store's reads  ``json.scanner.make_scanner``
+                                                       without ``raw_decode``'s wrapper
+`uuid_from_bytes`        the SQLite store's reads      a `uuid.UUID` drafted, its
+                                                       ``__class__`` switched
+`recorded_events`        the PostgreSQL store's reads  events and ids drafted, their
+                                                       ``__class__`` switched
+`slot_setters`           `Change`, `NewEvent`,         a frozen dataclass's slot
+                         `RecordedEvent`               descriptors' ``__set__``
+`warn_outside`           the ORM capture's warnings    a ``sys._getframe`` walk
+`remember_last`          `rowcast.sinks.base.encoded`  the last batch's result, kept
+                                                       and found by identity
+`stream_adder`           `rowcast.sinks.redis`         XADD commands written in the
+                                                       Redis protocol by hand
+=======================  ============================  ==================================
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import json
+import json.scanner
+import operator
+import os
+import sys
+import threading
+import uuid
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any, Final, Protocol, TypeVar
+
+__all__ = [
+    "PURE",
+    "StreamAdder",
+    "accelerated",
+    "active",
+    "json_scanner",
+    "json_writer",
+    "pure",
+    "recorded_events",
+    "remember_last",
+    "slot_setters",
+    "stream_adder",
+    "uuid_from_bytes",
+    "warn_outside",
+]
+
+#: True when ``ROWCAST_PURE`` asked for the plain paths (read once, at import)
+PURE: Final = os.environ.get("ROWCAST_PURE", "") not in ("", "0")
+
+T = TypeVar("T")
+Scanner = Callable[[str, int], tuple[Any, int]]
+Setter = Callable[[Any, Any], None]
+Route = Callable[[Any], tuple[str, str, str]]
+
+
+class StreamAdder(Protocol):
+    """Adds the entries of a batch to Redis Streams (see `pure.stream_adder`)."""
+
+    def add(self, entries: Sequence[tuple[str, Any, str]]) -> tuple[int, BaseException] | None:
+        """XADD every (id, change, body) in order; the first refused entry, if any.
+
+        Returns None when Redis added them all, ``(index, error)`` for the first
+        entry it refused (it still ran the others); raises `redis.RedisError` or
+        `OSError` when the connection failed (nothing is known of what was added).
+        """
+        ...
+
+
+class pure:
+    """The plain paths: public APIs only, written to be read."""
+
+    name = "pure"
+
+    @staticmethod
+    def json_writer(default: Callable[[Any], Any]) -> Callable[[Any], str]:
+        """Compact JSON (``,`` and ``:``, no ASCII escapes, no NaN), `default` for other types.
+
+        No check for circular references (a cycle is a `RecursionError`).
+        """
+        return json.JSONEncoder(
+            separators=(",", ":"),
+            ensure_ascii=False,
+            allow_nan=False,
+            check_circular=False,
+            default=default,
+        ).encode
+
+    @staticmethod
+    def json_scanner(object_hook: Callable[[dict[str, Any]], Any] | None) -> Scanner:
+        """``scan(text, index) -> (value, end)``: one JSON value read from `index` on.
+
+        For JSON rowcast wrote itself: what happens on malformed text differs
+        between the paths.
+        """
+        return json.JSONDecoder(object_hook=object_hook).raw_decode
+
+    @staticmethod
+    def uuid_from_bytes(raw: bytes) -> uuid.UUID:
+        """The UUID of 16 bytes (that rowcast stored itself: the accelerated path checks none)."""
+        return uuid.UUID(bytes=raw)
+
+    @staticmethod
+    def recorded_events(
+        event_class: Callable[..., T],
+        rows: Sequence[Sequence[Any]],
+        stream: str | None,
+        values: list[Any],
+    ) -> list[T]:
+        """The PostgreSQL store's events from its rows and their parsed JSON.
+
+        A row is (stream, version, position, id as 16 bytes, type, -, -, recorded
+        at), without its stream when `stream` is given; `values` holds each row's
+        data then metadata, in turn.
+        """
+        events = []
+        for row, data, metadata in zip(rows, values[::2], values[1::2], strict=True):
+            if stream is None:
+                name, version, position, raw, type_, _, _, recorded = row
+            else:
+                version, position, raw, type_, _, _, recorded = row
+                name = stream
+            event_id = uuid.UUID(bytes=raw)
+            events.append(
+                event_class(name, version, position, event_id, type_, data, metadata, recorded)
+            )
+        return events
+
+    @staticmethod
+    def slot_setters(cls: type) -> tuple[Setter, ...]:
+        """``set(obj, value)`` of each field of frozen dataclass `cls`, in field order.
+
+        What a frozen dataclass's own ``__init__`` does, for an ``__init__`` written by hand.
+        """
+
+        def setter(name: str) -> Setter:
+            def set_field(obj: Any, value: Any) -> None:
+                object.__setattr__(obj, name, value)
+
+            return set_field
+
+        return tuple(setter(field.name) for field in dataclasses.fields(cls))
+
+    @staticmethod
+    def warn_outside(message: str, category: type[Warning], prefixes: tuple[str, ...]) -> None:
+        """Warn, pointing at the first caller whose module's name starts with none of `prefixes`.
+
+        Counted from the caller of this function on; the outermost frame if all do.
+        """
+        callers = inspect.stack(0)[1:]
+        level = 2  # the caller
+        for caller in callers[:-1]:
+            if not caller.frame.f_globals.get("__name__", "").startswith(prefixes):
+                break
+            level += 1
+        del callers
+        warnings.warn(message, category, stacklevel=level)
+
+    @staticmethod
+    def remember_last(
+        compute: Callable[[Sequence[Sequence[Any]]], list[T]],
+    ) -> Callable[[Sequence[Sequence[Any]]], list[T]]:
+        """`compute`, whose result for the last batch asked for may be given again.
+
+        A batch is a sequence of sequences; the plain path computes every time.
+        """
+        return compute
+
+    @staticmethod
+    def stream_adder(client: Any, maxlen: int | None, route: Route) -> StreamAdder:
+        """What adds entries to Redis Streams with `client` (a ``redis.Redis``).
+
+        Each (id, change, body) is ``XADD <key> [MAXLEN ~ <maxlen>] * id <id> topic <topic>
+        name <name> body <body>``, with ``(key, topic, name) = route(change)``, all of a
+        batch in one round trip (no MULTI).
+        """
+        return _Pipelined(client, maxlen, route)
+
+
+class _Pipelined:
+    """redis-py's own pipeline of XADD commands."""
+
+    def __init__(self, client: Any, maxlen: int | None, route: Route) -> None:
+        import redis
+
+        self._client, self._maxlen, self._route = client, maxlen, route
+        self._refused: type[BaseException] = redis.ResponseError
+
+    def add(self, entries: Sequence[tuple[str, Any, str]]) -> tuple[int, BaseException] | None:
+        pipeline = self._client.pipeline(transaction=False)
+        for change_id, change, body in entries:
+            key, topic, name = self._route(change)
+            fields = {"id": change_id, "topic": topic, "name": name, "body": body}
+            pipeline.xadd(key, fields, maxlen=self._maxlen, approximate=True)
+        replies = pipeline.execute(raise_on_error=False)
+        for index, reply in enumerate(replies):
+            if isinstance(reply, self._refused):
+                return index, reply
+        return None
+
+
+class accelerated(pure):
+    """The tricks, on CPython; each gives what the `pure` method of its name gives."""
+
+    name = "accelerated"
+
+    @staticmethod
+    def json_writer(default: Callable[[Any], Any]) -> Callable[[Any], str]:
+        # JSONEncoder.encode builds its C encoder on every call: build it once
+        make = getattr(json.encoder, "c_make_encoder", None)
+        if make is None:  # pragma: no cover - not CPython
+            return pure.json_writer(default)
+        chunks = make(
+            None, default, json.encoder.encode_basestring, None, ":", ",", False, False, False
+        )
+
+        def write(value: Any) -> str:
+            return "".join(chunks(value, 0))
+
+        return write
+
+    @staticmethod
+    def json_scanner(object_hook: Callable[[dict[str, Any]], Any] | None) -> Scanner:
+        scanner: Scanner = json.scanner.make_scanner(json.JSONDecoder(object_hook=object_hook))  # type: ignore[arg-type]
+        return scanner
+
+    @staticmethod
+    def uuid_from_bytes(raw: bytes) -> uuid.UUID:
+        # UUID(bytes=...) checks its argument and costs a quarter of a store's read;
+        # the draft's class, of UUID's layout, becomes UUID: the very object, at half the cost
+        value = _UUIDDraft()
+        value.int = int.from_bytes(raw, "big")
+        value.is_safe = _UNKNOWN_SAFETY
+        value.__class__ = uuid.UUID
+        made: uuid.UUID = value
+        return made
+
+    @staticmethod
+    def recorded_events(
+        event_class: Callable[..., T],
+        rows: Sequence[Sequence[Any]],
+        stream: str | None,
+        values: list[Any],
+    ) -> list[T]:
+        # each event and id made as a draft of its class's layout whose class is then
+        # switched: the very objects the constructors make, at half their cost
+        draft, uuid_draft, uuid_class = _draft_of(event_class), _UUIDDraft, uuid.UUID
+        from_bytes, unknown = int.from_bytes, _UNKNOWN_SAFETY
+        events: list[Any] = []
+        append = events.append
+        for row, data, meta in zip(rows, values[::2], values[1::2], strict=True):
+            if stream is None:
+                name, version, position, raw, type_, _, _, recorded = row
+            else:
+                version, position, raw, type_, _, _, recorded = row
+                name = stream
+            id_ = uuid_draft()
+            id_.int = from_bytes(raw, "big")
+            id_.is_safe = unknown
+            id_.__class__ = uuid_class
+            event = draft()
+            event.stream = name
+            event.version = version
+            event.position = position
+            event.id = id_
+            event.type = type_
+            event.data = data
+            event.metadata = meta
+            event.recorded_at = recorded
+            event.__class__ = event_class
+            append(event)
+        return events
+
+    @staticmethod
+    def slot_setters(cls: type) -> tuple[Setter, ...]:
+        # the slots' own descriptors: a frozen dataclass's __init__ without its look-ups
+        return tuple(vars(cls)[field.name].__set__ for field in dataclasses.fields(cls))
+
+    @staticmethod
+    def warn_outside(message: str, category: type[Warning], prefixes: tuple[str, ...]) -> None:
+        frame, level = sys._getframe(1), 2  # 2: the caller
+        while frame.f_back is not None and frame.f_globals.get("__name__", "").startswith(prefixes):
+            frame, level = frame.f_back, level + 1
+        del frame
+        warnings.warn(message, category, stacklevel=level)
+
+    @staticmethod
+    def remember_last(
+        compute: Callable[[Sequence[Sequence[Any]]], list[T]],
+    ) -> Callable[[Sequence[Sequence[Any]]], list[T]]:
+        # the same items in the same groups asked for in a row (sinks of one relay, each
+        # in its own thread, given one batch): the last result, found by identity
+        lock = threading.Lock()
+        last: tuple[list[Any], list[int], list[T]] = ([], [], [])
+
+        @functools.wraps(compute)
+        def remembered(batch: Sequence[Sequence[Any]]) -> list[T]:
+            nonlocal last
+            items = [item for group in batch for item in group]
+            sizes = [len(group) for group in batch]
+            with lock:
+                seen, seen_sizes, result = last
+                if (
+                    sizes == seen_sizes
+                    and len(seen) == len(items)
+                    and all(map(operator.is_, seen, items))
+                ):
+                    return result
+                result = compute(batch)
+                last = (items, sizes, result)
+                return result
+
+        return remembered
+
+    @staticmethod
+    def stream_adder(client: Any, maxlen: int | None, route: Route) -> StreamAdder:
+        return _Packed(client, maxlen, route)
+
+
+class _UUIDDraft(uuid.UUID):
+    """A UUID in the making: its slots take plain stores; adds no slot, so its
+    ``__class__`` can become `uuid.UUID`."""
+
+    __slots__ = ()
+    __init__ = object.__init__
+    __setattr__ = object.__setattr__  # type: ignore[assignment]
+
+
+_UNKNOWN_SAFETY = uuid.SafeUUID.unknown
+
+
+@functools.cache
+def _draft_of(cls: Any) -> Callable[[], Any]:
+    """A class of `cls`'s slots (the same layout) without its frozen ``__setattr__``."""
+    draft: Callable[[], Any] = type(f"{cls.__name__}Draft", (), {"__slots__": cls.__slots__})
+    return draft
+
+
+class _Packed:
+    """XADD commands written in the Redis protocol here, sent and read on one of
+    redis-py's connections (which connects, authenticates and parses replies)."""
+
+    def __init__(self, client: Any, maxlen: int | None, route: Route) -> None:
+        import redis
+
+        self._client, self._maxlen, self._route = client, maxlen, route
+        self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
+        self._refused: type[BaseException] = redis.ResponseError
+        # (schema, table, action) -> the XADD up to the id's value, and from "topic" to "body"
+        self._parts: dict[tuple[str | None, str, str], tuple[bytes, bytes]] = {}
+
+    def add(self, entries: Sequence[tuple[str, Any, str]]) -> tuple[int, BaseException] | None:
+        parts, commands = self._parts, []
+        for change_id, change, body in entries:
+            known = parts.get((change.schema, change.table, change.action))
+            if known is None:
+                known = self._command_parts(change)
+            head, middle = known
+            data = body.encode()
+            commands.append(
+                b"%s%s\r\n%s$%d\r\n%s\r\n" % (head, change_id.encode(), middle, len(data), data)
+            )
+        return self._execute(b"".join(commands), len(entries))
+
+    def _command_parts(self, change: Any) -> tuple[bytes, bytes]:
+        """The bytes of an XADD of `change` before its id's value, and between id and body."""
+        key, topic, name = self._route(change)
+        trim = [] if self._maxlen is None else [b"MAXLEN", b"~", b"%d" % self._maxlen]
+        before = [b"XADD", key.encode(), *trim, b"*", b"id"]
+        between = [b"topic", topic.encode(), b"name", name.encode(), b"body"]
+        head = b"*%d\r\n%s$36\r\n" % (len(before) + 7, _bulk(before))  # a UUID: 36 characters
+        parts = self._parts[(change.schema, change.table, change.action)] = (head, _bulk(between))
+        return parts
+
+    def _execute(self, commands: bytes, count: int) -> tuple[int, BaseException] | None:
+        """Send `count` packed commands at once and read every reply, refusals included."""
+        pool = self._client.connection_pool
+        connection = redis_connection(pool)
+        refused: tuple[int, BaseException] | None = None
+        in_step = False  # every reply read: the connection can serve the next batch
+        try:
+            connection.send_packed_command([commands])  # a list: one sendall
+            for index in range(count):
+                try:
+                    connection.read_response()
+                except self._refused as e:  # a reply of its own: read on
+                    refused = refused or (index, e)
+            in_step = True
+        finally:
+            if not in_step:
+                connection.disconnect()
+            pool.release(connection)
+        return refused
+
+
+def redis_connection(pool: Any) -> Any:
+    """A connection from `pool`: redis-py before 5.3 needs a command name, 5.3+ deprecates it."""
+    pool_class: Any = type(pool)
+    if _needs_command_name(pool_class):
+        return pool.get_connection("XADD")
+    return pool.get_connection()
+
+
+@functools.cache
+def _needs_command_name(pool_class: Any) -> bool:
+    parameter = inspect.signature(pool_class.get_connection).parameters.get("command_name")
+    return parameter is not None and parameter.default is inspect.Parameter.empty
+
+
+def _bulk(arguments: list[bytes]) -> bytes:
+    """`arguments` as Redis protocol bulk strings."""
+    return b"".join(b"$%d\r\n%s\r\n" % (len(argument), argument) for argument in arguments)
+
+
+#: the namespace chosen at import: `pure` under ``ROWCAST_PURE=1``, else `accelerated`
+active: type[pure] = pure if PURE else accelerated
+
+json_writer = active.json_writer
+json_scanner = active.json_scanner
+uuid_from_bytes = active.uuid_from_bytes
+recorded_events = active.recorded_events
+slot_setters = active.slot_setters
+warn_outside = active.warn_outside
+remember_last = active.remember_last
+stream_adder = active.stream_adder

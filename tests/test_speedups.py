@@ -1,0 +1,483 @@
+"""The speed tricks of `rowcast._speedups`: each gives what its plain fallback gives.
+
+Both namespaces are called directly, in one process, on the same inputs;
+``ROWCAST_PURE=1`` is checked in a child process (it is read at import).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import datetime as dt
+import inspect
+import json
+import math
+import os
+import pickle
+import subprocess
+import sys
+import threading
+import uuid
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from rowcast import Change, _speedups
+from rowcast.codec import dumps, encode, loads, object_hook
+from rowcast.errors import RowcastWarning
+from rowcast.store import NewEvent, RecordedEvent
+from rowcast.testing.sink import closed_port
+from tests.conftest import require_redis
+
+PATHS = [_speedups.pure, _speedups.accelerated]
+TRICKS = sorted(
+    name
+    for name, value in vars(_speedups.pure).items()
+    if isinstance(value, staticmethod) and not name.startswith("_")
+)
+
+# values of every kind the codec tags, and JSON's own edge cases
+ODD = {
+    "decimal": [Decimal("12.50"), Decimal("-0"), Decimal("1E+3"), Decimal("NaN")],
+    "aware": dt.datetime(2024, 11, 3, 1, 30, fold=1, tzinfo=ZoneInfo("America/New_York")),
+    "fixed": dt.datetime(2024, 5, 1, 12, tzinfo=dt.timezone(dt.timedelta(hours=-5))),
+    "naive": dt.datetime(2024, 5, 1, 12, 0, 0, 123456),
+    "day": dt.date(2024, 2, 29),
+    "time": dt.time(23, 59, 59, 999999, tzinfo=dt.UTC),
+    "span": dt.timedelta(days=-1, microseconds=1),
+    "bytes": [b"", b"\x00\xff", bytearray(b"ab"), memoryview(b"cd")],
+    "uuid": uuid.UUID("12345678-1234-5678-1234-567812345678"),
+    "sets": [set(), {3, 1, 2}, frozenset({"b", "a"}), {1, "mixed"}],
+    "tuple": (1, (2, ()), "three"),
+    "floats": [0.0, -0.0, 1e308, 5e-324, math.nan, math.inf, -math.inf],
+    "ints": [0, -1, 2**64, -(2**100), True, False],
+    "keys": {1: "int", 2.5: "float", None: "none", False: "bool", (1, 2): "tuple"},
+    "dollar": {"$only": {"$$twice": 1}},
+    "text": ["", "é\u2028😀\udc00", '"\\\n\t\x00'],
+    "empty": [{}, [], ""],
+    "nested": {"a": [{"b": [[], [{}], {"c": None}]}]},
+}
+
+
+def test_each_trick_has_its_accelerated_path_and_the_module_names_the_chosen_ones() -> None:
+    assert TRICKS == [
+        "json_scanner",
+        "json_writer",
+        "recorded_events",
+        "remember_last",
+        "slot_setters",
+        "stream_adder",
+        "uuid_from_bytes",
+        "warn_outside",
+    ]
+    assert issubclass(_speedups.accelerated, _speedups.pure)
+    for name in TRICKS:
+        assert name in vars(_speedups.accelerated), f"{name} falls back to the pure path"
+        assert getattr(_speedups, name) is getattr(_speedups.active, name)
+    asked = os.environ.get("ROWCAST_PURE", "") not in ("", "0")
+    assert asked == _speedups.PURE
+    assert _speedups.active is (_speedups.pure if _speedups.PURE else _speedups.accelerated)
+
+
+_CHILD = """
+import rowcast, rowcast.sinks.base, rowcast.store.sqlite
+from rowcast import _speedups
+print(_speedups.active.name, _speedups.PURE,
+      rowcast.store.sqlite.uuid_from_bytes is _speedups.active.uuid_from_bytes,
+      hasattr(rowcast.sinks.base.encoded, "__wrapped__"))
+"""
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (None, "accelerated False True True"),
+        ("", "accelerated False True True"),
+        ("0", "accelerated False True True"),
+        ("1", "pure True True False"),
+        ("yes", "pure True True False"),
+    ],
+)
+def test_rowcast_pure_selects_the_plain_paths_at_import(value: str | None, expected: str) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "ROWCAST_PURE"}
+    if value is not None:
+        env["ROWCAST_PURE"] = value
+    out = subprocess.run(
+        [sys.executable, "-c", _CHILD], env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.split() == expected.split()
+
+
+# -------------------------------------------------------------- json_writer
+
+
+def _write_both(default: Callable[[Any], Any], value: Any) -> str:
+    """What both writers give for `value` (the same), or the exception both raise."""
+    results = []
+    for path in PATHS:
+        try:
+            results.append(path.json_writer(default)(value))
+        except (TypeError, ValueError, RecursionError) as e:
+            results.append(f"{type(e).__name__}: {e}")
+    assert results[0] == results[1]
+    return results[0]
+
+
+def _raise(value: Any) -> Any:
+    raise TypeError(f"no JSON for {type(value).__name__}")
+
+
+@pytest.mark.parametrize("key", sorted(ODD))
+def test_json_writers_agree_on_encoded_values_and_on_leaves_tagged_as_written(key: str) -> None:
+    value = ODD[key]
+    tagged = _write_both(_raise, encode(value))
+    assert json.loads(tagged) == json.loads(json.dumps(encode(value)))
+    _write_both(encode, value)  # unknown types handed to `default` as they come
+    _write_both(_raise, value)  # NaN, unknown types: the same error
+
+
+@given(
+    st.recursive(
+        st.none()
+        | st.booleans()
+        | st.integers()
+        | st.floats()
+        | st.text()
+        | st.decimals()
+        | st.datetimes(timezones=st.none() | st.timezones())
+        | st.binary()
+        | st.uuids(),
+        lambda inner: st.lists(inner) | st.dictionaries(st.text() | st.integers(), inner),
+        max_leaves=20,
+    )
+)
+def test_json_writers_agree_on_any_value(value: Any) -> None:
+    _write_both(_raise, value)
+    _write_both(encode, value)
+
+
+def test_json_writers_agree_on_cycles_and_odd_keys() -> None:
+    cycle: list[Any] = []
+    cycle.append(cycle)
+    assert _write_both(_raise, cycle).startswith("RecursionError")
+    assert _write_both(_raise, {1: 2, None: 3, 1.5: 4, False: 5}) == (
+        '{"1":2,"null":3,"1.5":4,"false":5}'
+    )
+    assert _write_both(_raise, {(1,): 2}).startswith("TypeError: keys must be")
+    assert _write_both(_raise, "plain") == '"plain"'
+
+
+# -------------------------------------------------------------- json_scanner
+
+
+@pytest.mark.parametrize("hook", [None, object_hook])
+def test_json_scanners_agree_from_any_index(hook: Any) -> None:
+    texts = [
+        "[" + ",".join(dumps(v) for v in ODD.values()) + "]",
+        '[ {"a" : 1} ,\n null , "x" ]',
+        "[]",
+        '{"$$x":1}',
+        "  123",
+    ]
+    for text in texts:
+        for index in range(len(text)):
+            results = []
+            for path in PATHS:
+                try:
+                    results.append(repr(path.json_scanner(hook)(text, index)))
+                except (StopIteration, ValueError):  # malformed there: errors may differ
+                    results.append("refused")
+            assert results[0] == results[1], (text, index)
+
+
+# -------------------------------------------------------------- uuid_from_bytes
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        bytes(16),
+        b"\xff" * 16,
+        uuid.uuid4().bytes,
+        uuid.uuid1().bytes,
+        uuid.uuid5(uuid.NAMESPACE_DNS, "x").bytes,
+    ],
+)
+def test_uuids_from_bytes_are_the_very_objects_the_constructor_makes(raw: bytes) -> None:
+    made = [path.uuid_from_bytes(raw) for path in PATHS]
+    constructed = uuid.UUID(bytes=raw)
+    for value in made:
+        _same_uuid(value, constructed)
+
+
+def _same_uuid(value: uuid.UUID, constructed: uuid.UUID) -> None:
+    assert type(value) is uuid.UUID
+    assert value == constructed
+    assert hash(value) == hash(constructed)
+    assert (repr(value), str(value), value.is_safe, value.version) == (
+        repr(constructed),
+        str(constructed),
+        constructed.is_safe,
+        constructed.version,
+    )
+    assert pickle.dumps(value) == pickle.dumps(constructed)
+    assert copy.deepcopy(value) == constructed
+    with pytest.raises(TypeError, match="immutable"):
+        value.int = 0  # type: ignore[misc]
+
+
+# -------------------------------------------------------------- recorded_events
+
+
+def _rows(stream: str | None, count: int) -> tuple[list[tuple[Any, ...]], list[Any]]:
+    rows, values = [], []
+    data = [loads(dumps(value)) for value in [*ODD.values(), None, {}, "text", 1.5]]  # as read
+    for i in range(count):
+        raw = uuid.uuid4().bytes
+        row = (i + 1, 100 + i, raw, f"type-{i % 3}", "data", "meta", 1700000000.5 + i)
+        rows.append(row if stream is not None else ("s-" + str(i % 2), *row))
+        values += [data[i % len(data)], None if i % 2 else {"m": i, "at": ODD["aware"]}]
+    return rows, values
+
+
+@pytest.mark.parametrize("stream", [None, "orders-1"])
+@pytest.mark.parametrize("count", [0, 1, 40])
+def test_recorded_events_are_the_very_objects_the_constructor_makes(
+    stream: str | None, count: int
+) -> None:
+    rows, values = _rows(stream, count)
+    pure, fast = (path.recorded_events(RecordedEvent, rows, stream, values) for path in PATHS)
+    assert len(pure) == len(fast) == count
+    for plain, drafted in zip(pure, fast, strict=True):
+        assert type(plain) is type(drafted) is RecordedEvent
+        assert plain == drafted
+        assert repr(plain) == repr(drafted)
+        assert pickle.dumps(plain) == pickle.dumps(drafted)
+        assert copy.deepcopy(drafted) == plain
+        assert dataclasses.replace(drafted, version=9) == dataclasses.replace(plain, version=9)
+        _same_uuid(drafted.id, plain.id)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            drafted.version = 2  # type: ignore[misc]
+
+
+# -------------------------------------------------------------- slot_setters
+
+
+@pytest.mark.parametrize(
+    ("cls", "values"),
+    [
+        (
+            Change,
+            ["write", None, "t", (1, "a"), None, {"a": Decimal("1")}, 1.0, "x", "p", "s", True],
+        ),
+        (NewEvent, ["type", {"d": [b"\x00"]}, None, uuid.uuid4()]),
+        (RecordedEvent, ["s", 1, 2, uuid.uuid4(), "t", None, {}, 3.5]),
+    ],
+)
+def test_slot_setters_fill_a_frozen_dataclass_as_its_constructor(
+    cls: type, values: list[Any]
+) -> None:
+    made = []
+    for path in PATHS:
+        setters = path.slot_setters(cls)
+        assert len(setters) == len(dataclasses.fields(cls))
+        obj = object.__new__(cls)
+        for setter, value in zip(setters, values, strict=True):
+            setter(obj, value)
+        made.append(obj)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(obj, dataclasses.fields(cls)[0].name, "other")
+    pure, fast = made
+    assert type(pure) is type(fast) is cls
+    assert pure == fast
+    assert repr(pure) == repr(fast)
+    assert pickle.dumps(pure) == pickle.dumps(fast)
+    assert [getattr(fast, f.name) for f in dataclasses.fields(cls)] == values
+
+
+# -------------------------------------------------------------- warn_outside
+
+_FAKE_LIBRARY = """
+def deep(warn, message, prefixes):
+    warn(message, category, prefixes)
+
+def outer(warn, message, prefixes):
+    deep(warn, message, prefixes)
+"""
+
+
+def _library(name: str) -> dict[str, Any]:
+    namespace: dict[str, Any] = {"__name__": name, "category": RowcastWarning}
+    exec(compile(_FAKE_LIBRARY, f"<{name}>", "exec"), namespace)
+    return namespace
+
+
+def _where(path: type[_speedups.pure], call: Callable[..., None], *args: Any) -> tuple[str, int]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        call(path.warn_outside, "careful", *args)
+    (warning,) = caught
+    assert warning.category is RowcastWarning
+    assert str(warning.message) == "careful"
+    return warning.filename, warning.lineno
+
+
+def test_warn_outside_points_at_the_same_caller_on_both_paths() -> None:
+    library = _library("sqlalchemy.fake")
+    prefixes = ("sqlalchemy.", "rowcast.")
+    here = inspect.getsourcefile(_where)
+    for path in PATHS:  # from the test's own code, through library frames
+        assert _where(path, library["outer"], prefixes) == (
+            here,
+            _where.__code__.co_firstlineno + 3,
+        )
+    inside = _where(PATHS[0], library["outer"], ("nothing",))
+    assert inside == _where(PATHS[1], library["outer"], ("nothing",))
+    assert inside == ("<sqlalchemy.fake>", 3)  # no prefix matches: the caller, in the library
+    assert _where(PATHS[0], library["outer"], ("",)) == _where(
+        PATHS[1], library["outer"], ("",)
+    )  # every module matches: the outermost frame
+
+
+# -------------------------------------------------------------- remember_last
+
+
+def _counted() -> tuple[Callable[[Sequence[Sequence[Any]]], list[Any]], list[int]]:
+    calls = [0]
+
+    def compute(batch: Sequence[Sequence[Any]]) -> list[Any]:
+        calls[0] += 1
+        return [(len(group), item) for group in batch for item in group]
+
+    return compute, calls
+
+
+def test_remember_last_gives_what_computing_again_gives() -> None:
+    a, b = (
+        Change("write", "s", "t", 1, None, {"id": 1}),
+        Change("write", "s", "t", 1, None, {"id": 1}),
+    )
+    batches = [[[a, b]], [[a, b]], [[a], [b]], [[a, a]], [[b, a]], [], [[]], [[a, b]], [[a, b], []]]
+    results = []
+    for path in PATHS:
+        compute, calls = _counted()
+        remembered = path.remember_last(compute)
+        results.append([remembered(batch) for batch in batches])
+        if path is _speedups.accelerated:  # equal but other changes (b == a) are computed anew
+            assert calls[0] == len(batches) - 1
+        else:
+            assert calls[0] == len(batches)
+    assert results[0] == results[1] == [_counted()[0](batch) for batch in batches]
+
+
+def test_remember_last_computes_a_batch_once_for_its_threads() -> None:
+    compute, calls = _counted()
+    remembered = _speedups.accelerated.remember_last(compute)
+    batch = [[object(), object()], [object()]]
+    start = threading.Barrier(4)
+
+    def ask(_: int) -> list[Any]:
+        start.wait()
+        return remembered(batch)
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(ask, range(4)))
+    assert all(result is results[0] for result in results)
+    assert calls[0] == 1
+    assert remembered.__doc__ == compute.__doc__
+    assert remembered.__wrapped__ is compute  # type: ignore[attr-defined]
+
+
+# -------------------------------------------------------------- stream_adder
+
+
+def _route(change: Change) -> tuple[str, str, str]:
+    return f"{_PREFIX}:{change.table}", change.topic, change.name
+
+
+_PREFIX = f"speedups-test:{uuid.uuid4().hex}"
+
+
+@pytest.fixture
+def client() -> Iterator[Any]:
+    import redis
+
+    client = redis.Redis.from_url(require_redis())
+    yield client
+    keys = list(client.scan_iter(match=f"{_PREFIX}*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+def _entries(tables: Sequence[str]) -> list[tuple[str, Change, str]]:
+    entries = []
+    for i, table in enumerate(tables):
+        change = Change("write", None, table, i, None, {"id": i, "é": ODD["decimal"]}, 1.0)
+        entries.append((str(uuid.uuid4()), change, change.to_json() + " ✓"))
+    return entries
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("maxlen", [None, 1000])
+def test_stream_adders_add_the_same_entries(client: Any, maxlen: int | None) -> None:
+    entries = _entries(["a", "b", "a", "c", "a"])
+    added = []
+    for path in PATHS:
+        assert path.stream_adder(client, maxlen, _route).add(entries) is None
+        added.append(
+            {
+                key: [fields for _, fields in client.xrange(key)]
+                for key in client.scan_iter(f"{_PREFIX}*")
+            }
+        )
+        client.delete(*added[-1])
+    assert added[0] == added[1]
+    assert sorted(added[0]) == [f"{_PREFIX}:{t}".encode() for t in "abc"]
+    assert added[0][f"{_PREFIX}:a".encode()][1] == {
+        b"id": entries[2][0].encode(),
+        b"topic": b"write@a",
+        b"name": b"a_write",
+        b"body": entries[2][2].encode(),
+    }
+
+
+@pytest.mark.server
+def test_stream_adders_report_the_same_refused_entry_and_go_on(client: Any) -> None:
+    import redis
+
+    refusals = []
+    for path in PATHS:
+        client.set(f"{_PREFIX}:b", "not a stream")
+        refused = path.stream_adder(client, None, _route).add(_entries(["a", "b", "a", "b"]))
+        assert refused is not None
+        index, error = refused
+        assert isinstance(error, redis.ResponseError)
+        refusals.append((index, str(error), client.xlen(f"{_PREFIX}:a")))
+        client.delete(f"{_PREFIX}:a", f"{_PREFIX}:b")
+    assert refusals[0] == refusals[1] == (1, refusals[0][1], 2)
+    assert "WRONGTYPE" in refusals[0][1]
+
+
+def test_stream_adders_raise_the_same_error_when_redis_is_unreachable() -> None:
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    errors = []
+    for path in PATHS:
+        client = redis.Redis(
+            port=closed_port(), socket_connect_timeout=2, retry=Retry(NoBackoff(), 0)
+        )
+        with pytest.raises(redis.ConnectionError) as caught:
+            path.stream_adder(client, None, _route).add(_entries(["a"]))
+        errors.append(type(caught.value))
+        client.close()
+    assert errors[0] is errors[1]
