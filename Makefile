@@ -21,6 +21,7 @@ test: $(STAMP)
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 	$(BIN)/pytest
+	ROWCAST_PURE=1 $(BIN)/pytest -q tests/store tests/test_change.py tests/test_codec.py tests/test_speedups.py tests/sinks
 
 bench: $(STAMP)
 	$(BIN)/python bench/capture.py
