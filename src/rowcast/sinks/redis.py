@@ -56,6 +56,7 @@ a stream and a crashed worker's pending entries can be claimed (``XAUTOCLAIM``).
 from __future__ import annotations
 
 import re
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from .. import _speedups
