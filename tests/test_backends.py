@@ -210,3 +210,21 @@ def test_diagnose_needs_a_diagnose_function_in_the_sources_module() -> None:
     register_backend("source", "nowhere", ListSink)  # a module without diagnose()
     with pytest.raises(ConfigError, match="has no diagnose"):
         diagnose("nowhere://x")
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["sqlite:///ev.db?mode=replicat", "redis://h/0?mode=", "postgresql://h/db?mode=Replicate"],
+)
+def test_an_unknown_mode_names_its_value_and_the_known_modes(url: str) -> None:
+    # the typo is in the value: it must not fall back to the scheme's backend, whose
+    # complaint would be about an option 'mode' it does not take
+    value = url.rpartition("mode=")[2]
+    with pytest.raises(ConfigError, match=f"mode={value}: unknown mode; use broker or replicate"):
+        open_sink(url)
+
+
+def test_an_unknown_mode_lists_the_registered_modes_too() -> None:
+    register_backend("sink", "*", ListSink, mode="audit")
+    with pytest.raises(ConfigError, match="unknown mode; use audit, broker, replicate"):
+        open_sink("sqlite:///x.db?mode=audti")

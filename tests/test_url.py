@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rowcast._url import boolean
+from rowcast._url import boolean, query, unknown_option
 from rowcast.errors import ConfigError
 from rowcast.sinks.rabbitmq import RabbitMQSink
 
@@ -67,3 +67,28 @@ def test_a_sink_reads_false_as_false() -> None:
     assert RabbitMQSink(URL, mandatory="false").mandatory is False  # type: ignore[arg-type]
     assert RabbitMQSink(URL, mandatory="yes").mandatory is True  # type: ignore[arg-type]
     assert RabbitMQSink(f"{URL}?mandatory=false", mandatory=True).mandatory is True
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        (
+            "redis://h/0?strem=orders",
+            "unknown option 'strem' (in strem=orders); did you mean 'stream'? "
+            "the Redis sink takes stream, prefix",
+        ),
+        ("redis://h/0?zzz=1", "unknown option 'zzz' (in zzz=1); the Redis sink takes stream"),
+    ],
+)
+def test_an_unknown_option_names_the_option_its_value_and_the_closest_known(
+    url: str, expected: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        query(url, "the Redis sink", ("redis",), ("stream", "prefix", "maxlen"))
+    assert expected in str(caught.value)
+
+
+def test_unknown_option_masks_the_password() -> None:
+    error = unknown_option(f"{URL}?x=1", "x", "1", "the RabbitMQ sink", ("exchange",))
+    assert "secret" not in str(error)
+    assert "unknown option 'x' (in x=1); the RabbitMQ sink takes exchange" in str(error)

@@ -1,18 +1,20 @@
 """URL helpers shared by every backend family: masking a password, reading query options.
 
 `query`, `number` and `boolean` read the options of a broker URL, for the sinks and
-the consumers alike.
+the consumers alike; `unknown_option` is the one error for an option nobody takes,
+naming the option, its value and the closest known one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import difflib
+from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from .errors import ConfigError
 
-__all__ = ["boolean", "masked", "number", "query"]
+__all__ = ["boolean", "masked", "number", "query", "unknown_option"]
 
 
 def masked(url: str) -> str:
@@ -23,6 +25,21 @@ def masked(url: str) -> str:
     userinfo, _, host = parts.netloc.rpartition("@")
     user = userinfo.partition(":")[0]
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def unknown_option(url: str, name: str, value: str, what: str, known: Iterable[str]) -> ConfigError:
+    """The error for option `name` (given as ``name=value``) that `what` does not take.
+
+    It names the option and its value, the closest of the `known` options when one is
+    close (a typo), and all of them.
+    """
+    names = list(known)
+    close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return ConfigError(
+        f"{masked(url)}: unknown option {name!r} (in {name}={value}); {hint}{what} takes "
+        + (", ".join(names) if names else "no option")
+    )
 
 
 _BOOLEANS = {
@@ -65,10 +82,7 @@ def query(
             many.setdefault(name, []).extend(v for v in value.split(",") if v)
         elif name not in known:
             if not others:
-                raise ConfigError(
-                    f"{masked(url)}: unknown option {name!r}; {what} takes "
-                    + ", ".join((*known, *lists))
-                )
+                raise unknown_option(url, name, value, what, (*known, *lists))
             rest.append((name, value))
         elif name in options:
             raise ConfigError(f"{masked(url)}: option {name!r} given twice")

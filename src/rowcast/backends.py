@@ -16,7 +16,8 @@ A URL names its backend by its scheme, without a ``+driver`` suffix
 ``"module:Class"`` strings and imported only when a URL asks for them, so a
 backend whose driver is not installed costs nothing until it is opened.
 
-Errors, all `ConfigError`: an unknown scheme lists the known ones; a driver
+Errors, all `ConfigError`: an unknown scheme lists the known ones, an unknown
+``?mode=`` value the known modes of the family; a driver
 that is not installed names the extra to install (`missing_extra`, the one
 message every backend raises for it, whether its module imports the driver
 at its top or when a backend is built).
@@ -132,9 +133,16 @@ def load(family: Family, url: str, scheme: str | None = None) -> type[Any]:
     backend = _REGISTRY[family].get(key)
     modes = _MODES[family]
     if modes and "mode=" in url:
-        for name, value in parse_qsl(urlsplit(url).query):
-            if name == "mode" and value in modes:
-                backend = modes[value].get(key) or modes[value].get("*") or backend
+        for name, value in parse_qsl(urlsplit(url).query, keep_blank_values=True):
+            if name != "mode":
+                continue
+            if value not in modes:  # a typo must not fall back to the scheme's backend
+                names = sorted(modes)
+                raise ConfigError(
+                    f"{masked(url)}: mode={value}: unknown mode; use "
+                    + (" or ".join(names) if len(names) < 3 else ", ".join(names))
+                )
+            backend = modes[value].get(key) or modes[value].get("*") or backend
     if backend is None:
         known = ", ".join(s if s == "-" else f"{s}://" for s in schemes(family))
         raise ConfigError(

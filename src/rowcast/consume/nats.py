@@ -43,7 +43,7 @@ from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from .._url import masked, number, query
+from .._url import masked, number, query, unknown_option
 from ..backends import missing_extra
 from ..errors import ConfigError, SinkError
 from ..sinks._nats import LoopThread, connect
@@ -77,10 +77,8 @@ class NatsTransport:
         self.url = masked(url)
         options, _, unknown = query(url, "this consumer", ("nats", "tls"), _OPTIONS, others=True)
         if unknown:
-            raise ConfigError(
-                f"{self.url}: unknown option {unknown[0][0]!r}; the NATS consumer takes "
-                + ", ".join(_OPTIONS)
-            )
+            name, value = unknown[0]
+            raise unknown_option(url, name, value, "the NATS consumer", _OPTIONS)
         parts = urlsplit(url)
         if not parts.hostname:
             raise ConfigError(f"{self.url}: no host; e.g. nats://127.0.0.1:4222")

@@ -40,7 +40,7 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from .._url import masked, number, query
+from .._url import masked, number, query, unknown_option
 from ..backends import missing_extra
 from ..errors import ConfigError, SinkError
 from .transport import Delivery, decode
@@ -70,10 +70,8 @@ class RedisTransport:
             url, "this consumer", ("redis", "rediss"), _OPTIONS, lists=("stream",), others=True
         )
         if unknown:
-            raise ConfigError(
-                f"{self.url}: unknown option {unknown[0][0]!r}; the Redis consumer takes "
-                + ", ".join(("stream", *_OPTIONS))
-            )
+            name, value = unknown[0]
+            raise unknown_option(url, name, value, "the Redis consumer", ("stream", *_OPTIONS))
         if not re.fullmatch(r"/?\d*", urlsplit(url).path):
             raise ConfigError(f"{self.url}: the path is the database number, e.g. /0")
         streams = [stream] if isinstance(stream, str) else list(stream or lists.get("stream", []))
