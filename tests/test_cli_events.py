@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from decimal import Decimal
@@ -182,6 +183,24 @@ def test_a_missing_store_file_is_an_error_and_is_not_created(tmp_path: Path) -> 
     assert result.exit_code == 2
     assert "does not exist" in result.stderr
     assert not path.exists()
+
+
+@pytest.mark.parametrize("command", [["ls"], ["read", "s"], ["read", "@all"], ["stats"], ["watch"]])
+def test_reading_an_apps_database_says_there_is_no_store_and_creates_nothing(
+    tmp_path: Path, command: list[str]
+) -> None:
+    path = tmp_path / "shop.db"
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY)")
+    before = path.read_bytes()
+    result = invoke(*command, "--url", f"sqlite:///{path}")
+    assert result.exit_code == 2, result.output
+    assert result.stderr == (
+        f"error: no rowcast event store in sqlite:///{path}: its database has no "
+        f"rowcast_events table; create one with `rowcast events init sqlite:///{path}`\n"
+    )
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shop.db"]
 
 
 def test_the_default_url_is_the_embedded_store(

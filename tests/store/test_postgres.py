@@ -428,6 +428,74 @@ def test_a_closed_store_refuses_and_its_listener_is_gone(url: str) -> None:
         store.append("s", events(1))
 
 
+# ---------------------------------------------------------------- create=False
+
+
+@pytest.fixture
+def app_schema(server: str) -> Iterator[str]:
+    """A schema of an application: one table of its own, no event store."""
+    name = f"rc_store_app_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{name}"')
+        conn.execute(f'CREATE TABLE "{name}".orders (id int PRIMARY KEY)')
+    yield name
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+
+
+def _relations(server: str, schema: str) -> list[str]:
+    with psycopg.connect(server, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND c.relkind = 'r' UNION ALL "
+            "SELECT p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+            "WHERE n.nspname = %s ORDER BY 1",
+            (schema, schema),
+        ).fetchall()
+    return [r[0] for r in rows]
+
+
+def test_create_false_creates_nothing_in_an_apps_schema(server: str, app_schema: str) -> None:
+    url = f"{server}?schema={app_schema}"
+    with pytest.raises(StoreError) as caught:
+        EventStore(url, create=False)
+    assert str(caught.value) == (
+        f"no rowcast event store in {url}, schema {app_schema!r} (no rowcast_events, "
+        "rowcast_snapshots, rowcast_subscriptions, rowcast_append()): create one with "
+        f"`rowcast events init {url} --schema {app_schema}`"
+    )
+    assert _relations(server, app_schema) == ["orders"]
+
+
+def test_create_false_creates_no_schema(server: str) -> None:
+    name = f"rc_store_none_{uuid.uuid4().hex[:8]}"
+    with pytest.raises(StoreError, match="the schema does not exist"):
+        EventStore(server, schema=name, create=False)
+    with psycopg.connect(server, autocommit=True) as conn:
+        row = conn.execute("SELECT to_regnamespace(%s)", (f'"{name}"',)).fetchone()
+    assert row == (None,)
+
+
+def test_create_false_opens_a_store_that_exists(url: str) -> None:
+    with EventStore(url) as store:
+        store.append("s", events(1))
+    with EventStore(url, create=False) as store:
+        assert store.stream_version("s") >= 1
+
+
+@pytest.mark.parametrize("command", [["ls"], ["read", "s"], ["stats"], ["watch"]])
+def test_cli_reads_of_a_database_without_a_store_create_nothing(
+    server: str, app_schema: str, command: list[str]
+) -> None:
+    url = f"{server}?schema={app_schema}"
+    result = CliRunner().invoke(main, ["events", *command, "--url", url])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith(f"error: no rowcast event store in {url}")
+    assert "rowcast events init" in result.stderr
+    assert "Traceback" not in result.output
+    assert _relations(server, app_schema) == ["orders"]
+
+
 # ---------------------------------------------------------------- rowcast events init
 
 

@@ -104,7 +104,8 @@ def test_a_file_that_is_not_a_database_fails_at_open(tmp_path: Path) -> None:
         ("events.db", r"must start with .*sqlite://"),
         ("", r"must start with .*sqlite://"),
         ("sqlite://localhost/events.db", "no host"),
-        ("sqlite:///x.db?journal=delete", r"unknown option.*journal"),
+        ("sqlite:///x.db?journal=delete", r"unknown option 'journal' \(in journal=delete\)"),
+        ("sqlite:///x.db?mode=replicat", r"unknown option 'mode' \(in mode=replicat\)"),
         ("sqlite:///x.db?timeout=soon", "timeout"),
         ("sqlite:///x.db?timeout=-1", "timeout"),
         ("sqlite:///x.db?synchronous=off", "synchronous"),
@@ -128,6 +129,61 @@ def test_options_from_the_url_or_keywords(tmp_path: Path) -> None:
         assert check.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     with SQLiteEventStore(f"sqlite:///{tmp_path}/e.db", timeout=0.5) as store:
         assert store._timeout == 0.5
+
+
+# ---------------------------------------------------------------- create=False
+
+
+def _tables(path: Path) -> list[str]:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        return sorted(r[0] for r in conn.execute("SELECT name FROM sqlite_master"))
+
+
+def test_create_false_opens_a_store_that_exists(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/events.db"
+    with EventStore(url) as store:
+        store.append("s", [NewEvent("t", 1)])
+    with EventStore(url, create=False) as store:
+        assert store.stream_version("s") == 1
+
+
+def test_create_false_on_an_apps_database_creates_no_table(tmp_path: Path) -> None:
+    path = tmp_path / "shop.db"
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY)")
+        (journal,) = conn.execute("PRAGMA journal_mode").fetchone()
+    with pytest.raises(StoreError) as caught:
+        EventStore(f"sqlite:///{path}", create=False)
+    assert str(caught.value) == (
+        f"no rowcast event store in sqlite:///{path}: its database has no rowcast_events "
+        f"table; create one with `rowcast events init sqlite:///{path}`"
+    )
+    assert _tables(path) == ["orders"]
+    with contextlib.closing(sqlite3.connect(path)) as conn:  # not even the journal mode
+        assert conn.execute("PRAGMA journal_mode").fetchone() == (journal,)
+
+
+@pytest.mark.parametrize("name", ["typo.db", "no/such/dir/events.db"])
+def test_create_false_never_makes_a_file_nor_a_directory(tmp_path: Path, name: str) -> None:
+    with pytest.raises(StoreError, match=r"does not exist; create one with `rowcast events init"):
+        EventStore(f"sqlite:///{tmp_path}/{name}", create=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_create_false_names_the_tables_a_store_lacks(tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    EventStore(f"sqlite:///{path}").close()
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.execute("DROP TABLE rowcast_subscriptions")
+    with pytest.raises(StoreError, match="the store lacks rowcast_subscriptions; create one"):
+        EventStore(f"sqlite:///{path}", create=False)
+    assert "rowcast_subscriptions" not in _tables(path)
+
+
+def test_create_false_in_memory_has_nothing_to_open() -> None:
+    for url in ("sqlite://", "memory://"):
+        with pytest.raises(StoreError, match="no rowcast event store in"):
+            EventStore(url, create=False)
 
 
 # ---------------------------------------------------------------- the file

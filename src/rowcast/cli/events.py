@@ -1,6 +1,9 @@
 """``rowcast events``: look into an event store (streams, events, new events live), create one.
 
-``rowcast events init URL [--schema NAME]`` creates a store's tables now. For
+``ls``, ``read``, ``stats`` and ``watch`` only read: they open a store that exists
+(`EventStore` with ``create=False``) and end with exit status 2 and the ``init``
+command to run when the URL names none, creating nothing (not even an empty
+SQLite file). ``rowcast events init URL [--schema NAME]`` creates a store's tables now. For
 PostgreSQL, run it once with a role that may create (the store also creates
 what is missing on first use, which needs that privilege): the application's
 role then only needs USAGE on the schema and SELECT, INSERT, UPDATE, DELETE on
@@ -10,7 +13,7 @@ the tables. For SQLite it creates the file. Running it again changes nothing.
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 import click
 from rich.console import Console
@@ -49,17 +52,8 @@ def events() -> None:
 
 
 def _open_store(url: str) -> EventStore:
-    """The store at `url`; a SQLite file that does not exist is an error, not created."""
-    parts = urlsplit(url)
-    if "://" in url and parts.scheme.split("+", 1)[0].lower() == "sqlite" and not parts.netloc:
-        path = unquote(parts.path)
-        database = path[1:] if path.startswith("/") else path
-        if database not in ("", ":memory:") and not Path(database).expanduser().exists():
-            raise ConfigError(
-                f"no event store at {database!r}: the file does not exist "
-                "(give the store with --url sqlite:///path.db)"
-            )
-    return EventStore(url)
+    """The store at `url`, which must exist: reading never creates a file, schema or table."""
+    return EventStore(url, create=False)
 
 
 @events.command("ls")

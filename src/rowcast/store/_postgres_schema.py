@@ -20,8 +20,14 @@ from ._postgres_sql import Statements, quote
 __all__ = ["ensure_schema"]
 
 
-def ensure_schema(conn: psycopg.Connection[Any], schema: str | None, shown: str) -> str:
-    """Create what is missing of the store in `schema` (None: the current schema); its name."""
+def ensure_schema(
+    conn: psycopg.Connection[Any], schema: str | None, shown: str, *, create: bool = True
+) -> str:
+    """Create what is missing of the store in `schema` (None: the current schema); its name.
+
+    With `create` false, nothing is created: a store that is missing, or lacks a
+    table, is a `StoreError` naming ``rowcast events init``.
+    """
     try:
         if schema is None:
             row = conn.execute("SELECT current_schema()").fetchone()
@@ -35,6 +41,12 @@ def ensure_schema(conn: psycopg.Connection[Any], schema: str | None, shown: str)
         row = conn.execute(sql.missing, (sql.signature, list(sql.tables))).fetchone()
         if row is not None and row[0] == 0:
             return schema
+        if not create:
+            raise StoreError(
+                f"no rowcast event store in {shown}, schema {schema!r} "
+                f"({_lacking(conn, sql)}): create one with `rowcast events init {shown}"
+                f"{'' if schema == 'public' else f' --schema {schema}'}`"
+            )
         with conn.transaction():
             conn.execute(f"SELECT pg_advisory_xact_lock({sql.setup_key})")
             row = conn.execute("SELECT to_regnamespace(%s) IS NULL", (quote(schema),)).fetchone()
@@ -55,3 +67,18 @@ def ensure_schema(conn: psycopg.Connection[Any], schema: str | None, shown: str)
             f"event store {shown}: cannot create the tables in schema {schema!r}: {e}"
         ) from e
     return schema
+
+
+def _lacking(conn: psycopg.Connection[Any], sql: Statements) -> str:
+    """What of the store is missing: "no rowcast_events, rowcast_append()"."""
+    if _absent(conn, "to_regnamespace", quote(sql.schema)):
+        return "the schema does not exist"
+    missing = [t.rpartition(".")[2] for t in sql.tables if _absent(conn, "to_regclass", t)]
+    if _absent(conn, "to_regprocedure", sql.signature):
+        missing.append("rowcast_append()")
+    return "no " + ", ".join(missing)
+
+
+def _absent(conn: psycopg.Connection[Any], function: str, name: str) -> bool:
+    row = conn.execute(f"SELECT {function}(%s) IS NULL", (name,)).fetchone()
+    return bool(row and row[0])

@@ -59,6 +59,16 @@ Subscriptions
     or whose process died in the handler, is delivered again next time. One
     name follows one stream, and should have one running consumer at a time.
 
+Opening
+    ``EventStore(url)`` creates what is missing of the store (a SQLite file and its
+    directory, a PostgreSQL schema, the tables), so that a new store needs no setup
+    step. ``EventStore(url, create=False)`` creates nothing: it opens a store that
+    exists and raises `StoreError` ("no rowcast event store in <url>: create one
+    with `rowcast events init <url>`") for anything else, a database of an
+    application without the store's tables included. Read-only tools (``rowcast
+    events ls/read/stats/watch``) open stores this way, so a wrong URL never
+    leaves tables or an empty file behind. Every backend takes ``create``.
+
 Errors
     Bad arguments raise `TypeError` (wrong type) or `ConfigError` (a bad value:
     an empty stream name, a name starting with ``"@"`` for append, an empty
@@ -189,7 +199,8 @@ class EventStore:
 
     ``EventStore(url)`` opens the backend the URL names (``sqlite:///events.db``,
     ``sqlite://`` for memory; see `rowcast.backends`); an unknown scheme is a
-    `ConfigError`. Close it with `close` or a ``with`` block. Backends implement
+    `ConfigError`. ``create=False`` opens only a store that exists (see "Opening"
+    in the module docstring). Close it with `close` or a ``with`` block. Backends implement
     the underscored methods; the public ones check their arguments first, so
     every backend refuses the same input the same way. (Not an ABC: type
     checkers would then reject ``EventStore(url)`` itself.)

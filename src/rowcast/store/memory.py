@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from typing import Any, Final, NamedTuple
 
 from ..codec import loads
-from ..errors import ConfigError, WrongExpectedVersion
+from ..errors import ConfigError, StoreError, WrongExpectedVersion
 from ._core import EncodedBatch, decode_state, refused_append, version_matches
 from .base import EventStore
 from .types import ALL, AppendResult, ExpectedVersion, RecordedEvent, Snapshot
@@ -47,12 +47,17 @@ class _Record(NamedTuple):
 class MemoryEventStore(EventStore):
     """The event store in this object's memory (see the module docstring)."""
 
-    def __init__(self, url: str = "memory://", **options: Any) -> None:
+    def __init__(self, url: str = "memory://", *, create: bool = True, **options: Any) -> None:
         if options:
             raise ConfigError(f"memory:// takes no options, not {sorted(options)}")
         rest = url.split("://", 1)[1] if "://" in url else url
         if rest not in ("", "/"):
             raise ConfigError(f"a memory store URL is just 'memory://', not {url!r}")
+        if not create:  # the contract of create=False: never make a store that was not there
+            raise StoreError(
+                f"no rowcast event store in {url}: a memory store is made new and empty by "
+                "each EventStore('memory://'), so there is none to open with create=False"
+            )
         super().__init__(url)
         self._lock = threading.Lock()
         self._all: list[_Record] = []  # position order

@@ -13,6 +13,11 @@ options, as query parameters or keywords:
 ``timeout``
     seconds to wait for a connection, to open or from the pool (default 30).
 
+``create``
+    keyword only: False opens a store that exists and creates nothing (see
+    `rowcast.store.base`, "Opening"); a missing one is a `StoreError` that says
+    what is missing and names ``rowcast events init``.
+
 The tables (``rowcast_events``, ``rowcast_snapshots``,
 ``rowcast_subscriptions``) and the append function (``rowcast_append``) are
 created on first use, under an advisory lock so
@@ -124,6 +129,7 @@ class PostgresEventStore(EventStore):
         pool_min: int | None = None,
         pool_max: int | None = None,
         timeout: float | None = None,
+        create: bool = True,
     ) -> None:
         super().__init__(url)
         self._pool: psycopg_pool.ConnectionPool[Any] | None = None
@@ -134,14 +140,17 @@ class PostgresEventStore(EventStore):
         imports()
         self._options = options
         self._shown = masked(url)
-        self.schema = self._setup(options)
+        self.schema = self._setup(options, create)
         self._sql = Statements(self.schema)
         self._open_pool(options)
 
     # -- opening
 
-    def _setup(self, options: PostgresOptions) -> str:
-        """Connect once (a clear error for a bad URL or server), create what is missing."""
+    def _setup(self, options: PostgresOptions, create: bool) -> str:
+        """Connect once (a clear error for a bad URL or server), create what is missing.
+
+        With `create` false, only check that the store exists (see `EventStore`).
+        """
         import psycopg
 
         from ._postgres_schema import ensure_schema
@@ -153,7 +162,7 @@ class PostgresEventStore(EventStore):
                 f"event store {self._shown}: cannot connect to PostgreSQL: {_first_line(e)}"
             ) from e
         with conn:
-            return ensure_schema(conn, options.schema, self._shown)
+            return ensure_schema(conn, options.schema, self._shown, create=create)
 
     def _open_pool(self, options: PostgresOptions) -> None:
         import psycopg_pool

@@ -7,7 +7,10 @@ as query parameters or keywords: ``timeout`` (seconds to wait for another
 writer, default 30) and ``synchronous`` (``full``, the default: an append is
 on disk when it returns; ``normal``: faster, and still safe from a crash of
 the process, but the last appends may be lost if the machine loses power). A
-missing directory is created.
+missing file, its missing directory and the tables are created; with the keyword
+``create=False`` nothing is: a file without the store's tables (an app's database,
+a typo) is a `StoreError` naming ``rowcast events init``, and a file that is not
+there is not made (the read commands of ``rowcast events`` open stores this way).
 
 How it keeps the contract:
 
@@ -48,10 +51,11 @@ from collections.abc import Callable, Iterator
 from functools import partial
 from itertools import repeat
 from pathlib import Path
-from typing import Any, Final, TypeVar
-from urllib.parse import parse_qsl, unquote, urlsplit
+from typing import Any, Final, NoReturn, TypeVar
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from .._speedups import uuid_from_bytes
+from .._url import unknown_option
 from ..codec import object_hook
 from ..errors import ConfigError, StoreError, WrongExpectedVersion
 from ._core import EncodedBatch, decode_state, refused_append, version_matches
@@ -136,6 +140,7 @@ _ID_CHUNK: Final = 500  # ids per "IN (...)" lookup (well under SQLite's variabl
 _MAX: Final = (1 << 63) - 1
 _BUSY: Final = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 _OPTIONS: Final = ("synchronous", "timeout")
+_TABLES: Final = ("rowcast_events", "rowcast_snapshots", "rowcast_subscriptions")
 _SYNCHRONOUS: Final = ("full", "normal")
 
 
@@ -161,9 +166,9 @@ def _parse(url: str, timeout: float | None, synchronous: str | None) -> tuple[st
         query = dict(parse_qsl(parts.query, keep_blank_values=True, strict_parsing=True))
     except ValueError:
         raise ConfigError(f"{url!r}: malformed query {parts.query!r}; write ?timeout=30") from None
-    unknown = sorted(set(query) - set(_OPTIONS))
-    if unknown:
-        raise ConfigError(f"{url!r}: unknown option(s) {unknown}; known: {', '.join(_OPTIONS)}")
+    for name, value in query.items():
+        if name not in _OPTIONS:
+            raise unknown_option(url, name, value, "a SQLite event store", _OPTIONS)
     raw_timeout: object = timeout if timeout is not None else query.get("timeout", 30.0)
     try:
         seconds = float(raw_timeout)  # type: ignore[arg-type]
@@ -196,6 +201,7 @@ class SQLiteEventStore(EventStore):
         *,
         timeout: float | None = None,
         synchronous: str | None = None,
+        create: bool = True,
     ) -> None:
         super().__init__(url)
         self._conn: sqlite3.Connection | None = None
@@ -203,28 +209,59 @@ class SQLiteEventStore(EventStore):
         database, self._timeout, mode = _parse(url, timeout, synchronous)
         if database == ":memory:":
             self.path = None
+            if not create:
+                self._missing("a database in memory is new and empty")
         else:
             file = Path(database).expanduser().absolute()
             if file.is_dir():
                 raise ConfigError(f"{url!r} names the directory {str(file)!r}; give a file")
-            try:
-                file.parent.mkdir(parents=True, exist_ok=True)
-            except OSError as e:
-                self._fail(f"creating directory {str(file.parent)!r}", e)
-            self.path = database = str(file)
+            if not create:
+                if not file.exists():
+                    self._missing(f"the file {str(file)!r} does not exist")
+                database = f"file:{quote(str(file))}?mode=rw"  # never creates the file
+            else:
+                try:
+                    file.parent.mkdir(parents=True, exist_ok=True)
+                except OSError as e:
+                    self._fail(f"creating directory {str(file.parent)!r}", e)
+                database = str(file)
+            self.path = str(file)
         try:
             self._conn = sqlite3.connect(
-                database, timeout=self._timeout, isolation_level=None, check_same_thread=False
+                database,
+                timeout=self._timeout,
+                isolation_level=None,
+                check_same_thread=False,
+                uri=not create,
             )
         except sqlite3.Error as e:
             self._fail("open", e)
         try:
-            self._run("open", lambda conn: self._setup(conn, mode))
+            self._run("open", lambda conn: self._setup(conn, mode, create))
         except BaseException:
             self.close()
             raise
 
-    def _setup(self, conn: sqlite3.Connection, synchronous: str) -> None:
+    def _missing(self, why: str) -> NoReturn:
+        raise StoreError(
+            f"no rowcast event store in {self.url}: {why}; create one with "
+            f"`rowcast events init {self.url}`"
+        )
+
+    def _setup(self, conn: sqlite3.Connection, synchronous: str, create: bool) -> None:
+        if not create:  # look before anything is written, even the journal mode
+            found = {
+                name
+                for (name,) in conn.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' AND name IN (?, ?, ?)",
+                    _TABLES,
+                )
+            }
+            if not found:
+                self._missing("its database has no rowcast_events table")
+            if len(found) < len(_TABLES):
+                missing = ", ".join(t for t in _TABLES if t not in found)
+                self._missing(f"the store lacks {missing}")
         if self.path is not None:
             (journal,) = conn.execute("PRAGMA journal_mode").fetchone()
             if journal.lower() != "wal":
@@ -235,11 +272,12 @@ class SQLiteEventStore(EventStore):
                     f"{journal!r}); is the file on a network file system?"
                 )
         conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
-        conn.execute("BEGIN IMMEDIATE")  # rolled back by _run on failure
-        for statement in _SCHEMA.split(";"):
-            if statement.strip():
-                conn.execute(statement)
-        conn.execute("COMMIT")
+        if create:
+            conn.execute("BEGIN IMMEDIATE")  # rolled back by _run on failure
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute("COMMIT")
         if self.path is not None:  # others may write to the file: watchers poll for that
             self._data_version = conn.execute("PRAGMA data_version").fetchone()[0]
             self._notifier.poll = self._changed_elsewhere
