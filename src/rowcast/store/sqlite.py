@@ -52,13 +52,13 @@ from functools import partial
 from itertools import repeat
 from pathlib import Path
 from typing import Any, Final, NoReturn, TypeVar
-from urllib.parse import parse_qsl, quote, unquote, urlsplit
+from urllib.parse import quote
 
 from .._speedups import uuid_from_bytes
-from .._url import unknown_option
 from ..codec import object_hook
 from ..errors import ConfigError, StoreError, WrongExpectedVersion
 from ._core import EncodedBatch, decode_state, refused_append, version_matches
+from ._sqlite_url import parse_url
 from .base import EventStore
 from .types import ALL, DEFAULT_URL, AppendResult, ExpectedVersion, RecordedEvent, Snapshot
 
@@ -139,9 +139,7 @@ _PAGE: Final = 1000  # rows fetched per lock hold while reading
 _ID_CHUNK: Final = 500  # ids per "IN (...)" lookup (well under SQLite's variable limit)
 _MAX: Final = (1 << 63) - 1
 _BUSY: Final = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
-_OPTIONS: Final = ("synchronous", "timeout")
 _TABLES: Final = ("rowcast_events", "rowcast_snapshots", "rowcast_subscriptions")
-_SYNCHRONOUS: Final = ("full", "normal")
 
 
 def _is_busy(error: sqlite3.Error) -> bool:
@@ -150,40 +148,6 @@ def _is_busy(error: sqlite3.Error) -> bool:
         return code & 0xFF in _BUSY
     text = str(error).lower()  # pragma: no cover - Python without sqlite_errorcode
     return "locked" in text or "busy" in text
-
-
-def _parse(url: str, timeout: float | None, synchronous: str | None) -> tuple[str, float, str]:
-    """(database path or ":memory:", timeout, synchronous) from `url` and the keywords."""
-    parts = urlsplit(url)
-    if parts.scheme.lower() != "sqlite":
-        raise ConfigError(f"{url!r} is not a sqlite:// URL")
-    if parts.netloc:
-        raise ConfigError(
-            f"{url!r}: a SQLite URL has no host; write sqlite:///relative.db, "
-            "sqlite:////abs/path.db or sqlite:// (memory)"
-        )
-    try:
-        query = dict(parse_qsl(parts.query, keep_blank_values=True, strict_parsing=True))
-    except ValueError:
-        raise ConfigError(f"{url!r}: malformed query {parts.query!r}; write ?timeout=30") from None
-    for name, value in query.items():
-        if name not in _OPTIONS:
-            raise unknown_option(url, name, value, "a SQLite event store", _OPTIONS)
-    raw_timeout: object = timeout if timeout is not None else query.get("timeout", 30.0)
-    try:
-        seconds = float(raw_timeout)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise ConfigError(f"{url!r}: timeout must be a number of seconds") from None
-    if not seconds >= 0:
-        raise ConfigError(f"{url!r}: timeout must be >= 0 seconds, not {raw_timeout!r}")
-    mode = str(synchronous if synchronous is not None else query.get("synchronous", "full"))
-    if mode.lower() not in _SYNCHRONOUS:
-        raise ConfigError(f"{url!r}: synchronous must be 'full' or 'normal', not {mode!r}")
-    path = unquote(parts.path)
-    database = path[1:] if path.startswith("/") else path
-    if database in ("", ":memory:"):
-        return ":memory:", seconds, mode.lower()
-    return database, seconds, mode.lower()
 
 
 def _fetch(sql: str, params: tuple[Any, ...], conn: sqlite3.Connection) -> list[Any]:
@@ -206,7 +170,7 @@ class SQLiteEventStore(EventStore):
         super().__init__(url)
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()
-        database, self._timeout, mode = _parse(url, timeout, synchronous)
+        database, self._timeout, mode = parse_url(url, timeout, synchronous)
         if database == ":memory:":
             self.path = None
             if not create:
