@@ -216,11 +216,13 @@ def test_a_refused_privilege_exits_3_and_leaves_the_checkpoint(
     table, start, _ = poison
     role = f"rc_fail_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(f"{PG}/test", autocommit=True) as conn:
-        conn.execute(f"CREATE ROLE {role} LOGIN")  # no INSERT on the replica's table
+        conn.execute(f"CREATE ROLE {role} LOGIN")  # no INSERT on the replica's table, no CREATE
         conn.execute(f"GRANT USAGE ON SCHEMA {schema} TO {role}")
         conn.execute(f"GRANT SELECT ON {schema}.{table.name} TO {role}")
     try:
-        sink = f"postgresql://{role}@127.0.0.1:5432/test?mode=replicate&schema={schema}"
+        sink = (
+            f"postgresql://{role}@127.0.0.1:5432/test?mode=replicate&schema={schema}&create=false"
+        )
         args = [*source_args(table, start), "--to", sink, "--server-id", str(server_id())]
         result = run_relay(*args, tmp_path=tmp_path)
     finally:
