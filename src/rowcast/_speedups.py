@@ -34,6 +34,10 @@ name                     used by                       the trick (accelerated)
 `stream_adder`           `rowcast.sinks.redis`         XADD commands written in the
                                                        Redis protocol by hand
 =======================  ============================  ==================================
+
+Their plain counterparts, in order: ``JSONEncoder.encode``, ``raw_decode``,
+``UUID(bytes=...)``, the constructors, ``object.__setattr__``, `inspect.stack`,
+no cache, and redis-py's pipeline of ``xadd`` calls.
 """
 
 from __future__ import annotations
