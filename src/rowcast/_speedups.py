@@ -37,7 +37,9 @@ name                     used by                       the trick (accelerated)
 
 Their plain counterparts, in order: ``JSONEncoder.encode``, ``raw_decode``,
 ``UUID(bytes=...)``, the constructors, ``object.__setattr__``, `inspect.stack`,
-no cache, and redis-py's pipeline of ``xadd`` calls.
+no cache, and redis-py's pipeline of ``xadd`` calls. `redis_connection` is no
+trick: the packed path's way to take a connection from redis-py's pool across
+its versions, which the Redis sink's ``check()`` shares.
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ __all__ = [
     "json_writer",
     "pure",
     "recorded_events",
+    "redis_connection",
     "remember_last",
     "slot_setters",
     "stream_adder",
