@@ -14,14 +14,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg2
 import pytest
 from click.testing import CliRunner, Result
 
 from rowcast.checkpoint import open_checkpoint
 from rowcast.sources.postgres import LogicalSource
 from tests.conftest import wait_for
-from tests.sources.test_postgres import drop_slot, private_database
+from tests.sources.test_postgres import private_database
+from tests.sources.test_postgres_safe import emptied
 
 pytestmark = pytest.mark.server
 
@@ -43,23 +43,8 @@ def base() -> Iterator[str]:
 
 @pytest.fixture
 def db(base: str) -> Iterator[Any]:
-    conn = psycopg2.connect(base)
-    conn.autocommit = True
-    cur = conn.cursor()
-    cur.execute(
-        "SELECT string_agg(quote_ident(tablename), ', ') FROM pg_tables WHERE schemaname = 'public'"
-    )
-    names = cur.fetchone()[0]
-    if names:
-        cur.execute(f"DROP TABLE {names}")
-    yield cur
-    cur.execute("SELECT slot_name FROM pg_replication_slots WHERE database = current_database()")
-    for (slot,) in cur.fetchall():
-        drop_slot(cur, slot)
-    cur.execute("SELECT pubname FROM pg_publication")
-    for (pub,) in cur.fetchall():
-        cur.execute(f'DROP PUBLICATION "{pub}"')
-    conn.close()
+    with emptied(base) as cur:
+        yield cur
 
 
 def left(db: Any) -> tuple[list[str], list[str]]:

@@ -7,6 +7,7 @@ it made (the database goes at the end with whatever is left).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import secrets
@@ -35,9 +36,10 @@ def base() -> Iterator[str]:
         yield url
 
 
-@pytest.fixture
-def db(base: str) -> Iterator[Any]:
-    conn = psycopg2.connect(base)
+@contextlib.contextmanager
+def emptied(url: str) -> Iterator[Any]:
+    """A cursor on `url` with no table in public; its slots and publications dropped after."""
+    conn = psycopg2.connect(url)
     conn.autocommit = True
     cur = conn.cursor()
     # each test sees only its own tables
@@ -47,14 +49,24 @@ def db(base: str) -> Iterator[Any]:
     names = cur.fetchone()[0]
     if names:
         cur.execute(f"DROP TABLE {names}")
-    yield cur
-    cur.execute("SELECT slot_name FROM pg_replication_slots WHERE database = current_database()")
-    for (slot,) in cur.fetchall():
-        drop_slot(cur, slot)
-    cur.execute("SELECT pubname FROM pg_publication")
-    for (pub,) in cur.fetchall():
-        cur.execute(f'DROP PUBLICATION "{pub}"')
-    conn.close()
+    try:
+        yield cur
+    finally:
+        cur.execute(
+            "SELECT slot_name FROM pg_replication_slots WHERE database = current_database()"
+        )
+        for (slot,) in cur.fetchall():
+            drop_slot(cur, slot)
+        cur.execute("SELECT pubname FROM pg_publication")
+        for (pub,) in cur.fetchall():
+            cur.execute(f'DROP PUBLICATION "{pub}"')
+        conn.close()
+
+
+@pytest.fixture
+def db(base: str) -> Iterator[Any]:
+    with emptied(base) as cur:
+        yield cur
 
 
 @pytest.fixture
