@@ -177,6 +177,7 @@ SOURCES = {
     "__init__.py",
     "base.py",
     "_process.py",
+    "_snapshot.py",
     "sqlalchemy.py",
     "outbox.py",
     "mysql",

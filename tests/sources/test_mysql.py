@@ -101,6 +101,11 @@ class TestBinlogSource(SourceContract):
     def drop_connections(self) -> int:
         return kill_binlog_dumps_of(self.conn, os.getpid())
 
+    def table_rows(self) -> dict[Any, str]:
+        with self.conn.cursor() as cur:
+            cur.execute("SELECT id, data FROM test")
+            return dict(cur.fetchall())
+
     def misconfigured_source(self) -> BinlogSource:
         return BinlogSource(f"mysql://root:wrong@127.0.0.1:3306/{self.name}")
 

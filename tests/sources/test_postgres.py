@@ -187,6 +187,10 @@ class TestLogicalSource(SourceContract):
         )
         return len(self.db.fetchall())
 
+    def table_rows(self) -> dict[Any, str]:
+        self.db.execute("SELECT id, data FROM test")
+        return dict(self.db.fetchall())
+
     def misconfigured_source(self) -> LogicalSource:
         nobody = make_url(self.base).set(username="rc_pg_nobody")
         return LogicalSource(nobody.render_as_string(hide_password=False))

@@ -102,6 +102,10 @@ class TestTriggerSource(SourceContract):
             for statement in ["BEGIN", *statements, "COMMIT"] if transaction else statements:
                 conn.execute(statement)
 
+    def table_rows(self) -> dict[Any, str]:
+        with contextlib.closing(sqlite3.connect(self.path)) as conn:
+            return dict(conn.execute("SELECT id, data FROM test"))
+
     def misconfigured_source(self) -> TriggerSource:
         """Changes of an older rowcast: a file to clean up first."""
         older = fresh(self.path.parent / "older.db")

@@ -14,6 +14,8 @@ __all__ = [
     "CHANGES_FORMAT",
     "LOG_FORMAT",
     "METRICS_PORT",
+    "SNAPSHOT",
+    "SNAPSHOT_CHUNK",
     "TABLES",
     "format_option",
     "patterns",
@@ -58,6 +60,21 @@ TABLES = click.option(
     metavar="PATTERN",
     help="Only these tables: patterns such as 'shop.*' or 'orders' "
     "(repeat the option or separate with commas).",
+)
+SNAPSHOT = click.option(
+    "--snapshot",
+    type=click.Choice(["initial", "never"]),
+    default="never",
+    show_default=True,
+    help="'initial': first emit every existing row of the tables (snapshot=true writes), "
+    "then stream from the exact point they were read at; nothing missed or doubled "
+    "(MySQL/MariaDB, PostgreSQL, SQLite). Only when there is no position to resume from.",
+)
+SNAPSHOT_CHUNK = click.option(
+    "--snapshot-chunk",
+    type=click.IntRange(1, 1_000_000),
+    metavar="ROWS",
+    help="Rows per snapshot chunk, read by key (default 1000); a relay checkpoints each.",
 )
 METRICS_PORT = click.option(
     "--metrics-port",

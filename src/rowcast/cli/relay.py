@@ -21,7 +21,15 @@ from ..sinks.base import Sink, open_sink
 from ..sinks.deadletter import DeadLetterSink, open_dead_letter
 from ..sources._process import ProcessSource
 from ..sources.base import Source, open_source
-from .common import LOG_FORMAT, METRICS_PORT, TABLES, serving_metrics, stop_on_signals
+from .common import (
+    LOG_FORMAT,
+    METRICS_PORT,
+    SNAPSHOT,
+    SNAPSHOT_CHUNK,
+    TABLES,
+    serving_metrics,
+    stop_on_signals,
+)
 from .common import patterns as table_patterns
 from .console import print_error
 from .relay_console import RelayDisplay
@@ -33,6 +41,7 @@ _FLAGS = {
     "tables": "--tables",
     "start": "--from",
     "snapshot": "--snapshot",
+    "snapshot_chunk": "--snapshot-chunk",
     "server_id": "--server-id",
 }
 
@@ -64,13 +73,8 @@ _FLAGS = {
     help="Where to begin when the checkpoint is empty: 'now' (the default), 'start' (the "
     "oldest change the server still has) or a position; a saved checkpoint always wins.",
 )
-@click.option(
-    "--snapshot",
-    type=click.Choice(["initial", "never"]),
-    default="never",
-    show_default=True,
-    help="'initial': first emit every existing row of the tables (when the checkpoint is empty).",
-)
+@SNAPSHOT
+@SNAPSHOT_CHUNK
 @click.option(
     "--batch-size",
     type=click.IntRange(1, 1_000_000),
@@ -115,6 +119,7 @@ def relay(
     tables: tuple[str, ...],
     start: str | None,
     snapshot: str,
+    snapshot_chunk: int | None,
     batch_size: int,
     on_error: tuple[str, ...],
     dead_letter_url: str | None,
@@ -125,7 +130,11 @@ def relay(
 ) -> None:
     """Deliver every change committed at SOURCE_URL to each --to sink, at least once.
 
-    SOURCE_URL is mysql://user:password@host:3306/db (or mariadb://, outbox+<url>).
+    SOURCE_URL is mysql://user:password@host:3306/db (or mariadb://),
+    postgresql://user@host:5432/db, sqlite:///app.db or outbox+<url>.
+    --snapshot initial first delivers every existing row (each chunk checkpointed;
+    a relay killed mid-snapshot resumes after the last chunk), then the changes
+    from the point the rows were read at.
     Each batch of transactions is acknowledged by every sink before the position
     is saved to --checkpoint; a restarted relay resumes there. Nothing is skipped.
 
@@ -177,6 +186,7 @@ def relay(
             tables,
             start,
             snapshot,
+            snapshot_chunk,
             server_id,
             checkpoint_url if source_process else None,
         )
@@ -222,6 +232,7 @@ def _open_source(
     tables: tuple[str, ...],
     start: str | None,
     snapshot: str,
+    snapshot_chunk: int | None,
     server_id: int | None,
     process_checkpoint_url: str | None = None,
 ) -> Source:
@@ -240,6 +251,8 @@ def _open_source(
         options["server_id"] = server_id
     if snapshot != "never":
         options["snapshot"] = snapshot
+    if snapshot_chunk is not None:
+        options["snapshot_chunk"] = snapshot_chunk
     try:
         source = open_source(url, **options)
     except TypeError as e:  # an option this kind of source does not have

@@ -13,7 +13,7 @@ from rich.text import Text
 from .._url import masked
 from ..hub import Hub
 from ..sources.base import open_source
-from .common import CHANGES_FORMAT, TABLES, stop_on_sigterm
+from .common import CHANGES_FORMAT, SNAPSHOT, SNAPSHOT_CHUNK, TABLES, stop_on_sigterm
 from .common import patterns as table_patterns
 from .console import ChangePrinter
 
@@ -37,6 +37,8 @@ __all__ = ["tail"]
     metavar="POSITION|now",
     help="Stop once this position is passed; 'now' is the server's position when tail starts.",
 )
+@SNAPSHOT
+@SNAPSHOT_CHUNK
 @CHANGES_FORMAT
 @click.option(
     "--server-id",
@@ -49,6 +51,8 @@ def tail(
     tables: tuple[str, ...],
     start: str | None,
     end: str | None,
+    snapshot: str,
+    snapshot_chunk: int | None,
     fmt: str,
     server_id: int | None,
 ) -> None:
@@ -56,7 +60,9 @@ def tail(
 
     URL is mysql://user:password@host:3306/db (or mariadb://),
     postgresql://user@host:5432/db?slot=rowcast&publication=rowcast, or
-    sqlite:///app.db (a position there is a rowcast_changes seq). Stop with
+    sqlite:///app.db (a position there is a rowcast_changes seq). With
+    --snapshot initial it first prints every existing row (snapshot=true
+    writes), then the changes from the point they were read at. Stop with
     Ctrl-C or SIGTERM; a summary goes to stderr (table format).
     """
     if server_id is not None and urlsplit(url).scheme.split("+")[0] not in ("mysql", "mariadb"):
@@ -65,7 +71,14 @@ def tail(
     patterns = table_patterns(tables)
     if patterns:
         options["tables"] = patterns
-    for name, value in (("start", start), ("end", end), ("server_id", server_id)):
+    if snapshot != "never":
+        options["snapshot"] = snapshot
+    for name, value in (
+        ("start", start),
+        ("end", end),
+        ("server_id", server_id),
+        ("snapshot_chunk", snapshot_chunk),
+    ):
         if value is not None:
             options[name] = value
     source = open_source(url, **options)

@@ -32,6 +32,9 @@ WHERE <condition>`` and ``DELETE FROM test WHERE <condition>``, the condition
 `drop_connections` (the server drops the source's connections, as a network
 fault or a restart would) and `misconfigured_source` (a source whose `check`
 must fail) are optional: a source without a server skips those tests.
+`table_rows` (``{id: data}`` of the table now) serves the initial snapshot's
+tests (`rowcast.testing.snapshot`); a source without one sets
+``initial_snapshot = False``.
 """
 
 from __future__ import annotations
@@ -50,6 +53,8 @@ from rowcast.checkpoint import Checkpoint, open_checkpoint
 from rowcast.errors import ConfigError
 from rowcast.hub import Hub
 from rowcast.sources.base import LogSource, Source
+
+from .snapshot import SnapshotContract
 
 __all__ = [
     "SEED",
@@ -144,8 +149,11 @@ def _wait_for(condition: Callable[[], Any], what: str) -> None:
         time.sleep(0.02)
 
 
-class SourceContract:
-    """The behaviour every log source shares; see `rowcast.sources.base.LogSource`."""
+class SourceContract(SnapshotContract):
+    """The behaviour every log source shares; see `rowcast.sources.base.LogSource`.
+
+    Its initial snapshot's tests are `rowcast.testing.snapshot.SnapshotContract`'s.
+    """
 
     #: the rows one statement changes come in key order (False: in the database's own
     #: order, PostgreSQL's heap order, say: compared sorted)

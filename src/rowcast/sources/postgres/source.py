@@ -45,6 +45,10 @@ the server restarts) the source reconnects with backoff and resumes after the
 last transaction handed out: nothing lost, nothing repeated. ``start`` is
 ``"now"`` (the default), ``"start"`` (everything the slot still holds: from
 its last confirmed position) or a position; a checkpoint wins over it.
+
+``snapshot="initial"`` first hands out every existing row of the chosen tables
+(``write`` changes with ``snapshot=True``), then streams from the point they were
+read at: see `rowcast.sources.postgres.snapshot`.
 """
 
 from __future__ import annotations
@@ -57,20 +61,21 @@ from typing import TYPE_CHECKING, Any
 
 from ...change import Change
 from ...errors import ConfigError
+from .. import _snapshot as snapshots
 from ..base import Diagnosis, LogSource
 from . import objects, setup
 from . import pgoutput as pgo
 from .pgoutput import UNCHANGED, Unchanged, format_lsn, parse_lsn
 from .rows import RowDecoder, lookup_types, primary_key
 from .server import PgURL, check_name, connect, parse_url, psycopg2
+from .snapshot import Snapshot, confirm_snapshot, plan, snapshot_tables
 from .stream import (
-    behind_the_slot,
     check_position,
     close_stream,
     in_use,
     is_connection_error,
-    parse_position,
     refuse_a_busy_slot,
+    resolve_positions,
     temporary_slot,
 )
 
@@ -93,7 +98,8 @@ class LogicalSource(LogSource):
     `end` (``"now"`` or a position) makes iteration stop once that position is
     passed instead of waiting for more.
     `heartbeat` is how often (seconds) an idle reader wakes to notice `stop`;
-    `feedback` how often it tells the server its confirmed position.
+    `feedback` how often it tells the server its confirmed position. `snapshot`
+    (``"initial"`` or ``"never"``) and `snapshot_chunk`: see the module docstring.
     Starting, checkpoints, stopping and reconnecting: `LogSource`.
     """
 
@@ -113,6 +119,8 @@ class LogicalSource(LogSource):
         replica_identity: str | None = None,
         heartbeat: float = 1.0,
         feedback: float = 10.0,
+        snapshot: str = "never",
+        snapshot_chunk: int = 1000,
     ) -> None:
         self.url: PgURL = parse_url(url)
         options = self.url.options
@@ -128,6 +136,9 @@ class LogicalSource(LogSource):
         self.tables = tuple(t.strip() for t in tables if t.strip()) if tables is not None else None
         start = start or options.get("start") or "now"
         check_position(start, "'now' or 'start'")
+        snapshots.check_options(snapshot, snapshot_chunk, start)
+        self.snapshot, self.snapshot_chunk = snapshot, snapshot_chunk
+        self.snapshot_progress: snapshots.SnapshotProgress | None = None
         if end is not None:
             check_position(end, "or 'now'", start=False)
         identity = replica_identity or options.get("replica_identity") or "keep"
@@ -142,6 +153,9 @@ class LogicalSource(LogSource):
         self._began = 0.0  # when this iteration began
         self._streamed = False  # whether it ever opened the stream
         self._own = False  # whether the publication is rowcast's (new tables join it)
+        self._seam: snapshots.Seam | None = None  # after a resumed snapshot: the stream's filter
+        self._chunk: str | None = None  # the position of the last snapshot chunk handed out
+        self._pending: tuple[Any, int] | None = None  # a tail's slot, made for its snapshot
 
     # ------------------------------------------------------------------ names
 
@@ -232,10 +246,32 @@ class LogicalSource(LogSource):
         try:
             cur = conn.cursor()
             self._own = self._setup(cur, busy_ok=True)
-            resume, end = self._resolve_positions(cur)
+            cut = plan(self._resume_from(), self.snapshot)
+            start = (cut.streamed or cut.origin or "now") if cut else self._resume_from()
+            resume, end = resolve_positions(
+                cur, self.url.masked, self.slot, start, self.end, snapshot=cut is not None
+            )
         finally:
             conn.close()
         explicit = resume != 0 and self._resume_from() not in ("now", "start")
+        self._seam = None
+        if cut is not None:
+            snapshot = Snapshot(
+                self.url,
+                cut,
+                lambda cur: snapshot_tables(cur, self.url.masked, self.tables, self.publication),
+                self.snapshot_chunk,
+                self._stopping,
+                self._control,
+                self.slot if self.temporary else None,
+            )
+            self.snapshot_progress, self._chunk = snapshot.progress, self._resume_from()
+            for chunk in snapshot:
+                yield chunk
+                self.position = self._chunk = chunk[-1].position
+            if self._stopping.is_set():
+                return
+            resume, self._seam, self._pending = snapshot.resume, snapshot.seam, snapshot.pending
         self._began, self._streamed = time.monotonic(), False
         told = 0.0  # when the confirmed position was last sent
         handed = 0  # the end of the last transaction with changes handed out
@@ -283,7 +319,7 @@ class LogicalSource(LogSource):
                     if confirm:
                         stream.send_feedback(write_lsn=confirm, flush_lsn=confirm, force=force)
                     told = now if force else told
-                    resume, self.position = lsn, format_lsn(lsn)
+                    resume, self.position = lsn, self._at(lsn)
                     if end is not None and lsn >= end:
                         return
             finally:
@@ -326,6 +362,10 @@ class LogicalSource(LogSource):
             temporary=self.temporary,
         )
 
+    def _at(self, lsn: int) -> str:
+        """The position of the end of a transaction streamed up to `lsn`."""
+        return (self._seam.position(format_lsn(lsn)) if self._seam else None) or format_lsn(lsn)
+
     def _confirmable(self, lsn: int, handed: int) -> int:
         """How far the slot may be confirmed, having read up to `lsn` (0: not at all).
 
@@ -337,8 +377,9 @@ class LogicalSource(LogSource):
         if self.checkpoint is None:
             return lsn
         saved = self.checkpoint.load()
-        if saved and saved.startswith("snapshot"):
-            return 0 if handed else lsn
+        if snapshots.is_position(saved):
+            assert saved is not None
+            return confirm_snapshot(self.checkpoint, saved, self._chunk, lsn, handed, self._at)
         done = parse_lsn(saved) if saved else 0
         if done < handed:
             return done
@@ -347,47 +388,17 @@ class LogicalSource(LogSource):
             self.checkpoint.save(format_lsn(lsn))
         return lsn
 
-    def _resolve_positions(self, cur: Any) -> tuple[int, int | None]:
-        """(start LSN, end LSN); a start of 0 means the slot's confirmed position."""
-        start = self._resume_from()
-        cur.execute(
-            "SELECT pg_current_wal_lsn(), (SELECT confirmed_flush_lsn FROM "
-            "pg_replication_slots WHERE slot_name = %s)",
-            (self.slot,),
-        )
-        now_text, confirmed = cur.fetchone()
-        now = parse_lsn(now_text)
-        if start == "now":
-            resume = now
-        elif start == "start":
-            resume = 0
-        else:
-            resume = parse_position(start, "'now' or 'start'")
-            if resume > now:
-                raise ConfigError(
-                    f"{self.url.masked} has no position {start} yet: its WAL ends at "
-                    f"{now_text} (a position from another server?)"
-                )
-            if confirmed and resume < parse_lsn(confirmed):
-                raise behind_the_slot(self.url.masked, self.slot, confirmed, start)
-        if self.end is None:
-            end = None
-        elif self.end == "now":
-            end = now
-        else:
-            end = parse_position(self.end, "or 'now'")
-        return resume, end
-
     # ------------------------------------------------------------------ streaming
 
     def _open_stream(self, resume: int) -> tuple[Any, int]:
         """The replication cursor, streaming from `resume`; and where a temporary slot made
         for it begins (0 for a lasting slot)."""
-        conn = connect(self.url, replication=True)
-        begun = 0
+        pending, self._pending = self._pending, None  # a tail's slot, made with its snapshot
+        conn = pending[0].connection if pending else connect(self.url, replication=True)
+        begun = pending[1] if pending else 0
         try:
-            cur = conn.cursor()
-            if self.temporary:
+            cur = pending[0] if pending else conn.cursor()
+            if self.temporary and not pending:
                 begun = temporary_slot(cur, self.slot)
             cur.start_replication(
                 slot_name=self.slot,
@@ -438,7 +449,10 @@ class LogicalSource(LogSource):
             elif kind is pgo.Commit:
                 xid = begin.xid if begin is not None else None
                 begin = None
-                yield decoder.commit(rows, xid, m), m.end_lsn  # type: ignore[arg-type,union-attr]
+                changes = decoder.commit(rows, xid, m)  # type: ignore[arg-type]
+                if self._seam is not None and changes:  # after a resumed snapshot
+                    changes = self._seam.keep(changes, changes[-1].position or "")
+                yield changes, m.end_lsn  # type: ignore[union-attr]
                 rows = []
             elif kind is pgo.Relation:
                 decoder.relation(m)  # type: ignore[arg-type]

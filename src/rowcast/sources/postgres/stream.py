@@ -6,9 +6,12 @@ Private to `rowcast.sources.postgres`.
 from __future__ import annotations
 
 import contextlib
+import os
+import secrets
 from typing import Any
 
 from ...errors import ConfigError
+from .._snapshot import is_position, parse
 from .pgoutput import parse_lsn
 from .server import Unreachable, psycopg2
 
@@ -16,10 +19,12 @@ __all__ = [
     "behind_the_slot",
     "check_position",
     "close_stream",
+    "exported_slot",
     "in_use",
     "is_connection_error",
     "parse_position",
     "refuse_a_busy_slot",
+    "resolve_positions",
     "temporary_slot",
 ]
 
@@ -36,7 +41,12 @@ def parse_position(text: str, accepted: str) -> int:
 
 
 def check_position(value: str, accepted: str, *, start: bool = True) -> None:
+    """A `ConfigError` unless `value` is an LSN, 'now', or to start with 'start' or a
+    snapshot's position."""
     if value == "now" or (start and value == "start"):
+        return
+    if start and is_position(value):
+        parse(value, parse_lsn)
         return
     parse_position(value, accepted)
 
@@ -50,6 +60,21 @@ def temporary_slot(cur: Any, slot: str) -> int:
     except pg.errors.DuplicateObject as error:  # the last connection's, not yet gone
         raise ConnectionError(f"temporary slot {slot} is still held: {error}") from error
     return parse_lsn(cur.fetchone()[1])
+
+
+def exported_slot(cur: Any, slot: str | None) -> tuple[int, str]:
+    """Create a TEMPORARY pgoutput slot on the replication connection of `cur` that exports
+    its snapshot: (its consistent point, the snapshot's name). The snapshot can be imported
+    (SET TRANSACTION SNAPSHOT) until the connection runs another command or closes; the
+    slot goes with the connection. `slot` None: a name of its own (``rowcast_snapshot_...``)."""
+    name = slot or f"rowcast_snapshot_{os.getpid()}_{secrets.token_hex(3)}"
+    pg = psycopg2()
+    try:
+        cur.execute(f"CREATE_REPLICATION_SLOT {name} TEMPORARY LOGICAL pgoutput EXPORT_SNAPSHOT")
+    except pg.errors.DuplicateObject as error:  # the last connection's, not yet gone
+        raise ConnectionError(f"temporary slot {name} is still held: {error}") from error
+    row = cur.fetchone()
+    return parse_lsn(row[1]), str(row[2])
 
 
 def refuse_a_busy_slot(cur: Any, target: str, slot: str) -> None:
@@ -78,6 +103,37 @@ def behind_the_slot(target: str, slot: str, confirmed: str, start: str) -> Confi
         "tables' rows as they are now (--snapshot initial, or a backfill), then read on from "
         f"the slot's position explicitly (--from {confirmed}, with an emptied checkpoint)"
     )
+
+
+def resolve_positions(
+    cur: Any, target: str, slot: str, start: str, end: str | None, *, snapshot: bool
+) -> tuple[int, int | None]:
+    """(start LSN, end LSN) of a reader of `slot` from `start` to `end`, checked against the
+    server (`cur`: an autocommit cursor). A start of 0 means the slot's confirmed position
+    (with `snapshot`, the new snapshot's consistent point, known once it is made)."""
+    cur.execute(
+        "SELECT pg_current_wal_lsn(), (SELECT confirmed_flush_lsn FROM "
+        "pg_replication_slots WHERE slot_name = %s)",
+        (slot,),
+    )
+    now_text, confirmed = cur.fetchone()
+    now = parse_lsn(now_text)
+    if start == "now":
+        resume = 0 if snapshot else now
+    elif start == "start":
+        resume = 0
+    else:
+        resume = parse_position(start, "'now' or 'start'")
+        if resume > now:
+            raise ConfigError(
+                f"{target} has no position {start} yet: its WAL ends at "
+                f"{now_text} (a position from another server?)"
+            )
+        if confirmed and resume < parse_lsn(confirmed):
+            raise behind_the_slot(target, slot, confirmed, start)
+    if end is None:
+        return resume, None
+    return resume, now if end == "now" else parse_position(end, "or 'now'")
 
 
 def close_stream(cur: Any, resume: int) -> None:

@@ -54,6 +54,11 @@ than `retain` seconds ago that every checkpointed reader (a source given
 ``checkpoint=``, recorded in ``rowcast_readers``) has passed. Resuming from
 a pruned position is a `ConfigError`. ``rowcast uninstall sqlite:///app.db``
 removes the triggers.
+
+``snapshot="initial"`` first hands out every existing row of the captured tables
+(``write`` changes with ``snapshot=True``, in chunks of ``snapshot_chunk`` rows
+by key), read in one view of the file with the end of ``rowcast_changes``, then
+reads on from there: see `rowcast.sources.sqlite.snapshot`.
 """
 
 from __future__ import annotations
@@ -69,7 +74,8 @@ from ..._url import masked
 from ...change import Change
 from ...errors import ConfigError, SourceError
 from ..base import Diagnosis, LogSource
-from . import triggers
+from . import readers, triggers
+from . import snapshot as snapshots
 from .decode import Decoder, Row
 from .file import connect, matcher, parse_url
 
@@ -122,6 +128,8 @@ class TriggerSource(LogSource):
         timeout: float = 30.0,
         prune_every: float = 60.0,
         server_id: int | None = None,
+        snapshot: str = "never",
+        snapshot_chunk: int = 1000,
     ) -> None:
         self.path, options = parse_url(url)
         self.url = masked(url)  # the source's name in messages
@@ -133,8 +141,13 @@ class TriggerSource(LogSource):
             tables = options["tables"].split(",")
         self.tables = tuple(tables) if tables is not None else None
         start = start or options.get("start") or "now"
-        if start not in ("now", "start"):
+        if snapshots.is_position(start):
+            snapshots.plan(start, snapshot)  # checks it
+        elif start not in ("now", "start"):
             _position(start)
+        snapshots.check_options(snapshot, snapshot_chunk, start)
+        self.snapshot, self.snapshot_chunk = snapshot, snapshot_chunk
+        self.snapshot_progress: snapshots.SnapshotProgress | None = None
         if end is not None and end != "now":
             _position(end, "end")
         raw = retain if retain is not None else options.get("retain", 86400.0)
@@ -225,21 +238,17 @@ class TriggerSource(LogSource):
             )
         return done
 
-    def _resolve(self, conn: sqlite3.Connection) -> tuple[int, int | None]:
+    def _resolve(self, conn: sqlite3.Connection, start: str) -> tuple[int, int | None]:
         if self.checkpoint is None:
-            return self._start(conn)
+            return self._start(conn, start)
         # A checkpointed reader is recorded in rowcast_readers before it reads, in the
         # transaction that checks its start against what was pruned: from then on no
         # prune (of any source) takes a row it has not passed.
         conn.execute("BEGIN IMMEDIATE")
         try:
             self._check_known(conn)
-            cursor, end = self._start(conn)
-            conn.execute(
-                "INSERT INTO rowcast_readers VALUES (?, ?, ?) ON CONFLICT (name) DO "
-                "UPDATE SET position = excluded.position, updated_at = excluded.updated_at",
-                (_reader_name(self.checkpoint), cursor, time.time()),
-            )
+            cursor, end = self._start(conn, start)
+            readers.record(conn, self.checkpoint, cursor)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -256,7 +265,7 @@ class TriggerSource(LogSource):
         """
         assert self.checkpoint is not None
         saved = self.checkpoint.load()
-        name = _reader_name(self.checkpoint)
+        name = readers.name(self.checkpoint)
         known = conn.execute("SELECT 1 FROM rowcast_readers WHERE name = ?", (name,)).fetchone()
         if saved is not None and saved.isdigit() and known is None:
             raise ConfigError(
@@ -267,9 +276,8 @@ class TriggerSource(LogSource):
                 "changes: remove the checkpoint to read from start= again"
             )
 
-    def _start(self, conn: sqlite3.Connection) -> tuple[int, int | None]:
+    def _start(self, conn: sqlite3.Connection, start: str) -> tuple[int, int | None]:
         """Where reading starts (after) and ends (None: never), checked against the table."""
-        start = self._resume_from()
         (last,) = conn.execute("SELECT coalesce(max(seq), 0) FROM rowcast_changes").fetchone()
         row = conn.execute("SELECT value FROM rowcast_state WHERE key = 'pruned'").fetchone()
         pruned = row[0] if row else 0
@@ -307,8 +315,29 @@ class TriggerSource(LogSource):
         self._incarnation = None
         self._install(conn)
         self._incarnation = triggers.incarnation(conn)
-        cursor, end = self._resolve(conn)
+        cut = snapshots.plan(self._resume_from(), self.snapshot)
+        start = (cut.streamed or cut.origin or "now") if cut else self._resume_from()
+        cursor, end = self._resolve(conn, start)
         self.position = str(cursor)
+        seam = None
+        if cut is not None:  # the rows first (see `snapshot`): its seam filters what follows
+            snapshot = snapshots.Snapshot(
+                self.path,
+                self.timeout,
+                cut,
+                self._wanted,
+                self.snapshot_chunk,
+                self._stopping,
+                lambda: self._seal_newest(conn),
+                conn,
+            )
+            self.snapshot_progress = snapshot.progress
+            for chunk in snapshot:
+                yield chunk
+                self.position = chunk[-1].position
+            if self._stopping.is_set():
+                return
+            cursor, seam = snapshot.resume, snapshot.seam
         last_prune = time.monotonic()
         while not self._stopping.is_set():
             if end is not None and cursor >= end:
@@ -329,6 +358,9 @@ class TriggerSource(LogSource):
                         f"are malformed ({e}); were they written by hand?"
                     ) from e
                 self.position = str(cursor)
+                if seam is not None:
+                    changes = seam.keep(changes, self.position)
+                    self.position = seam.position(self.position) or self.position
                 if changes:
                     yield changes
                 if self._stopping.is_set() or (end is not None and cursor >= end):
@@ -415,51 +447,7 @@ class TriggerSource(LogSource):
                     return None
 
     def _prune(self, conn: sqlite3.Connection) -> int:
-        now = time.time()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            if self.checkpoint is not None:
-                saved = self.checkpoint.load()
-                if saved is not None and saved.isdigit():
-                    conn.execute(
-                        "INSERT INTO rowcast_readers VALUES (?, ?, ?) ON CONFLICT (name) DO "
-                        "UPDATE SET position = excluded.position, updated_at = excluded.updated_at",
-                        (_reader_name(self.checkpoint), int(saved), now),
-                    )
-            (limit,) = conn.execute("SELECT min(position) FROM rowcast_readers").fetchone()
-            (upto,) = conn.execute(
-                "SELECT max(seq) FROM rowcast_changes WHERE sealed < ? AND seq <= ?",
-                (triggers.julian(now - self.retain), limit if limit is not None else 2**63 - 1),
-            ).fetchone()
-            count = 0
-            if upto is not None:  # never the newest row: the next seq is the highest plus one
-                (newest,) = conn.execute("SELECT max(seq) FROM rowcast_changes").fetchone()
-                cut = min(upto, newest - 1)
-                count = conn.execute("DELETE FROM rowcast_changes WHERE seq <= ?", (cut,)).rowcount
-                for spill in triggers.spills(conn):
-                    conn.execute(f"DELETE FROM {spill} WHERE seq <= ?", (cut,))
-                conn.execute(
-                    "INSERT INTO rowcast_state VALUES ('pruned', ?) ON CONFLICT (key) DO "
-                    "UPDATE SET value = max(value, excluded.value)",
-                    (upto,),
-                )
-            conn.execute("COMMIT")
-        except sqlite3.OperationalError as e:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            log.warning("%s: pruning rowcast_changes failed: %s", self.url, e)
-            return 0
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        if count:
-            log.info("%s: pruned %d rows of rowcast_changes (up to %d)", self.url, count, upto)
-        return count
-
-
-def _reader_name(checkpoint: Checkpoint) -> str:
-    return f"{checkpoint.url}#{getattr(checkpoint, 'name', 'default')}"
+        return readers.prune(conn, self.url, self.checkpoint, self.retain)
 
 
 def uninstall(

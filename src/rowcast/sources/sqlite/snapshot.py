@@ -1,0 +1,255 @@
+"""The initial snapshot of a SQLite trigger source: every existing row, then rowcast_changes.
+
+Private to `rowcast.sources.sqlite` (``TriggerSource(snapshot="initial")``).
+
+How it stays consistent: the triggers are installed first (committed), so every
+write from then on lands in ``rowcast_changes``. Then one write transaction
+(``BEGIN IMMEDIATE``) seals the newest ``rowcast_changes`` row (a transaction
+ends there), and a read transaction on a second connection reads that newest
+row and every row of the chosen tables: one view of the file, so a write is
+either in the rows read (its seq at or before the newest read) or comes after,
+in ``rowcast_changes``. If a write committed between the seal and the read, the
+newest row is unsealed: the seal is taken again. The read holds no lock in WAL
+mode (the app writes on while the snapshot is read); in rollback-journal mode
+it holds the shared lock, so the app's writes wait until it is done. Rows are
+read table by table in name order, in chunks of `chunk` rows by key (the
+primary key, or the rowid), each one transaction of ``write`` changes with
+``snapshot=True`` whose images and ``pk`` are what the triggers record. Then
+``rowcast_changes`` is read after the newest row read: nothing missed or
+doubled. A relay killed mid-snapshot resumes as the PostgreSQL source does
+(`rowcast.sources._snapshot`): the rest is read at a new point, and changes
+between the two points to rows read at the later one are left out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from ...change import Action, Change
+from .._snapshot import Cut, Seam, SnapshotProgress, check_options, is_position, parse
+from . import triggers
+from .file import connect
+
+__all__ = ["Snapshot", "SnapshotProgress", "check_options", "is_position", "plan"]
+
+log = logging.getLogger("rowcast.sources.snapshot")
+
+_WRITE = Action.WRITE
+
+
+def _seq(point: str) -> int:
+    if not point.isdigit():
+        raise ValueError(f"{point!r} is not a rowcast_changes seq")
+    return int(point)
+
+
+def plan(start: str, snapshot: str) -> Cut | None:
+    """The snapshot a reader starting at `start` reads, resumes or catches up after, or None."""
+    if is_position(start):
+        return parse(start, _seq)
+    if start == "now" and snapshot == "initial":
+        return Cut()
+    return None
+
+
+class Snapshot:
+    """One run of a snapshot of the file at `path`: new, resumed, or only catching up.
+
+    Iterate it for the chunks; afterwards `resume` is the seq to read
+    ``rowcast_changes`` after, and `seam` (None: every change is wanted) filters
+    the changes from there. `seal` seals the newest row in a write transaction of
+    its own (None: stopped while waiting for the lock); `conn` compares keys.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        timeout: float,
+        cut: Cut,
+        wanted: Callable[[str], bool],
+        chunk: int,
+        stopping: threading.Event,
+        seal: Callable[[], tuple[int, float | None] | None],
+        conn: sqlite3.Connection,
+    ) -> None:
+        self.path, self.timeout, self.cut, self.chunk = path, timeout, cut, chunk
+        self._wanted, self._stopping, self._seal, self._conn = wanted, stopping, seal, conn
+        self.progress = SnapshotProgress()
+        self.resume = 0
+        self.seam: Seam | None = None
+        self._collations: dict[str, tuple[str, ...]] = {}
+        self._keys: dict[str, tuple[str, ...]] = {}
+
+    def __iter__(self) -> Iterator[list[Change]]:
+        if self.cut.streamed is not None:  # read already: only the filter is left
+            self.progress.done = True
+            self._streaming(int(self.cut.streamed))
+            return
+        with contextlib.closing(connect(self.path, self.timeout)) as reader:
+            try:
+                yield from self._read(reader)
+            finally:
+                if reader.in_transaction:
+                    reader.execute("ROLLBACK")
+
+    def _streaming(self, resume: int) -> None:
+        self.resume = resume
+        if self.cut.resumed:
+            self.seam = Seam(self.cut, int, self._greater, self._old_key)
+
+    def _pin(self, reader: sqlite3.Connection) -> int | None:
+        """Open the read on `reader` at a sealed newest row; its seq (None: stopped)."""
+        while True:
+            if self._seal() is None:
+                return None
+            reader.execute("BEGIN")
+            row = reader.execute(
+                f"SELECT seq, sealed FROM {triggers.CHANGES} ORDER BY seq DESC LIMIT 1"
+            ).fetchone()
+            if row is None:
+                found = reader.execute(
+                    "SELECT value FROM rowcast_state WHERE key = 'pruned'"
+                ).fetchone()
+                return int(found[0]) if found else 0
+            if row[1] is not None:
+                return int(row[0])
+            reader.execute("ROLLBACK")  # a write came between: seal again
+
+    def _read(self, reader: sqlite3.Connection) -> Iterator[list[Change]]:
+        point = self._pin(reader)
+        if point is None:
+            return
+        here, cut, begin = str(point), self.cut, self.cut.at
+        if begin is None:
+            cut = Cut(here)
+        else:
+            cut = dataclasses.replace(cut, resumed=(*cut.resumed, (begin, here)), at=None)
+        self.cut = cut
+        tables = sorted(triggers.tables(reader, self._wanted), key=lambda t: t.name)
+        if begin is not None:
+            tables = [t for t in tables if ("main", t.name) >= (begin[0], begin[1])]
+        self.progress.tables = len(tables)
+        log.info("snapshot of %d tables at seq %s", len(tables), here)
+        ts, txid = time.time(), f"snapshot:{here}"
+        for table in tables:
+            after = begin[2] if begin is not None and begin[1] == table.name else None
+            self.progress.table = f"main.{table.name}"
+            for rows, last in self._chunks(reader, table, after):
+                if self._stopping.is_set():
+                    return
+                position = cut.position(("main", table.name, last))
+                yield [
+                    Change(
+                        _WRITE,
+                        "main",
+                        table.name,
+                        pk,
+                        None,
+                        row,
+                        ts,
+                        txid,
+                        position,
+                        "sqlite",
+                        True,
+                    )
+                    for pk, row in rows
+                ]
+                self.progress.rows += len(rows)
+            self.progress.tables_done += 1
+            log.info("snapshot: %s read (%d rows so far)", table.name, self.progress.rows)
+        reader.execute("COMMIT")
+        self.progress.table, self.progress.done = None, True
+        self._streaming(int(cut.origin))
+        log.info("snapshot done: %d rows; reading on after seq %s", self.progress.rows, cut.origin)
+
+    def _chunks(
+        self, reader: sqlite3.Connection, table: triggers.Table, after: Any
+    ) -> Iterator[tuple[list[tuple[Any, dict[str, Any]]], Any]]:
+        """The table's rows after key `after`, `chunk` at a time: ([(pk, row)], last key)."""
+        slots = table.slots
+        at = [slots.index(k) for k in table.key]
+        collations = self._collation(table.name, table.key)
+        keys = [
+            f"{triggers.ident(k)} COLLATE {c}" for k, c in zip(table.key, collations, strict=True)
+        ]
+        source = f"SELECT {', '.join(map(triggers.ident, slots))} FROM {triggers.ident(table.name)}"
+        order = f" ORDER BY {', '.join(keys)} LIMIT {int(self.chunk)}"
+        where = f" WHERE ({', '.join(keys)}) > ({', '.join('?' for _ in keys)})"
+        last = after
+        while True:
+            query = source + (where if last is not None else "") + order
+            rows = reader.execute(query, list(last or ())).fetchall()
+            if not rows:
+                return
+            found = []
+            for row in rows:
+                image = dict(zip(table.columns, row, strict=False))
+                pk = row[at[0]] if len(at) == 1 else tuple(row[i] for i in at)
+                found.append((pk, image))
+            last = tuple(rows[-1][i] for i in at)
+            yield found, last
+            if len(rows) < self.chunk:
+                return
+
+    def _collation(self, table: str, key: tuple[str, ...]) -> tuple[str, ...]:
+        """The collations the key compares with: its primary key index's (BINARY for a rowid)."""
+        found = self._collations.get(table)
+        if found is None:
+            index = self._conn.execute(
+                "SELECT name FROM pragma_index_list(?) WHERE origin = 'pk'", (table,)
+            ).fetchone()
+            named: dict[str, str] = {}
+            if index is not None:
+                named = {
+                    str(name): str(coll)
+                    for name, coll in self._conn.execute(
+                        "SELECT name, coll FROM pragma_index_xinfo(?) WHERE key = 1", (index[0],)
+                    )
+                    if name is not None
+                }
+            found = self._collations[table] = tuple(
+                triggers.ident(named.get(k, "BINARY")) for k in key
+            )
+        return found
+
+    def _greater(
+        self, schema: str, table: str, pk: tuple[Any, ...], after: tuple[Any, ...]
+    ) -> bool:
+        """``pk > after`` in the table's key order, as SQLite compares them."""
+        if len(pk) != len(after):
+            return True  # the key changed since: the row was read again
+        names = self._key(table)
+        if len(names) != len(pk):
+            return True
+        collations = self._collation(table, names)
+        left = ", ".join(f"? COLLATE {c}" for c in collations)
+        right = ", ".join("?" for _ in collations)
+        (greater,) = self._conn.execute(f"SELECT ({left}) > ({right})", [*pk, *after]).fetchone()
+        return bool(greater)
+
+    def _old_key(self, change: Change) -> Any:
+        """The key an update's before image has (a hidden rowid's moves come as a delete
+        and a write already)."""
+        if change.before is None:
+            return None
+        names = self._key(change.table)
+        if not names or any(name not in change.before for name in names):
+            return None
+        return (
+            change.before[names[0]] if len(names) == 1 else tuple(change.before[n] for n in names)
+        )
+
+    def _key(self, table: str) -> tuple[str, ...]:
+        """The table's key columns, as the triggers record its ``pk``."""
+        found = self._keys.get(table)
+        if found is None:
+            tables = triggers.tables(self._conn, lambda name: name == table)
+            found = self._keys[table] = tables[0].key if tables else ()
+        return found
