@@ -68,7 +68,7 @@ from . import pgoutput as pgo
 from .pgoutput import UNCHANGED, Unchanged, format_lsn, parse_lsn
 from .rows import RowDecoder, lookup_types, primary_key
 from .server import PgURL, check_name, connect, parse_url, psycopg2
-from .snapshot import Snapshot, confirm_snapshot, plan, snapshot_tables
+from .snapshot import Snapshot, plan, snapshot_tables
 from .stream import (
     check_position,
     close_stream,
@@ -153,8 +153,6 @@ class LogicalSource(LogSource):
         self._began = 0.0  # when this iteration began
         self._streamed = False  # whether it ever opened the stream
         self._own = False  # whether the publication is rowcast's (new tables join it)
-        self._seam: snapshots.Seam | None = None  # after a resumed snapshot: the stream's filter
-        self._chunk: str | None = None  # the position of the last snapshot chunk handed out
         self._pending: tuple[Any, int] | None = None  # a tail's slot, made for its snapshot
 
     # ------------------------------------------------------------------ names
@@ -247,14 +245,13 @@ class LogicalSource(LogSource):
             cur = conn.cursor()
             self._own = self._setup(cur, busy_ok=True)
             cut = plan(self._resume_from(), self.snapshot)
-            start = (cut.streamed or cut.origin or "now") if cut else self._resume_from()
+            start = (cut.point or "now") if cut else self._resume_from()
             resume, end = resolve_positions(
                 cur, self.url.masked, self.slot, start, self.end, snapshot=cut is not None
             )
         finally:
             conn.close()
         explicit = resume != 0 and self._resume_from() not in ("now", "start")
-        self._seam = None
         if cut is not None:
             snapshot = Snapshot(
                 self.url,
@@ -262,16 +259,17 @@ class LogicalSource(LogSource):
                 lambda cur: snapshot_tables(cur, self.url.masked, self.tables, self.publication),
                 self.snapshot_chunk,
                 self._stopping,
-                self._control,
-                self.slot if self.temporary else None,
+                slot=self.slot if self.temporary else None,
+                stream=None if self.temporary else (self.slot, self.publication, self.tables),
+                save=self.checkpoint.save if self.checkpoint is not None else None,
             )
-            self.snapshot_progress, self._chunk = snapshot.progress, self._resume_from()
-            for chunk in snapshot:
-                yield chunk
-                self.position = self._chunk = chunk[-1].position
-            if self._stopping.is_set():
+            self.snapshot_progress, last = snapshot.progress, None
+            for transaction in snapshot:
+                yield transaction
+                self.position = last = transaction[-1].position
+            if self._stopping.is_set() or not self._handed_over(last, snapshot.resume):
                 return
-            resume, self._seam, self._pending = snapshot.resume, snapshot.seam, snapshot.pending
+            resume, self._pending = snapshot.resume, snapshot.pending
         self._began, self._streamed = time.monotonic(), False
         told = 0.0  # when the confirmed position was last sent
         handed = 0  # the end of the last transaction with changes handed out
@@ -319,7 +317,7 @@ class LogicalSource(LogSource):
                     if confirm:
                         stream.send_feedback(write_lsn=confirm, flush_lsn=confirm, force=force)
                     told = now if force else told
-                    resume, self.position = lsn, self._at(lsn)
+                    resume, self.position = lsn, format_lsn(lsn)
                     if end is not None and lsn >= end:
                         return
             finally:
@@ -362,9 +360,17 @@ class LogicalSource(LogSource):
             temporary=self.temporary,
         )
 
-    def _at(self, lsn: int) -> str:
-        """The position of the end of a transaction streamed up to `lsn`."""
-        return (self._seam.position(format_lsn(lsn)) if self._seam else None) or format_lsn(lsn)
+    def _handed_over(self, last: str | None, point: int) -> bool:
+        """After a snapshot: wait until the checkpoint holds `last` (the consumer has all
+        it handed out), then save `point` there, where the stream begins (False: stopped).
+        Not streamed before: psycopg2 confirms an idle slot past the snapshot's position."""
+        if self.checkpoint is None:
+            return True
+        while last is not None and self.checkpoint.load() != last:
+            if self._stopping.wait(self.heartbeat):
+                return False
+        self.checkpoint.save(format_lsn(point))
+        return True
 
     def _confirmable(self, lsn: int, handed: int) -> int:
         """How far the slot may be confirmed, having read up to `lsn` (0: not at all).
@@ -377,9 +383,8 @@ class LogicalSource(LogSource):
         if self.checkpoint is None:
             return lsn
         saved = self.checkpoint.load()
-        if snapshots.is_position(saved):
-            assert saved is not None
-            return confirm_snapshot(self.checkpoint, saved, self._chunk, lsn, handed, self._at)
+        if snapshots.is_position(saved):  # a snapshot's: the slot stays where it began
+            return 0
         done = parse_lsn(saved) if saved else 0
         if done < handed:
             return done
@@ -449,10 +454,7 @@ class LogicalSource(LogSource):
             elif kind is pgo.Commit:
                 xid = begin.xid if begin is not None else None
                 begin = None
-                changes = decoder.commit(rows, xid, m)  # type: ignore[arg-type]
-                if self._seam is not None and changes:  # after a resumed snapshot
-                    changes = self._seam.keep(changes, changes[-1].position or "")
-                yield changes, m.end_lsn  # type: ignore[union-attr]
+                yield decoder.commit(rows, xid, m), m.end_lsn  # type: ignore[arg-type,union-attr]
                 rows = []
             elif kind is pgo.Relation:
                 decoder.relation(m)  # type: ignore[arg-type]

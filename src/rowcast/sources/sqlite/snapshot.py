@@ -16,15 +16,17 @@ read table by table in name order, in chunks of `chunk` rows by key (the
 primary key, or the rowid), each one transaction of ``write`` changes with
 ``snapshot=True`` whose images and ``pk`` are what the triggers record. Then
 ``rowcast_changes`` is read after the newest row read: nothing missed or
-doubled. A relay killed mid-snapshot resumes as the PostgreSQL source does
-(`rowcast.sources._snapshot`): the rest is read at a new point, and changes
-between the two points to rows read at the later one are left out.
+doubled. A relay killed mid-snapshot resumes from its last chunk's position
+(`rowcast.sources._snapshot`): at a new point it hands out what
+``rowcast_changes`` holds between the two (as the `Seam` says), then reads the
+rest. A table is read in its primary key's order and collation (the rowid's
+without one); rows whose key holds a NULL (SQLite allows it in a primary key
+that is not an INTEGER one) are never read: declare such a column NOT NULL.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import sqlite3
 import threading
@@ -33,8 +35,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from ...change import Action, Change
-from .._snapshot import Cut, Seam, SnapshotProgress, check_options, is_position, parse
+from .._snapshot import Cut, Seam, SnapshotProgress, check_options, is_position, parse, position
 from . import triggers
+from .decode import Decoder
 from .file import connect
 
 __all__ = ["Snapshot", "SnapshotProgress", "check_options", "is_position", "plan"]
@@ -60,12 +63,14 @@ def plan(start: str, snapshot: str) -> Cut | None:
 
 
 class Snapshot:
-    """One run of a snapshot of the file at `path`: new, resumed, or only catching up.
+    """One run of a snapshot of the file at `path`, new or resumed (`cut`).
 
-    Iterate it for the chunks; afterwards `resume` is the seq to read
-    ``rowcast_changes`` after, and `seam` (None: every change is wanted) filters
-    the changes from there. `seal` seals the newest row in a write transaction of
-    its own (None: stopped while waiting for the lock); `conn` compares keys.
+    Iterate it for its transactions; afterwards `resume` is the seq to read
+    ``rowcast_changes`` after. `seal` seals the newest row in a write transaction
+    of its own (None: stopped while waiting for the lock); `decoder` turns rows of
+    ``rowcast_changes`` into changes (a resumed snapshot hands out what happened
+    in between); `conn` compares keys; `save` records where a new snapshot begins
+    before its first chunk (a checkpoint's).
     """
 
     def __init__(
@@ -76,33 +81,27 @@ class Snapshot:
         wanted: Callable[[str], bool],
         chunk: int,
         stopping: threading.Event,
+        *,
         seal: Callable[[], tuple[int, float | None] | None],
+        decoder: Decoder,
         conn: sqlite3.Connection,
+        save: Callable[[str], None] | None = None,
     ) -> None:
         self.path, self.timeout, self.cut, self.chunk = path, timeout, cut, chunk
         self._wanted, self._stopping, self._seal, self._conn = wanted, stopping, seal, conn
+        self._decoder, self._save = decoder, save
         self.progress = SnapshotProgress()
         self.resume = 0
-        self.seam: Seam | None = None
         self._collations: dict[str, tuple[str, ...]] = {}
         self._keys: dict[str, tuple[str, ...]] = {}
 
     def __iter__(self) -> Iterator[list[Change]]:
-        if self.cut.streamed is not None:  # read already: only the filter is left
-            self.progress.done = True
-            self._streaming(int(self.cut.streamed))
-            return
         with contextlib.closing(connect(self.path, self.timeout)) as reader:
             try:
                 yield from self._read(reader)
             finally:
                 if reader.in_transaction:
                     reader.execute("ROLLBACK")
-
-    def _streaming(self, resume: int) -> None:
-        self.resume = resume
-        if self.cut.resumed:
-            self.seam = Seam(self.cut, int, self._greater, self._old_key)
 
     def _pin(self, reader: sqlite3.Connection) -> int | None:
         """Open the read on `reader` at a sealed newest row; its seq (None: stopped)."""
@@ -126,15 +125,20 @@ class Snapshot:
         point = self._pin(reader)
         if point is None:
             return
-        here, cut, begin = str(point), self.cut, self.cut.at
-        if begin is None:
-            cut = Cut(here)
-        else:
-            cut = dataclasses.replace(cut, resumed=(*cut.resumed, (begin, here)), at=None)
-        self.cut = cut
+        here, begin = str(point), self.cut.at
+        if self.cut.point:  # resumed: what happened since, as the consumer needs it
+            seam = Seam(begin, self._greater, self._old_key)
+            for changes, end in self._between(reader, int(self.cut.point), point):
+                if self._stopping.is_set():
+                    return
+                kept = seam.keep(changes, position(str(end), begin))
+                if kept:
+                    yield kept
+        elif self._save is not None:
+            self._save(position(here, None))
         tables = sorted(triggers.tables(reader, self._wanted), key=lambda t: t.name)
         if begin is not None:
-            tables = [t for t in tables if ("main", t.name) >= (begin[0], begin[1])]
+            tables = [t for t in tables if ("main", t.name) >= begin[:2]]
         self.progress.tables = len(tables)
         log.info("snapshot of %d tables at seq %s", len(tables), here)
         ts, txid = time.time(), f"snapshot:{here}"
@@ -144,30 +148,41 @@ class Snapshot:
             for rows, last in self._chunks(reader, table, after):
                 if self._stopping.is_set():
                     return
-                position = cut.position(("main", table.name, last))
+                at = position(here, ("main", table.name, last))
                 yield [
-                    Change(
-                        _WRITE,
-                        "main",
-                        table.name,
-                        pk,
-                        None,
-                        row,
-                        ts,
-                        txid,
-                        position,
-                        "sqlite",
-                        True,
-                    )
+                    Change(_WRITE, "main", table.name, pk, None, row, ts, txid, at, "sqlite", True)
                     for pk, row in rows
                 ]
                 self.progress.rows += len(rows)
             self.progress.tables_done += 1
             log.info("snapshot: %s read (%d rows so far)", table.name, self.progress.rows)
         reader.execute("COMMIT")
-        self.progress.table, self.progress.done = None, True
-        self._streaming(int(cut.origin))
-        log.info("snapshot done: %d rows; reading on after seq %s", self.progress.rows, cut.origin)
+        self.progress.table, self.progress.done, self.resume = None, True, point
+        log.info("snapshot done: %d rows; reading on after seq %s", self.progress.rows, here)
+
+    def _between(
+        self, reader: sqlite3.Connection, start: int, end: int
+    ) -> Iterator[tuple[list[Change], int]]:
+        """The transactions of ``rowcast_changes`` after seq `start` up to seq `end` (sealed),
+        each with its last seq, as the read sees them."""
+        group: list[Any] = []
+        after = start
+        while after < end:
+            rows = reader.execute(
+                f"SELECT * FROM {triggers.CHANGES} WHERE seq > ? AND seq <= ? ORDER BY seq "
+                "LIMIT 1000",
+                (after, end),
+            ).fetchall()
+            if not rows:
+                return
+            for row in rows:
+                group.append(row)
+                if row[2] is not None:  # sealed: a transaction ends here
+                    changes = self._decoder.changes(reader, group)
+                    if changes:
+                        yield changes, row[0]
+                    group = []
+            after = rows[-1][0]
 
     def _chunks(
         self, reader: sqlite3.Connection, table: triggers.Table, after: Any

@@ -316,11 +316,10 @@ class TriggerSource(LogSource):
         self._install(conn)
         self._incarnation = triggers.incarnation(conn)
         cut = snapshots.plan(self._resume_from(), self.snapshot)
-        start = (cut.streamed or cut.origin or "now") if cut else self._resume_from()
+        start = (cut.point or "now") if cut else self._resume_from()
         cursor, end = self._resolve(conn, start)
         self.position = str(cursor)
-        seam = None
-        if cut is not None:  # the rows first (see `snapshot`): its seam filters what follows
+        if cut is not None:  # the rows first, then what came after them (see `snapshot`)
             snapshot = snapshots.Snapshot(
                 self.path,
                 self.timeout,
@@ -328,16 +327,18 @@ class TriggerSource(LogSource):
                 self._wanted,
                 self.snapshot_chunk,
                 self._stopping,
-                lambda: self._seal_newest(conn),
-                conn,
+                seal=lambda: self._seal_newest(conn),
+                decoder=self._decoder,
+                conn=conn,
+                save=self.checkpoint.save if self.checkpoint is not None else None,
             )
             self.snapshot_progress = snapshot.progress
-            for chunk in snapshot:
-                yield chunk
-                self.position = chunk[-1].position
+            for transaction in snapshot:
+                yield transaction
+                self.position = transaction[-1].position
             if self._stopping.is_set():
                 return
-            cursor, seam = snapshot.resume, snapshot.seam
+            cursor = snapshot.resume
         last_prune = time.monotonic()
         while not self._stopping.is_set():
             if end is not None and cursor >= end:
@@ -358,9 +359,6 @@ class TriggerSource(LogSource):
                         f"are malformed ({e}); were they written by hand?"
                     ) from e
                 self.position = str(cursor)
-                if seam is not None:
-                    changes = seam.keep(changes, self.position)
-                    self.position = seam.position(self.position) or self.position
                 if changes:
                     yield changes
                 if self._stopping.is_set() or (end is not None and cursor >= end):

@@ -1,0 +1,304 @@
+"""``--snapshot initial`` from the command line, on MySQL/MariaDB, PostgreSQL and SQLite.
+
+``rowcast tail --snapshot initial`` prints the rows, then the changes; bad uses
+exit 2 with the fix. A real ``rowcast relay`` process killed with SIGKILL in the
+middle of a PostgreSQL snapshot, while a writer races it, resumes when started
+again: the event store it fills then holds every row and change to rebuild the
+table exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import secrets
+import signal
+import sqlite3
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+import pymysql
+import pytest
+from click.testing import CliRunner, Result
+
+from rowcast import Change
+from rowcast.checkpoint import open_checkpoint
+from rowcast.cli import main
+from rowcast.sources._snapshot import parse
+from rowcast.store import EventStore
+from rowcast.testing.snapshot import replay
+from tests.conftest import require_server, wait_for
+from tests.sources.test_postgres import private_database
+from tests.test_cli_relay import ROWCAST
+from tests.test_relay import server_id
+
+RUN = secrets.token_hex(3)
+
+
+def invoke(*args: str) -> Result:
+    return CliRunner().invoke(main, list(args))
+
+
+def tail_json(*args: str) -> list[Change]:
+    result = invoke("tail", *args, "--snapshot", "initial", "--to", "now", "--format", "json")
+    assert result.exit_code == 0, result.output
+    return [Change.from_json(line) for line in result.stdout.splitlines()]
+
+
+def test_the_help_says_where_snapshots_work() -> None:
+    for command in ("tail", "relay"):
+        text = " ".join(invoke(command, "--help").output.split())
+        assert "--snapshot [initial|never]" in text
+        assert "--snapshot-chunk ROWS" in text
+        assert "(MySQL/MariaDB, PostgreSQL, SQLite)" in text
+
+
+def test_tail_snapshot_on_sqlite(tmp_path: Path) -> None:
+    path = tmp_path / "app.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, data TEXT)")
+        conn.executemany("INSERT INTO items (data) VALUES (?)", [("a",), ("b",), ("c",)])
+    changes = tail_json(f"sqlite:///{path}", "--snapshot-chunk", "2")
+    assert [(c.name, c.pk, c.snapshot) for c in changes] == [
+        ("items_write", i, True) for i in (1, 2, 3)
+    ]
+    assert len({c.position for c in changes}) == 2  # two chunks
+
+
+@pytest.mark.server
+def test_tail_snapshot_on_postgresql() -> None:
+    with private_database(f"rc_clisnap_{RUN}") as url:
+        with psycopg2.connect(url) as conn, conn.cursor() as cur:
+            cur.execute("CREATE TABLE items (id INT PRIMARY KEY, data TEXT)")
+            cur.execute("INSERT INTO items VALUES (1, 'a'), (2, 'b')")
+            cur.execute("CREATE TABLE nokey (v INT)")
+        changes = tail_json(url, "--tables", "items")
+        assert [(c.name, c.pk, c.snapshot) for c in changes] == [
+            ("items_write", 1, True),
+            ("items_write", 2, True),
+        ]
+        refused = invoke("tail", url, "--tables", "nokey", "--snapshot", "initial", "--to", "now")
+        assert refused.exit_code == 2, refused.output
+        assert "no primary key and no replica identity" in refused.output
+        assert "ALTER TABLE public.nokey REPLICA IDENTITY FULL;" in refused.output
+        assert "Traceback" not in refused.output
+        with psycopg2.connect(url) as conn, conn.cursor() as cur:  # a tail leaves nothing
+            cur.execute(
+                "SELECT count(*) FROM pg_replication_slots WHERE database = current_database()"
+            )
+            assert cur.fetchone()[0] == 0
+            cur.execute("SELECT count(*) FROM pg_publication")
+            assert cur.fetchone()[0] == 0
+
+
+@pytest.mark.server
+def test_tail_snapshot_on_mysql() -> None:
+    require_server("mysql")
+    database = f"rc_clisnap_{RUN}"
+    admin = pymysql.connect(host="127.0.0.1", user="root", autocommit=True)
+    try:
+        with admin.cursor() as cur:
+            cur.execute(f"CREATE DATABASE {database}")
+            cur.execute(f"CREATE TABLE {database}.items (id INT PRIMARY KEY, data TEXT)")
+            cur.execute(f"INSERT INTO {database}.items VALUES (1, 'a'), (2, 'b')")
+        changes = tail_json(
+            f"mysql://root@127.0.0.1:3306/{database}",
+            "--tables",
+            f"{database}.items",
+            "--server-id",
+            str(server_id()),
+        )
+        assert [(c.name, c.pk, c.snapshot) for c in changes] == [
+            ("items_write", 1, True),
+            ("items_write", 2, True),
+        ]
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS {database}")
+        admin.close()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--from", "start"], "leave start at 'now'"),
+        (["--snapshot-chunk", "0"], "--snapshot-chunk"),
+    ],
+)
+def test_tail_snapshot_bad_usage_exits_2(tmp_path: Path, extra: list[str], message: str) -> None:
+    path = tmp_path / "app.db"
+    sqlite3.connect(path).close()
+    result = invoke("tail", f"sqlite:///{path}", "--snapshot", "initial", *extra)
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+# ---------------------------------------------------------------- a relay killed mid-snapshot
+
+ROWS = 30000
+
+
+class Writer(threading.Thread):
+    """Inserts, updates and deletes rows of ``rc_kill`` by id, each its own transaction."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(daemon=True)
+        self.conn = psycopg2.connect(url)
+        self.conn.autocommit = True
+        self.live = list(range(1, ROWS + 1))
+        self.next, self.writes = ROWS + 1, 0
+        self.done = threading.Event()
+        self.random = random.Random(5)
+
+    def run(self) -> None:
+        cur = self.conn.cursor()
+        while not self.done.is_set():
+            op = self.random.random()
+            if op < 0.3:
+                cur.execute("INSERT INTO rc_kill VALUES (%s, 'w')", (self.next,))
+                self.live.append(self.next)
+                self.next += 1
+            elif op < 0.8:
+                key = self.live[self.random.randrange(len(self.live))]
+                cur.execute("UPDATE rc_kill SET data = %s WHERE id = %s", (f"u{self.writes}", key))
+            else:
+                key = self.live.pop(self.random.randrange(len(self.live)))
+                cur.execute("DELETE FROM rc_kill WHERE id = %s", (key,))
+            self.writes += 1
+            time.sleep(0.001)
+
+    def finish(self) -> None:
+        self.done.set()
+        self.join(30)
+        self.conn.close()
+
+
+def start(url: str, tmp_path: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [
+            ROWCAST,
+            "relay",
+            url,
+            "--tables",
+            "rc_kill",
+            "--snapshot",
+            "initial",
+            "--snapshot-chunk",
+            "100",
+            "--to",
+            f"sqlite:///{tmp_path / 'events.db'}",
+            "--checkpoint",
+            str(tmp_path / "pos"),
+            "--log-format",
+            "json",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def cut_key(position: str) -> int:
+    """The last key a snapshot position says was read."""
+    at = parse(position, str).at
+    assert at is not None
+    return int(at[2][0])
+
+
+def past_the_checkpoint(tmp_path: Path) -> bool:
+    """Whether the relay delivered a row past the key its checkpoint holds."""
+    saved = checkpointed(tmp_path) or ""
+    if '"at":["public"' not in saved:
+        return False
+    last = stored(tmp_path, 1)
+    return bool(last) and last[0].snapshot and last[0].pk > cut_key(saved) + 100
+
+
+def checkpointed(tmp_path: Path) -> str | None:
+    with open_checkpoint(str(tmp_path / "pos")) as checkpoint:
+        return checkpoint.load()
+
+
+def stored(tmp_path: Path, last: int | None = None) -> list[Change]:
+    """The changes in the relay's event store, in the order it delivered them (the `last`)."""
+    with EventStore(f"sqlite:///{tmp_path / 'events.db'}") as store:
+        events = store.read_all(limit=last, backwards=last is not None)
+        changes = [Change(**event.data) for event in events]
+    return changes[::-1] if last is not None else changes
+
+
+@pytest.fixture
+def killing_db() -> Iterator[tuple[str, Any]]:
+    with private_database(f"rc_clikill_{RUN}") as url:
+        conn = psycopg2.connect(url)
+        conn.autocommit = True
+        cur = conn.cursor()
+        cur.execute("CREATE TABLE rc_kill (id INT PRIMARY KEY, data TEXT)")
+        cur.execute("ALTER TABLE rc_kill REPLICA IDENTITY FULL")
+        cur.execute(f"INSERT INTO rc_kill SELECT g, 's' || g FROM generate_series(1, {ROWS}) g")
+        yield url, cur
+        conn.close()
+
+
+@pytest.mark.server
+def test_a_relay_killed_mid_snapshot_resumes_with_nothing_missed_or_doubled(
+    killing_db: tuple[str, Any], tmp_path: Path
+) -> None:
+    url, cur = killing_db
+    writer = Writer(url)
+    writer.start()
+    process = start(url, tmp_path)
+    try:
+        # killed before the snapshot is done, having delivered rows past its checkpoint
+        wait_for(lambda: process.poll() is not None or past_the_checkpoint(tmp_path), seconds=60)
+        process.send_signal(signal.SIGKILL)
+        process.communicate(timeout=30)
+        at_kill = checkpointed(tmp_path) or ""
+        assert at_kill.startswith("snapshot:")
+        read_before = [c for c in stored(tmp_path) if c.snapshot]
+        assert 0 < len(read_before) < ROWS, "not killed mid-snapshot: the test proves nothing"
+        # rows it delivered past its checkpoint change or go while it is down
+        past = [c.pk for c in read_before if c.pk > cut_key(at_kill)]
+        assert len(past) >= 2, "nothing delivered past the checkpoint: the test proves nothing"
+        cur.execute("DELETE FROM rc_kill WHERE id = %s", (past[0],))
+        cur.execute("UPDATE rc_kill SET id = -1 WHERE id = %s", (past[-1],))
+        time.sleep(0.5)  # the writer goes on while the relay is down
+        process = start(url, tmp_path)
+        wait_for(
+            lambda: (
+                process.poll() is not None
+                or not (checkpointed(tmp_path) or "snapshot:").startswith("snapshot:")
+            ),
+            seconds=120,
+        )
+        writer.finish()
+        cur.execute("INSERT INTO rc_kill VALUES (0, 'marker')")
+        wait_for(
+            lambda: (
+                process.poll() is not None
+                or any(c.pk == 0 and not c.snapshot for c in stored(tmp_path, 20))
+            ),
+            seconds=60,
+        )
+        assert process.poll() is None, process.communicate()[1]
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=30)
+        assert process.returncode == 0, err
+    finally:
+        writer.done.set()
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    records = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    assert records[0]["event"] == "start"
+    assert records[0]["position"] == at_kill  # it resumed from the snapshot's checkpoint
+    changes = stored(tmp_path)
+    cur.execute("SELECT id, data FROM rc_kill")
+    assert replay(changes, reread=True) == dict(cur.fetchall())
+    assert writer.writes > 100
