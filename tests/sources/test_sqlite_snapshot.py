@@ -169,3 +169,16 @@ def test_bad_snapshot_options(
 ) -> None:
     with pytest.raises(ConfigError, match=message):
         TriggerSource(url(path_of(app)), **options)
+
+
+def test_a_snapshot_checkpoint_of_another_file_is_refused(
+    app: sqlite3.Connection, tmp_path: Path
+) -> None:
+    app.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, data TEXT)")
+    app.executemany("INSERT INTO t (data) VALUES (?)", [(str(i),) for i in range(10)])
+    path = path_of(app)
+    TriggerSource(url(path)).install()
+    checkpoint = open_checkpoint(str(tmp_path / "other.pos"))
+    checkpoint.save('snapshot:3:{"at":["main","t",[4]]}')  # saved against another file
+    with pytest.raises(ConfigError, match="no record of that reader"):
+        list(TriggerSource(url(path), snapshot="initial", checkpoint=checkpoint, end="now"))

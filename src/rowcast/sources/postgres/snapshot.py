@@ -58,6 +58,7 @@ __all__ = ["Snapshot", "plan", "snapshot_tables"]
 log = logging.getLogger("rowcast.sources.snapshot")
 
 _WRITE, _PG = Action.WRITE, "postgres"
+_PATIENCE = 10.0  # seconds to wait for a slot that a killed reader's server process holds
 
 
 def plan(start: str, snapshot: str) -> Cut | None:
@@ -226,13 +227,7 @@ class Snapshot:
                 lambda oids: lookup_types(ctl, oids),
                 lambda oid: primary_key(ctl, oid),
             )
-            cur.execute("BEGIN")
-            cur.execute(
-                "DECLARE rowcast_between NO SCROLL CURSOR FOR SELECT data FROM "
-                "pg_logical_slot_peek_binary_changes(%s, %s, NULL, 'proto_version', '1', "
-                "'publication_names', %s)",
-                (slot, format_lsn(end), publication),
-            )
+            self._peek(cur, slot, publication, end)
             rows: list[Any] = []
             xid = None
             while True:
@@ -259,6 +254,25 @@ class Snapshot:
                         decoder.relation(m)  # type: ignore[arg-type]
         finally:
             conn.close()
+
+    def _peek(self, cur: Any, slot: str, publication: str, end: int) -> None:
+        """Open a cursor on what `slot` holds up to `end`, once the slot is free: the server
+        process of a reader that was killed lets go of it in a moment."""
+        deadline = time.monotonic() + _PATIENCE
+        while True:
+            cur.execute("SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s", (slot,))
+            row = cur.fetchone()
+            if row is None or row[0] is None or time.monotonic() > deadline:
+                break
+            if self.stopping.wait(0.2):
+                break
+        cur.execute("BEGIN")
+        cur.execute(
+            "DECLARE rowcast_between NO SCROLL CURSOR FOR SELECT data FROM "
+            "pg_logical_slot_peek_binary_changes(%s, %s, NULL, 'proto_version', '1', "
+            "'publication_names', %s)",
+            (slot, format_lsn(end), publication),
+        )
 
     # ------------------------------------------------------------------ keys
 

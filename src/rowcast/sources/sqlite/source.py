@@ -267,7 +267,10 @@ class TriggerSource(LogSource):
         saved = self.checkpoint.load()
         name = readers.name(self.checkpoint)
         known = conn.execute("SELECT 1 FROM rowcast_readers WHERE name = ?", (name,)).fetchone()
-        if saved is not None and saved.isdigit() and known is None:
+        point = saved
+        if snapshots.is_position(saved):  # a snapshot's: where its reader was in the log
+            point = snapshots.plan(saved or "", self.snapshot).point  # type: ignore[union-attr]
+        if point and point.isdigit() and known is None:
             raise ConfigError(
                 f"{self.url}: checkpoint {self.checkpoint.url} holds position {saved}, but "
                 "this database has no record of that reader: rowcast_changes was dropped and "
