@@ -1,8 +1,9 @@
 """The SQLite trigger source: `TriggerSource`, `uninstall` and ``rowcast doctor``'s `diagnose`.
 
-One module per part: `source` (the `TriggerSource`, its readers and
-positions), `triggers` (the SQL side: rowcast's tables and triggers), `decode`
-(their rows back into changes), `file` (URL, connection, table patterns) and
+One module per part: `source` (the `TriggerSource` and its positions),
+`readers` (checkpointed readers and pruning), `triggers` (the SQL side:
+rowcast's tables and triggers), `decode` (their rows back into changes),
+`snapshot` (the initial snapshot), `file` (URL, connection, table patterns) and
 `doctor` (the checks of ``rowcast doctor``).
 """
 
