@@ -8,7 +8,8 @@ read slowly, then rebuild the table from what the source handed out: every
 streamed change must find the row as its before image says (nothing missed),
 a streamed write must find no row (nothing doubled), and the end must equal the
 table. Once straight through, once cut short mid-snapshot and resumed from the
-checkpoint of its last chunk.
+checkpoint of its last chunk, and once resumed from a checkpoint that rows were
+delivered past (as a relay delivers ahead of its checkpoint) and then changed.
 
 A source without an initial snapshot sets ``initial_snapshot = False``; the
 others implement `table_rows` (besides `SourceContract`'s hooks).
