@@ -8,6 +8,7 @@ naming the option, its value and the closest known one.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
@@ -18,13 +19,32 @@ __all__ = ["boolean", "masked", "number", "query", "unknown_option"]
 
 
 def masked(url: str) -> str:
-    """`url` with its password, if any, replaced by ``***``: fit to print or log."""
-    parts = urlsplit(url)
-    if parts.password is None:
+    """`url` with its secrets replaced by ``***``: fit to print or log.
+
+    The password in the user info, a ``password=`` query option (libpq takes one), and
+    a NATS URL's token (``nats://TOKEN@host``). A URL too malformed to parse still has
+    whatever sits between ``:`` and ``@`` after ``://`` masked.
+    """
+    try:
+        parts = urlsplit(url)
+        token = parts.scheme.lower() in _TOKEN_SCHEMES and parts.username is not None
+        secret = parts.password is not None or token
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        return _PASSWORD_TEXT.sub(r"\1***@", url)
+    query = _PASSWORD_OPTION.sub(r"\1***", parts.query)
+    if not secret and query == parts.query:
         return url
-    userinfo, _, host = parts.netloc.rpartition("@")
-    user = userinfo.partition(":")[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    netloc = parts.netloc
+    if secret:
+        userinfo, _, host = netloc.rpartition("@")
+        user = "" if parts.password is None else f"{userinfo.partition(':')[0]}:"
+        netloc = f"{user}***@{host}"
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+_TOKEN_SCHEMES = ("nats", "tls")  # a user without a password is a token there
+_PASSWORD_OPTION = re.compile(r"((?:^|&)password=)[^&]*", re.IGNORECASE)
+_PASSWORD_TEXT = re.compile(r"(://[^:/@]*:)[^@]*@")
 
 
 def unknown_option(url: str, name: str, value: str, what: str, known: Iterable[str]) -> ConfigError:

@@ -14,7 +14,9 @@ from ..consume import load_handler, open_consumer
 from ..consume.stats import ConsumerStats, serve_metrics
 from ..metrics import RelayStats
 from .common import LOG_FORMAT, METRICS_PORT, serving_metrics, stop_on_signals
+from .config_file import config_option
 from .relay_console import RelayDisplay
+from .urls import Url
 
 __all__ = ["consume"]
 
@@ -65,7 +67,8 @@ class ConsumeDisplay(RelayDisplay):
 
 
 @click.command()
-@click.argument("url")
+@config_option
+@click.argument("url", type=Url("consumer"))
 @click.option(
     "--handler",
     "handler_spec",

@@ -10,12 +10,13 @@ from rich.text import Text
 
 from ..sources.base import diagnose
 from .console import print_checks
+from .urls import Url
 
 __all__ = ["doctor"]
 
 
 @click.command()
-@click.argument("url")
+@click.argument("url", type=Url("source"))
 def doctor(url: str) -> None:
     """Check that the server at URL can be read as a change source; print the fix for each problem.
 

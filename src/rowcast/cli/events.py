@@ -25,12 +25,14 @@ from ..errors import ConfigError
 from ..store import ALL, DEFAULT_URL, EventStore
 from .common import format_option, stop_on_sigterm
 from .console import EventPrinter, human_size
+from .urls import Url
 
 __all__ = ["events"]
 
 
 _STORE_URL = click.option(
     "--url",
+    type=Url("store"),
     default=DEFAULT_URL,
     show_default=True,
     metavar="URL",
@@ -169,7 +171,7 @@ _POSTGRES = ("postgresql", "postgres")
 
 
 @events.command("init")
-@click.argument("url")
+@click.argument("url", type=Url("store"))
 @click.option(
     "--schema",
     metavar="NAME",

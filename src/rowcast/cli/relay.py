@@ -31,8 +31,10 @@ from .common import (
     stop_on_signals,
 )
 from .common import patterns as table_patterns
+from .config_file import config_option
 from .console import print_error
 from .relay_console import RelayDisplay
+from .urls import Url
 
 __all__ = ["relay"]
 
@@ -47,10 +49,12 @@ _FLAGS = {
 
 
 @click.command()
-@click.argument("source_url", metavar="SOURCE_URL")
+@config_option
+@click.argument("source_url", metavar="SOURCE_URL", type=Url("source"))
 @click.option(
     "--to",
     "sink_urls",
+    type=Url("sink"),
     multiple=True,
     required=True,
     metavar="SINK_URL",
@@ -60,6 +64,7 @@ _FLAGS = {
 @click.option(
     "--checkpoint",
     "checkpoint_url",
+    type=Url("checkpoint"),
     required=True,
     metavar="URL",
     help="Where the relay keeps its position: a file path, sqlite:///x.db, postgresql://, "
@@ -94,6 +99,7 @@ _FLAGS = {
 @click.option(
     "--dead-letter",
     "dead_letter_url",
+    type=Url("sink"),
     metavar="URL",
     help="Where --on-error dead-letter puts refused transactions, each change with the "
     "error: an event store URL (sqlite:///dead.db, postgresql://...) or '-' (stdout).",

@@ -16,12 +16,13 @@ from ..sources.base import open_source
 from .common import CHANGES_FORMAT, SNAPSHOT, SNAPSHOT_CHUNK, TABLES, stop_on_sigterm
 from .common import patterns as table_patterns
 from .console import ChangePrinter
+from .urls import Url
 
 __all__ = ["tail"]
 
 
 @click.command()
-@click.argument("url")
+@click.argument("url", type=Url("source"))
 @TABLES
 @click.option(
     "--from",

@@ -10,12 +10,13 @@ from rich.console import Console
 from .._url import masked
 from ..errors import ConfigError
 from .common import patterns as table_patterns
+from .urls import Url
 
 __all__ = ["uninstall"]
 
 
 @click.command()
-@click.argument("url")
+@click.argument("url", type=Url("source"))
 @click.option(
     "--tables",
     "-t",
