@@ -7,11 +7,13 @@ check finds comes with the statement or configuration line that fixes it.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import zlib
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from ..._url import masked
 from ...backends import missing_extra
 from ...errors import ConfigError
 from ..base import Check
@@ -33,19 +35,24 @@ def _pymysql() -> Any:
 
 @dataclasses.dataclass(frozen=True)
 class ServerURL:
-    """What a ``mysql://user:password@host:port/db?option=...`` URL says."""
+    """What a ``mysql://user:password@host:port/db?option=...`` URL says.
+
+    ``?read_default_file=~/.my.cnf`` has PyMySQL read the user and password (those the
+    URL leaves out) from that option file's ``[client]`` group, as the mysql client does.
+    """
 
     host: str
     port: int
     user: str
-    password: str
+    password: str = dataclasses.field(repr=False)
     database: str | None
     options: dict[str, str]
 
     @property
     def masked(self) -> str:
         db = f"/{self.database}" if self.database else ""
-        return f"mysql://{self.user}:***@{self.host}:{self.port}{db}"
+        who = f"{self.user}:***@" if self.user else ""  # none: the option file's
+        return f"mysql://{who}{self.host}:{self.port}{db}"
 
     def settings(self) -> dict[str, Any]:
         """Connection settings for pymysql and python-mysql-replication."""
@@ -55,7 +62,14 @@ class ServerURL:
             "user": self.user,
             "password": self.password,
             "connect_timeout": 5,
+            **({"read_default_file": self.option_file} if self.option_file else {}),
         }
+
+    @property
+    def option_file(self) -> str | None:
+        """The option file PyMySQL reads what the URL leaves out from, if any."""
+        path = self.options.get("read_default_file")
+        return os.path.expanduser(path) if path else None
 
     def default_server_id(self) -> int:
         """A stable replica id for this URL: the same every run, unlikely to clash."""
@@ -67,18 +81,30 @@ def parse_url(url: str) -> ServerURL:
     """Parse a mysql:// or mariadb:// URL, with a clear error when it is malformed."""
     parts = urlsplit(url)
     if parts.scheme.split("+", 1)[0] not in {"mysql", "mariadb"}:
-        raise ConfigError(f"not a MySQL/MariaDB URL: {url!r} (expected mysql://user@host/db)")
+        raise ConfigError(
+            f"not a MySQL/MariaDB URL: {masked(url)!r} (expected mysql://user@host/db)"
+        )
     if not parts.hostname:
-        raise ConfigError(f"{url!r} names no host: write mysql://user:password@host:3306/db")
+        raise ConfigError(
+            f"{masked(url)!r} names no host: write mysql://user:password@host:3306/db"
+        )
     try:
         port = parts.port or 3306
     except ValueError as e:
-        raise ConfigError(f"{url!r} has a bad port: {e}") from e
+        raise ConfigError(f"{masked(url)!r} has a bad port: {e}") from e
     options = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    option_file = options.get("read_default_file")
+    if option_file and not os.path.isfile(os.path.expanduser(option_file)):
+        raise ConfigError(
+            f"{masked(url)}: read_default_file names no file: {option_file!r} (an option "
+            "file such as ~/.my.cnf, with user and password under [client])"
+        )
+    # without a user in the URL: the option file's, else root
+    default_user = "" if option_file else "root"
     return ServerURL(
         host=parts.hostname,
         port=port,
-        user=unquote(parts.username or "root"),
+        user=unquote(parts.username or default_user),
         password=unquote(parts.password or ""),
         database=parts.path.lstrip("/") or None,
         options=options,
