@@ -122,7 +122,7 @@ def events_watch(stream: str, url: str, after: int | None, fmt: str) -> None:
         if fmt == "table":
             start = "from now" if after is None else f"after {after}"
             err.print(
-                Text(f"watching {stream} in {url} {start} (Ctrl-C to stop)", "dim"),
+                Text(f"watching {stream} in {masked(url)} {start} (Ctrl-C to stop)", "dim"),
                 soft_wrap=True,
             )
         with stop_on_sigterm(watch.close):
@@ -155,7 +155,7 @@ def events_stats(url: str, fmt: str) -> None:
         click.echo(dumps({**stats, "path": path, "bytes": size}))
         return
     console = Console(highlight=False)
-    console.print(f"store          {url}", soft_wrap=True, markup=False)
+    console.print(f"store          {masked(url)}", soft_wrap=True, markup=False)
     console.print(f"streams        {len(streams)}")
     console.print(f"events         {count}")
     console.print(f"last position  {last}")

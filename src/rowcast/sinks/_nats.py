@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import json
 import logging
 import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from ..errors import PermanentSinkError, TransientSinkError
 
-__all__ = ["LoopThread", "connect", "overlapping", "refused_access"]
+__all__ = ["LoopThread", "connect", "credentials", "overlapping", "refused_access"]
 
 T = TypeVar("T")
 
@@ -66,6 +68,21 @@ class LoopThread:
         self._loop = self._thread = None
 
 
+def credentials(server: str) -> tuple[str, dict[str, str]]:
+    """`server` without its user info, and that user info as nats-py's options (``user``
+    and ``password``, or ``token``), percent-decoded: nats-py sends a URL's as written,
+    so a password with an ``@`` or a ``/`` in it (percent-encoded, as a URL needs) would
+    reach the server still encoded."""
+    parts = urlsplit(server)
+    if parts.username is None:
+        return server, {}
+    host = parts.netloc.rpartition("@")[2]
+    bare = urlunsplit(parts._replace(netloc=host))
+    if parts.password is None:
+        return bare, {"token": unquote(parts.username)}
+    return bare, {"user": unquote(parts.username), "password": unquote(parts.password)}
+
+
 async def connect(
     nats: Any,
     server: str,
@@ -87,14 +104,16 @@ async def connect(
     more settings.
     """
     seen = [] if seen is None else seen
+    server, secrets = credentials(server)
 
     async def on_error(error: Exception) -> None:
         seen.append(error)
         log.debug("%s: %r", who, error)
 
+    nc = nats.NATS()
     try:
-        return await asyncio.wait_for(
-            nats.connect(
+        await asyncio.wait_for(
+            nc.connect(
                 servers=[server],
                 name=name,
                 connect_timeout=timeout,
@@ -102,11 +121,14 @@ async def connect(
                 max_reconnect_attempts=1,
                 reconnect_time_wait=0.1,  # else a refused connect waits out `timeout`
                 error_cb=on_error,
+                **secrets,
                 **options,
             ),
             timeout,
         )
     except (TimeoutError, nats.errors.Error, OSError) as e:
+        with contextlib.suppress(Exception):  # nats-py leaves a refused socket open
+            await nc.close()
         why = f"{e!r}, after {seen[-1]!r}" if seen and seen[-1] is not e else repr(e)
         if refused_access(e, *seen):
             raise PermanentSinkError(
@@ -114,6 +136,7 @@ async def connect(
                 "give a user and password (or token) the server accepts in the URL",
             ) from e
         raise TransientSinkError(f"{who}: cannot connect: {why}") from e
+    return nc
 
 
 def refused_access(*errors: BaseException) -> bool:
