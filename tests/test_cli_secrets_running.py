@@ -8,6 +8,9 @@ it) and in a ``--config`` file. Each command runs as its own process
 
 from __future__ import annotations
 
+import contextlib
+import os
+import pty
 import signal
 import subprocess
 import threading
@@ -16,7 +19,7 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import pymysql
 import pytest
@@ -52,21 +55,28 @@ def the_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 class Running:
     """A command as a process of its own; its stdout and stderr read as they come."""
 
-    def __init__(self, args: list[str], **env: str) -> None:
+    def __init__(self, args: list[str], *, terminal: bool = False, **env: str) -> None:
+        # on a terminal, stderr is a pseudo-terminal: the relay draws its live status line
+        master, slave = pty.openpty() if terminal else (-1, -1)
         self.process = subprocess.Popen(
             [*ROWCAST, *args],
             cwd=ROOT,
-            env=environment(**env),
+            env=environment(**env, COLUMNS="400") if terminal else environment(**env),
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=slave if terminal else subprocess.PIPE,
             text=True,
         )
         self.out: list[str] = []
         self.err: list[str] = []
         self.metrics = ""
+        err: Any = self.process.stderr
+        if terminal:
+            os.close(slave)
+            err = os.fdopen(master, "r", encoding="utf-8", errors="replace")
+        self._pipes = [self.process.stdout, err]
         self._readers = [
             threading.Thread(target=self._read, args=(self.process.stdout, self.out)),
-            threading.Thread(target=self._read, args=(self.process.stderr, self.err)),
+            threading.Thread(target=self._read, args=(err, self.err)),
         ]
         for reader in self._readers:
             reader.start()
@@ -74,8 +84,9 @@ class Running:
     @staticmethod
     def _read(stream: IO[str] | None, lines: list[str]) -> None:
         assert stream is not None
-        for line in stream:
-            lines.append(line)
+        with contextlib.suppress(OSError):  # EIO: the pseudo-terminal closed
+            while chunk := stream.readline():
+                lines.append(chunk)
 
     def wait_for(self, condition: Callable[[], bool], what: str) -> None:
         deadline = time.monotonic() + 60
@@ -105,7 +116,7 @@ class Running:
             status = self.process.wait()
         for reader in self._readers:
             reader.join(10)
-        for pipe in (self.process.stdout, self.process.stderr):
+        for pipe in self._pipes:
             if pipe is not None:
                 pipe.close()
         return status
@@ -186,8 +197,9 @@ def test_a_relay_configured_by_file_logs_text_without_the_password(
     assert leaks(relay.text) == [], relay.text
 
 
+@pytest.mark.parametrize("display", ["json", "terminal"])
 def test_a_failing_sink_is_retried_and_shown_without_the_password(
-    the_world: World, tmp_path: Path
+    the_world: World, tmp_path: Path, display: str
 ) -> None:
     w = the_world
     port = free_port()
@@ -202,14 +214,17 @@ def test_a_failing_sink_is_retried_and_shown_without_the_password(
             [
                 *("relay", w.url(w.mysql, "file"), "--tables", f"test.{w.table}"),
                 *("--to", w.url(f"redis://127.0.0.1:{port}/0", "url")),
-                *("--checkpoint", str(tmp_path / "pos"), "--log-format", "json"),
+                *("--checkpoint", str(tmp_path / "pos")),
+                *("--log-format", "json" if display == "json" else "text"),
                 *("--metrics-port", str(metrics), "--server-id", str(server_id())),
-            ]
+            ],
+            terminal=display == "terminal",
         )
-        relay.wait_for(relay.has('"event":"start"'), "the relay to start")
+        relay.wait_for(relay.has("relaying to"), "the relay to start")
         redis.kill()
         insert(w, next(_rows))
-        relay.wait_for(relay.has('"event":"retry"'), "the relay to retry")
+        retried = '"event":"retry"' if display == "json" else "failing (attempt"
+        relay.wait_for(relay.has(retried), "the relay to retry")
         relay.wait_for(
             lambda: (relay.scrape(metrics), "last_error_info{" in relay.metrics)[1],
             "the failing sink's last error in the metrics",
