@@ -37,6 +37,8 @@ def delete_rows(url: str, name: str) -> None:
     try:
         with engine.begin() as conn:
             conn.execute(text("DELETE FROM rowcast_checkpoint WHERE name = :n"), {"n": name})
+            if engine.dialect.has_table(conn, "rowcast_report"):
+                conn.execute(text("DELETE FROM rowcast_report WHERE name = :n"), {"n": name})
     finally:
         engine.dispose()
 
@@ -52,6 +54,9 @@ class TestFileCheckpoint(CheckpointContract):
     def make_checkpoint(self, name: str) -> Checkpoint:
         return open_checkpoint(str(self.dir / "pos.json"), name)
 
+    def store_url(self) -> str:
+        return str(self.dir / "pos.json")
+
 
 class TestFileURLCheckpoint(CheckpointContract):
     @pytest.fixture(autouse=True)
@@ -60,6 +65,9 @@ class TestFileURLCheckpoint(CheckpointContract):
 
     def make_checkpoint(self, name: str) -> Checkpoint:
         return open_checkpoint(f"file://{self.dir}/state/pos?name={name}")
+
+    def store_url(self) -> str:
+        return f"file://{self.dir}/state/pos"
 
 
 class TestSQLiteCheckpoint(CheckpointContract):
@@ -70,6 +78,9 @@ class TestSQLiteCheckpoint(CheckpointContract):
     def make_checkpoint(self, name: str) -> Checkpoint:
         return open_checkpoint(f"sqlite:///{self.dir}/checkpoints.db", name)
 
+    def store_url(self) -> str:
+        return f"sqlite:///{self.dir}/checkpoints.db"
+
 
 @pytest.mark.server
 class TestPostgreSQLCheckpoint(CheckpointContract):
@@ -79,6 +90,9 @@ class TestPostgreSQLCheckpoint(CheckpointContract):
 
     def make_checkpoint(self, name: str) -> Checkpoint:
         return open_checkpoint(bare(self.server), name)
+
+    def store_url(self) -> str:
+        return bare(self.server)
 
     def remove_checkpoint(self, name: str) -> None:
         delete_rows(self.server, name)
@@ -92,6 +106,9 @@ class TestMariaDBCheckpoint(CheckpointContract):
 
     def make_checkpoint(self, name: str) -> Checkpoint:
         return open_checkpoint(bare(self.server), name)
+
+    def store_url(self) -> str:
+        return bare(self.server)
 
     def remove_checkpoint(self, name: str) -> None:
         delete_rows(self.server, name)
@@ -121,11 +138,14 @@ class TestRedisCheckpoint(CheckpointContract):
     def make_checkpoint(self, name: str) -> Checkpoint:
         return open_checkpoint(self.server, name)
 
+    def store_url(self) -> str:
+        return self.server
+
     def remove_checkpoint(self, name: str) -> None:
         import redis
 
         with redis.Redis.from_url(self.server) as client:
-            client.delete(f"rowcast:checkpoint:{name}")
+            client.delete(f"rowcast:checkpoint:{name}", f"rowcast:report:{name}")
 
     def test_a_key_of_another_type_is_a_store_error(self) -> None:
         import redis
@@ -387,3 +407,32 @@ def test_the_file_is_json_with_name_and_position(tmp_path: Path) -> None:
     assert record["name"] == "default"
     assert record["position"] == "mysql-bin.000003:1234"
     assert isinstance(record["updated_at"], float)
+
+
+# ---------------------------------------------------------------- reports
+
+
+def test_reading_reports_creates_nothing(tmp_path: Path) -> None:
+    from rowcast.checkpoint.report import read_reports
+
+    assert read_reports(f"sqlite:///{tmp_path}/none.db") == []
+    assert read_reports(str(tmp_path / "no" / "pos")) == []
+    assert list(tmp_path.iterdir()) == []
+    with closing(open_checkpoint(f"sqlite:///{tmp_path}/cp.db")) as cp:
+        cp.save("p")
+    assert read_reports(f"sqlite:///{tmp_path}/cp.db") == []  # no rowcast_report table yet
+    engine = create_engine(f"sqlite:///{tmp_path}/cp.db")
+    with engine.connect() as conn:
+        assert not engine.dialect.has_table(conn, "rowcast_report")
+    engine.dispose()
+
+
+def test_a_file_report_is_a_hidden_file_beside_the_checkpoint(tmp_path: Path) -> None:
+    with closing(open_checkpoint(str(tmp_path / "pos"), "orders")) as cp:
+        assert isinstance(cp, FileCheckpoint)
+        cp.save_report({"state": "running"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".pos.orders.report.json"]
+    assert json.loads((tmp_path / ".pos.orders.report.json").read_text()) == {
+        "state": "running",
+        "name": "orders",
+    }

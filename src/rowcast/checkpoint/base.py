@@ -37,19 +37,23 @@ The contract, on every backend:
 * Driver errors become `StoreError` (``from`` the driver error), whose message
   names the operation and the URL with its password masked as ``***``.
 * ``close()`` is idempotent; a closed checkpoint raises `StoreError`.
+* ``save_report(report)`` keeps what the reader says about itself beside its
+  position (`rowcast.checkpoint.report`: the format, where each backend keeps it,
+  and `read_reports`, which ``rowcast status`` uses).
 """
 
 from __future__ import annotations
 
+import json
 import re
-from typing import NoReturn, Protocol, Self, runtime_checkable
+from typing import Any, NoReturn, Protocol, Self, runtime_checkable
 from urllib.parse import parse_qsl, urlsplit
 
 from .. import backends
 from .._url import masked
 from ..errors import ConfigError, StoreError
 
-__all__ = ["BaseCheckpoint", "Checkpoint", "open_checkpoint"]
+__all__ = ["BaseCheckpoint", "Checkpoint", "open_checkpoint", "parse_report"]
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,199}")
 _SCHEMES = "a file path, file:///abs/path, sqlite:///x.db, postgresql://, mysql://, redis://"
@@ -103,6 +107,12 @@ class BaseCheckpoint:
         self._check_open("save")
         self._save(position)
 
+    def save_report(self, report: dict[str, Any]) -> None:
+        """Replace this name's report (`rowcast.checkpoint.report`) with `report`."""
+        self._check_open("save a report of")
+        text = json.dumps({**report, "name": self.name}, ensure_ascii=False, default=str)
+        self._save_report(text)
+
     def close(self) -> None:
         if not self._closed:
             self._closed = True
@@ -129,8 +139,22 @@ class BaseCheckpoint:
     def _save(self, position: str) -> None:
         raise NotImplementedError
 
+    def _save_report(self, text: str) -> None:
+        raise NotImplementedError
+
     def _close(self) -> None:
         pass
+
+
+def parse_report(text: str | bytes, where: str) -> dict[str, Any]:
+    """A report read back: the JSON object `text`, else a `StoreError` naming `where`."""
+    try:
+        report = json.loads(text)
+    except ValueError:
+        report = None
+    if not isinstance(report, dict):
+        raise StoreError(f"the report at {where} is not a JSON object: {text[:80]!r}")
+    return report
 
 
 def _check_name(name: object) -> str:

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from ..errors import ConfigError, StoreError
-from .base import BaseCheckpoint
+from .base import BaseCheckpoint, parse_report
 
 __all__ = ["FileCheckpoint"]
 
@@ -23,7 +25,8 @@ class FileCheckpoint(BaseCheckpoint):
     a ``file:///abs/path`` URL. Name ``"default"`` lives at `path` itself, any other
     name at ``<path>.<name>``. The parent directory is created when missing.
     Several processes may share the file; a reader sees the old or the new
-    content, never a mix.
+    content, never a mix. The report of a name (`rowcast.checkpoint.report`) is the
+    hidden file ``.<file>.report.json`` beside its checkpoint file, written the same way.
     """
 
     def __init__(self, url: str, path: str | None = None, name: str = "default") -> None:
@@ -66,18 +69,57 @@ class FileCheckpoint(BaseCheckpoint):
             )
         return position
 
+    @property
+    def report_path(self) -> Path:
+        """Where the report of this name is kept: ``.<file>.report.json`` beside the file."""
+        return _report_path(self.path)
+
+    @classmethod
+    def read_reports(cls, url: str, name: str | None = None) -> list[dict[str, Any]]:
+        """The reports kept beside the checkpoint file(s) at `url` (of `name` only, when
+        given); creates nothing."""
+        base = Path(_path(url)).expanduser().absolute()
+        if name is not None:
+            files = [
+                _report_path(base if name == "default" else base.with_name(f"{base.name}.{name}"))
+            ]
+        else:
+            pattern = glob.escape(f".{base.name}")
+            files = sorted(
+                {
+                    *base.parent.glob(f"{pattern}.report.json"),
+                    *base.parent.glob(f"{pattern}.*.report.json"),
+                }
+            )
+        reports = []
+        for file in files:
+            try:
+                text = file.read_text(encoding="utf-8")
+            except FileNotFoundError:
+                continue
+            except (OSError, UnicodeDecodeError) as e:
+                raise StoreError(f"reading report {str(file)!r} failed: {e}") from e
+            reports.append(parse_report(text, repr(str(file))))
+        return reports
+
     def _save(self, position: str) -> None:
         record = {"name": self.name, "position": position, "updated_at": time.time()}
-        data = json.dumps(record, ensure_ascii=False) + "\n"
-        directory = self.path.parent
+        self._write(self.path, json.dumps(record, ensure_ascii=False) + "\n")
+
+    def _save_report(self, text: str) -> None:
+        self._write(self.report_path, text + "\n")
+
+    def _write(self, path: Path, data: str) -> None:
+        """Replace `path` with `data` atomically and durably."""
+        directory = path.parent
         try:
-            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=directory)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
             try:
                 with os.fdopen(fd, "w", encoding="utf-8") as f:
                     f.write(data)
                     f.flush()
                     os.fsync(f.fileno())
-                os.replace(tmp, self.path)
+                os.replace(tmp, path)
             except BaseException:
                 with contextlib.suppress(OSError):
                     os.unlink(tmp)
@@ -89,7 +131,11 @@ class FileCheckpoint(BaseCheckpoint):
                 finally:
                     os.close(dir_fd)
         except OSError as e:
-            self._fail(f"writing {str(self.path)!r}", e)
+            self._fail(f"writing {str(path)!r}", e)
+
+
+def _report_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.report.json")
 
 
 def _path(url: str) -> str:

@@ -4,21 +4,26 @@ from __future__ import annotations
 
 import re
 import time
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from .._url import masked
 from ..backends import missing_extra
 from ..errors import ConfigError, StoreError
-from .base import BaseCheckpoint
+from .base import BaseCheckpoint, parse_report
 
-__all__ = ["RedisCheckpoint"]
+__all__ = ["REPORT_PREFIX", "RedisCheckpoint"]
+
+REPORT_PREFIX = "rowcast:report:"  #: + the name: the key of a report (a JSON string)
 
 
 class RedisCheckpoint(BaseCheckpoint):
     """A Redis hash ``rowcast:checkpoint:<name>`` with ``position`` and ``updated_at``.
 
-    A save is durable only as far as the server persists (RDB snapshots, AOF
-    with ``appendfsync``): a Redis without persistence forgets every
-    checkpoint when it restarts.
+    Its report (`rowcast.checkpoint.report`) is the string key
+    ``rowcast:report:<name>``. A save is durable only as far as the server
+    persists (RDB snapshots, AOF with ``appendfsync``): a Redis without
+    persistence forgets every checkpoint when it restarts.
     """
 
     def __init__(self, url: str, name: str = "default") -> None:
@@ -63,6 +68,40 @@ class RedisCheckpoint(BaseCheckpoint):
             self._client.hset(self.key, mapping={"position": position, "updated_at": time.time()})
         except self._errors as e:
             self._fail("save", e)
+
+    def _save_report(self, text: str) -> None:
+        try:
+            self._client.set(f"{REPORT_PREFIX}{self.name}", text)
+        except self._errors as e:
+            self._fail("saving the report", e)
+
+    @classmethod
+    def read_reports(cls, url: str, name: str | None = None) -> list[dict[str, Any]]:
+        """The reports in keys ``rowcast:report:*`` at `url` (`name`'s only, when given)."""
+        try:
+            import redis
+        except ImportError as e:
+            raise missing_extra("redis", "a Redis checkpoint", e) from e
+        shown = masked(url)
+        try:
+            client = redis.Redis.from_url(_without_query_name(url), socket_connect_timeout=10)
+        except ValueError as e:
+            raise ConfigError(f"malformed Redis URL {shown}: {e}") from e
+        try:
+            if name is not None:
+                keys = [f"{REPORT_PREFIX}{name}".encode()]
+            else:
+                keys = sorted(client.scan_iter(match=f"{REPORT_PREFIX}*", _type="string"))
+            values = client.mget(keys) if keys else []
+        except redis.RedisError as e:
+            raise StoreError(f"reading reports at {shown} failed: {e}") from e
+        finally:
+            client.close()
+        return [
+            parse_report(value, f"{shown} key {key.decode(errors='replace')!r}")
+            for key, value in zip(keys, values, strict=True)
+            if value is not None
+        ]
 
     def _close(self) -> None:
         self._client.close()

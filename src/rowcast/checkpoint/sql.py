@@ -7,9 +7,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .._url import masked
 from ..backends import missing_extra
-from ..errors import ConfigError
-from .base import BaseCheckpoint
+from ..errors import ConfigError, StoreError
+from .base import BaseCheckpoint, parse_report
 
 __all__ = ["SQLCheckpoint"]
 
@@ -27,52 +28,19 @@ class SQLCheckpoint(BaseCheckpoint):
 
     SQLite, PostgreSQL and MySQL/MariaDB. The table is created when missing; each
     save is one upsert (``ON CONFLICT`` / ``ON DUPLICATE KEY``), safe under
-    concurrency, in its own committed transaction.
+    concurrency, in its own committed transaction. Reports
+    (`rowcast.checkpoint.report`) are rows of ``rowcast_report``, created at the
+    first report (a user who may not create it has no report, and a warning).
     """
 
     def __init__(self, url: str, name: str = "default") -> None:
         super().__init__(url, name)
         import sqlalchemy as sa
-        from sqlalchemy.dialects import mysql
 
-        try:
-            target = sa.make_url(url).difference_update_query(["name"])
-            scheme = target.drivername
-            target = target.set(drivername=_DRIVERS.get(scheme, scheme))
-            backend = target.get_backend_name()
-        except (sa.exc.ArgumentError, ValueError) as e:
-            raise ConfigError(f"malformed database URL {self.url}: {e}") from e
-        if backend not in _EXTRAS:
-            raise ConfigError(
-                f"no SQL checkpoint for {self.url}; use sqlite://, postgresql://, mysql://"
-            )
-        if backend == "sqlite":
-            database = target.database or ""
-            if database in ("", ":memory:") or "mode=memory" in database:
-                raise ConfigError(f"{self.url} is lost at exit; use sqlite:///path/to/file.db")
-            if not database.startswith("file:"):
-                with contextlib.suppress(OSError):  # else sqlite's own error says more
-                    Path(database).expanduser().absolute().parent.mkdir(parents=True, exist_ok=True)
-        elif backend in ("mysql", "mariadb") and "charset" not in target.query:
-            target = target.update_query_dict({"charset": "utf8mb4"})
-        try:
-            self._engine = sa.create_engine(target, pool_pre_ping=True)
-        except (sa.exc.NoSuchModuleError, ImportError) as e:
-            raise missing_extra(_EXTRAS[backend], f"checkpoint {self.url}", e) from e
-        except (sa.exc.ArgumentError, ValueError, TypeError) as e:
-            raise ConfigError(f"malformed database URL {self.url}: {e}") from e
-        text = sa.Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
-        key = sa.String(200).with_variant(
-            mysql.VARCHAR(200, collation="utf8mb4_bin"), "mysql", "mariadb"
-        )
-        self._table = sa.Table(
-            "rowcast_checkpoint",
-            sa.MetaData(),
-            sa.Column("name", key, primary_key=True),
-            sa.Column("position", text, nullable=False),
-            sa.Column("updated_at", sa.Double(), nullable=False),  # UTC epoch seconds
-            mysql_charset="utf8mb4",
-        )
+        self._engine = _engine(url, self.url)
+        self._table = _checkpoint_table()
+        self._reports = _report_table()
+        self._report_table_made = False
         self._errors = sa.exc.SQLAlchemyError
         try:
             self._table.create(self._engine, checkfirst=True)
@@ -82,6 +50,37 @@ class SQLCheckpoint(BaseCheckpoint):
                     return
             self._engine.dispose()
             self._fail("creating table rowcast_checkpoint", e)
+
+    @classmethod
+    def read_reports(cls, url: str, name: str | None = None) -> list[dict[str, Any]]:
+        """The rows of ``rowcast_report`` at `url` (`name`'s only, when given); creates
+        nothing: no table, no SQLite file."""
+        import sqlalchemy as sa
+
+        shown = masked(url)
+        try:
+            target = sa.make_url(url)
+        except (sa.exc.ArgumentError, ValueError) as e:
+            raise ConfigError(f"malformed database URL {shown}: {e}") from e
+        if target.get_backend_name() == "sqlite":
+            database = target.database or ""
+            if not database.startswith("file:") and not Path(database).expanduser().exists():
+                return []
+        engine = _engine(url, shown)
+        table = _report_table()
+        query = table.select()
+        if name is not None:
+            query = query.where(table.c.name == name)
+        try:
+            with engine.connect() as conn:
+                if not sa.inspect(conn).has_table(table.name):
+                    return []
+                rows = conn.execute(query).all()
+        except sa.exc.SQLAlchemyError as e:
+            raise StoreError(f"reading reports at {shown} failed: {e}") from e
+        finally:
+            engine.dispose()
+        return [parse_report(row.report, f"{shown} (rowcast_report {row.name!r})") for row in rows]
 
     def _load(self) -> str | None:
         query = self._table.select().where(self._table.c.name == self.name)
@@ -93,27 +92,117 @@ class SQLCheckpoint(BaseCheckpoint):
         return None if row is None else str(row.position)
 
     def _save(self, position: str) -> None:
-        from sqlalchemy.dialects import mysql, postgresql, sqlite
-
         values = {"name": self.name, "position": position, "updated_at": time.time()}
-        statement: Any
-        if self._engine.dialect.name in ("mysql", "mariadb"):
-            my = mysql.insert(self._table).values(values)
-            statement = my.on_duplicate_key_update(
-                position=my.inserted.position, updated_at=my.inserted.updated_at
-            )
-        else:
-            dialect = sqlite if self._engine.dialect.name == "sqlite" else postgresql
-            pg = dialect.insert(self._table).values(values)
-            statement = pg.on_conflict_do_update(
-                index_elements=[self._table.c.name],
-                set_={"position": pg.excluded.position, "updated_at": pg.excluded.updated_at},
-            )
         try:
             with self._engine.begin() as conn:
-                conn.execute(statement)
+                conn.execute(self._upsert(self._table, values, ("position", "updated_at")))
         except self._errors as e:
             self._fail("save", e)
 
+    def _save_report(self, text: str) -> None:
+        if not self._report_table_made:
+            import sqlalchemy as sa
+
+            made = False
+            try:
+                self._reports.create(self._engine, checkfirst=True)
+            except self._errors as e:
+                with contextlib.suppress(self._errors):
+                    made = sa.inspect(self._engine).has_table(self._reports.name)
+                if not made:  # else another process created it meanwhile
+                    self._fail("creating table rowcast_report", e)
+            self._report_table_made = True
+        values = {"name": self.name, "report": text, "updated_at": time.time()}
+        try:
+            with self._engine.begin() as conn:
+                conn.execute(self._upsert(self._reports, values, ("report", "updated_at")))
+        except self._errors as e:
+            self._fail("saving the report", e)
+
+    def _upsert(self, table: Any, values: dict[str, Any], columns: tuple[str, ...]) -> Any:
+        """INSERT `values` into `table`, or update `columns` of the row of its name."""
+        from sqlalchemy.dialects import mysql, postgresql, sqlite
+
+        if self._engine.dialect.name in ("mysql", "mariadb"):
+            my = mysql.insert(table).values(values)
+            return my.on_duplicate_key_update({c: my.inserted[c] for c in columns})
+        dialect = sqlite if self._engine.dialect.name == "sqlite" else postgresql
+        pg = dialect.insert(table).values(values)
+        return pg.on_conflict_do_update(
+            index_elements=[table.c.name], set_={c: pg.excluded[c] for c in columns}
+        )
+
     def _close(self) -> None:
         self._engine.dispose()
+
+
+def _key() -> Any:
+    import sqlalchemy as sa
+    from sqlalchemy.dialects import mysql
+
+    return sa.String(200).with_variant(
+        mysql.VARCHAR(200, collation="utf8mb4_bin"), "mysql", "mariadb"
+    )
+
+
+def _text() -> Any:
+    import sqlalchemy as sa
+    from sqlalchemy.dialects import mysql
+
+    return sa.Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
+
+
+def _checkpoint_table() -> Any:
+    import sqlalchemy as sa
+
+    return sa.Table(
+        "rowcast_checkpoint",
+        sa.MetaData(),
+        sa.Column("name", _key(), primary_key=True),
+        sa.Column("position", _text(), nullable=False),
+        sa.Column("updated_at", sa.Double(), nullable=False),  # UTC epoch seconds
+        mysql_charset="utf8mb4",
+    )
+
+
+def _report_table() -> Any:
+    import sqlalchemy as sa
+
+    return sa.Table(
+        "rowcast_report",
+        sa.MetaData(),
+        sa.Column("name", _key(), primary_key=True),
+        sa.Column("report", _text(), nullable=False),  # JSON: rowcast.checkpoint.report
+        sa.Column("updated_at", sa.Double(), nullable=False),
+        mysql_charset="utf8mb4",
+    )
+
+
+def _engine(url: str, shown: str) -> Any:
+    """An engine for `url` (shown as `shown` in errors), with rowcast's drivers."""
+    import sqlalchemy as sa
+
+    try:
+        target = sa.make_url(url).difference_update_query(["name"])
+        scheme = target.drivername
+        target = target.set(drivername=_DRIVERS.get(scheme, scheme))
+        backend = target.get_backend_name()
+    except (sa.exc.ArgumentError, ValueError) as e:
+        raise ConfigError(f"malformed database URL {shown}: {e}") from e
+    if backend not in _EXTRAS:
+        raise ConfigError(f"no SQL checkpoint for {shown}; use sqlite://, postgresql://, mysql://")
+    if backend == "sqlite":
+        database = target.database or ""
+        if database in ("", ":memory:") or "mode=memory" in database:
+            raise ConfigError(f"{shown} is lost at exit; use sqlite:///path/to/file.db")
+        if not database.startswith("file:"):
+            with contextlib.suppress(OSError):  # else sqlite's own error says more
+                Path(database).expanduser().absolute().parent.mkdir(parents=True, exist_ok=True)
+    elif backend in ("mysql", "mariadb") and "charset" not in target.query:
+        target = target.update_query_dict({"charset": "utf8mb4"})
+    try:
+        return sa.create_engine(target, pool_pre_ping=True)
+    except (sa.exc.NoSuchModuleError, ImportError) as e:
+        raise missing_extra(_EXTRAS[backend], f"checkpoint {shown}", e) from e
+    except (sa.exc.ArgumentError, ValueError, TypeError) as e:
+        raise ConfigError(f"malformed database URL {shown}: {e}") from e

@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 
 from rowcast.checkpoint import Checkpoint
+from rowcast.checkpoint.report import Reporting, read_reports
 from rowcast.errors import ConfigError, StoreError
 
 __all__ = ["CheckpointContract"]
@@ -39,7 +40,13 @@ class CheckpointContract:
         raise NotImplementedError
 
     def remove_checkpoint(self, name: str) -> None:
-        """Delete what was saved under `name`; called at teardown for every name used."""
+        """Delete what was saved under `name` (its report too); called at teardown for
+        every name used."""
+
+    def store_url(self) -> str:
+        """The URL of the store `make_checkpoint` opens, without a name: where
+        `rowcast.checkpoint.report.read_reports` finds the reports of every name."""
+        raise NotImplementedError
 
     @pytest.fixture(autouse=True)
     def _checkpoints(self) -> Iterator[None]:
@@ -166,3 +173,68 @@ class CheckpointContract:
             cp.load()
         with pytest.raises(StoreError, match="closed"):
             cp.save("q")
+
+    # ------------------------------------------------------------------ reports
+
+    def reports(self, *names: str) -> dict[str, dict[str, Any]]:
+        """The reports of `names` found at `store_url` (other tests' are left out)."""
+        found = read_reports(self.store_url())
+        return {r["name"]: r for r in found if r.get("name") in names}
+
+    def test_a_report_round_trips(self) -> None:
+        name = self.fresh_name()
+        cp = self.checkpoint(name)
+        assert isinstance(cp, Reporting)
+        report = {
+            "format": 1,
+            "kind": "relay",
+            "state": "running",
+            "position": "0/16B3748",
+            "sinks": ["redis://h:6379/0", "-"],
+            "lag_seconds": 0.25,
+            "last_error": "é 中文 🚀 \" ' \\",
+            "log": {"retained_bytes": 1234, "warnings": []},
+            "stalled": False,
+            "head": None,
+        }
+        cp.save_report(report)
+        assert self.reports(name) == {name: {**report, "name": name}}
+
+    def test_the_last_report_wins_and_one_per_name(self) -> None:
+        first, second = self.fresh_name(), self.fresh_name()
+        a, b = self.checkpoint(first), self.checkpoint(second)
+        assert isinstance(a, Reporting)
+        assert isinstance(b, Reporting)
+        a.save_report({"state": "starting"})
+        b.save_report({"state": "running"})
+        a.save_report({"state": "stopped"})
+        found = self.reports(first, second)
+        assert {name: r["state"] for name, r in found.items()} == {
+            first: "stopped",
+            second: "running",
+        }
+        assert [r["state"] for r in read_reports(self.store_url(), first)] == ["stopped"]
+
+    def test_a_report_and_the_position_leave_each_other_alone(self) -> None:
+        name = self.fresh_name()
+        cp = self.checkpoint(name)
+        assert isinstance(cp, Reporting)
+        cp.save("p1")
+        cp.save_report({"state": "running", "position": "other"})
+        cp.save("p2")
+        assert cp.load() == "p2"
+        assert self.reports(name)[name]["position"] == "other"
+        assert self.checkpoint(name).load() == "p2"
+
+    def test_no_report_before_one_is_saved(self) -> None:
+        name = self.fresh_name()
+        self.checkpoint(name).save("p")
+        assert self.reports(name) == {}
+        assert read_reports(self.store_url(), name) == []
+
+    def test_a_closed_checkpoint_saves_no_report(self) -> None:
+        cp = self.checkpoint()
+        assert isinstance(cp, Reporting)
+        cp.close()
+        with pytest.raises(StoreError, match="closed"):
+            cp.save_report({"state": "running"})

@@ -1,0 +1,105 @@
+"""Reports: what each relay and consumer says about itself, kept beside its checkpoint.
+
+A running relay (and a consumer given ``--report``) writes a *report* every few
+seconds, and a last one when it stops, into the same store as its checkpoint,
+under the same name. ``rowcast status`` reads them back. A report is one JSON
+object (format 1; a field may be added, none is renamed or removed):
+
+``format``
+    1.
+``kind``
+    ``"relay"`` or ``"consumer"``.
+``name``
+    the checkpoint's name (a consumer's: ``--report ...?name=``, default
+    ``consumer-<group>``).
+``pid``, ``host``
+    the process and the machine it runs on.
+``source``
+    the source URL, password masked (a consumer's: its broker's URL).
+``slot``
+    the PostgreSQL replication slot it reads (null for other sources).
+``sinks``
+    the sink URLs, passwords masked (a consumer's: its handler).
+``state``
+    ``"starting"``, ``"running"``, ``"retrying"`` (a sink, the checkpoint or the
+    broker failing: see ``last_error``), ``"stopped"`` or ``"failed"``.
+``stalled``
+    true while its position has not moved for ``stall_after`` seconds while the
+    source's head moved.
+``position``
+    where it has handled everything up to: the last delivered transaction's
+    position, or further on when the source had nothing for it past that.
+``head``, ``head_at``
+    the source's current position and when it was read (null when unknown).
+``lag_seconds``
+    0 when ``position`` is at the head; else how long ago the head was last
+    seen at or before ``position`` (so it grows while the relay is stuck).
+``lag_bytes``, ``lag_changes``
+    how much log lies between ``position`` and ``head`` (bytes of WAL or binlog;
+    changes for SQLite), null when unknown.
+``rate``
+    changes per second over the last few seconds.
+``changes``, ``errors``
+    changes delivered (handled) and failures counted since it started.
+``last_commit``
+    commit time of the last change delivered.
+``last_error``, ``last_error_at``
+    the last failure (a sink's, the checkpoint's, the broker's, the source's
+    or what ended it) and when; null while none happened.
+``log``
+    what the source's server says about the log kept for it (`LogHealth`
+    fields: ``retained_bytes``, ``limit_bytes``, ``wal_status``,
+    ``oldest_log``, ``expire_seconds``, ``warnings``...), or null.
+``started_at``, ``reported_at``, ``interval``
+    when it started, when it wrote this report, and how often it writes one
+    (a report older than a few intervals is ``stale``: the process is gone).
+
+Every time is UTC epoch seconds. Stores: a file checkpoint ``<dir>/<file>`` keeps
+the report of each name in ``<dir>/.<file>.report.json`` (hidden, beside it), a
+SQL store in table ``rowcast_report`` (created at the first report), Redis in key
+``rowcast:report:<name>``. Reading reports (`read_reports`) creates nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final, Protocol, runtime_checkable
+from urllib.parse import parse_qsl, urlsplit
+
+from .. import backends
+from .._url import masked
+from ..errors import ConfigError
+
+__all__ = ["FORMAT", "STATES", "Reporting", "read_reports"]
+
+FORMAT: Final = 1
+STATES: Final = ("starting", "running", "retrying", "stopped", "failed")
+
+
+@runtime_checkable
+class Reporting(Protocol):
+    """A checkpoint that keeps its reader's report beside its position."""
+
+    name: str
+
+    def save_report(self, report: dict[str, Any]) -> None:
+        """Replace the report of this checkpoint's name; `StoreError` when it cannot."""
+        ...
+
+
+def read_reports(url: str, name: str | None = None) -> list[dict[str, Any]]:
+    """Every report kept at the checkpoint store `url` (only `name`'s, or the URL's
+    ``?name=``'s, when given), sorted by name; creates nothing. A backend that keeps
+    none is a `ConfigError`."""
+    if not isinstance(url, str) or not url.strip():
+        raise ConfigError(f"a checkpoint URL is a non-empty string, not {url!r}")
+    if "://" in url:
+        names = [v for k, v in parse_qsl(urlsplit(url).query) if k == "name"]
+        name = name or (names[0] if names else None)
+        cls = backends.load("checkpoint", url)
+    else:
+        cls = backends.load("checkpoint", url, "file")
+    reader = getattr(cls, "read_reports", None)
+    if reader is None:
+        raise ConfigError(f"the checkpoint backend of {masked(url)} keeps no reports")
+    reports: list[dict[str, Any]] = reader(url, name)
+    return sorted(reports, key=lambda report: str(report.get("name")))
