@@ -142,7 +142,14 @@ KNOWN_LAZY_CYCLES: set[frozenset[str]] = set()
 
 # Those that may open a source: the command, the relay, the conformance suites,
 # and the public face, which re-exports `open_source`.
-MAY_OPEN_SOURCES = ("rowcast.sources", "rowcast.cli", "rowcast.relay", "rowcast.testing")
+# rowcast.status asks each reporting relay's source for its head, by URL, as the CLI does
+MAY_OPEN_SOURCES = (
+    "rowcast.sources",
+    "rowcast.cli",
+    "rowcast.relay",
+    "rowcast.status",
+    "rowcast.testing",
+)
 
 ROOT = {
     "__init__.py",
@@ -163,6 +170,8 @@ ROOT = {
     "relay.py",
     "_delivery.py",
     "metrics.py",
+    "monitor.py",  # a running relay's or consumer's lag, stalls and reports
+    "status.py",  # what rowcast status shows: the reports read back
     "consume",
     "audit",
     "cache",
@@ -176,6 +185,7 @@ ROOT = {
 SOURCES = {
     "__init__.py",
     "base.py",
+    "health.py",  # LogHealth: what every log source's server says about its log
     "_process.py",
     "_snapshot.py",
     "sqlalchemy.py",

@@ -308,6 +308,7 @@ class Fanout:
         stats.errors += 1
         stats.attempts = attempt
         stats.failing = str(error)
+        self.stats.note_error(f"{stats.url}: {error}")
         kind = "permanent" if isinstance(error, PermanentSinkError) else "transient"
         log.warning(
             "sink %s failed (attempt %d): %s; retrying in %.1fs",

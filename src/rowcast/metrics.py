@@ -20,6 +20,15 @@ hot path)::
     rowcast_relay_sink_last_error_info{sink,error}    1, while a sink is failing: its last error
     rowcast_relay_refused_transactions_total{sink}    transactions a sink refused for good
     rowcast_relay_dead_letters_total{sink}            changes sent to the dead-letter destination
+    rowcast_lag_seconds                               lag against the source's head (0: at the
+                                                      head; growing while stuck), as in
+                                                      ``rowcast status`` and the status line
+    rowcast_lag_bytes                                 bytes of log between position and head
+    rowcast_source_head_position                      the source's head as a number
+                                                      (`rowcast.sources.health.LogHealth`)
+    rowcast_position                                  the relay's position, as the same number
+    rowcast_stalled                                   1 while the relay is stalled
+    rowcast_log_retained_bytes                        WAL the PostgreSQL slot retains
 
 `serve` serves any Prometheus collector over HTTP: the relay's (`serve_metrics`)
 and the consumer's (`rowcast.consume.stats.serve_metrics`).
@@ -66,6 +75,40 @@ class RelayStats:
         self.resumed_from: str | None = None  #: the checkpoint's position at start
         self.last_commit: float | None = None  #: commit time (``ts``) of the last change delivered
         self.lag: float | None = None  #: delivery time minus `last_commit`, at that delivery
+        #: "starting", "running", "stopped" or "failed" ("retrying" is `state_now`'s)
+        self.state = "starting"
+        #: where everything is handled up to: the last delivered position, or the source's
+        #: position when it had nothing more (reported; never saved)
+        self.reached: str | None = None
+        self.head: str | None = None  #: the source's head at `head_at` (`rowcast.monitor`)
+        self.head_at: float | None = None
+        self.lag_seconds: float | None = None  #: lag against the head (`rowcast.monitor`)
+        self.lag_bytes: int | None = None
+        self.lag_changes: int | None = None
+        self.stalled = False
+        #: the source's last `rowcast.sources.health.LogHealth`, or None
+        self.health: Any = None
+        self.source_error: str | None = None  #: while the source cannot be asked about its log
+        self.checkpoint_failing: str | None = None  #: the last error while saves fail
+        self.last_error: str | None = None  #: the last failure of any kind, and when
+        self.last_error_at: float | None = None
+
+    def note_error(self, text: str) -> None:
+        """Keep `text` as the last error, now."""
+        self.last_error, self.last_error_at = text, time.time()
+
+    @property
+    def current_lag(self) -> float | None:
+        """The lag in seconds everyone shows: against the head when the source tells its
+        head, else delivery time minus commit time of the last change delivered."""
+        return self.lag_seconds if self.lag_seconds is not None else self.lag
+
+    @property
+    def state_now(self) -> str:
+        """`state`, or ``"retrying"`` while running with a sink or the checkpoint failing."""
+        if self.state == "running" and (self.failing or self.checkpoint_failing):
+            return "retrying"
+        return self.state
 
     @property
     def errors(self) -> int:
@@ -170,6 +213,45 @@ class _Collector:
                 "Commit time (UTC epoch seconds) of the last change delivered.",
                 value=stats.last_commit,
             )
+        yield from _lag_metrics(stats)
+
+
+def _lag_metrics(stats: RelayStats) -> Iterator[Any]:
+    """The metrics that agree with ``rowcast status`` and the status line."""
+    from prometheus_client.core import GaugeMetricFamily
+
+    health = stats.health
+    for name, text, value in (
+        (
+            "lag_seconds",
+            "Lag against the source's head, as rowcast status shows it.",
+            stats.current_lag,
+        ),
+        ("lag_bytes", "Bytes of log between the position and the source's head.", stats.lag_bytes),
+        (
+            "source_head_position",
+            "The source's head as a number (PostgreSQL: the LSN; MySQL: file number * 2**32 "
+            "+ offset).",
+            health.head_number if health else None,
+        ),
+        (
+            "position",
+            "The relay's position, as the same number.",
+            health.position_number if health else None,
+        ),
+        (
+            "log_retained_bytes",
+            "WAL the PostgreSQL slot retains.",
+            health.retained_bytes if health else None,
+        ),
+    ):
+        if value is not None:
+            yield GaugeMetricFamily(f"rowcast_{name}", text, value=value)
+    yield GaugeMetricFamily(
+        "rowcast_stalled",
+        "1 while the position has not moved for --stall-after seconds behind a moving head.",
+        value=1 if stats.stalled else 0,
+    )
 
 
 def serve_metrics(stats: RelayStats, port: int, addr: str = "0.0.0.0") -> Any:

@@ -83,10 +83,21 @@ Resuming
     checkpoint is a `ConfigError`. The source's own ``start`` counts only when the
     checkpoint is empty.
 
+Reporting
+    Every second the relay asks its source where its log ends (its *head*) and
+    works out its lag against it (`rowcast.monitor`: 0 at the head, growing while
+    stuck) and whether it is stalled (not moving for `stall_after` seconds behind
+    a moving head). Every `report_interval` seconds, and when it stops, it saves
+    its report beside its checkpoint (`rowcast.checkpoint.report`), which
+    ``rowcast status`` reads: its state (``starting``, ``running``,
+    ``retrying``, ``stopped``, ``failed``), position, head, lag, rate and last
+    error. A report that cannot be saved is logged and skipped.
+
 Progress is in `Relay.stats` (`rowcast.metrics.RelayStats`) and in log
 records of logger ``rowcast.relay``, each with an ``event`` attribute
 (``start``, ``retry``, ``recovered``, ``abandoned``, ``dead_letter``,
-``refused``, ``checkpoint_retry``, ``stop``) and the fields it names.
+``refused``, ``checkpoint_retry``, ``stalled``, ``unstalled``, ``stop``) and
+the fields it names.
 """
 
 from __future__ import annotations
@@ -103,8 +114,10 @@ from typing import Any
 from ._delivery import Fanout, Refused, modes
 from .change import Change
 from .checkpoint import Checkpoint
+from .checkpoint.report import Reporting
 from .errors import ConfigError, PermanentSinkError, StoreError
-from .metrics import RelayStats
+from .metrics import RateMeter, RelayStats
+from .monitor import HeadWatch, Monitor, relay_report
 from .sinks.base import Sink
 from .sinks.deadletter import DeadLetterSink
 from .sources.base import Source
@@ -135,7 +148,10 @@ class Relay:
     the least time in seconds between checkpoint saves. `on_error` (``"stop"``,
     ``"retry"`` or ``"dead-letter"``; one for every sink, or one per sink) and
     `dead_letter` say what a refused transaction comes to; `check` whether `run`
-    checks the sinks first (the module docstring has both). A relay runs once.
+    checks the sinks first (the module docstring has both). `report_interval`
+    (seconds; 0: none) is how often the report is saved beside the checkpoint,
+    `stall_after` how long a position may stay behind a moving head before the
+    relay counts as stalled. A relay runs once.
     """
 
     def __init__(
@@ -153,6 +169,8 @@ class Relay:
         on_error: str | Sequence[str] = "stop",
         dead_letter: DeadLetterSink | None = None,
         check: bool = True,
+        report_interval: float = 5.0,
+        stall_after: float = 120.0,
     ) -> None:
         self.sinks: list[Sink] = list(sinks)
         if not self.sinks:
@@ -166,6 +184,8 @@ class Relay:
             ("backoff", backoff),
             ("max_backoff", max_backoff),
             ("checkpoint_interval", checkpoint_interval),
+            ("report_interval", report_interval),
+            ("stall_after", stall_after),
         ):
             if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
                 raise ConfigError(f"{name} must be a number of seconds >= 0, not {value!r}")
@@ -198,6 +218,23 @@ class Relay:
             pause=self._pause,
             max_attempts=max_attempts,
         )
+        self.report_interval = float(report_interval)
+        self.stall_after = float(stall_after)
+        store = checkpoint if isinstance(checkpoint, Reporting) and report_interval else None
+        rate = RateMeter()
+        self.monitor = Monitor(
+            lambda: relay_report(
+                self.stats,
+                rate,
+                source=self.source,
+                checkpoint=self.checkpoint.url,
+                interval=self.report_interval,
+                stall_after=self.stall_after,
+            ),
+            store,
+            interval=self.report_interval,
+            watch=HeadWatch(self.stats, source, self.stall_after),
+        )
         self._carried: Any = None  # a transaction read that did not fit in the last batch
         self._unsaved: str | None = None  # delivered everywhere, not yet checkpointed
         self._saved_at = 0.0  # time.monotonic() of the last save
@@ -220,9 +257,23 @@ class Relay:
 
         A sink's refusal under ``on_error="stop"`` is a `PermanentSinkError`.
         """
+        self.monitor.start()
+        try:
+            self._run()
+        except BaseException as error:
+            self.stats.state = "failed"
+            self.stats.note_error(" ".join(str(error).split()) or type(error).__name__)
+            raise
+        else:
+            self.stats.state = "stopped"
+        finally:
+            self.monitor.stop()
+
+    def _run(self) -> None:
         if self._check and not self._stopping.is_set():
             self.check()
         self.stats.resumed_from = self.checkpoint.load()
+        self.stats.state = "running"
         start = self.source.start or "its default start"
         log.info(
             "relaying to %s from %s",
@@ -302,10 +353,16 @@ class Relay:
         while item is None:
             if self._stopping.is_set():
                 return [], None
+            # read before the queue is found empty: the reader moves the source's position
+            # past a transaction only after it queued it, so nothing before `seen` is left
+            seen = self.source.position
             with contextlib.suppress(queue.Empty):
                 item = transactions.get(timeout=_POLL)
-            if item is None and self._save_due():  # idle: save what was delivered
-                self._save()
+            if item is None:  # idle
+                if seen is not None:
+                    self.stats.reached = seen  # reported, never saved
+                if self._save_due():  # save what was delivered
+                    self._save()
         batch: list[list[Change]] = []
         count = 0
         deadline = time.monotonic() + self.linger
@@ -368,7 +425,7 @@ class Relay:
         stats.last_commit = last.ts
         stats.lag = max(0.0, time.time() - last.ts)
         if last.position is not None:
-            self._unsaved = last.position
+            self._unsaved = self.stats.reached = last.position
 
     def _save_due(self) -> bool:
         return (
@@ -387,6 +444,8 @@ class Relay:
             except StoreError as error:
                 attempt += 1
                 self.stats.checkpoint_errors += 1
+                self.stats.checkpoint_failing = str(error)
+                self.stats.note_error(f"checkpoint: {error}")
                 pause = self._pause(attempt)
                 log.warning(
                     "saving the checkpoint failed (attempt %d): %s; retrying in %.1fs",
@@ -405,6 +464,7 @@ class Relay:
                 if self._stopping.wait(pause):
                     return False
         self.stats.position = position
+        self.stats.checkpoint_failing = None
         self._unsaved = None
         self._saved_at = time.monotonic()
         return True

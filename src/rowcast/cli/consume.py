@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
+from urllib.parse import parse_qsl, urlsplit
 
 import click
 from rich.console import Console
 from rich.text import Text
 
+from ..checkpoint import Checkpoint, open_checkpoint
 from ..consume import load_handler, open_consumer
 from ..consume.stats import ConsumerStats, serve_metrics
 from ..metrics import RelayStats
@@ -113,6 +116,14 @@ class ConsumeDisplay(RelayDisplay):
     show_default=True,
     help="How many recent change ids to remember, to skip re-deliveries (0: none).",
 )
+@click.option(
+    "--report",
+    "report_url",
+    metavar="URL",
+    help="Save this consumer's report there every few seconds, for rowcast status: a "
+    "checkpoint store URL (a file path, sqlite:///x.db, postgresql://, mysql://, redis://), "
+    "named by ?name= (default consumer-<group>).",
+)
 @LOG_FORMAT
 @METRICS_PORT
 def consume(
@@ -124,6 +135,7 @@ def consume(
     attempts: int,
     backoff: float,
     dedupe_window: int,
+    report_url: str | None,
     log_format: str,
     metrics_port: int | None,
 ) -> None:
@@ -136,11 +148,17 @@ def consume(
     batch that keeps failing has its failing rows parked in the dead-letter place.
     Stop with Ctrl-C or SIGTERM: the batches being handled finish and are
     acknowledged, and the exit status is 0. A bad URL or handler, or an unreachable
-    broker, exits with status 2 before anything is handled.
+    broker, exits with status 2 before anything is handled. With --report, rowcast
+    status shows it (state, rate, lag, last error).
     """
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())  # --handler myapp:fn from the project directory
     handler = load_handler(handler_spec)
+    report: Checkpoint | None = None
+    if report_url is not None:
+        default = "consumer-" + (re.sub(r"[^A-Za-z0-9_.-]+", "-", group).strip("-.") or "rowcast")
+        has_name = "://" in report_url and "name" in dict(parse_qsl(urlsplit(report_url).query))
+        report = open_checkpoint(report_url, "default" if has_name else default[:200])
     consumer = open_consumer(
         url,
         handler,
@@ -150,6 +168,7 @@ def consume(
         attempts=attempts,
         backoff=backoff,
         dedupe_window=dedupe_window,
+        report=report,
     )
     with (
         serving_metrics(serve_metrics, consumer.stats, metrics_port),
@@ -157,6 +176,8 @@ def consume(
         ConsumeDisplay(consumer.stats, log_format),
     ):
         consumer.run()
+    if report is not None:
+        report.close()
     stats = consumer.stats
     if log_format == "text":
         Console(stderr=True, highlight=False).print(

@@ -98,10 +98,14 @@ class RelayDisplay:
         rate = self._rate(stats.changes)
         text = Text.assemble(
             ("relaying ", "bold"),
-            f"{stats.changes:,} changes  {rate:,.0f}/s  lag {_describe_lag(stats.lag)}  ",
+            f"{stats.changes:,} changes  {rate:,.0f}/s  lag {_describe_lag(stats.current_lag)}  ",
             ("at ", "dim"),
-            stats.position or stats.resumed_from or "start",
+            stats.reached or stats.position or stats.resumed_from or "start",
         )
+        if stats.head is not None and stats.head != stats.reached:
+            text.append(f"  head {stats.head}", style="dim")
+        if stats.stalled:
+            text.append("  stalled", style="bold red")
         for sink in stats.failing:
             text.append(
                 f"  {sink.url} failing (attempt {sink.attempts}): {sink.failing}", style="red"
@@ -121,15 +125,20 @@ class RelayDisplay:
             "%d changes, %.0f/s, lag %s, at %s",
             stats.changes,
             rate,
-            _describe_lag(stats.lag),
-            stats.position or stats.resumed_from,
+            _describe_lag(stats.current_lag),
+            stats.reached or stats.position or stats.resumed_from,
             extra={
                 "event": "progress",
                 "changes": stats.changes,
                 "transactions": stats.transactions,
                 "rate": round(rate, 1),
-                "lag": None if stats.lag is None else round(stats.lag, 3),
-                "position": stats.position or stats.resumed_from,
+                "lag": None if stats.current_lag is None else round(stats.current_lag, 3),
+                "lag_bytes": stats.lag_bytes,
+                "position": stats.reached or stats.position or stats.resumed_from,
+                "checkpoint": stats.position or stats.resumed_from,
+                "head": stats.head,
+                "state": stats.state_now,
+                "stalled": stats.stalled,
                 "errors": stats.errors,
                 "dead_letters": sum(sink.dead_letters for sink in stats.sinks),
                 "failing": [

@@ -53,6 +53,8 @@ _CONSUMER_OPTIONS = (
     "dedupe_window",
     "parked_rows",
     "poll",
+    "report",
+    "report_interval",
 )
 
 

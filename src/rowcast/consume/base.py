@@ -49,6 +49,11 @@ Stopping
     `stop` (safe from a signal handler or another thread) lets each worker finish the
     batch it is running; its acknowledgements are sent, changes not yet started are
     left unacknowledged for redelivery, and `run` returns.
+
+Reporting
+    Given ``report=`` (a checkpoint, e.g. ``open_checkpoint(url, "consumer-search")``),
+    it saves its report there every `report_interval` seconds and when it stops
+    (`rowcast.checkpoint.report`), for ``rowcast status``.
 """
 
 from __future__ import annotations
@@ -63,7 +68,10 @@ import zlib
 from collections.abc import Callable
 
 from ..change import Change
+from ..checkpoint.report import Reporting
 from ..errors import ConfigError, RowcastError
+from ..metrics import RateMeter
+from ..monitor import Monitor, consumer_report
 from .stats import ConsumerStats
 from .transport import Delivery, Touching, Transport
 
@@ -128,6 +136,8 @@ class Consumer:
         dedupe_window: int = 100_000,
         parked_rows: int = 100_000,
         poll: float = 1.0,
+        report: Reporting | None = None,
+        report_interval: float = 5.0,
     ) -> None:
         if not callable(handler):
             raise ConfigError(f"the handler must be callable, not {handler!r}")
@@ -157,6 +167,14 @@ class Consumer:
         self.parked_rows = parked_rows
         self.poll = float(poll)
         self.stats = ConsumerStats()
+        rate = RateMeter()
+        self.monitor = Monitor(
+            lambda: consumer_report(
+                self.stats, rate, broker=self.url, handler=handler, interval=report_interval
+            ),
+            report,
+            interval=report_interval,
+        )
         self._stopping = threading.Event()
         self._queues: list[queue.SimpleQueue[list[Delivery] | None]] = [
             queue.SimpleQueue() for _ in range(workers)
@@ -184,8 +202,22 @@ class Consumer:
         if self._ran:
             raise ConfigError(f"{self!r} has already run; make a new consumer")
         self._ran = True
+        self.monitor.start()
+        try:
+            self._run()
+        except BaseException as error:
+            self.stats.state = "failed"
+            self.stats.note_error(" ".join(str(error).split()) or type(error).__name__)
+            raise
+        else:
+            self.stats.state = "stopped"
+        finally:
+            self.monitor.stop()
+
+    def _run(self) -> None:
         try:
             self.transport.connect()
+            self.stats.state = "running"
             self._threads = [
                 threading.Thread(
                     target=self._work, args=(i,), name=f"rowcast-consume-{i}", daemon=True
@@ -227,6 +259,7 @@ class Consumer:
     def _broker_failed(self, error: BaseException, failures: int) -> None:
         self.stats.errors += 1
         self.stats.failing = str(error)
+        self.stats.note_error(f"broker: {error}")
         pause = self._pause(failures)
         log.warning(
             "broker error (attempt %d), retrying in %.1f s: %s",
@@ -328,6 +361,7 @@ class Consumer:
             if last is not None:
                 stats.last_commit = last.ts
                 stats.lag = max(0.0, time.time() - last.ts)
+                stats.position = last.position
         # a failed ack: the broker redelivers those, and the seen ids skip them then
         _all_of(
             lambda: self.transport.ack(done) if done else None,
@@ -452,6 +486,7 @@ class Consumer:
             except Exception as e:
                 outcome.failures += 1
                 error = e
+                self.stats.note_error(f"handler: {_describe(e)}")
                 log.info(
                     "handler failed on %d changes (attempt %d of %d): %s",
                     len(changes),

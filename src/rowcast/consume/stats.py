@@ -41,6 +41,19 @@ class ConsumerStats:
         self.failing: str | None = None  #: the last broker error while it is failing
         self.last_commit: float | None = None  #: ``ts`` of the last change handled
         self.lag: float | None = None  #: handling time minus `last_commit`
+        self.position: str | None = None  #: source position of the last change handled
+        self.state = "starting"  #: "starting", "running", "stopped", "failed"
+        self.last_error: str | None = None  #: the last failure (broker, handler), and when
+        self.last_error_at: float | None = None
+
+    def note_error(self, text: str) -> None:
+        """Keep `text` as the last error, now."""
+        self.last_error, self.last_error_at = text, time.time()
+
+    @property
+    def state_now(self) -> str:
+        """`state`, or ``"retrying"`` while running with the broker failing."""
+        return "retrying" if self.state == "running" and self.failing else self.state
 
 
 class _Collector:

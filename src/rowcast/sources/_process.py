@@ -46,10 +46,12 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from .._url import masked
 from ..change import Change
 from ..errors import ConfigError, SourceError
 from ..hub import Hub
 from .base import Source, open_source, publish_all
+from .health import LogHealth
 
 if TYPE_CHECKING:
     from multiprocessing.synchronize import Event
@@ -88,6 +90,7 @@ class ProcessSource:
         if isinstance(queue_size, bool) or not isinstance(queue_size, int) or queue_size < 1:
             raise ConfigError(f"queue_size must be an int >= 1, not {queue_size!r}")
         self.url = url
+        self._target = masked(url)  # how reports and logs name it
         self.checkpoint_url = checkpoint_url
         self.checkpoint = checkpoint
         self.queue_size = queue_size
@@ -97,6 +100,7 @@ class ProcessSource:
         self._context = multiprocessing.get_context("spawn")
         self._stopping = threading.Event()
         self._child_stop: Event | None = None
+        self._local: Any = None  # the source opened here, for `health` only
 
     def check(self) -> None:
         """Build the source here and run its own check, then close it.
@@ -111,7 +115,17 @@ class ProcessSource:
             source.close()
 
     def close(self) -> None:
-        """Nothing to release: an iteration joins its child when it ends."""
+        """Close what `health` opened (an iteration joins its child when it ends)."""
+        local, self._local = self._local, None
+        if local is not None:
+            local.close()
+
+    def health(self, position: str | None) -> LogHealth:
+        """The source's `health`, asked from this process (the child only reads)."""
+        if self._local is None:
+            self._local = open_source(self.url, checkpoint=self.checkpoint, **self.options)
+        result: LogHealth = self._local.health(position)
+        return result
 
     def run(self, hub: Hub) -> None:
         """Publish every transaction on `hub` until `stop`, saving to `checkpoint` if set."""

@@ -34,6 +34,7 @@ from .._url import masked
 from ..change import Change
 from ..errors import ConfigError, SourceError
 from ..hub import Hub
+from .health import LogHealth
 
 if TYPE_CHECKING:
     from ..checkpoint import Checkpoint
@@ -127,6 +128,11 @@ class LogSource(abc.ABC):
     ``close()``
         Releases what the source holds between iterations; idempotent. An
         iteration releases its own connections when it ends.
+    ``health(position)``
+        What the server says about its log for a reader at `position`
+        (`rowcast.sources.health.LogHealth`: the head, how far behind, what is
+        retained); one thread may call it while another iterates (it has a
+        connection of its own). Unknown fields are None.
     Iteration
         Whole transactions in commit order. A lost connection or a restarting
         server is retried with backoff (0.2 s, doubling to 5 s, back to 0.2 s
@@ -155,6 +161,7 @@ class LogSource(abc.ABC):
         self._target = target  # the URL, password masked
         self._stopping = threading.Event()
         self._ctl: Any = None  # a second connection for lookups while streaming, or None
+        self._probe: Any = None  # a connection of `health`'s own, or None
 
     # ------------------------------------------------------------------ the contract
 
@@ -173,6 +180,32 @@ class LogSource(abc.ABC):
     def close(self) -> None:
         """Release the connections this source holds (iteration releases its own too)."""
         self._close_control()
+        probe, self._probe = self._probe, None
+        if probe is not None:
+            with contextlib.suppress(Exception):
+                probe.close()
+
+    def health(self, position: str | None) -> LogHealth:
+        """What the server says about its log for a reader at `position` (`LogHealth`).
+
+        Nothing is known by default; a subclass that can ask its server asks through
+        `_probing`. Raises the driver's error, or a `ConfigError`, when it cannot.
+        """
+        return LogHealth()
+
+    def _probing(self, ask: Callable[[Any], LogHealth]) -> LogHealth:
+        """``ask(connection)`` on a control connection of `health`'s own, kept between
+        calls (closed by `close`, opened again after an error)."""
+        try:
+            if self._probe is None:
+                self._probe = self._connect_control()
+            return ask(self._probe)
+        except Exception:
+            probe, self._probe = self._probe, None
+            if probe is not None:
+                with contextlib.suppress(Exception):
+                    probe.close()
+            raise
 
     def __iter__(self) -> Generator[list[Change], None, None]:
         """Transactions in commit order (`close` the generator to stop reading early)."""

@@ -48,6 +48,8 @@ from ...backends import missing_extra
 from ...change import Change
 from ...errors import ConfigError
 from ..base import Diagnosis, LogSource
+from ..health import LogHealth
+from . import health as _health
 from . import server as _server
 from . import snapshot as _snapshot
 from .rows import Row, RowDecoder
@@ -246,6 +248,8 @@ class BinlogSource(LogSource):
             name, offset = _file_pos(start)
             if name not in logs or offset > logs[name]:
                 oldest = min(logs, key=lambda n: _order(f"{n}:0"))
+                if _order(f"{name}:0") < _order(f"{oldest}:0"):
+                    raise ConfigError(f"{self.url.masked}: {_health.purged(start, oldest)}")
                 raise ConfigError(
                     f"{self.url.masked} has no binlog position {start}: its binlogs run from "
                     f"{oldest}:4 to {now} (purged, or a position from another server?)"
@@ -294,6 +298,10 @@ class BinlogSource(LogSource):
 
     def _connect_control(self) -> Any:
         return connect(self.url)
+
+    def health(self, position: str | None) -> LogHealth:
+        """The binlog head, how far `position` is behind it, and how near its purge it is."""
+        return self._probing(lambda conn: _health.health(conn, position))
 
     def _transactions(self, stream: Any) -> Iterator[tuple[list[Change], str | None]]:
         """(changes, end position) per transaction: changes empty for DDL or filtered ones;

@@ -63,6 +63,8 @@ from ...change import Change
 from ...errors import ConfigError
 from .. import _snapshot as snapshots
 from ..base import Diagnosis, LogSource
+from ..health import LogHealth
+from . import health as _health
 from . import objects, setup
 from . import pgoutput as pgo
 from .pgoutput import UNCHANGED, Unchanged, format_lsn, parse_lsn
@@ -470,6 +472,11 @@ class LogicalSource(LogSource):
 
     def _connect_control(self) -> Any:
         return connect(self.url)
+
+    def health(self, position: str | None) -> LogHealth:
+        """The WAL head, how far `position` is behind it, and what this reader's slot retains."""
+        slot = None if self.temporary else self.slot
+        return self._probing(lambda conn: _health.health(conn.cursor(), slot, position))
 
 
 def diagnose(url: str) -> Diagnosis:
