@@ -10,8 +10,8 @@ report's fields, with these worked out at the time of reading:
     the state the report says; ``state`` is what it is now: ``stale`` when a
     starting, running or retrying reader's report is older than `stale_after`
     (default: 3 of its intervals, at least 15 s: the process is gone, e.g.
-    SIGKILLed), ``stalled`` when a running one says it is stalled, else the
-    reported state.
+    SIGKILLed), ``stalled`` when a running or retrying one says it is stalled
+    (retrying for longer than its ``stall_after``, say), else the reported state.
 ``age``
     seconds since the report was written.
 ``head``, ``lag_bytes``, ``lag_changes``, ``log``
@@ -112,7 +112,7 @@ def _entry(
     live = state in LIVE and age is not None and age <= limit
     if state in LIVE and not live:
         state = "stale"
-    elif live and state == "running" and report.get("stalled"):
+    elif live and state in ("running", "retrying") and report.get("stalled"):
         state = "stalled"
     entry["state"] = state
     warnings: list[str] = []

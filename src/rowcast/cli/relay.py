@@ -104,6 +104,23 @@ _FLAGS = {
     help="Where --on-error dead-letter puts refused transactions, each change with the "
     "error: an event store URL (sqlite:///dead.db, postgresql://...) or '-' (stdout).",
 )
+@click.option(
+    "--stall-after",
+    type=click.FloatRange(1, None),
+    default=120.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Count the relay as stalled (log, metric, rowcast status) when its position has "
+    "not moved for this long while the source's head has.",
+)
+@click.option(
+    "--report-interval",
+    type=click.FloatRange(0.5, 3600),
+    default=5.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="How often the relay saves its report beside the checkpoint, for rowcast status.",
+)
 @LOG_FORMAT
 @METRICS_PORT
 @click.option(
@@ -129,6 +146,8 @@ def relay(
     batch_size: int,
     on_error: tuple[str, ...],
     dead_letter_url: str | None,
+    stall_after: float,
+    report_interval: float,
     log_format: str,
     metrics_port: int | None,
     server_id: int | None,
@@ -158,6 +177,10 @@ def relay(
     the refused one, then --on-error decides: 'stop' (the default) exits with
     status 3, the error and its fix on stderr, the checkpoint before that
     transaction; 'dead-letter' puts it in --dead-letter and goes on.
+
+    Every few seconds the relay saves a report beside its checkpoint (state,
+    position, the source's head, lag, rate, last error): rowcast status
+    CHECKPOINT_URL shows it.
 
     Stop with Ctrl-C or SIGTERM: the batch in flight is finished and
     checkpointed. Exit status: 0 stopped cleanly; 2 bad configuration, a
@@ -204,6 +227,8 @@ def relay(
             on_error=modes,
             dead_letter=dead_letter,
             check=False,  # done above, before the source was opened
+            stall_after=stall_after,
+            report_interval=report_interval,
         )
         stack.enter_context(serving_metrics(serve_metrics, the_relay.stats, metrics_port))
         refused: PermanentSinkError | None = None
