@@ -86,7 +86,7 @@ def reported(checkpoint: Path, **want: Any) -> dict[str, Any]:
 
     def ready() -> bool:
         nonlocal found
-        code, document = status(str(checkpoint), "--stale-after", "600")
+        _, document = status(str(checkpoint), "--stale-after", "600")
         found = document["entries"][0] if document["entries"] else {}
         return all(found.get(key) == value for key, value in want.items())
 
