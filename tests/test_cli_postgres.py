@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import queue
+import re
 import secrets
 import signal
 import subprocess
@@ -200,8 +201,9 @@ def test_doctor_passes_every_check_on_a_ready_database(url: str, db: Any) -> Non
         "replica identity public.rc_doc",
     ):
         assert any(line.strip().startswith(f"✓ {check}") for line in out.splitlines()), check
-    assert "server     PostgreSQL" in out
-    assert f"database   {DATABASE}" in out
+    assert re.search(r"\n  server +PostgreSQL", out)
+    assert re.search(rf"\n  database +{DATABASE}\n", out)
+    assert re.search(r"\n  max_slot_wal_keep_size +(no limit|[0-9.]+ [kMGT]?B)", out)
     assert "All 7 checks passed" in out
 
 

@@ -104,8 +104,12 @@ def purged(position: str, oldest: str) -> str:
 
 def binlog_facts(conn: Any) -> list[tuple[str, str]]:
     """``rowcast doctor`` lines: the binlogs kept and for how long."""
-    with conn.cursor() as cur:
-        _, logs, expire = _logs(cur)
+    try:
+        with conn.cursor() as cur:
+            _, logs, expire = _logs(cur)
+    except Exception as error:  # no privilege for SHOW BINARY LOGS: the checks say which
+        reason = error.args[-1] if error.args else error
+        return [("binlogs kept", f"unknown: {reason}")]
     kept = f"{len(logs)} files, {sum(size for _, size in logs) / 2**20:.1f} MB"
     oldest = logs[0][0] if logs else "none"
     expiry = "never (no binlog_expire_logs_seconds)" if not expire else f"{expire / 3600:g} h"

@@ -410,13 +410,14 @@ def diagnose(url: str) -> Diagnosis:
     try:
         checks = _server.diagnose(conn, target.user)
         version, position = _server_facts(conn, pymysql)
+        kept = _health.binlog_facts(conn)
     except pymysql.err.MySQLError as error:  # the server went away, say
         raise ConfigError(f"{target.masked}: checking the server failed: {error}") from error
     finally:
         conn.close()
     return Diagnosis(
         target.masked,
-        [("server", version), ("binlog", position)],
+        [("server", version), ("binlog", position), *kept],
         checks,
         "rowcast can read this server's binlog.",
     )

@@ -77,20 +77,33 @@ def lost(slot: str, keep: Any = None) -> str:
 
 
 def slot_facts(cur: Any) -> list[tuple[str, str]]:
-    """``rowcast doctor`` lines: each slot's retained WAL against the server's limit."""
+    """``rowcast doctor`` lines: the server's limit, and each slot's retained WAL against it."""
     cur.execute(
         "SELECT slot_name, active, wal_status, "
         "pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn), "
         "(SELECT setting FROM pg_settings WHERE name = 'max_slot_wal_keep_size') "
-        "FROM pg_replication_slots WHERE database = current_database() ORDER BY slot_name"
+        "FROM (SELECT 1) AS one LEFT JOIN pg_replication_slots "
+        "ON database = current_database() ORDER BY slot_name"
     )
-    facts = []
-    for name, active, status, retained, keep in cur.fetchall():
-        limit = "no limit" if keep is None or int(keep) < 0 else f"limit {size(int(keep) * 2**20)}"
-        state = "read now" if active else "not read now"
-        facts.append(
-            (f"slot {name}", f"retains {size(retained)} of WAL ({limit}), {status}, {state}")
+    rows = cur.fetchall()
+    keep = rows[0][4] if rows else None
+    unlimited = keep is None or int(keep) < 0
+    limit = "" if keep is None or unlimited else size(int(keep) * 2**20)
+    facts = [
+        (
+            "max_slot_wal_keep_size",
+            "no limit: a slot whose reader is stopped keeps WAL until the disk fills "
+            "(ALTER SYSTEM SET max_slot_wal_keep_size = '50GB' bounds it; past it the slot "
+            "is invalidated)"
+            if unlimited
+            else limit,
         )
+    ]
+    for name, active, status, retained, _ in rows:
+        if name is None:
+            continue
+        state = "read now" if active else "not read now"
+        facts.append((f"slot {name}", f"retains {size(retained)} of WAL, {status}, {state}"))
     return facts
 
 

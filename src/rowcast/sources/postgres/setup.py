@@ -17,6 +17,7 @@ from typing import Any
 
 from ...errors import ConfigError
 from ..base import Check
+from .health import lost
 from .objects import comment, is_ours, slot_reader
 from .publication import add_tables, create_publication, keyless_error
 from .server import psycopg2
@@ -136,7 +137,7 @@ def server_checks(cur: Any, slot: str, publication: str, user: str) -> list[Chec
     role = quote(user) if user else "current_user"
     cur.execute(
         "SELECT slot_type, plugin, database, active_pid, confirmed_flush_lsn, "
-        "pg_size_pretty(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)) "
+        "pg_size_pretty(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)), wal_status "
         "FROM pg_replication_slots WHERE slot_name = %s",
         (slot,),
     )
@@ -180,12 +181,14 @@ def _slot_check(slot: str, found: Any, db: str) -> Check:
     name = f"slot {slot}"
     if found is None:
         return Check(name, True, "missing: rowcast creates it on its first read")
-    kind, plugin, database, pid, confirmed, held = found
+    kind, plugin, database, pid, confirmed, held, wal_status = found
     other = f"choose another ?slot= name, or drop it: SELECT pg_drop_replication_slot('{slot}');"
     if kind != "logical" or plugin != "pgoutput":
         return Check(name, False, f"a {kind} slot using {plugin or 'no plugin'}", other)
     if database != db:
         return Check(name, False, f"belongs to database {database!r}", other)
+    if wal_status == "lost":
+        return Check(name, False, "invalidated (wal_status lost)", lost(slot))
     value = f"pgoutput, confirmed up to {confirmed}, holding {held} of WAL"
     if pid is not None:
         return Check(

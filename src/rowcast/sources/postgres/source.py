@@ -99,9 +99,10 @@ class LogicalSource(LogSource):
     that go when iteration ends. A slot is one reader's: another is refused.
     `end` (``"now"`` or a position) makes iteration stop once that position is
     passed instead of waiting for more.
-    `heartbeat` is how often (seconds) an idle reader wakes to notice `stop`;
-    `feedback` how often it tells the server its confirmed position. `snapshot`
-    (``"initial"`` or ``"never"``) and `snapshot_chunk`: see the module docstring.
+    `heartbeat` is how often (seconds) a reader with nothing pending wakes to notice
+    `stop` and confirm the server's end of WAL (so a slot of idle tables keeps up
+    while others write); `feedback` how often it tells the server its position.
+    `snapshot` (``"initial"`` or ``"never"``) and `snapshot_chunk`: the module docstring.
     Starting, checkpoints, stopping and reconnecting: `LogSource`.
     """
 
@@ -428,6 +429,7 @@ class LogicalSource(LogSource):
         rows: list[Any] = []
         begin: pgo.Begin | None = None
         look = time.monotonic() + self.heartbeat  # when to look for new tables next
+        idle = look  # when to confirm the server's end of WAL next, if nothing is pending
         while not self._stopping.is_set():
             if self._own and begin is None and time.monotonic() >= look:
                 setup.new_tables(
@@ -439,11 +441,17 @@ class LogicalSource(LogSource):
                 if begin is None and end is not None and cur.wal_end >= end:
                     yield [], None
                     return
-                if not select.select([conn], [], [], self.heartbeat)[0]:
-                    if end is not None:  # where is the server? (its keepalive says)
-                        cur.send_feedback(reply=True)
-                    elif begin is None and cur.wal_end:
-                        yield [], cur.wal_end  # idle: everything before it was sent
+                if begin is None and end is None and time.monotonic() >= idle:
+                    # nothing pending: the server sent everything before its end of WAL,
+                    # which keepalives move on while other tables write (they come often
+                    # then: this is timed, not left to a quiet socket); ask for the next
+                    idle = time.monotonic() + self.heartbeat
+                    cur.send_feedback(reply=True)
+                    if cur.wal_end:
+                        yield [], cur.wal_end
+                    continue
+                if not select.select([conn], [], [], self.heartbeat)[0] and end is not None:
+                    cur.send_feedback(reply=True)  # where is the server? (its keepalive says)
                 continue
             m = decode(msg.payload)
             kind = type(m)
@@ -491,11 +499,12 @@ def diagnose(url: str) -> Diagnosis:
         checks = setup.all_checks(cur, slot, publication, source.url.user, source.tables)
         cur.execute("SELECT version(), current_database(), pg_current_wal_lsn()")
         version, database, lsn = cur.fetchone()
+        facts = [("server", str(version).split(" on ")[0]), ("database", database), ("wal", lsn)]
+        facts += _health.slot_facts(cur)  # each slot's retained WAL against the limit
     except pg.Error as error:  # the server went away, say
         raise ConfigError(f"{source.url.masked}: checking the server failed: {error}") from error
     finally:
         conn.close()
-    facts = [("server", str(version).split(" on ")[0]), ("database", database), ("wal", lsn)]
     return Diagnosis(
         source.url.masked,
         facts,
