@@ -296,3 +296,24 @@ def test_nothing_reported_is_exit_1_and_a_bad_store_exit_2(tmp_path: Path) -> No
     assert result.exit_code == 2
     assert "Traceback" not in result.output
     assert CliRunner().invoke(main, ["status"]).exit_code == 2
+
+
+def test_a_checkpoint_in_a_purged_binlog_names_the_recovery_and_fails_status(
+    table: Table, tmp_path: Path
+) -> None:
+    from rowcast.checkpoint import open_checkpoint
+
+    checkpoint = tmp_path / "pos"
+    with open_checkpoint(str(checkpoint)) as saved:
+        saved.save("mysql-bin.000000:4")  # older than the oldest binlog the server has
+    with relay(table, checkpoint) as process:
+        _, err = process.communicate(timeout=60)
+    assert process.returncode == 2
+    assert "mysql-bin.000000:4 was purged" in err
+    assert "--snapshot initial, or a backfill" in err
+    code, found = entry(checkpoint)
+    assert code == 1
+    assert found["state"] == "failed"
+    assert "was purged" in found["last_error"]
+    assert found["log"]["lost"] is True
+    assert any(problem.startswith("log lost: ") for problem in found["problems"])
