@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from typing import Any, ClassVar
 
@@ -59,3 +60,17 @@ class DictCheckpoint(BaseCheckpoint):
     def _save(self, position: str) -> None:
         with self._lock:
             self.saved[self.space, self.name] = position
+
+    # reports (`rowcast.checkpoint.report`): what `rowcast status` reads back
+    reports: ClassVar[dict[tuple[str, str], str]] = {}
+
+    def _save_report(self, text: str) -> None:
+        with self._lock:
+            self.reports[self.space, self.name] = text
+
+    @classmethod
+    def read_reports(cls, url: str, name: str | None = None) -> list[dict[str, Any]]:
+        space = url.split("://", 1)[1].partition("?")[0]
+        with cls._lock:
+            texts = [t for (s, n), t in cls.reports.items() if s == space and name in (None, n)]
+        return [json.loads(text) for text in texts]

@@ -115,8 +115,12 @@ class TestOutsideCheckpoint(CheckpointContract):
     def make_checkpoint(self, name: str) -> Checkpoint:
         return open_checkpoint(f"dict://relays?name={name}")
 
+    def store_url(self) -> str:
+        return "dict://relays"
+
     def remove_checkpoint(self, name: str) -> None:
         DictCheckpoint.saved.pop(("relays", name), None)
+        DictCheckpoint.reports.pop(("relays", name), None)
 
     def test_it_is_the_outside_class(self) -> None:
         assert isinstance(self.checkpoint(), DictCheckpoint)

@@ -12,7 +12,8 @@ A URL names its backend by its scheme, without a ``+driver`` suffix
 `load`: `rowcast.EventStore` (family ``store``), `rowcast.open_source`
 (``source``), `rowcast.sinks.open_sink` (``sink``), `rowcast.cache.open_cache`
 (``cache``), `rowcast.open_checkpoint` (``checkpoint``) and
-`rowcast.consume.open_transport` (``consumer``). The classes are named as
+`rowcast.consume.open_transport` (``consumer``) and `rowcast.dlq.open_dead_letters`
+(``dlq``). The classes are named as
 ``"module:Class"`` strings and imported only when a URL asks for them, so a
 backend whose driver is not installed costs nothing until it is opened.
 
@@ -41,7 +42,7 @@ from .errors import ConfigError
 
 __all__ = ["Family", "load", "missing_extra", "register_backend", "scheme_of", "schemes"]
 
-Family = Literal["store", "source", "sink", "cache", "checkpoint", "consumer"]
+Family = Literal["store", "source", "sink", "cache", "checkpoint", "consumer", "dlq"]
 
 # what an error calls one backend of the family
 _NOUNS: Final[dict[str, str]] = {
@@ -51,6 +52,7 @@ _NOUNS: Final[dict[str, str]] = {
     "cache": "rowcast cache",
     "checkpoint": "checkpoint backend",
     "consumer": "rowcast consumer",
+    "dlq": "dead-letter place",
 }
 _SCHEME = re.compile(r"[a-z][a-z0-9.-]*|-")  # "-": stdout
 _TARGET = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
@@ -203,6 +205,10 @@ _BUILT_IN: Final[tuple[tuple[Family, str, str, str | None], ...]] = (
     ("consumer", "nats tls", "rowcast.consume.nats:NatsTransport", "nats"),
     ("consumer", "amqp amqps", "rowcast.consume.rabbitmq:RabbitMQTransport", "rabbitmq"),
     ("consumer", "memory", "rowcast.consume.memory:MemoryTransport", None),  # in-process broker
+    ("dlq", "redis rediss", "rowcast.dlq.redis:RedisDeadLetters", "redis"),
+    ("dlq", "nats tls", "rowcast.dlq.nats:NatsDeadLetters", "nats"),
+    ("dlq", "amqp amqps", "rowcast.dlq.rabbitmq:RabbitMQDeadLetters", "rabbitmq"),
+    ("dlq", "sqlite postgresql postgres", "rowcast.dlq.store:StoreDeadLetters", None),
 )
 
 for _family, _schemes, _target, _extra in _BUILT_IN:

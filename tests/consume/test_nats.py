@@ -77,6 +77,9 @@ class TestNatsConsumer(ConsumerContract):
     def unreachable_url(self) -> str:
         return f"nats://127.0.0.1:{closed_port()}?timeout=1"
 
+    def dead_letter_url(self) -> str:
+        return self.consumer_url()
+
     def test_held_messages_are_not_redelivered_to_another_consumer(self) -> None:
         # ack_wait is 1 s; each consumer holds 40 messages and handles 5 per 0.35 s, so
         # the last of them waits 2.45 s locally: without in-progress reports JetStream

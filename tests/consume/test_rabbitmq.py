@@ -61,6 +61,9 @@ class TestRabbitMQConsumer(ConsumerContract):
     def unreachable_url(self) -> str:
         return f"amqp://guest:guest@127.0.0.1:{closed_port()}/%2F?timeout=1"
 
+    def dead_letter_url(self) -> str:
+        return f"{self.consumer_url()}&group={self.group}"
+
 
 def test_the_queue_and_its_bindings_come_from_the_url() -> None:
     transport = RabbitMQTransport(

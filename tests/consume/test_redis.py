@@ -57,6 +57,9 @@ class TestRedisConsumer(ConsumerContract):
     def unreachable_url(self) -> str:
         return f"redis://127.0.0.1:{closed_port()}/0?timeout=1"
 
+    def dead_letter_url(self) -> str:
+        return self.consumer_url()
+
 
 @pytest.mark.server
 def test_per_table_streams_are_found_and_a_foreign_entry_is_parked() -> None:

@@ -11,7 +11,7 @@ on stderr and exit status 2.
 
 from __future__ import annotations
 
-from . import config, consume, demo, doctor, events, relay, status, tail, uninstall
+from . import config, consume, demo, dlq, doctor, events, relay, status, tail, uninstall
 from .group import main
 
 __all__ = ["main"]
@@ -23,5 +23,6 @@ main.add_command(events.events)
 main.add_command(relay.relay)
 main.add_command(consume.consume)
 main.add_command(status.status)
+main.add_command(dlq.dlq)
 main.add_command(uninstall.uninstall)
 main.add_command(config.config)

@@ -37,7 +37,8 @@ Retries and dead letters
     row are parked too, without running the handler ("an earlier change of this row
     was parked"), so that replaying the dead letters keeps the row's order; the
     consumer remembers parked rows for as long as it runs (`parked_rows` of them,
-    oldest forgotten first). A message that is not a rowcast change is parked at once.
+    oldest forgotten first), until a change of the row comes back replayed
+    (``rowcast dlq replay``). A message that is not a rowcast change is parked at once.
 
 Duplicates
     Relays deliver at least once, so a change may arrive twice with the same change
@@ -51,9 +52,7 @@ Stopping
     left unacknowledged for redelivery, and `run` returns.
 
 Reporting
-    Given ``report=`` (a checkpoint, e.g. ``open_checkpoint(url, "consumer-search")``),
-    it saves its report there every `report_interval` seconds and when it stops
-    (`rowcast.checkpoint.report`), for ``rowcast status``.
+    ``report=`` (a checkpoint): its report, every `report_interval` s and at the end.
 """
 
 from __future__ import annotations
@@ -303,7 +302,7 @@ class Consumer:
             if same is not None:
                 same.append(delivery)  # acknowledged with the first copy
                 stats.duplicates += 1
-            elif delivery.id in seen:
+            elif delivery.id in seen and not delivery.replay:
                 duplicates.append(delivery)
             else:
                 inflight[delivery.id] = [delivery]
@@ -390,9 +389,8 @@ class Consumer:
             for delivery, _ in parked:  # left unacknowledged: handled again when redelivered
                 self._held -= len(self._inflight.pop(delivery.id, [delivery]))
             raise
-        for delivery, error in parked:
-            if delivery.change is not None:
-                self._finish(delivery.id)
+        for delivery, error in parked:  # not seen: a replay of it is handled
+            self._inflight.pop(delivery.id, None)
             log.warning(
                 "parked %s in the dead-letter place: %s",
                 delivery.row or delivery.id,
@@ -443,6 +441,8 @@ class Consumer:
     ) -> None:
         ready: list[Delivery] = []
         for delivery in chunk:
+            if delivery.replay:  # a dead letter replayed (`rowcast dlq replay`): tried again
+                parked.pop(delivery.row, None)
             reason = parked.get(delivery.row)
             if reason is None:
                 ready.append(delivery)

@@ -30,6 +30,9 @@ is. A parked message is published to ``<dead_stream>.<group>.<its subject>`` wit
 body and the headers ``Rowcast-Error`` (one line), ``Rowcast-Group``,
 ``Rowcast-Subject`` and ``Nats-Msg-Id: <change id>:<group>``; once JetStream stored it,
 the original is acked. Changes given back on stop are nak'ed for prompt redelivery.
+A message with the header ``Rowcast-Replay: <group>`` is a dead letter replayed for that
+group (``rowcast dlq replay``; its change id in ``Rowcast-Change-Id``): the other
+groups ack it unhandled.
 
 nats-py is asyncio; the transport runs it on a private event loop in a daemon thread.
 """
@@ -243,7 +246,12 @@ class NatsTransport:
         found = []
         for msg in messages:
             headers = msg.headers or {}
-            found.append(decode(headers.get("Nats-Msg-Id"), msg.data, msg, generation))
+            replay = headers.get("Rowcast-Replay")
+            if replay is not None and replay != self.group:  # another group's dead letter
+                await msg.ack()
+                continue
+            change_id = headers.get("Rowcast-Change-Id") or headers.get("Nats-Msg-Id")
+            found.append(decode(change_id, msg.data, msg, generation, replay is not None))
         return found
 
     async def _settle(self, deliveries: Sequence[Delivery], how: str) -> None:

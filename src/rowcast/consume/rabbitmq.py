@@ -26,7 +26,8 @@ published, with publisher confirms, to the durable direct exchange
 queue ``<queue>.dead``; it keeps the original's body and properties, plus the headers
 ``x-rowcast-error``, ``x-rowcast-group`` and ``x-rowcast-routing-key``. Then the
 original is acked. Messages not acked when the connection closes (a crash, a stop)
-go back to the queue, in their order.
+go back to the queue, in their order. ``rowcast dlq replay`` publishes dead letters
+straight to their group's queue, with the header ``rowcast-replay``.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 from .._url import masked, number, query
 from ..backends import missing_extra
 from ..errors import ConfigError, SinkError
-from .transport import Delivery, decode
+from .transport import REPLAY, Delivery, decode
 
 __all__ = ["RabbitMQTransport"]
 
@@ -205,7 +206,8 @@ class RabbitMQTransport:
 
         def on_message(_channel: Any, method: Any, properties: Any, body: bytes) -> None:
             token = (method.delivery_tag, method.routing_key, properties, body)
-            buffer.append(decode(properties.message_id, body, token, generation))
+            replay = (properties.headers or {}).get(REPLAY) is not None
+            buffer.append(decode(properties.message_id, body, token, generation, replay))
 
         channel.basic_consume(self.queue, on_message, auto_ack=False)
         dead = self._connection.channel()

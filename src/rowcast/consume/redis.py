@@ -27,7 +27,9 @@ handled; a parked entry is added to ``<key>:dead`` with the fields of the origin
 ``error``, ``group``, ``consumer``, ``stream`` and ``entry`` (its id in ``<key>``), in
 one ``MULTI`` with its ``XACK``. Entries stay in the stream after ``XACK`` (trim it with
 the sink's ``maxlen``). On a clean stop, this consumer leaves the group
-(``XGROUP DELCONSUMER``) when it holds no pending entry.
+(``XGROUP DELCONSUMER``) when it holds no pending entry. An entry with the field
+``rowcast-replay`` is a dead letter replayed for the group it names
+(``rowcast dlq replay``): the other groups acknowledge it unhandled.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from urllib.parse import urlsplit, urlunsplit
 from .._url import masked, number, query, unknown_option
 from ..backends import missing_extra
 from ..errors import ConfigError, SinkError
-from .transport import Delivery, decode
+from .transport import REPLAY, Delivery, decode
 
 __all__ = ["RedisTransport"]
 
@@ -255,13 +257,17 @@ class RedisTransport:
                 break
         return found
 
-    @staticmethod
-    def _deliveries(reply: Any) -> list[Delivery]:
+    def _deliveries(self, reply: Any) -> list[Delivery]:
         found: list[Delivery] = []
+        others: dict[str, list[str]] = {}  # replayed for another group: acked unhandled
         for key, entries in reply or ():
             name = key.decode() if isinstance(key, bytes) else key
             for entry, fields in entries:
                 if fields is None:  # deleted (trimmed) while pending
+                    continue
+                replay = fields.get(REPLAY.encode())
+                if replay is not None and replay.decode() != self.group:
+                    others.setdefault(name, []).append(entry.decode())
                     continue
                 change_id = fields.get(b"id")
                 token = (name, entry.decode(), fields)
@@ -271,6 +277,9 @@ class RedisTransport:
                         fields.get(b"body", b""),
                         token,
                         0,
+                        replay is not None,
                     )
                 )
+        for name, skipped in others.items():
+            self._client.xack(name, self.group, *skipped)
         return found

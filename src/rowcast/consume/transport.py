@@ -12,7 +12,11 @@ from typing import Any, Protocol, runtime_checkable
 
 from ..change import Change
 
-__all__ = ["Delivery", "Touching", "Transport", "decode", "row_key"]
+__all__ = ["REPLAY", "Delivery", "Touching", "Transport", "decode", "row_key"]
+
+#: the header (NATS, RabbitMQ) or field (Redis) that marks a replayed dead letter: its
+#: value is the group it is replayed for (the other groups skip it)
+REPLAY = "rowcast-replay"
 
 
 def row_key(change: Change) -> str:
@@ -28,10 +32,12 @@ class Delivery:
     `change` is None when the body is not a rowcast change (then `problem` says why);
     `id` is the change id; `token` is the broker's handle to acknowledge it by;
     `generation` counts the transport's connections (a handle of an older connection
-    cannot be acknowledged any more: the broker redelivers that message).
+    cannot be acknowledged any more: the broker redelivers that message). `replay`:
+    the message is a dead letter sent back for this consumer's group (``rowcast dlq
+    replay``): handled even if its id was seen, and its row is no longer parked.
     """
 
-    __slots__ = ("change", "generation", "id", "problem", "row", "token")
+    __slots__ = ("change", "generation", "id", "problem", "replay", "row", "token")
 
     def __init__(
         self,
@@ -40,8 +46,10 @@ class Delivery:
         token: Any,
         generation: int = 0,
         problem: str | None = None,
+        replay: bool = False,
     ) -> None:
         self.id = id
+        self.replay = replay
         self.change = change
         self.token = token
         self.generation = generation
@@ -105,7 +113,9 @@ class Touching(Transport, Protocol):
         ...
 
 
-def decode(change_id: str | None, body: bytes | str, token: Any, generation: int) -> Delivery:
+def decode(
+    change_id: str | None, body: bytes | str, token: Any, generation: int, replay: bool = False
+) -> Delivery:
     """A `Delivery` of a message body; a body that is not a change gets a `problem`."""
     try:
         change = Change.from_json(body)
@@ -113,4 +123,4 @@ def decode(change_id: str | None, body: bytes | str, token: Any, generation: int
         return Delivery(change_id or "", None, token, generation, f"not a rowcast change: {e}")
     if not change_id:
         return Delivery("", None, token, generation, "the message carries no change id")
-    return Delivery(change_id, change, token, generation)
+    return Delivery(change_id, change, token, generation, replay=replay)

@@ -155,6 +155,10 @@ class ConsumerContract:
     def unreachable_url(self) -> str:
         raise NotImplementedError
 
+    def dead_letter_url(self) -> str | None:
+        """Where `rowcast.dlq.open_dead_letters` finds the dead letters (None: nowhere)."""
+        return None
+
     def cut(self, consumer: Consumer) -> None:
         """Drop `consumer`'s connection at the broker, as when its process dies (`in_process`)."""
         raise NotImplementedError
@@ -192,9 +196,12 @@ class ConsumerContract:
                 raise AssertionError(f"timed out waiting for {what}")
             time.sleep(0.05)
 
-    def ready(self) -> None:
+    def ready(self, group: str | None = None) -> None:
         """Make the group / queue exist before anything is delivered (RabbitMQ needs it)."""
-        consumer = self.consumer(lambda changes: None)
+        merged = {"batch_size": 50, **self.fast}
+        consumer = open_consumer(
+            self.consumer_url(), lambda changes: None, group=group or self.group, **merged
+        )
         consumer.transport.connect()
         consumer.transport.close()
 
@@ -236,6 +243,53 @@ class ConsumerContract:
         errors = {error for _, error in dead}
         assert any("this row cannot be handled" in e for e in errors)
         assert all("cannot be handled" in e or "earlier change" in e for e in errors)
+
+    def test_dead_letters_replayed_are_handled_in_row_order_by_their_group_only(self) -> None:
+        url = self.dead_letter_url()
+        if url is None:
+            pytest.skip("no dead-letter place to replay (rowcast.dlq)")
+        from rowcast.dlq import open_dead_letters
+
+        other = f"{self.group}_other"  # another group, reading the same changes
+        self.ready()
+        self.ready(other)
+        self.deliver(workload(40, 4, table=self.table))  # rows 0-3, 10 versions each
+        broken = threading.Event()
+        broken.set()
+        recorder = _Recorder(fail=lambda change: broken.is_set() and change.pk == 1)
+        consumer = self.consumer(recorder, attempts=1, backoff=0.01)
+        thread = self.start(consumer)
+        stats = consumer.stats
+        self.wait_for(lambda: stats.handled + stats.parked >= 40, "every change")
+        assert set(recorder.seen) == {0, 2, 3}
+        letters = open_dead_letters(url, group=self.group)
+        try:
+            assert [place.count for place in letters.places()] == [10]
+            found = letters.read()
+            assert [d.change.after["v"] for d in found if d.change and d.change.after] == list(
+                range(1, 40, 4)
+            )
+            assert "this row cannot be handled" in found[0].why
+            assert all("cannot be handled" in d.why or "an earlier change" in d.why for d in found)
+            assert {d.group for d in found} == {self.group}
+            assert found[0].row == f"consume_test.{self.table}:1"
+            broken.clear()  # fixed: replay them to the consumer still running
+            assert letters.replay() == 10
+            assert letters.places() == []
+        finally:
+            letters.close()
+        self.wait_for(lambda: recorder.seen.get(1) == list(range(1, 40, 4)), "row 1, in order")
+        self.stop(consumer, thread)
+        # the other group had every change once, and none of the copies replayed
+        theirs = _Recorder()
+        consumer = open_consumer(
+            self.consumer_url(), theirs, group=other, batch_size=50, **self.fast
+        )
+        thread = self.start(consumer)
+        self.wait_for(lambda: theirs.count() >= 40, "the other group's 40 changes")
+        time.sleep(0.5)  # the replayed copies, if it took them, come after
+        self.stop(consumer, thread)
+        assert theirs.count() == 40
 
     def test_a_redelivered_change_is_handled_once(self) -> None:
         self.ready()
