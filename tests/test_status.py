@@ -317,3 +317,41 @@ def test_a_checkpoint_in_a_purged_binlog_names_the_recovery_and_fails_status(
     assert "was purged" in found["last_error"]
     assert found["log"]["lost"] is True
     assert any(problem.startswith("log lost: ") for problem in found["problems"])
+
+
+def test_a_consumer_reports_when_given_a_store(tmp_path: Path) -> None:
+    import threading
+
+    from rowcast import Change
+    from rowcast.checkpoint import open_checkpoint
+    from rowcast.consume import open_consumer
+    from rowcast.sinks import open_sink
+
+    broker = f"status-{uuid.uuid4().hex[:8]}"
+    sink = open_sink(f"memory://{broker}?mode=broker")
+    report = open_checkpoint(str(tmp_path / "consumers"), "consumer-search")
+    handled: list[Change] = []
+    consumer = open_consumer(
+        f"memory://{broker}", handled.extend, group="search", report=report, report_interval=0.2
+    )
+    thread = threading.Thread(target=consumer.run)
+    thread.start()
+    try:
+        sink.deliver([[Change("write", "shop", "orders", 1, after={"id": 1}, position="p:1")]])
+        found = reported(tmp_path / "consumers", changes=1)
+        code, found = entry(tmp_path / "consumers")
+        assert code == 0
+        assert (found["kind"], found["name"], found["state"]) == (
+            "consumer",
+            "consumer-search",
+            "running",
+        )
+        assert found["position"] == "p:1"
+        assert found["source"] == f"memory://{broker}"
+    finally:
+        consumer.stop()
+        thread.join(30)
+        sink.close()
+    code, found = entry(tmp_path / "consumers")
+    assert (code, found["state"]) == (0, "stopped")
+    report.close()
