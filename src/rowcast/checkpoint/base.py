@@ -16,7 +16,9 @@ set, an LSN). `open_checkpoint(url, name)` picks the backend by URL (family
   (`rowcast.checkpoint.redis`), a hash ``rowcast:checkpoint:<name>``.
 
 A backend is built as ``cls(url, name=name)``; `BaseCheckpoint` gives it the
-checks and errors below, so it only implements ``_load``, ``_save`` and ``_close``.
+checks and errors below, so it only implements ``_load``, ``_save`` and ``_close``,
+and for reports ``_save_report(text)`` and a classmethod ``read_reports(url, name)``
+(`rowcast.checkpoint.report`; a Kafka checkpoint adds them the same way).
 
 The contract, on every backend:
 
