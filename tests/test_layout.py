@@ -172,6 +172,7 @@ ROOT = {
     "metrics.py",
     "monitor.py",  # a running relay's or consumer's lag, stalls and reports
     "status.py",  # what rowcast status shows: the reports read back
+    "tracing.py",  # optional OpenTelemetry spans (rowcast[otel])
     "dlq",  # dead letters of consumers and relays: see, replay, drop
     "consume",
     "audit",

@@ -97,7 +97,8 @@ Progress is in `Relay.stats` (`rowcast.metrics.RelayStats`) and in log
 records of logger ``rowcast.relay``, each with an ``event`` attribute
 (``start``, ``retry``, ``recovered``, ``abandoned``, ``dead_letter``,
 ``refused``, ``checkpoint_retry``, ``stalled``, ``unstalled``, ``stop``) and
-the fields it names.
+the fields it names. With ``rowcast[otel]``, reading and delivering make
+OpenTelemetry spans (`rowcast.tracing`).
 """
 
 from __future__ import annotations
@@ -111,6 +112,7 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from . import tracing
 from ._delivery import Fanout, Refused, modes
 from .change import Change
 from .checkpoint import Checkpoint
@@ -292,7 +294,8 @@ class Relay:
                 batch, final = self._collect(transactions)
                 if batch:
                     try:
-                        delivered = self._fanout.deliver(batch)
+                        with tracing.delivering(batch, [s.url for s in self.stats.sinks]):
+                            delivered = self._fanout.deliver(batch)
                     except Refused as refused:
                         if refused.delivered:
                             self._delivered(batch[: refused.delivered])
@@ -332,6 +335,7 @@ class Relay:
         """The reader thread: the source's transactions into the queue, then _END or _Failed."""
         try:
             for transaction in self.source:
+                tracing.captured(transaction)
                 if transaction and not self._put(transactions, transaction):
                     return
             self._put(transactions, _END)

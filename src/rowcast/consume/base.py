@@ -51,8 +51,8 @@ Stopping
     batch it is running; its acknowledgements are sent, changes not yet started are
     left unacknowledged for redelivery, and `run` returns.
 
-Reporting
-    ``report=`` (a checkpoint): its report, every `report_interval` s and at the end.
+Reporting and tracing: ``report=`` (a checkpoint) gets its report every `report_interval`
+s and at the end; handler calls are spans with ``rowcast[otel]`` (`rowcast.tracing`).
 """
 
 from __future__ import annotations
@@ -71,6 +71,7 @@ from ..checkpoint.report import Reporting
 from ..errors import ConfigError, RowcastError
 from ..metrics import RateMeter
 from ..monitor import Monitor, consumer_report
+from ..tracing import handle
 from .stats import ConsumerStats
 from .transport import Delivery, Touching, Transport
 
@@ -167,13 +168,10 @@ class Consumer:
         self.poll = float(poll)
         self.stats = ConsumerStats()
         rate = RateMeter()
-        self.monitor = Monitor(
-            lambda: consumer_report(
-                self.stats, rate, broker=self.url, handler=handler, interval=report_interval
-            ),
-            report,
-            interval=report_interval,
+        build = lambda: consumer_report(  # noqa: E731
+            self.stats, rate, broker=self.url, handler=handler, interval=report_interval
         )
+        self.monitor = Monitor(build, report, interval=report_interval)
         self._stopping = threading.Event()
         self._queues: list[queue.SimpleQueue[list[Delivery] | None]] = [
             queue.SimpleQueue() for _ in range(workers)
@@ -481,7 +479,7 @@ class Consumer:
         error: object = None
         for attempt in range(1, attempts + 1):
             try:
-                self.handler(changes)
+                handle(self.handler, changes, batch)
                 return None
             except Exception as e:
                 outcome.failures += 1
