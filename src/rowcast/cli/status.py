@@ -164,7 +164,7 @@ def status(
                 found = entries()
                 _print(found, fmt)
                 time.sleep(every)
-        with Live(table(found), console=Console(highlight=False), auto_refresh=False) as live:
+        with Live(table(found), console=_console(), auto_refresh=False) as live:
             while True:
                 found = entries()
                 live.update(_view(found, urls), refresh=True)
@@ -172,6 +172,13 @@ def status(
     except KeyboardInterrupt:
         pass
     sys.exit(0 if healthy(found) else 1)
+
+
+def _console() -> Console:
+    console = Console(highlight=False, soft_wrap=True)
+    if not console.is_terminal:  # a pipe, a log: whole lines, never cut to 80 columns
+        console = Console(highlight=False, soft_wrap=True, width=400)
+    return console
 
 
 def _view(found: list[dict[str, Any]], urls: tuple[str, ...]) -> Any:
@@ -184,9 +191,7 @@ def _print(found: list[dict[str, Any]], fmt: str) -> None:
     if fmt == "json":
         click.echo(json.dumps(document(found), ensure_ascii=False, default=str))
         return
-    console = Console(highlight=False, soft_wrap=True)
-    if not console.is_terminal:  # a pipe, a log: whole lines, never cut to 80 columns
-        console = Console(highlight=False, soft_wrap=True, width=400)
+    console = _console()
     if not found:
         Console(stderr=True, highlight=False).print(
             "no relay or consumer has reported there (rowcast relay reports beside its "
