@@ -310,8 +310,8 @@ class LogicalSource(LogSource):
                     now = time.monotonic()
                     if changes:
                         handed = lsn
-                    force = now - told >= self.feedback  # else psycopg2 says it in its time
                     idle = not changes and now - looked >= self.heartbeat
+                    force = idle or now - told >= self.feedback  # idle: keep up with the server
                     if force or idle or self.checkpoint is None:
                         # before psycopg2 confirms the idle slot on to the server's end: the
                         # checkpoint never stays behind a confirmed position
@@ -429,7 +429,7 @@ class LogicalSource(LogSource):
         rows: list[Any] = []
         begin: pgo.Begin | None = None
         look = time.monotonic() + self.heartbeat  # when to look for new tables next
-        idle = look  # when to confirm the server's end of WAL next, if nothing is pending
+        idle, idle_end = look, 0  # when and where the server's end of WAL was last taken
         while not self._stopping.is_set():
             if self._own and begin is None and time.monotonic() >= look:
                 setup.new_tables(
@@ -441,14 +441,13 @@ class LogicalSource(LogSource):
                 if begin is None and end is not None and cur.wal_end >= end:
                     yield [], None
                     return
-                if begin is None and end is None and time.monotonic() >= idle:
+                wal_end = cur.wal_end if begin is None and end is None else 0
+                if wal_end and (wal_end != idle_end or time.monotonic() >= idle):
                     # nothing pending: the server sent everything before its end of WAL,
-                    # which keepalives move on while other tables write (they come often
-                    # then: this is timed, not left to a quiet socket); ask for the next
-                    idle = time.monotonic() + self.heartbeat
-                    cur.send_feedback(reply=True)
-                    if cur.wal_end:
-                        yield [], cur.wal_end
+                    # which keepalives move on while other tables write: taken at once
+                    # (psycopg2 confirms it at its next feedback), not on a quiet socket
+                    idle, idle_end = time.monotonic() + self.heartbeat, wal_end
+                    yield [], wal_end
                     continue
                 if not select.select([conn], [], [], self.heartbeat)[0] and end is not None:
                     cur.send_feedback(reply=True)  # where is the server? (its keepalive says)
