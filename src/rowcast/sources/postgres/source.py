@@ -442,10 +442,10 @@ class LogicalSource(LogSource):
                     yield [], None
                     return
                 wal_end = cur.wal_end if begin is None and end is None else 0
-                if wal_end and (wal_end != idle_end or time.monotonic() >= idle):
+                if wal_end and ((idle_end and wal_end != idle_end) or time.monotonic() >= idle):
                     # nothing pending: the server sent everything before its end of WAL,
                     # which keepalives move on while other tables write: taken at once
-                    # (psycopg2 confirms it at its next feedback), not on a quiet socket
+                    # (psycopg2 confirms it at its next feedback) after the first heartbeat
                     idle, idle_end = time.monotonic() + self.heartbeat, wal_end
                     yield [], wal_end
                     continue
