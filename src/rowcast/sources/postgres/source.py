@@ -62,14 +62,15 @@ from typing import TYPE_CHECKING, Any
 from ...change import Change
 from ...errors import ConfigError
 from .. import _snapshot as snapshots
-from ..base import Diagnosis, LogSource
+from ..base import LogSource
 from ..health import LogHealth
 from . import health as _health
 from . import objects, setup
 from . import pgoutput as pgo
+from .doctor import diagnose
 from .pgoutput import UNCHANGED, Unchanged, format_lsn, parse_lsn
 from .rows import RowDecoder, lookup_types, primary_key
-from .server import PgURL, check_name, connect, parse_url, psycopg2
+from .server import PgURL, check_name, connect, parse_url
 from .snapshot import Snapshot, plan, snapshot_tables
 from .stream import (
     check_position,
@@ -484,32 +485,3 @@ class LogicalSource(LogSource):
         """The WAL head, how far `position` is behind it, and what this reader's slot retains."""
         slot = None if self.temporary else self.slot
         return self._probing(lambda conn: _health.health(conn.cursor(), slot, position))
-
-
-def diagnose(url: str) -> Diagnosis:
-    """``rowcast doctor`` for a PostgreSQL URL: WAL, privilege, slots, publication, tables."""
-    source = LogicalSource(url)
-    pg = psycopg2()
-    conn = connect(source.url)
-    slot = source.given_slot
-    publication = source.given_publication or slot
-    try:
-        cur = conn.cursor()
-        checks = setup.all_checks(cur, slot, publication, source.url.user, source.tables)
-        cur.execute("SELECT version(), current_database(), pg_current_wal_lsn()")
-        version, database, lsn = cur.fetchone()
-        facts = [("server", str(version).split(" on ")[0]), ("database", database), ("wal", lsn)]
-        facts += _health.slot_facts(cur)  # each slot's retained WAL against the limit
-    except pg.Error as error:  # the server went away, say
-        raise ConfigError(f"{source.url.masked}: checking the server failed: {error}") from error
-    finally:
-        conn.close()
-    return Diagnosis(
-        source.url.masked,
-        facts,
-        checks,
-        f"rowcast can read this database through slot {slot}."
-        if slot
-        else "rowcast can read this database (a tail with a temporary slot, a relay with one "
-        "named after its checkpoint).",
-    )
