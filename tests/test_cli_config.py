@@ -47,6 +47,8 @@ def test_the_keys_are_the_flags_and_arguments_of_the_command() -> None:
         "batch-size",
         "on-error",
         "dead-letter",
+        "stall-after",
+        "report-interval",
         "log-format",
         "metrics-port",
         "source-process",
@@ -110,6 +112,8 @@ def test_check_prints_the_resolved_file_with_defaults_and_passwords_masked(
         batch-size = 500
         on-error = ["stop", "dead-letter", "retry"]
         dead-letter = "sqlite:///dead.db"
+        stall-after = 120.0  # default
+        report-interval = 5.0  # default
         log-format = "text"  # default
         source-process = true
         """
@@ -149,7 +153,7 @@ def test_check_reports_every_mistake_with_its_line_and_the_fix(tmp_path: Path) -
         "redis://, rediss://, sqlite://, tls://",
         f"  {path}:4: [relay] batch-sise: unknown key; did you mean 'batch-size'? [relay] takes "
         "source, to, checkpoint, tables, from, snapshot, snapshot-chunk, batch-size, on-error, "
-        "dead-letter, "
+        "dead-letter, stall-after, report-interval, "
         "log-format, metrics-port, source-process, server-id",
         f"  {path}:5: [relay] snapshot: 'inital' is not one of 'initial', 'never'.",
         f"  {path}:6: [relay] metrics-port: is an integer, not '9400'",

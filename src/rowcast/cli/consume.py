@@ -120,6 +120,7 @@ class ConsumeDisplay(RelayDisplay):
     "--report",
     "report_url",
     metavar="URL",
+    type=Url("checkpoint"),
     help="Save this consumer's report there every few seconds, for rowcast status: a "
     "checkpoint store URL (a file path, sqlite:///x.db, postgresql://, mysql://, redis://), "
     "named by ?name= (default consumer-<group>).",

@@ -15,10 +15,11 @@ from rich.table import Table
 
 from ..dlq import DeadLetters, open_dead_letters
 from .common import format_option
+from .urls import Url
 
 __all__ = ["dlq"]
 
-URL = click.argument("url")
+URL = click.argument("url", type=Url("dlq"))
 GROUP = click.option(
     "--group",
     metavar="GROUP",
@@ -123,6 +124,7 @@ def show(url: str, group: str | None, limit: int, fmt: str) -> None:
     "--to",
     "to",
     metavar="SINK_URL",
+    type=Url("sink"),
     help="For a relay's dead letters: the sink to deliver them to (a consumer's go back "
     "to where they came from).",
 )

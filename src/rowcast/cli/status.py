@@ -16,6 +16,7 @@ from rich.text import Text
 from ..sources.health import size
 from ..status import gather, healthy, source_keys
 from .common import format_option
+from .urls import Url
 
 __all__ = ["status"]
 
@@ -102,7 +103,9 @@ def document(entries: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 @click.command()
-@click.argument("urls", nargs=-1, required=True, metavar="CHECKPOINT_URL...")
+@click.argument(
+    "urls", nargs=-1, required=True, metavar="CHECKPOINT_URL...", type=Url("checkpoint")
+)
 @format_option("one JSON document (see the README)")
 @click.option("--watch", is_flag=True, help="Redraw every --every seconds until Ctrl-C.")
 @click.option(
@@ -117,6 +120,7 @@ def document(entries: list[dict[str, Any]]) -> dict[str, Any]:
     "source_urls",
     multiple=True,
     metavar="URL",
+    type=Url("source"),
     help="A source URL with its password, to ask that source for its head (reports keep "
     "the URL with the password masked); repeat for several.",
 )
