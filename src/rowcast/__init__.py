@@ -35,6 +35,7 @@ from .store import (
     NewEvent,
     RecordedEvent,
     Snapshot,
+    StreamInfo,
     Subscription,
     Watch,
 )
@@ -69,6 +70,7 @@ __all__ = [
     "Source",
     "SourceError",
     "StoreError",
+    "StreamInfo",
     "Subscription",
     "TransientSinkError",
     "Watch",

@@ -19,6 +19,7 @@ from .types import (
     NewEvent,
     RecordedEvent,
     Snapshot,
+    StreamInfo,
     StreamState,
 )
 
@@ -37,6 +38,7 @@ __all__ = [
     "NewEvent",
     "RecordedEvent",
     "Snapshot",
+    "StreamInfo",
     "StreamState",
     "Subscription",
     "Watch",

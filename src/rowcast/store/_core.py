@@ -29,9 +29,24 @@ __all__ = [
     "decode_state",
     "encode_batch",
     "encode_state",
+    "prefix_end",
     "refused_append",
     "version_matches",
 ]
+
+
+def prefix_end(prefix: str) -> str | None:
+    """The least string above every string that starts with `prefix`, in code point order
+    (None when there is none, or for ""): names in ``[prefix, prefix_end(prefix))`` are
+    exactly those starting with `prefix`, a range an index on the name can scan."""
+    chars = list(prefix)
+    while chars:
+        code = ord(chars[-1]) + 1
+        if code <= 0x10FFFF:
+            chars[-1] = chr(0xE000 if 0xD800 <= code <= 0xDFFF else code)  # no surrogates
+            return "".join(chars)
+        chars.pop()
+    return None
 
 
 def version_matches(expected: ExpectedVersion, actual: int) -> bool:

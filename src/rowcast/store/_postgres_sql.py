@@ -253,6 +253,42 @@ class Statements:
         self.version = f"SELECT coalesce(max(version), 0) FROM {events} WHERE stream = %s"
         self.head = f"SELECT coalesce(max(position), 0) FROM {events}"
         self.streams = f"SELECT stream, max(version), max(position) FROM {events} GROUP BY stream"
+        # A page of streams hops along the (stream, version) index from one name to the
+        # next, one probe per stream however many events it has; the LIMIT outside
+        # stops the recursion. A prefix is a range of the index only in a collation
+        # that sorts by code point (`byte_ordered`); in another, the range starts at
+        # the prefix and starts_with() picks the names (scanning on to the index's end).
+        listing = f"""WITH RECURSIVE names(stream) AS (
+                (SELECT f.stream FROM {events} f WHERE f.stream > %(after)s
+                 AND f.stream >= %(prefix)s AND starts_with(f.stream, %(prefix)s) {{first}}
+                 ORDER BY f.stream LIMIT 1)
+                UNION ALL
+                SELECT (SELECT e.stream FROM {events} e WHERE e.stream > n.stream
+                        AND starts_with(e.stream, %(prefix)s) {{next}}
+                        ORDER BY e.stream LIMIT 1)
+                FROM names n WHERE n.stream IS NOT NULL)
+            SELECT n.stream, l.version, l.position, l.recorded_at
+            FROM (SELECT stream FROM names WHERE stream IS NOT NULL LIMIT %(limit)s) n,
+            LATERAL (SELECT version, position, recorded_at FROM {events} e
+                     WHERE e.stream = n.stream ORDER BY e.version DESC LIMIT 1) l
+            ORDER BY n.stream"""
+        self.list_streams = {
+            False: listing.format(first="", next=""),
+            True: listing.format(first="AND f.stream < %(upper)s", next="AND e.stream < %(upper)s"),
+        }
+        #: before `list_streams`, in its transaction: a table whose statistics are new or
+        #: stale (autovacuum behind) may have a probe planned as a bitmap scan and sort
+        #: of the whole rest of the index; hops are only ever fast as index scans
+        self.list_settings = "SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off"
+        #: whether the events table sorts stream names by code point
+        self.byte_ordered = (
+            "SELECT c.collname IN ('C', 'POSIX', 'ucs_basic') OR (c.collname = 'default' "
+            "AND coalesce(to_jsonb(d) ->> 'datlocprovider', 'c') = 'c' "
+            "AND lower(d.datcollate) IN ('c', 'posix', 'c.utf-8', 'c.utf8')) "
+            "FROM pg_attribute a JOIN pg_collation c ON c.oid = a.attcollation, pg_database d "
+            "WHERE a.attrelid = %s::regclass AND a.attname = 'stream' "
+            "AND d.datname = current_database()"
+        )
         #: run after taking `lock_key` in the same transaction (see the append function)
         self.delete = (
             f"WITH gone AS (DELETE FROM {events} WHERE stream = %(stream)s) "

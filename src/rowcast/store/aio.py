@@ -51,6 +51,7 @@ from .types import (
     NewEvent,
     RecordedEvent,
     Snapshot,
+    StreamInfo,
 )
 
 __all__ = ["PAGE", "AsyncEventStore", "AsyncSubscription", "AsyncWatch", "Handler"]
@@ -344,6 +345,12 @@ class AsyncEventStore:
     async def streams(self) -> dict[str, tuple[int, int]]:
         """`EventStore.streams`: name -> (version, position of its last event)."""
         return await self._run("read", lambda s: s.streams())
+
+    async def list_streams(
+        self, prefix: str = "", after: str | None = None, limit: int = 100
+    ) -> list[StreamInfo]:
+        """`EventStore.list_streams`: a page of streams by name, index-driven."""
+        return await self._run("read", lambda s: s.list_streams(prefix, after, limit))
 
     async def delete_stream(self, stream: str) -> None:
         """`EventStore.delete_stream`."""

@@ -97,6 +97,7 @@ from .types import (
     NewEvent,
     RecordedEvent,
     Snapshot,
+    StreamInfo,
     StreamState,
 )
 
@@ -114,6 +115,7 @@ __all__ = [
     "NewEvent",
     "RecordedEvent",
     "Snapshot",
+    "StreamInfo",
     "StreamState",
     "Subscription",
     "Watch",
@@ -288,6 +290,25 @@ class EventStore:
         self._check_open("read")
         return self._streams()
 
+    def list_streams(
+        self, prefix: str = "", after: str | None = None, limit: int = 100
+    ) -> list[StreamInfo]:
+        """A page of the streams that have events, by name: those starting with `prefix`,
+        after the name `after` (exclusive; the last name of the previous page), at most `limit`.
+
+        Each comes with its version (= its number of events) and the position and time
+        of its last event. Names are in the backend's order (memory, SQLite: code point
+        order; PostgreSQL: the database's collation). A page costs about `limit` index
+        lookups whatever the size of the store, unlike `streams`, which reads them all.
+        """
+        if not isinstance(prefix, str):
+            raise TypeError(f"a stream prefix is a str, not {_kind(prefix)}")
+        if after is not None and not isinstance(after, str):
+            raise TypeError(f"after is a stream name or None, not {_kind(after)}")
+        count = cast(int, check_count(limit, "limit"))
+        self._check_open("read")
+        return self._list_streams(prefix, after, count) if count else []
+
     def delete_stream(self, stream: str) -> None:
         """Remove the events and snapshots of `stream`; nothing happens if it has none.
 
@@ -407,6 +428,10 @@ class EventStore:
 
     def _streams(self) -> dict[str, tuple[int, int]]:
         """Every stream with its version and last position."""
+        raise NotImplementedError
+
+    def _list_streams(self, prefix: str, after: str | None, limit: int) -> list[StreamInfo]:
+        """A page of streams (see `list_streams`; `limit` >= 1)."""
         raise NotImplementedError
 
     def _read(

@@ -26,7 +26,7 @@ from ..codec import loads
 from ..errors import ConfigError, StoreError, WrongExpectedVersion
 from ._core import EncodedBatch, decode_state, refused_append, version_matches
 from .base import EventStore
-from .types import ALL, AppendResult, ExpectedVersion, RecordedEvent, Snapshot
+from .types import ALL, AppendResult, ExpectedVersion, RecordedEvent, Snapshot, StreamInfo
 
 __all__ = ["MemoryEventStore"]
 
@@ -63,6 +63,7 @@ class MemoryEventStore(EventStore):
         self._all: list[_Record] = []  # position order
         self._positions: list[int] = []  # the positions of `_all`, for bisect
         self._streams_: dict[str, list[_Record]] = {}
+        self._names: list[str] = []  # the keys of `_streams_`, sorted, for list_streams
         self._ids: dict[bytes, _Record] = {}
         self._snapshots: dict[tuple[str, str], tuple[int, bytes, bool, float]] = {}
         self._subscriptions: dict[str, tuple[str, int]] = {}
@@ -89,6 +90,8 @@ class MemoryEventStore(EventStore):
                 )
             ]
             self._last_position += len(records)
+            if not events:
+                bisect.insort(self._names, stream)
             self._streams_.setdefault(stream, []).extend(records)
             self._all.extend(records)
             self._positions.extend(r.position for r in records)
@@ -157,6 +160,20 @@ class MemoryEventStore(EventStore):
         with self._lock:
             return {s: (e[-1].version, e[-1].position) for s, e in self._streams_.items() if e}
 
+    def _list_streams(self, prefix: str, after: str | None, limit: int) -> list[StreamInfo]:
+        with self._lock:
+            names = self._names
+            start = bisect.bisect_left(names, prefix)
+            if after is not None:
+                start = max(start, bisect.bisect_right(names, after))
+            page = []
+            for name in names[start : start + limit]:
+                if not name.startswith(prefix):
+                    break
+                last = self._streams_[name][-1]
+                page.append(StreamInfo(name, last.version, last.position, last.recorded_at))
+            return page
+
     # -- deletes, snapshots, subscriptions
 
     def _delete_stream(self, stream: str) -> None:
@@ -166,6 +183,7 @@ class MemoryEventStore(EventStore):
                 del self._snapshots[key]
             if not gone:
                 return
+            del self._names[bisect.bisect_left(self._names, stream)]
             for r in gone:
                 del self._ids[r.id]
             self._all = [r for r in self._all if r.stream != stream]

@@ -75,11 +75,11 @@ from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeVar
 from .._url import masked
 from ..backends import missing_extra
 from ..errors import StoreError
-from ._core import EncodedBatch, decode_state, refused_append
+from ._core import EncodedBatch, decode_state, prefix_end, refused_append
 from ._postgres_sql import PostgresOptions, Statements, expected_params, parse_url
 from ._watch import Watch
 from .base import EventStore
-from .types import ALL, AppendResult, ExpectedVersion, RecordedEvent, Snapshot
+from .types import ALL, AppendResult, ExpectedVersion, RecordedEvent, Snapshot, StreamInfo
 
 if TYPE_CHECKING:
     import psycopg
@@ -134,6 +134,7 @@ class PostgresEventStore(EventStore):
         super().__init__(url)
         self._pool: psycopg_pool.ConnectionPool[Any] | None = None
         self._listener: Any = None
+        self._byte_ordered: bool | None = None  # asked at the first list_streams
         options = parse_url(
             url, schema=schema, pool_min=pool_min, pool_max=pool_max, timeout=timeout
         )
@@ -373,6 +374,23 @@ class PostgresEventStore(EventStore):
     def _streams(self) -> dict[str, tuple[int, int]]:
         rows = self._run("read", lambda conn: conn.execute(self._sql.streams).fetchall())
         return {name: (int(version), int(position)) for name, version, position in rows}
+
+    def _list_streams(self, prefix: str, after: str | None, limit: int) -> list[StreamInfo]:
+        if self._byte_ordered is None:
+            query = self._sql.byte_ordered
+            self._byte_ordered = bool(self._scalar("read", query, (self._sql.tables[0],)))
+        upper = prefix_end(prefix) if self._byte_ordered else None
+        params = {"after": after or "", "prefix": prefix, "upper": upper, "limit": limit}
+        sql = self._sql.list_streams[upper is not None]
+        settings = self._sql.list_settings
+
+        def work(conn: psycopg.Connection[Any]) -> list[Any]:
+            with conn.transaction():
+                conn.execute(settings)
+                return conn.execute(sql, params).fetchall()
+
+        rows = self._run("list streams", work)
+        return [StreamInfo(name, int(v), int(p), float(at)) for name, v, p, at in rows]
 
     # -- deletes, snapshots, subscriptions
 

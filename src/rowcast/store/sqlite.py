@@ -58,9 +58,18 @@ from .._speedups import uuid_from_bytes
 from ..codec import object_hook
 from ..errors import ConfigError, StoreError, WrongExpectedVersion
 from ._core import EncodedBatch, decode_state, refused_append, version_matches
+from ._sqlite_streams import list_streams
 from ._sqlite_url import parse_url
 from .base import EventStore
-from .types import ALL, DEFAULT_URL, AppendResult, ExpectedVersion, RecordedEvent, Snapshot
+from .types import (
+    ALL,
+    DEFAULT_URL,
+    AppendResult,
+    ExpectedVersion,
+    RecordedEvent,
+    Snapshot,
+    StreamInfo,
+)
 
 __all__ = ["SQLiteEventStore"]
 
@@ -423,6 +432,11 @@ class SQLiteEventStore(EventStore):
             ).fetchall(),
         )
         return {name: (int(version), int(position)) for name, version, position in rows}
+
+    def _list_streams(self, prefix: str, after: str | None, limit: int) -> list[StreamInfo]:
+        return self._run(
+            "list streams", partial(list_streams, prefix=prefix, after=after, limit=limit)
+        )
 
     # -- deletes and snapshots
 

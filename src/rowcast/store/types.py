@@ -27,6 +27,7 @@ __all__ = [
     "NewEvent",
     "RecordedEvent",
     "Snapshot",
+    "StreamInfo",
     "StreamState",
 ]
 
@@ -160,6 +161,18 @@ class AppendResult:
 
     version: int
     position: int
+
+
+@dataclass(frozen=True, slots=True)
+class StreamInfo:
+    """A stream as `EventStore.list_streams` finds it: its name, its ``version`` (which,
+    versions being gap-free from 1, is also how many events it has), and the global
+    ``position`` and ``recorded_at`` time of its last event."""
+
+    stream: str
+    version: int
+    position: int
+    recorded_at: float
 
 
 @dataclass(frozen=True, slots=True)

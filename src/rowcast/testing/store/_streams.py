@@ -27,6 +27,61 @@ class StreamTests(StoreContractBase):
         self.store.delete_stream(one)
         assert one not in self.store.streams()
 
+    def test_list_streams_pages_by_name_with_version_and_last_event(self) -> None:
+        prefix = self.stream()
+        names = [f"{prefix}-{n}" for n in ("a", "b", "c", "d", "e")]
+        for n, name in enumerate(names):
+            self.store.append(name, events(n + 1))
+        last = self.store.append(names[1], events(2))  # b again: version 4
+        page = self.store.list_streams(prefix, limit=2)
+        assert [(i.stream, i.version) for i in page] == [(names[0], 1), (names[1], 4)]
+        assert page[1].position == last.position
+        (newest,) = self.store.read(names[1], backwards=True, limit=1)
+        assert page[1].recorded_at == newest.recorded_at
+        rest = self.store.list_streams(prefix, after=page[-1].stream, limit=10)
+        assert [i.stream for i in rest] == names[2:]
+        assert [i.version for i in rest] == [3, 4, 5]
+        assert self.store.list_streams(prefix, after=names[-1]) == []
+        assert self.store.list_streams(prefix, limit=0) == []
+
+    def test_list_streams_takes_only_names_with_the_prefix(self) -> None:
+        base = self.stream()
+        for name in ("a-1", "a-2", "ab", "a", "b", "\u00e9t\u00e9", "a\U0010ffff-1", "a\U0010ffff"):
+            self.store.append(f"{base}.{name}", events(1))
+        self.store.append(base, events(1))  # shorter than the prefix
+
+        def listed(prefix: str, after: str | None = None) -> list[str]:
+            found = self.store.list_streams(f"{base}.{prefix}", after=after, limit=100)
+            return [info.stream.removeprefix(f"{base}.") for info in found]
+
+        assert listed("a-") == ["a-1", "a-2"]
+        assert listed("a") == ["a", "a-1", "a-2", "ab", "a\U0010ffff", "a\U0010ffff-1"]
+        assert listed("a\U0010ffff") == ["a\U0010ffff", "a\U0010ffff-1"]
+        assert listed("\u00e9") == ["\u00e9t\u00e9"]
+        assert listed("c") == []
+        assert listed("a", after=f"{base}.a-2") == ["ab", "a\U0010ffff", "a\U0010ffff-1"]
+        assert [i.stream for i in self.store.list_streams(base)][:2] == [base, f"{base}.a"]
+
+    def test_list_streams_leaves_out_deleted_streams(self) -> None:
+        prefix = self.stream()
+        self.store.append(f"{prefix}-1", events(3))
+        self.store.append(f"{prefix}-2", events(1))
+        self.store.delete_stream(f"{prefix}-1")
+        assert [i.stream for i in self.store.list_streams(prefix)] == [f"{prefix}-2"]
+        self.store.append(f"{prefix}-1", events(1))
+        assert [(i.stream, i.version) for i in self.store.list_streams(prefix)] == [
+            (f"{prefix}-1", 1),
+            (f"{prefix}-2", 1),
+        ]
+
+    def test_list_streams_refuses_bad_arguments(self) -> None:
+        with pytest.raises(TypeError):
+            self.store.list_streams(1)  # type: ignore[arg-type]
+        with pytest.raises(TypeError):
+            self.store.list_streams(after=1)  # type: ignore[arg-type]
+        with pytest.raises(ConfigError):
+            self.store.list_streams(limit=-1)
+
     def test_delete_stream_removes_it_and_appends_start_again_at_1(self) -> None:
         stream, other = self.stream(), self.stream()
         self.store.append(other, events(1))

@@ -27,6 +27,22 @@ class AsyncStreamTests(AsyncStoreContractBase):
 
         self.run(body)
 
+    def test_list_streams_pages_by_name(self) -> None:
+        async def body(store: AsyncEventStore) -> None:
+            prefix = self.stream()
+            await store.append(f"{prefix}-a", events(2))
+            last = await store.append(f"{prefix}-b", events(1))
+            first = await store.list_streams(prefix, limit=1)
+            assert [(i.stream, i.version) for i in first] == [(f"{prefix}-a", 2)]
+            (second,) = await store.list_streams(prefix, after=first[0].stream)
+            assert (second.stream, second.version, second.position) == (
+                f"{prefix}-b",
+                1,
+                last.position,
+            )
+
+        self.run(body)
+
     def test_delete_stream_removes_it_and_appends_start_again_at_1(self) -> None:
         async def body(store: AsyncEventStore) -> None:
             stream = self.stream()
