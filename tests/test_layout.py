@@ -179,6 +179,7 @@ ROOT = {
     "cache",
     "cli",
     "testing",
+    "ui",
     "_orm",
 }
 
