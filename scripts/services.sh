@@ -158,3 +158,26 @@ memcached_ready() {
 }
 
 memcached_ready
+
+# The console's browser tests drive Debian's chromium (Playwright never downloads one).
+chromium_ready() {
+    if [ -x /usr/bin/chromium ]; then
+        say "chromium ready: $(/usr/bin/chromium --version 2>/dev/null | head -n1)"
+        return 0
+    fi
+    if [ "$(id -u)" != 0 ]; then
+        say "not root and no /usr/bin/chromium: the browser tests will be skipped (and fail when CI=true)"
+        return 0
+    fi
+    say "installing chromium (Debian package)"
+    export DEBIAN_FRONTEND=noninteractive
+    if ! apt-get install -y -qq chromium >/dev/null; then
+        say "no package lists yet: apt-get update, then install again"
+        apt-get update -qq >/dev/null
+        apt-get install -y -qq chromium >/dev/null
+    fi
+    [ -x /usr/bin/chromium ] || { say "chromium did not install"; return 1; }
+    say "chromium ready: $(/usr/bin/chromium --version 2>/dev/null | head -n1)"
+}
+
+chromium_ready

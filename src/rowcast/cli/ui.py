@@ -8,7 +8,9 @@ never created), the port is free. Each failure is one message and exit status 2.
 from __future__ import annotations
 
 import contextlib
+import signal
 import socket
+import threading
 from typing import Any
 
 import click
@@ -77,12 +79,26 @@ def serve(config: Any, root_path: str = "", announce: bool = True) -> None:
             lifespan="on",
         )
     )
+    # uvicorn stops on SIGINT and SIGTERM, then raises the signal again: both end here, 0
+    previous = signal.signal(signal.SIGTERM, _stop) if _main_thread() else None
     try:
         server.run(sockets=[sock])
+    except KeyboardInterrupt:
+        pass
     finally:
         sock.close()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     if getattr(server, "started", True) is False:
         raise RowcastError("the console did not start (see the message above)")
+
+
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+def _stop(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 @click.command()

@@ -12,13 +12,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Final
+from uuid import UUID
 
 from ..store import EventStore, RecordedEvent
 
-__all__ = ["ACTIONS", "RowHistory", "Step", "is_change", "row_history"]
+__all__ = ["ACTIONS", "RowHistory", "Step", "is_change", "row_history", "summary"]
 
 ACTIONS: Final = ("write", "update", "delete")
 TIMELINE: Final = 100  #: changes shown at once
+_NIL: Final = UUID(int=0)
 
 
 def is_change(data: Any) -> bool:
@@ -29,6 +31,19 @@ def is_change(data: Any) -> bool:
         and isinstance(data.get("table"), str)
         and "after" in data
     )
+
+
+def summary(data: dict[str, Any], width: int = 160) -> str:
+    """One line for a change: ``stock: 10 → 8`` for an update, the new row for a write."""
+    step = Step.of(RecordedEvent("", 0, 0, _NIL, "", data, None, 0.0))
+    before, after = step.before or {}, step.after or {}
+    if step.action == "update":
+        text = ", ".join(f"{c}: {before.get(c)!r} → {after.get(c)!r}" for c in step.changed)
+    elif step.action == "write":
+        text = ", ".join(f"{c}={v!r}" for c, v in after.items())
+    else:
+        text = "deleted " + ", ".join(f"{c}={v!r}" for c, v in before.items())
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def _time(event: RecordedEvent) -> float:

@@ -21,7 +21,7 @@ from ..store import ALL, RecordedEvent
 from .console import console_of
 from .data import MAX_PAGE, pretty, shown_time
 from .filters import quoted_path
-from .history import is_change, row_history
+from .history import is_change, row_history, summary
 from .live import LiveFilter
 
 __all__ = ["routes"]
@@ -160,6 +160,7 @@ def _message(event: RecordedEvent, root: str) -> str:
             "time": shown_time(event.recorded_at),
             "table": data.get("table") if change else None,
             "action": data.get("action") if change else None,
+            "summary": summary(event.data) if change else "",
             "data": pretty(event.data),
             "href": f"{root}/{'rows' if change else 'streams'}/{quoted_path(event.stream)}",
         },

@@ -40,11 +40,16 @@
       span.textContent = ev.type;
       type.appendChild(span);
       cell(tr, ev.time);
-      const data = cell(tr, "");
+      const data = cell(tr, "", "data");
+      const details = document.createElement("details");
+      const summary = document.createElement("summary");
+      summary.textContent = ev.summary || "data";
+      details.appendChild(summary);
       const pre = document.createElement("pre");
       pre.className = "json";
       pre.textContent = ev.data;
-      data.appendChild(pre);
+      details.appendChild(pre);
+      data.appendChild(details);
       rows.insertBefore(tr, rows.firstChild);
       while (rows.children.length > KEEP) rows.removeChild(rows.lastChild);
       seen += 1;
