@@ -20,7 +20,7 @@ __all__ = ["list_streams"]
 
 _LIST: Final = """
 WITH RECURSIVE names(stream) AS (
-    SELECT (SELECT f.stream FROM rowcast_events f WHERE f.stream > :after AND f.stream >= :prefix
+    SELECT (SELECT f.stream FROM rowcast_events f WHERE f.stream >= :low AND f.stream <> :after
             {first} ORDER BY f.stream LIMIT 1)
     UNION ALL
     SELECT (SELECT e.stream FROM rowcast_events e WHERE e.stream > n.stream {next}
@@ -43,6 +43,8 @@ def list_streams(
 ) -> list[StreamInfo]:
     """Up to `limit` streams starting with `prefix`, after the name `after`, in name order."""
     upper = prefix_end(prefix)
-    params = {"after": after or "", "prefix": prefix, "upper": upper, "limit": limit}
+    # one lower bound, the higher: given two, SQLite may take the lower one for the index
+    low = after if after is not None and after > prefix else prefix
+    params = {"low": low, "after": after or "", "prefix": prefix, "upper": upper, "limit": limit}
     rows = conn.execute(_UNBOUNDED if upper is None else _BOUNDED, params).fetchall()
     return [StreamInfo(name, int(v), int(p), float(at)) for name, v, p, at in rows]

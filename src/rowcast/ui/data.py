@@ -103,11 +103,12 @@ class StoreView:
     def recent(self, count: int = 20, scan: int = 1000) -> list[RecordedEvent]:
         """The last event of each of the `count` streams written last (of the last `scan`)."""
         seen: dict[str, RecordedEvent] = {}
-        for event in self.store.read_all(limit=scan, backwards=True):
-            if event.stream not in seen:
-                seen[event.stream] = event
+        for window in (min(scan, count * 5), scan):  # mostly, the first few are enough
+            seen.clear()
+            for event in self.store.read_all(limit=window, backwards=True):
+                seen.setdefault(event.stream, event)
                 if len(seen) >= count:
-                    break
+                    return list(seen.values())
         return list(seen.values())
 
     def event(self, stream: str, version: int) -> RecordedEvent | None:
