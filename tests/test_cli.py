@@ -37,7 +37,7 @@ def test_every_command_joins_the_group() -> None:
     result = CliRunner().invoke(main, ["--help"])
     assert result.exit_code == 0
     listed = result.output.partition("Commands:")[2].split()
-    for command in ("consume", "demo", "doctor", "events", "relay", "tail", "uninstall"):
+    for command in ("consume", "demo", "doctor", "events", "relay", "tail", "ui", "uninstall"):
         assert command in listed
     events = CliRunner().invoke(main, ["events", "--help"]).output.partition("Commands:")[2]
     assert [line.split()[0] for line in events.strip().splitlines()] == [

@@ -88,3 +88,26 @@ def test_it_serves_until_interrupted_and_prints_no_secret(tmp_path: Path) -> Non
     assert process.returncode == 0, rest
     assert "a-token-nobody-guesses" not in first + rest
     assert "Traceback" not in rest
+
+
+def test_the_demo_shows_its_changes_in_the_console() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rowcast", "demo", "--ui", "--port", "0"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stderr is not None
+        first = process.stderr.readline()
+        assert first.startswith("rowcast console on http://127.0.0.1:"), first
+        base = first.split(" on ", 1)[1].strip()
+        streams = httpx.get(f"{base}streams?prefix=main.product-")
+        assert [f"main.product-{n}" in streams.text for n in (1, 2, 3)] == [True] * 3
+        row = httpx.get(f"{base}rows/main.product-2")
+        assert row.status_code == 200
+        assert "price_cents" in row.text
+    finally:
+        process.send_signal(signal.SIGINT)
+        _, rest = process.communicate(timeout=20)
+    assert process.returncode == 0, rest

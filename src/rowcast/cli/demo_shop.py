@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
+import threading
 from collections.abc import Callable
 
 from sqlalchemy import ForeignKey, String, create_engine, update
@@ -11,7 +13,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 from ..hub import Hub
 from ..sources.sqlalchemy import SessionCapture
 
-__all__ = ["run"]
+__all__ = ["keep_changing", "run"]
 
 
 class Base(DeclarativeBase):
@@ -85,3 +87,18 @@ def _script(session: Session, say: Callable[[str], None]) -> None:
     say("delete the pad")
     session.delete(pad)
     session.commit()
+
+
+def keep_changing(url: str, hub: Hub, stop: threading.Event, every: float = 2.0) -> None:
+    """Until `stop`: every `every` seconds sell or restock a product (for ``demo --ui``)."""
+    engine = create_engine(url)
+    factory = sessionmaker(engine)
+    with SessionCapture(factory, hub=hub), factory() as session:
+        products = session.query(Product).order_by(Product.id).all()
+        for n in itertools.count():
+            if stop.wait(every) or not products:
+                break
+            product = products[n % len(products)]
+            product.stock = product.stock + 5 if product.stock < 3 else product.stock - 1
+            session.commit()
+    engine.dispose()

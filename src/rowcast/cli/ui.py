@@ -1,104 +1,19 @@
 """``rowcast ui``: the web console (`rowcast.ui`), served by uvicorn until Ctrl-C.
 
-Everything is checked before the port opens: the extra is installed, the options
-are safe (a token for any address but loopback), the event store exists (it is
-never created), the port is free. Each failure is one message and exit status 2.
+Everything is checked before the port opens (`rowcast.ui.serve`): the extra is
+installed, the options are safe (a token for any address but loopback), the event
+store exists (it is never created), the port is free. Each failure is one message
+and exit status 2.
 """
 
 from __future__ import annotations
 
-import contextlib
-import signal
-import socket
-import threading
-from typing import Any
-
 import click
 
-from ..backends import missing_extra
-from ..errors import ConfigError, RowcastError
-from ..store import DEFAULT_URL, EventStore
+from ..errors import ConfigError
+from ..store import DEFAULT_URL
 
-__all__ = ["serve", "ui"]
-
-
-def _imports() -> Any:
-    """uvicorn, once starlette and jinja2 are known to be there too."""
-    try:
-        import jinja2  # noqa: F401
-        import starlette  # noqa: F401
-        import uvicorn
-    except ImportError as error:
-        raise missing_extra("ui", "the web console", error) from error
-    return uvicorn
-
-
-def _bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host.strip("[]"), port))
-    except OSError as error:
-        sock.close()
-        raise ConfigError(
-            f"cannot listen on {host}:{port}: {error.strerror or error}; give another --port "
-            "(0: any free one) or --host"
-        ) from error
-    sock.listen(128)
-    sock.set_inheritable(True)
-    return sock
-
-
-def serve(config: Any, root_path: str = "", announce: bool = True) -> None:
-    """Check `config` (a `rowcast.ui.ConsoleConfig`), then serve the console until stopped."""
-    uvicorn = _imports()
-    from ..ui import create_app
-
-    config.check()
-    with contextlib.closing(EventStore(config.store, create=False)):
-        pass  # exists and answers: the console will not create one
-    app = create_app(config)
-    sock = _bind(config.host, config.port)
-    host, port = sock.getsockname()[:2]
-    shown = f"[{host}]" if ":" in host else host
-    if announce:
-        click.echo(f"rowcast console on http://{shown}:{port}{root_path}/", err=True)
-        click.echo(f"  store: {config.shown_store}", err=True)
-        if not config.token:
-            click.echo("  read-only (no --token): replay and drop are refused", err=True)
-        click.echo("  stop with Ctrl-C", err=True)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            log_level="warning",
-            access_log=False,
-            proxy_headers=True,
-            root_path=root_path,
-            timeout_graceful_shutdown=2,
-            lifespan="on",
-        )
-    )
-    # uvicorn stops on SIGINT and SIGTERM, then raises the signal again: both end here, 0
-    previous = signal.signal(signal.SIGTERM, _stop) if _main_thread() else None
-    try:
-        server.run(sockets=[sock])
-    except KeyboardInterrupt:
-        pass
-    finally:
-        sock.close()
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-    if getattr(server, "started", True) is False:
-        raise RowcastError("the console did not start (see the message above)")
-
-
-def _main_thread() -> bool:
-    return threading.current_thread() is threading.main_thread()
-
-
-def _stop(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
+__all__ = ["ui"]
 
 
 @click.command()
@@ -166,6 +81,7 @@ def ui(
     for it (log in once per browser).
     """
     from ..ui.config import ConsoleConfig
+    from ..ui.serve import serve
 
     if root_path and (not root_path.startswith("/") or root_path.endswith("/")):
         raise ConfigError(f"--root-path is like /rowcast (no trailing slash), not {root_path!r}")
