@@ -46,7 +46,7 @@ async def pipelines(request: Request) -> Response:
         error=error,
         read_at=read_at,
         stores=sampler.shown_urls,
-        interval=sampler.interval,
+        refresh=max(1, round(sampler.interval)),
         nav="pipelines",
     )
 
