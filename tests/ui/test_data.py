@@ -140,3 +140,36 @@ def test_values_json_lacks_are_shown_as_text() -> None:
     assert '"2026-01-05"' in shown
     assert '"0x01"' in shown
     assert shown_time(0) == "1970-01-01 00:00:00.000Z"
+
+
+def test_live_catches_up_after_a_reconnect_and_bounds_what_it_holds(store: EventStore) -> None:
+    import asyncio
+
+    from rowcast.ui.live import Broadcaster, Listener
+
+    store.append("s", events(5))
+
+    async def body() -> list[int]:
+        live = Broadcaster(store)
+        live.start(asyncio.get_running_loop())
+        try:
+            follow = live.follow(LiveFilter(), last_id=2, heartbeat=0.05)
+            got = [(await anext(follow)).position for _ in range(3)]  # type: ignore[union-attr]
+            await asyncio.to_thread(store.append, "s", events(1))
+            while (item := await anext(follow)) is None:
+                pass
+            got.append(item.position)  # type: ignore[union-attr]
+            await follow.aclose()
+            return got
+        finally:
+            await asyncio.to_thread(live.stop)
+
+    assert asyncio.run(body()) == [3, 4, 5, 6]
+
+    async def bounded() -> tuple[int, int]:
+        listener = Listener(LiveFilter(), size=3)
+        for event in store.read("s"):
+            listener.offer(event)
+        return listener.queue.qsize(), listener.dropped
+
+    assert asyncio.run(bounded()) == (3, 3)

@@ -12,9 +12,9 @@ The console's rules (README, "The web console"):
   whose value is derived from the token and a secret of this process, so the
   token itself is never stored in the browser, and a restart ends every session.
   Scripts may send ``Authorization: Bearer <token>`` instead.
-* Every POST carries a CSRF token (a hidden field, or the ``X-CSRF-Token`` header
-  htmx sends), derived from the session; a POST whose Origin is another site is
-  refused whatever it carries.
+* Every form that POSTs carries a CSRF token (a hidden field) derived from the
+  session; a POST whose Origin is another site is refused whatever it carries.
+  (htmx only ever GETs: searching, paging, refreshing.)
 
 `Guard` holds the secrets and answers these questions; `rowcast.ui.app` asks.
 """
