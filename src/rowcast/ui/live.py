@@ -51,7 +51,7 @@ class LiveFilter:
             data = event.data
             table = data.get("table") if isinstance(data, dict) else None
             schema = data.get("schema") if isinstance(data, dict) else None
-            names = {table, f"{schema}.{table}"} if table else set()
+            names = {table, f"{schema}.{table}" if schema else table} if table else set()
             if self.table not in names:
                 return False
         return True
