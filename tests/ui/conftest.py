@@ -41,7 +41,11 @@ def product_changes(pk: int = 1, ts: float = 1_767_600_000.0) -> list[Change]:
 
 @contextlib.contextmanager
 def served(config: ConsoleConfig, root_path: str = "") -> Iterator[str]:
-    """The console of `config` served by uvicorn in a thread; its base URL."""
+    """The console of `config` served by uvicorn in a thread; its base URL.
+
+    With `root_path`, as behind a proxy that serves it under that path and strips it:
+    requests go to the base URL without it, and its pages link under it.
+    """
     app = create_app(config)
     sock = socket.socket()
     sock.bind((config.host, 0))
@@ -63,7 +67,7 @@ def served(config: ConsoleConfig, root_path: str = "") -> Iterator[str]:
         assert time.monotonic() < deadline, "the console did not start within 20 s"
         time.sleep(0.02)
     try:
-        yield f"http://{config.host}:{sock.getsockname()[1]}{root_path}"
+        yield f"http://{config.host}:{sock.getsockname()[1]}"
     finally:
         server.should_exit = True
         thread.join(10)

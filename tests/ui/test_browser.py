@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -150,10 +149,8 @@ def test_an_event_appended_shows_in_live_within_a_second(page: Any, stores: dict
     with EventStore(stores["events"]) as store:  # another store object: as another process
         keep(store, product_changes(4)[0])
         store.append("shop.orders-8", [NewEvent("orders_write", {"table": "orders"})])
-        appended = time.monotonic()
     row = page.locator("#live-rows tr", has_text="shop.product-4")
-    expect(row).to_be_visible(timeout=1000)
-    assert time.monotonic() - appended < 1.0
+    expect(row).to_be_visible(timeout=1000)  # the promise: within a second
     expect(page.locator("#live-rows tr", has_text="shop.orders-8")).to_have_count(0)
     page.click("#live-pause")
     with EventStore(stores["events"]) as store:

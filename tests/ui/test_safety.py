@@ -186,3 +186,14 @@ def test_no_password_in_any_page(tmp_path: Path) -> None:
     finally:
         with psycopg.connect(server, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def test_behind_a_proxy_under_a_path_links_and_redirects_stay_under_it(store_url: str) -> None:
+    settings = ConsoleConfig(store=store_url, token=TOKEN)
+    with served(settings, root_path="/rowcast") as base, httpx.Client(base_url=base) as client:
+        locked = client.get("/streams", headers={"accept": "text/html"})
+        assert locked.headers["location"] == "/rowcast/login?next=%2Fstreams"
+        page = client.get("/streams", headers={"authorization": f"Bearer {TOKEN}"})
+        assert 'href="/rowcast/streams/shop.product-1"' in page.text
+        assert 'href="/rowcast/static/console.css"' in page.text
+        assert client.get("/static/console.css").status_code == 200
