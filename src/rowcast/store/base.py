@@ -41,6 +41,11 @@ Snapshots
     comes back equal and of the same types. Stream ``"@all"`` takes snapshots too,
     its version being a global position.
 
+Listing
+    `EventStore.list_streams` pages through the streams that have events by name
+    (a prefix, the last name of the previous page, a limit), each with its version
+    and last event, a probe of an index per stream: the same cost in any store.
+
 Watching
     `EventStore.watch` follows a stream, or ``"@all"``, as events are committed:
     it first yields what is stored after ``after`` (exclusive; None: nothing, it
