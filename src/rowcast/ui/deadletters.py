@@ -60,7 +60,7 @@ class DeadLetterPlaces:
     def _opened(self, index: int) -> Iterator[Any]:
         try:
             # the ignore: until rowcast dlq (issue 21) lands
-            from ..dlq import open_dead_letters  # type: ignore[import-not-found, unused-ignore]
+            from ..dlq import open_dead_letters
         except ImportError as error:  # pragma: no cover - rowcast without dead letters
             raise ConfigError(f"this rowcast has no dead letters to show ({error})") from error
         letters = open_dead_letters(self._url(index))

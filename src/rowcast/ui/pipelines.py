@@ -30,7 +30,7 @@ HOUR: Final = 3600.0
 
 def _gather(urls: Sequence[str]) -> list[dict[str, Any]]:
     # rowcast status, lazily (it imports the sources); the ignore: until issue 21 lands
-    from ..status import gather  # type: ignore[import-not-found, unused-ignore]
+    from ..status import gather
 
     return list(gather(urls, probe=False))
 
