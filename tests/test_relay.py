@@ -533,7 +533,7 @@ def test_a_closed_pipe_ends_the_relay_and_leaves_the_checkpoint(
             relay.run()
         with contextlib.suppress(BrokenPipeError):
             pipe.close()
-    assert checkpoint.load() is None
+    assert checkpoint.load() == start  # where it began, saved before it read anything
 
 
 # ---------------------------------------------------------------- faults
@@ -554,7 +554,7 @@ def test_a_sink_down_at_start_is_retried_until_it_takes_the_batch(
     )
     with write_lock(path) as release, running(relay):
         wait_for(lambda: relay.stats.sinks[1].errors >= 2, what="the store sink to fail")
-        assert checkpoint.load() is None  # nothing moves while a sink lacks the batch
+        assert checkpoint.load() == start  # nothing moves while a sink lacks the batch
         assert relay.stats.sinks[1].failing is not None
         release()
         last = table.truth(start, end)[-1][-1].position
@@ -651,7 +651,7 @@ def test_a_redis_sink_down_at_start_and_mid_stream_is_retried(
     with running(relay):
         table.execute(f"INSERT INTO {table.name} VALUES (1, 0)")
         wait_for(lambda: relay.stats.sinks[0].attempts >= 2, what="the redis sink to fail")
-        assert checkpoint.load() is None
+        assert checkpoint.load() == start
         assert "Connection refused" in (relay.stats.sinks[0].failing or "")
         redis_server.start()
         first = table.last(start)
@@ -706,7 +706,7 @@ def test_max_attempts_ends_the_run_with_the_sink_error(table: Table, tmp_path: P
         relay.run()
     store.close()
     assert relay.stats.sinks[0].errors == 3
-    assert checkpoint.load() is None
+    assert checkpoint.load() == start
 
 
 # ---------------------------------------------------------------- stopping
@@ -731,7 +731,8 @@ def test_stop_while_a_sink_is_down_abandons_the_batch(table: Table, tmp_path: Pa
     path = tmp_path / "events.db"
     store = StoreSink(f"sqlite:///{path}?timeout=0.05")
     checkpoint = open_checkpoint(str(tmp_path / "pos"))
-    relay = Relay(table.source(table.position()), [store], checkpoint, backoff=0.05)
+    start = table.position()
+    relay = Relay(table.source(start), [store], checkpoint, backoff=0.05)
     with write_lock(path), running(relay) as thread:
         table.execute(f"INSERT INTO {table.name} VALUES (1, 0)")
         wait_for(lambda: relay.stats.sinks[0].errors >= 1, what="the store sink to fail")
@@ -739,7 +740,7 @@ def test_stop_while_a_sink_is_down_abandons_the_batch(table: Table, tmp_path: Pa
         thread.join(30)
         assert not thread.is_alive()
     store.close()
-    assert checkpoint.load() is None
+    assert checkpoint.load() == start
     assert relay.stats.changes == 0
 
 
@@ -781,6 +782,8 @@ def test_a_postgres_slot_is_not_confirmed_past_what_the_relay_delivered(tmp_path
     db.execute(f"CREATE TABLE {name} (id INT PRIMARY KEY, n INT)")
     try:
         LogicalSource(url, tables=[name]).setup()
+        db.execute("SELECT pg_current_wal_lsn()")
+        first = _lsn(db.fetchone()[0])
         db.execute(f"INSERT INTO {name} VALUES (0, 0)")
         db.execute(f"INSERT INTO {name} VALUES (1, 0)")
         db.execute("SELECT pg_current_wal_lsn()")
@@ -794,7 +797,7 @@ def test_a_postgres_slot_is_not_confirmed_past_what_the_relay_delivered(tmp_path
             # the relay's reader took all three and asked for more; the sink has none
             wait_for(lambda: source.position is not None and _lsn(source.position) > before_last)
             wait_for(lambda: sink.attempts >= 3)
-        assert checkpoint.load() is None
+        assert _lsn(checkpoint.load() or "") <= first  # where it began: the slot's start
         again = LogicalSource(url, tables=[name], start="start", end="now", heartbeat=0.2)
         assert [c.pk for tx in again for c in tx] == [0, 1, 2]  # nothing was delivered
     finally:

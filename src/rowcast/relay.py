@@ -316,6 +316,8 @@ class Relay:
                 self._save()  # what every sink has: one attempt, as we are stopping
             reader.join(5)
             self._fanout.shutdown()
+            if self.stats.position is None:
+                self.stats.position = self._owned_start()
         log.info(
             "relay stopped at %s after %d changes",
             self.stats.position or self.stats.resumed_from or "the source's start",
@@ -397,7 +399,7 @@ class Relay:
         """What `run` raises when a sink refused a transaction for good (and logs it)."""
         first, last = refused.transaction[0], refused.transaction[-1]
         error = refused.error
-        kept = self._unsaved or self.stats.position or self.stats.resumed_from
+        kept = self._unsaved or self.stats.position or self._owned_start()
         message = (
             f"{refused.by} refused transaction {last.txid} for good ({len(refused.transaction)} "
             f"changes, first {first.topic} pk {first.pk!r}, at {last.position}): {error.message}"
@@ -418,6 +420,13 @@ class Relay:
             },
         )
         return final
+
+    def _owned_start(self) -> str | None:
+        """What the checkpoint holds before the first save: where the source began (a
+        source saves it before it reads anything), or where the relay resumed from."""
+        with contextlib.suppress(StoreError):
+            return self.checkpoint.load()
+        return self.stats.resumed_from
 
     def _delivered(self, batch: Sequence[Sequence[Change]]) -> None:
         """Count a batch every sink acknowledged; its position is now due for the checkpoint."""

@@ -112,6 +112,10 @@ class LogSource(abc.ABC):
         None or a `Checkpoint`. When it holds a position, reading resumes right
         after it and `start` is ignored; `run` saves each transaction's position
         to it once the hub's receivers returned. A relay sets it when None.
+        When it is empty, iteration saves where it starts (``"now"`` and
+        ``"start"`` resolved to a position) before it hands out or drops
+        anything: a reader owns its position from its first moment, so any
+        exit before the first save resumes there, never at a later "now".
     ``position``
         Where reading would resume: the end of the last transaction read (None
         until the source knows). Reading again from it loses and repeats nothing.
@@ -162,6 +166,7 @@ class LogSource(abc.ABC):
         self._stopping = threading.Event()
         self._ctl: Any = None  # a second connection for lookups while streaming, or None
         self._probe: Any = None  # a connection of `health`'s own, or None
+        self._resumed = False  # whether this iteration's start came from the checkpoint
 
     # ------------------------------------------------------------------ the contract
 
@@ -225,7 +230,25 @@ class LogSource(abc.ABC):
         """Where this iteration starts: the checkpoint's position when it holds one, else
         `start` (unchecked: the subclass checks it against its server)."""
         saved = self.checkpoint.load() if self.checkpoint is not None else None
+        self._resumed = saved is not None
         return saved or self.start
+
+    def _own_start(self, position: str) -> None:
+        """Save `position`, where this iteration starts, to an empty checkpoint.
+
+        A subclass calls it once it has resolved `start` against its server, before
+        it hands out anything: from then on a restart resumes there (not at a later
+        "now", which would skip what was written in between)."""
+        if self.checkpoint is None or self._resumed:
+            return
+        self.checkpoint.save(position)
+        self._resumed = True
+        self._log.info(
+            "%s: the checkpoint %s was empty: it now holds %s, where reading starts",
+            self._target,
+            self.checkpoint.url,
+            position,
+        )
 
     def _transient(self, error: Exception) -> bool:
         """Whether `error` means the connection or the server went away (worth a reconnect)."""

@@ -161,6 +161,9 @@ class SourceContract(SnapshotContract):
     #: a list may hold several whole transactions committed back to back (the SQLite
     #: trigger source, which finds transaction boundaries from the outside)
     merges_transactions: ClassVar[bool] = False
+    #: a first read with an empty checkpoint saves where it starts (False: the source
+    #: has no such position, the outbox: whatever is pending is read again anyway)
+    start_in_checkpoint: ClassVar[bool] = True
 
     # ------------------------------------------------------------ the hooks
 
@@ -400,6 +403,39 @@ class SourceContract(SnapshotContract):
             self.execute(statements, transaction=True)
         again = self.read(start=start, checkpoint=checkpoint)
         self._assert_whole(again, expected_more, exactly=False)
+
+    def test_a_first_run_that_ends_before_anything_arrives_resumes_where_it_began(
+        self,
+    ) -> None:
+        # the user's step: a relay's first run (start "now", an empty checkpoint) stops
+        # before it delivered anything; its restart must read what was written meanwhile
+        checkpoint = self.checkpoint()
+        assert self.read(checkpoint=checkpoint) == []
+        if self.start_in_checkpoint:
+            assert checkpoint.load() is not None, "the start was not recorded"
+        self.execute(["INSERT INTO test (data) VALUES ('meanwhile')"])
+        again = self.read(checkpoint=checkpoint)
+        assert [_signature(c) for tx in again for c in tx] == [("write", None, "meanwhile")]
+
+    def test_a_first_transaction_read_but_not_delivered_is_read_again(self) -> None:
+        # a relay's first run reads a transaction, then dies before any sink took it
+        # (a refused first batch, a sink down then SIGKILL): nothing was saved after it
+        checkpoint = self.checkpoint()
+        source = self.source(checkpoint=checkpoint)
+        reading = iter(source)
+        first: list[list[Change]] = []
+        thread = threading.Thread(target=lambda: first.append(next(reading, [])), daemon=True)
+        thread.start()
+        if self.start_in_checkpoint:  # else it reads whatever is pending, whenever written
+            _wait_for(lambda: checkpoint.load() is not None, "the start in the checkpoint")
+        self.execute(["INSERT INTO test (data) VALUES ('first')"])
+        thread.join(WAIT)
+        assert not thread.is_alive(), "the first transaction never came"
+        reading.close()
+        source.close()
+        assert [_signature(c) for tx in first for c in tx] == [("write", None, "first")]
+        again = self.read(checkpoint=checkpoint)
+        assert [_signature(c) for tx in again for c in tx] == [("write", None, "first")]
 
     def test_stop_from_another_thread_ends_run_within_a_second(self) -> None:
         source = self.source(start=self.start_position())

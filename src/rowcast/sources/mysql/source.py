@@ -179,6 +179,8 @@ class BinlogSource(LogSource):
         finally:
             conn.close()
         keep = None  # after a resumed snapshot: drops binlog changes to rows read later
+        if not _snapshot.is_position(resume):  # a new snapshot's chunks carry their own
+            self._own_start(resume)
         if _snapshot.is_position(resume):
             snapshot = _snapshot.Snapshot(
                 self.url, self._wants, resume, self.snapshot_chunk, self._stopping

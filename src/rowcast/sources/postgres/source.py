@@ -75,6 +75,7 @@ from .snapshot import Snapshot, plan, snapshot_tables
 from .stream import (
     check_position,
     close_stream,
+    confirmed,
     in_use,
     is_connection_error,
     refuse_a_busy_slot,
@@ -253,6 +254,8 @@ class LogicalSource(LogSource):
             resume, end = resolve_positions(
                 cur, self.url.masked, self.slot, start, self.end, snapshot=cut is not None
             )
+            if self.checkpoint is not None and cut is None:  # a snapshot saves its own
+                self._own_start(format_lsn(resume or confirmed(cur, self.slot)))
         finally:
             conn.close()
         explicit = resume != 0 and self._resume_from() not in ("now", "start")

@@ -19,6 +19,7 @@ __all__ = [
     "behind_the_slot",
     "check_position",
     "close_stream",
+    "confirmed",
     "exported_slot",
     "in_use",
     "is_connection_error",
@@ -136,6 +137,15 @@ def resolve_positions(
     return resume, now if end == "now" else parse_position(end, "or 'now'")
 
 
+def confirmed(cur: Any, slot: str) -> int:
+    """Where `slot` was confirmed up to (0: no such slot)."""
+    cur.execute(
+        "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = %s", (slot,)
+    )
+    row = cur.fetchone()
+    return parse_lsn(row[0]) if row and row[0] else 0
+
+
 def close_stream(cur: Any, resume: int) -> None:
     """Tell the server the last confirmed position, then hang up (never raises)."""
     with contextlib.suppress(Exception):
@@ -157,3 +167,4 @@ def is_connection_error(error: BaseException) -> bool:
         # ends the COPY stream: psycopg2 then says "no COPY in progress", a DatabaseError)
         return True
     return str(code).startswith(_RETRY_CODES)
+

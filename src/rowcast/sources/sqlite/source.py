@@ -254,6 +254,7 @@ class TriggerSource(LogSource):
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+        self._own_start(str(cursor))  # after the record: a saved position is always a known one
         return cursor, end
 
     def _check_known(self, conn: sqlite3.Connection) -> None:
