@@ -191,6 +191,8 @@ SOURCES = {
     "health.py",  # LogHealth: what every log source's server says about its log
     "_process.py",
     "_snapshot.py",
+    "_reader.py",  # who a reader is: what it owns is named after its checkpoint
+    "_leftovers.py",  # what rowcast leaves in a database, for rowcast uninstall
     "sqlalchemy.py",
     "outbox.py",
     "mysql",

@@ -270,7 +270,7 @@ def test_raw_sql_on_mariadb_is_audited_from_the_binlog_and_orm_writes_once(
     hub = Hub()
     sink = AuditSink(engine).connect(hub)
     BinlogSource(
-        "mysql://root@127.0.0.1:3306/test", start=start, end="now", tables=[f"{SCHEMA}.*"]
+        f"mysql://root@127.0.0.1:3306/{SCHEMA}", start=start, end="now", tables=[f"{SCHEMA}.*"]
     ).run(hub)
     assert hub.errors == 0
     assert sink.written == 3

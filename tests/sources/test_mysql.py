@@ -15,12 +15,14 @@ import subprocess
 import time
 from collections.abc import Iterator, Sequence
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pymysql
 import pytest
 
 from rowcast import Change, ConfigError
+from rowcast.checkpoint import open_checkpoint
 from rowcast.sources import open_source
 from rowcast.sources.mysql import BinlogSource
 from rowcast.sources.mysql.server import check_settings, connect, diagnose, parse_url
@@ -477,9 +479,19 @@ def test_explicit_start_beats_the_url() -> None:
     assert BinlogSource(URL + "?start=start").start == "start"
 
 
-def test_open_source_and_a_stable_server_id() -> None:
+def test_open_source_and_whose_server_id_it_is(tmp_path: Path) -> None:
     one = open_source(URL + "?server_id=4242&tables=test.test,other")
     assert isinstance(one, BinlogSource)
     assert one.server_id == 4242
     assert one.tables == ("test.test", "other")
-    assert BinlogSource(URL).server_id == BinlogSource(URL).server_id != 1
+    # a reader with a checkpoint (a relay): derived from it, the same every run
+    relay = BinlogSource(URL, checkpoint=open_checkpoint(str(tmp_path / "rd.pos")))
+    again = BinlogSource(URL, checkpoint=open_checkpoint(str(tmp_path / "rd.pos")))
+    other = BinlogSource(URL, checkpoint=open_checkpoint(str(tmp_path / "other.pos")))
+    assert relay.server_id == again.server_id != other.server_id
+    # without one (a tail): random, its own, never one a relay derives
+    tail = BinlogSource(URL)
+    assert tail.server_id == tail.server_id != BinlogSource(URL).server_id
+    assert tail.server_id > 2_000_100_000 > relay.server_id
+    with pytest.raises(ConfigError, match="from 1 to 4294967295"):
+        BinlogSource(URL, server_id=2**32)

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import click
 
 __all__ = [
+    "ALLOW_EMPTY",
     "CHANGES_FORMAT",
     "LOG_FORMAT",
     "METRICS_PORT",
@@ -75,6 +76,13 @@ SNAPSHOT_CHUNK = click.option(
     type=click.IntRange(1, 1_000_000),
     metavar="ROWS",
     help="Rows per snapshot chunk, read by key (default 1000); a relay checkpoints each.",
+)
+ALLOW_EMPTY = click.option(
+    "--allow-empty",
+    is_flag=True,
+    help="Start even when the URL's database or a --tables pattern names no table yet "
+    "(tables created later are captured when they appear); without it that is a typo: "
+    "exit status 2, with the tables that exist.",
 )
 METRICS_PORT = click.option(
     "--metrics-port",

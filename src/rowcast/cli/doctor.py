@@ -9,6 +9,8 @@ from rich.console import Console
 from rich.text import Text
 
 from ..sources.base import diagnose
+from .common import TABLES
+from .common import patterns as table_patterns
 from .console import print_checks
 from .urls import Url
 
@@ -17,14 +19,21 @@ __all__ = ["doctor"]
 
 @click.command()
 @click.argument("url", type=Url("source"))
-def doctor(url: str) -> None:
+@TABLES
+def doctor(url: str, tables: tuple[str, ...]) -> None:
     """Check that the server at URL can be read as a change source; print the fix for each problem.
 
     URL is a source's: mysql://user:password@host:3306/db (or mariadb://),
     postgresql://user@host:5432/db?slot=rowcast&publication=rowcast, sqlite:///app.db. Exit
     status: 0 when every check passes, 1 when one fails, 2 when the server cannot
-    be used at all (unreachable, wrong password, unsupported URL).
+    be used at all (unreachable, wrong password, unsupported URL). With
+    --tables, each pattern must match a table (as tail and relay check).
     """
+    patterns = table_patterns(tables)
+    if patterns:  # as a source reads them: ?tables=
+        if url.split(":", 1)[0].lower().startswith("outbox"):
+            raise click.UsageError("--tables is for mysql://, postgresql:// and sqlite:// URLs")
+        url += ("&" if "?" in url else "?") + "tables=" + ",".join(patterns)
     report = diagnose(url)
     console = Console(highlight=False)
     console.print(Text.assemble(("rowcast doctor ", "bold"), report.target), soft_wrap=True)

@@ -22,6 +22,7 @@ from ..sinks.deadletter import DeadLetterSink, open_dead_letter
 from ..sources._process import ProcessSource
 from ..sources.base import Source, open_source
 from .common import (
+    ALLOW_EMPTY,
     LOG_FORMAT,
     METRICS_PORT,
     SNAPSHOT,
@@ -45,6 +46,7 @@ _FLAGS = {
     "snapshot": "--snapshot",
     "snapshot_chunk": "--snapshot-chunk",
     "server_id": "--server-id",
+    "allow_empty": "--allow-empty",
 }
 
 
@@ -71,6 +73,7 @@ _FLAGS = {
     "mysql://, redis:// (add ?name=... to keep several relays in one place).",
 )
 @TABLES
+@ALLOW_EMPTY
 @click.option(
     "--from",
     "start",
@@ -132,14 +135,15 @@ _FLAGS = {
 @click.option(
     "--server-id",
     type=click.IntRange(1, 2**32 - 1),
-    help="Replica id to read a MySQL/MariaDB binlog with (default: derived from the URL); "
-    "readers running at the same time need different ids.",
+    help="Replica id to read a MySQL/MariaDB binlog with (default: derived from the "
+    "checkpoint, the same every run); two readers with one id are refused.",
 )
 def relay(
     source_url: str,
     sink_urls: tuple[str, ...],
     checkpoint_url: str,
     tables: tuple[str, ...],
+    allow_empty: bool,
     start: str | None,
     snapshot: str,
     snapshot_chunk: int | None,
@@ -218,6 +222,7 @@ def relay(
             snapshot_chunk,
             server_id,
             checkpoint_url if source_process else None,
+            allow_empty,
         )
         the_relay = Relay(
             source,
@@ -266,6 +271,7 @@ def _open_source(
     snapshot_chunk: int | None,
     server_id: int | None,
     process_checkpoint_url: str | None = None,
+    allow_empty: bool = False,
 ) -> Source:
     """The source, resuming from `checkpoint`, checked against its server when it can be.
 
@@ -284,6 +290,8 @@ def _open_source(
         options["snapshot"] = snapshot
     if snapshot_chunk is not None:
         options["snapshot_chunk"] = snapshot_chunk
+    if allow_empty:
+        options["allow_empty"] = True
     try:
         source = open_source(url, **options)
     except TypeError as e:  # an option this kind of source does not have

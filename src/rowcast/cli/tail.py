@@ -11,9 +11,17 @@ from rich.console import Console
 from rich.text import Text
 
 from .._url import masked
+from ..errors import ConfigError
 from ..hub import Hub
 from ..sources.base import open_source
-from .common import CHANGES_FORMAT, SNAPSHOT, SNAPSHOT_CHUNK, TABLES, stop_on_sigterm
+from .common import (
+    ALLOW_EMPTY,
+    CHANGES_FORMAT,
+    SNAPSHOT,
+    SNAPSHOT_CHUNK,
+    TABLES,
+    stop_on_sigterm,
+)
 from .common import patterns as table_patterns
 from .console import ChangePrinter
 from .urls import Url
@@ -24,6 +32,7 @@ __all__ = ["tail"]
 @click.command()
 @click.argument("url", type=Url("source"))
 @TABLES
+@ALLOW_EMPTY
 @click.option(
     "--from",
     "start",
@@ -44,12 +53,13 @@ __all__ = ["tail"]
 @click.option(
     "--server-id",
     type=click.IntRange(1, 2**32 - 1),
-    help="MySQL/MariaDB: replica id to read the log with (default: a stable id derived from "
-    "the URL); readers running at the same time need different ids.",
+    help="MySQL/MariaDB: replica id to read the log with (default: a random one, so that a "
+    "tail never kicks a relay off); readers running at the same time need different ids.",
 )
 def tail(
     url: str,
     tables: tuple[str, ...],
+    allow_empty: bool,
     start: str | None,
     end: str | None,
     snapshot: str,
@@ -59,12 +69,16 @@ def tail(
 ) -> None:
     """Print every row change committed on the database at URL, as it is published.
 
-    URL is mysql://user:password@host:3306/db (or mariadb://),
-    postgresql://user@host:5432/db?slot=rowcast&publication=rowcast, or
-    sqlite:///app.db (a position there is a rowcast_changes seq). With
-    --snapshot initial it first prints every existing row (snapshot=true
-    writes), then the changes from the point they were read at. Stop with
-    Ctrl-C or SIGTERM; a summary goes to stderr (table format).
+    URL is mysql://user:password@host:3306/db (or mariadb://; the database
+    limits capture to it, none captures every database),
+    postgresql://user@host:5432/db, or sqlite:///app.db (a position there is a
+    rowcast_changes seq). With --snapshot initial it first prints every
+    existing row (snapshot=true writes), then the changes from the point they
+    were read at. A tail leaves nothing behind: on PostgreSQL it reads with a
+    temporary slot and a publication of its own, dropped when it stops; on
+    SQLite it removes the triggers it installed (never those a relay uses); on
+    MySQL it reads with a random server id. Stop with Ctrl-C or SIGTERM; a
+    summary goes to stderr (table format).
     """
     if server_id is not None and urlsplit(url).scheme.split("+")[0] not in ("mysql", "mariadb"):
         raise click.UsageError("--server-id is for mysql:// and mariadb:// URLs")
@@ -82,7 +96,12 @@ def tail(
     ):
         if value is not None:
             options[name] = value
-    source = open_source(url, **options)
+    if allow_empty:
+        options["allow_empty"] = True
+    try:
+        source = open_source(url, **options)
+    except TypeError as e:  # an option this kind of source does not have
+        raise ConfigError(f"{masked(url)}: this source does not take these options ({e})") from e
 
     err = Console(stderr=True, highlight=False)
     printer = ChangePrinter(Console(highlight=False), fmt, show_tx=True, on_closed=source.stop)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import zlib
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -70,11 +69,6 @@ class ServerURL:
         """The option file PyMySQL reads what the URL leaves out from, if any."""
         path = self.options.get("read_default_file")
         return os.path.expanduser(path) if path else None
-
-    def default_server_id(self) -> int:
-        """A stable replica id for this URL: the same every run, unlikely to clash."""
-        key = f"rowcast:{self.user}@{self.host}:{self.port}/{self.database}".encode()
-        return 100_000 + zlib.crc32(key) % 2_000_000_000
 
 
 def parse_url(url: str) -> ServerURL:

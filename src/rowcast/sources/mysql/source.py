@@ -38,7 +38,6 @@ tells how far it got. Details in `rowcast.sources.mysql.snapshot`.
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 import re
 from collections.abc import Generator, Iterable, Iterator
@@ -50,6 +49,7 @@ from ...errors import ConfigError
 from ..base import Diagnosis, LogSource
 from ..health import LogHealth
 from . import health as _health
+from . import owner, scope
 from . import server as _server
 from . import snapshot as _snapshot
 from .rows import Row, RowDecoder
@@ -94,12 +94,17 @@ def _order(position: str) -> tuple[int, int]:
 class BinlogSource(LogSource):
     """A MySQL / MariaDB row-based binlog as a stream of `Change` transactions.
 
-    `server_id` is this client's replica id (stable by default: derived from
-    the URL); `tables` are ``fnmatch`` patterns on ``"schema.table"`` or
-    ``"table"``; `end` (``"now"`` or a ``file:pos``) makes iteration stop
-    once that position is passed instead of waiting for more. `snapshot`
-    (``"initial"`` or ``"never"``) and `snapshot_chunk`: see the module docstring.
-    Starting, checkpoints, stopping and reconnecting: `LogSource`.
+    The URL's database limits capture to it (a URL without one captures every
+    database); `tables` are ``fnmatch`` patterns on ``"schema.table"`` or
+    ``"table"`` within that. A database that does not exist or a pattern that
+    matches no table is a `ConfigError` naming what exists, unless `allow_empty`
+    (tables created later). `server_id` is this client's replica id: by default
+    derived from the `checkpoint` (a relay: the same every run), or random
+    without one (a tail); a second reader with the same id is refused (see
+    `rowcast.sources.mysql.owner`). `end` (``"now"`` or a ``file:pos``) makes
+    iteration stop once that position is passed instead of waiting for more.
+    `snapshot` (``"initial"`` or ``"never"``) and `snapshot_chunk`: see the module
+    docstring. Starting, checkpoints, stopping and reconnecting: `LogSource`.
     """
 
     reading = "the binlog"
@@ -117,6 +122,7 @@ class BinlogSource(LogSource):
         heartbeat: float = 1.0,
         snapshot: str = "never",
         snapshot_chunk: int = 1000,
+        allow_empty: bool = False,
     ) -> None:
         self.url: ServerURL = parse_url(url)
         options = self.url.options
@@ -127,9 +133,13 @@ class BinlogSource(LogSource):
         self.tables = tuple(tables) if tables is not None else None
         raw_id = server_id if server_id is not None else options.get("server_id")
         try:
-            self.server_id = int(raw_id) if raw_id is not None else self.url.default_server_id()
+            self._server_id = int(raw_id) if raw_id is not None else None
         except ValueError as e:
             raise ConfigError(f"server_id must be an integer, not {raw_id!r}") from e
+        if self._server_id is not None and not 1 <= self._server_id < 2**32:
+            raise ConfigError(f"server_id must be from 1 to 4294967295, not {raw_id!r}")
+        self._random_id: int | None = None
+        self.allow_empty = bool(allow_empty)
         start = start or options.get("start") or "now"
         if _snapshot.is_position(start):
             _snapshot.parse(start)
@@ -155,26 +165,60 @@ class BinlogSource(LogSource):
         self._wanted: dict[tuple[str, str], bool] = {}
         self._decoder = RowDecoder(self._control)
 
+    @property
+    def server_id(self) -> int:
+        """The replica id this source reads with: given, derived from the checkpoint, or
+        (without one) random."""
+        if self._server_id is not None:
+            return self._server_id
+        if self.checkpoint is not None:
+            return owner.derived_id(self.url, self.checkpoint)
+        if self._random_id is None:
+            self._random_id = owner.random_id()
+        return self._random_id
+
     # ------------------------------------------------------------------ running
 
     def check(self) -> None:
-        """Raise `ConfigError` with every fix the server needs before it can be read."""
+        """Raise `ConfigError` with every fix the server needs before it can be read, or
+        when the database or a table pattern names nothing, or another reader reads with
+        this source's server id."""
         conn = connect(self.url)
         try:
             self._check(conn)
+            owner.refuse_a_taken_id(conn, self.url.masked, self.server_id, self._patience)
         finally:
             conn.close()
 
+    @property
+    def _patience(self) -> float:
+        """How long to wait for the server id of a reader that is letting go (seconds)."""
+        return max(5 * self.heartbeat, 2.0)
+
     def _check(self, conn: Any) -> None:
         problems = [c for c in _server.diagnose(conn, self.url.user) if not c.ok]
+        if not problems and not self.allow_empty:
+            problems = scope.problems(conn, self.url.database, self.tables)
         if problems:
-            lines = "\n".join(f"  - {c.name} is {c.value}: {c.fix}" for c in problems)
+            lines = "\n".join(f"  - {c.name} {_is(c.value)}: {c.fix}" for c in problems)
             raise ConfigError(f"{self.url.masked} cannot be read as a binlog source:\n{lines}")
 
     def _iterate(self) -> Iterator[list[Change]]:
         conn = connect(self.url)
         try:
             self._check(conn)
+        finally:
+            conn.close()
+        hold = owner.Hold(self.url, self.server_id, self._patience)
+        hold.take()  # before anything is saved: a second reader with this id moves nothing
+        try:
+            yield from self._read(hold)
+        finally:
+            hold.release()
+
+    def _read(self, hold: owner.Hold) -> Iterator[list[Change]]:
+        conn = connect(self.url)
+        try:
             resume, end = self._resolve_positions(conn)
         finally:
             conn.close()
@@ -198,9 +242,11 @@ class BinlogSource(LogSource):
         def binlog() -> Generator[list[Change], None, None]:
             """One connection's worth: from `resume`, which it moves on."""
             nonlocal resume
+            hold.keep(now=True)  # after a lost connection: still this reader's id?
             stream = self._open_stream(resume)
             try:
                 for transaction, position in self._transactions(stream):
+                    hold.keep()
                     if position is None:  # idle: nothing more to read for now
                         if end is not None and _order(self._at(stream)) >= _order(end):
                             return
@@ -391,51 +437,19 @@ class BinlogSource(LogSource):
         ]
 
     def _wants(self, schema: str, table: str) -> bool:
-        if self.tables is None:
-            return True
         key = (schema, table)
         wanted = self._wanted.get(key)
         if wanted is None:
-            full = f"{schema}.{table}"
-            wanted = any(
-                fnmatch.fnmatchcase(full, p) or fnmatch.fnmatchcase(table, p) for p in self.tables
-            )
+            wanted = scope.captures(self.url.database, self.tables, schema, table)
             self._wanted[key] = wanted
         return wanted
 
 
 def diagnose(url: str) -> Diagnosis:
-    """``rowcast doctor`` for a MySQL / MariaDB URL: binlog settings and replication grants."""
-    target = parse_url(url)
-    conn = connect(target)  # pymysql is importable from here on
-    pymysql = _server._pymysql()
-    try:
-        checks = _server.diagnose(conn, target.user)
-        version, position = _server_facts(conn, pymysql)
-        kept = _health.binlog_facts(conn)
-    except pymysql.err.MySQLError as error:  # the server went away, say
-        raise ConfigError(f"{target.masked}: checking the server failed: {error}") from error
-    finally:
-        conn.close()
-    return Diagnosis(
-        target.masked,
-        [("server", version), ("binlog", position), *kept],
-        checks,
-        "rowcast can read this server's binlog.",
-    )
+    """``rowcast doctor`` for a MySQL / MariaDB URL (`rowcast.sources.mysql.doctor`)."""
+    from .doctor import diagnose as run
 
-
-def _server_facts(conn: Any, pymysql: Any) -> tuple[str, str]:
-    """The server's version and its current binlog position (or why it is unknown)."""
-    with conn.cursor() as cur:
-        cur.execute("SELECT VERSION()")
-        version = str(cur.fetchone()[0])
-        try:
-            cur.execute("SHOW MASTER STATUS")
-            row = cur.fetchone()
-        except pymysql.err.MySQLError as error:  # e.g. no REPLICATION CLIENT privilege
-            return version, f"unknown: {error.args[-1]}"
-    return version, f"{row[0]}:{row[1]}" if row else "none: log_bin is off"
+    return run(url)
 
 
 def _pymysql_connect(**settings: Any) -> Any:
@@ -445,6 +459,11 @@ def _pymysql_connect(**settings: Any) -> Any:
     if "db" in settings:
         settings["database"] = settings.pop("db")
     return pymysql.connect(**settings)
+
+
+def _is(value: str) -> str:
+    """``is <value>``, or the value itself when it says what it is ("matches no table")."""
+    return value if value.startswith(("matches", "does not")) else f"is {value}"
 
 
 def _xid(query: str) -> str:

@@ -26,6 +26,7 @@ import secrets
 from typing import Any
 
 from ...errors import ConfigError
+from .._reader import reader_of
 from .server import psycopg2
 
 __all__ = [
@@ -55,12 +56,6 @@ def derived_name(checkpoint: Any) -> str:
     label = re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_")[:30] or "relay"
     digest = hashlib.sha1(reader_of(checkpoint).encode()).hexdigest()[:8]
     return f"rowcast_{label}_{digest}"
-
-
-def reader_of(checkpoint: Any) -> str:
-    """Who reads with `checkpoint`, as a publication's comment names it."""
-    where = getattr(checkpoint, "path", None) or getattr(checkpoint, "url", "?")
-    return f"checkpoint {getattr(checkpoint, 'name', 'default')} at {where}"
 
 
 def tail_name() -> str:

@@ -1,0 +1,119 @@
+"""``rowcast tail`` and ``relay`` on one MariaDB: each reader its own server id (issue 17).
+
+The user's steps: a tail and a relay on the same URL at once (they kicked each other
+off for ever, ~140 reconnect lines a minute each), and the same relay started twice
+(the second must be refused, exit 2, the first undisturbed). A database of this
+module's own, ``rc_mycli_<run>``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import secrets
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pymysql
+import pytest
+
+from tests.conftest import require_server, wait_for
+
+pytestmark = pytest.mark.server
+
+ROWCAST = str(Path(sys.executable).with_name("rowcast"))
+RUN = secrets.token_hex(3)
+DB = f"rc_mycli_{RUN}"
+URL = f"mysql://root@127.0.0.1:3306/{DB}"
+
+
+@pytest.fixture(scope="module")
+def admin() -> Iterator[Any]:
+    require_server("mysql")
+    conn = pymysql.connect(host="127.0.0.1", user="root", autocommit=True)
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {DB}")
+        cur.execute(f"CREATE TABLE {DB}.t (id INT PRIMARY KEY)")
+    try:
+        yield conn
+    finally:
+        with conn.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS {DB}")
+        conn.close()
+
+
+def insert(admin: Any, key: int) -> None:
+    with admin.cursor() as cur:
+        cur.execute(f"INSERT INTO {DB}.t VALUES ({key})")
+
+
+def position(admin: Any) -> str:
+    with admin.cursor() as cur:
+        cur.execute("SHOW MASTER STATUS")
+        row = cur.fetchone()
+    return f"{row[0]}:{row[1]}"
+
+
+@contextlib.contextmanager
+def running(*args: str, out: Path) -> Iterator[subprocess.Popen[str]]:
+    """``rowcast ARGS`` with stdout to `out` and stderr beside it; SIGTERM on leaving."""
+    with out.open("w") as stdout, out.with_suffix(".err").open("w") as stderr:
+        process = subprocess.Popen([ROWCAST, *args], stdout=stdout, stderr=stderr, text=True)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def keys(out: Path) -> list[Any]:
+    return [json.loads(line)["pk"] for line in out.read_text().splitlines() if line]
+
+
+def test_a_tail_and_a_relay_on_one_url_both_read_without_kicking_each_other(
+    admin: Any, tmp_path: Path
+) -> None:
+    start = position(admin)
+    relay_out, tail_out = tmp_path / "relay.out", tmp_path / "tail.out"
+    with (
+        running(
+            "relay", URL, "--to", "-", "--checkpoint", str(tmp_path / "rd.pos"), "--from", start,
+            out=relay_out,
+        ) as relay,
+        running("tail", URL, "--format", "json", "--from", start, out=tail_out) as tail,
+    ):  # fmt: skip
+        for key in (1, 2, 3):
+            insert(admin, key)
+        wait_for(lambda: keys(relay_out) == [1, 2, 3] and keys(tail_out) == [1, 2, 3], 60)
+        assert relay.poll() is None
+        assert tail.poll() is None
+    for err in (relay_out.with_suffix(".err"), tail_out.with_suffix(".err")):
+        assert "reconnecting" not in err.read_text()  # was: kicked off, again and again
+
+
+def test_the_same_relay_started_twice_is_refused_and_the_first_reads_on(
+    admin: Any, tmp_path: Path
+) -> None:
+    start = position(admin)
+    args = ["relay", URL, "--to", "-", "--checkpoint", str(tmp_path / "rd.pos"), "--from", start]
+    out = tmp_path / "first.out"
+    with running(*args, out=out) as first:
+        wait_for(lambda: (tmp_path / "rd.pos").exists() or first.poll() is not None, 60)
+        second = subprocess.run([ROWCAST, *args], capture_output=True, text=True, timeout=60)
+        assert second.returncode == 2, second.stderr
+        assert "is in use by another binlog reader" in second.stderr
+        assert "the same relay started twice?" in second.stderr
+        assert "Traceback" not in second.stderr
+        insert(admin, 10)
+        wait_for(lambda: keys(out) == [10] or first.poll() is not None, 60)
+        assert first.poll() is None
+    assert "reconnecting" not in out.with_suffix(".err").read_text()
