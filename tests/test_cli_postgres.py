@@ -204,7 +204,9 @@ def test_doctor_passes_every_check_on_a_ready_database(url: str, db: Any) -> Non
     assert re.search(r"\n  server +PostgreSQL", out)
     assert re.search(rf"\n  database +{DATABASE}\n", out)
     assert re.search(r"\n  max_slot_wal_keep_size +(no limit|[0-9.]+ [kMGT]?B)", out)
-    assert "All 7 checks passed" in out
+    assert "✓ tables rc_doc " in out  # the pattern names a table
+    assert "matches 1 tables" in out
+    assert "All 8 checks passed" in out
 
 
 @pytest.fixture
@@ -230,7 +232,7 @@ def test_doctor_prints_the_fix_for_each_failed_check(noperm_url: str, db: Any) -
     assert "fix: GRANT CREATE ON DATABASE" in out
     # a primary key is enough: FULL only adds before images (no failure, a note)
     assert "✓ replica identity public.rc_doc_key  default (primary key): before images hold" in out
-    assert "2 of 7 checks failed" in out
+    assert "2 of 8 checks failed" in out
 
 
 @pytest.mark.parametrize("command", ["tail", "doctor"])

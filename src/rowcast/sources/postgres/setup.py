@@ -32,6 +32,7 @@ __all__ = [
     "is_literal",
     "may_create",
     "new_tables",
+    "pattern_checks",
     "prepare",
     "publication_state",
     "quote",
@@ -312,6 +313,31 @@ def may_create(cur: Any, tables: Sequence[Table]) -> bool:
     return bool(superuser) or (bool(create) and all(t.owned for t in tables))
 
 
+def pattern_checks(cur: Any, patterns: Sequence[str] | None) -> list[Check]:
+    """Each pattern matches a table: one that matches none is a typo (or a table to come)."""
+    if not patterns:
+        return []
+    tables = _user_tables(cur)
+    names = [f"{t.schema}.{t.name}" for t in tables]
+    shown = ", ".join(names[:20]) + (f" and {len(names) - 20} more" if len(names) > 20 else "")
+    checks = []
+    for pattern in patterns:
+        count = sum(matches([pattern], t.schema, t.name) for t in tables)
+        if count:
+            checks.append(Check(f"tables {pattern}", True, f"matches {count} tables"))
+        else:
+            checks.append(
+                Check(
+                    f"tables {pattern}",
+                    False,
+                    "matches no table",
+                    f"fix the pattern (on schema.table or table): this database's tables are "
+                    f"{shown or 'none'}; --allow-empty if they are created later",
+                )
+            )
+    return checks
+
+
 def all_checks(
     cur: Any,
     slot: str | None,
@@ -336,7 +362,7 @@ def all_checks(
     checks += publication_checks(
         publication or "(a tail's own)", pub, patterns, tables, may_create(cur, tables), ours
     )
-    return checks + identity_checks(tables)
+    return checks + pattern_checks(cur, patterns) + identity_checks(tables)
 
 
 def prepare(
@@ -351,6 +377,7 @@ def prepare(
     warned: set[str],
     reader: str,
     temporary: bool,
+    allow_empty: bool = False,
 ) -> bool:
     """What a source does before it reads: check the server (one `ConfigError` with every
     fix), refuse a slot that is another reader's and tables without a key (before anything
@@ -365,8 +392,13 @@ def prepare(
         publication, pub, patterns, tables, pub is not None or may_create(cur, tables), ours
     )
     problems = [c for c in checks if not c.ok and not c.name.startswith("slot ")]
+    if not problems and not allow_empty:
+        problems = [c for c in pattern_checks(cur, patterns) if not c.ok]
     if problems:
-        lines = "\n".join(f"  - {c.name} is {c.value}: {c.fix}" for c in problems)
+        lines = "\n".join(
+            f"  - {c.name} {'' if c.value.startswith('matches') else 'is '}{c.value}: {c.fix}"
+            for c in problems
+        )
         raise ConfigError(f"{target} cannot be read by logical replication:\n{lines}")
     found = next(c for c in checks if c.name == f"slot {slot}")
     if not temporary:
@@ -403,12 +435,6 @@ def prepare(
                 quote(*shown.split(".", 1)),
             )
     if pub is None:
-        for pattern in patterns or ():
-            named = any(matches([pattern], t.schema, t.name) for t in tables)
-            if is_literal(pattern) and not named:
-                raise ConfigError(
-                    f"tables: no table {pattern!r} to publish: create it first, or fix the name"
-                )
         made = create_publication(cur, publication, tables, comment(slot, reader))
         log.info("created publication: %s", made)
     elif adding:

@@ -100,7 +100,8 @@ class LogicalSource(LogSource):
     named after the `checkpoint`, or without one a temporary slot and publication
     that go when iteration ends. A slot is one reader's: another is refused.
     `end` (``"now"`` or a position) makes iteration stop once that position is
-    passed instead of waiting for more.
+    passed instead of waiting for more. A `tables` pattern that matches no table is
+    a `ConfigError` naming the tables, unless `allow_empty` (tables created later).
     `heartbeat` is how often (seconds) a reader with nothing pending wakes to notice
     `stop` and confirm the server's end of WAL (so a slot of idle tables keeps up
     while others write); `feedback` how often it tells the server its position.
@@ -126,6 +127,7 @@ class LogicalSource(LogSource):
         feedback: float = 10.0,
         snapshot: str = "never",
         snapshot_chunk: int = 1000,
+        allow_empty: bool = False,
     ) -> None:
         self.url: PgURL = parse_url(url)
         options = self.url.options
@@ -154,6 +156,7 @@ class LogicalSource(LogSource):
             raise ConfigError(f"feedback is in seconds, at least 1 (psycopg2's), not {feedback!r}")
         super().__init__(self.url.masked, start=start, end=end, checkpoint=checkpoint)
         self.heartbeat, self.feedback = heartbeat, feedback
+        self.allow_empty = bool(allow_empty)  # a pattern matching no table is no typo
         self._warned: set[str] = set()  # tables already named in a replica identity warning
         self._began = 0.0  # when this iteration began
         self._streamed = False  # whether it ever opened the stream
@@ -365,6 +368,7 @@ class LogicalSource(LogSource):
             warned=self._warned,
             reader=self.reader,
             temporary=self.temporary,
+            allow_empty=self.allow_empty,
         )
 
     def _handed_over(self, last: str | None, point: int) -> bool:
