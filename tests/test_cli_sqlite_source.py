@@ -14,7 +14,9 @@ import pytest
 from click.testing import CliRunner, Result
 
 from rowcast import Change
+from rowcast.checkpoint import open_checkpoint
 from rowcast.cli import main
+from rowcast.sources.sqlite import TriggerSource
 
 ROWCAST = Path(sys.executable).with_name("rowcast")
 
@@ -45,8 +47,19 @@ def path_of(url: str) -> Path:
     return Path(url.removeprefix("sqlite:///"))
 
 
+def installed(url: str) -> list[str]:
+    """What a relay installs when it starts (capture from now on)."""
+    return TriggerSource(url, checkpoint=open_checkpoint(f"{path_of(url)}.pos")).install()
+
+
+def triggers_of(url: str) -> list[str]:
+    with contextlib.closing(sqlite3.connect(path_of(url))) as conn:
+        rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger' ORDER BY 1")
+        return [name for (name,) in rows]
+
+
 def test_tail_json_prints_the_workload_and_the_filter(url: str) -> None:
-    assert invoke("tail", url, "--to", "now").exit_code == 0  # installs the triggers
+    installed(url)
     sql(
         path_of(url),
         "INSERT INTO items (name) VALUES ('a'), ('b')",
@@ -68,7 +81,7 @@ def test_tail_json_prints_the_workload_and_the_filter(url: str) -> None:
 
 
 def test_tail_table_format_has_a_summary(url: str) -> None:
-    invoke("tail", url, "--to", "now")
+    installed(url)
     sql(path_of(url), "INSERT INTO items (name) VALUES ('a')")
     result = invoke("tail", url, "--from", "start", "--to", "now")
     assert result.exit_code == 0, result.output
@@ -106,7 +119,7 @@ def test_tail_live_stops_cleanly_on_sigterm(url: str) -> None:
     )
     try:
         deadline = time.monotonic() + 30
-        while invoke("doctor", url).exit_code != 0:  # its triggers are in place
+        while len(triggers_of(url)) < 6:  # its triggers are in place
             assert tail.poll() is None
             assert time.monotonic() < deadline
             time.sleep(0.05)
@@ -119,41 +132,75 @@ def test_tail_live_stops_cleanly_on_sigterm(url: str) -> None:
     finally:
         tail.kill()
         tail.communicate()
+    assert triggers_of(url) == []  # was: left behind, filling rowcast_changes for ever
+    assert "rowcast_changes" not in sql_tables(url)
 
 
 def test_doctor_before_and_after_install(url: str, tmp_path: Path) -> None:
     before = invoke("doctor", url)
-    assert before.exit_code == 1
+    assert before.exit_code == 0, before.output  # as a missing slot: made by its reader
     assert "triggers on items" in before.output
-    assert "rowcast tail URL --to now" in before.output
-    invoke("tail", url, "--to", "now")
+    assert "a relay installs them when it starts" in before.output
+    installed(url)
     after = invoke("doctor", url)
     assert after.exit_code == 0, after.output
     assert "All 6 checks passed" in after.output
+    assert "installed, up to date" in after.output
     missing = invoke("doctor", f"sqlite:///{tmp_path}/missing.db")
     assert missing.exit_code == 2
 
 
-def test_uninstall_removes_the_triggers(url: str) -> None:
-    invoke("tail", url, "--to", "now")
-    result = invoke("uninstall", url, "--tables", "notes")
+def sql_tables(url: str) -> list[str]:
+    with contextlib.closing(sqlite3.connect(path_of(url))) as conn:
+        rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY 1")
+        return [name for (name,) in rows]
+
+
+def test_uninstall_lists_then_removes_the_triggers_of_some_tables(url: str) -> None:
+    installed(url)
+    dry = invoke("uninstall", url, "--tables", "notes")
+    assert dry.exit_code == 0, dry.output
+    assert "would drop trigger rowcast_notes_delete" in dry.output
+    assert "dry run: nothing dropped" in dry.output
+    assert len(triggers_of(url)) == 6
+    result = invoke("uninstall", url, "--tables", "notes", "--yes")
     assert result.exit_code == 0, result.output
     assert result.output.split("\n")[:3] == [
-        "dropped trigger rowcast_notes_delete",
-        "dropped trigger rowcast_notes_insert",
-        "dropped trigger rowcast_notes_update",
+        'dropped trigger rowcast_notes_delete: DROP TRIGGER "rowcast_notes_delete";',
+        'dropped trigger rowcast_notes_insert: DROP TRIGGER "rowcast_notes_insert";',
+        'dropped trigger rowcast_notes_update: DROP TRIGGER "rowcast_notes_update";',
     ]
     assert invoke("uninstall", url, "-t", "notes").output == "no rowcast trigger to remove\n"
-    both = invoke("uninstall", url, "-t", "items", "--drop-changes")
-    assert both.exit_code == 2
-    assert "not both" in both.output
-    dropped = invoke("uninstall", url, "--drop-changes")
-    assert dropped.exit_code == 0
-    assert "dropped tables rowcast_changes" in dropped.output
+    assert triggers_of(url) == [f"rowcast_items_{op}" for op in ("delete", "insert", "update")]
+
+
+def test_uninstall_lists_everything_and_keeps_data_unless_told(url: str) -> None:
+    installed(url)  # a relay's triggers, rowcast_changes and its checkpoint in the same file
+    with open_checkpoint(url) as checkpoint:
+        checkpoint.save("1")
+    sql(path_of(url), "INSERT INTO items (name) VALUES ('pending')")
+    dry = invoke("uninstall", url)
+    assert dry.exit_code == 0, dry.output
+    out = dry.output
+    assert "would drop trigger rowcast_items_insert (on items: every write to it is copied" in out
+    assert "would drop table rowcast_changes (capture: a SQLite source's changes, 1 rows)" in out
+    assert "kept (data) table rowcast_checkpoint (relay checkpoints, 1 rows)" in out
+    assert "1 tables of data kept: --yes --include-data drops them too" in out
+    assert "dry run: nothing dropped" in out
+    assert len(triggers_of(url)) == 6
+    result = invoke("uninstall", url, "--yes")
+    assert result.exit_code == 0, result.output
+    assert "dropped table rowcast_changes" in result.output
+    assert triggers_of(url) == []
+    assert [t for t in sql_tables(url) if t.startswith("rowcast_")] == ["rowcast_checkpoint"]
     sql(path_of(url), "INSERT INTO items (name) VALUES ('the app still writes')")
+    everything = invoke("uninstall", url, "--yes", "--include-data")
+    assert "dropped table rowcast_checkpoint" in everything.output
+    assert sql_tables(url) == ["items", "notes"]
+    assert "nothing of rowcast's" in invoke("uninstall", url).output
 
 
 def test_uninstall_refuses_other_urls() -> None:
-    result = invoke("uninstall", "mysql://root@127.0.0.1/test")
+    result = invoke("uninstall", "redis://127.0.0.1/0")
     assert result.exit_code == 2
-    assert "sqlite://" in result.output
+    assert "takes a sqlite://, postgresql:// or mysql:// URL" in result.output

@@ -63,8 +63,8 @@ class PagesLater(TriggerSource):
         self._pages = 0
         self.failed: list[BaseException] = []
 
-    def _install(self, conn: sqlite3.Connection) -> Any:
-        done = super()._install(conn)
+    def _install(self, conn: sqlite3.Connection, *args: Any, **options: Any) -> Any:
+        done = super()._install(conn, *args, **options)
         conn.set_trace_callback(self._traced)
         return done
 
@@ -152,6 +152,7 @@ def test_ts_a_running_source_sealed_itself_is_what_every_later_reader_reads(
     """
     columns = [f"c{i}" for i in range(40)]  # an update's 82 values spill
     db.execute(f"CREATE TABLE rc_wide (id INTEGER PRIMARY KEY, {', '.join(columns)})")
+    TriggerSource(url(path)).install()  # capture from now on (a tail's triggers go with it)
     with streaming(TriggerSource(url(path))) as got:
         db.execute("INSERT INTO test (data) VALUES ('a')")
         wait_for(lambda: len(got) == 1)

@@ -1,7 +1,9 @@
-"""``rowcast uninstall``: remove what a trigger source installed in a SQLite database."""
+"""``rowcast uninstall``: list, then remove, what rowcast left in a database."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
 from urllib.parse import urlsplit
 
 import click
@@ -22,69 +24,122 @@ __all__ = ["uninstall"]
     "-t",
     multiple=True,
     metavar="PATTERN",
-    help="Only the triggers of these tables: patterns such as 'orders' or 'shop_*' "
-    "(repeat the option or separate with commas). Default: every table's.",
-)
-@click.option(
-    "--drop-changes",
-    is_flag=True,
-    help="Also drop rowcast_changes (with the changes not read yet), rowcast_layouts, "
-    "rowcast_readers and rowcast_state; every table's triggers go with them.",
+    help="SQLite: only the triggers of these tables: patterns such as 'orders' or 'shop_*' "
+    "(repeat the option or separate with commas); rowcast's tables stay.",
 )
 @click.option(
     "--yes",
     "--apply",
     "apply",
     is_flag=True,
-    help="PostgreSQL: drop what is listed (without it, only list it and the SQL).",
+    help="Drop what is listed (without it, only list it with the SQL that drops it).",
 )
-def uninstall(url: str, tables: tuple[str, ...], drop_changes: bool, apply: bool) -> None:
-    """Remove what rowcast left in the database at URL.
+@click.option(
+    "--include-data",
+    is_flag=True,
+    help="With --yes, also drop rowcast's tables that hold data others write or keep: the "
+    "outbox, checkpoints, an event store, a replica's registry (listed as kept otherwise).",
+)
+def uninstall(url: str, tables: tuple[str, ...], apply: bool, include_data: bool) -> None:
+    """List what rowcast left in the database at URL; --yes removes it.
 
-    sqlite:///app.db: rowcast's capture triggers (the app's tables and data are
-    not touched; stop the sources reading URL first: a running source installs
-    its triggers again when it sees them gone). postgresql://...: rowcast's
-    replication slots and publications, listed with the SQL that drops them;
-    --yes drops them (never a slot being read: it names the reader's pid).
+    sqlite:///app.db: the capture triggers and rowcast_changes with its helper
+    tables (stop the relays reading URL first: a running one installs its
+    triggers again). postgresql://...: replication slots and publications
+    (never a slot being read: it names the reader's pid). mysql://host/db (every
+    database without one): the binlog source creates nothing there; rowcast's
+    tables of data are listed. Tables that hold data (rowcast_outbox,
+    rowcast_checkpoint, an event store's) are kept unless --include-data. The
+    app's own tables and rows are never touched.
     """
     scheme = urlsplit(url).scheme.lower().split("+", 1)[0]
-    if scheme in ("postgresql", "postgres"):
-        _postgres(url, apply)
-        return
-    if scheme != "sqlite":
-        raise ConfigError(
-            f"rowcast uninstall removes a sqlite:// source's triggers; {masked(url)} is not one "
-            "(the MySQL binlog source installs nothing in the database)"
-        )
-    from ..sources.sqlite import uninstall as remove
-    from ..sources.sqlite.triggers import OWN
-
     patterns = table_patterns(tables)
-    names = remove(url, patterns or None, drop_changes)
+    if patterns and scheme != "sqlite":
+        raise click.UsageError("--tables is for sqlite:// URLs (a SQLite source's triggers)")
+    if scheme in ("postgresql", "postgres"):
+        from ..sources.postgres.objects import uninstall as remove
+
+        _report(url, remove(url, apply=apply), apply, include_data)
+    elif scheme == "sqlite" and patterns:
+        _sqlite_tables(url, patterns, apply)
+    elif scheme == "sqlite":
+        from ..sources.sqlite import leftovers as sqlite
+
+        found = sqlite.leftovers(url)
+        dropped = sqlite.remove(url, include_data=include_data) if apply else []
+        _report(url, found, apply, include_data, dropped)
+    elif scheme in ("mysql", "mariadb"):
+        from ..sources.mysql import leftovers as mysql
+
+        found = mysql.leftovers(url)
+        dropped = mysql.remove(url, include_data=include_data) if apply else []
+        _report(url, found, apply, include_data, dropped)
+        Console(highlight=False).print(
+            "(the binlog source itself creates nothing in the database: a relay's position is "
+            "in its checkpoint, its server id is held only while it reads)",
+            soft_wrap=True,
+        )
+    else:
+        raise ConfigError(
+            f"rowcast uninstall takes a sqlite://, postgresql:// or mysql:// URL, not {masked(url)}"
+        )
+
+
+def _report(
+    url: str,
+    found: Sequence[Any],
+    apply: bool,
+    include_data: bool,
+    dropped: Sequence[Any] | None = None,
+) -> None:
+    """One line per leftover: dropped, would be dropped, or kept (data)."""
     console = Console(highlight=False)
-    for name in names:
-        console.print(f"dropped trigger {name}", soft_wrap=True, markup=False)
-    if drop_changes:
-        console.print("dropped tables " + ", ".join(OWN))
-    elif not names:
-        console.print("no rowcast trigger to remove", soft_wrap=True)
-
-
-def _postgres(url: str, apply: bool) -> None:
-    from ..sources.postgres.objects import uninstall as remove
-
-    found = remove(url, apply=apply)
-    console = Console(highlight=False)
-    if not found:
-        console.print(f"nothing of rowcast's in {masked(url)}", soft_wrap=True)
-        return
+    gone = {(o.kind, o.name) for o in dropped} if dropped is not None else set()
+    kept = 0
     for leftover in found:
+        key = (leftover.kind, leftover.name)
+        data = getattr(leftover, "data", False) and not include_data
         reader = f", read now by pid {leftover.active_pid}" if leftover.active_pid else ""
-        done = "dropped" if apply else "would drop"
+        if data:
+            kept += 1
+            done = "kept (data)"
+        elif apply and (dropped is None or key in gone):
+            done = "dropped"
+        else:
+            done = "would drop"
         console.print(
             f"{done} {leftover.kind} {leftover.name} ({leftover.detail}{reader}): {leftover.sql}",
             soft_wrap=True,
             markup=False,
         )
+    if not found:
+        console.print(f"nothing of rowcast's in {masked(url)}", soft_wrap=True)
+        return
+    if kept:
+        console.print(f"{kept} tables of data kept: --yes --include-data drops them too")
     if not apply:
+        console.print("dry run: nothing dropped; run again with --yes to drop these")
+
+
+def _sqlite_tables(url: str, patterns: list[str], apply: bool) -> None:
+    """The triggers of some tables only (rowcast's tables stay: others' triggers use them)."""
+    from ..sources.sqlite import uninstall as remove
+    from ..sources.sqlite.file import matcher
+    from ..sources.sqlite.leftovers import leftovers
+
+    wanted = matcher(tuple(patterns))
+    found = [
+        o
+        for o in leftovers(url)
+        if o.kind == "trigger" and wanted(o.detail.removeprefix("on ").split(":", 1)[0])
+    ]
+    if apply:
+        remove(url, patterns)
+    console = Console(highlight=False)
+    for leftover in found:
+        done = "dropped" if apply else "would drop"
+        console.print(f"{done} trigger {leftover.name}: {leftover.sql}", soft_wrap=True)
+    if not found:
+        console.print("no rowcast trigger to remove", soft_wrap=True)
+    elif not apply:
         console.print("dry run: nothing dropped; run again with --yes to drop these")

@@ -1,12 +1,14 @@
 """The SQLite trigger source: `TriggerSource`, `uninstall` and ``rowcast doctor``'s `diagnose`.
 
 One module per part: `source` (the `TriggerSource` and its positions),
-`readers` (checkpointed readers and pruning), `triggers` (the SQL side:
+`readers` (checkpointed readers and pruning), `tails` (readers without a
+checkpoint, which leave nothing behind), `triggers` (the SQL side:
 rowcast's tables and triggers), `decode` (their rows back into changes),
-`snapshot` (the initial snapshot), `file` (URL, connection, table patterns) and
-`doctor` (the checks of ``rowcast doctor``).
+`snapshot` (the initial snapshot), `file` (URL, connection, table patterns),
+`doctor` (the checks of ``rowcast doctor``) and `leftovers` (``rowcast uninstall``).
 """
 
-from .source import TriggerSource, diagnose, uninstall
+from .leftovers import uninstall
+from .source import TriggerSource, diagnose
 
 __all__ = ["TriggerSource", "diagnose", "uninstall"]

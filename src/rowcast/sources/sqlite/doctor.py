@@ -65,25 +65,40 @@ def _diagnose(
             + (f", or widen tables= ({', '.join(tables)})" if tables else ""),
         )
     )
+    every = ", ".join(t.name for t in triggers.tables(conn, lambda table: True)) or "none"
+    for pattern in tables or ():
+        count = len(triggers.tables(conn, matcher((pattern,))))
+        checks.append(
+            Check(
+                f"tables {pattern}",
+                bool(count),
+                f"matches {count} tables" if count else "matches no table",
+                f"fix the pattern: this database's tables are {every}; --allow-empty if they "
+                "are created later",
+            )
+        )
     have = triggers.installed(conn)
     work = triggers.plan(conn, wanted)
-    install = "run rowcast tail URL --to now once (it installs the triggers and returns)"
+    install = "a running source re-creates them at once; else start the relay"
     outdated = triggers.outdated(conn)
-    upgrade = "read what it holds with that version, then rowcast uninstall URL --drop-changes"
+    upgrade = "read what it holds with that version, then rowcast uninstall URL --yes"
     for table in found:
         names = [triggers.trigger_name(table.name, op) for op in ("insert", "update", "delete")]
         missing = [n for n in names if n not in have]
         stale = [n for n, _, _ in work.create if n in names and n in have]
-        if missing:
-            value, fix = f"missing {', '.join(missing)}", install
+        if missing:  # as a missing PostgreSQL slot: made by the reader that needs it
+            value = (
+                f"not installed ({', '.join(missing)}): a relay installs them when it starts "
+                "and keeps them; a tail installs its own and removes them when it stops"
+            )
+            fix = ""
         elif outdated:
             value, fix = "made by an older rowcast", upgrade
         elif stale:
-            value = "out of date (its columns changed)"
-            fix = "a running source re-creates them at once; else " + install
+            value, fix = "out of date (its columns changed)", install
         else:
             value, fix = "installed, up to date", ""
-        checks.append(Check(f"triggers on {table.name}", not (missing or stale), value, fix))
+        checks.append(Check(f"triggers on {table.name}", not stale and not outdated, value, fix))
     if outdated:
         checks.append(Check("rowcast_changes format", False, "an older rowcast's format", upgrade))
     if triggers.has_tables(conn):

@@ -10,8 +10,9 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from ..._url import masked
 from ...errors import ConfigError
+from .triggers import tables
 
-__all__ = ["connect", "matcher", "parse_url"]
+__all__ = ["check_patterns", "connect", "matcher", "parse_url"]
 
 
 def parse_url(url: str) -> tuple[str, dict[str, str]]:
@@ -62,3 +63,17 @@ def matcher(patterns: tuple[str, ...] | None) -> Any:
     return lambda table: any(
         fnmatch.fnmatchcase(table, p) or fnmatch.fnmatchcase(f"main.{table}", p) for p in patterns
     )
+
+
+def check_patterns(conn: sqlite3.Connection, url: str, patterns: tuple[str, ...] | None) -> None:
+    """A `ConfigError` for each pattern that matches no table, with the tables there are."""
+    if not patterns:
+        return
+    names = [t.name for t in tables(conn, lambda table: True)]
+    missing = [p for p in patterns if not tables(conn, matcher((p,)))]
+    if missing:
+        raise ConfigError(
+            f"{url}: tables {', '.join(map(repr, missing))} match no table: fix the pattern; "
+            f"this database's tables are {', '.join(names) or 'none'} (--allow-empty if they "
+            "are created later)"
+        )

@@ -64,6 +64,7 @@ reads on from there: see `rowcast.sources.sqlite.snapshot`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import sqlite3
 import time
@@ -74,15 +75,15 @@ from ..._url import masked
 from ...change import Change
 from ...errors import ConfigError, SourceError
 from ..base import Diagnosis, LogSource
-from . import readers, triggers
+from . import readers, tails, triggers
 from . import snapshot as snapshots
 from .decode import Decoder, Row
-from .file import connect, matcher, parse_url
+from .file import check_patterns, connect, matcher, parse_url
 
 if TYPE_CHECKING:
     from ...checkpoint import Checkpoint
 
-__all__ = ["TriggerSource", "diagnose", "uninstall"]
+__all__ = ["TriggerSource", "diagnose"]
 
 log = logging.getLogger("rowcast.sources.sqlite")
 
@@ -130,6 +131,7 @@ class TriggerSource(LogSource):
         server_id: int | None = None,
         snapshot: str = "never",
         snapshot_chunk: int = 1000,
+        allow_empty: bool = False,
     ) -> None:
         self.path, options = parse_url(url)
         self.url = masked(url)  # the source's name in messages
@@ -163,6 +165,9 @@ class TriggerSource(LogSource):
         self._schema: int | None = None
         self._decoder = Decoder(self._wanted)
         self._incarnation: int | None = None  # of rowcast's tables, when this source read them
+        self.allow_empty = bool(allow_empty)  # a pattern matching no table is no typo
+        self._patterns_checked = False
+        self._joined = False  # whether this tail is recorded in rowcast_state
 
     # ------------------------------------------------------------------ public
 
@@ -174,9 +179,19 @@ class TriggerSource(LogSource):
         """
         super().stop()
 
+    @property
+    def temporary(self) -> bool:
+        """Whether this reader leaves nothing behind (no checkpoint: a tail; see `tails`)."""
+        return self.checkpoint is None
+
     def check(self) -> None:
-        """Open the file and install the triggers now: `ConfigError` says what is wrong."""
-        self.install()
+        """Open the file and install the triggers now (a temporary reader: tried, rolled
+        back): `ConfigError` says what is wrong."""
+        if self.temporary:
+            with contextlib.closing(connect(self.path, self.timeout)) as conn:
+                self._install(conn, keep=False)
+        else:
+            self.install()
 
     def install(self) -> list[str]:
         """Create rowcast's tables and the captured tables' triggers now; their names, made."""
@@ -194,16 +209,25 @@ class TriggerSource(LogSource):
 
     def _iterate(self) -> Iterator[list[Change]]:
         conn = connect(self.path, self.timeout)
+        tail = tails.key() if self.temporary else None
         try:
-            yield from self._stream(conn)
+            yield from self._stream(conn, tail)
         except sqlite3.Error as e:
             raise SourceError(f"{self.url}: reading rowcast_changes failed: {e}") from e
         finally:
-            conn.close()
+            try:
+                if tail is not None and self._joined:
+                    tails.leave_logged(conn, tail, self.url)
+            finally:
+                conn.close()
 
     # ------------------------------------------------------------------ internals
 
-    def _install(self, conn: sqlite3.Connection) -> triggers.Plan:
+    def _install(
+        self, conn: sqlite3.Connection, keep: bool = True, tail: str | None = None
+    ) -> triggers.Plan:
+        """Make rowcast's tables and triggers true (rolled back without `keep`); what the
+        `tail` (its record) makes is marked as a tail's (see `tails`)."""
         if sqlite3.sqlite_version_info < triggers.SQLITE:
             raise ConfigError(
                 f"{self.url}: this Python's SQLite is {sqlite3.sqlite_version}; the trigger "
@@ -213,7 +237,14 @@ class TriggerSource(LogSource):
             # the triggers and every seal must outlive a power loss: a seal lost would
             # let a later reader group the changes it bounds otherwise (other ids)
             conn.execute("PRAGMA synchronous = FULL")
-            done = triggers.apply(conn, self._wanted)
+            if not (self._patterns_checked or self.allow_empty):  # once: tables come and go
+                check_patterns(conn, self.url, self.tables)
+                self._patterns_checked = True
+            mark = functools.partial(tails.mark, tail=tail) if tail else None
+            done = triggers.apply(conn, self._wanted, mark, keep)
+            self._joined = self._joined or bool(tail and done.create)
+            if keep and not tail and self.checkpoint is not None:
+                tails.adopt(conn, self._wanted)  # what tails made here is a relay's now
         except sqlite3.OperationalError as e:
             if "readonly" in str(e) or "read-only" in str(e):
                 raise ConfigError(
@@ -222,6 +253,8 @@ class TriggerSource(LogSource):
                     "file and its directory"
                 ) from e
             raise SourceError(f"{self.url}: installing the triggers failed: {e}") from e
+        if not keep:  # only tried
+            return done
         for name in done.drop:
             log.info("%s: dropped trigger %s", self.url, name)
         for name, _, _ in done.create:
@@ -232,13 +265,15 @@ class TriggerSource(LogSource):
         if self._incarnation is not None and incarnation != self._incarnation:
             raise SourceError(
                 f"{self.url}: rowcast_changes was dropped and made again while this source "
-                "read it (rowcast uninstall --drop-changes?): the changes written in between "
+                "read it (rowcast uninstall --yes?): the changes written in between "
                 "are lost to it, and its position means nothing in the new table; start "
                 "again (start='start', a new checkpoint)"
             )
         return done
 
-    def _resolve(self, conn: sqlite3.Connection, start: str) -> tuple[int, int | None]:
+    def _resolve(
+        self, conn: sqlite3.Connection, start: str, own: bool = True
+    ) -> tuple[int, int | None]:
         if self.checkpoint is None:
             return self._start(conn, start)
         # A checkpointed reader is recorded in rowcast_readers before it reads, in the
@@ -254,7 +289,8 @@ class TriggerSource(LogSource):
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-        self._own_start(str(cursor))  # after the record: a saved position is always a known one
+        if own:  # after the record: a saved position is always a known one
+            self._own_start(str(cursor))
         return cursor, end
 
     def _check_known(self, conn: sqlite3.Connection) -> None:
@@ -275,7 +311,7 @@ class TriggerSource(LogSource):
             raise ConfigError(
                 f"{self.url}: checkpoint {self.checkpoint.url} holds position {saved}, but "
                 "this database has no record of that reader: rowcast_changes was dropped and "
-                "made again since it was saved (rowcast uninstall --drop-changes?), or the "
+                "made again since it was saved (rowcast uninstall --yes?), or the "
                 "checkpoint is another database's (or was moved). Resuming would skip "
                 "changes: remove the checkpoint to read from start= again"
             )
@@ -294,7 +330,9 @@ class TriggerSource(LogSource):
             if cursor < pruned:
                 raise ConfigError(
                     f"{self.url}: the changes after position {cursor} were pruned (up to "
-                    f"{pruned}); start from 'start' or a newer position, or raise retain="
+                    f"{pruned}), and reading on would skip them: copy the tables as they are "
+                    "now (--snapshot initial with an emptied checkpoint, or a backfill); "
+                    "raise retain= so that it does not happen again"
                 )
             if cursor > max(last, pruned):
                 raise ConfigError(
@@ -315,13 +353,16 @@ class TriggerSource(LogSource):
             end = int(self.end)
         return cursor, end
 
-    def _stream(self, conn: sqlite3.Connection) -> Iterator[list[Change]]:
+    def _stream(self, conn: sqlite3.Connection, tail: str | None) -> Iterator[list[Change]]:
         self._incarnation = None
-        self._install(conn)
+        self._joined = False  # whether a tail is recorded (it made something, or others did)
+        self._install(conn, tail=tail)
+        if tail is not None and not self._joined:  # triggers other tails made: recorded,
+            self._joined = tails.join_if_marked(conn, tail, self.url)  # so none removes them
         self._incarnation = triggers.incarnation(conn)
         cut = snapshots.plan(self._resume_from(), self.snapshot)
         start = (cut.point or "now") if cut else self._resume_from()
-        cursor, end = self._resolve(conn, start)
+        cursor, end = self._resolve(conn, start, own=cut is None)  # a snapshot saves its own
         self.position = str(cursor)
         if cut is not None:  # the rows first, then what came after them (see `snapshot`)
             snapshot = snapshots.Snapshot(
@@ -350,7 +391,7 @@ class TriggerSource(LogSource):
             (version,) = conn.execute("PRAGMA data_version").fetchone()  # before the look
             (schema,) = conn.execute("PRAGMA schema_version").fetchone()
             if schema != self._schema:
-                self._install(conn)
+                self._install(conn, tail=tail)
             found = False
             for group in self._groups(conn, cursor):
                 found = True
@@ -450,28 +491,6 @@ class TriggerSource(LogSource):
 
     def _prune(self, conn: sqlite3.Connection) -> int:
         return readers.prune(conn, self.url, self.checkpoint, self.retain)
-
-
-def uninstall(
-    url: str, tables: Iterable[str] | None = None, drop_changes: bool = False
-) -> list[str]:
-    """Drop rowcast's triggers (on the tables `tables` matches); their names.
-
-    With `drop_changes`, every rowcast trigger goes (whatever `tables`) and then
-    rowcast's tables with the changes not read yet. A running source installs
-    its triggers again at its next read: stop sources first.
-    """
-    if drop_changes and tables:
-        raise ConfigError(
-            "dropping rowcast_changes removes every table's triggers (they write to it); "
-            "give tables or drop_changes, not both"
-        )
-    path, _ = parse_url(url)
-    with contextlib.closing(connect(path)) as conn:
-        try:
-            return triggers.remove(conn, matcher(tuple(tables) if tables else None), drop_changes)
-        except sqlite3.Error as e:
-            raise ConfigError(f"{masked(url)}: removing rowcast's triggers failed: {e}") from e
 
 
 def diagnose(url: str) -> Diagnosis:

@@ -195,7 +195,7 @@ def create_tables(conn: sqlite3.Connection) -> None:
     if outdated(conn):
         raise ConfigError(
             f"{CHANGES} holds changes in an older rowcast's format: read what it holds "
-            "with that version, then drop it (rowcast uninstall URL --drop-changes) and "
+            "with that version, then drop it (rowcast uninstall URL --yes) and "
             "start the source again"
         )
     for statement in _SCHEMA.split(";"):
@@ -375,16 +375,24 @@ def spills(conn: sqlite3.Connection) -> list[str]:
     ]
 
 
-def apply(conn: sqlite3.Connection, wanted: Callable[[str], bool]) -> Plan:
+def apply(
+    conn: sqlite3.Connection,
+    wanted: Callable[[str], bool],
+    inside: Callable[[sqlite3.Connection, Plan, bool], None] | None = None,
+    keep: bool = True,
+) -> Plan:
     """Create rowcast's tables and make the triggers true, in one write transaction.
 
     Plans first without the write lock and takes it only when there is work:
     a reader that finds everything in place writes nothing. Returns what it did.
+    `inside(conn, plan, made)` runs in that transaction at its end (`made`: rowcast's
+    tables were made in it); without `keep` the transaction is rolled back (a check).
     """
     if has_tables(conn) and not outdated(conn) and not any(plan(conn, wanted)):
         return Plan([], [])
     conn.execute("BEGIN IMMEDIATE")
     try:
+        made = not has_tables(conn)
         create_tables(conn)
         work = plan(conn, wanted)  # again, under the lock: another reader may have done it
         for name in work.drop:
@@ -405,7 +413,9 @@ def apply(conn: sqlite3.Connection, wanted: Callable[[str], bool]) -> Plan:
             else:
                 _widen(conn, shape.values)
             conn.execute(trigger_sql(table, op, id_, bool(shape.spill)))
-        conn.execute("COMMIT")
+        if inside is not None:
+            inside(conn, work, made)
+        conn.execute("COMMIT" if keep else "ROLLBACK")
     except BaseException:
         if conn.in_transaction:
             conn.execute("ROLLBACK")

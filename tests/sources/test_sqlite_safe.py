@@ -1,0 +1,129 @@
+"""TriggerSource leaves nothing behind a tail and refuses typos (issue 17), no server needed.
+
+A reader without a checkpoint (``rowcast tail``) removes, when the last such reader
+stops, the triggers tails installed (and rowcast_changes when a tail made it); never
+those a relay (a reader with a checkpoint) installed or uses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rowcast import ConfigError
+from rowcast.checkpoint import open_checkpoint
+from rowcast.sources.sqlite import TriggerSource
+from rowcast.sources.sqlite.tails import TAIL
+from tests.conftest import wait_for
+from tests.sources.test_sqlite_source import db, fresh, path, read, streaming, url
+
+__all__ = ["db", "path"]  # fixtures
+
+
+def triggers(path: Path) -> list[str]:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger' ORDER BY 1")
+        return [name for (name,) in rows]
+
+
+def tables(path: Path) -> list[str]:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY 1")
+        return [name for (name,) in rows]
+
+
+TEST = ["rowcast_test_delete", "rowcast_test_insert", "rowcast_test_update"]
+
+
+def relay(path: Path) -> TriggerSource:
+    return TriggerSource(url(path), checkpoint=open_checkpoint(f"{path}.pos"), poll=0.02)
+
+
+def test_a_tail_removes_what_it_installed_and_the_app_writes_on(
+    path: Path, db: sqlite3.Connection
+) -> None:
+    with streaming(TriggerSource(url(path), poll=0.02)) as got:
+        assert triggers(path) == TEST
+        db.execute("INSERT INTO test (data) VALUES ('seen')")
+        wait_for(lambda: got)
+    assert triggers(path) == []  # was: left behind, filling rowcast_changes for ever
+    assert tables(path) == ["test"]  # rowcast_changes too: the tail made it
+    db.execute("INSERT INTO test (data) VALUES ('the app writes on')")
+
+
+def test_a_tail_keeps_what_a_relay_installed(path: Path, db: sqlite3.Connection) -> None:
+    relay(path).install()
+    assert read(path) == []  # a tail reads, and stops
+    assert triggers(path) == TEST
+    db.execute("INSERT INTO test (data) VALUES ('x')")
+    assert [c.after for tx in relay_read(path) for c in tx] == [{"id": 1, "data": "x"}]
+
+
+def relay_read(path: Path) -> list[list]:  # type: ignore[type-arg]
+    source = TriggerSource(
+        url(path), start="start", end="now", checkpoint=open_checkpoint(f"{path}.pos")
+    )
+    return list(source)
+
+
+def test_a_relay_that_starts_while_a_tail_reads_adopts_its_triggers(
+    path: Path, db: sqlite3.Connection
+) -> None:
+    with streaming(TriggerSource(url(path), poll=0.02)):
+        assert triggers(path) == TEST
+        relay(path).install()  # a relay starts (its check) on the tail's triggers
+    assert triggers(path) == TEST  # the relay's now: the tail left them
+
+
+def test_the_last_of_two_tails_removes_the_triggers(path: Path) -> None:
+    first = TriggerSource(url(path), poll=0.02)
+    with streaming(first):
+        with streaming(TriggerSource(url(path), poll=0.02)):
+            assert triggers(path) == TEST
+        assert triggers(path) == TEST  # the first still reads: the second left them
+    assert triggers(path) == []
+
+
+def test_a_killed_tail_leaves_its_triggers_until_the_next_tail_leaves(path: Path) -> None:
+    code = (
+        "import os, sys; from rowcast.sources.sqlite import TriggerSource; "
+        f"source = iter(TriggerSource({url(path)!r}, poll=0.02)); "
+        "import threading; threading.Timer(0.5, lambda: os._exit(9)).start(); next(source)"
+    )
+    assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 9  # no exit
+    assert triggers(path) == TEST
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        (dead,) = conn.execute(
+            "SELECT count(*) FROM rowcast_state WHERE key LIKE ?", (f"{TAIL}%",)
+        ).fetchone()
+    assert dead >= 1  # its record and its marks
+    assert read(path) == []  # the next tail: its pid is gone, so what it made goes too
+    assert triggers(path) == []
+
+
+def test_check_of_a_tail_installs_nothing(path: Path) -> None:
+    TriggerSource(url(path)).check()
+    assert triggers(path) == []
+    assert tables(path) == ["test"]
+
+
+def test_a_pattern_that_matches_no_table_is_refused_with_the_tables(tmp_path: Path) -> None:
+    file = fresh(tmp_path / "app.db")
+    checkpoint = open_checkpoint(str(tmp_path / "rd.pos"))
+    for source in (
+        TriggerSource(url(file), tables=["tset", "test"]),
+        TriggerSource(url(file), tables=["tset", "test"], checkpoint=checkpoint),
+    ):
+        with pytest.raises(ConfigError) as caught:
+            next(iter(source))
+        assert "tables 'tset' match no table" in str(caught.value)
+        assert "this database's tables are test" in str(caught.value)
+        assert "--allow-empty" in str(caught.value)
+    assert triggers(file) == []
+    later = TriggerSource(url(file), tables=["later"], allow_empty=True, end="now")
+    assert list(later) == []
