@@ -117,3 +117,28 @@ def test_the_same_relay_started_twice_is_refused_and_the_first_reads_on(
         wait_for(lambda: keys(out) == [10] or first.poll() is not None, 60)
         assert first.poll() is None
     assert "reconnecting" not in out.with_suffix(".err").read_text()
+
+
+def test_uninstall_lists_rowcast_tables_and_drops_data_only_when_told(admin: Any) -> None:
+    from click.testing import CliRunner
+
+    from rowcast.checkpoint import open_checkpoint
+    from rowcast.cli import main
+
+    with open_checkpoint(URL) as checkpoint:  # a relay's checkpoint, kept in the database
+        checkpoint.save("mysql-bin.000001:4")
+    dry = CliRunner().invoke(main, ["uninstall", URL])
+    assert dry.exit_code == 0, dry.output
+    assert f"kept (data) table {DB}.rowcast_checkpoint (relay checkpoints, 1 rows)" in dry.output
+    assert "the binlog source itself creates nothing in the database" in dry.output
+    kept = CliRunner().invoke(main, ["uninstall", URL, "--yes"])
+    assert kept.exit_code == 0, kept.output
+    with admin.cursor() as cur:
+        cur.execute(f"SHOW TABLES FROM {DB} LIKE 'rowcast%'")
+        assert cur.fetchall() == (("rowcast_checkpoint",),)
+    gone = CliRunner().invoke(main, ["uninstall", URL, "--yes", "--include-data"])
+    assert f"dropped table {DB}.rowcast_checkpoint" in gone.output
+    with admin.cursor() as cur:
+        cur.execute(f"SHOW TABLES FROM {DB} LIKE 'rowcast%'")
+        assert cur.fetchall() == ()
+    assert f"nothing of rowcast's in {URL}" in CliRunner().invoke(main, ["uninstall", URL]).output

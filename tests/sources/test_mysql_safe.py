@@ -7,6 +7,7 @@ test is about the default one.
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -183,3 +184,25 @@ def test_a_reader_whose_connections_were_killed_takes_its_id_again(admin: Any) -
         wait_for(lambda: len(got) == 1)
     assert [c.pk for c in got] == [20]
     execute(admin, f"DELETE FROM {DB}.t WHERE id = 20")
+
+
+# ----------------------------------------------------------------- a checkpoint behind the server
+
+
+def test_a_checkpoint_in_purged_binlogs_is_an_error_naming_the_recovery(
+    admin: Any, tmp_path: Path
+) -> None:
+    with admin.cursor() as cur:
+        cur.execute("SHOW BINARY LOGS")
+        oldest = str(cur.fetchone()[0])
+    purged = re.sub(r"\d+$", lambda m: "0" * len(m.group()), oldest)  # before every binlog
+    checkpoint = open_checkpoint(str(tmp_path / "rd.pos"))
+    checkpoint.save(f"{purged}:4")
+    source = BinlogSource(url(), checkpoint=checkpoint, end="now", server_id=server_id())
+    with pytest.raises(ConfigError) as caught:
+        list(source)
+    message = str(caught.value)
+    assert f"the binlog of position {purged}:4 was purged" in message
+    assert "empty the checkpoint and copy the tables' rows as they are now" in message
+    assert "(--snapshot initial, or a backfill)" in message
+    assert checkpoint.load() == f"{purged}:4"  # nothing skipped silently

@@ -74,6 +74,13 @@ def _replication() -> Any:
     return pymysqlreplication, event, row_event
 
 
+_RECOVER = (
+    "the changes since are gone from the server, and reading on would skip them. To "
+    "recover, copy the tables as they are now (--snapshot initial with an emptied "
+    "checkpoint, or a backfill), then read on from there"
+)
+
+
 def _file_pos(position: str, accepted: str = "a GTID set, 'now' or 'start'") -> tuple[str, int]:
     name, sep, offset = position.rpartition(":")
     if not sep or not name or not offset.isdigit():
@@ -269,8 +276,8 @@ class BinlogSource(LogSource):
     def _fatal(self, error: Exception, where: str) -> Exception | None:
         if _server_code(error) == 1236:  # the server has no such position
             return ConfigError(
-                f"{self.url.masked} cannot send the binlog from {where}: "
-                f"{error.args[-1]} (purged? start from 'start' or a newer position)"
+                f"{self.url.masked} cannot send the binlog from {where}: {error.args[-1]} "
+                f"(purged?): {_RECOVER}"
             )
         return None
 
@@ -300,7 +307,7 @@ class BinlogSource(LogSource):
                     raise ConfigError(f"{self.url.masked}: {_health.purged(start, oldest)}")
                 raise ConfigError(
                     f"{self.url.masked} has no binlog position {start}: its binlogs run from "
-                    f"{oldest}:4 to {now} (purged, or a position from another server?)"
+                    f"{oldest}:4 to {now} (a position from another server?)"
                 )
         if start == "now":
             start = now
