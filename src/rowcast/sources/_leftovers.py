@@ -20,6 +20,7 @@ CAPTURE = ("rowcast_changes", "rowcast_layouts", "rowcast_readers", "rowcast_sta
 DATA = {
     "rowcast_outbox": "the transactional outbox (the app writes to it)",
     "rowcast_checkpoint": "relay checkpoints",
+    "rowcast_report": "relay and consumer reports (rowcast status)",
     "rowcast_events": "an event store's events",
     "rowcast_snapshots": "an event store's snapshots",
     "rowcast_subscriptions": "an event store's subscriptions",
