@@ -41,6 +41,7 @@ def test_the_keys_are_the_flags_and_arguments_of_the_command() -> None:
         "to",
         "checkpoint",
         "tables",
+        "allow-empty",  # added to the command since, as snapshot-chunk: nothing to change here
         "from",
         "snapshot",
         "snapshot-chunk",  # added to the command since: the file takes it with no change here
@@ -152,8 +153,8 @@ def test_check_reports_every_mistake_with_its_line_and_the_fix(tmp_path: Path) -
         "start with -, amqp://, amqps://, memory://, nats://, postgres://, postgresql://, "
         "redis://, rediss://, sqlite://, tls://",
         f"  {path}:4: [relay] batch-sise: unknown key; did you mean 'batch-size'? [relay] takes "
-        "source, to, checkpoint, tables, from, snapshot, snapshot-chunk, batch-size, on-error, "
-        "dead-letter, stall-after, report-interval, "
+        "source, to, checkpoint, tables, allow-empty, from, snapshot, snapshot-chunk, "
+        "batch-size, on-error, dead-letter, stall-after, report-interval, "
         "log-format, metrics-port, source-process, server-id",
         f"  {path}:5: [relay] snapshot: 'inital' is not one of 'initial', 'never'.",
         f"  {path}:6: [relay] metrics-port: is an integer, not '9400'",

@@ -369,7 +369,7 @@ SCENARIOS: dict[str, tuple[Scenario, tuple[int, ...], str]] = {
         (2,),
         "",
     ),
-    "uninstall-mysql": (lambda w, p, t: ["uninstall", w.url(w.mysql, p)], (2,), "installs"),
+    "uninstall-mysql": (lambda w, p, t: ["uninstall", w.url(w.mysql, p)], (0,), "creates nothing"),
     # config check
     "config-check": (
         lambda w, p, t: ["config", "check", str(_config(w, p, t))],
