@@ -161,8 +161,8 @@ def test_mysql_a_checkpoint_in_purged_binlogs(mysql_db: str, tmp_path: Path) -> 
     result = invoke(args)
     assert result.exit_code == 2, result.output  # was: a silent skip of what was lost
     said = one_paragraph(result)
-    assert "the binlog at mysql-bin.000000:4 was purged" in said
-    assert "--snapshot initial with an emptied checkpoint, or a backfill" in said
+    assert "the binlog of position mysql-bin.000000:4 was purged" in said
+    assert "copy the tables' rows as they are now (--snapshot initial, or a backfill)" in said
 
 
 # ----------------------------------------------------------------- PostgreSQL

@@ -34,7 +34,8 @@ __all__ = ["Hold", "derived_id", "lock_name", "random_id", "refuse_a_taken_id"]
 
 _DERIVED = (100_000, 2_000_000_000)  # base and span of derived ids
 _RANDOM = (2_100_000_000, 2_000_000_000)  # of random ones: above every derived id
-_KEEP_EVERY = 30.0  # seconds between looks at whether the lock is still held
+_KEEP_EVERY = 5.0  # seconds between looks at whether the lock is still held (the binlog
+# library reconnects a lost stream by itself: the lock may have gone with the server)
 
 
 def derived_id(url: ServerURL, checkpoint: Any) -> int:
@@ -120,7 +121,7 @@ class Hold:
         self._conn, self._checked = conn, time.monotonic()
 
     def keep(self, *, now: bool = False) -> None:
-        """Make sure the lock is still this reader's (every 30 s, or `now`): taken again
+        """Make sure the lock is still this reader's (every 5 s, or `now`): taken again
         after its connection was lost (a server restart, ``wait_timeout``), a `ConfigError`
         when another reader took the id meanwhile. A server still away raises its
         connection error (worth a reconnect)."""

@@ -167,4 +167,3 @@ def is_connection_error(error: BaseException) -> bool:
         # ends the COPY stream: psycopg2 then says "no COPY in progress", a DatabaseError)
         return True
     return str(code).startswith(_RETRY_CODES)
-
