@@ -73,11 +73,13 @@ from .rows import RowDecoder, lookup_types, primary_key
 from .server import PgURL, check_name, connect, parse_url
 from .snapshot import Snapshot, plan, snapshot_tables
 from .stream import (
+    Feedback,
     check_position,
     close_stream,
     confirmed,
     in_use,
     is_connection_error,
+    keep_up,
     refuse_a_busy_slot,
     resolve_positions,
     temporary_slot,
@@ -290,6 +292,7 @@ class LogicalSource(LogSource):
             """One connection's worth: from `resume`, which it moves on."""
             nonlocal resume, told, handed, confirm, explicit, looked
             stream, begun = self._open_stream(resume)
+            feedback = Feedback(stream, lambda lsn: keep_up(self.checkpoint, lsn))
             if resume and begun > resume:  # a tail's new temporary slot begins after it
                 if explicit:
                     close_stream(stream, 0)
@@ -309,7 +312,7 @@ class LogicalSource(LogSource):
             explicit = False
             self._streamed = True
             try:
-                for changes, lsn in self._messages(stream, end):
+                for changes, lsn in self._messages(feedback, end):
                     if lsn is None:  # the end is reached
                         return
                     yield changes
@@ -324,8 +327,8 @@ class LogicalSource(LogSource):
                         # checkpoint never stays behind a confirmed position
                         confirm = self._confirmable(lsn, handed)
                         looked = now
-                    if confirm:
-                        stream.send_feedback(write_lsn=confirm, flush_lsn=confirm, force=force)
+                    if confirm or force:
+                        feedback.send(confirm, force=force)
                     told = now if force else told
                     resume, self.position = lsn, format_lsn(lsn)
                     if end is not None and lsn >= end:
@@ -335,7 +338,7 @@ class LogicalSource(LogSource):
                     last = self._confirmable(resume, handed)
                 except Exception:  # the checkpoint is unreadable: confirm nothing new
                     last = confirm
-                close_stream(stream, last)
+                feedback.close(last)
 
         yield from self._reconnecting(
             replication, lambda: format_lsn(resume) if resume else f"slot {self.slot}"
@@ -421,18 +424,20 @@ class LogicalSource(LogSource):
                 decode=False,
                 start_lsn=resume,
                 options={"proto_version": "1", "publication_names": self.publication},
-                status_interval=self.feedback,
+                status_interval=self.feedback * Feedback.STATUS_EVERY,  # it sends its own
             )
         except BaseException:
             conn.close()
             raise
         return cur, begun
 
-    def _messages(self, cur: Any, end: int | None) -> Iterator[tuple[list[Change], int | None]]:
+    def _messages(
+        self, feed: Feedback, end: int | None
+    ) -> Iterator[tuple[list[Change], int | None]]:
         """(changes, end LSN) per transaction, changes empty when none is wanted;
         ``([], None)`` once `end` is reached."""
-        conn = cur.connection
-        read, decode = cur.read_message, pgo.decode
+        cur, conn = feed.cur, feed.cur.connection
+        read, decode = feed.read, pgo.decode
         decoder = RowDecoder(self.tables, self._lookup_types, self._primary_key)
         rows: list[Any] = []
         begin: pgo.Begin | None = None
@@ -458,7 +463,7 @@ class LogicalSource(LogSource):
                     yield [], wal_end
                     continue
                 if not select.select([conn], [], [], self.heartbeat)[0] and end is not None:
-                    cur.send_feedback(reply=True)  # where is the server? (its keepalive says)
+                    feed.send(reply=True)  # where is the server? (its keepalive says)
                 continue
             m = decode(msg.payload)
             kind = type(m)

@@ -8,14 +8,16 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+from collections.abc import Callable
 from typing import Any
 
 from ...errors import ConfigError
 from .._snapshot import is_position, parse
-from .pgoutput import parse_lsn
+from .pgoutput import format_lsn, parse_lsn
 from .server import Unreachable, psycopg2
 
 __all__ = [
+    "Feedback",
     "behind_the_slot",
     "check_position",
     "close_stream",
@@ -23,6 +25,7 @@ __all__ = [
     "exported_slot",
     "in_use",
     "is_connection_error",
+    "keep_up",
     "parse_position",
     "refuse_a_busy_slot",
     "resolve_positions",
@@ -167,3 +170,68 @@ def is_connection_error(error: BaseException) -> bool:
         # ends the COPY stream: psycopg2 then says "no COPY in progress", a DatabaseError)
         return True
     return str(code).startswith(_RETRY_CODES)
+
+
+class Feedback:
+    """One replication stream's reads and status messages: the slot never confirmed past
+    what the checkpoint holds.
+
+    psycopg2 confirms on its own: at a server keepalive, when the reader confirmed every
+    data message read so far (its flush position at least the last message's start), it
+    moves the flush position on to the keepalive's WAL end, sent with the next status
+    message. Nothing of the reader's lies in between, but a checkpoint left behind it
+    would look, at a restart, like changes another reader took. So `read` keeps how far
+    psycopg2 may have moved on by itself (`bound`), and every status message `send`
+    sends is preceded by `keep_up` (the reader's: the checkpoint moved there first).
+    psycopg2's own periodic messages are made rare (`STATUS_EVERY` times the reader's
+    interval): the reader sends its own. A reply the server asks for (after half its
+    ``wal_sender_timeout`` without a word, so only when the reader was not reading) is
+    the one message sent unguarded.
+    """
+
+    STATUS_EVERY = 10
+
+    def __init__(self, cur: Any, keep_up: Callable[[int], None]) -> None:
+        self.cur = cur
+        self.keep_up = keep_up
+        self.flushed = 0  # the highest flush position told to psycopg2
+        self.data_start = 0  # where the last data message read starts
+        self.bound = 0  # how far psycopg2 may have moved the flush position by itself
+        self.kept = 0  # the bound the checkpoint was last brought up to
+
+    def read(self) -> Any:
+        """The next message (None: none ready), as ``read_message``."""
+        may = self.flushed >= self.data_start  # every message read so far is confirmed
+        msg = self.cur.read_message()
+        if msg is not None:
+            self.data_start = msg.data_start
+        if may and self.cur.wal_end > self.bound:
+            self.bound = self.cur.wal_end
+        return msg
+
+    def send(self, confirm: int = 0, *, force: bool = False, reply: bool = False) -> None:
+        """``send_feedback`` with `confirm` as written and flushed, the checkpoint first
+        brought up to what psycopg2 may add to it when the message goes now."""
+        if (force or reply) and self.bound > self.kept:
+            self.keep_up(self.bound)
+            self.kept = self.bound
+        self.cur.send_feedback(write_lsn=confirm, flush_lsn=confirm, reply=reply, force=force)
+        self.flushed = max(self.flushed, confirm)
+
+    def close(self, confirm: int) -> None:
+        """Tell the server the last confirmed position, then hang up (never raises)."""
+        with contextlib.suppress(Exception):
+            if confirm or self.bound > self.kept:
+                self.send(confirm, force=True)
+        with contextlib.suppress(Exception):
+            self.cur.connection.close()
+
+
+def keep_up(checkpoint: Any, lsn: int) -> None:
+    """Bring `checkpoint` (None: nothing to do) up to `lsn`, where psycopg2 may confirm the
+    slot by itself (only when nothing read is left unconfirmed: see `Feedback`)."""
+    saved = checkpoint.load() if checkpoint is not None else None
+    if checkpoint is None or (saved and saved.startswith("snapshot")):
+        return
+    if lsn > (parse_lsn(saved) if saved else 0):
+        checkpoint.save(format_lsn(lsn))
