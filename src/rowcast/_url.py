@@ -2,20 +2,37 @@
 
 `query`, `number` and `boolean` read the options of a broker URL, for the sinks and
 the consumers alike; `unknown_option` is the one error for an option nobody takes,
-naming the option, its value and the closest known one.
+naming the option, its value and the closest known one. `check_query` gives it for a
+database URL's option that neither rowcast nor the driver takes (pymysql and redis-py
+raise a bare ``TypeError`` on connect, libpq says ``invalid connection option`` without
+the value, SQLite ignores it); `driver_options` lists a driver's. `made_directory`
+makes the directory of a file a URL names, or says why it cannot.
 """
 
 from __future__ import annotations
 
 import difflib
+import functools
+import inspect
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from .errors import ConfigError
 
-__all__ = ["boolean", "masked", "number", "query", "unknown_option"]
+__all__ = [
+    "boolean",
+    "check_query",
+    "driver_options",
+    "made_directory",
+    "masked",
+    "number",
+    "pairs",
+    "query",
+    "unknown_option",
+]
 
 
 def masked(url: str) -> str:
@@ -47,18 +64,49 @@ _PASSWORD_OPTION = re.compile(r"((?:^|&)password=)[^&]*", re.IGNORECASE)
 _PASSWORD_TEXT = re.compile(r"(://[^:/@]*:)[^@]*@")
 
 
-def unknown_option(url: str, name: str, value: str, what: str, known: Iterable[str]) -> ConfigError:
+def made_directory(what: str, directory: Path) -> None:
+    """Create `directory` (and its parents) for `what`, or a `ConfigError` with the fix."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        blocking = next((p for p in (directory, *directory.parents) if p.exists()), directory)
+        why = (
+            f"{str(blocking)!r} is a file, not a directory"
+            if blocking.exists() and not blocking.is_dir()
+            else e.strerror or str(e)
+        )
+        raise ConfigError(
+            f"{what}: cannot make the directory {str(directory)!r} ({why}); give a path in "
+            "a directory this user can write"
+        ) from None
+
+
+def unknown_option(
+    url: str,
+    name: str,
+    value: str,
+    what: str,
+    known: Iterable[str],
+    *,
+    closest: Iterable[str] | None = None,
+    others: str = "",
+) -> ConfigError:
     """The error for option `name` (given as ``name=value``) that `what` does not take.
 
-    It names the option and its value, the closest of the `known` options when one is
-    close (a typo), and all of them.
+    It names the option and its value, the closest of the `known` options (or of
+    `closest`, when given) when one is close (a typo), and all the `known` ones;
+    `others` names the rest it takes (e.g. "libpq's connection options").
     """
     names = list(known)
-    close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+    candidates = list(closest) if closest is not None else names
+    close = difflib.get_close_matches(name, candidates, n=1, cutoff=0.6)
     hint = f"did you mean {close[0]!r}? " if close else ""
+    takes = ", ".join(names)
+    if others:
+        takes = f"{takes} and {others}" if takes else others
     return ConfigError(
         f"{masked(url)}: unknown option {name!r} (in {name}={value}); {hint}{what} takes "
-        + (", ".join(names) if names else "no option")
+        + (takes or "no option")
     )
 
 
@@ -148,3 +196,98 @@ def boolean(url: str, name: str, given: Any, options: dict[str, str], default: b
     if word in _BOOLEANS:
         return _BOOLEANS[word]
     raise ConfigError(f"{masked(url)}: {name} is true or false, not {value!r}")
+
+
+# the options SQLAlchemy's SQLite dialect and sqlite3's URI filenames read
+_SQLITE = frozenset(
+    {
+        "timeout",
+        "isolation_level",
+        "detect_types",
+        "check_same_thread",
+        "cached_statements",
+        "uri",
+        "mode",
+        "cache",
+        "vfs",
+        "immutable",
+        "nolock",
+        "psow",
+        "modeof",
+    }
+)
+# SQLAlchemy's MySQL dialects translate these before pymysql sees them
+_MYSQL_SQLALCHEMY = frozenset({"ssl_capath", "ssl_cipher", "ssl_check_hostname"})
+_DRIVER = {
+    "postgresql": "libpq's",
+    "mysql": "pymysql's",
+    "sqlite": "SQLite's",
+    "redis": "redis-py's",
+    "rabbitmq": "pika's",
+}
+
+
+@functools.cache
+def driver_options(backend: str) -> frozenset[str] | None:
+    """The query options `backend`'s driver takes ("postgresql", "mysql", "sqlite",
+    "redis"), or None when it is not installed or unknown."""
+    try:
+        if backend == "sqlite":
+            return _SQLITE
+        if backend == "postgresql":
+            import psycopg
+
+            return frozenset(d.keyword.decode() for d in psycopg.pq.Conninfo.get_defaults())
+        if backend == "mysql":
+            import pymysql
+
+            signature = inspect.signature(pymysql.connections.Connection.__init__)
+            return frozenset(signature.parameters) - {"self"} | _MYSQL_SQLALCHEMY
+        if backend == "rabbitmq":
+            import pika
+
+            prefix = "_set_url_"
+            return frozenset(
+                n[len(prefix) :] for n in dir(pika.URLParameters) if n.startswith(prefix)
+            )
+        if backend == "redis":
+            import redis.connection
+
+            names = set(redis.connection.URL_QUERY_ARGUMENT_PARSERS)
+            for cls in (redis.connection.AbstractConnection, redis.connection.ConnectionPool):
+                names |= set(inspect.signature(cls.__init__).parameters)
+            return frozenset(names - {"self", "kwargs", "connection_kwargs"})
+    except ImportError:
+        return None
+    return None
+
+
+def check_query(
+    url: str,
+    pairs: Iterable[tuple[str, str]],
+    backend: str,
+    what: str,
+    own: Iterable[str] = (),
+) -> None:
+    """A `ConfigError` for the first of `pairs` (name, value) that neither `what` (its
+    options `own`) nor `backend`'s driver takes; nothing when the driver is unknown."""
+    mine = list(own)
+    known = driver_options(backend)
+    if known is None:
+        return
+    for name, value in pairs:
+        if name not in known and name not in mine:
+            raise unknown_option(
+                url,
+                name,
+                value,
+                what,
+                mine,
+                closest=[*mine, *sorted(known)],
+                others=f"{_DRIVER.get(backend, 'the driver')} connection options",
+            )
+
+
+def pairs(query: Mapping[str, str | tuple[str, ...]]) -> list[tuple[str, str]]:
+    """A SQLAlchemy URL's query (a value, or a tuple of them) as (name, value) pairs."""
+    return [(k, v) for k, vs in query.items() for v in ([vs] if isinstance(vs, str) else vs)]

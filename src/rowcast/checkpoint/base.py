@@ -55,7 +55,7 @@ from .. import backends
 from .._url import masked
 from ..errors import ConfigError, StoreError
 
-__all__ = ["BaseCheckpoint", "Checkpoint", "open_checkpoint", "parse_report"]
+__all__ = ["BaseCheckpoint", "Checkpoint", "open_checkpoint", "parse_report", "reason"]
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,199}")
 _SCHEMES = "a file path, file:///abs/path, sqlite:///x.db, postgresql://, mysql://, redis://"
@@ -132,7 +132,7 @@ class BaseCheckpoint:
 
     def _fail(self, operation: str, error: BaseException) -> NoReturn:
         raise StoreError(
-            f"checkpoint {self.name!r} at {self.url}: {operation} failed: {error}"
+            f"checkpoint {self.name!r} at {self.url}: {operation} failed: {reason(error)}"
         ) from error
 
     def _load(self) -> str | None:
@@ -146,6 +146,14 @@ class BaseCheckpoint:
 
     def _close(self) -> None:
         pass
+
+
+def reason(error: BaseException) -> str:
+    """A driver error in one line: the DB-API error under SQLAlchemy's wrapper (without its
+    background link), or the error itself."""
+    inner = getattr(error, "orig", None) or error
+    lines = [line.strip() for line in str(inner).splitlines() if line.strip()]
+    return " ".join(lines) or type(inner).__name__
 
 
 def parse_report(text: str | bytes, where: str) -> dict[str, Any]:

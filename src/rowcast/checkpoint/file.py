@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from .._url import made_directory
 from ..errors import ConfigError, StoreError
 from .base import BaseCheckpoint, parse_report
 
@@ -39,10 +40,15 @@ class FileCheckpoint(BaseCheckpoint):
         self.path = base if name == "default" else base.with_name(f"{base.name}.{name}")
         if self.path.is_dir():
             raise ConfigError(f"checkpoint path {str(self.path)!r} is a directory; give a file")
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            self._fail(f"creating directory {str(self.path.parent)!r}", e)
+        made_directory(f"checkpoint {self.url}", self.path.parent)
+        directory = self.path.parent
+        if not os.access(directory, os.W_OK) or (
+            self.path.exists() and not os.access(self.path, os.W_OK)
+        ):
+            raise ConfigError(
+                f"checkpoint {self.url}: this user cannot write {str(self.path)!r}; give a "
+                "path in a directory this user can write"
+            )
 
     def _load(self) -> str | None:
         try:

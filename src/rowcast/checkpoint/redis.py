@@ -7,7 +7,7 @@ import time
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from .._url import masked
+from .._url import check_query, masked
 from ..backends import missing_extra
 from ..errors import ConfigError, StoreError
 from .base import BaseCheckpoint, parse_report
@@ -34,6 +34,8 @@ class RedisCheckpoint(BaseCheckpoint):
             raise missing_extra("redis", "a Redis checkpoint", e) from e
         self.key = f"rowcast:checkpoint:{name}"
         self._errors = redis.RedisError
+        pairs = parse_qsl(urlsplit(url).query, keep_blank_values=True)
+        check_query(url, pairs, "redis", "a Redis checkpoint", ("name",))
         try:
             if not re.fullmatch(r"/?\d*", urlsplit(url).path):  # redis-py would use db 0
                 raise ValueError("the path is the database number: redis://host:6379/0")

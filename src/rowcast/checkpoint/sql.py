@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from pathlib import Path
 from typing import Any
 
-from .._url import masked
+from .._url import check_query, made_directory, masked, pairs
 from ..backends import missing_extra
 from ..errors import ConfigError, StoreError
-from .base import BaseCheckpoint, parse_report
+from .base import BaseCheckpoint, parse_report, reason
 
 __all__ = ["SQLCheckpoint"]
 
@@ -21,6 +22,22 @@ _DRIVERS = {  # bare schemes -> the drivers rowcast's extras install
     "mariadb": "mysql+pymysql",
 }
 _EXTRAS = {"sqlite": None, "postgresql": "postgres", "mysql": "mysql", "mariadb": "mysql"}
+_FAMILY = {"sqlite": "sqlite", "postgresql": "postgresql", "mysql": "mysql", "mariadb": "mysql"}
+
+
+def _sqlite_file(url: str, file: Path) -> None:
+    """Make sure `file` can be a SQLite database: not a directory, its directory made."""
+    if file.is_dir():
+        raise ConfigError(
+            f"checkpoint {url}: {str(file)!r} is a directory; give a file in it, e.g. "
+            f"sqlite:///{file / 'relay.db'}"
+        )
+    made_directory(f"checkpoint {url}", file.parent)
+    if not os.access(file.parent, os.W_OK) or (file.exists() and not os.access(file, os.W_OK)):
+        raise ConfigError(
+            f"checkpoint {url}: this user cannot write {str(file)!r} (nor the journal "
+            "beside it); give a path in a directory this user can write"
+        )
 
 
 class SQLCheckpoint(BaseCheckpoint):
@@ -42,6 +59,16 @@ class SQLCheckpoint(BaseCheckpoint):
         self._reports = _report_table()
         self._report_table_made = False
         self._errors = sa.exc.SQLAlchemyError
+        try:
+            with self._engine.connect():
+                pass
+        except self._errors as e:
+            self._engine.dispose()
+            raise StoreError(
+                f"checkpoint {self.name!r} at {self.url}: cannot connect ({reason(e)}): is the "
+                "server running, and are the URL's host, port, user, password and database "
+                "right?"
+            ) from e
         try:
             self._table.create(self._engine, checkfirst=True)
         except self._errors as e:
@@ -191,13 +218,13 @@ def _engine(url: str, shown: str) -> Any:
         raise ConfigError(f"malformed database URL {shown}: {e}") from e
     if backend not in _EXTRAS:
         raise ConfigError(f"no SQL checkpoint for {shown}; use sqlite://, postgresql://, mysql://")
+    check_query(url, pairs(target.query), _FAMILY[backend], "a SQL checkpoint", ("name",))
     if backend == "sqlite":
         database = target.database or ""
         if database in ("", ":memory:") or "mode=memory" in database:
             raise ConfigError(f"{shown} is lost at exit; use sqlite:///path/to/file.db")
         if not database.startswith("file:"):
-            with contextlib.suppress(OSError):  # else sqlite's own error says more
-                Path(database).expanduser().absolute().parent.mkdir(parents=True, exist_ok=True)
+            _sqlite_file(shown, Path(database).expanduser().absolute())
     elif backend in ("mysql", "mariadb") and "charset" not in target.query:
         target = target.update_query_dict({"charset": "utf8mb4"})
     try:

@@ -62,7 +62,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from .._url import boolean, masked, number, query
+from .._url import boolean, check_query, masked, number, query
 from ..backends import missing_extra
 from ..change import Change
 from ..errors import ConfigError, PermanentSinkError, SinkError, TransientSinkError
@@ -382,4 +382,5 @@ class _Confirms:
 def _parse(url: str) -> tuple[dict[str, str], str]:
     """rowcast's options, and the URL with pika's options only."""
     options, _, rest = query(url, "the RabbitMQ sink", ("amqp", "amqps"), _OPTIONS, others=True)
+    check_query(url, rest, "rabbitmq", "the RabbitMQ sink", _OPTIONS)
     return options, urlunsplit(urlsplit(url)._replace(query=urlencode(rest)))

@@ -63,7 +63,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.exc import NoSuchTableError, SQLAlchemyError
 
-from .._url import masked
+from .._url import check_query, masked, pairs
 from ..change import Action, Change
 from ..errors import ConfigError, PermanentSinkError
 from ._dberrors import describe, sink_error
@@ -118,6 +118,8 @@ class ReplicationSink:
         self._create = create_option in {"true", "1", "yes"}
         self._names = Names(self.url, parse_map(self.url, query.get("map", map)), self._schema)
         target = target.difference_update_query(_OPTIONS)
+        family = target.get_backend_name().replace("mariadb", "mysql")
+        check_query(url, pairs(target.query), family, "a replication sink", _OPTIONS)
         try:
             self._engine = sa.create_engine(target)
         except (SQLAlchemyError, ImportError, ValueError) as e:

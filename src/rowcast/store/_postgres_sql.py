@@ -17,7 +17,7 @@ from typing import Final
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from urllib.parse import quote as url_quote
 
-from .._url import masked
+from .._url import check_query, masked
 from ..errors import ConfigError
 from .types import ANY, NO_STREAM, STREAM_EXISTS, ExpectedVersion
 
@@ -77,6 +77,7 @@ def parse_url(
         ) from None
     own = {k: v for k, v in query if k in _OPTIONS}
     rest = [(k, v) for k, v in query if k not in _OPTIONS]
+    check_query(url, rest, "postgresql", "a PostgreSQL event store", _OPTIONS)
     name = schema if schema is not None else own.get("schema")
     if name is not None:
         _check_schema(name, shown)

@@ -55,6 +55,7 @@ from typing import Any, Final, NoReturn, TypeVar
 from urllib.parse import quote
 
 from .._speedups import uuid_from_bytes
+from .._url import made_directory, masked
 from ..codec import object_hook
 from ..errors import ConfigError, StoreError, WrongExpectedVersion
 from ._core import EncodedBatch, decode_state, refused_append, version_matches
@@ -193,10 +194,7 @@ class SQLiteEventStore(EventStore):
                     self._missing(f"the file {str(file)!r} does not exist")
                 database = f"file:{quote(str(file))}?mode=rw"  # never creates the file
             else:
-                try:
-                    file.parent.mkdir(parents=True, exist_ok=True)
-                except OSError as e:
-                    self._fail(f"creating directory {str(file.parent)!r}", e)
+                made_directory(f"event store {masked(url)}", file.parent)
                 database = str(file)
             self.path = str(file)
         try:

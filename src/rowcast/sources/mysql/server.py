@@ -12,12 +12,14 @@ import re
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from ..._url import masked
+from ..._url import masked, unknown_option
 from ...backends import missing_extra
 from ...errors import ConfigError
 from ..base import Check
 
-__all__ = ["Check", "ServerURL", "Unreachable", "connect", "diagnose", "parse_url"]
+__all__ = ["OPTIONS", "Check", "ServerURL", "Unreachable", "connect", "diagnose", "parse_url"]
+
+OPTIONS = ("tables", "server_id", "start", "read_default_file")  # a binlog source's
 
 
 class Unreachable(ConfigError):
@@ -86,7 +88,10 @@ def parse_url(url: str) -> ServerURL:
         port = parts.port or 3306
     except ValueError as e:
         raise ConfigError(f"{masked(url)!r} has a bad port: {e}") from e
-    options = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    options = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
+    for name, value in options.items():
+        if name not in OPTIONS:
+            raise unknown_option(url, name, value, "a MySQL/MariaDB source", OPTIONS)
     option_file = options.get("read_default_file")
     if option_file and not os.path.isfile(os.path.expanduser(option_file)):
         raise ConfigError(
@@ -109,7 +114,7 @@ def connect(url: ServerURL) -> Any:
     """A pymysql connection, or a `ConfigError` saying why there is none."""
     pymysql = _pymysql()
     try:
-        return pymysql.connect(**url.settings(), autocommit=True, charset="utf8mb4")
+        conn = pymysql.connect(**url.settings(), autocommit=True, charset="utf8mb4")
     except pymysql.err.OperationalError as e:
         code = e.args[0] if e.args else None
         if code == 1045:
@@ -123,6 +128,23 @@ def connect(url: ServerURL) -> Any:
                 f"listening on {url.host}:{url.port}?"
             ) from e
         raise ConfigError(f"{url.masked}: cannot connect: {e}") from e
+    if url.database:
+        with conn.cursor() as cur:
+            cur.execute("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA ORDER BY 1")
+            names = [str(row[0]) for row in cur.fetchall()]
+        visible = [n for n in names if n not in _SYSTEM]
+        # a user with only the replication privileges sees no database: nothing to tell then
+        if visible and url.database not in names:
+            conn.close()
+            raise ConfigError(
+                f"{url.masked}: the server has no database {url.database!r} that this user "
+                f"can see (it has: {', '.join(visible)}); fix the database in the URL's path, "
+                "or leave the path out"
+            )
+    return conn
+
+
+_SYSTEM = frozenset({"information_schema", "mysql", "performance_schema", "sys"})
 
 
 _PRIVILEGES = {

@@ -17,7 +17,7 @@ import re
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from ..._url import masked
+from ..._url import check_query, masked
 from ...backends import missing_extra
 from ...errors import ConfigError
 
@@ -84,6 +84,8 @@ def parse_url(url: str) -> PgURL:
         raise ConfigError(f"{masked(url)!r} has a bad port: {e}") from e
     query = parse_qsl(parts.query, keep_blank_values=True)
     options = {k: v for k, v in query if k in OPTIONS}
+    check_query(url, [(k, v) for k, v in query if k not in OPTIONS], "postgresql",
+                "a PostgreSQL source", OPTIONS)  # fmt: skip
     libpq = urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(
         [(k, v) for k, v in query if k not in OPTIONS]
     ), ""))  # fmt: skip

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import fnmatch
+import os
 import sqlite3
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
-from ..._url import masked
+from ..._url import masked, unknown_option
 from ...errors import ConfigError
 from .triggers import tables
 
-__all__ = ["check_patterns", "connect", "matcher", "parse_url"]
+__all__ = ["OPTIONS", "check_patterns", "connect", "matcher", "parse_url", "read_only_uri"]
+
+OPTIONS = ("tables", "start", "retain")  # the URL options a SQLite source takes
 
 
 def parse_url(url: str) -> tuple[str, dict[str, str]]:
@@ -40,7 +43,30 @@ def parse_url(url: str) -> tuple[str, dict[str, str]]:
             f"no SQLite database at {str(file)!r} ({url}): the file does not exist; "
             "a source reads an existing database (check the path; sqlite:////abs/path)"
         )
-    return str(file), dict(parse_qsl(parts.query))
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    for name, value in pairs:
+        if name not in OPTIONS:
+            raise unknown_option(url, name, value, "a SQLite source", OPTIONS)
+    return str(file), dict(pairs)
+
+
+def read_only_uri(path: str) -> str:
+    """A ``file:`` URI that opens `path` without writing a byte, in it or beside it.
+
+    ``mode=ro``, and ``immutable=1`` for a database in WAL mode that no connection has
+    open (no ``-wal`` file: SQLite removes it with the last connection), where a
+    read-only connection would otherwise make ``-wal`` and ``-shm`` files it cannot
+    remove.
+    """
+    try:
+        with open(path, "rb") as file:
+            header = file.read(20)
+    except OSError:
+        return f"file:{quote(path)}?mode=ro"
+    wal = len(header) == 20 and header[18] == 2  # the file format's write version
+    if wal and not os.path.exists(f"{path}-wal"):
+        return f"file:{quote(path)}?mode=ro&immutable=1"
+    return f"file:{quote(path)}?mode=ro"
 
 
 def connect(path: str, timeout: float = 30.0) -> sqlite3.Connection:
