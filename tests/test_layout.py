@@ -194,7 +194,7 @@ SOURCES = {
     "_reader.py",  # who a reader is: what it owns is named after its checkpoint
     "_leftovers.py",  # what rowcast leaves in a database, for rowcast uninstall
     "sqlalchemy.py",
-    "outbox.py",
+    "outbox",
     "mysql",
     "postgres",
     "sqlite",

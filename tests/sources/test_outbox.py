@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import secrets
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -167,8 +168,10 @@ class _OutboxContract(SourceContract):
                 session.commit()
 
     def misconfigured_source(self) -> OutboxSource:
-        if self.backend == "sqlite":
-            return OutboxSource(f"outbox+sqlite:///{self.tmp_path / 'no' / 'such' / 'app.db'}")
+        if self.backend == "sqlite":  # (a file that does not exist is refused when opened)
+            garbage = self.tmp_path / "not-a-database.db"
+            garbage.write_text("this is not a SQLite database\n" * 100)
+            return OutboxSource(f"outbox+sqlite:///{garbage}")
         return OutboxSource(f"outbox+{self.backend}://nobody:secret@127.0.0.1:1/nowhere")
 
 
@@ -476,6 +479,7 @@ def test_a_filtered_transaction_does_not_remove_undelivered_ones_before_it(
 
 
 def test_stop_wakes_an_idle_poll(tmp_path: Path) -> None:
+    sqlite3.connect(tmp_path / "idle.db").close()  # the app's database: it must exist
     source = open_source(f"outbox+sqlite:///{tmp_path / 'idle.db'}", poll=60)
     assert isinstance(source, OutboxSource)
     thread = threading.Thread(target=source.run, args=(Hub(),))

@@ -27,6 +27,8 @@ def diagnose(url: str) -> Diagnosis:
     conn = connect(target)  # pymysql is importable from here on
     pymysql = _server._pymysql()
     try:
+        with conn.cursor() as cur:
+            cur.execute("SET SESSION TRANSACTION READ ONLY")  # doctor never writes
         checks = _server.diagnose(conn, target.user)
         checks += scope.checks(conn, target.database, patterns or None)
         checks += _server_id(conn, target)

@@ -27,6 +27,7 @@ def diagnose(url: str) -> Diagnosis:
     conn = connect(target)
     try:
         cur = conn.cursor()
+        cur.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")  # doctor never writes
         checks = setup.all_checks(cur, slot, publication, target.user, tables)
         cur.execute("SELECT version(), current_database(), pg_current_wal_lsn()")
         version, database, lsn = cur.fetchone()

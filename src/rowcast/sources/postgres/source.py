@@ -164,6 +164,7 @@ class LogicalSource(LogSource):
         self._streamed = False  # whether it ever opened the stream
         self._own = False  # whether the publication is rowcast's (new tables join it)
         self._pending: tuple[Any, int] | None = None  # a tail's slot, made for its snapshot
+        self._reached = False  # whether the server was reached (and so objects made)
 
     # ------------------------------------------------------------------ names
 
@@ -243,7 +244,8 @@ class LogicalSource(LogSource):
         try:
             yield from self._read()
         finally:
-            if self.temporary:  # a tail leaves nothing behind (its slot went with its connection)
+            # a tail leaves nothing behind (its slot went with its connection)
+            if self.temporary and self._reached:
                 try:
                     self.drop()
                 except ConfigError as error:
@@ -251,6 +253,7 @@ class LogicalSource(LogSource):
 
     def _read(self) -> Iterator[list[Change]]:
         conn = connect(self.url)
+        self._reached = True
         try:
             cur = conn.cursor()
             self._own = self._setup(cur, busy_ok=True)

@@ -1,6 +1,7 @@
 """``rowcast doctor sqlite:///app.db``: can this file be captured, and is the capture in place.
 
-Reads only (the file is opened read-only): SQLite's version, write
+Reads only (the file is opened read-only, and writes nothing beside it, not even the
+``-wal`` / ``-shm`` files of a WAL database nobody has open): SQLite's version, write
 access to the file and its directory, the journal mode, and for every table
 the URL's ``tables=`` option selects (all by default) whether its three
 triggers are installed and made for its current columns.
@@ -13,13 +14,12 @@ import os
 import sqlite3
 import time
 from pathlib import Path
-from urllib.parse import quote
 
 from ..._url import masked
 from ...errors import ConfigError
 from ..base import Check, Diagnosis
 from . import triggers
-from .file import matcher, parse_url
+from .file import matcher, parse_url, read_only_uri
 
 __all__ = ["diagnose"]
 
@@ -29,7 +29,8 @@ def diagnose(url: str) -> Diagnosis:
     path, options = parse_url(url)
     tables = tuple(options["tables"].split(",")) if "tables" in options else None
     try:
-        conn = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True, isolation_level=None)
+        conn = sqlite3.connect(read_only_uri(path), uri=True)
+        conn.isolation_level = None
     except sqlite3.Error as e:
         raise ConfigError(f"cannot open {path!r}: {e}") from e
     with contextlib.closing(conn):

@@ -1,58 +1,4 @@
-"""The transactional outbox: changes written in the app's own transaction, relayed later.
-
-::
-
-    capture = SessionCapture(Session, hub=hub, outbox=True)     # in the app
-    source = open_source("outbox+postgresql://app@db/shop")    # in the relay
-    for transaction in source: ...                             # or source.run(hub)
-
-`SessionCapture` with ``outbox=True`` inserts one row per captured change into
-the table ``rowcast_outbox`` of the same database, in the same transaction, at
-the end of each flush (and after each captured bulk statement). The database
-keeps what a transaction keeps: a rollback drops its rows, rolling back a
-SAVEPOINT drops the rows written inside it, and a commit makes every row of the
-transaction visible at once. An app killed right after ``commit()`` returns has
-lost nothing: its changes wait in the outbox.
-
-A row holds ``id`` (the outbox sequence, from an auto-increment that is never
-reused: ``AUTOINCREMENT`` on SQLite, ``BIGSERIAL``-like identity on PostgreSQL,
-InnoDB's counter, which MariaDB 10.2.4+ and MySQL 8 keep across restarts),
-``txid`` (the capture's transaction id, also the Changes' ``txid``), ``idx``
-(the change's place in its transaction) and ``body`` (``Change.to_json()``; the
-change's ``ts`` is the time of the flush that wrote it: the commit time is not
-known before the commit). `OUTBOX` is the table, to add to an Alembic
-``MetaData`` with ``OUTBOX.to_metadata(metadata)``; `create_table` creates it;
-both sides also create it when it is missing.
-
-`OutboxSource` reads the outbox as a queue, not a log:
-
-* Transactions come out whole, in the order of their ``position``: the largest
-  outbox id of the transaction, as a string (``"1042"``). Two transactions that
-  wrote the same row come out in commit order (the second waited for the first's
-  row lock before writing its outbox rows, so its ids are larger). Transactions
-  that touched different rows may come out in another order than they committed
-  (ids are handed out at insert time, not at commit), which is why rows are
-  removed by id, never "everything below a position": a transaction that commits
-  late with smaller ids is still relayed.
-* Every row still in the outbox is pending: ``start`` may be ``"now"``,
-  ``"start"`` (both: everything in the outbox) or a position a consumer saved
-  after delivering that transaction, whose rows are then removed first.
-* A transaction's rows are deleted once the consumer moved past it: with
-  ``checkpoint=``, when the checkpoint holds its position or a later one (checked
-  before every read: a relay saves its checkpoint after delivery); otherwise when
-  the consumer asks for the next transaction (``for tx in source`` and `run`
-  handle a transaction before asking for the next), and whenever `ack` is called.
-  A crash between delivery and deletion delivers the transaction again, with the
-  same position, so ``change_id`` (sinks) is the same and deduplicating sinks
-  keep it once. Nothing is deleted before the consumer is done with it.
-* When the outbox is empty it polls every ``poll`` seconds (0.2 by default): SQL
-  has no portable push, so an idle relay costs one indexed ``SELECT`` per poll
-  and a change waits at most that long. `stop` ends the wait at once.
-* One consumer per outbox table: two relays would both deliver every row.
-* A lost connection or a restarting server is retried with backoff; a table that
-  cannot be read (dropped, no privilege) is a `SourceError`, a bad URL or an
-  unreachable server at start a `ConfigError`.
-"""
+"""`OutboxSource`: the ``rowcast_outbox`` table read as a queue (see `rowcast.sources.outbox`)."""
 
 from __future__ import annotations
 
@@ -68,16 +14,16 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
-from .._url import masked
-from ..backends import missing_extra
-from ..change import Change
-from ..errors import ConfigError, SourceError
-from .base import Check, Diagnosis, LogSource
+from ..._url import masked
+from ...change import Change
+from ...errors import ConfigError, SourceError
+from ..base import Check, Diagnosis, LogSource
+from .engine import engine as _engine
 
 if TYPE_CHECKING:
-    from ..checkpoint import Checkpoint
+    from ...checkpoint import Checkpoint
 
-__all__ = ["OUTBOX", "OutboxSource", "create_table", "diagnose"]
+__all__ = ["OUTBOX", "OutboxSource", "create_table", "diagnose", "write"]
 
 log = logging.getLogger("rowcast.sources.outbox")
 
@@ -99,13 +45,6 @@ OUTBOX = sa.Table(
 )
 """The outbox table: ``id`` (sequence), ``txid``, ``idx`` (place in the transaction), ``body``."""
 
-_DRIVERS = {
-    "postgresql": "postgresql+psycopg",
-    "postgres": "postgresql+psycopg",
-    "mysql": "mysql+pymysql",
-    "mariadb": "mysql+pymysql",
-}
-_EXTRAS = {"postgresql": "postgres", "mysql": "mysql", "mariadb": "mysql"}
 _CHUNK = 500
 _ready: weakref.WeakSet[sa.Engine] = weakref.WeakSet()
 _ready_lock = threading.Lock()
@@ -137,28 +76,6 @@ def write(connection: sa.Connection, txid: str, first: int, changes: Sequence[Ch
             raise SourceError(f"rowcast cannot write {change.topic} to the outbox: {e}") from e
         rows.append({"txid": txid, "idx": index, "body": body})
     connection.execute(OUTBOX.insert(), rows)
-
-
-def _engine(url: str) -> sa.Engine:
-    """An engine for ``outbox+<sqlalchemy url>`` (bare schemes get rowcast's drivers)."""
-    scheme, plus, rest = url.partition("+")
-    if scheme.lower() != "outbox" or not plus or "://" not in rest:
-        raise ConfigError(
-            f"not an outbox URL: {masked(url)!r}; write outbox+ before the app's database "
-            "URL, e.g. outbox+postgresql://user@host/db or outbox+sqlite:///app.db"
-        )
-    try:
-        target = sa.make_url(rest)
-        target = target.set(drivername=_DRIVERS.get(target.drivername, target.drivername))
-        backend = target.get_backend_name()
-        if backend in ("mysql", "mariadb") and "charset" not in target.query:
-            target = target.update_query_dict({"charset": "utf8mb4"})
-        return sa.create_engine(target, pool_pre_ping=True)
-    except (sa.exc.NoSuchModuleError, ImportError) as e:
-        extra = _EXTRAS.get(rest.split(":", 1)[0].split("+", 1)[0])
-        raise missing_extra(extra, masked(url), e) from e
-    except (sa.exc.ArgumentError, ValueError, TypeError) as e:
-        raise ConfigError(f"malformed outbox URL {masked(url)}: {e}") from e
 
 
 def _connect_error(url: str, error: sa.exc.SQLAlchemyError) -> ConfigError:
@@ -407,8 +324,9 @@ def _check_position(position: str | None) -> None:
 
 
 def diagnose(url: str) -> Diagnosis:
-    """``rowcast doctor`` for ``outbox+<url>``: the table exists and can be read."""
-    engine = _engine(url)
+    """``rowcast doctor`` for ``outbox+<url>``: the table exists and can be read (in a
+    read-only session: doctor never writes)."""
+    engine = _engine(url, read_only=True)
     target = masked(url)
     try:
         with engine.connect() as conn:
