@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import platform
 import threading
 import time
@@ -136,8 +137,9 @@ def bench_nats(count: int, workers: int, batch: int) -> tuple[float, float]:
 
     async def drop() -> None:
         nc = await nats.connect(NATS)
-        for stream in (name, f"{name}_dead"):
-            await nc.jetstream().delete_stream(stream)
+        for stream in (name, f"{name}_dead"):  # the dead-letter one only if used
+            with contextlib.suppress(nats.js.errors.NotFoundError):
+                await nc.jetstream().delete_stream(stream)
         await nc.close()
 
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import threading
 import time
 import uuid
@@ -113,6 +114,28 @@ def require_redis() -> str:
     finally:
         client.close()
     return REDIS_URL
+
+
+class Hung(BaseException):
+    """A command under test ran past its deadline (see `deadline`)."""
+
+
+@contextlib.contextmanager
+def deadline(seconds: int) -> Iterator[None]:
+    """Raise `Hung` in the main thread if the block is still running after `seconds`:
+    a command that should have stopped at once (bad input) fails the test instead of
+    hanging it. A BaseException, so no ``except Exception`` of the command catches it."""
+
+    def expired(signum: int, frame: Any) -> None:
+        raise Hung(f"still running after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def wait_for(condition: Any, seconds: float = 30) -> None:

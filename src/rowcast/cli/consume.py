@@ -147,10 +147,18 @@ def consume(
     amqp://user:password@host:5672/%2F (?queue=NAME&bind=KEY); see rowcast.consume
     for every option. A change is acknowledged once the handler returned for it; a
     batch that keeps failing has its failing rows parked in the dead-letter place.
+
+    The stream, key or queue must exist (the relay's sink creates its stream): an
+    unknown one is an error that lists those there are. Add create=true to the URL
+    to create it (e.g. nats://host:4222?stream=orders&create=true), so the consumer
+    may start before the relay; a RabbitMQ queue must exist before the relay
+    publishes, so start a group's first consumer with ?create=true.
+
     Stop with Ctrl-C or SIGTERM: the batches being handled finish and are
-    acknowledged, and the exit status is 0. A bad URL or handler, or an unreachable
-    broker, exits with status 2 before anything is handled. With --report, rowcast
-    status shows it (state, rate, lag, last error).
+    acknowledged, and the exit status is 0. A bad URL or handler, an unknown
+    stream or queue, or an unreachable broker exits with status 2 before anything
+    is handled. With --report, rowcast status shows it (state, rate, lag, last
+    error).
     """
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())  # --handler myapp:fn from the project directory

@@ -273,7 +273,7 @@ def broker_name(url: str, what: str) -> str:
 class MemoryTransport:
     """The in-process broker's side of a `rowcast.consume.Consumer` (module docstring)."""
 
-    def __init__(self, url: str, *, group: str = "rowcast") -> None:
+    def __init__(self, url: str, *, group: str = "rowcast", create: bool | None = None) -> None:
         self.url = masked(url)
         self.name = broker_name(url, "the memory consumer")
         self.group = group

@@ -7,8 +7,13 @@ in the ``Nats-Msg-Id`` header.
 URL: ``nats://[user:password@]host[:port][?option=value&...]``, options:
 
 ``stream``
-    the JetStream stream, default ``rowcast``; created as the sink would (subjects
-    ``<prefix>.>``) when missing, so a consumer may start before the relay.
+    the JetStream stream, default ``rowcast``. It must exist (the relay's sink creates
+    it): a missing one is a `ConfigError` that lists the streams there are, unless
+    ``create=true``.
+``create``
+    ``true``: create the stream when missing, as the sink would (subjects
+    ``<prefix>.>``), so a consumer may start before the relay. Default ``false``: a
+    typo in ``stream`` is an error, never a new stream that captures ``<prefix>.>``.
 ``prefix``
     the sink's subject prefix, default ``rowcast``.
 ``subject``
@@ -19,15 +24,18 @@ URL: ``nats://[user:password@]host[:port][?option=value&...]``, options:
     messages it holds (queued locally or being handled) in progress every third of
     the durable's ``ack_wait``, so a slow handler does not get them redelivered.
 ``dead_stream``
-    the dead-letter stream, default ``<stream>_dead``, created when missing with
-    subjects ``<dead_stream>.>``.
+    the dead-letter stream, default ``<stream>_dead``, created with subjects
+    ``<dead_stream>.>`` when the first message is parked, if missing.
 ``timeout``
     seconds to connect and to wait for JetStream's replies, default 10.
 
 The durable consumer is named after the group (``--group``), with explicit acks and
-no delivery limit (rowcast parks what keeps failing); one that exists is used as it
-is. A parked message is published to ``<dead_stream>.<group>.<its subject>`` with its
-body and the headers ``Rowcast-Error`` (one line), ``Rowcast-Group``,
+no delivery limit (rowcast parks what keeps failing), created on the stream when
+missing; one that exists is used as it is. When JetStream refuses a stream because
+its subjects overlap another's (code 10065), the error names that stream.
+
+A parked message is published to ``<dead_stream>.<group>.<its subject>`` with its body
+and the headers ``Rowcast-Error`` (one line), ``Rowcast-Group``,
 ``Rowcast-Subject`` and ``Nats-Msg-Id: <change id>:<group>``; once JetStream stored it,
 the original is acked. Changes given back on stop are nak'ed for prompt redelivery.
 A message with the header ``Rowcast-Replay: <group>`` is a dead letter replayed for that
@@ -46,10 +54,10 @@ from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from .._url import masked, number, query, unknown_option
+from .._url import boolean, masked, number, query, unknown_option
 from ..backends import missing_extra
 from ..errors import ConfigError, SinkError
-from ..sinks._nats import LoopThread, connect
+from ..sinks._nats import LoopThread, connect, overlapping
 from .transport import Delivery, decode
 
 __all__ = ["NatsTransport"]
@@ -57,7 +65,9 @@ __all__ = ["NatsTransport"]
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-_OPTIONS = ("stream", "prefix", "subject", "ack_wait", "dead_stream", "timeout")
+_OPTIONS = ("stream", "prefix", "subject", "ack_wait", "dead_stream", "timeout", "create")
+_OVERLAP = 10065
+_NAME_IN_USE = 10058
 _NAME = re.compile(r"[^.*>/\\\s]{1,255}")
 _MAX_ACK_PENDING = 20_000
 
@@ -76,6 +86,7 @@ class NatsTransport:
         ack_wait: float | None = None,
         dead_stream: str | None = None,
         timeout: float | None = None,
+        create: bool | str | None = None,
     ) -> None:
         self.url = masked(url)
         options, _, unknown = query(url, "this consumer", ("nats", "tls"), _OPTIONS, others=True)
@@ -106,6 +117,7 @@ class NatsTransport:
         self.group = group
         self.ack_wait = number(url, "ack_wait", ack_wait, options, 30.0)
         self.timeout = number(url, "timeout", timeout, options, 10.0)
+        self.create = boolean(url, "create", create, options, False)
         try:
             import nats
             import nats.errors
@@ -120,6 +132,7 @@ class NatsTransport:
         self._js: Any = None
         self._sub: Any = None
         self._generation = 0
+        self._dead_ready = False  # the dead-letter stream is known to exist
         self._ack_wait: float = self.ack_wait  # the durable's own, once connected
         self._loop = LoopThread(
             "rowcast-nats-consumer", f"NATS consumer {self.url}", self.timeout, log
@@ -187,11 +200,11 @@ class NatsTransport:
             log=log,
         )
         self._generation += 1
+        self._dead_ready = False
         js = nc.jetstream(timeout=self.timeout)
         api = self._nats.js.api
         try:
-            await self._ensure_stream(js, self.stream, f"{self.prefix}.>")
-            await self._ensure_stream(js, self.dead_stream, f"{self.dead_stream}.>")
+            await self._ensure_stream(js, self.stream, f"{self.prefix}.>", self.create)
             try:
                 info = await js.consumer_info(self.stream, self.group)
                 waits = [info.config.ack_wait or self.ack_wait, *(info.config.backoff or ())]
@@ -220,15 +233,52 @@ class NatsTransport:
             raise
         self._js = js
 
-    async def _ensure_stream(self, js: Any, name: str, subjects: str) -> None:
+    async def _ensure_stream(self, js: Any, name: str, subjects: str, create: bool) -> None:
+        """Stream `name` exists, or is created with `subjects` if `create`, else an error."""
+        errors = self._nats.js.errors
         try:
             await js.stream_info(name)
-        except self._nats.js.errors.NotFoundError:
-            try:
-                await js.add_stream(name=name, subjects=[subjects])
-            except self._nats.js.errors.BadRequestError as e:
-                if e.err_code != 10058:  # made meanwhile by someone else: fine
-                    raise
+            return
+        except errors.NotFoundError:
+            pass
+        if not create:
+            names = sorted(await self._streams())
+            listed = ", ".join(repr(n) for n in names) if names else "none"
+            raise ConfigError(
+                f"NATS consumer {self.url}: JetStream has no stream {name!r} (it has: "
+                f"{listed}); give ?stream= the stream the relay's sink writes to, or add "
+                f"create=true to create {name!r} for subjects {subjects}"
+            )
+        try:
+            await js.add_stream(name=name, subjects=[subjects])
+            log.info("NATS consumer %s: created stream %s for %s", self.url, name, subjects)
+        except errors.BadRequestError as e:
+            if e.err_code == _NAME_IN_USE:  # made meanwhile by someone else: fine
+                return
+            if e.err_code == _OVERLAP:
+                others = [n for n in await self._holding(subjects) if n != name]
+                shown = ", ".join(repr(n) for n in others) or "(unknown)"
+                raise ConfigError(
+                    f"NATS consumer {self.url}: cannot create stream {name!r} for subjects "
+                    f"{subjects}: they overlap the subjects of stream {shown} (code "
+                    f"{e.err_code}); read that stream (?stream=), pick another ?prefix=, "
+                    "or delete that stream if it is a leftover (nats stream rm NAME)"
+                ) from e
+            raise
+
+    async def _streams(self) -> list[str]:
+        """The names of every JetStream stream (empty when JetStream cannot list them)."""
+        try:
+            return await overlapping(self._nc, "", self.timeout)
+        except (TimeoutError, self._nats.errors.Error, OSError, ValueError):
+            return []
+
+    async def _holding(self, subjects: str) -> list[str]:
+        """The streams whose subjects overlap `subjects` (empty when unknown)."""
+        try:
+            return await overlapping(self._nc, subjects, self.timeout)
+        except (TimeoutError, self._nats.errors.Error, OSError, ValueError):
+            return []
 
     async def _disconnect(self) -> None:
         nc, self._nc, self._js, self._sub = self._nc, None, None, None
@@ -267,6 +317,9 @@ class NatsTransport:
         if self._js is None:
             await self._connect()
         js, generation = self._js, self._generation
+        if not self._dead_ready:
+            await self._ensure_stream(js, self.dead_stream, f"{self.dead_stream}.>", True)
+            self._dead_ready = True
         for delivery, error in parked:
             msg = delivery.token
             line = " ".join(error.split())[:4000]

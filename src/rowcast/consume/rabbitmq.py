@@ -7,14 +7,20 @@ URL: ``amqp://[user:password@]host[:port][/vhost][?option=value&...]`` (``amqps:
 for TLS), rowcast's options:
 
 ``exchange``
-    the sink's topic exchange, default ``rowcast`` (declared durable when missing).
+    the sink's topic exchange, default ``rowcast``.
 ``queue``
-    the durable queue, default ``<exchange>.<group>``; declared and bound when missing.
-    Start the consumer (or declare the queue) before the relay publishes: the sink's
-    messages reach only queues bound at the time.
+    the durable queue, default ``<exchange>.<group>``. It must exist: a missing one is
+    a `ConfigError` (with the fix), unless ``create=true``.
+``create``
+    ``true``: declare the exchange (durable topic) and the queue when missing, and bind
+    the queue with ``bind``. Default ``false``: a typo in ``queue`` is an error, never
+    a new queue. Start the first consumer of a group with ``create=true`` (or declare
+    the queue) before the relay publishes: the sink's messages reach only queues bound
+    at the time.
 ``bind``
     routing keys to bind the queue with (repeat, or separate with commas), e.g.
-    ``shop.orders.*``; default ``#`` (every change).
+    ``shop.orders.*``; default ``#`` (every change) for a queue ``create=true`` makes.
+    Given for a queue that exists, its keys are added to the queue's bindings.
 ``prefetch``
     unacknowledged messages the broker sends ahead (``basic.qos``), default 2000.
 ``timeout``
@@ -23,7 +29,8 @@ for TLS), rowcast's options:
 Every other query parameter is pika's (``heartbeat``, ...). A parked message is
 published, with publisher confirms, to the durable direct exchange
 ``<exchange>.dead`` with the queue's name as routing key, which reaches the durable
-queue ``<queue>.dead``; it keeps the original's body and properties, plus the headers
+queue ``<queue>.dead`` (both declared when the first message is parked); it keeps
+the original's body and properties, plus the headers
 ``x-rowcast-error``, ``x-rowcast-group`` and ``x-rowcast-routing-key``. Then the
 original is acked. Messages not acked when the connection closes (a crash, a stop)
 go back to the queue, in their order. ``rowcast dlq replay`` publishes dead letters
@@ -37,7 +44,7 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-from .._url import masked, number, query
+from .._url import boolean, check_query, masked, number, query
 from ..backends import missing_extra
 from ..errors import ConfigError, SinkError
 from .transport import REPLAY, Delivery, decode
@@ -46,7 +53,8 @@ __all__ = ["RabbitMQTransport"]
 
 log = logging.getLogger(__name__)
 
-_OPTIONS = ("exchange", "queue", "prefetch", "timeout")
+_OPTIONS = ("exchange", "queue", "prefetch", "timeout", "create")
+_NOT_FOUND = 404
 
 
 class RabbitMQTransport:
@@ -62,6 +70,7 @@ class RabbitMQTransport:
         bind: str | Sequence[str] | None = None,
         prefetch: int | None = None,
         timeout: float | None = None,
+        create: bool | str | None = None,
     ) -> None:
         self.url = masked(url)
         options, lists, rest = query(
@@ -71,6 +80,8 @@ class RabbitMQTransport:
         self.queue: str = queue or options.get("queue", f"{self.exchange}.{group}")
         keys = [bind] if isinstance(bind, str) else list(bind or lists.get("bind", []))
         self.bindings: list[str] = keys or ["#"]
+        self._bind_given = bool(keys)  # bind an existing queue only when asked to
+        self.create = boolean(url, "create", create, options, False)
         self.group = group
         self.prefetch = int(number(url, "prefetch", prefetch, options, 2000))
         self.timeout = number(url, "timeout", timeout, options, 10.0)
@@ -84,6 +95,7 @@ class RabbitMQTransport:
             raise missing_extra("rabbitmq", "the RabbitMQ consumer", e) from e
         self._pika = pika
         self._errors = (pika.exceptions.AMQPError, OSError)
+        check_query(url, rest, "rabbitmq", "the RabbitMQ consumer", ("bind", *_OPTIONS))
         pika_url = urlunsplit(urlsplit(url)._replace(query=urlencode(rest)))
         try:
             self._parameters = pika.URLParameters(pika_url)
@@ -103,6 +115,7 @@ class RabbitMQTransport:
         self._connection: Any = None
         self._channel: Any = None
         self._dead: Any = None  # a second channel, in confirm mode, for dead letters
+        self._dead_ready = False  # the dead-letter exchange and queue are declared
         self._buffer: list[Delivery] = []
         self._generation = 0
 
@@ -150,6 +163,8 @@ class RabbitMQTransport:
             if self._connection is None:
                 self._connect()
             generation = self._generation
+            if not self._dead_ready:
+                self._declare_dead()
             for delivery, error in parked:
                 tag, routing_key, properties, body = delivery.token
                 headers = dict(properties.headers or {})
@@ -193,13 +208,14 @@ class RabbitMQTransport:
         self._connection = self._pika.BlockingConnection(self._parameters)
         self._generation += 1
         channel = self._connection.channel()
-        channel.exchange_declare(self.exchange, "topic", durable=True)
-        channel.exchange_declare(f"{self.exchange}.dead", "direct", durable=True)
-        channel.queue_declare(self.dead_queue, durable=True)
-        channel.queue_bind(self.dead_queue, f"{self.exchange}.dead", routing_key=self.queue)
-        channel.queue_declare(self.queue, durable=True)
-        for key in self.bindings:
-            channel.queue_bind(self.queue, self.exchange, routing_key=key)
+        if self.create:
+            channel.exchange_declare(self.exchange, "topic", durable=True)
+            channel.queue_declare(self.queue, durable=True)
+        else:
+            channel = self._existing(channel)
+        if self.create or self._bind_given:
+            for key in self.bindings:
+                channel.queue_bind(self.queue, self.exchange, routing_key=key)
         channel.basic_qos(prefetch_count=self.prefetch)
         generation = self._generation
         buffer = self._buffer = []
@@ -214,6 +230,43 @@ class RabbitMQTransport:
         dead.confirm_delivery()
         self._channel, self._dead = channel, dead
 
+    def _existing(self, channel: Any) -> Any:
+        """`channel`, once the queue (and, to bind it, the exchange) is known to exist; a
+        passive declare that the broker refuses closes the channel: a `ConfigError`."""
+        closed = self._pika.exceptions.ChannelClosedByBroker
+        vhost = self._parameters.virtual_host
+        try:
+            channel.queue_declare(self.queue, passive=True)
+        except closed as e:
+            if e.reply_code != _NOT_FOUND:
+                raise
+            raise ConfigError(
+                f"RabbitMQ consumer {self.url}: vhost {vhost!r} has no queue {self.queue!r}; "
+                "give ?queue= the queue to read (rabbitmqctl list_queues lists them), or add "
+                f"create=true to declare it and bind it to exchange {self.exchange!r} with "
+                + ", ".join(self.bindings)
+            ) from None
+        if self._bind_given:
+            try:
+                channel.exchange_declare(self.exchange, passive=True)
+            except closed as e:
+                if e.reply_code != _NOT_FOUND:
+                    raise
+                raise ConfigError(
+                    f"RabbitMQ consumer {self.url}: vhost {vhost!r} has no exchange "
+                    f"{self.exchange!r} to bind queue {self.queue!r} to; give ?exchange= the "
+                    "relay's sink's exchange, or add create=true to declare it"
+                ) from None
+        return channel
+
+    def _declare_dead(self) -> None:
+        """The dead-letter exchange and queue, declared the first time one is needed."""
+        channel = self._dead
+        channel.exchange_declare(f"{self.exchange}.dead", "direct", durable=True)
+        channel.queue_declare(self.dead_queue, durable=True)
+        channel.queue_bind(self.dead_queue, f"{self.exchange}.dead", routing_key=self.queue)
+        self._dead_ready = True
+
     def _drop(self) -> None:
         connection, self._connection, self._channel, self._dead = (
             self._connection,
@@ -222,6 +275,7 @@ class RabbitMQTransport:
             None,
         )
         self._buffer = []
+        self._dead_ready = False
         if connection is not None and connection.is_open:
             try:
                 connection.close()

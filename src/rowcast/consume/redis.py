@@ -7,8 +7,13 @@ URL: ``redis://[[user]:password@]host[:port][/db][?option=value&...]``, options:
 
 ``stream``
     the stream key(s) to read (repeat it, or separate with commas), e.g. the sink's
-    ``?stream=rowcast:changes``. Without it, every stream ``<prefix>:*`` (the sink's
-    per-table streams), looked for again every few seconds so new tables are read too.
+    ``?stream=rowcast:changes``. Each must exist: a missing one is a `ConfigError` that
+    lists the streams there are, unless ``create=true``. Without it, every stream
+    ``<prefix>:*`` that exists (the sink's per-table streams), looked for again every
+    few seconds so new tables are read too.
+``create``
+    ``true``: create a missing ``stream`` key (empty, with the group), so a consumer
+    may start before the relay. Default ``false``: a typo is an error, never a new key.
 ``prefix``
     the key prefix of per-table streams, default ``rowcast``.
 ``consumer``
@@ -21,15 +26,15 @@ URL: ``redis://[[user]:password@]host[:port][/db][?option=value&...]``, options:
     seconds to connect and to wait for a reply, default 10.
 
 The group (the `group` argument, ``--group``) is created from the stream's first entry
-(``XGROUP CREATE <key> <group> 0 MKSTREAM``) when it does not exist, so a new group
-reads everything the stream still holds. An entry is acknowledged with ``XACK`` once
-handled; a parked entry is added to ``<key>:dead`` with the fields of the original plus
-``error``, ``group``, ``consumer``, ``stream`` and ``entry`` (its id in ``<key>``), in
-one ``MULTI`` with its ``XACK``. Entries stay in the stream after ``XACK`` (trim it with
-the sink's ``maxlen``). On a clean stop, this consumer leaves the group
-(``XGROUP DELCONSUMER``) when it holds no pending entry. An entry with the field
-``rowcast-replay`` is a dead letter replayed for the group it names
-(``rowcast dlq replay``): the other groups acknowledge it unhandled.
+(``XGROUP CREATE <key> <group> 0``, with ``MKSTREAM`` only under ``create=true``) when
+it does not exist, so a new group reads everything the stream still holds. An entry is
+acknowledged with ``XACK`` once handled; a parked entry is added to ``<key>:dead`` with
+the fields of the original plus ``error``, ``group``, ``consumer``, ``stream`` and
+``entry`` (its id in ``<key>``), in one ``MULTI`` with its ``XACK``. Entries stay in the
+stream after ``XACK`` (trim it with the sink's ``maxlen``). On a clean stop, this
+consumer leaves the group (``XGROUP DELCONSUMER``) when it holds no pending entry.
+An entry with the field ``rowcast-replay`` is a dead letter replayed for the group it
+names (``rowcast dlq replay``): the other groups acknowledge it unhandled.
 """
 
 from __future__ import annotations
@@ -42,14 +47,14 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from .._url import masked, number, query, unknown_option
+from .._url import boolean, masked, number, query, unknown_option
 from ..backends import missing_extra
 from ..errors import ConfigError, SinkError
 from .transport import REPLAY, Delivery, decode
 
 __all__ = ["RedisTransport"]
 
-_OPTIONS = ("prefix", "consumer", "claim_after", "timeout")
+_OPTIONS = ("prefix", "consumer", "claim_after", "timeout", "create")
 _RESCAN = 5.0  # seconds between looks for new per-table streams
 
 
@@ -66,6 +71,7 @@ class RedisTransport:
         consumer: str | None = None,
         claim_after: float | None = None,
         timeout: float | None = None,
+        create: bool | str | None = None,
     ) -> None:
         self.url = masked(url)
         options, lists, unknown = query(
@@ -89,6 +95,7 @@ class RedisTransport:
         )
         self.claim_after = number(url, "claim_after", claim_after, options, 60.0)
         self.timeout = number(url, "timeout", timeout, options, 10.0)
+        self.create = boolean(url, "create", create, options, False)
         try:
             import redis
             from redis.backoff import NoBackoff
@@ -197,12 +204,33 @@ class RedisTransport:
         for key in keys:
             if key in self._keys:
                 continue
+            if self.streams and not self.create and not self._client.exists(key):
+                raise ConfigError(
+                    f"Redis consumer {self.url}: no stream {key!r} (there are: "
+                    f"{self._existing()}); give ?stream= the key the relay's sink writes to, "
+                    f"leave ?stream= out to read every {self.prefix}:* stream, or add "
+                    f"create=true to create {key!r}"
+                )
             try:
-                self._client.xgroup_create(key, self.group, id="0", mkstream=True)
+                self._client.xgroup_create(key, self.group, id="0", mkstream=self.create)
             except self._redis.ResponseError as e:
                 if "BUSYGROUP" not in str(e):
                     raise
             self._keys.append(key)
+
+    def _existing(self, most: int = 20) -> str:
+        """The stream keys in the database (at most `most` of them), for an error message."""
+        keys: list[str] = []
+        for key in self._client.scan_iter(_type="STREAM", count=1000):
+            name = key.decode(errors="replace")
+            if not name.endswith(":dead"):
+                keys.append(name)
+            if len(keys) > most:
+                break
+        if not keys:
+            return "none"
+        shown = ", ".join(repr(k) for k in sorted(keys)[:most])
+        return shown + (", ..." if len(keys) > most else "")
 
     def _fetch(self, limit: int, timeout: float) -> list[Delivery]:
         now = time.monotonic()

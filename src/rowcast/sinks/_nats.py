@@ -149,11 +149,12 @@ def refused_access(*errors: BaseException) -> bool:
 
 
 async def overlapping(nc: Any, subject: str, timeout: float) -> list[str]:
-    """The JetStream streams whose subjects overlap `subject` (wildcards too), by name.
+    """The JetStream streams whose subjects overlap `subject` (wildcards too), by name;
+    every stream when `subject` is empty.
 
     The server's own test, through its stream names request filtered by subject.
     """
-    request = json.dumps({"subject": subject}).encode()
+    request = json.dumps({"subject": subject} if subject else {}).encode()
     reply = await nc.request("$JS.API.STREAM.NAMES", request, timeout=timeout)
     names = json.loads(reply.data).get("streams") or []
     return [str(name) for name in names]

@@ -51,6 +51,7 @@ behind its blocking API, so it works from any thread, inside a running loop or n
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import re
@@ -303,9 +304,16 @@ class NatsSink:
         failed = [(i, ack) for i, ack in enumerate(acks) if isinstance(ack, BaseException)]
         if failed:
             index, error = failed[0]
+            holders: list[str] = []
+            if isinstance(error, _Refused) and error.code == _WRONG_STREAM:
+                with contextlib.suppress(
+                    TimeoutError, self._nats.errors.Error, OSError, ValueError
+                ):
+                    holders = await overlapping(nc, f"{self.prefix}.>", self.timeout)
             if not isinstance(error, _Refused):
                 await self._disconnect()
-            raise self._error(error, index, len(messages), refused=len(failed)) from error
+            problem = self._error(error, index, len(messages), refused=len(failed), holders=holders)
+            raise problem from error
 
     async def _on_ack(self, msg: Any) -> None:
         """A publish ack (or refusal) from JetStream, on the reply subject of one message."""
@@ -330,7 +338,14 @@ class NatsSink:
         else:
             future.set_result(None)
 
-    def _error(self, e: BaseException, at: int, total: int, refused: int = 0) -> SinkError:
+    def _error(
+        self,
+        e: BaseException,
+        at: int,
+        total: int,
+        refused: int = 0,
+        holders: list[str] | None = None,
+    ) -> SinkError:
         """`e`, met publishing message `at` of `total`, as the kind of `SinkError` it is."""
         where = f"NATS sink {self.url}, stream {self.stream!r}"
         count = f"{refused} of {total} messages refused" if refused else f"at message {at + 1}"
@@ -341,8 +356,16 @@ class NatsSink:
         elif isinstance(e, _Refused) and e.code in _FULL:
             why = f"{_FULL[e.code]} and discards new messages: {e.description}"
         elif isinstance(e, _Refused) and e.code == _WRONG_STREAM:
-            why = f"another stream holds subjects {self.prefix}.>: {e.description}"
-            kind, fix = PermanentSinkError, "give the sink a ?prefix= no other stream takes"
+            others = [n for n in holders or () if n != self.stream]
+            held = "stream " + ", ".join(repr(n) for n in others) if others else "another stream"
+            why = f"{held} holds subjects {self.prefix}.>: {e.description}"
+            kind, fix = (
+                PermanentSinkError,
+                (
+                    "give the sink a ?prefix= no other stream takes, or relay into that stream "
+                    "(?stream=), or delete it if it is a leftover (nats stream rm NAME)"
+                ),
+            )
         elif isinstance(e, _Refused):
             why = f"{e.description} (code {e.code})"
             kind = TransientSinkError if e.code in _PASSING else PermanentSinkError

@@ -197,10 +197,15 @@ class ConsumerContract:
             time.sleep(0.05)
 
     def ready(self, group: str | None = None) -> None:
-        """Make the group / queue exist before anything is delivered (RabbitMQ needs it)."""
+        """Make the stream / queue and the group exist before anything is delivered
+        (``create=True``: a consumer makes nothing unless asked; RabbitMQ needs the queue)."""
         merged = {"batch_size": 50, **self.fast}
         consumer = open_consumer(
-            self.consumer_url(), lambda changes: None, group=group or self.group, **merged
+            self.consumer_url(),
+            lambda changes: None,
+            group=group or self.group,
+            create=True,
+            **merged,
         )
         consumer.transport.connect()
         consumer.transport.close()
