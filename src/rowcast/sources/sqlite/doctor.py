@@ -19,7 +19,7 @@ from ..._url import masked
 from ...errors import ConfigError
 from ..base import Check, Diagnosis
 from . import triggers
-from .file import matcher, parse_url, read_only_uri
+from .file import in_wal_mode, matcher, parse_url, read_only_uri
 
 __all__ = ["diagnose"]
 
@@ -44,6 +44,8 @@ def _diagnose(
     conn: sqlite3.Connection, target: str, path: str, tables: tuple[str, ...] | None
 ) -> Diagnosis:
     (journal,) = conn.execute("PRAGMA journal_mode").fetchone()
+    if in_wal_mode(path):  # read as immutable, SQLite says "delete"
+        journal = "wal"
     facts = [("sqlite", sqlite3.sqlite_version), ("file", path), ("journal", journal)]
     checks = [_writable(path), _version()]
     checks.append(

@@ -13,7 +13,7 @@ from ..._url import masked, unknown_option
 from ...errors import ConfigError
 from .triggers import tables
 
-__all__ = ["OPTIONS", "check_patterns", "connect", "matcher", "parse_url", "read_only_uri"]
+__all__ = ["OPTIONS", "check_patterns", "connect", "in_wal_mode", "matcher", "parse_url", "read_only_uri"]
 
 OPTIONS = ("tables", "start", "retain")  # the URL options a SQLite source takes
 
@@ -50,21 +50,26 @@ def parse_url(url: str) -> tuple[str, dict[str, str]]:
     return str(file), dict(pairs)
 
 
+def in_wal_mode(path: str) -> bool:
+    """Whether the database file `path` is in WAL mode, from its header (opening nothing)."""
+    try:
+        with open(path, "rb") as file:
+            header = file.read(20)
+    except OSError:
+        return False
+    return len(header) == 20 and header[18] == 2  # the file format's write version
+
+
 def read_only_uri(path: str) -> str:
     """A ``file:`` URI that opens `path` without writing a byte, in it or beside it.
 
     ``mode=ro``, and ``immutable=1`` for a database in WAL mode that no connection has
     open (no ``-wal`` file: SQLite removes it with the last connection), where a
     read-only connection would otherwise make ``-wal`` and ``-shm`` files it cannot
-    remove.
+    remove. (Such a connection reports ``PRAGMA journal_mode`` as ``delete``: ask
+    `in_wal_mode`.)
     """
-    try:
-        with open(path, "rb") as file:
-            header = file.read(20)
-    except OSError:
-        return f"file:{quote(path)}?mode=ro"
-    wal = len(header) == 20 and header[18] == 2  # the file format's write version
-    if wal and not os.path.exists(f"{path}-wal"):
+    if in_wal_mode(path) and not os.path.exists(f"{path}-wal"):
         return f"file:{quote(path)}?mode=ro&immutable=1"
     return f"file:{quote(path)}?mode=ro"
 
