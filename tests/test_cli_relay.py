@@ -41,7 +41,7 @@ def relay(*args: str) -> Any:
     ("args", "message"),
     [
         (["--to", "kafka://h/t"], "no rowcast sink for 'kafka://h/t'"),
-        (["--to", "sqlite:////etc/hostname/x.db"], "creating directory '/etc/hostname'"),
+        (["--to", "sqlite:////etc/hostname/x.db"], "cannot make the directory '/etc/hostname'"),
         (["--to", "-", "--from", "garbage"], "bad binlog position 'garbage'"),
         (["--to", "-", "--checkpoint", "redis://127.0.0.1:1/0"], "connect failed"),
         (["--to", "-", "--checkpoint", "nosuch://x"], "no checkpoint backend for 'nosuch://x'"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -33,13 +34,16 @@ __all__ = [
     "print_error",
 ]
 
+_BACKGROUND = re.compile(r"\s*\(Background on this error at: \S+\)")
 _STYLE = {Action.WRITE: "green", Action.UPDATE: "yellow", Action.DELETE: "red"}
 
 
 def print_error(message: object) -> None:
-    """``error: <message>`` on stderr, every line of it, with no markup read from it."""
+    """``error: <message>`` on stderr, every line of it, with no markup read from it
+    (nor the "background on this error" link that SQLAlchemy appends to its own)."""
+    text = _BACKGROUND.sub("", str(message)).rstrip()
     console = Console(stderr=True, highlight=False)
-    console.print(Text.assemble(("error:", "bold red"), " ", str(message)), soft_wrap=True)
+    console.print(Text.assemble(("error:", "bold red"), " ", text), soft_wrap=True)
 
 
 def _show(value: Any) -> str:

@@ -14,6 +14,7 @@ from rich.text import Text
 
 from .. import __version__
 from ..change import Change
+from ..errors import ConfigError
 from ..hub import Hub
 from .common import CHANGES_FORMAT
 from .console import ChangePrinter
@@ -54,8 +55,8 @@ def demo(fmt: str, db: str | None, with_ui: bool, port: int) -> None:
         if fmt == "table":
             console.print(Text(f"# {step}", style="dim"))
 
-    if db and os.path.exists(db):
-        raise click.UsageError(f"--db {db} exists; give a new file name (the demo creates it)")
+    if db:
+        _create(db)
     with tempfile.TemporaryDirectory(prefix="rowcast-demo-") as tmp:
         path = db or os.path.join(tmp, "demo.db")
         if fmt == "table":
@@ -108,3 +109,19 @@ def _show(path: str, store: str, hub: Hub, port: int) -> None:
     finally:
         stop.set()
         changing.join(10)
+
+
+def _create(db: str) -> None:
+    """Create the empty file `db` for the demo, or say in one line why it cannot be."""
+    fix = "give --db a new file name in a directory that exists, or leave --db out"
+    try:
+        os.close(os.open(db, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+    except FileExistsError:
+        raise ConfigError(
+            f"--db {db} exists; give a new file name (the demo creates it and fills it)"
+        ) from None
+    except FileNotFoundError:
+        parent = os.path.dirname(os.path.abspath(db))
+        raise ConfigError(f"--db {db}: the directory {parent} does not exist; {fix}") from None
+    except OSError as e:
+        raise ConfigError(f"--db {db}: cannot create the file ({e.strerror}); {fix}") from None

@@ -27,7 +27,8 @@ def doctor(url: str, tables: tuple[str, ...]) -> None:
     postgresql://user@host:5432/db?slot=rowcast&publication=rowcast, sqlite:///app.db. Exit
     status: 0 when every check passes, 1 when one fails, 2 when the server cannot
     be used at all (unreachable, wrong password, unsupported URL). With
-    --tables, each pattern must match a table (as tail and relay check).
+    --tables, each pattern must match a table (as tail and relay check). Doctor only
+    reads, in a read-only session: it creates no file, table, slot or publication.
     """
     patterns = table_patterns(tables)
     if patterns:  # as a source reads them: ?tables=

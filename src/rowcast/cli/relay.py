@@ -159,11 +159,24 @@ def relay(
 ) -> None:
     """Deliver every change committed at SOURCE_URL to each --to sink, at least once.
 
-    SOURCE_URL is mysql://user:password@host:3306/db (or mariadb://),
-    postgresql://user@host:5432/db, sqlite:///app.db or outbox+<url>.
+    SOURCE_URL is one of these sources (each needs its extra, see the README):
+
+    \b
+      mysql://user:password@host:3306/db   MySQL/MariaDB binlog (or mariadb://)
+        rowcast relay mysql://root@127.0.0.1:3306/shop --to - --checkpoint relay.pos
+      postgresql://user@host:5432/db       PostgreSQL logical replication (pgoutput)
+        rowcast relay 'postgresql://app@127.0.0.1/shop?slot=shop&publication=shop'
+          --to redis://127.0.0.1:6379/0 --checkpoint relay.pos
+      sqlite:///app.db                     SQLite, captured with triggers
+        rowcast relay sqlite:///app.db --to sqlite:///events.db --checkpoint relay.pos
+      outbox+<database url>                the transactional outbox of SessionCapture
+        rowcast relay outbox+postgresql://app@127.0.0.1/shop --to nats://127.0.0.1:4222
+          --checkpoint relay.pos
+
     --snapshot initial first delivers every existing row (each chunk checkpointed;
     a relay killed mid-snapshot resumes after the last chunk), then the changes
     from the point the rows were read at.
+
     Each batch of transactions is acknowledged by every sink before the position
     is saved to --checkpoint; a restarted relay resumes there. Nothing is skipped.
 
@@ -189,7 +202,8 @@ def relay(
     Stop with Ctrl-C or SIGTERM: the batch in flight is finished and
     checkpointed. Exit status: 0 stopped cleanly; 2 bad configuration, a
     server unreachable at start, or a source error the relay gave up on; 3 a
-    sink refused a transaction for good.
+    sink refused a transaction for good; 70 an unexpected error (a bug: run
+    again with ROWCAST_DEBUG=1 for the traceback, and report it).
     """
     with contextlib.ExitStack() as stack:
         checkpoint = open_checkpoint(checkpoint_url)
