@@ -78,7 +78,7 @@ def made_directory(what: str, directory: Path) -> None:
         raise ConfigError(
             f"{what}: cannot make the directory {str(directory)!r} ({why}); give a path in "
             "a directory this user can write"
-        ) from None
+        ) from e
 
 
 def unknown_option(

@@ -29,7 +29,7 @@ BAD_URLS = [
     ("amqp://127.0.0.1/%2F?mandatory=maybe", "mandatory is true or false"),
     ("amqp://127.0.0.1/%2F?timeout=none", "timeout must be a positive number"),
     ("amqp://127.0.0.1/%2F?exchange=a&exchange=b", "given twice"),
-    ("amqp://127.0.0.1/%2F?exchnage=a", r"Unknown URL parameter.*exchange, mandatory"),
+    ("amqp://127.0.0.1/%2F?exchnage=a", r"unknown option 'exchnage'.*did you mean 'exchange'"),
     ("amqp://127.0.0.1/%2F?heartbeat=often", "Invalid heartbeat"),
 ]
 

@@ -77,9 +77,9 @@ def test_a_missing_directory_is_created(tmp_path: Path) -> None:
     assert path.exists()
 
 
-def test_a_directory_that_cannot_be_made_is_a_store_error(tmp_path: Path) -> None:
+def test_a_directory_that_cannot_be_made_is_a_config_error_with_the_fix(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("not a directory")
-    with pytest.raises(StoreError, match="creating directory") as caught:
+    with pytest.raises(ConfigError, match=r"is a file, not a directory\); give a path") as caught:
         EventStore(f"sqlite:///{tmp_path}/file/events.db")
     assert caught.value.__cause__ is not None
 
