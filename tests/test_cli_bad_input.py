@@ -303,7 +303,11 @@ CASES = [
     Case(f"{RELAY} --on-error dead-letter", "needs a dead-letter destination"),
     Case(f"{RELAY} --on-error stop --on-error stop", "--on-error is given 2 times for 1"),
     Case(f"{RELAY} --on-error maybe", "'maybe' is not one of"),
-    Case(f"{RELAY} --snapshot initial", "this source does not take --snapshot"),
+    Case(
+        "relay outbox+sqlite:///app.db --to - --checkpoint c.pos --snapshot initial",
+        "the outbox source has no snapshot",
+    ),
+    Case(f"{RELAY} --snapshot-chunk 0", "--snapshot-chunk"),
     Case(f"{RELAY} --server-id 5", "server_id is for mysql:// sources"),
     Case(f"{RELAY} --batch-size 0", "--batch-size"),
     Case(f"{RELAY} --metrics-port 70000", "--metrics-port"),
@@ -471,3 +475,20 @@ def test_sqlalchemys_background_link_never_reaches_the_user(
         "error: checkpoint 'default' at sqlite:///x: load failed: (sqlite3.OperationalError) "
         "disk I/O error\n"
     )
+
+
+def test_relay_help_and_the_readme_list_every_source_with_an_example() -> None:
+    text = " ".join(CliRunner().invoke(main, ["relay", "--help"]).output.split())
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    for example in (
+        "rowcast relay mysql://root@127.0.0.1:3306/shop --to - --checkpoint relay.pos",
+        "rowcast relay 'postgresql://app@127.0.0.1/shop?slot=shop&publication=shop'",
+        "rowcast relay sqlite:///app.db --to sqlite:///events.db --checkpoint relay.pos",
+        "rowcast relay outbox+postgresql://app@127.0.0.1/shop --to nats://127.0.0.1:4222",
+    ):
+        assert example in text
+        assert example in readme
+    for kind in ("binlog", "logical replication", "triggers", "outbox"):
+        assert kind in text
+    assert "70 an unexpected error" in text
+    assert "| 70 |" in readme
