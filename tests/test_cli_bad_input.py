@@ -38,6 +38,7 @@ class Case:
     message: str  # a part of the one-paragraph message: the problem or its fix
     needs: str = ""  # a server the case reaches: postgresql, mysql, redis, nats, rabbitmq
     status: int = 2
+    lines: int = 4  # at most: one paragraph (a usage error adds click's two usage lines)
 
 
 CASES = [
@@ -297,6 +298,14 @@ CASES = [
         "has no queue 'rowcast.no_such_queue'",
         "rabbitmq",
     ),
+    # ------------------------------------------------------------ configuration files
+    Case("config check {missing}/rowcast.toml", "cannot be read: No such file or directory"),
+    Case("config check adir", "cannot be read: Is a directory"),
+    Case("config check bad.toml", "bad.toml: not valid TOML"),
+    Case("config check key.toml", "sorce: unknown key; did you mean 'source'?", lines=5),
+    Case("relay --config key.toml", "sorce: unknown key; did you mean 'source'?"),
+    Case("relay --config typo.toml", "unknown option 'tabels' (in tabels=x); did you mean"),
+    Case("consume --config bad.toml", "bad.toml: not valid TOML"),
     # ------------------------------------------------------------ bad options
     Case("relay sqlite:///app.db --to -", "Missing option '--checkpoint'"),
     Case("relay sqlite:///app.db --checkpoint c.pos", "Missing option '--to'"),
@@ -334,12 +343,18 @@ _NEEDS = {
 
 @pytest.fixture
 def place(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A fresh working directory: app.db (an app's database), adir/, afile."""
+    """A fresh working directory: app.db (an app's database), adir/, afile, and three
+    bad configuration files."""
     with sqlite3.connect(tmp_path / "app.db") as conn:
         conn.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY, total TEXT)")
     conn.close()
     (tmp_path / "adir").mkdir()
     (tmp_path / "afile").write_text("not a directory\n")
+    (tmp_path / "bad.toml").write_text("not = toml = here\n")
+    (tmp_path / "key.toml").write_text('[relay]\nsorce = "sqlite:///app.db"\n')
+    (tmp_path / "typo.toml").write_text(
+        '[relay]\nsource = "sqlite:///app.db?tabels=x"\nto = ["-"]\ncheckpoint = "c.pos"\n'
+    )
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
@@ -365,8 +380,8 @@ def test_bad_input_is_one_short_message_with_the_fix_and_a_non_zero_status(
     assert "Traceback" not in output
     assert "sqlalche.me" not in output  # SQLAlchemy's "background on this error" link
     assert case.message.format(missing=missing) in output
-    # one paragraph: the error (a usage error adds click's two usage lines)
-    assert len([line for line in output.splitlines() if line.strip()]) <= 4, output
+    # one paragraph (`config check` lists every mistake of a file, one a line)
+    assert len([line for line in output.splitlines() if line.strip()]) <= case.lines, output
     assert not missing.parent.exists(), "a missing directory was created"
     created = _listing(place) - before
     assert created <= {"c.pos", "c.db"}, f"bad input left {created}"
