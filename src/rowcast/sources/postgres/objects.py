@@ -91,6 +91,9 @@ def is_ours(cur: Any, publication: str) -> bool:
     return bool(row and row[0] and str(row[0]).startswith(COMMENT))
 
 
+_ACTIVE_PID = re.compile(r"is active for PID (\d+)")
+
+
 @dataclasses.dataclass(frozen=True)
 class Leftover:
     """A slot or publication rowcast left in a database, and the SQL that drops it."""
@@ -180,7 +183,16 @@ def uninstall(url: str, *, apply: bool) -> list[Leftover]:
             )
         if apply:
             for leftover in found:
-                cur.execute(leftover.sql)
+                try:
+                    cur.execute(leftover.sql)
+                except psycopg2().Error as error:  # e.g. a reader took the slot meanwhile
+                    why = " ".join(str(error).split())
+                    pid = _ACTIVE_PID.search(why)
+                    held = f" (pid {pid.group(1)}) is being read" if pid else f": {why}"
+                    raise ConfigError(
+                        f"{target.masked}: cannot drop {leftover.kind} {leftover.name}{held}: "
+                        "stop that reader first, then run this again"
+                    ) from error
         return found
     finally:
         conn.close()
