@@ -1,5 +1,6 @@
-"""No traceback reaches a user: every command, given a bad path, URL or option, ends at
-once with a short message that names the problem and its fix, and a non-zero status.
+"""No traceback reaches a user: every command (tail, relay, consume, events, doctor, demo,
+uninstall, config, ui, status, dlq), given a bad path, URL or option, ends at once with
+a short message that names the problem and its fix, and a non-zero status.
 
 Each case runs the real command (`CliRunner`: in this process, so ~100 cases take
 seconds) from a fresh directory holding ``app.db`` (an app's SQLite database), ``adir/``
@@ -306,6 +307,18 @@ CASES = [
     Case("relay --config key.toml", "sorce: unknown key; did you mean 'source'?"),
     Case("relay --config typo.toml", "unknown option 'tabels' (in tabels=x); did you mean"),
     Case("consume --config bad.toml", "bad.toml: not valid TOML"),
+    # ------------------------------------------------------------ the console, status, dlq
+    Case("ui --store foo://x", "no event store for 'foo://x'"),
+    Case("ui --store sqlite:///{missing}/ev.db", "rowcast events init"),
+    Case("ui --store sqlite:///app.db", "its database has no rowcast_events table"),
+    Case("ui --store sqlite:///ev.db?synchronus=x", "did you mean 'synchronous'?"),
+    Case("ui --host 0.0.0.0", "give a token with --token"),
+    Case("status foo://x", "no checkpoint backend for 'foo://x'"),
+    Case("status redis://127.0.0.1:{closed}/0", "Connection refused"),
+    Case("status sqlite:///c.db?nme=x", "unknown option 'nme' (in nme=x); did you mean 'name'?"),
+    Case("dlq ls foo://x", "no dead-letter place for 'foo://x'"),
+    Case("dlq ls sqlite:///{missing}/dead.db", "rowcast events init"),
+    Case("dlq ls redis://127.0.0.1:{closed}/0?strem=x", "did you mean 'stream'?"),
     # ------------------------------------------------------------ bad options
     Case("relay sqlite:///app.db --to -", "Missing option '--checkpoint'"),
     Case("relay sqlite:///app.db --checkpoint c.pos", "Missing option '--to'"),

@@ -89,6 +89,10 @@ class SQLCheckpoint(BaseCheckpoint):
             target = sa.make_url(url)
         except (sa.exc.ArgumentError, ValueError) as e:
             raise ConfigError(f"malformed database URL {shown}: {e}") from e
+        family = _FAMILY.get(target.get_backend_name())
+        if family is not None:  # a typo is an error even where nothing reported yet
+            mine = target.difference_update_query(["name"]).query
+            check_query(url, pairs(mine), family, "a SQL checkpoint", ("name",))
         if target.get_backend_name() == "sqlite":
             database = target.database or ""
             if not database.startswith("file:") and not Path(database).expanduser().exists():
