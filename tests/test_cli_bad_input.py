@@ -57,8 +57,8 @@ CASES = [
     Case("events stats --url foo://x", "no event store for 'foo://x'"),
     Case("events watch --url foo://x", "no event store for 'foo://x'"),
     Case("events init foo://x", "no event store for 'foo://x'"),
-    Case("uninstall foo://x", "removes a sqlite:// source's triggers"),
-    Case("uninstall mysql://root@127.0.0.1:{closed}/x", "installs nothing in the database"),
+    Case("uninstall foo://x", "takes a sqlite://, postgresql:// or mysql:// URL"),
+    Case("uninstall mysql://root@127.0.0.1:{closed}/x", "cannot reach the server"),
     # ------------------------------------------------------------ paths that are not there
     Case("tail sqlite:///{missing}/app.db", "no SQLite database at"),
     Case("doctor sqlite:///{missing}/app.db", "no SQLite database at"),
@@ -258,13 +258,13 @@ CASES = [
         "postgresql",
     ),
     Case(
-        "doctor mysql://root@127.0.0.1:3306/rowcast_no_such_db",
-        "the server has no database 'rowcast_no_such_db'",
+        "tail mysql://root@127.0.0.1:3306/rowcast_no_such_db",
+        "database rowcast_no_such_db does not exist",
         "mysql",
     ),
     Case(
         "relay mysql://root@127.0.0.1:3306/rowcast_no_such_db --to - --checkpoint c.pos",
-        "fix the database in the URL's path",
+        "fix the database in the URL",
         "mysql",
     ),
     Case(

@@ -128,23 +128,7 @@ def connect(url: ServerURL) -> Any:
                 f"listening on {url.host}:{url.port}?"
             ) from e
         raise ConfigError(f"{url.masked}: cannot connect: {e}") from e
-    if url.database:
-        with conn.cursor() as cur:
-            cur.execute("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA ORDER BY 1")
-            names = [str(row[0]) for row in cur.fetchall()]
-        visible = [n for n in names if n not in _SYSTEM]
-        # a user with only the replication privileges sees no database: nothing to tell then
-        if visible and url.database not in names:
-            conn.close()
-            raise ConfigError(
-                f"{url.masked}: the server has no database {url.database!r} that this user "
-                f"can see (it has: {', '.join(visible)}); fix the database in the URL's path, "
-                "or leave the path out"
-            )
     return conn
-
-
-_SYSTEM = frozenset({"information_schema", "mysql", "performance_schema", "sys"})
 
 
 _PRIVILEGES = {

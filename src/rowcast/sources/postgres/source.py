@@ -22,10 +22,8 @@ the xid, ``position`` the LSN just after the commit record (``"0/16B3748"``;
 reading from it resumes after that transaction), ``ts`` the commit time,
 ``schema`` the table's schema. ``pk`` is the primary key value (a tuple for a
 composite key; the replica identity index's without one; None when the table
-has neither). Types: see ``rowcast.sources.postgres.types`` (int, Decimal, float, str, bool,
-bytes, UUID, date, time, naive datetime for timestamp, aware UTC datetime for
-timestamptz, timedelta, parsed JSON, lists for arrays, str for enums, None for
-NULL).
+has neither). Types: see ``rowcast.sources.postgres.types`` (Python's natural type for
+each; None for NULL).
 
 ``before`` images need ``REPLICA IDENTITY FULL``. Without it an update has
 ``before=None`` (or the old key only, when the key changed), a delete has a
@@ -164,7 +162,7 @@ class LogicalSource(LogSource):
         self._streamed = False  # whether it ever opened the stream
         self._own = False  # whether the publication is rowcast's (new tables join it)
         self._pending: tuple[Any, int] | None = None  # a tail's slot, made for its snapshot
-        self._reached = False  # whether the server was reached (and so objects made)
+        self._reached = False  # whether the server was reached (so objects may exist)
 
     # ------------------------------------------------------------------ names
 
@@ -244,8 +242,7 @@ class LogicalSource(LogSource):
         try:
             yield from self._read()
         finally:
-            # a tail leaves nothing behind (its slot went with its connection)
-            if self.temporary and self._reached:
+            if self.temporary and self._reached:  # a tail leaves nothing behind
                 try:
                     self.drop()
                 except ConfigError as error:

@@ -13,7 +13,15 @@ from ..._url import masked, unknown_option
 from ...errors import ConfigError
 from .triggers import tables
 
-__all__ = ["OPTIONS", "check_patterns", "connect", "in_wal_mode", "matcher", "parse_url", "read_only_uri"]
+__all__ = [
+    "OPTIONS",
+    "check_patterns",
+    "connect",
+    "in_wal_mode",
+    "matcher",
+    "parse_url",
+    "read_only_uri",
+]
 
 OPTIONS = ("tables", "start", "retain")  # the URL options a SQLite source takes
 
