@@ -215,6 +215,46 @@ def test_every_type_maps_faithfully_and_survives_the_codec(db: Any) -> None:
     execute(db, "DROP TABLE rc_types")
 
 
+def test_a_null_set_is_none_and_an_empty_set_is_empty_in_every_image(db: Any) -> None:
+    execute(
+        db,
+        "DROP TABLE IF EXISTS rc_sets",
+        "CREATE TABLE rc_sets (id INT PRIMARY KEY, s SET('x', 'y') NULL)",
+    )
+    start = position(db)
+    execute(
+        db,
+        "INSERT INTO rc_sets VALUES (1, NULL), (2, '')",
+        "UPDATE rc_sets SET s = '' WHERE id = 1",
+        "UPDATE rc_sets SET s = NULL WHERE id = 2",
+    )
+    changes = [c for tx in read(start, tables=["rc_sets"]) for c in tx]
+    assert [(c.before and c.before["s"], c.after and c.after["s"]) for c in changes] == [
+        (None, None),  # NULL: None, not an empty set
+        (None, set()),
+        (None, set()),  # an update's images are no different
+        (set(), None),
+    ]
+    execute(db, "DROP TABLE rc_sets")
+
+
+def test_an_empty_binary_string_is_bytes(db: Any) -> None:
+    execute(
+        db,
+        "DROP TABLE IF EXISTS rc_bins",
+        "CREATE TABLE rc_bins (id INT PRIMARY KEY, b BLOB, vb VARBINARY(4), t TEXT)",
+    )
+    start = position(db)
+    execute(db, "INSERT INTO rc_bins VALUES (1, '', '', ''), (2, 'a', 'b', 'c')")
+    changes = [c for tx in read(start, tables=["rc_bins"]) for c in tx]
+    assert [c.after for c in changes] == [
+        {"id": 1, "b": b"", "vb": b"", "t": ""},
+        {"id": 2, "b": b"a", "vb": b"b", "t": "c"},
+    ]
+    assert [type(c.after["b"]) for c in changes if c.after] == [bytes, bytes]
+    execute(db, "DROP TABLE rc_bins")
+
+
 def test_composite_keys_and_tables_without_a_key(db: Any) -> None:
     execute(
         db,

@@ -1,14 +1,20 @@
-"""From the binlog library's row events to rowcast's row images.
+"""From the binlog library's row events to rowcast's row images: the reference decoder.
 
 Private to `rowcast.sources.mysql`. A `RowDecoder` turns each row of a rows
-event into ``(action, schema, table, pk, before, after)`` with rowcast's
-values: TIMESTAMP as an aware UTC datetime, BIT as an int, an empty SET as
-``set()``, MariaDB's JSON columns (LONGTEXT with a ``json_valid()`` check,
-found through the control connection it is given) parsed.
+event that python-mysql-replication decoded into ``(action, schema, table, pk,
+before, after)`` with rowcast's values: TIMESTAMP as an aware UTC datetime, BIT
+as an int, an empty SET as ``set()`` (a NULL one as None), an empty binary
+string as ``b""``, MariaDB's JSON columns (LONGTEXT with a ``json_valid()``
+check, found through the control connection it is given) parsed.
+
+`BinlogSource` decodes rows itself (`rowcast.sources.mysql._decode`, a decoder
+per table map, several times faster); this module is what that decoder is held
+to, value by value, in ``tests/sources/test_mysql_decode.py``.
 """
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import datetime as dt
 import json
@@ -22,6 +28,8 @@ __all__ = ["Row", "RowDecoder"]
 
 _TIMESTAMP_TYPES = {7, 17}  # FIELD_TYPE.TIMESTAMP, TIMESTAMP2
 _BIT, _SET, _BLOB = 16, 248, 252
+_STRINGS = {15, 252, 254}  # VARCHAR, BLOB, STRING: decoded by their charset
+_EMPTY_SET = "empty set"  # the library's NONE_SOURCE.EMPTY_SET
 _JSON_CHECK = re.compile(r"json_valid\(`([^`]+)`\)", re.IGNORECASE)
 
 #: (action, schema, table, pk, before, after)
@@ -44,15 +52,15 @@ class RowDecoder:
         fix = self._fixer(ev)
         key = ev.primary_key or None
         for row in ev.rows:
-            empty = row.get("none_sources", {})
             if isinstance(ev, row_event.UpdateRowsEvent):
-                before, after = fix(row["before_values"], empty), fix(row["after_values"], empty)
+                before = fix(row["before_values"], _empty(row["before_none_sources"]))
+                after = fix(row["after_values"], _empty(row["after_none_sources"]))
                 action, image = Action.UPDATE, after
             elif isinstance(ev, row_event.WriteRowsEvent):
-                before, after = None, fix(row["values"], empty)
+                before, after = None, fix(row["values"], _empty(row["none_sources"]))
                 action, image = Action.WRITE, after
             else:
-                before, after = fix(row["values"], empty), None
+                before, after = fix(row["values"], _empty(row["none_sources"])), None
                 action, image = Action.DELETE, before
             if key is None:
                 pk = None
@@ -62,17 +70,18 @@ class RowDecoder:
                 pk = image[key]
             yield action, ev.schema, ev.table, pk, before, after
 
-    def _fixer(self, ev: Any) -> Any:
+    def _fixer(self, ev: Any) -> Callable[[dict[str, Any], frozenset[str]], dict[str, Any]]:
         """A function that turns the library's values into rowcast's for this table."""
         stamps = [c.name for c in ev.columns if c.type in _TIMESTAMP_TYPES]
         bits = [c.name for c in ev.columns if c.type == _BIT]
         sets = [c.name for c in ev.columns if c.type == _SET]
         blobs = tuple(c.name for c in ev.columns if c.type == _BLOB)
         jsons = self._json_of(ev.schema, ev.table, blobs) if blobs else frozenset()
-        if not (stamps or bits or sets or jsons):
+        binary = [c.name for c in ev.columns if c.type in _STRINGS and not _decodes(c)]
+        if not (stamps or bits or sets or jsons or binary):
             return lambda values, empty: values
 
-        def fix(values: dict[str, Any], empty: dict[str, Any]) -> dict[str, Any]:
+        def fix(values: dict[str, Any], empty: frozenset[str]) -> dict[str, Any]:
             for name in stamps:
                 value = values[name]
                 if value is not None:
@@ -81,8 +90,11 @@ class RowDecoder:
                 if values[name] is not None:
                     values[name] = int(values[name], 2)
             for name in sets:
-                if values[name] is None and name in empty:
+                if name in empty:
                     values[name] = set()  # the library says None for an empty SET
+            for name in binary:
+                if values[name] == "":  # b"".decode("binary") is "", not a LookupError
+                    values[name] = b""
             for name in jsons:
                 value = values[name]
                 if isinstance(value, str | bytes):
@@ -107,3 +119,22 @@ class RowDecoder:
                 names = {m for (clause,) in cur.fetchall() for m in _JSON_CHECK.findall(clause)}
             found = self._json_columns[key] = frozenset(names) & frozenset(blobs)
         return found
+
+
+def _decodes(column: Any) -> bool:
+    """Whether the library decodes `column`'s bytes to str (not for a binary charset)."""
+    from pymysqlreplication.row_event import RowsEvent
+
+    name = column.character_set_name
+    if name is None:
+        return True
+    try:
+        codecs.lookup(RowsEvent.charset_to_encoding(name))
+    except LookupError:
+        return False
+    return True
+
+
+def _empty(sources: dict[str, str]) -> frozenset[str]:
+    """The columns whose None the library gave for an empty SET (not for a NULL)."""
+    return frozenset(name for name, source in sources.items() if source == _EMPTY_SET)

@@ -48,11 +48,12 @@ from ...change import Change
 from ...errors import ConfigError
 from ..base import Diagnosis, LogSource
 from ..health import LogHealth
+from . import _events
 from . import health as _health
 from . import owner, scope
 from . import server as _server
 from . import snapshot as _snapshot
-from .rows import Row, RowDecoder
+from ._decode import Decoders, Row
 from .server import ServerURL, Unreachable, connect, parse_url
 
 if TYPE_CHECKING:
@@ -170,7 +171,7 @@ class BinlogSource(LogSource):
         super().__init__(self.url.masked, start=start, end=end, checkpoint=checkpoint)
         self.heartbeat = heartbeat  # seconds: how soon an idle reader notices `stop`
         self._wanted: dict[tuple[str, str], bool] = {}
-        self._decoder = RowDecoder(self._control)
+        self._decoder = Decoders(self._wants, self._control)
 
     @property
     def server_id(self) -> int:
@@ -315,7 +316,7 @@ class BinlogSource(LogSource):
         return start, end
 
     def _open_stream(self, resume: str) -> Any:
-        replication, event, row_event = _replication()
+        replication, event, _ = _replication()
         kwargs: dict[str, Any] = {"is_mariadb": False}
         if _GTID_SET.match(resume):
             kwargs["auto_position"] = resume
@@ -332,17 +333,8 @@ class BinlogSource(LogSource):
             resume_stream=True,
             blocking=True,
             slave_heartbeat=self.heartbeat,
-            only_events=[
-                event.GtidEvent,
-                event.MariadbGtidEvent,
-                event.QueryEvent,
-                event.XidEvent,
-                event.XAPrepareEvent,
-                event.HeartbeatLogEvent,
-                row_event.WriteRowsEvent,
-                row_event.UpdateRowsEvent,
-                row_event.DeleteRowsEvent,
-            ],
+            # the library reads up to the dump's format description, then `_events` reads on
+            only_events=[event.FormatDescriptionEvent],
             **kwargs,
         )
 
@@ -361,49 +353,42 @@ class BinlogSource(LogSource):
     def _transactions(self, stream: Any) -> Iterator[tuple[list[Change], str | None]]:
         """(changes, end position) per transaction: changes empty for DDL or filtered ones;
         ``([], None)`` when the server is idle (a heartbeat)."""
-        _, event, row_event = _replication()
+        E = _events
         rows: list[Row] = []
         gtid: str | None = None
         in_transaction = False
         xa: str | None = None  # the XA transaction being written
         prepared: dict[str, list[Any]] = {}  # XA transactions prepared, not yet committed
-        for ev in stream:
+        read = E.events(stream, self._decoder)
+        for kind, timestamp, value, flags in read:
             if self._stopping.is_set():
                 return
-            if stream.auto_position is not None:
-                # opened at a GTID: the library's own reconnect would go back there; from
-                # now on it must use the position reached, by file and offset
-                stream.auto_position, stream.is_mariadb = None, False
-            if isinstance(ev, event.HeartbeatLogEvent):
-                yield [], None
-            elif isinstance(ev, event.MariadbGtidEvent):
-                # MariaDB logs no BEGIN: a GTID event without FL_STANDALONE opens a transaction
-                gtid, rows, in_transaction = ev.gtid, [], not ev.flags & 1
-            elif isinstance(ev, event.GtidEvent):
-                gtid, rows = ev.gtid, []
-            elif isinstance(ev, row_event.RowsEvent):
-                if self._wants(ev.schema, ev.table):
-                    rows.extend(self._decoder.rows(ev, row_event))
-            elif isinstance(ev, event.XidEvent):
-                yield (
-                    self._commit(rows, gtid or str(ev.xid), ev.timestamp, stream),
-                    self._at(stream),
-                )
+            if kind == E.ROWS:
+                rows.extend(value)
+            elif kind == E.XID:
+                yield self._commit(rows, gtid or str(value), timestamp, stream), self._at(stream)
                 rows, gtid, in_transaction = [], None, False
-            elif isinstance(ev, event.XAPrepareEvent):
+            elif kind == E.GTID:
+                gtid, rows = value, []
+                if flags is not None:
+                    # MariaDB logs no BEGIN: a GTID event without FL_STANDALONE opens one
+                    in_transaction = not flags & 1
+            elif kind == E.HEARTBEAT:
+                yield [], None
+            elif kind == E.XA_PREPARE:
                 if xa is not None:
                     prepared[xa] = rows
                 yield [], self._at(stream)  # committed or not, it is no longer in this log group
                 rows, gtid, in_transaction, xa = [], None, False, None
-            elif isinstance(ev, event.QueryEvent):
-                query = ev.query.strip()
+            elif kind == E.QUERY:
+                query = value.strip()
                 upper = query.upper()
                 if upper == "BEGIN":
                     rows, in_transaction = [], True
                 elif upper in {"COMMIT", "ROLLBACK"}:
                     # a transaction on non-transactional tables ends this way; their rows
                     # were written even by a ROLLBACK
-                    yield self._commit(rows, gtid or "", ev.timestamp, stream), self._at(stream)
+                    yield self._commit(rows, gtid or "", timestamp, stream), self._at(stream)
                     rows, gtid, in_transaction = [], None, False
                 elif upper.startswith(("XA START", "XA END")):  # MariaDB logs only XA END
                     xa, in_transaction = _xid(query), True
@@ -414,7 +399,7 @@ class BinlogSource(LogSource):
                 elif upper.startswith("XA COMMIT"):
                     key = _xid(query).removesuffix(" ONE PHASE")
                     done = prepared.pop(key, []) + rows
-                    yield self._commit(done, gtid or key, ev.timestamp, stream), self._at(stream)
+                    yield self._commit(done, gtid or key, timestamp, stream), self._at(stream)
                     rows, gtid, in_transaction, xa = [], None, False, None
                 elif upper.startswith("XA ROLLBACK"):
                     prepared.pop(_xid(query), None)
@@ -422,6 +407,7 @@ class BinlogSource(LogSource):
                     rows, gtid, in_transaction, xa = [], None, False, None
                 elif not in_transaction:  # DDL, its own transaction: column caches are stale
                     self._decoder.forget()
+                    read.forget()
                     yield [], self._at(stream)
                     rows, gtid = [], None
                 # else SAVEPOINT, ROLLBACK TO, XA END inside a transaction: its rows go on
