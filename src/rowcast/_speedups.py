@@ -1,10 +1,10 @@
 """The speed tricks that lean on CPython's internals, each beside a plain fallback.
 
-Every trick rowcast plays for speed on what CPython happens to do (private
-``json`` names, switching an object's ``__class__``, slot descriptors, frame
-walks, a wire protocol written by hand, a cache keyed by identity) lives here,
-and nowhere else. Each is a static method of two namespaces that give equal
-results:
+Every trick rowcast plays for speed on what CPython happens to do (switching
+an object's ``__class__``, slot descriptors, private ``json`` names, frame
+walks, a wire protocol written by hand, a cache keyed by identity), and the C
+library it writes JSON with (orjson), lives here, and nowhere else. Each is a
+static method of two namespaces that give equal results:
 
 * `pure`: plain, readable Python on public APIs only; the reference.
 * `accelerated` (a subclass of `pure`, overriding every method): the tricks.
@@ -18,8 +18,8 @@ nothing changes paths after import. Tests call both namespaces directly.
 =======================  ============================  ==================================
 name                     used by                       the trick (accelerated)
 =======================  ============================  ==================================
-`json_writer`            `rowcast.codec`               ``json.encoder.c_make_encoder``
-                                                       built once, not per call
+`json_writer`            `rowcast.codec`               orjson, a C encoder (json where
+                                                       it refuses a value)
 `json_scanner`           the PostgreSQL store's reads  ``json.scanner.make_scanner``
                                                        without ``raw_decode``'s wrapper
 `uuid_from_bytes`        the SQLite store's reads      a `uuid.UUID` drafted, its
@@ -35,7 +35,7 @@ name                     used by                       the trick (accelerated)
                                                        Redis protocol by hand
 =======================  ============================  ==================================
 
-Their plain counterparts, in order: ``JSONEncoder.encode``, ``raw_decode``,
+Their plain counterparts, in order: ``JSONEncoder.encode`` (built once), ``raw_decode``,
 ``UUID(bytes=...)``, the constructors, ``object.__setattr__``, `inspect.stack`,
 no cache, and redis-py's pipeline of ``xadd`` calls. `redis_connection` is no
 trick: the packed path's way to take a connection from redis-py's pool across
@@ -104,9 +104,14 @@ class pure:
 
     @staticmethod
     def json_writer(default: Callable[[Any], Any]) -> Callable[[Any], str]:
-        """Compact JSON (``,`` and ``:``, no ASCII escapes, no NaN), `default` for other types.
+        """Compact JSON (``,`` and ``:``, no ASCII escapes), `default` for other types.
 
-        No check for circular references (a cycle is a `RecursionError`).
+        For the JSON rowcast writes: JSON's own types (finite floats: NaN is a
+        `ValueError` here, ``null`` on the accelerated path) and the types `default`
+        tags (Decimal, datetime, date, time, timedelta, bytes; a UUID, a dataclass or
+        an enum the accelerated path writes itself). Both paths give the same JSON,
+        but for the spelling of a float's negative exponent (``1e-07`` here,
+        ``1e-7`` there). No check for circular references (a cycle is a `RecursionError`).
         """
         return json.JSONEncoder(
             separators=(",", ":"),
@@ -236,16 +241,21 @@ class accelerated(pure):
 
     @staticmethod
     def json_writer(default: Callable[[Any], Any]) -> Callable[[Any], str]:
-        # JSONEncoder.encode builds its C encoder on every call: build it once
-        make = getattr(json.encoder, "c_make_encoder", None)
-        if make is None:  # pragma: no cover - not CPython
+        # orjson (a C encoder) writes the same JSON; datetimes go to `default` as in json.
+        # What it refuses (an int beyond 64 bits, a key that is not a str, a lone surrogate,
+        # a type `default` does not know) is written, or refused, by json itself
+        try:
+            import orjson
+        except ImportError:  # pragma: no cover - a dependency; PyPy without a wheel
             return pure.json_writer(default)
-        chunks = make(
-            None, default, json.encoder.encode_basestring, None, ":", ",", False, False, False
-        )
+        dumps, options = orjson.dumps, orjson.OPT_PASSTHROUGH_DATETIME
+        fallback = pure.json_writer(default)
 
         def write(value: Any) -> str:
-            return "".join(chunks(value, 0))
+            try:
+                return dumps(value, default, options).decode()
+            except TypeError:
+                return fallback(value)
 
         return write
 

@@ -24,12 +24,22 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 import time
 from collections.abc import Mapping
 from typing import Any
 
 from . import _speedups
-from .codec import decode, dumps, dumps_encoded, dumps_flat_rows, encode, is_flat_row, loads
+from .codec import (
+    decode,
+    dumps,
+    dumps_encoded,
+    dumps_flat_rows,
+    dumps_ready,
+    encode,
+    is_flat_row,
+    loads,
+)
 
 # the codec's names were defined here first: kept importable from here
 __all__ = ["Action", "Change", "decode", "dumps", "encode", "loads"]
@@ -189,14 +199,16 @@ class Change:
     def to_json(self) -> str:
         """Compact JSON, the body of every relayed message: ``to_dict()`` written as JSON."""
         before, after = self.before, self.after
-        if (
-            is_flat_row(before)
-            and is_flat_row(after)
-            and _TOP.issuperset(map(type, (self.schema, self.ts, self.txid)))
+        if not (
+            _TOP.issuperset(map(type, (self.schema, self.ts, self.txid)))
             and _TOP.issuperset(map(type, (self.position, self.source)))
-        ):  # the common row: its values written in one pass, not copied by `encode` first
+            and (type(self.ts) is not float or math.isfinite(self.ts))
+        ):  # what JSON cannot hold is refused by json itself
+            return dumps_encoded(self.to_dict())
+        if is_flat_row(before) and is_flat_row(after):
+            # the common row: its values written in one pass, not copied by `encode` first
             return dumps_flat_rows(self._fields(before, after))
-        return dumps_encoded(self.to_dict())
+        return dumps_ready(self.to_dict())
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Change:

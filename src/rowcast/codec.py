@@ -62,6 +62,7 @@ __all__ = [
     "dumps",
     "dumps_encoded",
     "dumps_flat_rows",
+    "dumps_ready",
     "encode",
     "is_flat_row",
     "loads",
@@ -223,12 +224,26 @@ _PLAIN = frozenset({str, int, bool, type(None)})
 _STR = frozenset({str})
 # compact JSON writers, built once (`rowcast._speedups`); json's TypeError for other types
 _write = _speedups.json_writer(json.JSONEncoder().default)
+# json's own, which refuses NaN and infinity wherever they are (orjson writes null)
+_write_strict = _speedups.pure.json_writer(json.JSONEncoder().default)
 # the same, tagging the `_LEAVES` types that JSON has no type for: rows `is_flat_row` passed
 _write_rows = _speedups.json_writer(lambda value: _LEAVES[type(value)](value))
 
 
 def dumps_encoded(value: Any) -> str:
-    """Compact JSON of a value that is JSON-ready already (what `encode` returns)."""
+    """Compact JSON of a value that is JSON-ready already (what `encode` returns).
+
+    A NaN or an infinity (which `encode` tags) is a `ValueError`.
+    """
+    return _write_strict(value)
+
+
+def dumps_ready(value: Any) -> str:
+    """`dumps_encoded` of what `encode` returned (so no NaN, no infinity), unchecked.
+
+    For rowcast's own hot paths (`rowcast.Change.to_json`): written by the accelerated
+    writer (`rowcast._speedups.json_writer`).
+    """
     return _write(value)
 
 
@@ -243,8 +258,11 @@ def dumps_flat_rows(value: Any) -> str:
 # Row values the JSON encoder writes as `encode` would, given `encode` as its default: JSON's
 # own exact types (which it writes as they are) and types it does not know at all (which
 # it hands to `encode`). Not float (NaN, infinity: checked apart), nor dict, list, tuple,
-# or subclasses of str and int, which it would write without asking.
-_LEAF = frozenset({str, int, bool, type(None), *_LEAVES})
+# or subclasses of str and int, which it would write without asking; nor UUID, which the
+# accelerated writer (orjson) writes as a plain string.
+_LEAF = frozenset({str, int, bool, type(None), *_LEAVES}) - (
+    set() if _speedups.active is _speedups.pure else {uuid.UUID}
+)
 
 
 def is_flat_row(row: Any) -> bool:
@@ -253,7 +271,7 @@ def is_flat_row(row: Any) -> bool:
     A flat row is None or a dict of str keys (not one key starting with ``$``)
     to values that need no copy to be written: JSON's own exact types, finite
     floats, and the tagged leaf types (Decimal, datetime, date, time,
-    timedelta, bytes, UUID).
+    timedelta, bytes; UUID too under ``ROWCAST_PURE=1``).
     """
     if row is None:
         return True

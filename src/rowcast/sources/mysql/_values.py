@@ -112,33 +112,60 @@ def _json_text(read: Reader) -> Reader:
 
 
 def _decimal(precision: int, scale: int) -> Reader:
-    """MySQL's packed DECIMAL, written out as the library writes it (same digits, same exponent)."""
-    integral = precision - scale
-    full_int, left_int = divmod(integral, 9)
+    """MySQL's packed DECIMAL, written out as the library writes it (same digits, same exponent).
+
+    The packed value is read as one big-endian int: its top bit set for a positive
+    value, every bit flipped for a negative one; then groups of 9 digits (4 bytes)
+    with shorter groups at both ends (`_DIGITS` bytes for their digits).
+    """
+    full_int, left_int = divmod(precision - scale, 9)
     full_frac, left_frac = divmod(scale, 9)
     head, tail = _DIGITS[left_int], _DIGITS[left_frac]
     size = head + 4 * (full_int + full_frac) + tail
-    frac_at = head + 4 * full_int
-    tail_at = frac_at + 4 * full_frac
+    top = 1 << (8 * size - 1)
+    negative_flip = top ^ ((1 << (8 * size)) - 1)  # the sign bit back, every other flipped
+    tail_bits, tail_mask = 8 * tail, (1 << (8 * tail)) - 1
     tail_format = f"0{left_frac}d"
+    from_bytes = int.from_bytes
+
+    if not full_int and not full_frac and head and tail:  # up to 18 digits: most columns
+
+        def read_short(data: bytes, pos: int) -> tuple[Any, int]:
+            value = from_bytes(data[pos : pos + size], "big")
+            sign = ""
+            if value & top:
+                value ^= top
+            else:
+                value ^= negative_flip
+                sign = "-"
+            fraction = format(value & tail_mask, tail_format)
+            return Decimal(f"{sign}{value >> tail_bits}.{fraction}"), pos + size
+
+        return read_short
 
     def read(data: bytes, pos: int) -> tuple[Any, int]:
-        raw = bytearray(data[pos : pos + size])
-        negative = not raw[0] & 0x80
-        raw[0] ^= 0x80
-        if negative:
-            raw = bytearray(b ^ 0xFF for b in raw)
-        parts = ["-" if negative else ""]
-        if head:
-            parts.append(str(int.from_bytes(raw[:head], "big")))
-        for at in range(head, frac_at, 4):
-            parts.append(f"{int.from_bytes(raw[at : at + 4], 'big'):09d}")
-        parts.append(".")
-        for at in range(frac_at, tail_at, 4):
-            parts.append(f"{int.from_bytes(raw[at : at + 4], 'big'):09d}")
+        value = from_bytes(data[pos : pos + size], "big")
+        sign = ""
+        if value & top:
+            value ^= top
+        else:
+            value ^= negative_flip
+            sign = "-"
+        parts = []
         if tail:
-            parts.append(format(int.from_bytes(raw[tail_at:size], "big"), tail_format))
-        return Decimal("".join(parts)), pos + size
+            parts.append(format(value & tail_mask, tail_format))
+            value >>= tail_bits
+        for _ in range(full_frac):
+            parts.append(f"{value & 0xFFFFFFFF:09d}")
+            value >>= 32
+        parts.append(".")
+        for _ in range(full_int):
+            parts.append(f"{value & 0xFFFFFFFF:09d}")
+            value >>= 32
+        if head:
+            parts.append(str(value))
+        parts.append(sign)
+        return Decimal("".join(reversed(parts))), pos + size
 
     return read
 
