@@ -884,3 +884,28 @@ def test_the_rate_is_taken_over_a_sliding_window() -> None:
     assert rate(100, now=1.0) == 100.0
     assert rate(1000, now=10.0) == pytest.approx(900 / 9)
     assert rate(1000, now=20.0) == pytest.approx(0.0)  # the old samples left the window
+
+
+def test_the_reader_reads_at_most_two_batches_of_changes_ahead(tmp_path: Path) -> None:
+    # a backlog of large transactions behind a slow sink: what is read ahead is bounded by
+    # changes (two batches), not by transactions (which held 200 x 100 changes before)
+    transactions = [[change(k * 100 + i, 1, f"f:{k}") for i in range(100)] for k in range(50)]
+    positions = [f"f:{k}" for k in range(50)]
+    source = Given(transactions)
+    gate = threading.Event()
+
+    class Slow(Collect):
+        def deliver(self, batch: Batch) -> None:
+            gate.wait(30)
+            super().deliver(batch)
+
+    sink = Slow()
+    with open_checkpoint(str(tmp_path / "pos")) as checkpoint:
+        relay = Relay(source, [sink], checkpoint, batch_size=100)
+        with running(relay):
+            wait_for(lambda: source.position is not None)
+            time.sleep(0.5)  # as far ahead as the reader may go
+            ahead = positions.index(source.position or "")
+            gate.set()
+            wait_for(lambda: sum(len(b) for b in sink.batches) == 50)
+    assert ahead <= 5, f"read {ahead + 1} transactions of 100 changes ahead of a 100-change batch"

@@ -238,6 +238,8 @@ class Relay:
             watch=HeadWatch(self.stats, source, self.stall_after),
         )
         self._carried: Any = None  # a transaction read that did not fit in the last batch
+        self._room = threading.Condition()  # the reader waits on it while the queue is full
+        self._queued = 0  # changes in the queue
         self._unsaved: str | None = None  # delivered everywhere, not yet checkpointed
         self._saved_at = 0.0  # time.monotonic() of the last save
 
@@ -283,7 +285,9 @@ class Relay:
             self.stats.resumed_from or f"the source's {start} (the checkpoint is empty)",
             extra={"event": "start", "position": self.stats.resumed_from},
         )
-        transactions: queue.Queue[Any] = queue.Queue(maxsize=max(64, self.batch_size * 2))
+        # bounded by the changes it holds (`_put`), not by transactions: a backlog of
+        # large transactions read ahead of the sinks must not fill the memory
+        transactions: queue.Queue[Any] = queue.Queue()
         reader = threading.Thread(
             target=self._read, args=(transactions,), name="rowcast-relay-source", daemon=True
         )
@@ -345,13 +349,26 @@ class Relay:
             self._put(transactions, _Failed(error))
 
     def _put(self, transactions: queue.Queue[Any], item: Any) -> bool:
-        while not self._stopping.is_set():
-            try:
-                transactions.put(item, timeout=_POLL)
-                return True
-            except queue.Full:
-                continue
-        return False
+        """Queue `item` once the queue holds fewer than two batches of changes (or none)."""
+        size = len(item) if isinstance(item, list) else 0
+        with self._room:
+            while self._queued and self._queued + size > 2 * self.batch_size:
+                if self._stopping.is_set():
+                    return False
+                self._room.wait(_POLL)
+            if self._stopping.is_set():
+                return False
+            self._queued += size
+        transactions.put(item)
+        return True
+
+    def _taken(self, item: Any) -> Any:
+        """`item`, taken from the queue: its changes make room for the reader."""
+        if isinstance(item, list):
+            with self._room:
+                self._queued -= len(item)
+                self._room.notify()
+        return item
 
     def _collect(self, transactions: queue.Queue[Any]) -> tuple[list[list[Change]], Any]:
         """The next batch, and _END / _Failed when the source ended right after it."""
@@ -363,7 +380,7 @@ class Relay:
             # past a transaction only after it queued it, so nothing before `seen` is left
             seen = self.source.position
             with contextlib.suppress(queue.Empty):
-                item = transactions.get(timeout=_POLL)
+                item = self._taken(transactions.get(timeout=_POLL))
             if item is None:  # idle
                 if seen is not None:
                     self.stats.reached = seen  # reported, never saved
@@ -384,7 +401,9 @@ class Relay:
                 return batch, None
             try:
                 wait = deadline - time.monotonic()
-                item = transactions.get(timeout=wait) if wait > 0 else transactions.get_nowait()
+                item = self._taken(
+                    transactions.get(timeout=wait) if wait > 0 else transactions.get_nowait()
+                )
             except queue.Empty:
                 return batch, None
 
