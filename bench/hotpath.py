@@ -68,7 +68,7 @@ def run_phase(phase: str, spec: dict[str, Any]) -> int:
     if phase == "none":
         return 0
     if phase == "bare":
-        return bare_loop(args.url, start, end, spec["server_id"], relay_bench.NAME)
+        return relay_bench.library_loop(args.url, start, end, spec["server_id"], relay_bench.NAME)
     if phase == "source":
         read = relay_bench.source(args, start, end, spec["server_id"] - relay_bench.SERVER_ID)
         return sum(len(tx) for tx in read)
@@ -84,51 +84,6 @@ def run_phase(phase: str, spec: dict[str, Any]) -> int:
     finally:
         for name in wanted:
             found[name].cleanup()
-    return count
-
-
-def bare_loop(url: str, start: str, end: str, server_id: int, table: str) -> int:
-    """python-mysql-replication's loop on the stretch, decoding every row."""
-    from pymysqlreplication import BinLogStreamReader
-    from pymysqlreplication.event import GtidEvent, MariadbGtidEvent, QueryEvent, XidEvent
-    from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
-
-    parts = urlsplit(url)
-    name, _, pos = start.rpartition(":")
-    end_file, _, end_pos = end.rpartition(":")
-    stream = BinLogStreamReader(
-        connection_settings={
-            "host": parts.hostname,
-            "port": parts.port or 3306,
-            "user": parts.username or "root",
-            "passwd": parts.password or "",
-        },
-        server_id=server_id,
-        log_file=name,
-        log_pos=int(pos),
-        resume_stream=True,
-        blocking=True,
-        is_mariadb=False,
-        only_events=[
-            GtidEvent,
-            MariadbGtidEvent,
-            QueryEvent,
-            XidEvent,
-            WriteRowsEvent,
-            UpdateRowsEvent,
-            DeleteRowsEvent,
-        ],
-    )
-    count = 0
-    try:
-        for event in stream:
-            rows = isinstance(event, WriteRowsEvent | UpdateRowsEvent | DeleteRowsEvent)
-            if rows and event.table == table:
-                count += len(event.rows)
-            if (stream.log_file, stream.log_pos) >= (end_file, int(end_pos)):
-                break
-    finally:
-        stream.close()
     return count
 
 

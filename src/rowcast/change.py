@@ -26,7 +26,7 @@ import dataclasses
 import enum
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from . import _speedups
@@ -217,6 +217,36 @@ class Change:
         if not isinstance(data, dict) or not {"action", "table", "pk"} <= set(data):
             raise ValueError("not a rowcast Change: expected a JSON object with action, table, pk")
         return cls._restore(data)
+
+    @classmethod
+    def _rows(
+        cls,
+        rows: Sequence[tuple[Action, str | None, str, Any, Any, Any]],
+        ts: float,
+        txid: str | None,
+        position: str | None,
+        source: str | None,
+    ) -> list[Change]:
+        """The changes of one transaction's rows ``(action, schema, table, pk, before,
+        after)``, made without `__init__`'s checks: for a source whose rows are right by
+        construction (an `Action`, a table, the image its action needs)."""
+        new = object.__new__
+        made = []
+        for action, schema, table, pk, before, after in rows:
+            change = new(cls)
+            _set_action(change, action)
+            _set_schema(change, schema)
+            _set_table(change, table)
+            _set_pk(change, pk)
+            _set_before(change, before)
+            _set_after(change, after)
+            _set_ts(change, ts)
+            _set_txid(change, txid)
+            _set_position(change, position)
+            _set_source(change, source)
+            _set_snapshot(change, False)
+            made.append(change)
+        return made
 
     @classmethod
     def _restore(cls, data: Mapping[str, Any]) -> Change:

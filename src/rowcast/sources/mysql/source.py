@@ -423,11 +423,7 @@ class BinlogSource(LogSource):
         ts: float,
         stream: Any,
     ) -> list[Change]:
-        position = self._at(stream)
-        return [
-            Change(action, schema, table, pk, before, after, float(ts), txid, position, "mysql")
-            for action, schema, table, pk, before, after in rows
-        ]
+        return Change._rows(rows, float(ts), txid, self._at(stream), "mysql")
 
     def _wants(self, schema: str, table: str) -> bool:
         key = (schema, table)
