@@ -6,6 +6,7 @@ Both namespaces are called directly, in one process, on the same inputs;
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import dataclasses
 import datetime as dt
@@ -68,6 +69,7 @@ ODD = {
 
 def test_each_trick_has_its_accelerated_path_and_the_module_names_the_chosen_ones() -> None:
     assert TRICKS == [
+        "jetstream_publisher",
         "json_scanner",
         "json_writer",
         "recorded_events",
@@ -536,3 +538,64 @@ def test_stream_adders_raise_the_same_error_when_redis_is_unreachable() -> None:
         errors.append(type(caught.value))
         client.close()
     assert errors[0] is errors[1]
+
+
+# -------------------------------------------------------------- jetstream_publisher
+
+
+def test_jetstream_publishers_store_the_same_messages() -> None:
+    import nats
+
+    from tests.sinks import require_nats
+
+    name = f"SPEEDUPS_{uuid.uuid4().hex[:8]}"
+    bodies = [b'{"n":%d,"text":"\xc3\xa9"}' % i for i in range(50)]
+    ids = [str(uuid.UUID(int=i)) for i in range(50)]
+
+    async def publish(nc: Any, path: type[_speedups.pure], stream: str) -> list[Any]:
+        """The messages `path` stored in a stream of their own (ids are deduplicated)."""
+        js = nc.jetstream()
+        await js.add_stream(name=stream, subjects=[f"{stream}.>"])
+        try:
+            inbox = nc.new_inbox()
+            acks: list[Any] = []
+            got = asyncio.Event()
+
+            async def on_ack(msg: Any) -> None:
+                acks.append(msg)
+                if len(acks) == len(bodies):
+                    got.set()
+
+            sub = await nc.subscribe(inbox + ".*", cb=on_ack)
+            outgoing = [
+                (f"{stream}.s.t.write", f"{inbox}.{i}", body, ids[i])
+                for i, body in enumerate(bodies)
+            ]
+            await path.jetstream_publisher(stream).publish(nc, outgoing)
+            await asyncio.wait_for(got.wait(), 10)
+            await sub.unsubscribe()
+            assert all(b'"seq"' in ack.data for ack in acks)
+            found = [await js.get_msg(stream, seq) for seq in range(1, len(bodies) + 1)]
+            return [
+                (m.subject.removeprefix(stream), m.data, dict(m.headers or {}), stream)
+                for m in found
+            ]
+        finally:
+            await js.delete_stream(stream)
+
+    async def run() -> list[list[Any]]:
+        nc = await nats.connect(require_nats(), connect_timeout=5, allow_reconnect=False)
+        try:
+            return [await publish(nc, path, f"{name}_{k}") for k, path in enumerate(PATHS)]
+        finally:
+            await nc.close()
+
+    plain, fast = asyncio.run(run())
+    for (subject, data, headers, stream), (subject2, data2, headers2, stream2) in zip(
+        plain, fast, strict=True
+    ):
+        assert (subject, data) == (subject2, data2)
+        assert headers == {"Nats-Msg-Id": headers["Nats-Msg-Id"], "Nats-Expected-Stream": stream}
+        assert headers2 == {**headers, "Nats-Expected-Stream": stream2}
+    assert [h["Nats-Msg-Id"] for _, _, h, _ in fast] == ids
+    assert [data for _, data, _, _ in fast] == bodies

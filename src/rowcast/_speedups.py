@@ -33,11 +33,14 @@ name                     used by                       the trick (accelerated)
                                                        and found by identity
 `stream_adder`           `rowcast.sinks.redis`         XADD commands written in the
                                                        Redis protocol by hand
+`jetstream_publisher`    `rowcast.sinks.nats`          HPUB commands written in the
+                                                       NATS protocol by hand, one flush
 =======================  ============================  ==================================
 
 Their plain counterparts, in order: ``JSONEncoder.encode`` (built once), ``raw_decode``,
 ``UUID(bytes=...)``, the constructors, ``object.__setattr__``, `inspect.stack`,
-no cache, and redis-py's pipeline of ``xadd`` calls. `redis_connection` is no
+no cache, redis-py's pipeline of ``xadd`` calls and nats-py's ``publish``.
+The broker protocols' code is in `rowcast._wire`. `redis_connection` is no
 trick: the packed path's way to take a connection from redis-py's pool across
 its versions, which the Redis sink's ``check()`` shares.
 """
@@ -56,13 +59,18 @@ import threading
 import uuid
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any, Final, Protocol, TypeVar
+from typing import Any, Final, TypeVar
+
+from . import _wire
+from ._wire import JetStreamPublisher, StreamAdder, redis_connection
 
 __all__ = [
     "PURE",
+    "JetStreamPublisher",
     "StreamAdder",
     "accelerated",
     "active",
+    "jetstream_publisher",
     "json_scanner",
     "json_writer",
     "pure",
@@ -81,20 +89,7 @@ PURE: Final = os.environ.get("ROWCAST_PURE", "") not in ("", "0")
 T = TypeVar("T")
 Scanner = Callable[[str, int], tuple[Any, int]]
 Setter = Callable[[Any, Any], None]
-Route = Callable[[Any], tuple[str, str, str]]
-
-
-class StreamAdder(Protocol):
-    """Adds the entries of a batch to Redis Streams (see `pure.stream_adder`)."""
-
-    def add(self, entries: Sequence[tuple[str, Any, str]]) -> tuple[int, BaseException] | None:
-        """XADD every (id, change, body) in order; the first refused entry, if any.
-
-        Returns None when Redis added them all, ``(index, error)`` for the first
-        entry it refused (it still ran the others); raises `redis.RedisError` or
-        `OSError` when the connection failed (nothing is known of what was added).
-        """
-        ...
+Route = _wire.Route
 
 
 class pure:
@@ -209,29 +204,18 @@ class pure:
         name <name> body <body>``, with ``(key, topic, name) = route(change)``, all of a
         batch in one round trip (no MULTI).
         """
-        return _Pipelined(client, maxlen, route)
+        return _wire.Pipelined(client, maxlen, route)
 
+    @staticmethod
+    def jetstream_publisher(stream: str) -> JetStreamPublisher:
+        """What publishes a batch to JetStream stream `stream` on a nats-py connection.
 
-class _Pipelined:
-    """redis-py's own pipeline of XADD commands."""
-
-    def __init__(self, client: Any, maxlen: int | None, route: Route) -> None:
-        import redis
-
-        self._client, self._maxlen, self._route = client, maxlen, route
-        self._refused: type[BaseException] = redis.ResponseError
-
-    def add(self, entries: Sequence[tuple[str, Any, str]]) -> tuple[int, BaseException] | None:
-        pipeline = self._client.pipeline(transaction=False)
-        for change_id, change, body in entries:
-            key, topic, name = self._route(change)
-            fields = {"id": change_id, "topic": topic, "name": name, "body": body}
-            pipeline.xadd(key, fields, maxlen=self._maxlen, approximate=True)
-        replies = pipeline.execute(raise_on_error=False)
-        for index, reply in enumerate(replies):
-            if isinstance(reply, self._refused):
-                return index, reply
-        return None
+        ``await publisher.publish(nc, [(subject, reply, body, msg_id), ...])`` sends
+        each message with the headers ``Nats-Msg-Id: <msg_id>`` and
+        ``Nats-Expected-Stream: <stream>``, in order, and returns once they are
+        flushed (not acknowledged: acks come on the reply subjects).
+        """
+        return _wire.PublishedByClient(stream)
 
 
 class accelerated(pure):
@@ -354,7 +338,11 @@ class accelerated(pure):
 
     @staticmethod
     def stream_adder(client: Any, maxlen: int | None, route: Route) -> StreamAdder:
-        return _Packed(client, maxlen, route)
+        return _wire.Packed(client, maxlen, route)
+
+    @staticmethod
+    def jetstream_publisher(stream: str) -> JetStreamPublisher:
+        return _wire.PublishedByHand(stream)
 
 
 class _UUIDDraft(uuid.UUID):
@@ -376,82 +364,6 @@ def _draft_of(cls: Any) -> Callable[[], Any]:
     return draft
 
 
-class _Packed:
-    """XADD commands written in the Redis protocol here, sent and read on one of
-    redis-py's connections (which connects, authenticates and parses replies)."""
-
-    def __init__(self, client: Any, maxlen: int | None, route: Route) -> None:
-        import redis
-
-        self._client, self._maxlen, self._route = client, maxlen, route
-        self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
-        self._refused: type[BaseException] = redis.ResponseError
-        # (schema, table, action) -> the XADD up to the id's value, and from "topic" to "body"
-        self._parts: dict[tuple[str | None, str, str], tuple[bytes, bytes]] = {}
-
-    def add(self, entries: Sequence[tuple[str, Any, str]]) -> tuple[int, BaseException] | None:
-        parts, commands = self._parts, []
-        for change_id, change, body in entries:
-            known = parts.get((change.schema, change.table, change.action))
-            if known is None:
-                known = self._command_parts(change)
-            head, middle = known
-            data = body.encode()
-            commands.append(
-                b"%s%s\r\n%s$%d\r\n%s\r\n" % (head, change_id.encode(), middle, len(data), data)
-            )
-        return self._execute(b"".join(commands), len(entries))
-
-    def _command_parts(self, change: Any) -> tuple[bytes, bytes]:
-        """The bytes of an XADD of `change` before its id's value, and between id and body."""
-        key, topic, name = self._route(change)
-        trim = [] if self._maxlen is None else [b"MAXLEN", b"~", b"%d" % self._maxlen]
-        before = [b"XADD", key.encode(), *trim, b"*", b"id"]
-        between = [b"topic", topic.encode(), b"name", name.encode(), b"body"]
-        head = b"*%d\r\n%s$36\r\n" % (len(before) + 7, _bulk(before))  # a UUID: 36 characters
-        parts = self._parts[(change.schema, change.table, change.action)] = (head, _bulk(between))
-        return parts
-
-    def _execute(self, commands: bytes, count: int) -> tuple[int, BaseException] | None:
-        """Send `count` packed commands at once and read every reply, refusals included."""
-        pool = self._client.connection_pool
-        connection = redis_connection(pool)
-        refused: tuple[int, BaseException] | None = None
-        in_step = False  # every reply read: the connection can serve the next batch
-        try:
-            connection.send_packed_command([commands])  # a list: one sendall
-            for index in range(count):
-                try:
-                    connection.read_response()
-                except self._refused as e:  # a reply of its own: read on
-                    refused = refused or (index, e)
-            in_step = True
-        finally:
-            if not in_step:
-                connection.disconnect()
-            pool.release(connection)
-        return refused
-
-
-def redis_connection(pool: Any) -> Any:
-    """A connection from `pool`: redis-py before 5.3 needs a command name, 5.3+ deprecates it."""
-    pool_class: Any = type(pool)
-    if _needs_command_name(pool_class):
-        return pool.get_connection("XADD")
-    return pool.get_connection()
-
-
-@functools.cache
-def _needs_command_name(pool_class: Any) -> bool:
-    parameter = inspect.signature(pool_class.get_connection).parameters.get("command_name")
-    return parameter is not None and parameter.default is inspect.Parameter.empty
-
-
-def _bulk(arguments: list[bytes]) -> bytes:
-    """`arguments` as Redis protocol bulk strings."""
-    return b"".join(b"$%d\r\n%s\r\n" % (len(argument), argument) for argument in arguments)
-
-
 #: the namespace chosen at import: `pure` under ``ROWCAST_PURE=1``, else `accelerated`
 active: type[pure] = pure if PURE else accelerated
 
@@ -463,3 +375,4 @@ slot_setters = active.slot_setters
 warn_outside = active.warn_outside
 remember_last = active.remember_last
 stream_adder = active.stream_adder
+jetstream_publisher = active.jetstream_publisher

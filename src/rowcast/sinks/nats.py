@@ -58,6 +58,7 @@ import re
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from .. import _speedups
 from .._url import masked, number, query
 from ..backends import missing_extra
 from ..change import Change
@@ -135,8 +136,10 @@ class NatsSink:
         self._nc: Any = None
         self._seen: list[BaseException] = []  # the connection's async errors (permissions)
         self._inbox = ""  # the ack subject prefix of the current connection
-        self._pending: dict[str, asyncio.Future[None]] = {}  # ack token -> its publish
-        self._sequence = 0
+        self._batch: _Acks | None = None  # the acks of the batch being published
+        self._sequence = 0  # the ack token of the last message published
+        self._first = 1  # the ack token of the batch's first message
+        self._publisher = _speedups.jetstream_publisher(self.stream)
         self._loop = LoopThread("rowcast-nats-sink", f"NATS sink {self.url}", self.timeout, log)
         self._closed = False
 
@@ -206,7 +209,7 @@ class NatsSink:
             # nats-py's publish_async never settles a publish that JetStream refuses with a
             # 503 code (a full stream): acks are taken on an inbox of our own instead
             self._inbox = nc.new_inbox() + "."
-            self._pending = {}
+            self._batch = None
             await nc.subscribe(self._inbox + "*", cb=self._on_ack)
         except (self._nats.errors.Error, OSError) as e:
             await self._disconnect()
@@ -281,27 +284,31 @@ class NatsSink:
     async def _publish(self, messages: list[tuple[str, bytes, str]]) -> None:
         if self._nc is None or not self._nc.is_connected:
             await self._connect()
-        nc, inbox, pending = self._nc, self._inbox, self._pending
-        loop = asyncio.get_running_loop()
-        futures: list[asyncio.Future[None]] = []
+        nc, inbox = self._nc, self._inbox
+        limit = nc.max_payload
+        for index, (_, body, _) in enumerate(messages):  # what nc.publish would refuse
+            if len(body) > limit:
+                too_large = self._nats.errors.MaxPayloadError()
+                raise self._error(too_large, index, len(messages)) from too_large
+        batch = self._batch = _Acks(len(messages), asyncio.get_running_loop())
+        first = self._sequence + 1
+        self._sequence += len(messages)
+        outgoing = [
+            (subject, f"{inbox}{first + i}", body, msg_id)
+            for i, (subject, body, msg_id) in enumerate(messages)
+        ]
+        self._first = first
         try:
-            for subject, body, msg_id in messages:  # one coroutine: published in order
-                self._sequence += 1
-                token = str(self._sequence)
-                future = pending[token] = loop.create_future()
-                futures.append(future)
-                headers = {"Nats-Msg-Id": msg_id, "Nats-Expected-Stream": self.stream}
-                await nc.publish(subject, body, reply=inbox + token, headers=headers)
-            acks = await asyncio.wait_for(
-                asyncio.gather(*futures, return_exceptions=True), self.timeout
-            )
+            await self._publisher.publish(nc, outgoing)  # one coroutine: published in order
+            await asyncio.wait_for(asyncio.shield(batch.done), self.timeout)
         except BaseException as e:
-            pending.clear()
+            self._batch = None
             await self._disconnect()
             if isinstance(e, Exception):
-                raise self._error(e, len(futures), len(messages)) from e
+                raise self._error(e, batch.count, len(messages)) from e
             raise
-        failed = [(i, ack) for i, ack in enumerate(acks) if isinstance(ack, BaseException)]
+        self._batch = None
+        failed = sorted(batch.failed, key=lambda found: found[0])  # in message order
         if failed:
             index, error = failed[0]
             holders: list[str] = []
@@ -317,26 +324,32 @@ class NatsSink:
 
     async def _on_ack(self, msg: Any) -> None:
         """A publish ack (or refusal) from JetStream, on the reply subject of one message."""
-        future = self._pending.pop(msg.subject[len(self._inbox) :], None)
-        if future is None or future.done():
+        batch = self._batch
+        if batch is None:
+            return  # a late ack, of a batch given up
+        try:
+            index = int(msg.subject[len(self._inbox) :]) - self._first
+        except ValueError:
+            return
+        if not 0 <= index < batch.total or batch.seen[index]:
             return
         if msg.headers and msg.headers.get("Status") == "503":
-            future.set_exception(_NoStream())
+            batch.ack(index, _NoStream())
             return
         data = msg.data
         if data.startswith(b'{"stream":') and b'"error"' not in data:
-            future.set_result(None)  # {"stream":...,"seq":...}: stored (the common ack, unparsed)
+            batch.ack(index, None)  # {"stream":...,"seq":...}: stored (the common ack, unparsed)
             return
         try:
             reply = json.loads(msg.data)
         except ValueError as e:
-            future.set_exception(e)
+            batch.ack(index, e)
             return
         error = reply.get("error") if isinstance(reply, dict) else None
         if error:
-            future.set_exception(_Refused(error.get("err_code"), error.get("description")))
+            batch.ack(index, _Refused(error.get("err_code"), error.get("description")))
         else:
-            future.set_result(None)
+            batch.ack(index, None)
 
     def _error(
         self,
@@ -383,6 +396,25 @@ class NatsSink:
             why = repr(e)
         message = f"{where}: {why} ({count})"
         return PermanentSinkError(message, fix) if kind is PermanentSinkError else kind(message)
+
+
+class _Acks:
+    """The acks of one batch: counted, not a future each; `done` once all came."""
+
+    def __init__(self, total: int, loop: asyncio.AbstractEventLoop) -> None:
+        self.total = total
+        self.count = 0
+        self.seen = bytearray(total)
+        self.failed: list[tuple[int, BaseException]] = []  # in the order they came
+        self.done: asyncio.Future[None] = loop.create_future()
+
+    def ack(self, index: int, error: BaseException | None) -> None:
+        self.seen[index] = 1
+        self.count += 1
+        if error is not None:
+            self.failed.append((index, error))
+        if self.count == self.total and not self.done.done():
+            self.done.set_result(None)
 
 
 class _NoStream(Exception):
