@@ -162,6 +162,7 @@ ROOT = {
     "backends.py",
     "_url.py",
     "_speedups.py",
+    "_wire.py",  # the brokers' wire protocols of _speedups' tricks
     "checkpoint.py",
     "checkpoint",
     "sources",
