@@ -8,6 +8,7 @@ that same binlog stretch in a child interpreter of its own:
 ``source``   ``BinlogSource`` iterated, no sink
 ``redis``    ``Relay`` to Redis Streams
 ``nats``     ``Relay`` to NATS JetStream
+``rabbitmq``, ``store``  ``Relay`` to RabbitMQ, to the SQLite event store
 ``all``      ``Relay`` to every sink of ``bench/relay.py`` at once
 
 Each phase is counted in one of three ways: wall seconds (the default), user-space CPU
@@ -43,7 +44,7 @@ import pymysql
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import relay as relay_bench  # the workload and the sinks of bench/relay.py
 
-PHASES = ("bare", "source", "redis", "nats", "all")
+PHASES = ("bare", "source", "redis", "nats", "rabbitmq", "store", "all")
 WARM = (
     "pymysqlreplication.binlogstream",
     "rowcast.sources.mysql._events",
@@ -73,7 +74,13 @@ def run_phase(phase: str, spec: dict[str, Any]) -> int:
         read = relay_bench.source(args, start, end, spec["server_id"] - relay_bench.SERVER_ID)
         return sum(len(tx) for tx in read)
     found = {t.name: t for t in relay_bench.targets(args, tmp)}
-    wanted = {"redis": ["redis streams"], "nats": ["nats jetstream"], "all": list(found)}[phase]
+    wanted = {
+        "redis": ["redis streams"],
+        "nats": ["nats jetstream"],
+        "rabbitmq": ["rabbitmq"],
+        "store": ["store (sqlite)"],
+        "all": list(found),
+    }[phase]
     missing = [name for name in wanted if name not in found]
     if missing:
         raise SystemExit(f"{phase}: {', '.join(missing)} not reachable")

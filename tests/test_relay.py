@@ -909,3 +909,55 @@ def test_the_reader_reads_at_most_two_batches_of_changes_ahead(tmp_path: Path) -
             gate.set()
             wait_for(lambda: sum(len(b) for b in sink.batches) == 50)
     assert ahead <= 5, f"read {ahead + 1} transactions of 100 changes ahead of a 100-change batch"
+
+
+def test_store_sink_data_of_every_kind_reads_back_as_the_fields(tmp_path: Path) -> None:
+    # the data is stored as the change's JSON body: it must read back as the fields would
+    import datetime as dt
+    import uuid
+    from decimal import Decimal
+
+    row = {
+        "id": 1,
+        "price": Decimal("12.50"),
+        "at": dt.datetime(2024, 1, 2, 3, 4, 5, 6),
+        "aware": dt.datetime(2024, 1, 2, tzinfo=dt.UTC),
+        "day": dt.date(2024, 2, 29),
+        "span": dt.timedelta(seconds=-1),
+        "raw": b"\x00\xff",
+        "uid": uuid.UUID(int=5),
+        "tags": {"a"},
+        "nested": {"$x": [1, (2, 3)]},
+        "f": 1e-7,
+        "nan": float("nan"),
+    }
+    changes = [
+        Change("update", "shop", "items", 1, row, dict(row, id=2), 5.5, "t", "p:1", "mysql"),
+        Change("write", "shop", "items", "k", None, {"id": "k"}, 6.0, "t", "p:2", "mysql"),
+        Change(
+            "write", "shop", "items", 3, None, {"id": 3}, 7.0, "t", "p:3", "mysql", snapshot=True
+        ),
+    ]
+    sink = StoreSink(f"sqlite:///{tmp_path / 'e.db'}")
+    sink.deliver([[changes[0]], [changes[1]], [changes[2]]])
+    events = list(sink.store.read_all())
+    sink.close()
+    for event, change in zip(events, changes, strict=True):
+        restored = Change(**event.data)
+        assert restored.to_json() == change.to_json()
+        assert set(event.data) == {*_store_fields(), *(["snapshot"] if change.snapshot else [])}
+
+
+def _store_fields() -> list[str]:
+    return [
+        "action",
+        "schema",
+        "table",
+        "pk",
+        "before",
+        "after",
+        "ts",
+        "txid",
+        "position",
+        "source",
+    ]

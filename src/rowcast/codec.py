@@ -101,6 +101,16 @@ _LEAVES: dict[type, Callable[[Any], Any]] = {
 }
 
 
+def _tag_leaf(value: Any) -> Any:
+    """The tagged form of a leaf of a flat row (`is_flat_row`): the `_LEAVES` type it is."""
+    kind = type(value)
+    if kind is Decimal:  # the two met most, tagged without a second call
+        return {"$decimal": str(value)}
+    if kind is dt.datetime and value.tzinfo is None:
+        return {"$datetime": value.isoformat()}
+    return _LEAVES[kind](value)
+
+
 def encode(value: Any) -> Any:
     """Turn a Python value into one that `json.dumps` writes and `decode` restores."""
     kind = type(value)
@@ -227,7 +237,7 @@ _write = _speedups.json_writer(json.JSONEncoder().default)
 # json's own, which refuses NaN and infinity wherever they are (orjson writes null)
 _write_strict = _speedups.pure.json_writer(json.JSONEncoder().default)
 # the same, tagging the `_LEAVES` types that JSON has no type for: rows `is_flat_row` passed
-_write_rows = _speedups.json_writer(lambda value: _LEAVES[type(value)](value))
+_write_rows = _speedups.json_writer(_tag_leaf)
 
 
 def dumps_encoded(value: Any) -> str:

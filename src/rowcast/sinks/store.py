@@ -13,6 +13,10 @@ becomes one event:
   rebuilds the change;
 * id: `change_id`, the change's deterministic id.
 
+Ids and bodies are the ones every sink of a relay shares (`rowcast.sinks.base.encoded`):
+a change's data is stored as its body's JSON, which is what the codec writes for the
+fields above (but for a composite key, written from the fields).
+
 A batch is appended one stream at a time, in commit order within each stream
 (the store has no transaction spanning streams). Re-delivering a change is a
 no-op: the store recognises an append whose ids are already stored in that
@@ -41,22 +45,30 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
+from .._speedups import uuid_from_bytes
 from .._url import masked
 from ..change import Change
 from ..codec import dumps
 from ..errors import ConfigError, DuplicateEventId, PermanentSinkError, SinkError, StoreError
 from ..store import EventStore, NewEvent
+from ..store._core import Encoded
 from ._dberrors import sink_error
-from .base import Batch, change_id
+from .base import Batch, encoded
 
 __all__ = ["StoreSink", "stream_name"]
 
 # what every Change has; ``snapshot`` (when a source sets it) is added only when true,
 # as Change.to_dict does
 _FIELDS = tuple(f.name for f in dataclasses.fields(Change) if f.name != "snapshot")
+
+
+def uuid_from_text(text: str) -> uuid.UUID:
+    """The UUID of a change id's text (`rowcast.sinks.base.encoded` gives them as text)."""
+    return uuid_from_bytes(bytes.fromhex(text.replace("-", "")))
 
 
 def _key(value: Any) -> str:
@@ -115,18 +127,24 @@ class StoreSink:
 
     def _deliver(self, batch: Batch, metadata: dict[str, Any] | None) -> None:
         streams: dict[str, list[NewEvent]] = {}
-        for transaction in batch:
-            for index, change in enumerate(transaction):
+        # the ids and JSON bodies other sinks of the relay use too (computed once)
+        for change_id, change, body in encoded(batch):
+            data: Any
+            if type(change.pk) is not tuple:
+                # the body is what the codec writes for the data below (a tuple key aside:
+                # a body has it as a JSON array, the data as a tagged tuple)
+                data = Encoded(body)
+            else:
                 data = {name: getattr(change, name) for name in _FIELDS}
                 if getattr(change, "snapshot", False):
                     data["snapshot"] = True
-                event = NewEvent(change.name, data, metadata, change_id(change, index))
-                stream = stream_name(change)
-                group = streams.get(stream)
-                if group is None:
-                    streams[stream] = [event]
-                else:
-                    group.append(event)
+            event = NewEvent(change.name, data, metadata, uuid_from_text(change_id))
+            stream = stream_name(change)
+            group = streams.get(stream)
+            if group is None:
+                streams[stream] = [event]
+            else:
+                group.append(event)
         for stream, events in streams.items():
             try:
                 self._append(stream, events)

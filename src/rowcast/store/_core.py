@@ -25,6 +25,7 @@ from .types import (
 )
 
 __all__ = [
+    "Encoded",
     "EncodedBatch",
     "decode_state",
     "encode_batch",
@@ -60,6 +61,16 @@ def version_matches(expected: ExpectedVersion, actual: int) -> bool:
     return expected == actual
 
 
+class Encoded(str):
+    """Event data given as the codec JSON that `dumps` writes for it: stored as it is.
+
+    For rowcast's own writers that have that text at hand already (the store sink
+    has each change's JSON); a plain `str` is data like any other.
+    """
+
+    __slots__ = ()
+
+
 @dataclass(frozen=True, slots=True)
 class EncodedBatch:
     """A batch ready to write: ids as 16 bytes, data and metadata as codec JSON text."""
@@ -88,7 +99,8 @@ def encode_batch(events: object) -> EncodedBatch:
         ids.append(event.id.bytes)
         types.append(event.type)
         try:
-            data.append(dumps(event.data))
+            value = event.data
+            data.append(str(value) if type(value) is Encoded else dumps(value))
             metadata.append(None if event.metadata is None else dumps(event.metadata))
         except TypeError as e:
             raise TypeError(f"event {index} ({event.type!r}): {e}") from None
