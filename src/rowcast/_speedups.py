@@ -105,8 +105,9 @@ class pure:
         `ValueError` here, ``null`` on the accelerated path) and the types `default`
         tags (Decimal, datetime, date, time, timedelta, bytes; a UUID, a dataclass or
         an enum the accelerated path writes itself). Both paths give the same JSON,
-        but for the spelling of a float's negative exponent (``1e-07`` here,
-        ``1e-7`` there). No check for circular references (a cycle is a `RecursionError`).
+        but for how a float may be spelled (``1e-07`` or ``6.103515625e-05`` here,
+        ``1e-7`` or ``0.00006103515625`` there: the same numbers). No check for
+        circular references (a cycle is a `RecursionError`).
         """
         return json.JSONEncoder(
             separators=(",", ":"),
