@@ -69,6 +69,7 @@ ODD = {
 
 def test_each_trick_has_its_accelerated_path_and_the_module_names_the_chosen_ones() -> None:
     assert TRICKS == [
+        "amqp_publisher",
         "jetstream_publisher",
         "json_scanner",
         "json_writer",
@@ -603,3 +604,58 @@ def test_jetstream_publishers_store_the_same_messages() -> None:
         assert headers2 == {**headers, "Nats-Expected-Stream": stream2}
     assert [h["Nats-Msg-Id"] for _, _, h, _ in fast] == ids
     assert [data for _, data, _, _ in fast] == bodies
+
+
+# -------------------------------------------------------------- amqp_publisher
+
+
+class _Wire:
+    """What pika's connection would send, for a pika ``Channel`` without a broker."""
+
+    def __init__(self, frame_max: int) -> None:
+        import pika.callback
+        import pika.connection
+
+        self.sent: list[bytes] = []
+        self._body_max_length = frame_max - 8  # pika's: a body frame's 8 bytes around it
+        self.params = pika.ConnectionParameters()
+        connection = pika.connection.Connection
+        self._send_method = connection._send_method.__get__(self)
+        self._send_message = connection._send_message.__get__(self)
+        self._send_frame = connection._send_frame.__get__(self)
+        self.is_closed = False
+        self.callbacks = pika.callback.CallbackManager()
+
+    def _output_marshaled_frames(self, frames: Sequence[bytes]) -> None:
+        self.sent.extend(frames)
+
+    def _adapter_add_callback_threadsafe(self, *_: Any) -> None:  # pragma: no cover
+        pass
+
+
+def _open_channel(wire: _Wire) -> Any:
+    import pika.channel
+
+    channel = pika.channel.Channel(wire, 1, lambda _: None)
+    channel._set_state(channel.OPEN)
+    return channel
+
+
+@pytest.mark.parametrize("frame_max", [4096, 131072])
+def test_amqp_publishers_write_the_same_frames(frame_max: int) -> None:
+    messages = [
+        ("write.shop.items", b'{"n":1}', str(uuid.UUID(int=1)), "items_write", 1_700_000_000),
+        ("update.s.t", "é".encode() * 5000, str(uuid.UUID(int=2)), "t_update", 0),  # split
+        ("delete.s.t", b"", str(uuid.UUID(int=3)), "t_delete", 2**40),
+        ("k" * 300, b"{}", "id", "long_key", 5),  # too long for AMQP: pika's own refusal
+    ]
+    written = []
+    for path in PATHS:
+        wire = _Wire(frame_max)
+        path.amqp_publisher(_open_channel(wire)).publish("rowcast", messages[:3], True)
+        path.amqp_publisher(_open_channel(wire)).publish("x", messages[:1], False)
+        with pytest.raises(Exception, match=r"kkkk") as refused:  # ShortStringTooLong
+            path.amqp_publisher(_open_channel(wire)).publish("rowcast", messages[3:], True)
+        written.append((b"".join(wire.sent), type(refused.value)))
+    assert written[0] == written[1]
+    assert len(written[0][0]) > 10_000  # the long body in, split in frames or not

@@ -35,11 +35,14 @@ name                     used by                       the trick (accelerated)
                                                        Redis protocol by hand
 `jetstream_publisher`    `rowcast.sinks.nats`          HPUB commands written in the
                                                        NATS protocol by hand, one flush
+`amqp_publisher`         `rowcast.sinks.rabbitmq`      AMQP frames written by hand,
+                                                       one write per batch
 =======================  ============================  ==================================
 
 Their plain counterparts, in order: ``JSONEncoder.encode`` (built once), ``raw_decode``,
 ``UUID(bytes=...)``, the constructors, ``object.__setattr__``, `inspect.stack`,
-no cache, redis-py's pipeline of ``xadd`` calls and nats-py's ``publish``.
+no cache, redis-py's pipeline of ``xadd`` calls, nats-py's ``publish`` and pika's
+``basic_publish``.
 The broker protocols' code is in `rowcast._wire`. `redis_connection` is no
 trick: the packed path's way to take a connection from redis-py's pool across
 its versions, which the Redis sink's ``check()`` shares.
@@ -62,14 +65,16 @@ from collections.abc import Callable, Sequence
 from typing import Any, Final, TypeVar
 
 from . import _wire
-from ._wire import JetStreamPublisher, StreamAdder, redis_connection
+from ._wire import AmqpPublisher, JetStreamPublisher, StreamAdder, redis_connection
 
 __all__ = [
     "PURE",
+    "AmqpPublisher",
     "JetStreamPublisher",
     "StreamAdder",
     "accelerated",
     "active",
+    "amqp_publisher",
     "jetstream_publisher",
     "json_scanner",
     "json_writer",
@@ -216,7 +221,15 @@ class pure:
         ``Nats-Expected-Stream: <stream>``, in order, and returns once they are
         flushed (not acknowledged: acks come on the reply subjects).
         """
-        return _wire.PublishedByClient(stream)
+        return _wire.JetStreamByClient(stream)
+
+    @staticmethod
+    def amqp_publisher(channel: Any) -> AmqpPublisher:
+        """What publishes a batch of persistent JSON messages on `channel` (pika's own
+        ``Channel``, under a ``BlockingChannel``): ``publisher.publish(exchange,
+        [(routing_key, body, message_id, type, timestamp), ...], mandatory)`` buffers
+        them, in order, for pika to send (confirms are the caller's)."""
+        return _wire.AmqpByPika(channel)
 
 
 class accelerated(pure):
@@ -343,7 +356,11 @@ class accelerated(pure):
 
     @staticmethod
     def jetstream_publisher(stream: str) -> JetStreamPublisher:
-        return _wire.PublishedByHand(stream)
+        return _wire.JetStreamByHand(stream)
+
+    @staticmethod
+    def amqp_publisher(channel: Any) -> AmqpPublisher:
+        return _wire.AmqpByHand(channel)
 
 
 class _UUIDDraft(uuid.UUID):
@@ -377,3 +394,4 @@ warn_outside = active.warn_outside
 remember_last = active.remember_last
 stream_adder = active.stream_adder
 jetstream_publisher = active.jetstream_publisher
+amqp_publisher = active.amqp_publisher

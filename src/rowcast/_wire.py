@@ -10,15 +10,20 @@ from __future__ import annotations
 
 import functools
 import inspect
+import struct
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 __all__ = [
+    "AmqpByHand",
+    "AmqpByPika",
+    "AmqpMessage",
+    "AmqpPublisher",
+    "JetStreamByClient",
+    "JetStreamByHand",
     "JetStreamPublisher",
     "Packed",
     "Pipelined",
-    "PublishedByClient",
-    "PublishedByHand",
     "StreamAdder",
     "redis_connection",
 ]
@@ -138,14 +143,14 @@ def _bulk(arguments: list[bytes]) -> bytes:
 
 
 class JetStreamPublisher(Protocol):
-    """Publishes a batch to JetStream on a nats-py connection (see `PublishedByClient`)."""
+    """Publishes a batch to JetStream on a nats-py connection (see `JetStreamByClient`)."""
 
     async def publish(self, nc: Any, messages: Sequence[tuple[str, str, bytes, str]]) -> None:
         """Publish every (subject, reply subject, body, message id), in order."""
         ...
 
 
-class PublishedByClient:
+class JetStreamByClient:
     """nats-py's own ``publish``, one message at a time, with the headers ``Nats-Msg-Id``
     (the id, for JetStream's duplicate window) and ``Nats-Expected-Stream``."""
 
@@ -159,7 +164,7 @@ class PublishedByClient:
             await nc.publish(subject, body, reply=reply, headers=headers)
 
 
-class PublishedByHand:
+class JetStreamByHand:
     """The same HPUB commands written here, all of a batch handed to nats-py's outgoing
     buffer at once and flushed once. The subjects and ids are valid by construction
     (the sink makes them), and the bodies no larger than the server's ``max_payload``
@@ -188,3 +193,103 @@ class PublishedByHand:
         nc.stats["out_bytes"] += size
         await nc._send_command(b"".join(commands))
         await nc._flush_pending()
+
+
+#: (routing key, body, message id, type, timestamp) of one persistent JSON message
+AmqpMessage = tuple[str, bytes, str, str, int]
+
+
+class AmqpPublisher(Protocol):
+    """Publishes a batch on a pika channel (see `AmqpByPika`)."""
+
+    def publish(self, exchange: str, messages: Sequence[AmqpMessage], mandatory: bool) -> None:
+        """Buffer every message for sending, in order (nothing waits for the broker)."""
+        ...
+
+
+class AmqpByPika:
+    """pika's own ``basic_publish`` of each message on `channel` (pika's ``Channel``, under
+    the blocking facade), with the properties ``content_type="application/json"``,
+    ``delivery_mode=2`` (persistent), ``message_id``, ``type``, ``timestamp`` and
+    ``app_id="rowcast"``."""
+
+    def __init__(self, channel: Any) -> None:
+        import pika
+
+        self._channel, self._properties = channel, pika.BasicProperties
+
+    def publish(self, exchange: str, messages: Sequence[AmqpMessage], mandatory: bool) -> None:
+        publish, properties = self._channel.basic_publish, self._properties
+        for routing_key, body, message_id, kind, timestamp in messages:
+            publish(
+                exchange,
+                routing_key,
+                body,
+                properties(
+                    content_type="application/json",
+                    delivery_mode=2,
+                    message_id=message_id,
+                    type=kind,
+                    timestamp=timestamp,
+                    app_id="rowcast",
+                ),
+                mandatory,
+            )
+
+
+_PUBLISH = struct.Struct(">BHIIH")  # frame type 1, channel, size; Basic.Publish; ticket
+_HEADER = struct.Struct(">BHIHHQH")  # frame type 2, channel, size; class, weight, size, flags
+_BODY = struct.Struct(">BHI")  # frame type 3, channel, size
+_FLAGS = 0x8000 | 0x1000 | 0x0080 | 0x0040 | 0x0020 | 0x0008  # the properties written
+
+
+class AmqpByHand:
+    """The same frames (method, content header, body) written here, a whole batch handed
+    to pika's output buffer at once. A message with a string too long for AMQP (over
+    255 bytes) goes through pika, which refuses it."""
+
+    def __init__(self, channel: Any) -> None:
+        self._channel = channel
+        self._pika = AmqpByPika(channel)
+
+    def publish(self, exchange: str, messages: Sequence[AmqpMessage], mandatory: bool) -> None:
+        channel = self._channel
+        channel._raise_if_not_open()
+        connection = channel.connection
+        number, most = channel.channel_number, connection._body_max_length
+        exchange_bytes = exchange.encode()
+        bits = b"\x01" if mandatory else b"\x00"
+        frames: list[bytes] = []
+        for message in messages:
+            routing_key, body, message_id, kind, timestamp = message
+            key, ident, kind_bytes = routing_key.encode(), message_id.encode(), kind.encode()
+            if max(len(exchange_bytes), len(key), len(ident), len(kind_bytes)) > 255:
+                connection._output_marshaled_frames([b"".join(frames)])  # those before it
+                frames = []
+                self._pika.publish(exchange, [message], mandatory)
+                continue
+            method = bytes([len(exchange_bytes)]) + exchange_bytes + bytes([len(key)]) + key + bits
+            frames.append(_PUBLISH.pack(1, number, 6 + len(method), 0x003C0028, 0))
+            frames.append(method + b"\xce")
+            properties = b"".join(
+                (
+                    _JSON,
+                    bytes([len(ident)]),
+                    ident,
+                    timestamp.to_bytes(8, "big"),
+                    bytes([len(kind_bytes)]),
+                    kind_bytes,
+                    _APP,
+                )
+            )
+            frames.append(_HEADER.pack(2, number, 14 + len(properties), 60, 0, len(body), _FLAGS))
+            frames.append(properties + b"\xce")
+            for start in range(0, len(body), most):
+                chunk = body[start : start + most]
+                frames.append(_BODY.pack(3, number, len(chunk)) + chunk + b"\xce")
+        if frames:
+            connection._output_marshaled_frames([b"".join(frames)])
+
+
+_JSON = b"\x10application/json\x02"  # content type (a short string), delivery mode 2
+_APP = b"\x07rowcast"  # app id

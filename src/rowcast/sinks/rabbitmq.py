@@ -58,10 +58,10 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from .. import _speedups
 from .._url import boolean, check_query, masked, number, query
 from ..backends import missing_extra
 from ..change import Change
@@ -140,6 +140,7 @@ class RabbitMQSink:
         self._connection: Any = None
         self._channel: Any = None
         self._confirms = _Confirms(pika.spec.Basic.Nack)
+        self._publisher: _speedups.AmqpPublisher | None = None
         self._keys: dict[tuple[str | None, str, str], str] = {}
         self._closed = False
 
@@ -200,28 +201,17 @@ class RabbitMQSink:
         if self._channel is None:
             self._connect()
         channel, connection = self._channel, self._connection
-        impl = channel._impl  # pika's own Channel under the blocking facade
-        properties: Callable[..., Any] = self._pika.BasicProperties
         exchange, mandatory = self.exchange, self.mandatory
         confirms = self._confirms
         confirms.expect(len(entries), self.timeout)
         timer = None
         try:
-            for change_id, change, body in entries:  # buffered: in order, no wait per message
-                impl.basic_publish(
-                    exchange,
-                    self.routing_key(change),
-                    body.encode(),
-                    properties(
-                        content_type="application/json",
-                        delivery_mode=2,
-                        message_id=change_id,
-                        type=change.name,
-                        timestamp=int(change.ts),
-                        app_id="rowcast",
-                    ),
-                    mandatory,
-                )
+            messages = [
+                (self.routing_key(change), body.encode(), change_id, change.name, int(change.ts))
+                for change_id, change, body in entries
+            ]
+            assert self._publisher is not None  # made with the channel
+            self._publisher.publish(exchange, messages, mandatory)  # buffered, in order
             timer = connection.call_later(self.timeout, confirms.wake)
             channel._flush_output(confirms.settled)  # raises if the channel or connection closes
         except (errors.AMQPError, OSError) as e:
@@ -284,6 +274,7 @@ class RabbitMQSink:
             self._drop()
             raise self._error(e, "cannot turn on confirms") from e
         self._channel, self._confirms = channel, confirms
+        self._publisher = _speedups.amqp_publisher(channel._impl)  # pika's own Channel
         return existed
 
     def _error(self, error: BaseException, doing: str) -> SinkError:
