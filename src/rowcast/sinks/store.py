@@ -17,8 +17,9 @@ Ids and bodies are the ones every sink of a relay shares (`rowcast.sinks.base.en
 a change's data is stored as its body's JSON, which is what the codec writes for the
 fields above (but for a composite key, written from the fields).
 
-A batch is appended one stream at a time, in commit order within each stream
-(the store has no transaction spanning streams). Re-delivering a change is a
+A batch is appended with `EventStore.append_streams` (SQLite: one commit for the
+whole batch), each stream's events in commit order; when that finds ids stored
+already, one stream at a time. Re-delivering a change is a
 no-op: the store recognises an append whose ids are already stored in that
 stream, and when a re-delivered group only partly overlaps what is stored (the
 relay's batches came out different after a restart) the stored events are left
@@ -145,6 +146,13 @@ class StoreSink:
                 streams[stream] = [event]
             else:
                 group.append(event)
+        try:
+            self.store.append_streams(streams.items())  # one commit for the lot, where it can
+            return
+        except DuplicateEventId:
+            pass  # a re-delivery that overlaps what is stored: stream by stream, below
+        except StoreError as e:
+            raise self._error(f"append to {len(streams)} streams", e) from e
         for stream, events in streams.items():
             try:
                 self._append(stream, events)

@@ -299,6 +299,12 @@ class AsyncEventStore:
         """`EventStore.append`: the batch atomically at the next versions of `stream`."""
         return await self._run("append to", lambda s: s.append(stream, events, expected_version))
 
+    async def append_streams(
+        self, appends: Iterable[tuple[str, Iterable[NewEvent]]]
+    ) -> list[AppendResult]:
+        """`EventStore.append_streams`: each stream's events as `append` does, at once."""
+        return await self._run("append to", lambda s: s.append_streams(appends))
+
     def read(
         self,
         stream: str,

@@ -249,6 +249,23 @@ class EventStore:
         self._check_open("append to")
         return self._append(stream, batch, expected)
 
+    def append_streams(
+        self, appends: Iterable[tuple[str, Iterable[NewEvent]]]
+    ) -> list[AppendResult]:
+        """Append each ``(stream, events)`` as `append` does with ``expected_version=ANY``.
+
+        The result of each, in order. Each stream's events are appended atomically and
+        idempotently, as by `append`; a backend that can appends them all in one
+        transaction (SQLite: one commit for the lot), but there is no promise across
+        streams: a failure may leave the first streams appended. Every stream name and
+        event is checked (and encoded) before anything is appended.
+        """
+        groups = [
+            (check_stream(stream, writing=True), encode_batch(events)) for stream, events in appends
+        ]
+        self._check_open("append to")
+        return self._append_streams(groups) if groups else []
+
     def read(
         self,
         stream: str,
@@ -430,6 +447,10 @@ class EventStore:
     def _append(self, stream: str, batch: EncodedBatch, expected: ExpectedVersion) -> AppendResult:
         """Append the checked `batch` (see `append`)."""
         raise NotImplementedError
+
+    def _append_streams(self, groups: list[tuple[str, EncodedBatch]]) -> list[AppendResult]:
+        """Append each encoded group, stream by stream (a backend may do them at once)."""
+        return [self._append(stream, batch, ANY) for stream, batch in groups]
 
     def _streams(self) -> dict[str, tuple[int, int]]:
         """Every stream with its version and last position."""

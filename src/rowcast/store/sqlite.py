@@ -59,6 +59,7 @@ from .._url import made_directory, masked
 from ..codec import object_hook
 from ..errors import ConfigError, StoreError, WrongExpectedVersion
 from ._core import EncodedBatch, decode_state, refused_append, version_matches
+from ._sqlite_batch import append_all
 from ._sqlite_streams import list_streams
 from ._sqlite_url import parse_url
 from .base import EventStore
@@ -335,6 +336,14 @@ class SQLiteEventStore(EventStore):
         result = self._run("append", work)
         self._appended(stream, result)
         return result
+
+    def _append_streams(self, groups: list[tuple[str, EncodedBatch]]) -> list[AppendResult]:
+        now = time.time()
+        results = self._run("append", lambda conn: append_all(conn, groups, _VERSION, _INSERT, now))
+        if results is None:  # an id stored before, say: each stream decided on its own
+            return super()._append_streams(groups)
+        self._appended(groups[-1][0], results[-1])
+        return results
 
     def _stored_or_conflict(
         self,

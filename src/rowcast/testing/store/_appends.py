@@ -213,3 +213,27 @@ class AppendTests(StoreContractBase):
         with pytest.raises(DuplicateEventId, match="twice"):
             self.store.append(stream, [event, NewEvent("t", 2), event])
         assert self.store.stream_version(stream) == 0
+
+    def test_append_streams_appends_each_as_append_does(self) -> None:
+        a, b, c = self.stream(), self.stream(), self.stream()
+        self.store.append(b, events(2))
+        first, second = events(2), events(3, start=2)
+        results = self.store.append_streams([(a, first), (b, second), (c, events(1))])
+        assert [r.version for r in results] == [2, 5, 1]
+        assert results[0].position < results[1].position < results[2].position
+        assert [e.data["n"] for e in self.store.read(b)] == [0, 1, 2, 3, 4]
+        assert [e.position for e in self.store.read(b)][-1] == results[1].position
+        # a retry (of the lot, or with a stream given twice) is answered as append answers
+        again = [(a, first), (b, second), (a, events(1, start=9))]
+        assert self.store.append_streams(again)[:2] == results[:2]
+        assert [e.data["n"] for e in self.store.read(a)] == [0, 1, 9]
+        assert self.store.append_streams([]) == []
+
+    def test_append_streams_checks_everything_first(self) -> None:
+        a = self.stream()
+        with pytest.raises(TypeError):
+            self.store.append_streams([(a, events(1)), (self.stream(), [object()])])  # type: ignore[list-item]
+        event = NewEvent("t", 1)
+        with pytest.raises(DuplicateEventId):
+            self.store.append_streams([(a, [event, event])])
+        assert self.store.stream_version(a) == 0
