@@ -115,21 +115,23 @@ class RowDecoder:
         """The transaction's Changes: its xid, its commit time, the LSN after its commit."""
         position = format_lsn(commit.end_lsn)
         ts, txid = commit.commit_ts, None if xid is None else str(xid)
-        return [
-            Change(
-                action,
-                table.schema,
-                table.name,
-                table.pk(after if after is not None else before),  # type: ignore[arg-type]
-                before,
-                after,
-                ts,
-                txid,
-                position,
-                "postgres",
-            )
-            for action, table, before, after in rows
-        ]
+        return Change._rows(  # right by construction: made without Change's checks
+            [
+                (
+                    action,
+                    table.schema,
+                    table.name,
+                    table.pk(after if after is not None else before),  # type: ignore[arg-type]
+                    before,
+                    after,
+                )
+                for action, table, before, after in rows
+            ],
+            ts,
+            txid,
+            position,
+            "postgres",
+        )
 
 
 def primary_key(cur: Any, oid: int) -> list[str]:

@@ -49,7 +49,7 @@ class Decoder:
         tail = (triggers.epoch(group[-1][2]), f"{first}-{last}", str(last), "sqlite")
         layouts = self._layouts
         spilled: dict[int, Row] = {}
-        changes = []
+        made: list[tuple[Action, str, str, Any, Any, Any]] = []
         for row in group:
             shape = layouts.get(row[1]) or self._layout(conn, row[1])
             table, action, wanted, columns, key, width, spill, hidden = shape
@@ -77,10 +77,10 @@ class Decoder:
                 # the hidden rowid moved (UPDATE t SET rowid = ...), and no image holds
                 # it: to a reader keyed by it, the old row went and a new one came
                 old = values[at + key[0]]
-                changes.append(Change(Action.DELETE, "main", table, old, before, None, *tail))
+                made.append((Action.DELETE, "main", table, old, before, None))
                 action, before = Action.WRITE, None
-            changes.append(Change(action, "main", table, pk, before, after, *tail))
-        return changes
+            made.append((action, "main", table, pk, before, after))
+        return Change._rows(made, *tail)  # right by construction: without Change's checks
 
     def _layout(self, conn: sqlite3.Connection, layout: int) -> _Shape:
         """Layout `layout`, read with every other from ``rowcast_layouts`` into the cache."""
