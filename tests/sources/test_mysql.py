@@ -338,6 +338,23 @@ def test_end_is_reached_across_a_log_rotation_with_nothing_to_read(db: Any) -> N
     assert time.monotonic() - began < 10
 
 
+def test_rows_on_both_sides_of_a_log_rotation_are_read(db: Any) -> None:
+    # the next file starts with its own format description: read from it, not assumed
+    start = position(db)
+    execute(db, "INSERT INTO test (data) VALUES ('before')")
+    execute(db, "FLUSH BINARY LOGS")
+    execute(db, "INSERT INTO test (data) VALUES ('after')", "UPDATE test SET data = 'x'")
+    changes = [c for tx in read(start, tables=["test.test"]) for c in tx]
+    assert [(c.name, c.after) for c in changes] == [
+        ("test_write", {"id": 1, "data": "before"}),
+        ("test_write", {"id": 2, "data": "after"}),
+        ("test_update", {"id": 1, "data": "x"}),
+        ("test_update", {"id": 2, "data": "x"}),
+    ]
+    first, last = changes[0].position or "", changes[-1].position or ""
+    assert first.rpartition(":")[0] != last.rpartition(":")[0]  # two files
+
+
 def test_a_killed_connection_after_a_gtid_start_repeats_nothing(db: Any) -> None:
     start = position(db)
     execute(db, "INSERT INTO test (data) VALUES ('0')")
