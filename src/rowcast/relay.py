@@ -238,8 +238,7 @@ class Relay:
             watch=HeadWatch(self.stats, source, self.stall_after),
         )
         self._carried: Any = None  # a transaction read that did not fit in the last batch
-        self._room = threading.Condition()  # the reader waits on it while the queue is full
-        self._queued = 0  # changes in the queue
+        self._room, self._queued = threading.Condition(), 0  # changes in the queue, and a wait
         self._unsaved: str | None = None  # delivered everywhere, not yet checkpointed
         self._saved_at = 0.0  # time.monotonic() of the last save
 
@@ -285,8 +284,7 @@ class Relay:
             self.stats.resumed_from or f"the source's {start} (the checkpoint is empty)",
             extra={"event": "start", "position": self.stats.resumed_from},
         )
-        # bounded by the changes it holds (`_put`), not by transactions: a backlog of
-        # large transactions read ahead of the sinks must not fill the memory
+        # bounded by the changes it holds (`_put`): large transactions must not fill the memory
         transactions: queue.Queue[Any] = queue.Queue()
         reader = threading.Thread(
             target=self._read, args=(transactions,), name="rowcast-relay-source", daemon=True
@@ -356,7 +354,7 @@ class Relay:
                 if self._stopping.is_set():
                     return False
                 self._room.wait(_POLL)
-            if self._stopping.is_set():
+            if self._stopping.is_set():  # (after a wait)
                 return False
             self._queued += size
         transactions.put(item)

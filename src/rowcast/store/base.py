@@ -254,15 +254,11 @@ class EventStore:
     ) -> list[AppendResult]:
         """Append each ``(stream, events)`` as `append` does with ``expected_version=ANY``.
 
-        The result of each, in order. Each stream's events are appended atomically and
-        idempotently, as by `append`; a backend that can appends them all in one
-        transaction (SQLite: one commit for the lot), but there is no promise across
-        streams: a failure may leave the first streams appended. Every stream name and
-        event is checked (and encoded) before anything is appended.
+        The result of each, in order. Every stream and event is checked first; a backend
+        that can appends all in one transaction (SQLite), but nothing is promised across
+        streams: a failure may leave the first ones appended.
         """
-        groups = [
-            (check_stream(stream, writing=True), encode_batch(events)) for stream, events in appends
-        ]
+        groups = [(check_stream(s, writing=True), encode_batch(e)) for s, e in appends]
         self._check_open("append to")
         return self._append_streams(groups) if groups else []
 

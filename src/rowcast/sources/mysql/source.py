@@ -48,9 +48,8 @@ from ...change import Change
 from ...errors import ConfigError
 from ..base import Diagnosis, LogSource
 from ..health import LogHealth
-from . import _events
+from . import _events, owner, scope
 from . import health as _health
-from . import owner, scope
 from . import server as _server
 from . import snapshot as _snapshot
 from ._decode import Decoders, Row
