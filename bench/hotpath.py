@@ -11,11 +11,14 @@ that same binlog stretch in a child interpreter of its own:
 ``rabbitmq``, ``store``  ``Relay`` to RabbitMQ, to the SQLite event store
 ``all``      ``Relay`` to every sink of ``bench/relay.py`` at once
 
-Each phase is counted in one of three ways: wall seconds (the default), user-space CPU
-instructions under ``valgrind --tool=callgrind`` (``--instructions``: a figure that does
-not move with the load of a shared machine; the phase's child minus the same child reading
-nothing), or a cProfile of the phase (``--profile DIR``: one ``.prof`` file per phase and
-its top functions printed). Timing never fails the script; a phase that misses a change does.
+Each phase is counted in one of four ways: wall seconds (the default, a child's start
+included), user-space CPU instructions under ``valgrind --tool=callgrind``
+(``--instructions``: a figure that does not move with the load of a shared machine; the
+phase's child minus the same child reading nothing), a cProfile of the phase's main
+thread (``--profile DIR``: one ``.prof`` file per phase, its top functions printed), or
+py-spy samples of every thread while it holds the GIL (``--spy DIR``: py-spy from the
+``bench`` extra; the functions most seen, by their own samples and with their callees).
+Timing never fails the script; a phase that misses a change does.
 
     python bench/hotpath.py --changes 5000 --instructions bare source redis all
 """
