@@ -160,7 +160,7 @@ def test_a_running_relay_is_running_with_lag_0_when_idle(table: Table, tmp_path:
         report = reported(checkpoint, state="running", changes=1, lag_seconds=0.0)
         assert report["kind"] == "relay"
         assert report["name"] == "default"
-        assert report["source"] == "mysql://root:***@127.0.0.1:3306/test"
+        assert report["source"] == "mysql://root@127.0.0.1:3306/test"
         assert report["sinks"] == ["-"]
         assert report["head"]
         assert report["log"]["needed_log"] == report["position"].rpartition(":")[0]

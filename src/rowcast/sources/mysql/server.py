@@ -52,7 +52,8 @@ class ServerURL:
     @property
     def masked(self) -> str:
         db = f"/{self.database}" if self.database else ""
-        who = f"{self.user}:***@" if self.user else ""  # none: the option file's
+        # no user: the option file's; a password only when there is one to hide
+        who = f"{self.user}{':***' if self.password else ''}@" if self.user else ""
         return f"mysql://{who}{self.host}:{self.port}{db}"
 
     def settings(self) -> dict[str, Any]:
