@@ -142,3 +142,19 @@ def test_uninstall_lists_rowcast_tables_and_drops_data_only_when_told(admin: Any
         cur.execute(f"SHOW TABLES FROM {DB} LIKE 'rowcast%'")
         assert cur.fetchall() == ()
     assert f"nothing of rowcast's in {URL}" in CliRunner().invoke(main, ["uninstall", URL]).output
+
+
+def test_uninstall_of_a_database_that_does_not_exist_is_an_error(admin: Any) -> None:
+    # a typo in the database said "nothing of rowcast's in ..." with exit 0: the user
+    # believed the real database clean
+    from click.testing import CliRunner
+
+    from rowcast.cli import main
+
+    typo = f"mysql://root@127.0.0.1:3306/{DB}_typo"
+    for args in (["uninstall", typo], ["uninstall", typo, "--yes"]):
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 2, result.output
+        assert f"database {DB}_typo does not exist" in result.output
+        assert DB in result.output.replace(f"{DB}_typo", "")  # the databases there are
+        assert "Traceback" not in result.output

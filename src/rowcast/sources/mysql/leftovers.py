@@ -14,7 +14,8 @@ from typing import Any
 
 from ...errors import ConfigError
 from .._leftovers import Leftover, what
-from .server import _pymysql, connect, parse_url
+from .scope import _SYSTEM
+from .server import ServerURL, _pymysql, connect, parse_url
 
 __all__ = ["leftovers", "remove"]
 
@@ -47,11 +48,28 @@ def _found(conn: Any, database: str | None) -> list[Leftover]:
     return found
 
 
+def _missing(conn: Any, target: ServerURL) -> None:
+    """A ConfigError when the URL names a database the server does not have (a typo)."""
+    if target.database is None:
+        return
+    with conn.cursor() as cur:
+        cur.execute("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA ORDER BY 1")
+        databases = [str(d) for (d,) in cur.fetchall()]
+    if databases and target.database not in databases:
+        shown = ", ".join(d for d in databases if d.lower() not in _SYSTEM) or "none of yours"
+        raise ConfigError(
+            f"{target.masked}: database {target.database} does not exist: fix the database "
+            f"in the URL (this server has {shown}; a URL without a database "
+            "looks in every one)"
+        )
+
+
 def leftovers(url: str) -> list[Leftover]:
     """rowcast's tables in the URL's database (every database without one)."""
     target = parse_url(url)
     conn = connect(target)
     try:
+        _missing(conn, target)
         return _found(conn, target.database)
     except _pymysql().err.MySQLError as error:
         raise ConfigError(f"{target.masked}: listing what rowcast left failed: {error}") from error
@@ -64,6 +82,7 @@ def remove(url: str, *, include_data: bool = False) -> list[Leftover]:
     target = parse_url(url)
     conn = connect(target)
     try:
+        _missing(conn, target)
         dropped = [o for o in _found(conn, target.database) if include_data or not o.data]
         with conn.cursor() as cur:
             for leftover in dropped:
