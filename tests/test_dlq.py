@@ -134,3 +134,17 @@ def test_a_redis_consumers_dead_letters_from_the_command_line() -> None:
     finally:
         client.delete(key, f"{key}:dead")
         client.close()
+
+
+def test_an_empty_redis_ls_says_which_streams_it_looked_at() -> None:
+    # a consumer given ?stream=shop:orders parks in shop:orders:dead; `dlq ls redis://...`
+    # looks at rowcast:*:dead only and said "no dead letters" with no word of it
+    require_redis()
+    prefix = f"rc_nothing_{uuid.uuid4().hex[:8]}"
+    url = f"redis://127.0.0.1:6379/0?prefix={prefix}"
+    listed = dlq("ls", url)
+    assert listed.exit_code == 0, listed.output
+    assert f"no stream matches {prefix}:*:dead" in listed.output
+    assert "?stream=" in listed.output
+    one = dlq("show", f"redis://127.0.0.1:6379/0?stream={prefix}:orders")
+    assert f"no stream {prefix}:orders:dead" in one.output

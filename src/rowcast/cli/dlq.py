@@ -48,6 +48,11 @@ def _console() -> Console:
     return console if console.is_terminal else Console(highlight=False, soft_wrap=True, width=400)
 
 
+def _nothing(letters: Any) -> str:
+    looked = getattr(letters, "looked_at", None)  # where it looked, when it can say
+    return f"no dead letters at {letters.url}" + (f": {looked}" if looked else "")
+
+
 @click.group()
 def dlq() -> None:
     """See, replay and drop dead letters.
@@ -71,7 +76,7 @@ def ls(url: str, group: str | None, fmt: str) -> None:
             click.echo(json.dumps(place.__dict__))
         return
     if not places:
-        click.echo(f"no dead letters at {letters.url}")
+        click.echo(_nothing(letters))
         return
     table = Table(box=None, pad_edge=False, header_style="bold")
     for name in ("PLACE", "COUNT", "OLDEST", "NEWEST"):
@@ -98,7 +103,7 @@ def show(url: str, group: str | None, limit: int, fmt: str) -> None:
             click.echo(json.dumps(data, default=str, ensure_ascii=False))
         return
     if not found:
-        click.echo(f"no dead letters at {letters.url}")
+        click.echo(_nothing(letters))
         return
     table = Table(box=None, pad_edge=False, header_style="bold")
     for name in ("WHEN", "PLACE", "ROW", "CHANGE", "TIMES", "BY", "WHY"):

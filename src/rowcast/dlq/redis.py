@@ -70,6 +70,16 @@ class RedisDeadLetters:
         except self._errors as e:
             raise SinkError(f"Redis dead letters at {self.url}: {e}") from e
 
+    @property
+    def looked_at(self) -> str:
+        """Where this looked for dead letters: said when it found none."""
+        if self.stream:
+            return f"no stream {self.stream}:dead"
+        return (
+            f"no stream matches {self.prefix}:*:dead (a consumer given ?stream=KEY parks "
+            "in KEY:dead: add ?stream=KEY to the URL)"
+        )
+
     def _keys(self) -> list[str]:
         if self.stream:
             key = f"{self.stream}:dead"
