@@ -267,3 +267,41 @@ def test_sqlite_a_typod_table(app_db: str) -> None:
     doctor = invoke(["doctor", app_db, "--tables", "ordrs"])
     assert doctor.exit_code == 1
     assert "✗ tables ordrs" in doctor.output
+
+
+def readme_slot_tail() -> list[str]:
+    """The README's ``rowcast tail 'postgresql://...?slot=...' --from ...`` line."""
+    for line in README.read_text().splitlines():
+        if not line.startswith("$ rowcast tail"):
+            continue
+        words = shlex.split(line.removeprefix("$ "), comments=True)
+        if words[:2] == ["rowcast", "tail"] and "?slot=" in words[2] and "--from" in words:
+            return words[1:]
+    raise AssertionError("the README shows no `rowcast tail postgresql://...?slot=` any more")
+
+
+@pytest.mark.server
+def test_postgresql_from_a_position_before_a_slot_that_does_not_exist(
+    pg_base: str, pg: Any
+) -> None:
+    pg.execute("SELECT pg_current_wal_lsn()")
+    past = str(pg.fetchone()[0])
+    pg.execute("INSERT INTO orders VALUES (1)")
+    slot = f"walkmine_{RUN}"
+    args = readme_slot_tail()  # ?slot=mine --from 0/16B3748 --to now
+    args = [args[0], f"{pg_base}?slot={slot}", "--from", past, "--to", "now"]
+    result = invoke(args)
+    assert result.exit_code == 2, result.output
+    said = one_paragraph(result)
+    assert f"slot {slot} does not exist yet" in said
+    assert "nothing was created" in said
+    pg.execute("SELECT count(*) FROM pg_replication_slots WHERE slot_name = %s", (slot,))
+    assert pg.fetchone()[0] == 0  # was: the slot stayed, holding WAL
+    pg.execute("SELECT count(*) FROM pg_publication WHERE pubname = %s", (slot,))
+    assert pg.fetchone()[0] == 0
+    # from now it creates them, and says on stopping that they stay and how they go
+    result = invoke([args[0], args[1], "--to", "now"])
+    assert result.exit_code == 0, result.output
+    said = one_paragraph(result)
+    assert f"slot {slot} and publication {slot} stay" in said
+    assert f"rowcast uninstall '{pg_base}'" in said

@@ -121,5 +121,15 @@ def tail(
     if fmt == "table":
         errors = f"; {hub.errors} receiver errors" if hub.errors else ""
         err.print(printer.summary() + errors)
+    slot = getattr(source, "given_slot", None)
+    if slot is not None:  # a lasting slot: it holds WAL until read again
+        base, publication = masked(url).partition("?")[0], getattr(source, "publication", slot)
+        err.print(
+            f"slot {slot} and publication {publication} stay (the slot holds WAL "
+            f"until read again): `rowcast uninstall '{base}'` lists them with the SQL that "
+            "drops them (--yes drops every unused rowcast slot and publication there)",
+            soft_wrap=True,
+            markup=False,
+        )
     if hub.errors:
         sys.exit(1)

@@ -79,6 +79,7 @@ from .stream import (
     is_connection_error,
     keep_up,
     refuse_a_busy_slot,
+    refuse_a_past_start,
     resolve_positions,
     temporary_slot,
 )
@@ -105,8 +106,7 @@ class LogicalSource(LogSource):
     `heartbeat` is how often (seconds) a reader with nothing pending wakes to notice
     `stop` and confirm the server's end of WAL (so a slot of idle tables keeps up
     while others write); `feedback` how often it tells the server its position.
-    `snapshot` (``"initial"`` or ``"never"``) and `snapshot_chunk`: the module docstring.
-    Starting, checkpoints, stopping and reconnecting: `LogSource`.
+    `snapshot`, `snapshot_chunk`: the module docstring; starting, checkpoints...: `LogSource`.
     """
 
     reading = "the replication stream"
@@ -223,8 +223,7 @@ class LogicalSource(LogSource):
             conn.close()  # rolls back what a temporary reader made
 
     def check(self) -> None:
-        """Reach the server now and make it ready (`setup`): ``rowcast relay`` calls this
-        at start, so an unreachable server or a missing privilege fails at once."""
+        """Reach the server and make it ready (`setup`) at once: ``rowcast relay``'s start."""
         self.setup()
 
     def drop(self) -> None:
@@ -253,8 +252,10 @@ class LogicalSource(LogSource):
         self._reached = True
         try:
             cur = conn.cursor()
-            self._own = self._setup(cur, busy_ok=True)
             cut = plan(self._resume_from(), self.snapshot)
+            if cut is None and not self.temporary:  # before the slot is made
+                refuse_a_past_start(cur, self.url.masked, self.slot, self._resume_from())
+            self._own = self._setup(cur, busy_ok=True)
             start = (cut.point or "now") if cut else self._resume_from()
             resume, end = resolve_positions(
                 cur, self.url.masked, self.slot, start, self.end, snapshot=cut is not None

@@ -28,6 +28,7 @@ __all__ = [
     "keep_up",
     "parse_position",
     "refuse_a_busy_slot",
+    "refuse_a_past_start",
     "resolve_positions",
     "temporary_slot",
 ]
@@ -106,6 +107,31 @@ def behind_the_slot(target: str, slot: str, confirmed: str, start: str) -> Confi
         "of the slot took them, or the checkpoint is an older copy). To recover: copy the "
         "tables' rows as they are now (--snapshot initial, or a backfill), then read on from "
         f"the slot's position explicitly (--from {confirmed}, with an emptied checkpoint)"
+    )
+
+
+def refuse_a_past_start(cur: Any, target: str, slot: str, start: str) -> None:
+    """Before `slot` is created: a `ConfigError` when it does not exist and `start` (an LSN)
+    is behind the server's current position, where a slot made now would begin (it could
+    never send what lies before): refused before anything is created."""
+    try:
+        lsn = parse_lsn(start)
+    except ValueError:  # 'now', 'start', a snapshot's position: nothing to check here
+        return
+    cur.execute(
+        "SELECT pg_current_wal_lsn(), EXISTS (SELECT 1 FROM pg_replication_slots "
+        "WHERE slot_name = %s)",
+        (slot,),
+    )
+    now, exists = cur.fetchone()
+    if exists or lsn >= parse_lsn(now):
+        return
+    raise ConfigError(
+        f"{target}: slot {slot} does not exist yet, and a slot made now would begin at "
+        f"{now}, past {start} where this reader begins: it cannot read the past (nothing "
+        f"was created). Read from a slot made before {start} (--from is for an existing "
+        "slot), start from now (--from now, which creates the slot), or copy the rows as "
+        "they are now (--snapshot initial, or a backfill)"
     )
 
 
