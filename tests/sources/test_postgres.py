@@ -24,6 +24,7 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import psycopg2
@@ -344,6 +345,7 @@ def test_default_identity_gives_key_only_before_images_and_a_warning(
         make(tables=["rc_plain"]).setup()
     assert "replica identity public.rc_plain is default (primary key)" in caplog.text
     assert "ALTER TABLE public.rc_plain REPLICA IDENTITY FULL;" in caplog.text
+    assert "?replica_identity=full" in caplog.text  # the URL option, as a user gives it
     start = lsn(db)
     db.execute("INSERT INTO rc_plain VALUES (1, 'a')")
     db.execute("UPDATE rc_plain SET v = 'b'")
@@ -363,6 +365,11 @@ def test_replica_identity_full_option_sets_it(db: Any, make: Any) -> None:
     make(tables=["rc_setfull"], replica_identity="full").setup()
     db.execute("SELECT relreplident FROM pg_class WHERE relname = 'rc_setfull'")
     assert db.fetchone()[0] == "f"
+    # it stays: the README says so where it lists what rowcast creates, and how to undo it
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    created = readme.split("# What each command creates")[1].split("\n# ")[0]
+    assert "REPLICA IDENTITY FULL" in created
+    assert "REPLICA IDENTITY DEFAULT" in created
     start = lsn(db)
     db.execute("INSERT INTO rc_setfull VALUES (1, 'a')")
     db.execute("UPDATE rc_setfull SET v = 'b'")

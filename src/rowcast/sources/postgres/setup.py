@@ -429,7 +429,7 @@ def prepare(
             shown = check.name.removeprefix("replica identity ")
             log.warning(
                 "%s is %s: ALTER TABLE %s REPLICA IDENTITY FULL; (or read with "
-                "replica_identity=full)",
+                "?replica_identity=full in the URL, which runs it; it stays)",
                 check.name,
                 check.value,
                 quote(*shown.split(".", 1)),
