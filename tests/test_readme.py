@@ -59,3 +59,25 @@ def test_the_production_configuration_checks(tmp_path: Path) -> None:
         "rediss://:***@cache.internal:6380/0?stream=shop:changes",
     ]
     assert resolved["metrics-port"] == 9400
+
+
+def test_the_production_configuration_reports_every_mistake_at_once(tmp_path: Path) -> None:
+    found = re.search(r"```toml\n(# /etc/rowcast/shop\.toml.*?)```", README.read_text(), re.S)
+    assert found is not None
+    config = tmp_path / "shop.toml"  # no password file written, PG_PASSWORD unset
+    config.write_text(found[1].replace("/etc/rowcast/", f"{tmp_path}/"))
+    run = subprocess.run(
+        [sys.executable, "-m", "rowcast", "config", "check", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={k: v for k, v in os.environ.items() if k != "PG_PASSWORD"},
+    )
+    assert run.returncode == 2, run.stderr
+    assert "Traceback" not in run.stderr
+    said = " ".join(run.stderr.split())
+    assert "has 5 mistakes" in said  # the PostgreSQL URLs: to, checkpoint, dead-letter
+    assert f"{tmp_path}/mysql.password" in said
+    assert "PG_PASSWORD" in said
+    assert f"{tmp_path}/redis.password" in said  # was: the to list stopped at its first

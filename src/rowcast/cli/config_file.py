@@ -219,6 +219,9 @@ def _settings(
         given[key] = raw_key
         try:
             value = _value(param, raw, where, ctx)
+        except _Mistakes as e:  # a list's items: each of its mistakes
+            errors.extend(e.errors)
+            continue
         except ConfigError as e:
             errors.append(str(e))
             continue
@@ -239,11 +242,26 @@ def _unknown(name: str, key: str, value: Any, known: dict[str, click.Parameter])
     return f"unknown key; {hint}[{name}] takes {', '.join(known)}"
 
 
+class _Mistakes(ConfigError):
+    """The mistakes of a list's items, each its own."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("\n".join(errors))
+        self.errors = errors
+
+
 def _value(param: click.Parameter, raw: Any, where: str, ctx: click.Context | None) -> Any:
     """`raw` (from TOML) checked and converted as `param` takes it from the command line."""
     if param.multiple or param.nargs == -1:
-        items = raw if isinstance(raw, list) else [raw]
-        return [_one(param, item, where, ctx) for item in items]
+        items, values, wrong = raw if isinstance(raw, list) else [raw], [], []
+        for item in items:
+            try:
+                values.append(_one(param, item, where, ctx))
+            except ConfigError as e:  # on to the next item: every mistake at once
+                wrong.append(str(e))
+        if wrong:
+            raise _Mistakes(wrong)
+        return values
     if isinstance(raw, list):
         raise ConfigError(f"{where}takes one value, not a list")
     return _one(param, raw, where, ctx)
