@@ -298,6 +298,25 @@ def test_nothing_reported_is_exit_1_and_a_bad_store_exit_2(tmp_path: Path) -> No
     assert CliRunner().invoke(main, ["status"]).exit_code == 2
 
 
+def test_a_checkpoint_file_that_does_not_exist_is_named(tmp_path: Path) -> None:
+    missing = tmp_path / "nosuch.pos"
+    result = CliRunner().invoke(main, ["status", str(missing)])
+    assert result.exit_code == 1  # as for nothing reported (--help says so)
+    said = " ".join(result.stderr.split())
+    assert f"{missing} does not exist" in said  # was: only "no relay ... has reported there"
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_closed_port_says_the_server_cannot_be_reached() -> None:
+    url = f"postgresql://postgres@127.0.0.1:{free_port()}/x"
+    result = CliRunner().invoke(main, ["status", url])
+    assert result.exit_code == 2
+    said = " ".join(result.stderr.split())
+    assert "cannot reach the server" in said  # was: SQLAlchemy's two lines, no fix
+    assert "is it running, and listening on 127.0.0.1:" in said
+    assert "(psycopg.OperationalError)" not in said
+
+
 def test_a_checkpoint_in_a_purged_binlog_names_the_recovery_and_fails_status(
     table: Table, tmp_path: Path
 ) -> None:

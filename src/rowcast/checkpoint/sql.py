@@ -22,6 +22,7 @@ _DRIVERS = {  # bare schemes -> the drivers rowcast's extras install
     "mariadb": "mysql+pymysql",
 }
 _EXTRAS = {"sqlite": None, "postgresql": "postgres", "mysql": "mysql", "mariadb": "mysql"}
+_PORTS = {"postgresql": 5432, "mysql": 3306}
 _FAMILY = {"sqlite": "sqlite", "postgresql": "postgresql", "mysql": "mysql", "mariadb": "mysql"}
 
 
@@ -103,7 +104,19 @@ class SQLCheckpoint(BaseCheckpoint):
         if name is not None:
             query = query.where(table.c.name == name)
         try:
-            with engine.connect() as conn:
+            conn = engine.connect()
+        except sa.exc.SQLAlchemyError as e:
+            engine.dispose()
+            if family not in _PORTS:
+                raise StoreError(f"reading reports at {shown} failed: {reason(e)}") from e
+            where = f"{target.host or 'localhost'}:{target.port or _PORTS[family]}"
+            raise StoreError(
+                f"reading reports at {shown}: cannot reach the server ({reason(e)}): is it "
+                f"running, and listening on {where}? (and are the URL's user, password and "
+                "database right?)"
+            ) from e
+        try:
+            with conn:
                 if not sa.inspect(conn).has_table(table.name):
                     return []
                 rows = conn.execute(query).all()

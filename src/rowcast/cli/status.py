@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import click
 from rich.console import Console, Group
@@ -149,8 +151,9 @@ def status(
     'stalled'. Nothing is created or changed.
 
     Exit status: 0 when every reader found is healthy; 1 when one is failed,
-    stale or stalled, its log is lost, or none reported; 2 when a store cannot be
-    read or the options are wrong. Fit for a health check.
+    stale or stalled, its log is lost, or none reported (a checkpoint file that
+    does not exist is named); 2 when a store cannot be read (a server that
+    cannot be reached) or the options are wrong. Fit for a health check.
     """
     sources = source_keys(source_urls)
 
@@ -159,14 +162,14 @@ def status(
 
     if not watch:
         found = entries()
-        _print(found, fmt)
+        _print(found, fmt, urls)
         sys.exit(0 if healthy(found) else 1)
     found = []
     try:
         if fmt == "json":
             while True:
                 found = entries()
-                _print(found, fmt)
+                _print(found, fmt, urls)
                 time.sleep(every)
         with Live(table(found), console=_console(), auto_refresh=False) as live:
             while True:
@@ -176,6 +179,18 @@ def status(
     except KeyboardInterrupt:
         pass
     sys.exit(0 if healthy(found) else 1)
+
+
+def missing_files(urls: tuple[str, ...]) -> list[str]:
+    """The checkpoint files (plain paths, file:// URLs) among `urls` that do not exist."""
+    missing = []
+    for url in urls:
+        if "://" in url and not url.startswith("file://"):
+            continue
+        path = unquote(urlsplit(url).path) if "://" in url else url
+        if not Path(path).expanduser().exists():
+            missing.append(path)
+    return missing
 
 
 def _console() -> Console:
@@ -191,12 +206,19 @@ def _view(found: list[dict[str, Any]], urls: tuple[str, ...]) -> Any:
     return table(found)
 
 
-def _print(found: list[dict[str, Any]], fmt: str) -> None:
+def _print(found: list[dict[str, Any]], fmt: str, urls: tuple[str, ...] = ()) -> None:
     if fmt == "json":
         click.echo(json.dumps(document(found), ensure_ascii=False, default=str))
         return
     console = _console()
     if not found:
+        for path in missing_files(urls):
+            Console(stderr=True, highlight=False).print(
+                f"{path} does not exist: no relay has saved a checkpoint there (is the path "
+                "the relay's --checkpoint, as it was given, from the directory it ran in?)",
+                soft_wrap=True,
+                markup=False,
+            )
         Console(stderr=True, highlight=False).print(
             "no relay or consumer has reported there (rowcast relay reports beside its "
             "--checkpoint; rowcast consume with --report URL)",
