@@ -152,10 +152,16 @@ def test_read_after_and_limit(url: str) -> None:
     assert [e["position"] for e in lines] == [2, 3]
 
 
-def test_an_unknown_stream_prints_nothing(url: str) -> None:
+def test_an_unknown_stream_is_exit_1_and_said_on_stderr(url: str) -> None:
     for fmt in ("table", "json"):
-        result = invoke("read", "no-such-stream", "--url", url, "--format", fmt)
-        assert (result.exit_code, result.output) == (0, "")
+        result = invoke("read", "order-3", "--url", url, "--format", fmt)
+        assert result.exit_code == 1  # was: nothing at all, exit 0
+        assert result.stdout == ""
+        said = " ".join(result.stderr.split())
+        assert "stream order-3 does not exist" in said
+        assert "order-1" in said  # what there is
+    # a stream that exists, read past its end, is no error
+    assert invoke("read", "order-2", "--url", url, "--after", "1").exit_code == 0
 
 
 # ---------------------------------------------------------------- bad input

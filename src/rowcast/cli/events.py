@@ -90,16 +90,33 @@ def events_ls(url: str, fmt: str) -> None:
 def events_read(stream: str, url: str, after: int | None, limit: int | None, fmt: str) -> None:
     """Print the events of STREAM (or @all).
 
-    @all is every stream, in the global order. A stream that has no event
-    prints nothing.
+    @all is every stream, in the global order. A stream that does not exist
+    (it has no event) is exit status 1, said on stderr with streams there are;
+    a store that does not exist or bad options: exit status 2.
     """
     with _open_store(url) as store:
+        if stream != ALL and store.stream_version(stream) == 0:
+            _no_such_stream(store, stream, url)
         reader = store.read(stream, after=after or 0, limit=limit)
         printer = EventPrinter(Console(highlight=False), fmt, show_stream=stream == ALL)
         for event in reader:
             printer(event)
             if printer.closed:
                 break
+
+
+def _no_such_stream(store: EventStore, stream: str, url: str) -> None:
+    """Say on stderr that `stream` does not exist, with a few that do; exit status 1."""
+    some = [info.stream for info in store.list_streams(limit=6)]
+    more = ", ..." if len(some) > 5 else ""
+    there = f"streams there include {', '.join(some[:5])}{more}" if some else "it has none"
+    Console(stderr=True, highlight=False).print(
+        f"stream {stream} does not exist in {masked(url)} (it has no event): {there} "
+        "(rowcast events ls lists them all)",
+        soft_wrap=True,
+        markup=False,
+    )
+    raise SystemExit(1)
 
 
 @events.command("watch")
