@@ -129,7 +129,7 @@ def test_uninstall_lists_rowcast_tables_and_drops_data_only_when_told(admin: Any
         checkpoint.save("mysql-bin.000001:4")
     dry = CliRunner().invoke(main, ["uninstall", URL])
     assert dry.exit_code == 0, dry.output
-    assert f"kept (data) table {DB}.rowcast_checkpoint (relay checkpoints, 1 rows)" in dry.output
+    assert f"kept (data) table {DB}.rowcast_checkpoint (relay checkpoints, 1 row)" in dry.output
     assert "the binlog source itself creates nothing in the database" in dry.output
     kept = CliRunner().invoke(main, ["uninstall", URL, "--yes"])
     assert kept.exit_code == 0, kept.output

@@ -205,7 +205,8 @@ def test_doctor_passes_every_check_on_a_ready_database(url: str, db: Any) -> Non
     assert re.search(rf"\n  database +{DATABASE}\n", out)
     assert re.search(r"\n  max_slot_wal_keep_size +(no limit|[0-9.]+ [kMGT]?B)", out)
     assert "✓ tables rc_doc " in out  # the pattern names a table
-    assert "matches 1 tables" in out
+    assert "matches 1 table" in out
+    assert "matches 1 tables" not in out
     assert "All 8 checks passed" in out
 
 

@@ -183,9 +183,9 @@ def test_uninstall_lists_everything_and_keeps_data_unless_told(url: str) -> None
     assert dry.exit_code == 0, dry.output
     out = dry.output
     assert "would drop trigger rowcast_items_insert (on items: every write to it is copied" in out
-    assert "would drop table rowcast_changes (capture: a SQLite source's changes, 1 rows)" in out
-    assert "kept (data) table rowcast_checkpoint (relay checkpoints, 1 rows)" in out
-    assert "1 tables of data kept: --yes --include-data drops them too" in out
+    assert "would drop table rowcast_changes (capture: a SQLite source's changes, 1 row)" in out
+    assert "kept (data) table rowcast_checkpoint (relay checkpoints, 1 row)" in out
+    assert "1 table of data kept: --yes --include-data drops them too" in out
     assert "dry run: nothing dropped" in out
     assert len(triggers_of(url)) == 6
     result = invoke("uninstall", url, "--yes")

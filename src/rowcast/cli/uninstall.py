@@ -10,6 +10,7 @@ import click
 from rich.console import Console
 
 from .._url import masked
+from .._words import counted
 from ..errors import ConfigError
 from .common import patterns as table_patterns
 from .urls import Url
@@ -116,7 +117,7 @@ def _report(
         console.print(f"nothing of rowcast's in {masked(url)}", soft_wrap=True)
         return
     if kept:
-        console.print(f"{kept} tables of data kept: --yes --include-data drops them too")
+        console.print(f"{counted(kept, 'table')} of data kept: --yes --include-data drops them too")
     if not apply:
         console.print("dry run: nothing dropped; run again with --yes to drop these")
 

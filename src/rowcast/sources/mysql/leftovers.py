@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..._words import counted
 from ...errors import ConfigError
 from .._leftovers import Leftover, what
 from .scope import _SYSTEM
@@ -40,7 +41,7 @@ def _found(conn: Any, database: str | None) -> list[Leftover]:
                 Leftover(
                     "table",
                     f"{schema}.{table}",
-                    f"{holds}, {cur.fetchone()[0]} rows",
+                    f"{holds}, {counted(cur.fetchone()[0], 'row')}",
                     f"DROP TABLE {name};",
                     data,
                 )

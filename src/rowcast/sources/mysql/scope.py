@@ -13,6 +13,7 @@ import fnmatch
 from collections.abc import Sequence
 from typing import Any
 
+from ..._words import counted
 from ..base import Check
 
 __all__ = ["captures", "checks", "problems"]
@@ -55,7 +56,7 @@ def checks(conn: Any, database: str | None, patterns: Sequence[str] | None) -> l
     if database is not None:
         if database in databases or database.lower() in _SYSTEM:
             count = sum(s == database for s, _ in tables)
-            found.append(Check(f"database {database}", True, f"exists, {count} tables"))
+            found.append(Check(f"database {database}", True, f"exists, {counted(count, 'table')}"))
         else:
             found.append(
                 Check(
@@ -73,7 +74,7 @@ def checks(conn: Any, database: str | None, patterns: Sequence[str] | None) -> l
     for pattern in patterns or ():
         count = sum(captures(database, [pattern], s, t) for s, t in scope)
         if count:
-            found.append(Check(f"tables {pattern}", True, f"matches {count} tables"))
+            found.append(Check(f"tables {pattern}", True, f"matches {counted(count, 'table')}"))
             continue
         other = ""
         if database is not None and "." in pattern:

@@ -15,6 +15,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from ..._words import counted
 from ...errors import ConfigError
 from ..base import Check
 from .health import lost
@@ -225,7 +226,7 @@ def publication_checks(
                 f"of the tables it does not own ({strangers}), or read as a superuser",
             )
         ]
-    value = "FOR ALL TABLES" if pub.all_tables else f"FOR {len(pub.tables)} tables"
+    value = "FOR ALL TABLES" if pub.all_tables else f"FOR {counted(len(pub.tables), 'table')}"
     ok = all(a in pub.publishes for a in ("insert", "update", "delete"))
     fix = "" if ok else (
         f"ALTER PUBLICATION {publication} SET (publish = 'insert, update, delete, truncate');"
@@ -324,7 +325,7 @@ def pattern_checks(cur: Any, patterns: Sequence[str] | None) -> list[Check]:
     for pattern in patterns:
         count = sum(matches([pattern], t.schema, t.name) for t in tables)
         if count:
-            checks.append(Check(f"tables {pattern}", True, f"matches {count} tables"))
+            checks.append(Check(f"tables {pattern}", True, f"matches {counted(count, 'table')}"))
         else:
             checks.append(
                 Check(

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from ..._url import masked
+from ..._words import counted
 from ...errors import ConfigError
 from ..base import Check, Diagnosis
 from . import triggers
@@ -75,7 +76,7 @@ def _diagnose(
             Check(
                 f"tables {pattern}",
                 bool(count),
-                f"matches {count} tables" if count else "matches no table",
+                f"matches {counted(count, 'table')}" if count else "matches no table",
                 f"fix the pattern: this database's tables are {every}; --allow-empty if they "
                 "are created later",
             )
@@ -108,7 +109,7 @@ def _diagnose(
         facts += _changes(conn)
     elif outdated:
         (count,) = conn.execute(f"SELECT count(*) FROM {triggers.CHANGES}").fetchone()
-        facts.append(("changes", f"{count} rows kept, written by an older rowcast"))
+        facts.append(("changes", f"{counted(count, 'row')} kept, written by an older rowcast"))
     else:
         facts.append(("changes", "rowcast_changes not created yet"))
     return Diagnosis(target, facts, checks, "rowcast captures every change to these tables.")
@@ -141,7 +142,7 @@ def _changes(conn: sqlite3.Connection) -> list[tuple[str, str]]:
         "SELECT count(*), min(seq), max(seq) FROM rowcast_changes"
     ).fetchone()
     row = conn.execute("SELECT value FROM rowcast_state WHERE key = 'pruned'").fetchone()
-    kept = f"{count} rows kept" + (f" (seq {first} to {last})" if count else "")
+    kept = f"{counted(count, 'row')} kept" + (f" (seq {first} to {last})" if count else "")
     facts = [("changes", kept + (f", pruned up to {row[0]}" if row else ""))]
     now = time.time()
     for name, position, updated in conn.execute(

@@ -14,6 +14,7 @@ import sqlite3
 from collections.abc import Iterable
 
 from ..._url import masked
+from ..._words import counted
 from ...errors import ConfigError
 from .._leftovers import Leftover, what
 from . import triggers
@@ -42,7 +43,9 @@ def _found(conn: sqlite3.Connection) -> list[Leftover]:
     for name in names:
         holds, data = what(name)
         (rows,) = conn.execute(f"SELECT count(*) FROM {triggers.ident(name)}").fetchone()
-        found.append(Leftover("table", name, f"{holds}, {rows} rows", f"DROP TABLE {name};", data))
+        found.append(
+            Leftover("table", name, f"{holds}, {counted(rows, 'row')}", f"DROP TABLE {name};", data)
+        )
     return found
 
 
