@@ -305,3 +305,14 @@ def test_postgresql_from_a_position_before_a_slot_that_does_not_exist(
     said = one_paragraph(result)
     assert f"slot {slot} and publication {slot} stay" in said
     assert f"rowcast uninstall '{pg_base}'" in said
+
+
+@pytest.mark.server
+def test_postgresql_from_a_position_the_server_has_not_reached(pg_base: str, pg: Any) -> None:
+    slot = f"walkahead_{RUN}"
+    args = readme_slot_tail()
+    result = invoke([args[0], f"{pg_base}?slot={slot}", "--from", "FF/0", "--to", "now"])
+    assert result.exit_code == 2, result.output
+    assert "has no position FF/0 yet" in one_paragraph(result)
+    pg.execute("SELECT count(*) FROM pg_replication_slots WHERE slot_name = %s", (slot,))
+    assert pg.fetchone()[0] == 0  # was: the slot made, then the refusal

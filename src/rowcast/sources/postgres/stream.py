@@ -111,9 +111,9 @@ def behind_the_slot(target: str, slot: str, confirmed: str, start: str) -> Confi
 
 
 def refuse_a_past_start(cur: Any, target: str, slot: str, start: str) -> None:
-    """Before `slot` is created: a `ConfigError` when it does not exist and `start` (an LSN)
-    is behind the server's current position, where a slot made now would begin (it could
-    never send what lies before): refused before anything is created."""
+    """Before `slot` is created: a `ConfigError` when `start` (an LSN) is past the server's
+    end of WAL, or when the slot does not exist and `start` is behind that end, where a
+    slot made now would begin (it could never send what lies before)."""
     try:
         lsn = parse_lsn(start)
     except ValueError:  # 'now', 'start', a snapshot's position: nothing to check here
@@ -124,7 +124,12 @@ def refuse_a_past_start(cur: Any, target: str, slot: str, start: str) -> None:
         (slot,),
     )
     now, exists = cur.fetchone()
-    if exists or lsn >= parse_lsn(now):
+    if lsn > parse_lsn(now):
+        raise ConfigError(
+            f"{target} has no position {start} yet: its WAL ends at {now} (a position from "
+            "another server?)"
+        )
+    if exists or lsn == parse_lsn(now):
         return
     raise ConfigError(
         f"{target}: slot {slot} does not exist yet, and a slot made now would begin at "
