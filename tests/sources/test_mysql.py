@@ -103,16 +103,6 @@ class TestBinlogSource(SourceContract):
     def drop_connections(self) -> int:
         return kill_binlog_dumps_of(self.conn, os.getpid())
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="a resumed MySQL snapshot leaves out the binlog's deletes of rows after its "
-        "checkpoint's key, so a row a relay delivered past its checkpoint and that was "
-        "deleted before the restart stays with the consumer (the PostgreSQL and SQLite "
-        "snapshots hand those deletes out: rowcast.sources._snapshot)",
-    )
-    def test_rows_delivered_past_the_checkpoint_are_put_right_when_it_resumes(self) -> None:
-        super().test_rows_delivered_past_the_checkpoint_are_put_right_when_it_resumes()
-
     def table_rows(self) -> dict[Any, str]:
         with self.conn.cursor() as cur:
             cur.execute("SELECT id, data FROM test")

@@ -1,14 +1,14 @@
-"""What the initial snapshots of the PostgreSQL and SQLite sources share: their positions,
-and the seam of a snapshot cut short.
+"""What the initial snapshots of the log sources share: their positions, and the seam of a
+snapshot cut short.
 
-Private to `rowcast.sources` (the MySQL/MariaDB snapshot has its own,
-`rowcast.sources.mysql.snapshot`).
+Private to `rowcast.sources` (`rowcast.sources.mysql.snapshot`,
+`rowcast.sources.postgres.snapshot`, `rowcast.sources.sqlite.snapshot`).
 
 A snapshot reads every row of the chosen tables at one *read point* of the
-change log (an LSN, a ``rowcast_changes`` seq), table by table in ``(schema,
-table)`` order and by key within a table, each chunk handed out as one
-transaction of ``write`` changes with ``snapshot=True``; then the log is read
-after that point. A change that ends at or before the point is in the rows
+change log (a binlog ``file:offset``, an LSN, a ``rowcast_changes`` seq), table
+by table in ``(schema, table)`` order and by key within a table, each chunk
+handed out as one transaction of ``write`` changes with ``snapshot=True``; then
+the log is read after that point. A change that ends at or before the point is in the rows
 read; one that ends after it is read from the log: nothing missed, nothing
 doubled.
 

@@ -17,7 +17,18 @@ from ...backends import missing_extra
 from ...errors import ConfigError
 from ..base import Check
 
-__all__ = ["OPTIONS", "Check", "ServerURL", "Unreachable", "connect", "diagnose", "parse_url"]
+__all__ = [
+    "OPTIONS",
+    "Check",
+    "ServerURL",
+    "Unreachable",
+    "connect",
+    "diagnose",
+    "is_connection_error",
+    "parse_url",
+    "pymysql_connect",
+    "server_code",
+]
 
 OPTIONS = ("tables", "server_id", "start", "read_default_file")  # a binlog source's
 
@@ -207,3 +218,29 @@ def check_settings(variables: dict[str, str], grants: list[str], user: str) -> l
             )
         )
     return checks
+
+
+def pymysql_connect(**settings: Any) -> Any:
+    """pymysql.connect, with the library's deprecated ``db=`` spelled ``database=``."""
+    if "db" in settings:
+        settings["database"] = settings.pop("db")
+    return _pymysql().connect(**settings)
+
+
+def server_code(error: BaseException) -> int | None:
+    """The MySQL error number of a pymysql error, if it is one."""
+    args = getattr(error, "args", ())
+    return args[0] if args and isinstance(args[0], int) else None
+
+
+def is_connection_error(error: BaseException) -> bool:
+    """Whether `error` means the server went away (worth a reconnect)."""
+    if isinstance(error, ConnectionError | OSError | EOFError):
+        return True
+    try:
+        import pymysql
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(
+        error, pymysql.err.OperationalError | pymysql.err.InterfaceError | Unreachable
+    )

@@ -16,32 +16,28 @@ change committed before it is in the rows read, a change committed after it is
 streamed, so nothing is missed or doubled at the seam. Only InnoDB (and other
 transactional) tables are read consistently.
 
-Positions, and a snapshot cut short. Each chunk's position is
-``snapshot:<file>:<offset>:<json>``: the binlog position of the snapshot and,
-in rowcast's JSON codec, how far it got (the last table and primary key read).
-A source started from such a position (a relay's checkpoint after it was killed
-mid-snapshot) *resumes*: it opens a new consistent snapshot at the server's
-position now, reads the rest (the rows after that key, and the tables after
-it), and then streams the binlog from the first snapshot's position, leaving out
-each change to a row that was already read at a later position than the
-change's own (an update that moved a row's key is kept if either key's row was
-read before it, so the old key's row is deleted). So every row's history is
-still its image as read, then every change after it, once. The position keeps
-every resumption (a few bytes each).
-Which side of a cut a row lies on is decided in the table's key order: Python's
-for numbers, dates, times and binary strings, the server's own comparison (the
-column's collation) for text keys, asked only while the binlog is caught up to
-the last resumption. A table without a primary key cannot be cut: it is read
-again whole (its rows carry ``pk=None`` and come twice, each time a snapshot
-read). A relay killed while catching up after a resumed snapshot restarts from
-an ordinary binlog position and may see a change again that a later read
-already holds: later changes put the row right, nothing is lost.
+Cut short and resumed (a relay killed mid-snapshot): a consistent snapshot dies
+with its connection, but the checkpoint holds the last chunk's position
+(`rowcast.sources._snapshot`: ``snapshot:<file>:<offset>:{"at": [schema, table,
+last key]}``). A restart opens a new consistent snapshot, hands out what the
+binlog holds between the two positions as the `Seam` says (every change to the
+rows up to that key; of the rows after it, only deletes: a relay delivers ahead
+of its checkpoint, so the consumer may hold them), then reads the rest (the rows
+after that key, the tables after it) and streams the binlog from the new
+position. A new snapshot records where it begins (``"at": null``) before its
+first chunk, so a restart before a chunk was checkpointed hands out the deletes
+too. Which side of a cut a row lies on is decided in the table's key order:
+Python's for numbers, dates, times and binary strings, the server's own
+comparison (the column's collation) for text keys. A table without a primary key
+cannot be cut: it is read again whole (its rows carry ``pk=None``). A position
+written by an older rowcast, with the reads it resumed (``"resumed"``), resumes
+from its first point and first resumed key: the rows read after that key come
+again, read anew.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime as dt
 import json
 import logging
@@ -52,15 +48,16 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from ...change import Action, Change
-from ...codec import dumps, loads
+from ...codec import loads
 from ...errors import ConfigError, SourceError
+from .._snapshot import PREFIX, Cut, Seam, SnapshotProgress, is_position, position
+from .._snapshot import parse as parse_cut
 from .server import ServerURL, connect
 
 __all__ = ["PREFIX", "Snapshot", "SnapshotProgress", "is_position", "parse"]
 
 log = logging.getLogger("rowcast.sources.snapshot")
 
-PREFIX = "snapshot:"
 _SYSTEM = ("mysql", "information_schema", "performance_schema", "sys")
 _ORDERED = frozenset(
     {"tinyint", "smallint", "mediumint", "int", "integer", "bigint", "decimal", "numeric"}
@@ -69,164 +66,53 @@ _ORDERED = frozenset(
 _NAME = re.compile(r"[A-Za-z0-9_]+")  # a character set or collation name
 _JSON_CHECK = re.compile(r"json_valid\(`([^`]+)`\)", re.IGNORECASE)
 _WRITE = Action.WRITE
-Cursor = tuple[str, str, Any]  # (schema, table, after): None (from the start) or a pk tuple
+#: ``between(start, end)``: the binlog's transactions ending after `start`, up to `end`
+Between = Callable[[str, str], Iterator[tuple[list[Change], str]]]
 
 
-@dataclasses.dataclass
-class SnapshotProgress:
-    """How far the snapshot got; updated in place as it reads (for a progress line)."""
-
-    tables: int = 0  #: tables to read in this run
-    tables_done: int = 0
-    table: str | None = None  #: ``"schema.table"`` being read
-    rows: int = 0  #: rows read in this run
-    estimate: int = 0  #: rows the server estimates the tables hold (information_schema)
-    done: bool = False
-
-
-@dataclasses.dataclass(frozen=True)
-class State:
-    """Where a snapshot stands: the binlog position to stream from, and what was read."""
-
-    origin: str  # "file:offset" of the first snapshot
-    resumed: tuple[tuple[Cursor, str], ...] = ()  # rows after cursor were read at position
-    cursor: Cursor | None = None  # read up to here (None: nothing yet)
-
-    def position(self, cursor: Cursor) -> str:
-        tail = {"at": list(cursor), "resumed": [[list(c), p] for c, p in self.resumed]}
-        return f"{PREFIX}{self.origin}:{dumps(tail)}"
-
-
-def is_position(position: str | None) -> bool:
-    """Whether `position` is a snapshot's (or ``"snapshot:"`` for a new one)."""
-    return position is not None and position.startswith(PREFIX)
-
-
-def parse(position: str) -> State:
-    """The `State` a snapshot position names; a `ConfigError` when it is malformed."""
-    body = position[len(PREFIX) :]
-    if not body:
-        return State("")
-    try:
-        name, offset, tail = body.split(":", 2)
-        if not name or not offset.isdigit():
-            raise ValueError("no file:offset")
-        data = loads(tail)
-        cursor = _cursor(data["at"])
-        resumed = tuple((_cursor(c), _check(p)) for c, p in data["resumed"])
-    except (ValueError, KeyError, TypeError) as e:
-        raise ConfigError(
-            f"bad snapshot position {position[:120]!r}: {e}; use the position of a "
-            "snapshot change as rowcast wrote it, or 'now'"
-        ) from e
-    return State(f"{name}:{offset}", resumed, cursor)
-
-
-def _cursor(value: Any) -> Cursor:
-    schema, table, after = value
-    if not (isinstance(schema, str) and isinstance(table, str)):
-        raise ValueError("the cursor names no table")
-    return (schema, table, tuple(after) if isinstance(after, list | tuple) else after)
-
-
-def _check(position: str) -> str:
-    name, sep, offset = str(position).rpartition(":")
+def _point(value: str) -> str:
+    name, sep, offset = value.rpartition(":")
     if not (name and sep and offset.isdigit()):
-        raise ValueError(f"{position!r} is not file:offset")
-    return str(position)
+        raise ValueError(f"{value!r} is not file:offset")
+    return value
 
 
-def _order(position: str) -> tuple[int, int]:
-    name, _, offset = position.rpartition(":")
-    number = re.search(r"(\d+)$", name)
-    return (int(number.group(1)) if number else 0, int(offset))
-
-
-def _covers(start: Cursor, schema: str, table: str, pk: Any, greater: _Greater) -> bool:
-    """Whether a row is among those read from `start` on (in snapshot order)."""
-    key, first = (schema, table), (start[0], start[1])
-    if key != first:
-        return key > first
-    after = start[2]
-    return after is None or greater(schema, table, pk if type(pk) is tuple else (pk,), after)
-
-
-_Greater = Callable[[str, str, tuple[Any, ...], tuple[Any, ...]], bool]
+def parse(text: str) -> Cut:
+    """The `Cut` a snapshot position names; a `ConfigError` when it is malformed."""
+    cut = parse_cut(text, _point)
+    if '"resumed":[[' in text:  # an older rowcast's: from its first point and resumed key
+        with contextlib.suppress(ValueError, KeyError, TypeError, IndexError):
+            first = loads("{" + text.partition(":{")[2])["resumed"][0][0]
+            cut = parse_cut(position(cut.point, tuple(first)), _point)
+    return cut
 
 
 class Snapshot:
     """One run of a snapshot, new (``"snapshot:"``) or resumed from a snapshot position.
 
-    Iterate it for the chunks; afterwards `origin` is where the binlog must be read
-    from, and `keep` filters what the binlog gives back from there.
+    Iterate it for its transactions; afterwards `resume` is the binlog position to
+    stream from. `between` reads the binlog a resumed snapshot hands out (see the
+    module docstring); `save` records where a new snapshot begins (a checkpoint's).
     """
 
     def __init__(
         self,
         url: ServerURL,
         wants: Callable[[str, str], bool],
-        position: str,
+        start: str,
         chunk: int,
         stopping: threading.Event,
+        *,
+        between: Between,
+        save: Callable[[str], None] | None = None,
     ) -> None:
-        self.url = url
-        self.wants = wants
-        self.state = parse(position)
-        self.chunk = chunk
-        self.stopping = stopping
+        self.url, self.wants, self.chunk, self.stopping = url, wants, chunk, stopping
+        self.cut = parse(start)
+        self._between, self._save = between, save
         self.progress = SnapshotProgress()
-        self._latest = ""  # the largest position any row was read at
-        self._ctl: Any = None  # compares keys the server's way while catching up
+        self.resume = ""
+        self._ctl: Any = None  # compares keys the server's way
         self._keys: dict[tuple[str, str], list[tuple[str, str, str | None, str | None]]] = {}
-
-    @property
-    def origin(self) -> str:
-        return self.state.origin
-
-    def keep(self, changes: list[Change], position: str) -> list[Change]:
-        """`changes` (a binlog transaction ending at `position`) without what was read later."""
-        if not self.state.resumed or _order(position) > _order(self._latest):
-            if self._ctl is not None:  # caught up
-                self._ctl.close()
-                self._ctl = None
-            return changes
-        at = _order(position)
-        kept = []
-        for change in changes:
-            schema = change.schema or ""
-            read_at = _order(self._read_at(schema, change.table, change.pk))
-            moved = self._old_key(change)
-            if moved is not None:  # a key update: the old row's consumer needs it too
-                read_at = min(read_at, _order(self._read_at(schema, change.table, moved)))
-            if at > read_at:
-                kept.append(change)
-        return kept
-
-    def _read_at(self, schema: str, table: str, pk: Any) -> str:
-        """The position the row with key `pk` was (or would have been) read at."""
-        read_at = self.state.origin
-        for start, read in self.state.resumed:
-            if _covers(start, schema, table, pk, self._greater):
-                read_at = read
-        return read_at
-
-    def _old_key(self, change: Change) -> Any:
-        """The before image's key of an update that changed it, else None."""
-        if change.action != "update" or change.before is None or change.pk is None:
-            return None
-        if self._ctl is None:
-            self._ctl = connect(self.url)
-        key = self._keys.get((change.schema or "", change.table))
-        if key is None:
-            with self._ctl.cursor() as cur:
-                key = self._keys[(change.schema or "", change.table)] = _key(
-                    cur, change.schema or "", change.table
-                )
-        if not key or any(name not in change.before for name, _, _, _ in key):
-            return None
-        old = tuple(change.before[name] for name, _, _, _ in key)
-        pk = old[0] if len(old) == 1 else old
-        return None if pk == change.pk else pk
 
     def __iter__(self) -> Iterator[list[Change]]:
         conn = connect(self.url)
@@ -238,28 +124,31 @@ class Snapshot:
             raise SourceError(f"{self.url.masked}: the snapshot failed: {error}") from error
         finally:
             conn.close()
+            ctl, self._ctl = self._ctl, None
+            if ctl is not None:
+                ctl.close()
 
     def _read(self, conn: Any) -> Iterator[list[Change]]:
         with conn.cursor() as cur:
             here = _begin(cur)
-            state, begin = self.state, None
-            if not state.origin:  # a new snapshot
-                state = State(here)
-            elif state.cursor is not None:  # resumed: the rest is read at `here`
-                begin = state.cursor
-                state = dataclasses.replace(state, resumed=(*state.resumed, (begin, here)))
-            self.state = state
-            self._latest = max([state.origin, *(p for _, p in state.resumed)], key=_order)
+            begin = self.cut.at
+            if self.cut.point:  # resumed: what happened since, as the consumer needs it
+                seam = Seam(begin, self._greater, self._old_key)
+                for changes, end in self._between(self.cut.point, here):
+                    if self.stopping.is_set():
+                        return
+                    kept = seam.keep(changes, position(end, begin))
+                    if kept:
+                        yield kept
+            elif self._save is not None:
+                self._save(position(here, None))
             tables = self._tables(cur)
             if begin is not None:
                 tables = [t for t in tables if (t[0], t[1]) >= (begin[0], begin[1])]
             self.progress.tables = len(tables)
             self.progress.estimate = sum(t[2] for t in tables)
             log.info(
-                "snapshot of %d tables (~%d rows) at %s",
-                len(tables),
-                sum(t[2] for t in tables),
-                here,
+                "snapshot of %d tables (~%d rows) at %s", len(tables), self.progress.estimate, here
             )
             ts, txid = time.time(), f"{PREFIX}{here}"
             for schema, table, _ in tables:
@@ -267,33 +156,45 @@ class Snapshot:
                 if begin is not None and (schema, table) == (begin[0], begin[1]):
                     after = begin[2]
                 self.progress.table = f"{schema}.{table}"
-                for rows, at in _chunks(cur, schema, table, after, self.chunk):
+                for rows, last in _chunks(cur, schema, table, after, self.chunk):
                     if self.stopping.is_set():
                         return
-                    position = state.position((schema, table, at))
+                    at = position(here, (schema, table, last))
                     yield [
-                        Change(
-                            _WRITE, schema, table, pk, None, row, ts, txid, position, "mysql", True
-                        )
+                        Change(_WRITE, schema, table, pk, None, row, ts, txid, at, "mysql", True)
                         for pk, row in rows
                     ]
                     self.progress.rows += len(rows)
                 self.progress.tables_done += 1
                 log.info("snapshot: %s.%s read (%d rows so far)", schema, table, self.progress.rows)
             cur.execute("COMMIT")
-        self.progress.table, self.progress.done = None, True
-        log.info("snapshot done: %d rows; streaming from %s", self.progress.rows, state.origin)
+        self.progress.table, self.progress.done, self.resume = None, True, here
+        log.info("snapshot done: %d rows; streaming from %s", self.progress.rows, here)
 
-    def _greater(
-        self, schema: str, table: str, pk: tuple[Any, ...], after: tuple[Any, ...]
-    ) -> bool:
-        """``pk > after`` in the table's key order: Python's where it is the server's."""
+    def _key(self, schema: str, table: str) -> list[tuple[str, str, str | None, str | None]]:
         if self._ctl is None:
             self._ctl = connect(self.url)
         key = self._keys.get((schema, table))
         if key is None:
             with self._ctl.cursor() as cur:
                 key = self._keys[(schema, table)] = _key(cur, schema, table)
+        return key
+
+    def _old_key(self, change: Change) -> Any:
+        """The key an update's before image has, when it holds the whole key."""
+        if change.before is None or change.pk is None:
+            return None
+        key = self._key(change.schema or "", change.table)
+        if not key or any(name not in change.before for name, _, _, _ in key):
+            return None
+        old = tuple(change.before[name] for name, _, _, _ in key)
+        return old[0] if len(old) == 1 else old
+
+    def _greater(
+        self, schema: str, table: str, pk: tuple[Any, ...], after: tuple[Any, ...]
+    ) -> bool:
+        """``pk > after`` in the table's key order: Python's where it is the server's."""
+        key = self._key(schema, table)
         if len(key) != len(pk) or len(pk) != len(after):
             return True  # the key changed since: read again is the safe answer
         if all(kind in _ORDERED for _, kind, _, _ in key):

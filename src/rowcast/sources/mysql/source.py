@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 from ...backends import missing_extra
 from ...change import Change
 from ...errors import ConfigError
+from .._snapshot import check_options
 from ..base import Diagnosis, LogSource
 from ..health import LogHealth
 from . import _events, owner, scope
@@ -53,7 +54,7 @@ from . import health as _health
 from . import server as _server
 from . import snapshot as _snapshot
 from ._decode import Decoders, Row
-from .server import ServerURL, Unreachable, connect, parse_url
+from .server import ServerURL, connect, is_connection_error, parse_url, pymysql_connect, server_code
 
 if TYPE_CHECKING:
     from ...checkpoint import Checkpoint
@@ -152,16 +153,7 @@ class BinlogSource(LogSource):
             _snapshot.parse(start)
         elif start not in {"now", "start"} and not _GTID_SET.match(start):
             _file_pos(start)
-        if snapshot not in ("initial", "never") or snapshot_chunk < 1:
-            raise ConfigError(
-                f"snapshot must be 'initial' or 'never' and snapshot_chunk positive, not "
-                f"{snapshot!r} and {snapshot_chunk!r}"
-            )
-        if snapshot == "initial" and start == "start":
-            raise ConfigError(
-                "snapshot='initial' streams from the snapshot's own position: leave start at "
-                "'now' (or give a position to resume from)"
-            )
+        check_options(snapshot, snapshot_chunk, start)
         self.snapshot = snapshot
         self.snapshot_chunk = snapshot_chunk
         self.snapshot_progress: _snapshot.SnapshotProgress | None = None
@@ -229,12 +221,15 @@ class BinlogSource(LogSource):
             resume, end = self._resolve_positions(conn)
         finally:
             conn.close()
-        keep = None  # after a resumed snapshot: drops binlog changes to rows read later
-        if not _snapshot.is_position(resume):  # a new snapshot's chunks carry their own
-            self._own_start(resume)
-        if _snapshot.is_position(resume):
+        if _snapshot.is_position(resume):  # a new snapshot saves where it begins itself
             snapshot = _snapshot.Snapshot(
-                self.url, self._wants, resume, self.snapshot_chunk, self._stopping
+                self.url,
+                self._wants,
+                resume,
+                self.snapshot_chunk,
+                self._stopping,
+                between=self._between,
+                save=self.checkpoint.save if self.checkpoint is not None else None,
             )
             self.snapshot_progress = snapshot.progress
             for chunk in snapshot:
@@ -242,7 +237,9 @@ class BinlogSource(LogSource):
                 self.position = chunk[-1].position
             if self._stopping.is_set():
                 return
-            resume, keep = snapshot.origin, snapshot.keep
+            resume = snapshot.resume
+        else:
+            self._own_start(resume)
         if end is not None and not _GTID_SET.match(resume) and _order(resume) >= _order(end):
             return  # nothing to read before the end
 
@@ -259,8 +256,6 @@ class BinlogSource(LogSource):
                             return
                         yield []
                         continue
-                    if keep is not None and transaction:
-                        transaction = keep(transaction, position)
                     yield transaction
                     resume = self.position = position
                     if end is not None and _order(position) >= _order(end):
@@ -270,11 +265,30 @@ class BinlogSource(LogSource):
 
         yield from self._reconnecting(binlog, lambda: resume)
 
+    def _between(self, start: str, end: str) -> Iterator[tuple[list[Change], str]]:
+        """The binlog's transactions that end after `start`, up to `end`, with their ends."""
+        if _order(start) >= _order(end):
+            return
+        stream = self._open_stream(start)
+        try:
+            for transaction, position in self._transactions(stream):
+                if position is not None and _order(position) <= _order(end) and transaction:
+                    yield transaction, position
+                if _order(position or self._at(stream)) >= _order(end):
+                    return
+        except Exception as error:
+            fatal = self._fatal(error, start)
+            if fatal is None:
+                raise
+            raise fatal from error
+        finally:
+            stream.close()
+
     def _transient(self, error: Exception) -> bool:
-        return _is_connection_error(error)
+        return is_connection_error(error)
 
     def _fatal(self, error: Exception, where: str) -> Exception | None:
-        if _server_code(error) == 1236:  # the server has no such position
+        if server_code(error) == 1236:  # the server has no such position
             return ConfigError(
                 f"{self.url.masked} cannot send the binlog from {where}: {error.args[-1]} "
                 f"(purged?): {_RECOVER}"
@@ -326,7 +340,7 @@ class BinlogSource(LogSource):
             kwargs["log_file"], kwargs["log_pos"] = _file_pos(resume)
         return replication.BinLogStreamReader(
             connection_settings=self.url.settings(),
-            pymysql_wrapper=_pymysql_connect,
+            pymysql_wrapper=pymysql_connect,
             enable_logging=False,
             server_id=self.server_id,
             resume_stream=True,
@@ -440,15 +454,6 @@ def diagnose(url: str) -> Diagnosis:
     return run(url)
 
 
-def _pymysql_connect(**settings: Any) -> Any:
-    """pymysql.connect, with the library's deprecated ``db=`` spelled ``database=``."""
-    import pymysql
-
-    if "db" in settings:
-        settings["database"] = settings.pop("db")
-    return pymysql.connect(**settings)
-
-
 def _is(value: str) -> str:
     """``is <value>``, or the value itself when it says what it is ("matches no table")."""
     return value if value.startswith(("matches", "does not")) else f"is {value}"
@@ -458,22 +463,3 @@ def _xid(query: str) -> str:
     """The xid of an ``XA <verb> <xid>`` statement, as the binlog spells it."""
     parts = query.split(None, 2)
     return parts[2].strip() if len(parts) == 3 else ""
-
-
-def _server_code(error: BaseException) -> int | None:
-    """The MySQL error number of a pymysql error, if it is one."""
-    args = getattr(error, "args", ())
-    return args[0] if args and isinstance(args[0], int) else None
-
-
-def _is_connection_error(error: BaseException) -> bool:
-    """Whether `error` means the server went away (worth a reconnect)."""
-    if isinstance(error, ConnectionError | OSError | EOFError):
-        return True
-    try:
-        import pymysql
-    except ImportError:  # pragma: no cover
-        return False
-    return isinstance(
-        error, pymysql.err.OperationalError | pymysql.err.InterfaceError | Unreachable
-    )
