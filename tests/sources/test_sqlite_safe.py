@@ -127,3 +127,36 @@ def test_a_pattern_that_matches_no_table_is_refused_with_the_tables(tmp_path: Pa
     assert triggers(file) == []
     later = TriggerSource(url(file), tables=["later"], allow_empty=True, end="now")
     assert list(later) == []
+
+
+def test_a_second_reader_of_one_checkpoint_is_refused_and_the_first_reads_on(
+    path: Path, db: sqlite3.Connection
+) -> None:
+    with streaming(relay(path)) as got:
+        wait_for(lambda: open_checkpoint(f"{path}.pos").load() is not None)
+        second = relay(path)
+        for attempt in (second.check, lambda: next(iter(second))):
+            with pytest.raises(ConfigError) as caught:  # was: both read, both delivered
+                attempt()
+            said = str(caught.value)
+            assert f"checkpoint {path}.pos is read by another reader, pid " in said
+            assert "the same relay started twice?" in said
+        db.execute("INSERT INTO test (data) VALUES ('the first reads on')")
+        wait_for(lambda: got)
+    assert [c.after for tx in got for c in tx] == [{"id": 1, "data": "the first reads on"}]
+    assert relay_read(path) == []  # stopped, it let go: the next one reads
+
+
+def test_a_killed_readers_checkpoint_is_taken_over(path: Path, db: sqlite3.Connection) -> None:
+    code = (
+        "import os; from rowcast.checkpoint import open_checkpoint; "
+        "from rowcast.sources.sqlite import TriggerSource; "
+        f"source = iter(TriggerSource({url(path)!r}, poll=0.02, "
+        f"checkpoint=open_checkpoint({str(path) + '.pos'!r}))); "
+        "import threading; threading.Timer(0.5, lambda: os._exit(9)).start(); next(source)"
+    )
+    assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 9  # no exit
+    db.execute("INSERT INTO test (data) VALUES ('written while it was down')")
+    assert [c.after["data"] for tx in relay_read(path) for c in tx] == [  # type: ignore[index]
+        "written while it was down"
+    ]

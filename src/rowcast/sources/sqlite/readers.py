@@ -1,24 +1,40 @@
-"""``rowcast_readers`` and pruning: which rows of ``rowcast_changes`` may go.
+"""``rowcast_readers``, who reads for a checkpoint, and pruning.
 
 Private to `rowcast.sources.sqlite`. A checkpointed reader records its position
 in ``rowcast_readers`` (`record`) before it reads and as it goes; `prune`
 deletes the transactions every such reader has passed, found committed more
 than `retain` seconds ago (see `rowcast.sources.sqlite.source`).
+
+One process reads for a checkpoint: a reader `claim` s it in the transaction that
+records its position, in ``rowcast_state`` (``reader <host> <pid> <token>
+<reader>``), and `release` s it when it stops. Another reader of that checkpoint
+(the same relay started twice) is refused while that process runs: two would
+deliver everything twice and save over each other's positions. The record of a
+reader that was killed (SIGKILL) is taken over once its pid is gone on this host;
+a pid on another host is taken to run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import secrets
+import socket
 import sqlite3
 import time
 from typing import TYPE_CHECKING
 
+from ...errors import ConfigError
 from . import triggers
+from .snapshot import plan
 
 if TYPE_CHECKING:
     from ...checkpoint import Checkpoint
 
-__all__ = ["name", "prune", "record"]
+__all__ = ["alive", "check_known", "claim", "name", "prune", "record", "refuse_another", "release"]
+
+OWNER = "reader "  # in rowcast_state: reader <host> <pid> <token> <reader>
 
 log = logging.getLogger("rowcast.sources.sqlite")
 
@@ -81,3 +97,80 @@ def prune(conn: sqlite3.Connection, url: str, checkpoint: Checkpoint | None, ret
     if count:
         log.info("%s: pruned %d rows of rowcast_changes (up to %d)", url, count, upto)
     return count
+
+
+def check_known(conn: sqlite3.Connection, checkpoint: Checkpoint, url: str) -> None:
+    """Refuse a saved position that these tables never saw their reader reach.
+
+    A checkpointed reader is recorded in ``rowcast_readers`` before it reads, so
+    a saved position with no record was saved against other tables: dropped and
+    made again since (their seqs start at 1 again), or another file's.
+    """
+    saved = checkpoint.load()
+    known = conn.execute(
+        "SELECT 1 FROM rowcast_readers WHERE name = ?", (name(checkpoint),)
+    ).fetchone()
+    point = saved
+    if saved is not None and saved.startswith("snapshot:"):  # where its reader was in the log
+        point = plan(saved, "never").point  # type: ignore[union-attr]
+    if point and point.isdigit() and known is None:
+        raise ConfigError(
+            f"{url}: checkpoint {checkpoint.url} holds position {saved}, but "
+            "this database has no record of that reader: rowcast_changes was dropped and "
+            "made again since it was saved (rowcast uninstall --yes?), or the "
+            "checkpoint is another database's (or was moved). Resuming would skip "
+            "changes: remove the checkpoint to read from start= again"
+        )
+
+
+def alive(host: str, pid: str) -> bool:
+    """Whether process `pid` of `host` may still run (one on another host may)."""
+    if host != socket.gethostname() or not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: alive
+        return True
+    return True
+
+
+def refuse_another(conn: sqlite3.Connection, checkpoint: Checkpoint, url: str) -> None:
+    """A `ConfigError` when another process that runs reads for `checkpoint`; the records
+    of those that do not run go (in the caller's write transaction, if any)."""
+    reader = name(checkpoint)
+    rows = conn.execute(
+        "SELECT key FROM rowcast_state WHERE substr(key, 1, ?) = ?", (len(OWNER), OWNER)
+    ).fetchall()
+    for (key,) in rows:
+        host, pid, _, other = [*str(key)[len(OWNER) :].split(" ", 3), "", "", ""][:4]
+        if other != reader:
+            continue
+        if alive(host, pid):
+            raise ConfigError(
+                f"{url}: checkpoint {checkpoint.url} is read by another reader, pid {pid} on "
+                f"{host}: two readers of one checkpoint deliver everything twice and save over "
+                "each other's positions. Stop that reader first (the same relay started "
+                "twice?), or give this one a checkpoint of its own. If it no longer runs "
+                f"(its host is gone): DELETE FROM rowcast_state WHERE key = '{key}';"
+            )
+        if conn.in_transaction:
+            conn.execute("DELETE FROM rowcast_state WHERE key = ?", (key,))
+
+
+def claim(conn: sqlite3.Connection, checkpoint: Checkpoint, url: str) -> str:
+    """In the caller's write transaction: this process reads for `checkpoint` (see the
+    module docstring); its record, for `release`."""
+    refuse_another(conn, checkpoint, url)
+    mine = f"{OWNER}{socket.gethostname()} {os.getpid()} {secrets.token_hex(4)} "
+    conn.execute("INSERT INTO rowcast_state VALUES (?, 1)", (mine + name(checkpoint),))
+    return mine + name(checkpoint)
+
+
+def release(conn: sqlite3.Connection, mine: str | None) -> None:
+    """The reader recorded as `mine` stops (a failure leaves a record a later reader takes
+    over: its pid is gone)."""
+    if mine is not None:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("DELETE FROM rowcast_state WHERE key = ?", (mine,))

@@ -187,11 +187,13 @@ class TriggerSource(LogSource):
     def check(self) -> None:
         """Open the file and install the triggers now (a temporary reader: tried, rolled
         back): `ConfigError` says what is wrong."""
-        if self.temporary:
+        if self.checkpoint is None:  # a tail
             with contextlib.closing(connect(self.path, self.timeout)) as conn:
                 self._install(conn, keep=False)
         else:
             self.install()
+            with contextlib.closing(connect(self.path, self.timeout)) as conn:
+                readers.refuse_another(conn, self.checkpoint, self.url)
 
     def install(self) -> list[str]:
         """Create rowcast's tables and the captured tables' triggers now; their names, made."""
@@ -209,6 +211,7 @@ class TriggerSource(LogSource):
 
     def _iterate(self) -> Iterator[list[Change]]:
         conn = connect(self.path, self.timeout)
+        self._reading: str | None = None  # this reader's record in rowcast_state, claimed
         tail = tails.key() if self.temporary else None
         try:
             yield from self._stream(conn, tail)
@@ -218,6 +221,7 @@ class TriggerSource(LogSource):
             try:
                 if tail is not None and self._joined:
                     tails.leave_logged(conn, tail, self.url)
+                readers.release(conn, self._reading)
             finally:
                 conn.close()
 
@@ -281,9 +285,10 @@ class TriggerSource(LogSource):
         # prune (of any source) takes a row it has not passed.
         conn.execute("BEGIN IMMEDIATE")
         try:
-            self._check_known(conn)
+            readers.check_known(conn, self.checkpoint, self.url)
             cursor, end = self._start(conn, start)
             readers.record(conn, self.checkpoint, cursor)
+            self._reading = readers.claim(conn, self.checkpoint, self.url)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -292,29 +297,6 @@ class TriggerSource(LogSource):
         if own:  # after the record: a saved position is always a known one
             self._own_start(str(cursor))
         return cursor, end
-
-    def _check_known(self, conn: sqlite3.Connection) -> None:
-        """Refuse a saved position that these tables never saw their reader reach.
-
-        A checkpointed reader is recorded in ``rowcast_readers`` before it reads, so
-        a saved position with no record was saved against other tables: dropped and
-        made again since (their seqs start at 1 again), or another file's.
-        """
-        assert self.checkpoint is not None
-        saved = self.checkpoint.load()
-        name = readers.name(self.checkpoint)
-        known = conn.execute("SELECT 1 FROM rowcast_readers WHERE name = ?", (name,)).fetchone()
-        point = saved
-        if snapshots.is_position(saved):  # a snapshot's: where its reader was in the log
-            point = snapshots.plan(saved or "", self.snapshot).point  # type: ignore[union-attr]
-        if point and point.isdigit() and known is None:
-            raise ConfigError(
-                f"{self.url}: checkpoint {self.checkpoint.url} holds position {saved}, but "
-                "this database has no record of that reader: rowcast_changes was dropped and "
-                "made again since it was saved (rowcast uninstall --yes?), or the "
-                "checkpoint is another database's (or was moved). Resuming would skip "
-                "changes: remove the checkpoint to read from start= again"
-            )
 
     def _start(self, conn: sqlite3.Connection, start: str) -> tuple[int, int | None]:
         """Where reading starts (after) and ends (None: never), checked against the table."""

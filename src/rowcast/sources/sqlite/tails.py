@@ -23,7 +23,7 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any
 
-from . import triggers
+from . import readers, triggers
 
 __all__ = ["adopt", "join_if_marked", "key", "leave", "leave_logged", "mark"]
 
@@ -112,15 +112,7 @@ def adopt(conn: sqlite3.Connection, wanted: Callable[[str], bool]) -> None:
 def _alive(record: str) -> bool:
     """Whether the tail recorded as `record` may still run (a pid on another host may)."""
     _, host, pid, _ = [*record.split(" ", 3), "", "", ""][:4]
-    if host != socket.gethostname() or not pid.isdigit():
-        return True
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # another user's process: alive
-        return True
-    return True
+    return readers.alive(host, pid)
 
 
 def leave(conn: sqlite3.Connection, tail: str) -> list[str]:
