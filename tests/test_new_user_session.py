@@ -443,13 +443,14 @@ def relay(app: App, workload: Workload, tmp_path: Path, redis_url: str, stream: 
         process = start(args, tmp_path)
         until(process, lambda: has(tmp_path, workload.made), tmp_path)
 
-        if app.kind != "sqlite":  # the same relay twice: refused, the first reads on
-            second = subprocess.run([ROWCAST, *args], capture_output=True, text=True, timeout=LIMIT)
-            fixes = {
-                "mysql": ("is in use by another binlog reader", "the same relay started twice?"),
-                "postgresql": ("another reader",),
-            }[app.kind]
-            refused(second.returncode, second.stderr, *fixes)
+        # the same relay started twice: refused, the first reads on
+        second = subprocess.run([ROWCAST, *args], capture_output=True, text=True, timeout=LIMIT)
+        fixes = {
+            "mysql": ("is in use by another binlog reader", "the same relay started twice?"),
+            "postgresql": ("another reader",),
+            "sqlite": ("is read by another reader", "the same relay started twice?"),
+        }[app.kind]
+        refused(second.returncode, second.stderr, *fixes)
 
         # killed while the app writes, and started again
         writer = Writer(workload)
