@@ -6,14 +6,15 @@ that database) shows a row; then a typo'd table and a wrong database. The
 README's ``rowcast relay`` as pasted (its files in the test's directory, a Redis
 stream beside its event store; on PostgreSQL it names a table without a key
 first, and the user leaves that table out) is stopped with Ctrl-C right after an
-INSERT, before it delivered anything, and started again; a second copy of it is
-started on the same checkpoint; it is killed with SIGKILL while the app writes,
-and started again. Every mistake exits 2 with one paragraph naming the fix, never
-a traceback. At the end every change the app made since the relay first started
-is in the event store exactly once and in the Redis stream at least once (on
-PostgreSQL, the rows that were there come first, read by ``--snapshot initial``),
-the app's writes work (on PostgreSQL, an UPDATE of a table without a key that
-rowcast does not capture), and the tails left nothing in the database.
+INSERT, while its checkpoint holds only where it began, and started again; a
+second copy of it is started on the same checkpoint; it is killed with SIGKILL
+while the app writes, and started again. Every mistake exits 2 with one
+paragraph naming the fix, never a traceback. At the end every change the app
+made since the relay first started is in the event store exactly once and in the
+Redis stream at least once (on PostgreSQL, the rows that were there come first,
+read by ``--snapshot initial``), the app's writes work (on PostgreSQL, an UPDATE
+of a table without a key that rowcast does not capture), and the tails left
+nothing in the database.
 """
 
 from __future__ import annotations
@@ -346,7 +347,7 @@ def tails_and_mistakes(app: App, workload: Workload) -> None:
         for _ in range(3):
             workload.insert()
         result = tail(readme_tail(app))
-        assert result.exit_code == 0, result.output
+        assert result.exit_code == 0, result.stderr
         rows = [Change.from_json(line) for line in result.stdout.splitlines()]
         assert {c.pk: c.after["n"] for c in rows if c.snapshot and c.after} == app.rows()
     else:
