@@ -185,12 +185,18 @@ def running(source: BinlogSource, slow: float = 0.0) -> Iterator[list[Change]]:
 
 
 def wait_past(source: BinlogSource, end: str) -> None:
+    """Wait until `source` handed out everything up to binlog position `end`: streamed past
+    it, or done with a snapshot read at or after it."""
+
+    def past() -> bool:
+        at = source.position
+        if at is not None and at.startswith("snapshot:"):
+            progress = source.snapshot_progress
+            at = parse(at).point if progress is not None and progress.done else None
+        return at is not None and _order(at) >= _order(end)
+
     deadline = time.monotonic() + 60
-    while (
-        source.position is None
-        or source.position.startswith("snapshot:")
-        or _order(source.position) < _order(end)
-    ):
+    while not past():
         assert time.monotonic() < deadline, f"stuck at {source.position}, waiting for {end}"
         time.sleep(0.05)
 
@@ -325,8 +331,8 @@ def test_text_keys_resume_in_the_servers_order_and_a_second_cut_resumes_too(db: 
     del stream  # cut again
     third = BinlogSource(URL, tables=TABLES, start=again[-1][-1].position, snapshot_chunk=5)
     with running(third) as got:
-        marker = position(db)
         execute(db, "INSERT INTO rc_snap_a VALUES (100, 1)")
+        marker = position(db)  # after it: past there, the row was handed out
         wait_past(third, marker)
     again_changes = [c for tx in again for c in tx]
     snapshot = [c.pk for c in before + again_changes + got if c.snapshot and c.table == "rc_snap_c"]
@@ -351,8 +357,8 @@ def test_a_key_moved_across_the_cut_before_a_resume_leaves_no_stale_row(db: Any)
     with running(resumed) as got:
         while resumed.snapshot_progress is None or not resumed.snapshot_progress.done:
             time.sleep(0.01)
-        marker = position(db)
         execute(db, "INSERT INTO rc_snap_a VALUES (200, 2)")
+        marker = position(db)  # after it: past there, the row was handed out
         wait_past(resumed, marker)
     state: dict[Any, Any] = {}
     for change in [c for chunk in taken for c in chunk] + got:
