@@ -22,8 +22,7 @@ import pytest
 
 from rowcast.sources.mysql import BinlogSource
 from rowcast.sources.mysql.rows import RowDecoder
-from rowcast.sources.mysql.server import connect, parse_url
-from rowcast.sources.mysql.source import _pymysql_connect
+from rowcast.sources.mysql.server import connect, parse_url, pymysql_connect
 from tests.conftest import require_server
 from tests.test_relay import server_id
 
@@ -110,7 +109,7 @@ def reference(start: tuple[str, int], end: tuple[str, int], table: str) -> list[
     decoder = RowDecoder(lambda: control)
     stream = BinLogStreamReader(
         connection_settings=target.settings(),
-        pymysql_wrapper=_pymysql_connect,
+        pymysql_wrapper=pymysql_connect,
         server_id=server_id(),
         log_file=start[0],
         log_pos=start[1],
