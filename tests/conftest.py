@@ -138,6 +138,32 @@ def deadline(seconds: int) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
+KAFKA_URL = os.environ.get("ROWCAST_TEST_KAFKA", "kafka://127.0.0.1:9092")
+
+
+def require_kafka() -> str:
+    """The URL of the test Kafka broker (scripts/services.sh starts tansu on 127.0.0.1:9092);
+    skip the test when it is down or confluent-kafka is missing, but fail in CI."""
+    try:
+        from confluent_kafka.admin import AdminClient
+    except ImportError as error:  # the dev extra installs it
+        if IN_CI:
+            pytest.fail(
+                f"confluent-kafka is not installed: {error} (CI=true: pip install -e '.[dev]')"
+            )
+        pytest.skip(f"confluent-kafka is not installed: {error}")
+    servers = KAFKA_URL.partition("://")[2].partition("?")[0].strip("/")
+    admin = AdminClient({"bootstrap.servers": servers, "log_level": 0})
+    try:
+        admin.list_topics(timeout=3)
+    except Exception as error:  # KafkaException: transport failure, all brokers down
+        message = f"Kafka broker not reachable at {KAFKA_URL}: {error}"
+        if IN_CI:
+            pytest.fail(message + " (CI=true: the server must run; bash scripts/services.sh)")
+        pytest.skip(message)
+    return KAFKA_URL
+
+
 def wait_for(condition: Any, seconds: float = 30) -> None:
     """Poll `condition` until it is true; fail the test after `seconds`."""
     deadline = time.monotonic() + seconds
