@@ -142,8 +142,8 @@ def test_an_unknown_scheme_lists_the_known_ones(family: Family) -> None:
 
 def test_an_unknown_scheme_lists_the_registered_ones_too() -> None:
     register_backend("sink", "list", ListSink)
-    with pytest.raises(ConfigError, match=r"no rowcast sink for 'kafka://h/t': .*list://"):
-        open_sink("kafka://h/t")
+    with pytest.raises(ConfigError, match=r"no rowcast sink for 'pulsar://h/t': .*list://"):
+        open_sink("pulsar://h/t")
 
 
 def test_a_missing_driver_names_the_extra_to_install() -> None:
@@ -175,6 +175,7 @@ def test_a_wrong_module_is_not_taken_for_a_missing_extra() -> None:
         ("sink", "redis://127.0.0.1:1/0", "redis", "redis"),
         ("sink", "nats://127.0.0.1:1", "nats", "nats"),
         ("sink", "amqp://127.0.0.1:1", "pika", "rabbitmq"),
+        ("sink", "kafka://127.0.0.1:1", "confluent_kafka", "kafka"),
         ("consumer", "redis://127.0.0.1:1/0", "redis", "redis"),
         ("consumer", "nats://127.0.0.1:1", "nats", "nats"),
         ("consumer", "amqp://127.0.0.1:1", "pika", "rabbitmq"),

@@ -190,7 +190,7 @@ def test_the_url_picks_the_backend(
         ("", "non-empty string"),
         ("   ", "non-empty string"),
         ("ftp://example.com/pos", "no checkpoint backend for 'ftp://"),
-        ("kafka://broker:9092/topic", "no checkpoint backend"),
+        ("pulsar://broker:6650/topic", "no checkpoint backend"),
         ("sqlite://", "lost at exit"),
         ("sqlite:///:memory:", "lost at exit"),
         ("file://otherhost/pos", "a file URL has no host"),

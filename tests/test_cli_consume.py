@@ -45,7 +45,7 @@ def stream() -> Iterator[str]:
         (["redis://127.0.0.1/0", "--handler", "no_such_mod_x:f"], "cannot import the handler"),
         (["redis://127.0.0.1/0", "--handler", "os:no_such"], "module 'os' has no 'no_such'"),
         (["redis://127.0.0.1/0", "--handler", "os:sep"], "is not callable"),
-        (["kafka://h/t", "--handler", HANDLER], "no rowcast consumer for 'kafka://h/t'"),
+        (["pulsar://h/t", "--handler", HANDLER], "no rowcast consumer for 'pulsar://h/t'"),
         (["redis://127.0.0.1/0?claim_after=-1", "--handler", HANDLER], "claim_after must be"),
         (
             [f"redis://127.0.0.1:{closed_port()}/0?timeout=1", "--handler", HANDLER],

@@ -40,7 +40,7 @@ def relay(*args: str) -> Any:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--to", "kafka://h/t"], "no rowcast sink for 'kafka://h/t'"),
+        (["--to", "pulsar://h/t"], "no rowcast sink for 'pulsar://h/t'"),
         (["--to", "sqlite:////etc/hostname/x.db"], "cannot make the directory '/etc/hostname'"),
         (["--to", "-", "--from", "garbage"], "bad binlog position 'garbage'"),
         (["--to", "-", "--checkpoint", "redis://127.0.0.1:1/0"], "connect failed"),

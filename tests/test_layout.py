@@ -164,6 +164,7 @@ ROOT = {
     "_speedups.py",
     "_wire.py",  # the brokers' wire protocols of _speedups' tricks
     "_words.py",  # counts in messages: 1 row, 2 rows
+    "_kafka.py",  # the Kafka URL, client and error kinds: its sink, checkpoint, consumer
     "checkpoint.py",
     "checkpoint",
     "sources",

@@ -4,8 +4,8 @@
 
     from rowcast import register_backend
 
-    register_backend("sink", "kafka", "myapp.kafka_sink:KafkaSink")
-    open_sink("kafka://broker:9092/changes")  # imports myapp.kafka_sink now
+    register_backend("sink", "pulsar", "myapp.pulsar_sink:PulsarSink")
+    open_sink("pulsar://broker:6650/changes")  # imports myapp.pulsar_sink now
 
 A URL names its backend by its scheme, without a ``+driver`` suffix
 (``postgresql+psycopg://`` is ``postgresql``). Every opener goes through
@@ -191,6 +191,7 @@ _BUILT_IN: Final[tuple[tuple[Family, str, str, str | None], ...]] = (
     ("sink", "redis rediss", "rowcast.sinks.redis:RedisSink", "redis"),
     ("sink", "nats tls", "rowcast.sinks.nats:NatsSink", "nats"),
     ("sink", "amqp amqps", "rowcast.sinks.rabbitmq:RabbitMQSink", "rabbitmq"),
+    ("sink", "kafka", "rowcast.sinks.kafka:KafkaSink", "kafka"),
     ("sink", "mode=replicate *", "rowcast.sinks.sql:ReplicationSink", None),  # any database
     ("sink", "mode=broker memory", "rowcast.sinks.memory:MemoryBrokerSink", None),
     ("cache", "memory", "rowcast.cache.memory:MemoryCache", None),

@@ -1,0 +1,397 @@
+"""`KafkaSink`: every change a Kafka message (``kafka://``).
+
+URL: ``kafka://[user:password@]host:port[,host:port...][?option=value&...]``
+(`rowcast._kafka`: options with a dot are librdkafka's, e.g. ``compression.type=zstd``,
+``linger.ms=20``, ``batch.size=...``, ``security.protocol=SSL``), rowcast's options:
+
+``topic``
+    one topic for every change; without it, one topic per table named
+    ``<prefix>.<schema>.<table>`` (``<prefix>.<table>`` without a schema), as
+    Debezium names them. A character Kafka does not take in a topic name
+    (anything but letters, digits, ``.``, ``_``, ``-``) is written ``_``.
+``prefix``
+    the first part of per-table topic names, default ``rowcast``.
+``create``
+    ``true`` (default): a missing topic is created (``partitions``,
+    ``replication_factor``); ``false``: a missing topic is an error, at start for
+    ``topic=``, else at the first change of its table.
+``partitions``, ``replication_factor``
+    of the topics the sink creates; default 1 partition (one order per table) and
+    the broker's default replication factor.
+``format``
+    ``rowcast`` (default): the value is ``Change.to_json()``; ``debezium``: Debezium's
+    change event envelope (`rowcast.debezium`), with ``schemas`` and ``tombstones``.
+``timeout``
+    seconds for the broker to acknowledge a batch (``message.timeout.ms``) and
+    to answer at start, default 30.
+
+A change is a message with
+
+=======================  ==================================================
+key                      the row's primary key as JSON (``7``, ``[7, "eu"]``);
+                         with ``topic=``, ``{"schema":..., "table":..., "pk":...}``;
+                         Debezium's key struct with ``format=debezium``. One
+                         row's changes thus go to one partition, in order.
+value                    ``Change.to_json()`` (or Debezium's envelope)
+header ``rowcast-id``    the change id (`rowcast.sinks.change_id`)
+header ``rowcast-position``  the source position of the change's transaction
+=======================  ==================================================
+
+The producer is idempotent (``enable.idempotence=true``, ``acks=all``): a message
+the client retries is stored once. `deliver` produces the batch and returns once
+the broker acknowledged every message (its delivery report). Messages of one
+partition keep commit order. Kafka does not deduplicate a re-delivered batch:
+it arrives again with the same ``rowcast-id`` headers; exactly once takes a
+Kafka checkpoint (`rowcast.checkpoint.kafka`): with it, each batch and the
+relay's position are written in one Kafka transaction (`join`).
+
+`check` connects and lists the topics: ``topic=`` must exist or be created now;
+with per-table topics and ``create=true``, a cluster that says the user may not
+create topics is a `ConfigError` at start.
+
+Errors at the boundary (`rowcast._kafka.kind_of`): a broker that does not answer,
+a leader moving, a timed-out delivery, too few in-sync replicas are a
+`TransientSinkError`; a refused authorization or authentication, a message over
+the topic's ``max.message.bytes``, an invalid topic, a policy, a missing topic
+with ``create=false`` and a fenced transactional producer are a `PermanentSinkError`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from typing import Any, Final
+
+from .. import _kafka
+from .._url import boolean, number
+from ..change import Change
+from ..codec import dumps
+from ..errors import ConfigError, PermanentSinkError, SinkError, TransientSinkError
+from .base import Batch, Encoded, encoded
+
+__all__ = ["KafkaSink", "topic_name"]
+
+log = logging.getLogger(__name__)
+
+_OPTIONS: Final = (
+    "topic",
+    "prefix",
+    "create",
+    "partitions",
+    "replication_factor",
+    "format",
+    "schemas",
+    "tombstones",
+    "timeout",
+)
+_FORMATS: Final = ("rowcast", "debezium")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+_MAX_TOPIC = 249
+
+
+def topic_name(*parts: str | None) -> str:
+    """A Kafka topic name of `parts` joined by ``.``; characters Kafka refuses as ``_``."""
+    return _UNSAFE.sub("_", ".".join(p for p in parts if p))
+
+
+Message = tuple[str, bytes | str | None, bytes | str | None, list[tuple[str, str]]]
+"""(topic, key, value, headers) of one message to produce."""
+
+
+class KafkaSink:
+    """Deliver changes as Kafka messages (see the module docstring).
+
+    The producer connects in the background from the first `check` or `deliver`;
+    a broker that is down is a `TransientSinkError` after ``timeout``. Not
+    thread-safe: one thread delivers at a time.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        topic: str | None = None,
+        prefix: str | None = None,
+        create: bool | None = None,
+        partitions: int | None = None,
+        replication_factor: int | None = None,
+        format: str | None = None,
+        schemas: bool | None = None,
+        tombstones: bool | None = None,
+        timeout: float | None = None,
+        config: dict[str, Any] | None = None,
+    ) -> None:
+        parsed = _kafka.parse(url, "the Kafka sink", _OPTIONS)
+        self.url = parsed.url
+        options = parsed.options
+        self.topic: str | None = topic if topic is not None else options.get("topic")
+        self.prefix: str = prefix if prefix is not None else options.get("prefix", "rowcast")
+        if self.topic is not None and not self.topic:
+            raise ConfigError(f"{self.url}: ?topic= needs a name, e.g. ?topic=rowcast.changes")
+        if self.topic is not None and self.topic != topic_name(self.topic):
+            raise ConfigError(
+                f"{self.url}: a topic name is letters, digits, '.', '_' and '-', not {self.topic!r}"
+            )
+        if not self.prefix or self.prefix != topic_name(self.prefix):
+            raise ConfigError(
+                f"{self.url}: ?prefix= is letters, digits, '.', '_' and '-', not {self.prefix!r}"
+            )
+        self.create = boolean(url, "create", create, options, True)
+        self.partitions: int = number(url, "partitions", partitions, options, 1, int)
+        self.replication_factor: int = number(
+            url, "replication_factor", replication_factor, options, -1, int
+        )
+        self.timeout: float = number(url, "timeout", timeout, options, 30.0)
+        self.format: str = format if format is not None else options.get("format", "rowcast")
+        if self.format not in _FORMATS:
+            raise ConfigError(f"{self.url}: format is {' or '.join(_FORMATS)}, not {self.format!r}")
+        self.schemas = boolean(url, "schemas", schemas, options, False)
+        self.tombstones = boolean(url, "tombstones", tombstones, options, True)
+        self._kafka = _kafka.driver("the Kafka sink")
+        self._config: dict[str, Any] = {
+            "bootstrap.servers": parsed.servers,
+            "client.id": "rowcast-sink",
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 5,
+            "message.timeout.ms": int(self.timeout * 1000),
+            "socket.connection.setup.timeout.ms": int(min(self.timeout, 30) * 1000),
+            **parsed.config,
+            **(config or {}),
+        }
+        self._servers = parsed.servers
+        self._encode = self._messages_rowcast
+        if self.format == "debezium":
+            raise ConfigError(f"{self.url}: format=debezium is not there yet")
+        # librdkafka checks its properties when a client is made: made here (and dropped)
+        # so a wrong one is an error at once, not at the first delivery
+        _kafka.client(self._kafka.Producer, self._config, self.url)
+        self._producer: Any = None
+        self._admin: Any = None
+        self._failed: list[Any] = []  # delivery reports of this batch that failed
+        self._existing: set[str] = set()  # topics known to exist
+        self._routes: dict[tuple[str | None, str], str] = {}
+        self._closed = False
+
+    def __repr__(self) -> str:
+        where = f"topic={self.topic!r}" if self.topic else f"prefix={self.prefix!r}"
+        return f"<KafkaSink {self.url!r} {where}{' closed' if self._closed else ''}>"
+
+    @property
+    def servers(self) -> str:
+        """The bootstrap servers, ``host:port,...``."""
+        return self._servers
+
+    def topic_of(self, change: Change) -> str:
+        """The topic `change` is produced to."""
+        return self._route(change.schema, change.table)
+
+    def _route(self, schema: str | None, table: str) -> str:
+        key = (schema, table)
+        topic = self._routes.get(key)
+        if topic is None:
+            topic = self.topic or topic_name(self.prefix, schema, table)
+            if len(topic) > _MAX_TOPIC:
+                raise PermanentSinkError(
+                    f"Kafka sink {self.url}: topic name for {schema}.{table} is longer than "
+                    f"{_MAX_TOPIC} characters",
+                    "give the sink one ?topic= (or a shorter ?prefix=)",
+                )
+            self._routes[key] = topic
+        return topic
+
+    # ------------------------------------------------------------ the clients
+
+    def _client(self) -> Any:
+        if self._producer is None:
+            config = dict(self._config)
+            config["on_delivery"] = self._on_delivery
+            config["delivery.report.only.error"] = True
+            self._producer = _kafka.client(self._kafka.Producer, config, self.url)
+        return self._producer
+
+    def _admin_client(self) -> Any:
+        if self._admin is None:
+            config = {
+                k: v
+                for k, v in self._config.items()
+                if k.startswith(("bootstrap.", "security.", "sasl.", "ssl.", "socket.", "client."))
+                or k in ("log_level", "logger")
+            }
+            self._admin = _kafka.client(self._kafka.admin.AdminClient, config, self.url)
+        return self._admin
+
+    def _on_delivery(self, error: Any, message: Any) -> None:
+        if error is not None:
+            self._failed.append(error)
+
+    # ------------------------------------------------------------ check
+
+    def check(self) -> None:
+        """Reach the cluster, list its topics; make sure of ``topic=`` (module docstring)."""
+        if self._closed:
+            raise PermanentSinkError(f"{self!r} is closed")
+        self._existing = self._topics()
+        if self.topic is not None:
+            self._ensure([self.topic])
+        elif self.create:
+            self._may_create()
+
+    def _topics(self) -> set[str]:
+        """Every topic of the cluster (listing them all never creates one)."""
+        try:
+            metadata = self._admin_client().list_topics(timeout=min(self.timeout, 30))
+        except self._kafka.KafkaException as e:
+            raise _kafka.sink_error(
+                e, f"Kafka sink {self.url}: cannot reach the cluster: {_kafka.describe(e)}"
+            ) from e
+        return {name for name, topic in metadata.topics.items() if topic.error is None}
+
+    def _may_create(self) -> None:
+        """A cluster that tells the user's operations and lacks CREATE: a `ConfigError`."""
+        try:
+            future = self._admin_client().describe_cluster(
+                include_authorized_operations=True, request_timeout=min(self.timeout, 30)
+            )
+            operations = future.result().authorized_operations
+        except (self._kafka.KafkaException, AttributeError, TypeError):
+            return  # a broker that cannot say: found at the first delivery
+        if operations and not any(op.name in ("CREATE", "ALL") for op in operations):
+            raise ConfigError(
+                f"Kafka sink {self.url}: the user may not create topics on this cluster; "
+                "create the topics (prefix.schema.table) yourself and add ?create=false, or "
+                "allow the user Create (kafka-acls --add --operation Create --cluster)"
+            )
+
+    def _ensure(self, topics: Sequence[str]) -> None:
+        """Each of `topics` exists, or is created (``create``), or is an error."""
+        missing = [t for t in dict.fromkeys(topics) if t not in self._existing]
+        if not missing:
+            return
+        self._existing |= self._topics()
+        missing = [t for t in missing if t not in self._existing]
+        if not missing:
+            return
+        if not self.create:
+            raise ConfigError(
+                f"Kafka sink {self.url}: topic {', '.join(missing)} does not exist and "
+                "create=false; create it, or leave create at true for the sink to"
+            )
+        new = self._kafka.admin.NewTopic
+        futures = self._admin_client().create_topics(
+            [new(t, self.partitions, self.replication_factor) for t in missing],
+            request_timeout=min(self.timeout, 30),
+        )
+        for name, future in futures.items():
+            try:
+                future.result()
+                log.info("Kafka sink %s: created topic %s", self.url, name)
+            except self._kafka.KafkaException as e:
+                if _kafka.error_of(e) is not None and e.args[0].name() == "TOPIC_ALREADY_EXISTS":
+                    pass  # made meanwhile by another relay: fine
+                else:
+                    error = _kafka.sink_error(
+                        e,
+                        f"Kafka sink {self.url}: cannot create topic {name!r}: "
+                        f"{_kafka.describe(e)}",
+                    )
+                    if isinstance(error, PermanentSinkError) and error.fix is None:
+                        error = PermanentSinkError(
+                            error.message,
+                            "create the topic yourself and add ?create=false",
+                        )
+                    raise error from e
+            self._existing.add(name)
+
+    # ------------------------------------------------------------ deliver
+
+    def deliver(self, batch: Batch) -> None:
+        """Produce every change of `batch`; return once the broker acknowledged each.
+
+        Raises `TransientSinkError` when the cluster does not acknowledge within
+        ``timeout`` or fails for now, `PermanentSinkError` when it refuses a message
+        for good (module docstring). Messages before the failed one may be stored;
+        the retry sends them again (with the same ``rowcast-id``), except in a
+        transaction (`join`), which is aborted whole.
+        """
+        if self._closed:
+            raise PermanentSinkError(f"{self!r} is closed")
+        entries = encoded(batch)  # every id first: a bad change sends nothing
+        if not entries:
+            return
+        messages = self._encode(entries)
+        self._ensure([m[0] for m in messages])
+        self._produce(messages)
+        self._flush(len(messages))
+
+    def _messages_rowcast(self, entries: Sequence[Encoded]) -> list[Message]:
+        route = self._route
+        one_topic = self.topic is not None
+        messages: list[Message] = []
+        append = messages.append
+        for change_id, change, body in entries:
+            pk = change.pk
+            if one_topic:
+                key = dumps({"schema": change.schema, "table": change.table, "pk": pk})
+            elif type(pk) is int:
+                key = str(pk)
+            else:
+                key = dumps(list(pk) if type(pk) is tuple else pk)
+            headers = [("rowcast-id", change_id), ("rowcast-position", change.position or "")]
+            append((route(change.schema, change.table), key, body, headers))
+        return messages
+
+    def _produce(self, messages: Sequence[Message]) -> None:
+        """Hand `messages` to the producer, in order (waiting when its queue is full)."""
+        producer = self._client()
+        produce = producer.produce
+        self._failed = []
+        try:
+            for topic, key, value, headers in messages:
+                try:
+                    produce(topic, value, key, headers=headers)
+                except BufferError:  # the local queue is full: let it drain, then go on
+                    while True:
+                        producer.poll(0.05)
+                        try:
+                            produce(topic, value, key, headers=headers)
+                            break
+                        except BufferError:
+                            if self._failed:
+                                raise self._refusal(len(messages)) from None
+        except self._kafka.KafkaException as e:
+            raise _kafka.sink_error(
+                e, f"Kafka sink {self.url}: produce failed: {_kafka.describe(e)}"
+            ) from e
+
+    def _flush(self, count: int) -> None:
+        """Wait for every delivery report; raise what the first failure is."""
+        left = self._client().flush(self.timeout + 5)
+        if self._failed:
+            raise self._refusal(count)
+        if left:
+            raise TransientSinkError(
+                f"Kafka sink {self.url}: {left} of {count} messages not acknowledged within "
+                f"{self.timeout:g} s"
+            )
+
+    def _refusal(self, count: int) -> SinkError:
+        error = self._failed[0]
+        failed = len(self._failed)
+        self._failed = []
+        return _kafka.sink_error(
+            error,
+            f"Kafka sink {self.url}: {failed} of {count} messages not delivered: "
+            f"{_kafka.describe(error)}",
+        )
+
+    def close(self) -> None:
+        """Flush what is queued (briefly) and release the clients; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            producer.flush(min(self.timeout, 5))
+        self._admin = None
