@@ -7,7 +7,9 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
-from tests.conftest import require_kafka
+from tests.conftest import KAFKA_URL, require_kafka
+
+KAFKA = KAFKA_URL  # the test broker's URL
 
 
 def servers(url: str | None = None) -> str:
@@ -74,3 +76,47 @@ def read(
     finally:
         consumer.close()
     return found
+
+
+_HIDES: list[bool] = []
+
+
+def hides_aborted() -> bool:
+    """Whether the broker hides aborted transactions from read_committed consumers.
+
+    Apache Kafka does; tansu 0.6 (this machine's broker) returns no aborted
+    transactions in its fetch responses, so its read_committed consumers see the
+    records of aborted transactions (up to the last stable offset, as they should).
+    """
+    if not _HIDES:
+        from confluent_kafka import Producer
+
+        topic = unique("rowcast-probe")
+        producer = Producer(
+            {"bootstrap.servers": servers(), "transactional.id": topic, "log_level": 0}
+        )
+        producer.init_transactions(10)
+        producer.begin_transaction()
+        producer.produce(topic, b"aborted")
+        producer.flush(10)
+        producer.abort_transaction(10)
+        producer.begin_transaction()
+        producer.produce(topic, b"committed")
+        producer.commit_transaction(10)
+        values = [m.value() for m in read([topic])]
+        delete_topics(topic)
+        _HIDES.append(values == [b"committed"])
+    return _HIDES[0]
+
+
+def committed_transactions(checkpoint_topic: str) -> set[str]:
+    """The ``rowcast-transaction`` labels that the checkpoint records of `checkpoint_topic`
+    hold: every transaction whose checkpoint record was written (committed, or on a broker
+    that shows aborted ones, aborted after its whole batch was stored)."""
+    import json
+
+    return {
+        json.loads(m.value()).get("transaction")
+        for m in read([checkpoint_topic])
+        if m.value() is not None
+    } - {None}

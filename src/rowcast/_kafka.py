@@ -28,9 +28,24 @@ from ._url import masked, query
 from .backends import missing_extra
 from .errors import ConfigError, PermanentSinkError, SinkError, TransientSinkError
 
-__all__ = ["KafkaURL", "client", "driver", "fix_of", "kind_of", "parse", "sink_error"]
+__all__ = [
+    "KafkaURL",
+    "client",
+    "driver",
+    "fix_of",
+    "kind_of",
+    "parse",
+    "sink_error",
+    "topic_name",
+]
 
 _HOST = re.compile(r"[A-Za-z0-9_.\-\[\]:]+:\d{1,5}")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def topic_name(*parts: str | None) -> str:
+    """A Kafka topic name of `parts` joined by ``.``; characters Kafka refuses as ``_``."""
+    return _UNSAFE.sub("_", ".".join(p for p in parts if p))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,9 +129,15 @@ def client(kind: Any, config: dict[str, Any], url: str) -> Any:
 
 
 def error_of(error: BaseException) -> Any:
-    """The `KafkaError` under `error` (a `KafkaException` carries it), or None."""
+    """The `KafkaError` under `error` (a `KafkaException` carries it), or None.
+
+    confluent-kafka raises a `SystemError` from a KafkaException when a delivery
+    callback runs while the producer fails for good (fenced): its cause is taken.
+    """
     if type(error).__name__ == "KafkaError":
         return error
+    if isinstance(error, SystemError) and error.__cause__ is not None:
+        error = error.__cause__
     args = getattr(error, "args", ())
     if args and type(args[0]).__name__ == "KafkaError":
         return args[0]
@@ -184,6 +205,11 @@ def fix_of(error: BaseException | Any) -> str | None:
     """What to change for a permanent `error`, when it is a known one."""
     found = error_of(error) if isinstance(error, BaseException) else error
     return None if found is None else _PERMANENT.get(found.name())
+
+
+def fix_of_name(name: str) -> str | None:
+    """What to change for the error named `name` (`KafkaError.name()`)."""
+    return _PERMANENT.get(name)
 
 
 def sink_error(error: BaseException | Any, message: str) -> SinkError:

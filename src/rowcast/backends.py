@@ -202,6 +202,7 @@ _BUILT_IN: Final[tuple[tuple[Family, str, str, str | None], ...]] = (
     ("checkpoint", "postgresql postgres", "rowcast.checkpoint.sql:SQLCheckpoint", "postgres"),
     ("checkpoint", "mysql mariadb", "rowcast.checkpoint.sql:SQLCheckpoint", "mysql"),
     ("checkpoint", "redis rediss", "rowcast.checkpoint.redis:RedisCheckpoint", "redis"),
+    ("checkpoint", "kafka", "rowcast.checkpoint.kafka:KafkaCheckpoint", "kafka"),
     ("consumer", "redis rediss", "rowcast.consume.redis:RedisTransport", "redis"),
     ("consumer", "nats tls", "rowcast.consume.nats:NatsTransport", "nats"),
     ("consumer", "amqp amqps", "rowcast.consume.rabbitmq:RabbitMQTransport", "rabbitmq"),

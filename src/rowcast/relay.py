@@ -29,6 +29,16 @@ At least once
     deduplicate (the event store, NATS JetStream) hold it once, and consumers of
     the others can.
 
+Exactly once
+    A sink that can write the checkpoint in its own transactions (a Kafka sink
+    with a Kafka checkpoint on its cluster, `rowcast.sinks.kafka.KafkaSink.join`)
+    and that is the relay's only sink is given the checkpoint: each batch and the
+    position of its last transaction are committed together, so a relay killed at
+    any moment resumes right after the last batch committed, and the
+    destination's transactional readers see every change once
+    (`Relay.exactly_once` is then True). With other sinks beside it, or another
+    checkpoint, delivery is at least once as above.
+
 Checked first
     `run` first calls every sink's `Sink.check` (and the dead-letter
     destination's): connected, authenticated, the destination there (or created)
@@ -202,6 +212,11 @@ class Relay:
             )
         self.source = source
         self.checkpoint = checkpoint
+        #: batches and checkpoint in one transaction of the one sink (module docstring)
+        self.exactly_once = False
+        join = getattr(self.sinks[0], "join", None)
+        if len(self.sinks) == 1 and join is not None:
+            self.exactly_once = bool(join(checkpoint))
         self.batch_size = batch_size
         self.linger = float(linger)
         self.backoff = float(backoff)

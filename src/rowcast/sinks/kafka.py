@@ -59,16 +59,22 @@ with ``create=false`` and a fenced transactional producer are a `PermanentSinkEr
 from __future__ import annotations
 
 import logging
-import re
+import threading
+import uuid
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from .. import _kafka
+from .._kafka import topic_name
 from .._url import boolean, number
 from ..change import Change
 from ..codec import dumps
 from ..errors import ConfigError, PermanentSinkError, SinkError, TransientSinkError
+from ._kafka_topics import Topics
 from .base import Batch, Encoded, encoded
+
+if TYPE_CHECKING:
+    from ..checkpoint.kafka import KafkaCheckpoint
 
 __all__ = ["KafkaSink", "topic_name"]
 
@@ -86,13 +92,7 @@ _OPTIONS: Final = (
     "timeout",
 )
 _FORMATS: Final = ("rowcast", "debezium")
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 _MAX_TOPIC = 249
-
-
-def topic_name(*parts: str | None) -> str:
-    """A Kafka topic name of `parts` joined by ``.``; characters Kafka refuses as ``_``."""
-    return _UNSAFE.sub("_", ".".join(p for p in parts if p))
 
 
 Message = tuple[str, bytes | str | None, bytes | str | None, list[tuple[str, str]]]
@@ -149,7 +149,9 @@ class KafkaSink:
         self.schemas = boolean(url, "schemas", schemas, options, False)
         self.tombstones = boolean(url, "tombstones", tombstones, options, True)
         self._kafka = _kafka.driver("the Kafka sink")
-        self._config: dict[str, Any] = {
+        # what the client raises (a SystemError wraps a fatal KafkaException, see _kafka)
+        self._errors: tuple[type[BaseException], ...] = (self._kafka.KafkaException, SystemError)
+        self.config: dict[str, Any] = {
             "bootstrap.servers": parsed.servers,
             "client.id": "rowcast-sink",
             "enable.idempotence": True,
@@ -164,13 +166,18 @@ class KafkaSink:
         self._encode = self._messages_rowcast
         if self.format == "debezium":
             raise ConfigError(f"{self.url}: format=debezium is not there yet")
+        self._transactional: KafkaCheckpoint | None = None
+        self._began = False  # init_transactions done
+        self._fenced: str | None = None  # the fatal error that ended the transactions
+        self._session = uuid.uuid4().hex[:12]  # with a count: each transaction's label
+        self._transactions = 0
+        self._lock = threading.Lock()
         # librdkafka checks its properties when a client is made: made here (and dropped)
         # so a wrong one is an error at once, not at the first delivery
-        _kafka.client(self._kafka.Producer, self._config, self.url)
+        _kafka.client(self._kafka.Producer, self.config, self.url)
         self._producer: Any = None
-        self._admin: Any = None
         self._failed: list[Any] = []  # delivery reports of this batch that failed
-        self._existing: set[str] = set()  # topics known to exist
+        self._topics = Topics(self)
         self._routes: dict[tuple[str | None, str], str] = {}
         self._closed = False
 
@@ -205,22 +212,14 @@ class KafkaSink:
 
     def _client(self) -> Any:
         if self._producer is None:
-            config = dict(self._config)
+            config = dict(self.config)
             config["on_delivery"] = self._on_delivery
             config["delivery.report.only.error"] = True
+            if self._transactional is not None:
+                config["transactional.id"] = self._transactional.transactional_id
+                config["transaction.timeout.ms"] = max(60_000, int(self.timeout * 2000))
             self._producer = _kafka.client(self._kafka.Producer, config, self.url)
         return self._producer
-
-    def _admin_client(self) -> Any:
-        if self._admin is None:
-            config = {
-                k: v
-                for k, v in self._config.items()
-                if k.startswith(("bootstrap.", "security.", "sasl.", "ssl.", "socket.", "client."))
-                or k in ("log_level", "logger")
-            }
-            self._admin = _kafka.client(self._kafka.admin.AdminClient, config, self.url)
-        return self._admin
 
     def _on_delivery(self, error: Any, message: Any) -> None:
         if error is not None:
@@ -232,77 +231,13 @@ class KafkaSink:
         """Reach the cluster, list its topics; make sure of ``topic=`` (module docstring)."""
         if self._closed:
             raise PermanentSinkError(f"{self!r} is closed")
-        self._existing = self._topics()
+        self._topics.refresh()
         if self.topic is not None:
-            self._ensure([self.topic])
+            self._topics.ensure([self.topic])
         elif self.create:
-            self._may_create()
-
-    def _topics(self) -> set[str]:
-        """Every topic of the cluster (listing them all never creates one)."""
-        try:
-            metadata = self._admin_client().list_topics(timeout=min(self.timeout, 30))
-        except self._kafka.KafkaException as e:
-            raise _kafka.sink_error(
-                e, f"Kafka sink {self.url}: cannot reach the cluster: {_kafka.describe(e)}"
-            ) from e
-        return {name for name, topic in metadata.topics.items() if topic.error is None}
-
-    def _may_create(self) -> None:
-        """A cluster that tells the user's operations and lacks CREATE: a `ConfigError`."""
-        try:
-            future = self._admin_client().describe_cluster(
-                include_authorized_operations=True, request_timeout=min(self.timeout, 30)
-            )
-            operations = future.result().authorized_operations
-        except (self._kafka.KafkaException, AttributeError, TypeError):
-            return  # a broker that cannot say: found at the first delivery
-        if operations and not any(op.name in ("CREATE", "ALL") for op in operations):
-            raise ConfigError(
-                f"Kafka sink {self.url}: the user may not create topics on this cluster; "
-                "create the topics (prefix.schema.table) yourself and add ?create=false, or "
-                "allow the user Create (kafka-acls --add --operation Create --cluster)"
-            )
-
-    def _ensure(self, topics: Sequence[str]) -> None:
-        """Each of `topics` exists, or is created (``create``), or is an error."""
-        missing = [t for t in dict.fromkeys(topics) if t not in self._existing]
-        if not missing:
-            return
-        self._existing |= self._topics()
-        missing = [t for t in missing if t not in self._existing]
-        if not missing:
-            return
-        if not self.create:
-            raise ConfigError(
-                f"Kafka sink {self.url}: topic {', '.join(missing)} does not exist and "
-                "create=false; create it, or leave create at true for the sink to"
-            )
-        new = self._kafka.admin.NewTopic
-        futures = self._admin_client().create_topics(
-            [new(t, self.partitions, self.replication_factor) for t in missing],
-            request_timeout=min(self.timeout, 30),
-        )
-        for name, future in futures.items():
-            try:
-                future.result()
-                log.info("Kafka sink %s: created topic %s", self.url, name)
-            except self._kafka.KafkaException as e:
-                if _kafka.error_of(e) is not None and e.args[0].name() == "TOPIC_ALREADY_EXISTS":
-                    pass  # made meanwhile by another relay: fine
-                else:
-                    error = _kafka.sink_error(
-                        e,
-                        f"Kafka sink {self.url}: cannot create topic {name!r}: "
-                        f"{_kafka.describe(e)}",
-                    )
-                    if isinstance(error, PermanentSinkError) and error.fix is None:
-                        error = PermanentSinkError(
-                            error.message,
-                            "create the topic yourself and add ?create=false",
-                        )
-                    raise error from e
-            self._existing.add(name)
+            self._topics.may_create()
+        if self._transactional is not None:
+            self.begin()
 
     # ------------------------------------------------------------ deliver
 
@@ -321,7 +256,10 @@ class KafkaSink:
         if not entries:
             return
         messages = self._encode(entries)
-        self._ensure([m[0] for m in messages])
+        self._topics.ensure([m[0] for m in messages])
+        if self._transactional is not None:
+            self._in_transaction(messages, entries[-1].change.position)
+            return
         self._produce(messages)
         self._flush(len(messages))
 
@@ -342,13 +280,16 @@ class KafkaSink:
             append((route(change.schema, change.table), key, body, headers))
         return messages
 
-    def _produce(self, messages: Sequence[Message]) -> None:
-        """Hand `messages` to the producer, in order (waiting when its queue is full)."""
+    def _produce(self, messages: Sequence[Message], label: str | None = None) -> None:
+        """Hand `messages` to the producer, in order (waiting when its queue is full),
+        each with a ``rowcast-transaction`` header `label` when given."""
         producer = self._client()
         produce = producer.produce
         self._failed = []
         try:
             for topic, key, value, headers in messages:
+                if label is not None:
+                    headers = [*headers, ("rowcast-transaction", label)]
                 try:
                     produce(topic, value, key, headers=headers)
                 except BufferError:  # the local queue is full: let it drain, then go on
@@ -360,14 +301,19 @@ class KafkaSink:
                         except BufferError:
                             if self._failed:
                                 raise self._refusal(len(messages)) from None
-        except self._kafka.KafkaException as e:
+        except self._errors as e:
             raise _kafka.sink_error(
                 e, f"Kafka sink {self.url}: produce failed: {_kafka.describe(e)}"
             ) from e
 
     def _flush(self, count: int) -> None:
         """Wait for every delivery report; raise what the first failure is."""
-        left = self._client().flush(self.timeout + 5)
+        try:
+            left = self._client().flush(self.timeout + 5)
+        except self._errors as e:
+            raise _kafka.sink_error(
+                e, f"Kafka sink {self.url}: delivery failed: {_kafka.describe(e)}"
+            ) from e
         if self._failed:
             raise self._refusal(count)
         if left:
@@ -386,6 +332,138 @@ class KafkaSink:
             f"{_kafka.describe(error)}",
         )
 
+    # ------------------------------------------------------------ exactly once
+
+    def join(self, checkpoint: object) -> bool:
+        """Write each batch and `checkpoint`'s position in one Kafka transaction.
+
+        True when `checkpoint` is a Kafka checkpoint (`rowcast.checkpoint.kafka`) on
+        the same cluster (the same bootstrap servers): the producer becomes
+        transactional with the checkpoint's ``transactional_id``, every `deliver`
+        commits the batch with the position of its last transaction, and the
+        checkpoint's `load` fences a previous incarnation first. False, and nothing
+        changes, for any other checkpoint. Call before the first delivery.
+        """
+        from ..checkpoint.kafka import KafkaCheckpoint
+
+        if not isinstance(checkpoint, KafkaCheckpoint) or checkpoint.servers != self.servers:
+            return False
+        if self._producer is not None and self._transactional is not checkpoint:
+            self._producer.flush(self.timeout)
+            self._producer = None  # made again, transactional
+        self._transactional = checkpoint
+        checkpoint.attach(self)
+        return True
+
+    def begin(self) -> None:
+        """Register the transactional producer with the cluster (once): aborts what a
+        previous producer of the same ``transactional_id`` left open, and fences it."""
+        with self._lock:
+            if self._fenced is not None:
+                raise PermanentSinkError(
+                    f"Kafka sink {self.url}: the transactional producer "
+                    f"{self._transactional_id()!r} ended: {self._fenced}",
+                    _kafka.fix_of_name("PRODUCER_FENCED"),
+                )
+            if self._began:
+                return
+            producer = self._client()
+            try:
+                producer.init_transactions(self.timeout)
+            except self._kafka.KafkaException as e:
+                self._producer = None  # a failed init leaves the producer unusable
+                raise _kafka.sink_error(
+                    e,
+                    f"Kafka sink {self.url}: cannot start transactions as "
+                    f"{self._transactional_id()!r}: {_kafka.describe(e)}",
+                ) from e
+            self._began = True
+
+    def _transactional_id(self) -> str:
+        return "" if self._transactional is None else self._transactional.transactional_id
+
+    def _in_transaction(self, messages: Sequence[Message], position: str | None) -> None:
+        """`messages`, then the checkpoint's record of `position`, in one transaction.
+
+        The batch is acknowledged before the checkpoint record is produced, so a
+        checkpoint record is never stored without its batch, even on a broker that
+        shows aborted transactions to read_committed consumers (tansu 0.6).
+        """
+        checkpoint = self._transactional
+        assert checkpoint is not None
+        assert position is not None
+        self.begin()
+        producer = self._producer
+        failures: tuple[type[BaseException], ...] = (*self._errors, SinkError)
+        try:
+            producer.begin_transaction()
+            self._transactions += 1
+            label = f"{self._session}-{self._transactions}"
+            self._produce(messages, label)
+            self._flush(len(messages))
+            self._produce_record(producer, position, label)
+            self._commit(producer)
+        except failures as e:
+            self._abort(producer, e)
+            if isinstance(e, SinkError):
+                raise
+            raise _kafka.sink_error(
+                e, f"Kafka sink {self.url}: transaction failed: {_kafka.describe(e)}"
+            ) from e
+        checkpoint.committed(position)
+
+    def save_position(self, position: str) -> None:
+        """Commit a transaction holding only the checkpoint's record of `position`."""
+        assert self._transactional is not None
+        self.begin()
+        producer = self._producer
+        try:
+            producer.begin_transaction()
+            self._transactions += 1
+            self._produce_record(producer, position, f"{self._session}-{self._transactions}")
+            self._commit(producer)
+        except self._errors as e:
+            self._abort(producer, e)
+            raise _kafka.sink_error(
+                e, f"Kafka sink {self.url}: checkpoint transaction failed: {_kafka.describe(e)}"
+            ) from e
+        self._transactional.committed(position)
+
+    def _produce_record(self, producer: Any, position: str, label: str) -> None:
+        assert self._transactional is not None
+        topic, key, value, partition = self._transactional.record(position, label)
+        producer.produce(topic, value, key, partition=partition)
+
+    def _commit(self, producer: Any) -> None:
+        """commit_transaction, again while librdkafka says the error is retriable."""
+        for attempt in range(3):
+            try:
+                producer.commit_transaction(self.timeout)
+                return
+            except self._kafka.KafkaException as e:
+                if attempt == 2 or not e.args[0].retriable():
+                    raise
+
+    def _abort(self, producer: Any, error: BaseException) -> None:
+        """Abort the failed transaction; a fatal error (fenced) drops the producer."""
+        found = _kafka.error_of(error)
+        if found is None and isinstance(error, SinkError):
+            found = _kafka.error_of(error.__cause__) if error.__cause__ is not None else None
+        if found is not None and found.fatal():
+            # fenced (or broken for good): never made again, which would fence the
+            # relay that took over
+            self._fenced = _kafka.describe(found)
+            return
+        try:
+            producer.abort_transaction(self.timeout)
+        except self._errors as e:
+            found = _kafka.error_of(e)
+            if found is not None and found.fatal():
+                self._fenced = _kafka.describe(found)
+                return
+            log.warning("Kafka sink %s: abort failed: %s", self.url, _kafka.describe(e))
+            self._producer, self._began = None, False  # made and registered again
+
     def close(self) -> None:
         """Flush what is queued (briefly) and release the clients; idempotent."""
         if self._closed:
@@ -394,4 +472,4 @@ class KafkaSink:
         producer, self._producer = self._producer, None
         if producer is not None:
             producer.flush(min(self.timeout, 5))
-        self._admin = None
+        self._topics.close()
