@@ -1,4 +1,5 @@
-"""Read back what a relay delivered to a broker: Redis Streams, NATS JetStream, RabbitMQ.
+"""Read back what a relay delivered to a broker: Redis Streams, NATS JetStream, RabbitMQ,
+Kafka.
 
 Each target makes a place of its own (a stream key, a JetStream stream and subject
 prefix, an exchange with a queue bound to it before any relay publishes), gives the
@@ -19,7 +20,8 @@ from typing import Any
 import pytest
 
 from rowcast.change import Change
-from tests.conftest import require_redis
+from tests import kafka
+from tests.conftest import require_kafka, require_redis
 from tests.sinks import require_nats, require_rabbitmq
 from tests.test_relay import unique
 
@@ -138,12 +140,32 @@ class RabbitTarget:
         self.connection.close()
 
 
+class KafkaTarget:
+    """One Kafka topic (made by the sink), read back read_committed."""
+
+    def __init__(self, url: str, prefix: str = "relay_crash") -> None:
+        self.topic = kafka.unique(prefix.replace("_", "-"))
+        self.sink = f"{url}?topic={self.topic}"
+
+    def arrived(self) -> Arrived:
+        if not kafka.topics(self.topic):  # the relay has not made it yet
+            return []
+        return [
+            (dict(m.headers())["rowcast-id"].decode(), Change.from_json(m.value()))
+            for m in kafka.read([self.topic])
+        ]
+
+    def close(self) -> None:
+        kafka.delete_topics(self.topic)
+
+
 @contextlib.contextmanager
 def brokers(prefix: str = "relay_crash") -> Iterator[dict[str, Any]]:
     """A target on each broker whose server runs (and whose sink module is there)."""
     targets: dict[str, Any] = {}
     makers = [("redis", require_redis, RedisTarget)]
     makers += [("nats", require_nats, NatsTarget), ("rabbitmq", require_rabbitmq, RabbitTarget)]
+    makers += [("kafka", require_kafka, KafkaTarget)]
     try:
         for name, require, make in makers:
             url = optional(require)
