@@ -206,6 +206,7 @@ _BUILT_IN: Final[tuple[tuple[Family, str, str, str | None], ...]] = (
     ("consumer", "redis rediss", "rowcast.consume.redis:RedisTransport", "redis"),
     ("consumer", "nats tls", "rowcast.consume.nats:NatsTransport", "nats"),
     ("consumer", "amqp amqps", "rowcast.consume.rabbitmq:RabbitMQTransport", "rabbitmq"),
+    ("consumer", "kafka", "rowcast.consume.kafka:KafkaTransport", "kafka"),
     ("consumer", "memory", "rowcast.consume.memory:MemoryTransport", None),  # in-process broker
     ("dlq", "redis rediss", "rowcast.dlq.redis:RedisDeadLetters", "redis"),
     ("dlq", "nats tls", "rowcast.dlq.nats:NatsDeadLetters", "nats"),

@@ -30,7 +30,7 @@ class TestRedisConsumer(ConsumerContract):
         ("redis://127.0.0.1:6379/0?consumer=a&consumer=b", "given twice"),
         ("redis://127.0.0.1:6379/0?streams=a", "unknown option 'streams'"),
         ("redis://127.0.0.1:port/0", "malformed Redis URL"),
-        ("kafka://127.0.0.1/0", "no rowcast consumer for 'kafka://"),
+        ("pulsar://127.0.0.1/0", "no rowcast consumer for 'pulsar://"),
     ]
 
     @pytest.fixture

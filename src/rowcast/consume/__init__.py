@@ -1,4 +1,5 @@
-"""Consume relayed changes: one handler API over Redis Streams, NATS JetStream, RabbitMQ.
+"""Consume relayed changes: one handler API over Redis Streams, NATS JetStream, RabbitMQ,
+Kafka.
 
 ::
 
@@ -13,7 +14,8 @@
 
 The URL picks the broker, as for sinks: ``redis://`` / ``rediss://``
 (`rowcast.consume.redis`), ``nats://`` / ``tls://`` (`rowcast.consume.nats`),
-``amqp://`` / ``amqps://`` (`rowcast.consume.rabbitmq`), and ``memory://<name>``, a
+``amqp://`` / ``amqps://`` (`rowcast.consume.rabbitmq`), ``kafka://``
+(`rowcast.consume.kafka`), and ``memory://<name>``, a
 broker inside this process for tests, fed by the sink ``memory://<name>?mode=broker``
 (`rowcast.consume.memory`); each module's docstring lists its URL options. What every
 broker promises (per-row order, at least once, retries, dead letters, duplicates,
