@@ -165,6 +165,8 @@ ROOT = {
     "_wire.py",  # the brokers' wire protocols of _speedups' tricks
     "_words.py",  # counts in messages: 1 row, 2 rows
     "_kafka.py",  # the Kafka URL, client and error kinds: its sink, checkpoint, consumer
+    "_connect.py",  # column values as Kafka Connect writes them (for debezium.py)
+    "debezium.py",  # Debezium's change event envelope: written and read back
     "checkpoint.py",
     "checkpoint",
     "sources",

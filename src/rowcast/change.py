@@ -249,6 +249,17 @@ class Change:
         return made
 
     @classmethod
+    def from_debezium(
+        cls,
+        value: Mapping[str, Any] | str | bytes,
+        key: Mapping[str, Any] | str | bytes | None = None,
+    ) -> Change:
+        """The Change of a Debezium change event's `value` and `key` (`rowcast.debezium`)."""
+        from .debezium import from_debezium
+
+        return from_debezium(value, key)
+
+    @classmethod
     def _restore(cls, data: Mapping[str, Any]) -> Change:
         fields = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - fields

@@ -173,3 +173,58 @@ def test_a_message_over_the_size_limit_is_permanent(prefix: str) -> None:
     with pytest.raises(PermanentSinkError, match="MSG_SIZE_TOO_LARGE"):
         sink.deliver([[big]])
     sink.close()
+
+
+@pytest.mark.server
+def test_format_debezium_writes_debeziums_key_and_value_and_a_tombstone(prefix: str) -> None:
+    row = {"id": 1004, "first_name": "Anne"}
+    gone = Change(
+        "delete",
+        "inventory",
+        "customers",
+        1004,
+        row,
+        None,
+        ts=2.0,
+        txid="t2",
+        position="mysql-bin.000003:805",
+        source="mysql",
+    )
+    made = Change(
+        "write",
+        "inventory",
+        "customers",
+        1004,
+        None,
+        row,
+        ts=1.0,
+        txid="t1",
+        position="mysql-bin.000003:154",
+        source="mysql",
+    )
+    sink = open_sink(f"{require_kafka()}?prefix={prefix}&format=debezium")
+    sink.deliver([[made], [gone]])
+    sink.close()
+    messages = kafka.read([f"{prefix}.inventory.customers"])
+    assert [json.loads(m.key()) for m in messages] == [{"id": 1004}] * 3
+    created, deleted, tombstone = (m.value() for m in messages)
+    assert json.loads(created)["op"] == "c"
+    assert json.loads(created)["source"]["name"] == prefix  # the logical name: the prefix
+    assert json.loads(deleted)["op"] == "d"
+    assert tombstone is None  # after each delete, for log compaction
+    assert Change.from_debezium(created, messages[0].key()) == made
+    assert Change.from_debezium(deleted, messages[1].key()) == gone
+
+
+@pytest.mark.server
+def test_format_debezium_with_schemas_and_without_tombstones(prefix: str) -> None:
+    url = f"{require_kafka()}?topic={prefix}&format=debezium&schemas=true&tombstones=false"
+    sink = open_sink(url)
+    batch = transactions(3)  # writes, updates and deletes
+    sink.deliver(batch)
+    sink.close()
+    messages = kafka.read([prefix])
+    assert len(messages) == 9  # no tombstones
+    back = [Change.from_debezium(m.value(), m.key()) for m in messages]
+    assert back == [change for tx in batch for change in tx]
+    assert set(json.loads(messages[0].value())) == {"schema", "payload"}

@@ -20,7 +20,17 @@ URL: ``kafka://[user:password@]host:port[,host:port...][?option=value&...]``
     the broker's default replication factor.
 ``format``
     ``rowcast`` (default): the value is ``Change.to_json()``; ``debezium``: Debezium's
-    change event envelope (`rowcast.debezium`), with ``schemas`` and ``tombstones``.
+    change event envelope (`rowcast.debezium`, its logical name the ``prefix``), the
+    key Debezium's key struct.
+``schemas``
+    with ``format=debezium``: ``true`` wraps key and value as Kafka Connect's JSON
+    converter does with ``schemas.enable=true``; default ``false``.
+``tombstones``
+    with ``format=debezium``: ``true`` (default) follows each delete with a tombstone
+    (the same key, a null value) for log compaction, as Debezium does.
+``db``
+    with ``format=debezium``: the database name for ``source.db`` of PostgreSQL
+    changes (a change carries its schema, not its database).
 ``timeout``
     seconds for the broker to acknowledge a batch (``message.timeout.ms``) and
     to answer at start, default 30.
@@ -68,10 +78,11 @@ from .. import _kafka
 from .._kafka import topic_name
 from .._url import boolean, number
 from ..change import Change
-from ..codec import dumps
+from ..debezium import DebeziumFormat
 from ..errors import ConfigError, PermanentSinkError, SinkError, TransientSinkError
+from ._kafka_messages import Message, debezium_messages, rowcast_messages
 from ._kafka_topics import Topics
-from .base import Batch, Encoded, encoded
+from .base import Batch, encoded
 
 if TYPE_CHECKING:
     from ..checkpoint.kafka import KafkaCheckpoint
@@ -89,14 +100,11 @@ _OPTIONS: Final = (
     "format",
     "schemas",
     "tombstones",
+    "db",
     "timeout",
 )
 _FORMATS: Final = ("rowcast", "debezium")
 _MAX_TOPIC = 249
-
-
-Message = tuple[str, bytes | str | None, bytes | str | None, list[tuple[str, str]]]
-"""(topic, key, value, headers) of one message to produce."""
 
 
 class KafkaSink:
@@ -119,6 +127,7 @@ class KafkaSink:
         format: str | None = None,
         schemas: bool | None = None,
         tombstones: bool | None = None,
+        db: str | None = None,
         timeout: float | None = None,
         config: dict[str, Any] | None = None,
     ) -> None:
@@ -148,6 +157,7 @@ class KafkaSink:
             raise ConfigError(f"{self.url}: format is {' or '.join(_FORMATS)}, not {self.format!r}")
         self.schemas = boolean(url, "schemas", schemas, options, False)
         self.tombstones = boolean(url, "tombstones", tombstones, options, True)
+        self.db: str | None = db if db is not None else options.get("db")
         self._kafka = _kafka.driver("the Kafka sink")
         # what the client raises (a SystemError wraps a fatal KafkaException, see _kafka)
         self._errors: tuple[type[BaseException], ...] = (self._kafka.KafkaException, SystemError)
@@ -163,9 +173,9 @@ class KafkaSink:
             **(config or {}),
         }
         self._servers = parsed.servers
-        self._encode = self._messages_rowcast
+        self._debezium: DebeziumFormat | None = None
         if self.format == "debezium":
-            raise ConfigError(f"{self.url}: format=debezium is not there yet")
+            self._debezium = DebeziumFormat(name=self.prefix, db=self.db, schemas=self.schemas)
         self._transactional: KafkaCheckpoint | None = None
         self._began = False  # init_transactions done
         self._fenced: str | None = None  # the fatal error that ended the transactions
@@ -255,30 +265,17 @@ class KafkaSink:
         entries = encoded(batch)  # every id first: a bad change sends nothing
         if not entries:
             return
-        messages = self._encode(entries)
+        if self._debezium is None:
+            messages = rowcast_messages(entries, self._route, one_topic=self.topic is not None)
+        else:
+            events = self._debezium.events(batch)
+            messages = debezium_messages(entries, events, self._route, self.tombstones)
         self._topics.ensure([m[0] for m in messages])
         if self._transactional is not None:
             self._in_transaction(messages, entries[-1].change.position)
             return
         self._produce(messages)
         self._flush(len(messages))
-
-    def _messages_rowcast(self, entries: Sequence[Encoded]) -> list[Message]:
-        route = self._route
-        one_topic = self.topic is not None
-        messages: list[Message] = []
-        append = messages.append
-        for change_id, change, body in entries:
-            pk = change.pk
-            if one_topic:
-                key = dumps({"schema": change.schema, "table": change.table, "pk": pk})
-            elif type(pk) is int:
-                key = str(pk)
-            else:
-                key = dumps(list(pk) if type(pk) is tuple else pk)
-            headers = [("rowcast-id", change_id), ("rowcast-position", change.position or "")]
-            append((route(change.schema, change.table), key, body, headers))
-        return messages
 
     def _produce(self, messages: Sequence[Message], label: str | None = None) -> None:
         """Hand `messages` to the producer, in order (waiting when its queue is full),
