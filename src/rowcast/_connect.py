@@ -1,8 +1,11 @@
-"""Column values as Kafka Connect's JSON converter writes them for Debezium, and back.
+"""Kafka Connect's JSON for Debezium: column values written and read back, and a change
+event read back into a change's fields.
 
 `field(value)` is a column value's JSON value and its Kafka Connect schema (type,
 and for Debezium's logical types their ``name``); `read(json_value, schema)` turns it
-back. The table of types is in `rowcast.debezium`, whose envelope uses them.
+back. `change_fields(value, key)` reads a whole event (`rowcast.Change.from_debezium`).
+The table of types is in `rowcast.debezium`, which writes the envelope. Nothing here
+imports `rowcast.change`, which imports this module when a change is read back.
 """
 
 from __future__ import annotations
@@ -13,11 +16,14 @@ import json
 import uuid
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import Any
+from typing import Any, Final
 
 from . import codec
 
-__all__ = ["field", "read"]
+__all__ = ["change_fields", "field", "read"]
+
+_SOURCES: Final = {"postgresql": "postgres", "rowcast": None}
+_ACTIONS: Final = {"c": "write", "r": "write", "u": "update", "d": "delete"}
 
 _EPOCH = dt.datetime(1970, 1, 1)
 _EPOCH_DATE = dt.date(1970, 1, 1)
@@ -127,3 +133,79 @@ def read(val: Any, schema: Mapping[str, Any] | None) -> Any:
     if kind in ("double", "float") and isinstance(val, str):
         return float(val)
     return val
+
+
+# ---------------------------------------------------------------- change events
+
+
+def _loaded(data: Mapping[str, Any] | str | bytes) -> Any:
+    return json.loads(data) if isinstance(data, str | bytes) else data
+
+
+def _fields(schema: Mapping[str, Any] | None, field: str) -> dict[str, Any] | None:
+    """The column schemas of struct field `field` of an envelope schema."""
+    if schema is None:
+        return None
+    for spec in schema.get("fields", ()):
+        if spec.get("field") == field:
+            return {f["field"]: f for f in spec.get("fields", ())}
+    return None
+
+
+def _row(image: Mapping[str, Any] | None, schemas: dict[str, Any] | None) -> Any:
+    if image is None:
+        return None
+    return {c: read(v, None if schemas is None else schemas.get(c)) for c, v in image.items()}
+
+
+def change_fields(
+    value: Mapping[str, Any] | str | bytes, key: Mapping[str, Any] | str | bytes | None = None
+) -> dict[str, Any]:
+    """The fields of the `rowcast.Change` a Debezium change event's `value` and `key` make
+    (`rowcast.debezium.from_debezium`); `ValueError` for a tombstone or another message."""
+    data = _loaded(value)
+    if data is None:
+        raise ValueError("a tombstone (null value) is no change: skip it")
+    schema = data.get("schema") if isinstance(data, dict) and "payload" in data else None
+    payload = data["payload"] if schema is not None or "payload" in data else data
+    if not isinstance(payload, dict) or payload.get("op") not in _ACTIONS:
+        raise ValueError("not a Debezium change event: expected op c, r, u or d")
+    source = payload.get("source") or {}
+    op = payload["op"]
+    us = source.get("ts_us")
+    ts = us / 1_000_000 if us is not None else (source.get("ts_ms") or 0) / 1000
+    position = source.get("position")
+    if position is None and source.get("file") is not None and source.get("pos") is not None:
+        position = f"{source['file']}:{source['pos']}"
+    if position is None and source.get("lsn") is not None:
+        lsn = int(source["lsn"])
+        position = f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
+    transaction = payload.get("transaction") or {}
+    txid = transaction.get("id")
+    if txid is None and source.get("txId") is not None:
+        txid = str(source["txId"])
+    connector = source.get("connector")
+    return {
+        "action": _ACTIONS[op],
+        "schema": source.get("schema", source.get("db")),
+        "table": source["table"],
+        "pk": _pk(key),
+        "before": _row(payload.get("before"), _fields(schema, "before")),
+        "after": _row(payload.get("after"), _fields(schema, "after")),
+        "ts": ts,
+        "txid": txid,
+        "position": position,
+        "source": _SOURCES.get(connector, connector) if connector else None,
+        "snapshot": op == "r",
+    }
+
+
+def _pk(key: Mapping[str, Any] | str | bytes | None) -> Any:
+    data = _loaded(key) if key is not None else None
+    if data is None:
+        return None
+    schema = data.get("schema") if "payload" in data and "schema" in data else None
+    payload = data["payload"] if schema is not None else data
+    columns = None if schema is None else {f["field"]: f for f in schema.get("fields", ())}
+    values = [read(v, None if columns is None else columns.get(c)) for c, v in payload.items()]
+    return values[0] if len(values) == 1 else tuple(values)

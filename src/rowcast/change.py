@@ -254,10 +254,12 @@ class Change:
         value: Mapping[str, Any] | str | bytes,
         key: Mapping[str, Any] | str | bytes | None = None,
     ) -> Change:
-        """The Change of a Debezium change event's `value` and `key` (`rowcast.debezium`)."""
-        from .debezium import from_debezium
+        """The Change of a Debezium change event's `value` and `key` (`rowcast.debezium`):
+        JSON text or parsed, with or without the JSON converter's schema; without the key,
+        ``pk`` is None. A tombstone (null value) or another message is a `ValueError`."""
+        from ._connect import change_fields
 
-        return from_debezium(value, key)
+        return cls(**change_fields(value, key))
 
     @classmethod
     def _restore(cls, data: Mapping[str, Any]) -> Change:

@@ -71,15 +71,12 @@ from functools import lru_cache
 from typing import Any, Final
 
 from ._connect import field as _field
-from ._connect import read as _read
 from .change import Action, Change
 
 __all__ = ["DebeziumFormat", "from_debezium", "key", "value"]
 
 _CONNECTORS: Final = {"postgres": "postgresql"}
-_SOURCES: Final = {"postgresql": "postgres", "rowcast": None}
 _OPS: Final = {Action.WRITE: "c", Action.UPDATE: "u", Action.DELETE: "d"}
-_ACTIONS: Final = {"c": Action.WRITE, "r": Action.WRITE, "u": Action.UPDATE, "d": Action.DELETE}
 
 
 @lru_cache(maxsize=1)
@@ -309,26 +306,6 @@ def _envelope(
 # ---------------------------------------------------------------- reading it back
 
 
-def _loaded(data: Mapping[str, Any] | str | bytes) -> Any:
-    return json.loads(data) if isinstance(data, str | bytes) else data
-
-
-def _fields(schema: Mapping[str, Any] | None, field: str) -> dict[str, Any] | None:
-    """The column schemas of struct field `field` of an envelope schema."""
-    if schema is None:
-        return None
-    for spec in schema.get("fields", ()):
-        if spec.get("field") == field:
-            return {f["field"]: f for f in spec.get("fields", ())}
-    return None
-
-
-def _row(image: Mapping[str, Any] | None, schemas: dict[str, Any] | None) -> Any:
-    if image is None:
-        return None
-    return {c: _read(v, None if schemas is None else schemas.get(c)) for c, v in image.items()}
-
-
 def from_debezium(
     value: Mapping[str, Any] | str | bytes, key: Mapping[str, Any] | str | bytes | None = None
 ) -> Change:
@@ -337,52 +314,7 @@ def from_debezium(
 
     Raises `ValueError` for a tombstone (a null value) or what is not a change event.
     """
-    data = _loaded(value)
-    if data is None:
-        raise ValueError("a tombstone (null value) is no change: skip it")
-    schema = data.get("schema") if isinstance(data, dict) and "payload" in data else None
-    payload = data["payload"] if schema is not None or "payload" in data else data
-    if not isinstance(payload, dict) or payload.get("op") not in _ACTIONS:
-        raise ValueError("not a Debezium change event: expected op c, r, u or d")
-    source = payload.get("source") or {}
-    op = payload["op"]
-    us = source.get("ts_us")
-    ts = us / 1_000_000 if us is not None else (source.get("ts_ms") or 0) / 1000
-    position = source.get("position")
-    if position is None and source.get("file") is not None and source.get("pos") is not None:
-        position = f"{source['file']}:{source['pos']}"
-    if position is None and source.get("lsn") is not None:
-        lsn = int(source["lsn"])
-        position = f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
-    transaction = payload.get("transaction") or {}
-    txid = transaction.get("id")
-    if txid is None and source.get("txId") is not None:
-        txid = str(source["txId"])
-    connector = source.get("connector")
-    return Change(
-        _ACTIONS[op],
-        source.get("schema", source.get("db")),
-        source["table"],
-        _pk(key),
-        _row(payload.get("before"), _fields(schema, "before")),
-        _row(payload.get("after"), _fields(schema, "after")),
-        ts=ts,
-        txid=txid,
-        position=position,
-        source=_SOURCES.get(connector, connector) if connector else None,
-        snapshot=op == "r",
-    )
-
-
-def _pk(key: Mapping[str, Any] | str | bytes | None) -> Any:
-    data = _loaded(key) if key is not None else None
-    if data is None:
-        return None
-    schema = data.get("schema") if "payload" in data and "schema" in data else None
-    payload = data["payload"] if schema is not None else data
-    columns = None if schema is None else {f["field"]: f for f in schema.get("fields", ())}
-    values = [_read(v, None if columns is None else columns.get(c)) for c, v in payload.items()]
-    return values[0] if len(values) == 1 else tuple(values)
+    return Change.from_debezium(value, key)
 
 
 # ---------------------------------------------------------------- for sinks
