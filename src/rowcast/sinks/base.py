@@ -37,14 +37,28 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from .. import _speedups, backends
+from .._url import boolean, masked
 from ..change import Change
 from ..errors import ConfigError
 
-__all__ = ["NAMESPACE", "Encoded", "Sink", "change_id", "encoded", "identified", "open_sink"]
+__all__ = [
+    "FORMAT_OPTIONS",
+    "NAMESPACE",
+    "Encoded",
+    "Sink",
+    "change_id",
+    "encoded",
+    "encoder",
+    "identified",
+    "open_sink",
+]
+
+#: The options of a sink's message format, for sinks whose messages are a change's body.
+FORMAT_OPTIONS = ("format", "schemas", "db")
 
 #: The UUID namespace of change ids (uuid5 of the source, position and index).
 NAMESPACE = uuid.UUID("5b0c8a4e-3f2d-5d1e-9a67-726f77636173")
@@ -124,6 +138,33 @@ def encoded(batch: Batch) -> list[Encoded]:
         Encoded(change_id, change, change.to_json())
         for change_id, change in zip(ids, changes, strict=True)
     ]
+
+
+def encoder(url: str, options: dict[str, str], name: str) -> Callable[[Batch], list[Encoded]]:
+    """`encoded`, or with ``?format=debezium`` in `options` (the URL's), the same entries
+    with Debezium's value as their body (`rowcast.debezium`, its logical name `name`;
+    ``schemas`` and ``db`` as for the Kafka sink). Any other format is a `ConfigError`."""
+    kind = options.get("format", "rowcast")
+    if kind == "rowcast":
+        if "schemas" in options or "db" in options:
+            raise ConfigError(f"{masked(url)}: schemas= and db= go with format=debezium")
+        return encoded
+    if kind != "debezium":
+        raise ConfigError(f"{masked(url)}: format is rowcast or debezium, not {kind!r}")
+    from ..debezium import DebeziumFormat
+
+    debezium = DebeziumFormat(
+        name=name, db=options.get("db"), schemas=boolean(url, "schemas", None, options, False)
+    )
+
+    def as_debezium(batch: Batch) -> list[Encoded]:
+        entries = encoded(batch)
+        events = debezium.events(batch)
+        return [
+            Encoded(e.id, e.change, body) for e, (_, _, body) in zip(entries, events, strict=True)
+        ]
+
+    return as_debezium
 
 
 @runtime_checkable

@@ -64,13 +64,13 @@ from ..backends import missing_extra
 from ..change import Change
 from ..errors import ConfigError, PermanentSinkError, SinkError, TransientSinkError
 from ._nats import LoopThread, connect, overlapping, refused_access
-from .base import Batch, encoded
+from .base import FORMAT_OPTIONS, Batch, encoder
 
 __all__ = ["NatsSink", "subject_token"]
 
 log = logging.getLogger(__name__)
 
-_OPTIONS = ("stream", "prefix", "duplicate_window", "timeout")
+_OPTIONS = ("stream", "prefix", "duplicate_window", "timeout", *FORMAT_OPTIONS)
 _UNSAFE = re.compile(r"[.*>%\x00-\x20\x7f]")
 _STREAM_NAME = re.compile(r"[^.*>/\\\s]{1,255}")
 _PREFIX = re.compile(r"[^.*>\s]+(\.[^.*>\s]+)*")
@@ -110,6 +110,7 @@ class NatsSink:
         options = _parse(url)
         self.stream: str = stream if stream is not None else options.get("stream", "rowcast")
         self.prefix: str = prefix if prefix is not None else options.get("prefix", "rowcast")
+        self._encoded = encoder(url, options, self.prefix)
         if not _STREAM_NAME.fullmatch(self.stream):
             raise ConfigError(
                 f"{self.url}: a JetStream stream name has no '.', '*', '>', '/', '\\' or "
@@ -177,7 +178,9 @@ class NatsSink:
         subject = self.subject
         messages = [
             (subject(change), body.encode(), change_id)
-            for change_id, change, body in encoded(batch)  # ids first: a bad change sends nothing
+            for change_id, change, body in self._encoded(
+                batch
+            )  # ids first: a bad change sends nothing
         ]
         if messages:
             self._loop.run(self._publish(messages))

@@ -66,13 +66,13 @@ from .._url import boolean, check_query, masked, number, query
 from ..backends import missing_extra
 from ..change import Change
 from ..errors import ConfigError, PermanentSinkError, SinkError, TransientSinkError
-from .base import Batch, encoded
+from .base import FORMAT_OPTIONS, Batch, encoder
 
 __all__ = ["RabbitMQSink"]
 
 log = logging.getLogger(__name__)
 
-_OPTIONS = ("exchange", "mandatory", "timeout")
+_OPTIONS = ("exchange", "mandatory", "timeout", *FORMAT_OPTIONS)
 # AMQP reply codes that closing a channel or connection with means "never as it is"
 _REFUSED = {
     403: "the user may not do this on the vhost: grant it (rabbitmqctl set_permissions)",
@@ -114,6 +114,7 @@ class RabbitMQSink:
         if not self.exchange or len(self.exchange.encode()) > 255:
             raise ConfigError(f"{self.url}: an exchange name is 1-255 bytes, not {self.exchange!r}")
         self.mandatory = boolean(url, "mandatory", mandatory, options, True)
+        self._encoded = encoder(url, options, self.exchange)
         self.timeout: float = number(url, "timeout", timeout, options, 10.0)
         try:
             import pika
@@ -186,7 +187,7 @@ class RabbitMQSink:
         """
         if self._closed:
             raise PermanentSinkError(f"{self!r} is closed")
-        entries = encoded(batch)  # every id first: a bad change sends nothing
+        entries = self._encoded(batch)  # every id first: a bad change sends nothing
         if not entries:
             return
         errors = self._pika.exceptions

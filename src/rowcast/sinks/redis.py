@@ -64,11 +64,11 @@ from .._url import masked, number, query
 from ..backends import missing_extra
 from ..change import Change
 from ..errors import ConfigError, PermanentSinkError, SinkError, TransientSinkError
-from .base import Batch, encoded
+from .base import FORMAT_OPTIONS, Batch, encoder
 
 __all__ = ["RedisSink"]
 
-_OPTIONS = ("stream", "prefix", "maxlen", "timeout")
+_OPTIONS = ("stream", "prefix", "maxlen", "timeout", *FORMAT_OPTIONS)
 
 
 class RedisSink:
@@ -98,6 +98,7 @@ class RedisSink:
             raise ConfigError(f"{self.url}: ?prefix= needs a key prefix, e.g. ?prefix=rowcast")
         self.stream = stream  #: the one stream key, or None for one stream per table
         self.prefix = prefix
+        self._encoded = encoder(url, options, prefix)
         self.maxlen: int | None = number(url, "maxlen", maxlen, options, None, int)
         self.timeout: float = number(url, "timeout", timeout, options, 10.0)
         try:
@@ -177,7 +178,7 @@ class RedisSink:
         """
         if self._closed:
             raise PermanentSinkError(f"{self!r} is closed")
-        entries = encoded(batch)  # every id first: a bad change sends nothing
+        entries = self._encoded(batch)  # every id first: a bad change sends nothing
         if not entries:
             return
         try:
