@@ -148,3 +148,25 @@ def test_two_consumers_of_a_group_share_the_partitions_and_handle_every_change(
             rows.setdefault(pk, []).append(v)
         for versions in rows.values():
             assert versions == sorted(versions)
+
+
+@pytest.mark.server
+def test_debezium_messages_are_read_and_tombstones_skipped(topic: str) -> None:
+    make_topic(topic)
+    sink = open_sink(f"{kafka.KAFKA}?topic={topic}&format=debezium")
+    batch = workload(30, 10, table="t")
+    gone = Change("delete", "consume_test", "t", 3, {"id": 3, "v": 23}, None, position="end")
+    sink.deliver([*batch, [gone]])  # the delete is followed by a tombstone
+    sink.close()
+    seen: list[Change] = []
+    consumer = open_consumer(f"{kafka.KAFKA}?topics={topic}", seen.extend, **FAST)
+    thread = threading.Thread(target=consumer.run, daemon=True)
+    thread.start()
+    ConsumerContract.wait_for(lambda: len(seen) >= 31, "every change")
+    consumer.stop()
+    thread.join(30)
+    assert [(c.pk, c.action.value) for c in seen] == [
+        *((c.pk, c.action.value) for tx in batch for c in tx),
+        (3, "delete"),
+    ]
+    assert consumer.stats.parked == 0

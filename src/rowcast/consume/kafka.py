@@ -33,8 +33,8 @@ after the last change handled in order, losing nothing. When the group takes
 partitions away (another consumer joins or leaves), what was handled is already
 committed and the partitions' messages still in hand are not acknowledged any
 more: their new owner handles them again (at least once; the change ids let a
-handler skip them). A message without a value (a tombstone of
-``format=debezium``) is skipped.
+handler skip them). Messages of the sink's ``format=debezium`` are read too (the
+key gives the primary key); a message without a value (a tombstone) is skipped.
 """
 
 from __future__ import annotations
@@ -198,7 +198,7 @@ class KafkaTransport:
                 if name == "rowcast-id" and header is not None:
                     change_id = header.decode()
                     break
-            found.append(decode(change_id, value, token, part.epoch))
+            found.append(decode(change_id, value, token, part.epoch, key=message.key()))
         return found
 
     def ack(self, deliveries: Sequence[Delivery]) -> None:

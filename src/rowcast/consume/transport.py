@@ -114,13 +114,23 @@ class Touching(Transport, Protocol):
 
 
 def decode(
-    change_id: str | None, body: bytes | str, token: Any, generation: int, replay: bool = False
+    change_id: str | None,
+    body: bytes | str,
+    token: Any,
+    generation: int,
+    replay: bool = False,
+    key: bytes | str | None = None,
 ) -> Delivery:
-    """A `Delivery` of a message body; a body that is not a change gets a `problem`."""
+    """A `Delivery` of a message body: a rowcast change, or Debezium's envelope (a sink's
+    ``format=debezium``; its `key`, when the broker keeps one, gives the pk). A body
+    that is neither gets a `problem`."""
     try:
         change = Change.from_json(body)
     except (ValueError, TypeError) as e:
-        return Delivery(change_id or "", None, token, generation, f"not a rowcast change: {e}")
+        try:
+            change = Change.from_debezium(body, key)
+        except (ValueError, TypeError, KeyError, AttributeError):
+            return Delivery(change_id or "", None, token, generation, f"not a rowcast change: {e}")
     if not change_id:
         return Delivery("", None, token, generation, "the message carries no change id")
     return Delivery(change_id, change, token, generation, replay=replay)
