@@ -74,7 +74,8 @@ def run_case(
     promise = sink.promise if isinstance(sink, Changes) else "replica equal to source"
     result = Result(source_name, sink_name, promise)
     began = time.monotonic()
-    relay = RelayProcess(tmp, source.url, source.args, sink.url)
+    checkpoint = sink.checkpoint if isinstance(sink, Changes) else None
+    relay = RelayProcess(tmp, source.url, source.args, sink.url, checkpoint)
 
     def write(phase: int) -> None:
         for statements in PHASES[phase]:

@@ -31,10 +31,12 @@ class CaseFailed(Exception):
 class RelayProcess:
     """``python -m rowcast relay SOURCE --to SINK --checkpoint FILE ...``, run after run."""
 
-    def __init__(self, tmp: Path, source: str, args: list[str], sink: str) -> None:
+    def __init__(
+        self, tmp: Path, source: str, args: list[str], sink: str, checkpoint: str | None = None
+    ) -> None:
         self.tmp = tmp
         self.log = tmp / "relay.log"
-        self.checkpoint = tmp / "checkpoint"
+        self.checkpoint = checkpoint or tmp / "checkpoint"
         self.command = [
             sys.executable,
             "-m",

@@ -4,8 +4,9 @@ Each factory is a context manager that makes a place of this case's own, yields 
 `Destination` (the ``--to`` URL, and how to read back what arrived), and removes
 what it made after. Two kinds:
 
-* `Changes` (the event store, Redis Streams, NATS JetStream, RabbitMQ, stdout):
-  every message as ``(change id, Change)``, in the order the destination holds them;
+* `Changes` (the event store, Redis Streams, NATS JetStream, RabbitMQ, Kafka, stdout):
+  every message as ``(change id, Change)``, in the order the destination holds them
+  (``kafka-exactly-once`` keeps its checkpoint in Kafka: one transaction per batch);
 * `Replica` (``?mode=replicate`` into SQLite, PostgreSQL, MariaDB): the rows of its
   table ``test``, by id.
 """
@@ -25,10 +26,11 @@ import sqlalchemy as sa
 
 from rowcast.change import Change
 from rowcast.store import EventStore
-from tests.conftest import require_redis, require_server
+from tests import kafka as kafka_topics
+from tests.conftest import require_kafka, require_redis, require_server
 from tests.matrix.sources import MARIADB, POSTGRES, Rows, unique_name
 from tests.sinks import require_nats, require_rabbitmq
-from tests.targets import Arrived, NatsTarget, RabbitTarget, RedisTarget
+from tests.targets import Arrived, KafkaTarget, NatsTarget, RabbitTarget, RedisTarget
 
 __all__ = ["SINKS", "Changes", "Destination", "Replica", "stdout_file"]
 
@@ -43,6 +45,7 @@ class Changes:
     url: str  #: the relay's --to
     arrived: Callable[[], Arrived]  #: every message so far: (change id, Change)
     promise: str = AT_LEAST_ONCE
+    checkpoint: str | None = None  #: the relay's --checkpoint (None: a file of the case's)
 
 
 @dataclasses.dataclass
@@ -118,6 +121,40 @@ def rabbitmq(tmp: Path) -> contextlib.AbstractContextManager[Changes]:
     return _broker(require_rabbitmq, RabbitTarget)
 
 
+def kafka(tmp: Path) -> contextlib.AbstractContextManager[Changes]:
+    """Kafka: a topic of this case's own (one partition), the checkpoint a file."""
+    return _broker(require_kafka, KafkaTarget)
+
+
+@contextlib.contextmanager
+def kafka_exactly_once(tmp: Path) -> Iterator[Changes]:
+    """Kafka with its checkpoint in Kafka: each batch and its position one transaction.
+
+    Read back read_committed; on a broker that shows aborted transactions (tansu 0.6),
+    the messages of a transaction whose checkpoint record never came are dropped first.
+    """
+    url = require_kafka()
+    target = KafkaTarget(url, "rc_mx")
+    checkpoints = f"{target.topic}.checkpoints"
+
+    def arrived() -> Arrived:
+        if not kafka_topics.topics(target.topic):
+            return []
+        labels = kafka_topics.committed_transactions(checkpoints)
+        got = []
+        for message in kafka_topics.read([target.topic]):
+            headers = dict(message.headers())
+            if headers["rowcast-transaction"].decode() in labels:
+                got.append((headers["rowcast-id"].decode(), Change.from_json(message.value())))
+        return got
+
+    try:
+        yield Changes(target.sink, arrived, EXACTLY_ONCE, f"{url}?topic={checkpoints}")
+    finally:
+        target.close()
+        kafka_topics.delete_topics(checkpoints)
+
+
 def _rows(url: str, schema: str | None = None) -> Rows | None:
     engine = sa.create_engine(url)
     try:
@@ -178,6 +215,8 @@ SINKS: dict[str, Callable[[Path], contextlib.AbstractContextManager[Destination]
     "redis": redis,
     "nats": nats,
     "rabbitmq": rabbitmq,
+    "kafka": kafka,
+    "kafka-exactly-once": kafka_exactly_once,
     "sqlite-replica": sqlite_replica,
     "postgres-replica": postgres_replica,
     "mariadb-replica": mariadb_replica,
