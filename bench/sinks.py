@@ -8,7 +8,12 @@ transactions of 5 changes over 2 tables), delivered on loopback to
 * NATS JetStream: `NatsSink` vs a bare nats-py loop of ``js.publish_async`` per change,
   then awaiting every ack of the batch;
 * RabbitMQ: `RabbitMQSink` vs a bare pika ``BlockingChannel`` in confirm mode,
-  ``basic_publish(mandatory=True)`` per change.
+  ``basic_publish(mandatory=True)`` per change;
+* Kafka: `KafkaSink` (one topic per table, one topic, and one topic in a transaction
+  with a Kafka checkpoint: exactly once) vs a bare confluent-kafka ``Producer`` (the
+  sink's settings: idempotent, ``acks=all``, ``linger.ms=5``) producing each change
+  with its key and headers, then ``flush()`` per batch. Target: the sink at 0.8x the
+  bare loop or better.
 
 The bare loops send the same message (``Change.to_json()``, the change id, the same
 fields, headers or properties), encoded inside the timing as a sink must. Each run
@@ -27,17 +32,22 @@ from collections.abc import Callable
 from importlib.metadata import version
 from typing import Any
 
+import confluent_kafka
 import nats
 import pika
 import redis
+from confluent_kafka.admin import AdminClient
 
 from rowcast.change import Change
+from rowcast.checkpoint import open_checkpoint
+from rowcast.codec import dumps
 from rowcast.sinks import open_sink
 from rowcast.sinks.base import Batch, identified
 from rowcast.testing.sink import transactions
 
 REDIS, NATS = "redis://127.0.0.1:6379/15", "nats://127.0.0.1:4222"
 AMQP = "amqp://guest:guest@127.0.0.1:5672/%2F"
+KAFKA = "127.0.0.1:9092"
 TARGET = 20_000.0  # changes/s for Redis and NATS (Debezium Server's figure is ~23,000)
 
 
@@ -216,6 +226,79 @@ def rabbitmq_runs(batches: list[Batch], total: int) -> dict[str, float]:
     return results
 
 
+# ---------------------------------------------------------------- Kafka
+
+
+def kafka_runs(batches: list[Batch], total: int) -> dict[str, float]:
+    run = f"bench-sinks-{uuid.uuid4().hex[:10]}"
+    admin = AdminClient({"bootstrap.servers": KAFKA})
+    results: dict[str, float] = {}
+
+    def sink(url: str, checkpoint: str | None = None) -> Callable[[], None]:
+        def go() -> None:
+            opened: Any = open_sink(url)
+            saved = open_checkpoint(checkpoint) if checkpoint else None
+            if saved is not None:
+                assert opened.join(saved)
+                saved.load()  # registers the transactional producer, as a relay's start does
+            for batch in batches:
+                opened.deliver(batch)
+            opened.close()
+            if saved is not None:
+                saved.close()
+
+        return go
+
+    def bare() -> None:
+        producer = confluent_kafka.Producer(
+            {
+                "bootstrap.servers": KAFKA,
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": 5,
+            }
+        )
+        failed: list[Any] = []
+        topic = f"{run}.bare"
+        for batch in batches:
+            for cid, change in identified(batch):
+                pk = change.pk
+                key = str(pk) if type(pk) is int else dumps(pk)
+                headers = [("rowcast-id", str(cid)), ("rowcast-position", change.position or "")]
+                while True:
+                    try:
+                        producer.produce(
+                            topic,
+                            change.to_json(),
+                            key,
+                            headers=headers,
+                            on_delivery=lambda e, _: failed.append(e) if e else None,
+                        )
+                        break
+                    except BufferError:
+                        producer.poll(0.05)
+            assert producer.flush(30) == 0
+        assert not failed, failed[0]
+
+    try:
+        sink(f"kafka://{KAFKA}?topic={run}.warm")()  # the broker's first topic, untimed
+        for name in ("bare", "all", "eos"):
+            admin.create_topics([confluent_kafka.admin.NewTopic(f"{run}.{name}", 1)])
+        time.sleep(1)
+        results["bare"] = total / timed(bare)
+        results["per table"] = total / timed(sink(f"kafka://{KAFKA}?prefix={run}.t"))
+        results["one topic"] = total / timed(sink(f"kafka://{KAFKA}?topic={run}.all"))
+        results["exactly once"] = total / timed(
+            sink(f"kafka://{KAFKA}?topic={run}.eos", f"kafka://{KAFKA}?topic={run}.cp")
+        )
+    finally:
+        names = [t for t in admin.list_topics(timeout=10).topics if t.startswith(run)]
+        if names:
+            for future in admin.delete_topics(names).values():
+                future.result()
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--changes", type=int, default=50_000)
@@ -227,7 +310,8 @@ def main() -> None:
     print(
         f"{total:,} changes in {len(batches)} batches of ~{args.batch}, "
         f"{len(Change.to_json(sample))}-byte bodies; Python {platform.python_version()}, "
-        f"redis-py {version('redis')}, nats-py {version('nats-py')}, pika {version('pika')}"
+        f"redis-py {version('redis')}, nats-py {version('nats-py')}, pika {version('pika')}, "
+        f"confluent-kafka {version('confluent-kafka')}"
     )
     rows: list[tuple[str, str, float, float, float | None]] = []
     r = redis_runs(batches, total)
@@ -239,6 +323,11 @@ def main() -> None:
     rows.append(("NATS JetStream", "NatsSink", n["sink"], n["bare"], TARGET))
     q = rabbitmq_runs(batches, total)
     rows.append(("RabbitMQ", "RabbitMQSink (confirms)", q["sink"], q["bare"], None))
+    kf = kafka_runs(batches, total)
+    rows += [
+        ("Kafka", f"KafkaSink, {k}", kf[k], kf["bare"], 0.8 * kf["bare"])
+        for k in ("per table", "one topic", "exactly once")
+    ]
     print(f"\n{'broker':<16}{'sink':<28}{'changes/s':>11}{'bare/s':>11}{'ratio':>7}  target")
     for broker, name, rate, bare, target in rows:
         verdict = (
