@@ -8,7 +8,10 @@ each broker by its rowcast sink (not timed), then read twice on loopback:
 * by a bare client loop on its own group / consumer / queue: fetch `--batch`
   messages, ``Change.from_json`` each, ack them (Redis: ``XREADGROUP`` + ``XACK``;
   NATS: a pull consumer's ``fetch`` + ``ack``; RabbitMQ: pika ``basic_consume`` +
-  ``basic_ack``).
+  ``basic_ack``; Kafka: a confluent-kafka ``Consumer`` of a group, ``consume`` +
+  a synchronous ``commit`` per batch, read_committed). Kafka's rates are timed from
+  the first change handled: joining a group takes the broker seconds (tansu holds a
+  new member for about half its session timeout), which is not reading.
 
 Then the replication rate into PostgreSQL: `ReplicationSink` applying batches of
 `--batch` hand-made changes of one table (writes, then updates) into a fresh schema,
@@ -27,10 +30,12 @@ import time
 import uuid
 from collections.abc import Callable
 
+import confluent_kafka
 import nats
 import pika
 import redis
 import sqlalchemy as sa
+from confluent_kafka.admin import AdminClient, NewTopic
 
 from rowcast.change import Change
 from rowcast.consume import open_consumer
@@ -41,16 +46,25 @@ from rowcast.testing.consume import workload
 REDIS, NATS = "redis://127.0.0.1:6379/15", "nats://127.0.0.1:4222"
 AMQP = "amqp://guest:guest@127.0.0.1:5672/%2F"
 POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
+KAFKA = "127.0.0.1:9092"
 
 
-def consume(url: str, group: str, count: int, workers: int, batch: int) -> float:
-    """Seconds for a `Consumer` with a no-op handler to handle `count` changes."""
+def consume(
+    url: str, group: str, count: int, workers: int, batch: int, from_first: bool = False
+) -> float:
+    """Seconds for a `Consumer` with a no-op handler to handle `count` changes (with
+    `from_first`, timed from the first batch handled, scaled to `count`)."""
     consumer = open_consumer(
         url, lambda changes: None, group=group, workers=workers, batch_size=batch
     )
     thread = threading.Thread(target=consumer.run)
     started = time.perf_counter()
     thread.start()
+    before = 0
+    if from_first:
+        while not consumer.stats.handled:
+            time.sleep(0.001)
+        started, before = time.perf_counter(), consumer.stats.handled
     while consumer.stats.handled < count:
         if not thread.is_alive():
             raise SystemExit(f"{url}: the consumer ended early")
@@ -58,7 +72,7 @@ def consume(url: str, group: str, count: int, workers: int, batch: int) -> float
     elapsed = time.perf_counter() - started
     consumer.stop()
     thread.join()
-    return elapsed
+    return elapsed * count / (count - before) if before < count else elapsed
 
 
 def bare_redis(key: str, group: str, count: int, batch: int) -> float:
@@ -107,6 +121,34 @@ def bare_rabbitmq(queue: str, count: int, batch: int) -> float:
     elapsed = time.perf_counter() - started
     channel.cancel()
     connection.close()
+    return elapsed
+
+
+def bare_kafka(topic: str, count: int, batch: int) -> float:
+    consumer = confluent_kafka.Consumer(
+        {
+            "bootstrap.servers": KAFKA,
+            "group.id": f"{topic}-bare",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
+            "session.timeout.ms": 6000,
+        }
+    )
+    consumer.subscribe([topic])
+    seen = 0
+    started = 0.0
+    while seen < count:
+        messages = [m for m in consumer.consume(batch, 1.0) if m.error() is None]
+        if messages and not started:
+            started = time.perf_counter()
+        for message in messages:
+            Change.from_json(message.value())
+        if messages:
+            consumer.commit(asynchronous=False)
+        seen += len(messages)
+    elapsed = time.perf_counter() - started
+    consumer.close()
     return elapsed
 
 
@@ -210,6 +252,21 @@ def bench_replication(count: int, batch: int) -> float:
         engine.dispose()
 
 
+def bench_kafka(count: int, workers: int, batch: int) -> tuple[float, float]:
+    topic = f"bench-consume-{uuid.uuid4().hex[:10]}"
+    admin = AdminClient({"bootstrap.servers": KAFKA})
+    admin.create_topics([NewTopic(topic, 3)])[topic].result()
+    fill(f"kafka://{KAFKA}?topic={topic}", count)
+    url = f"kafka://{KAFKA}?topics={topic}&session.timeout.ms=6000"
+    try:
+        mine = consume(url, f"{topic}-rowcast", count, workers, batch, from_first=True)
+        return mine, bare_kafka(topic, count, batch)
+    finally:
+        names = [t for t in admin.list_topics(timeout=10).topics if t.startswith(topic)]
+        for future in admin.delete_topics(names).values():
+            future.result()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--changes", type=int, default=30_000)
@@ -226,6 +283,7 @@ def main() -> None:
         ("redis", bench_redis),
         ("nats", bench_nats),
         ("rabbitmq", bench_rabbitmq),
+        ("kafka", bench_kafka),
     ]
     for name, bench in benches:
         mine, bare = bench(count, workers, batch)
