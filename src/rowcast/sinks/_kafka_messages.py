@@ -24,10 +24,18 @@ def rowcast_messages(entries: Sequence[Encoded], route: Route, *, one_topic: boo
     (with `one_topic`, ``{"schema": ..., "table": ..., "pk": ...}``)."""
     messages: list[Message] = []
     append = messages.append
+    heads: dict[tuple[str | None, str], str] = {}  # one topic: each table's key up to the pk
     for change_id, change, body in entries:
         pk = change.pk
         if one_topic:
-            key = dumps({"schema": change.schema, "table": change.table, "pk": pk})
+            where = (change.schema, change.table)
+            head = heads.get(where)
+            if head is None:
+                head = heads[where] = dumps({"schema": where[0], "table": where[1]})[:-1]
+            if type(pk) is int:
+                key = f'{head},"pk":{pk}}}'
+            else:
+                key = f'{head},"pk":{dumps(list(pk) if type(pk) is tuple else pk)}}}'
         elif type(pk) is int:
             key = str(pk)
         else:
