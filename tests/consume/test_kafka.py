@@ -170,3 +170,42 @@ def test_debezium_messages_are_read_and_tombstones_skipped(topic: str) -> None:
         (3, "delete"),
     ]
     assert consumer.stats.parked == 0
+
+
+@pytest.mark.server
+def test_a_stopped_consumer_with_workers_at_different_speeds_commits_what_it_handled(
+    topic: str,
+) -> None:
+    """Offsets are committed in order: with a partition's rows on several workers, a slow
+    worker's messages would hold back the commit of a fast one's, handled again later."""
+    make_topic(topic)  # one partition
+    sink = open_sink(f"{kafka.KAFKA}?topic={topic}")
+    sink.deliver(workload(600, 30, table="t"))
+    sink.close()
+    lock = threading.Lock()
+    handled: list[int] = []
+
+    def handle(batch: list[Change]) -> None:
+        with lock:
+            handled.extend(c.after["v"] for c in batch if c.after)
+        if any(c.pk % 3 == 0 for c in batch):
+            time.sleep(0.05)  # rows of one kind are slow
+
+    url = f"{kafka.KAFKA}?topics={topic}"
+    group = kafka.unique("group")
+    first = open_consumer(url, handle, group=group, workers=3, batch_size=5, **FAST)
+    thread = threading.Thread(target=first.run, daemon=True)
+    thread.start()
+    ConsumerContract.wait_for(lambda: len(handled) >= 100, "some changes handled")
+    first.stop()
+    thread.join(30)
+    before = len(handled)
+    assert before < 600, "stopped too late to test anything"
+    second = open_consumer(url, handle, group=group, workers=3, **FAST)
+    thread = threading.Thread(target=second.run, daemon=True)
+    thread.start()
+    ConsumerContract.wait_for(lambda: len(set(handled)) >= 600, "the rest")
+    time.sleep(0.5)
+    second.stop()
+    thread.join(30)
+    assert sorted(handled) == list(range(600))  # none lost, none handled twice

@@ -8,6 +8,8 @@ Per-row order
     Changes of one row (``schema.table:pk``) never run concurrently nor out of the
     order the broker delivered them in: each row is hashed (``zlib.crc32``) onto one
     of `workers` threads, and each thread handles its changes one batch after another.
+    (A transport may hash a larger unit, `Delivery.lane`: Kafka hashes a partition,
+    so that offsets are handled, hence committed, in order.)
     Rows of different partitions run in parallel. Threads, not processes: a handler
     that writes to a database, a cache or an HTTP service waits on I/O with the GIL
     released, and threads share one broker connection and one duplicate window.
@@ -304,7 +306,7 @@ class Consumer:
                 duplicates.append(delivery)
             else:
                 inflight[delivery.id] = [delivery]
-                index = zlib.crc32(delivery.row.encode()) % workers if workers > 1 else 0
+                index = zlib.crc32(delivery.lane.encode()) % workers if workers > 1 else 0
                 parts.setdefault(index, []).append(delivery)
         self._held += len(deliveries) - len(duplicates)
         for index, part in parts.items():

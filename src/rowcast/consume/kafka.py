@@ -23,8 +23,10 @@ options:
     seconds to reach the cluster at start and to write dead letters, default 30.
 
 A row's changes are in one partition (the sink keys them by primary key), which
-one consumer of the group reads at a time, in order; the consumer then keeps row
-order across its workers (`rowcast.consume.base`). It reads with
+one consumer of the group reads at a time, in order; each partition's messages go
+to one of the consumer's workers (`rowcast.consume.transport.Delivery.lane`), so
+they are handled, and their offsets committed, in order: several workers pay off
+with several partitions. It reads with
 ``isolation.level=read_committed`` (a relay's aborted transactions are skipped,
 on brokers that hide them) and ``enable.auto.commit=false``: an offset is
 committed only once the handler returned for that message and every one before
@@ -183,6 +185,7 @@ class KafkaTransport:
                 log.info("Kafka consumer %s: %s", self.url, error.str())
                 continue
             where = (message.topic(), message.partition())
+            lane = f"{where[0]}/{where[1]}"
             part = pending.get(where)
             if part is None:  # a partition not (or no longer) ours
                 continue
@@ -198,7 +201,9 @@ class KafkaTransport:
                 if name == "rowcast-id" and header is not None:
                     change_id = header.decode()
                     break
-            found.append(decode(change_id, value, token, part.epoch, key=message.key()))
+            delivery = decode(change_id, value, token, part.epoch, key=message.key())
+            delivery.lane = lane  # a partition's messages in one worker, in offset order
+            found.append(delivery)
         return found
 
     def ack(self, deliveries: Sequence[Delivery]) -> None:

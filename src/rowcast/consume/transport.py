@@ -35,9 +35,12 @@ class Delivery:
     cannot be acknowledged any more: the broker redelivers that message). `replay`:
     the message is a dead letter sent back for this consumer's group (``rowcast dlq
     replay``): handled even if its id was seen, and its row is no longer parked.
+    `lane` is what the consumer hashes onto its workers: the row, unless the transport
+    needs more of its messages in one worker (Kafka: a partition, whose offsets are
+    committed in order).
     """
 
-    __slots__ = ("change", "generation", "id", "problem", "replay", "row", "token")
+    __slots__ = ("change", "generation", "id", "lane", "problem", "replay", "row", "token")
 
     def __init__(
         self,
@@ -55,6 +58,7 @@ class Delivery:
         self.generation = generation
         self.problem = problem
         self.row = row_key(change) if change is not None else ""
+        self.lane = self.row
 
 
 class Transport(Protocol):
