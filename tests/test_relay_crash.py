@@ -2,7 +2,8 @@
 
 A workload of 5,000 transactions (inserts, updates, deletes, some several rows at a
 time) runs on a table of its own while ``rowcast relay``, a real subprocess, is
-killed with SIGKILL at 5 random moments and started again each time. Then the
+killed with SIGKILL at 5 random moments of its streaming (0.2-2 s after it started)
+and started again each time. Then the
 event store sink holds every committed change exactly once, in commit order per
 row, and Redis Streams, NATS JetStream, RabbitMQ and Kafka (each whose server runs)
 hold every change at least once, in order per row once repeats are dropped: with a
@@ -65,6 +66,17 @@ def workload(table: str, seed: int, done: threading.Event) -> None:
         done.set()
 
 
+def running(process: subprocess.Popen[bytes], log: Path, starts: int) -> None:
+    """Wait until the relay's log says "start" for the `starts`-th time: the run has
+    checked its sinks and read its checkpoint, and streams (so a kill is mid-stream)."""
+
+    def started() -> bool:
+        assert process.poll() is None, log.read_text()[-3000:]
+        return log.read_text().count('"event":"start"') >= starts
+
+    wait_for(started, 60, "the relay to start")
+
+
 def per_row(truth: list[list[Change]]) -> dict[str, list[str]]:
     return {
         f"{events[0][1].table}-{events[0][1].pk}": [i for i, _ in events]
@@ -123,9 +135,10 @@ def run_and_check(table: Table, tmp_path: Path, seed: int, rng: random.Random) -
         writer.start()
         kills = []
         try:
-            for _ in range(KILLS):
+            for run in range(KILLS):
                 process = start()
-                moment = rng.uniform(1.0, 3.0)
+                moment = rng.uniform(0.2, 2.0)
+                running(process, tmp_path / "relay.log", run + 1)
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     process.wait(moment)
                 assert process.poll() is None, (tmp_path / "relay.log").read_text()[-3000:]

@@ -2,9 +2,10 @@
 
 ``rowcast relay`` (a real subprocess) delivers a workload's changes to a Kafka topic
 with its checkpoint in Kafka, so each batch and its position are one Kafka
-transaction. It is killed with SIGKILL at 5 random moments and started again each
-time. Then a read_committed consumer of the topic sees every change exactly once, in
-commit order per row, and each run resumed where the last commit left it.
+transaction. It is killed with SIGKILL at 5 random moments (0.2-2 s after it started
+streaming) and started again each time. Then a read_committed consumer of the topic
+sees every change exactly once, in commit order per row, and each run resumed where
+the last commit left it.
 
 The broker here, tansu 0.6, shows the records of aborted transactions to
 read_committed consumers (Apache Kafka hides them: `tests.kafka.hides_aborted`).
@@ -32,7 +33,7 @@ from tests import kafka
 from tests.conftest import require_kafka
 from tests.test_cli_relay import ROWCAST
 from tests.test_relay import URL, Table, server_id, wait_for
-from tests.test_relay_crash import per_row, workload
+from tests.test_relay_crash import per_row, running, workload
 
 KILLS = 5
 
@@ -92,7 +93,8 @@ def run_and_check(table: Table, prefix: str, tmp_path: Path, seed: int, rng: ran
     try:
         for _ in range(KILLS):
             process = start()
-            moment = rng.uniform(1.0, 3.0)
+            moment = rng.uniform(0.2, 2.0)
+            running(process, log_path, len(kills) + 1)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(moment)
             assert process.poll() is None, log_path.read_text()[-3000:]
