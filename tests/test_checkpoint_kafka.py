@@ -27,6 +27,9 @@ class TestKafkaCheckpoint(CheckpointContract):
     def make_checkpoint(self, name: str) -> Checkpoint:
         return open_checkpoint(f"{self.server}?topic={self.topic}", name)
 
+    def store_url(self) -> str:
+        return f"{self.server}?topic={self.topic}"
+
     def test_the_topic_is_made_with_one_partition(self) -> None:
         self.checkpoint().save("p")
         assert kafka.topics(self.topic) == [self.topic]

@@ -150,8 +150,8 @@ def test_check_reports_every_mistake_with_its_line_and_the_fix(tmp_path: Path) -
         f"  {path}:1: [relay] checkpoint: missing; rowcast relay requires it (--checkpoint): "
         "give it here (or on the command line, which the check cannot see)",
         f"  {path}:3: [relay] to: no rowcast sink for 'kafak://broker/topic': the URL must "
-        "start with -, amqp://, amqps://, memory://, nats://, postgres://, postgresql://, "
-        "redis://, rediss://, sqlite://, tls://",
+        "start with -, amqp://, amqps://, kafka://, memory://, nats://, postgres://, "
+        "postgresql://, redis://, rediss://, sqlite://, tls://",
         f"  {path}:4: [relay] batch-sise: unknown key; did you mean 'batch-size'? [relay] takes "
         "source, to, checkpoint, tables, allow-empty, from, snapshot, snapshot-chunk, "
         "batch-size, on-error, dead-letter, stall-after, report-interval, "
@@ -236,9 +236,9 @@ def test_relay_runs_from_the_file_and_the_flags_win(tmp_path: Path) -> None:
     assert unreachable.exit_code == 2
     assert "mysql://root@127.0.0.1:1/test: cannot reach the server" in unreachable.output
     # a flag replaces the file's value: the source argument, and --to
-    flagged = invoke("relay", "--config", path, "ftp://nowhere/x", "--to", "kafka://h/t")
+    flagged = invoke("relay", "--config", path, "ftp://nowhere/x", "--to", "pulsar://h/t")
     assert flagged.exit_code == 2
-    assert "no rowcast sink for 'kafka://h/t'" in flagged.output  # --to is checked first
+    assert "no rowcast sink for 'pulsar://h/t'" in flagged.output  # --to is checked first
     flagged = invoke("relay", "ftp://nowhere/x", "--config", path)
     assert flagged.exit_code == 2
     assert "no rowcast source for 'ftp://nowhere/x'" in flagged.output
@@ -258,13 +258,13 @@ def test_consume_runs_from_the_file(tmp_path: Path) -> None:
         tmp_path,
         """\
         [consume]
-        url = "kafka://h/t"
+        url = "pulsar://h/t"
         handler = "rowcast.testing.consume:record"
         """,
     )
     result = invoke("consume", "--config", path)
     assert result.exit_code == 2
-    assert "no rowcast consumer for 'kafka://h/t'" in result.output
+    assert "no rowcast consumer for 'pulsar://h/t'" in result.output
 
 
 def test_any_command_can_take_a_file(tmp_path: Path) -> None:

@@ -90,7 +90,7 @@ def test_a_missing_store_or_a_bad_url_exits_2(tmp_path: Path) -> None:
     assert missing.exit_code == 2
     assert "no rowcast event store" in missing.output
     assert not any(tmp_path.iterdir())
-    assert dlq("ls", "kafka://h/t").exit_code == 2
+    assert dlq("ls", "pulsar://h/t").exit_code == 2
     assert "unknown option 'strem'" in dlq("ls", "redis://127.0.0.1:6379/0?strem=x").output
 
 

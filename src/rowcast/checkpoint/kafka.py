@@ -32,6 +32,11 @@ transaction, see `rowcast.relay`) it is a transaction of its own.
 
 With any other sink (or other sinks beside it) a save is a plain record, written
 once the broker acknowledged it: at least once, as with the other checkpoints.
+
+Reports (`rowcast.checkpoint.report`) are records of the same topic keyed
+``report:<name>`` (no checkpoint name holds a ``:``), written by a plain producer;
+`read_reports` reads the topic to its end and keeps each name's last one, creating
+nothing.
 """
 
 from __future__ import annotations
@@ -45,9 +50,11 @@ from typing import Any, Protocol
 from .. import _kafka
 from .._url import number
 from ..errors import ConfigError, StoreError
-from .base import BaseCheckpoint
+from .base import BaseCheckpoint, parse_report
 
-__all__ = ["KafkaCheckpoint"]
+__all__ = ["REPORT_PREFIX", "KafkaCheckpoint"]
+
+REPORT_PREFIX = "report:"  #: + the name: the key of a report record
 
 _OPTIONS = ("topic", "name", "transactional_id", "timeout")
 _FIRST_WINDOW = 64  # records read back from the end before reading further back
@@ -90,6 +97,7 @@ class KafkaCheckpoint(BaseCheckpoint):
         self._committed: str | None = None  # the position the writer's last commit holds
         self._producer: Any = None  # for saves without a writer
         self._partition = 0
+        self._partitions = 1
         self._lock = threading.Lock()
         self._connect()
 
@@ -117,6 +125,7 @@ class KafkaCheckpoint(BaseCheckpoint):
                 partitions = len(topic.partitions) or 1
         except self._kafka.KafkaException as e:
             self._fail("connect", _Described(e))
+        self._partitions = partitions
         self._partition = zlib.crc32(self.name.encode()) % partitions
 
     # ------------------------------------------------------------ exactly once
@@ -219,6 +228,63 @@ class KafkaCheckpoint(BaseCheckpoint):
             )
         return position
 
+    def _save_report(self, text: str) -> None:
+        key = f"{REPORT_PREFIX}{self.name}"
+        self._produce(key, text, self._partition_of(key), "saving the report")
+
+    def _partition_of(self, key: str) -> int:
+        return zlib.crc32(key.encode()) % self._partitions
+
+    @classmethod
+    def read_reports(cls, url: str, name: str | None = None) -> list[dict[str, Any]]:
+        """The last report of each name (`name`'s only, when given) in the URL's topic."""
+        parsed = _kafka.parse(url, "a Kafka checkpoint", _OPTIONS)
+        topic = parsed.options.get("topic", "rowcast-checkpoints")
+        timeout = number(url, "timeout", None, parsed.options, 30.0)
+        kafka = _kafka.driver("a Kafka checkpoint")
+        config = {"bootstrap.servers": parsed.servers, **parsed.config}
+        consumer = _kafka.client(
+            kafka.Consumer,
+            {
+                **config,
+                "group.id": "rowcast-reports",  # never joined nor committed
+                "enable.auto.commit": False,
+                "enable.partition.eof": True,
+                "isolation.level": "read_committed",
+            },
+            parsed.url,
+        )
+        where = f"{parsed.url} topic {topic!r}"
+        found: dict[str, bytes] = {}
+        try:
+            metadata = consumer.list_topics(timeout=min(timeout, 30))
+            if topic not in metadata.topics or metadata.topics[topic].error is not None:
+                return []  # nothing reported yet (listing them all creates none)
+            partitions = sorted(metadata.topics[topic].partitions)
+            wanted = f"{REPORT_PREFIX}{name}".encode() if name else None
+            for partition in partitions:
+                consumer.assign([kafka.TopicPartition(topic, partition, 0)])
+                deadline = time.monotonic() + timeout
+                while True:
+                    message = consumer.poll(max(0.0, min(1.0, deadline - time.monotonic())))
+                    if message is None:
+                        if time.monotonic() >= deadline:
+                            raise StoreError(f"reading reports at {where}: no end in time")
+                        continue
+                    error = message.error()
+                    if error is not None:
+                        if error.code() == kafka.KafkaError._PARTITION_EOF:
+                            break
+                        raise kafka.KafkaException(error)
+                    key = message.key() or b""
+                    if key.startswith(REPORT_PREFIX.encode()) and wanted in (None, key):
+                        found[key.decode()] = message.value()
+        except kafka.KafkaException as e:
+            raise StoreError(f"reading reports at {where} failed: {_kafka.describe(e)}") from e
+        finally:
+            consumer.close()
+        return [parse_report(value, f"{where} key {key!r}") for key, value in found.items()]
+
     def _save(self, position: str) -> None:
         if self._writer is not None:
             if position != self._committed:
@@ -227,6 +293,11 @@ class KafkaCheckpoint(BaseCheckpoint):
                 except Exception as e:
                     self._fail("save", e)
             return
+        _, key, value, partition = self.record(position)
+        self._produce(key.decode(), value.decode(), partition, "save")
+
+    def _produce(self, key: str, value: str, partition: int, doing: str) -> None:
+        """One record with the plain producer, acknowledged when this returns."""
         with self._lock:
             if self._producer is None:
                 self._producer = _kafka.client(
@@ -235,10 +306,9 @@ class KafkaCheckpoint(BaseCheckpoint):
                     self.url,
                 )
             failed: list[Any] = []
-            topic, key, value, partition = self.record(position)
             try:
                 self._producer.produce(
-                    topic,
+                    self.topic,
                     value,
                     key,
                     partition=partition,
@@ -246,13 +316,13 @@ class KafkaCheckpoint(BaseCheckpoint):
                 )
                 left = self._producer.flush(self.timeout)
             except self._kafka.KafkaException as e:
-                self._fail("save", _Described(e))
+                self._fail(doing, _Described(e))
             if failed:
-                self._fail("save", _Described(failed[0]))
+                self._fail(doing, _Described(failed[0]))
             if left:
                 raise StoreError(
-                    f"checkpoint {self.name!r} at {self.url}: save not acknowledged within "
-                    f"{self.timeout:g} s"
+                    f"checkpoint {self.name!r} at {self.url}: {doing}: not acknowledged "
+                    f"within {self.timeout:g} s"
                 )
 
     def _close(self) -> None:

@@ -16,9 +16,14 @@ options:
     the consumer group (also ``--group``); a group new to the cluster starts at the
     first message the topics hold.
 ``dead_letter``
-    the topic parked messages go to, default ``<group>.dead`` (created by the broker
-    or by you): the original key, value and headers, plus ``rowcast-error``,
-    ``rowcast-group``, ``rowcast-topic``, ``rowcast-partition``, ``rowcast-offset``.
+    the topic parked messages go to, default ``<group>.dead`` (created with
+    ``create=true``, by a broker that creates topics on first use, or by you): the
+    original key, value and headers, plus ``rowcast-error``, ``rowcast-group``,
+    ``rowcast-topic``, ``rowcast-partition``, ``rowcast-offset``.
+``create``
+    ``true``: the named topics and the dead-letter topic are created (one partition)
+    when missing; default ``false``: a consumer creates nothing, and a named topic that
+    does not exist is an error at start.
 ``timeout``
     seconds to reach the cluster at start and to write dead letters, default 30.
 
@@ -47,7 +52,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .. import _kafka
-from .._url import number
+from .._url import boolean, number
 from ..errors import ConfigError, SinkError, TransientSinkError
 from .transport import Delivery, decode
 
@@ -55,7 +60,7 @@ __all__ = ["KafkaTransport"]
 
 log = logging.getLogger("rowcast.consume")
 
-_OPTIONS = ("group", "dead_letter", "timeout")
+_OPTIONS = ("group", "dead_letter", "create", "timeout")
 
 Partition = tuple[str, int]
 
@@ -91,6 +96,7 @@ class KafkaTransport:
         group: str = "rowcast",
         topics: str | Sequence[str] | None = None,
         dead_letter: str | None = None,
+        create: bool | None = None,
         timeout: float | None = None,
         **config: Any,
     ) -> None:
@@ -114,6 +120,7 @@ class KafkaTransport:
             dead_letter or options.get("dead_letter") or _kafka.topic_name(f"{self.group}.dead")
         )
         self.timeout: float = number(url, "timeout", timeout, options, 30.0)
+        self.create = boolean(url, "create", create, options, False)
         unknown = [name for name in config if "." not in name]
         if unknown:
             raise ConfigError(f"{self.url}: the Kafka consumer takes no option {unknown[0]!r}")
@@ -156,6 +163,13 @@ class KafkaTransport:
             ) from e
         existing = {name for name, t in metadata.topics.items() if t.error is None}
         missing = [t for t in self.topics if not t.startswith("^") and t not in existing]
+        if self.create:
+            wanted = [
+                *missing,
+                *([self.dead_letter_topic] if self.dead_letter_topic not in existing else []),
+            ]
+            self._create(wanted)
+            missing = []
         if missing:
             consumer.close()
             known = ", ".join(sorted(t for t in existing if not t.startswith("__"))) or "none"
@@ -167,6 +181,27 @@ class KafkaTransport:
             self.topics, on_assign=self._assigned, on_revoke=self._revoked, on_lost=self._lost
         )
         self._consumer = consumer
+
+    def _create(self, topics: list[str]) -> None:
+        """Create `topics` (one partition each, the broker's replication factor)."""
+        kafka = self._kafka
+        if not topics:
+            return
+        admin = _kafka.client(kafka.admin.AdminClient, dict(self._base), self.url)
+        futures = admin.create_topics(
+            [kafka.admin.NewTopic(t, 1, -1) for t in topics], request_timeout=self.timeout
+        )
+        for name, future in futures.items():
+            try:
+                future.result()
+                log.info("Kafka consumer %s: created topic %s", self.url, name)
+            except kafka.KafkaException as e:
+                if e.args[0].name() != "TOPIC_ALREADY_EXISTS":
+                    raise _kafka.sink_error(
+                        e,
+                        f"Kafka consumer {self.url}: cannot create topic {name!r}: "
+                        f"{_kafka.describe(e)}",
+                    ) from e
 
     def fetch(self, limit: int, timeout: float) -> list[Delivery]:
         if self._consumer is None:

@@ -357,11 +357,7 @@ class KafkaSink:
         previous producer of the same ``transactional_id`` left open, and fences it."""
         with self._lock:
             if self._fenced is not None:
-                raise PermanentSinkError(
-                    f"Kafka sink {self.url}: the transactional producer "
-                    f"{self._transactional_id()!r} ended: {self._fenced}",
-                    _kafka.fix_of_name("PRODUCER_FENCED"),
-                )
+                raise self._ended()
             if self._began:
                 return
             producer = self._client()
@@ -375,6 +371,14 @@ class KafkaSink:
                     f"{self._transactional_id()!r}: {_kafka.describe(e)}",
                 ) from e
             self._began = True
+
+    def _ended(self) -> PermanentSinkError:
+        """The error of a transactional producer that failed for good (fenced)."""
+        return PermanentSinkError(
+            f"Kafka sink {self.url}: the transactional producer "
+            f"{self._transactional_id()!r} ended: {self._fenced}",
+            _kafka.fix_of_name("PRODUCER_FENCED"),
+        )
 
     def _transactional_id(self) -> str:
         return "" if self._transactional is None else self._transactional.transactional_id
@@ -402,6 +406,8 @@ class KafkaSink:
             self._commit(producer)
         except failures as e:
             self._abort(producer, e)
+            if self._fenced is not None:  # the abort told what the failure did not say
+                raise self._ended() from e
             if isinstance(e, SinkError):
                 raise
             raise _kafka.sink_error(
@@ -421,6 +427,8 @@ class KafkaSink:
             self._commit(producer)
         except self._errors as e:
             self._abort(producer, e)
+            if self._fenced is not None:
+                raise self._ended() from e
             raise _kafka.sink_error(
                 e, f"Kafka sink {self.url}: checkpoint transaction failed: {_kafka.describe(e)}"
             ) from e
