@@ -28,7 +28,7 @@ from .metrics import RelayStats
 from .sinks.base import Sink
 from .sinks.deadletter import DeadLetterSink, reason
 
-__all__ = ["MODES", "Fanout", "Refused", "Stopped", "modes"]
+__all__ = ["MODES", "Fanout", "Refused", "Stopped", "joined", "modes"]
 
 log = logging.getLogger("rowcast.relay")
 
@@ -84,6 +84,20 @@ def modes(on_error: str | Sequence[str], sinks: int, dead_letter: object | None)
             "add on_error='dead-letter' (--on-error dead-letter), or leave it out"
         )
     return given
+
+
+def joined(sinks: Sequence[Sink], checkpoint: object) -> bool:
+    """Whether the relay's only sink writes `checkpoint` in its own transactions.
+
+    A sink with a ``join(checkpoint)`` method (`rowcast.sinks.kafka.KafkaSink.join`)
+    that returns True commits each batch with the position of its last transaction,
+    so a relay killed at any moment resumes right after the last batch committed and
+    the destination's transactional readers see every change once. With other sinks
+    beside it (which a Kafka transaction cannot wait for), or another checkpoint,
+    delivery stays at least once.
+    """
+    join = getattr(sinks[0], "join", None) if len(sinks) == 1 else None
+    return bool(join(checkpoint)) if join is not None else False
 
 
 def _size(batch: Sequence[Transaction]) -> int:

@@ -27,17 +27,7 @@ At least once
     `checkpoint_interval` seconds of changes) is delivered again. Every change
     carries a deterministic id (`rowcast.sinks.base.change_id`), so sinks that
     deduplicate (the event store, NATS JetStream) hold it once, and consumers of
-    the others can.
-
-Exactly once
-    A sink that can write the checkpoint in its own transactions (a Kafka sink
-    with a Kafka checkpoint on its cluster, `rowcast.sinks.kafka.KafkaSink.join`)
-    and that is the relay's only sink is given the checkpoint: each batch and the
-    position of its last transaction are committed together, so a relay killed at
-    any moment resumes right after the last batch committed, and the
-    destination's transactional readers see every change once
-    (`Relay.exactly_once` is then True). With other sinks beside it, or another
-    checkpoint, delivery is at least once as above.
+    the others can. Exactly once: `Relay.exactly_once`, `rowcast._delivery.joined`.
 
 Checked first
     `run` first calls every sink's `Sink.check` (and the dead-letter
@@ -123,7 +113,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from . import tracing
-from ._delivery import Fanout, Refused, modes
+from ._delivery import Fanout, Refused, joined, modes
 from .change import Change
 from .checkpoint import Checkpoint
 from .checkpoint.report import Reporting
@@ -210,13 +200,8 @@ class Relay:
                 "the source resumes from another checkpoint than the relay saves to; "
                 "open the source with checkpoint=<the relay's checkpoint>"
             )
-        self.source = source
-        self.checkpoint = checkpoint
-        #: batches and checkpoint in one transaction of the one sink (module docstring)
-        self.exactly_once = False
-        join = getattr(self.sinks[0], "join", None)
-        if len(self.sinks) == 1 and join is not None:
-            self.exactly_once = bool(join(checkpoint))
+        self.source, self.checkpoint = source, checkpoint
+        self.exactly_once = joined(self.sinks, checkpoint)  #: module docstring
         self.batch_size = batch_size
         self.linger = float(linger)
         self.backoff = float(backoff)
