@@ -32,7 +32,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ._url import masked
 from .checkpoint.report import FORMAT, Reporting
@@ -47,6 +47,14 @@ log = logging.getLogger("rowcast.report")
 relay_log = logging.getLogger("rowcast.relay")
 
 _KEEP = 100_000  # samples of the head kept (a day of seconds); older ones are forgotten
+
+
+class Ends(Protocol):
+    """What `Monitor.run` records a run's end in (a relay's or a consumer's stats)."""
+
+    state: str
+
+    def note_error(self, text: str) -> None: ...
 
 
 class Monitor:
@@ -85,6 +93,21 @@ class Monitor:
         self._done.set()
         thread.join(30)
         self.report()
+
+    def run(self, work: Callable[[], None], stats: Ends) -> None:
+        """`work()` between `start` and `stop`, its end in `stats`: failed with the
+        error it raised (raised again), or stopped."""
+        self.start()
+        try:
+            work()
+        except BaseException as error:
+            stats.state = "failed"
+            stats.note_error(" ".join(str(error).split()) or type(error).__name__)
+            raise
+        else:
+            stats.state = "stopped"
+        finally:
+            self.stop()
 
     def report(self) -> None:
         """Save one report now (errors logged, never raised)."""

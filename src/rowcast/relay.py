@@ -260,17 +260,7 @@ class Relay:
 
         A sink's refusal under ``on_error="stop"`` is a `PermanentSinkError`.
         """
-        self.monitor.start()
-        try:
-            self._run()
-        except BaseException as error:
-            self.stats.state = "failed"
-            self.stats.note_error(" ".join(str(error).split()) or type(error).__name__)
-            raise
-        else:
-            self.stats.state = "stopped"
-        finally:
-            self.monitor.stop()
+        self.monitor.run(self._run, self.stats)
 
     def _run(self) -> None:
         if self._check and not self._stopping.is_set():

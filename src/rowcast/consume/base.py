@@ -201,17 +201,7 @@ class Consumer:
         if self._ran:
             raise ConfigError(f"{self!r} has already run; make a new consumer")
         self._ran = True
-        self.monitor.start()
-        try:
-            self._run()
-        except BaseException as error:
-            self.stats.state = "failed"
-            self.stats.note_error(" ".join(str(error).split()) or type(error).__name__)
-            raise
-        else:
-            self.stats.state = "stopped"
-        finally:
-            self.monitor.stop()
+        self.monitor.run(self._run, self.stats)
 
     def _run(self) -> None:
         try:
