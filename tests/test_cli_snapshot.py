@@ -315,8 +315,12 @@ def test_a_relay_killed_mid_snapshot_resumes_with_nothing_missed_or_doubled(
         assert 0 < len(read_before) < ROWS, "not killed mid-snapshot: the test proves nothing"
         # rows it delivered past its checkpoint change or go while it is down
         past = [c.pk for c in read_before if c.pk > cut_key(at_kill)]
-        assert len(past) >= 2, "nothing delivered past the checkpoint: the test proves nothing"
+        assert len(past) >= 3, "nothing delivered past the checkpoint: the test proves nothing"
         cur.execute("DELETE FROM rc_kill WHERE id = %s", (past[0],))
+        # updated, then gone: the consumer must follow the row to its delete
+        cur.execute("UPDATE rc_kill SET data = 'then gone' WHERE id = %s", (past[1],))
+        cur.execute("DELETE FROM rc_kill WHERE id = %s", (past[1],))
+        cur.execute("UPDATE rc_kill SET data = 'then moved' WHERE id = %s", (past[-1],))
         cur.execute("UPDATE rc_kill SET id = -1 WHERE id = %s", (past[-1],))
         time.sleep(0.5)  # the writer goes on while the relay is down
         process = start(url, tmp_path)

@@ -80,16 +80,18 @@ def replay(
 
     A snapshot read sets the row; a streamed change must find the row as its before
     image says (a missed change breaks that), and a write must find no row (a change
-    already in the snapshot would be doubled). A delete handed out by a resumed
-    snapshot (its position is a snapshot's) may be of a row the consumer never had.
+    already in the snapshot would be doubled). An update or a delete handed out by a
+    resumed snapshot (its position is a snapshot's) may be of a row the consumer never
+    had (one the log deletes between the two points).
     """
     state = {} if state is None else state
     for change in changes:
         key = (change.table, change.pk)
         if change.snapshot:
             state[key] = dict(change.after or {})
-        elif change.action == "delete" and key not in state and _between(change):
-            continue
+        elif change.action != "write" and key not in state and _between(change):
+            if change.action == "update":
+                state[key] = dict(change.after or {})
         elif change.action == "write":
             assert key not in state, f"doubled at the seam: {change}"
             state[key] = dict(change.after or {})

@@ -20,9 +20,10 @@ killed). ``"at": null``: no row yet. A source started from such a position (a
 relay's checkpoint) *resumes*: at a new read point it reads the rest (the rows
 after that key, then the tables after it), after handing out what the log holds
 between the two points as the `Seam` says: every change to the rows up to the
-key; of those after it, only deletes (of a row the consumer may hold from a
-delivery past the checkpoint: a delete of a row it never had can come); their
-writes and updates are in the read. Each of those transactions has the position
+key; of those after it, every change of a row the log deletes (or moves to
+another key) in between, since the consumer may hold it from a delivery past
+the checkpoint (so an update or a delete of a row it never had can come); the
+other rows' writes and updates are in the read. Each of those transactions has the position
 ``snapshot:<its end>:<the same key>``. When the snapshot is done, positions are
 the log's own again. ``snapshot:`` alone asks for a new snapshot.
 """
@@ -141,6 +142,7 @@ class Seam:
         self, at: Cursor | None, greater: Greater, old_key: Callable[[Change], Any]
     ) -> None:
         self.at, self._greater, self._old_key = at, greater, old_key
+        self._deleted: set[tuple[str, str, Any]] = set()  # rows after `at` the log deletes
 
     def _next(self, schema: str, table: str, pk: Any) -> bool:
         """Whether the row keyed `pk` is read next (after `at`)."""
@@ -154,28 +156,51 @@ class Seam:
             return True  # is read again whole
         return self._greater(schema, table, pk if type(pk) is tuple else (pk,), after)
 
+    def _wanted(self, schema: str, table: str, pk: Any) -> bool:
+        """Whether the consumer needs the changes of the row keyed `pk`: it is not read
+        next, or the log deletes it (the consumer may hold it from past the checkpoint)."""
+        return (schema, table, pk) in self._deleted or not self._next(schema, table, pk)
+
+    def learn(self, changes: list[Change]) -> None:
+        """First pass over the transactions between the two points, before `keep`: which
+        rows after `at` they delete (or move to another key). Every change of such a row
+        is handed out, so that a consumer holding it from past the checkpoint follows it
+        to the delete (its before image is then what the consumer holds)."""
+        deleted = self._deleted
+        for change in changes:
+            schema = change.schema or ""
+            if change.action == "delete":
+                if change.pk is not None and self._next(schema, change.table, change.pk):
+                    deleted.add((schema, change.table, change.pk))
+            elif change.action == "update":
+                old_pk = self._old_key(change)
+                moved = old_pk is not None and old_pk != change.pk
+                if moved and self._next(schema, change.table, old_pk):
+                    deleted.add((schema, change.table, old_pk))
+
     def keep(self, changes: list[Change], position: str) -> list[Change]:
         """What the consumer needs of a transaction's `changes`, each with `position`."""
         kept: list[Change] = []
         for change in changes:
             schema = change.schema or ""
-            new = self._next(schema, change.table, change.pk)
+            new = self._wanted(schema, change.table, change.pk)
             old_pk = self._old_key(change) if change.action == "update" else None
             if old_pk is not None and old_pk != change.pk:  # the update moved the row's key
-                old = self._next(schema, change.table, old_pk)
-                if not old and not new:
+                if not self._next(schema, change.table, old_pk) and not self._next(
+                    schema, change.table, change.pk
+                ):
                     kept.append(dataclasses.replace(change, position=position))
                     continue
                 gone = dataclasses.replace(
                     change, action=Action.DELETE, pk=old_pk, after=None, position=position
                 )
                 kept.append(gone)  # the consumer may hold the old key's row
-                if not new:
+                if new:
                     kept.append(
                         dataclasses.replace(
                             change, action=Action.WRITE, before=None, position=position
                         )
                     )
-            elif not new or change.action == "delete":
+            elif new or change.action == "delete":
                 kept.append(dataclasses.replace(change, position=position))
         return kept

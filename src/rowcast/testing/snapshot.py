@@ -56,9 +56,9 @@ def replay(
     `reread`, a row delivered past a checkpoint may be read again); a streamed
     write must find no row (else it was doubled); an update or a delete must find
     the row as its before image has it (else a change was missed, or one already
-    in the rows read came again). One exception: a delete handed out between a
-    snapshot cut short and the read of the rest (its position is a snapshot's) may
-    be of a row the consumer never got (see `rowcast.sources._snapshot`).
+    in the rows read came again). One exception: an update or a delete handed out
+    between a snapshot cut short and the read of the rest (its position is a
+    snapshot's) may be of a row the consumer never got (see `rowcast.sources._snapshot`).
     """
     state = {} if state is None else state
     for change in changes:
@@ -66,8 +66,9 @@ def replay(
         if change.snapshot:
             assert reread or pk not in state, f"row {pk!r} read twice: {change}"
             state[pk] = after.get("data")
-        elif change.action == "delete" and pk not in state and _between(change):
-            continue
+        elif change.action != "write" and pk not in state and _between(change):
+            if change.action == "update":
+                state[pk] = after.get("data")
         elif change.action == "write":
             assert pk not in state, f"doubled at the seam: {change}"
             state[pk] = after.get("data")

@@ -21,18 +21,18 @@ with its connection, but the checkpoint holds the last chunk's position
 (`rowcast.sources._snapshot`: ``snapshot:<file>:<offset>:{"at": [schema, table,
 last key]}``). A restart opens a new consistent snapshot, hands out what the
 binlog holds between the two positions as the `Seam` says (every change to the
-rows up to that key; of the rows after it, only deletes: a relay delivers ahead
-of its checkpoint, so the consumer may hold them), then reads the rest (the rows
-after that key, the tables after it) and streams the binlog from the new
-position. A new snapshot records where it begins (``"at": null``) before its
-first chunk, so a restart before a chunk was checkpointed hands out the deletes
-too. Which side of a cut a row lies on is decided in the table's key order:
-Python's for numbers, dates, times and binary strings, the server's own
-comparison (the column's collation) for text keys. A table without a primary key
-cannot be cut: it is read again whole (its rows carry ``pk=None``). A position
-written by an older rowcast, with the reads it resumed (``"resumed"``), resumes
-from its first point and first resumed key: the rows read after that key come
-again, read anew.
+rows up to that key; of the rows after it, every change of those the binlog
+deletes: a relay delivers ahead of its checkpoint, so the consumer may hold
+them), then reads the rest (the rows after that key, the tables after it) and
+streams the binlog from the new position. A new snapshot records where it begins
+(``"at": null``) before its first chunk, so a restart before a chunk was
+checkpointed hands out those changes too. Which side of a cut a row lies on is
+decided in the table's key order: Python's for numbers, dates, times and binary
+strings, the server's own comparison (the column's collation) for text keys. A
+table without a primary key cannot be cut: it is read again whole (its rows
+carry ``pk=None``). A position written by an older rowcast, with the reads it
+resumed (``"resumed"``), resumes from its first point and first resumed key: the
+rows read after that key come again, read anew.
 """
 
 from __future__ import annotations
@@ -134,6 +134,11 @@ class Snapshot:
             begin = self.cut.at
             if self.cut.point:  # resumed: what happened since, as the consumer needs it
                 seam = Seam(begin, self._greater, self._old_key)
+                # first pass: which rows it deletes (see Seam.learn)
+                for changes, _ in self._between(self.cut.point, here):
+                    if self.stopping.is_set():
+                        return
+                    seam.learn(changes)
                 for changes, end in self._between(self.cut.point, here):
                     if self.stopping.is_set():
                         return

@@ -164,6 +164,11 @@ class Snapshot:
         here, begin = format_lsn(point), self.cut.at
         if self.cut.point:  # resumed: what happened since, as the consumer needs it
             seam = Seam(begin, self._greater, self._old_key)
+            # first pass: which rows it deletes (see Seam.learn)
+            for changes, _ in self._between(parse_lsn(self.cut.point), point):
+                if self.stopping.is_set():
+                    return
+                seam.learn(changes)
             for changes, end in self._between(parse_lsn(self.cut.point), point):
                 if self.stopping.is_set():
                     return

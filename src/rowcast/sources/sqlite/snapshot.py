@@ -128,6 +128,11 @@ class Snapshot:
         here, begin = str(point), self.cut.at
         if self.cut.point:  # resumed: what happened since, as the consumer needs it
             seam = Seam(begin, self._greater, self._old_key)
+            # first pass: which rows it deletes (see Seam.learn)
+            for changes, _ in self._between(reader, int(self.cut.point), point):
+                if self._stopping.is_set():
+                    return
+                seam.learn(changes)
             for changes, end in self._between(reader, int(self.cut.point), point):
                 if self._stopping.is_set():
                     return
