@@ -198,6 +198,9 @@ SOURCES = {
     "_snapshot.py",
     "_reader.py",  # who a reader is: what it owns is named after its checkpoint
     "_leftovers.py",  # what rowcast leaves in a database, for rowcast uninstall
+    "_backfill.py",  # backfills while streaming: chunks between watermarks
+    "backfills.py",  # backfill requests: ask, cancel, follow
+    "signal.py",  # rowcast_signal, through which backfills are asked for
     "sqlalchemy.py",
     "outbox",
     "mysql",

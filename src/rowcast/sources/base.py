@@ -26,7 +26,7 @@ import dataclasses
 import logging
 import sys
 import threading
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 from .. import backends
@@ -34,6 +34,8 @@ from .._url import masked
 from ..change import Change
 from ..errors import ConfigError, SourceError
 from ..hub import Hub
+from . import backfills as requests
+from ._backfill import Backfill, Reads
 from .health import LogHealth
 
 if TYPE_CHECKING:
@@ -216,9 +218,49 @@ class LogSource(abc.ABC):
         """Transactions in commit order (`close` the generator to stop reading early)."""
         self._stopping.clear()  # first: a stop() from now on must not be forgotten
         try:
-            yield from self._iterate()
+            reads = self._backfill_reads()
+            if reads is None:
+                yield from self._iterate()
+            else:
+                checkpoint = self.checkpoint
+                backfill = Backfill(
+                    reads,
+                    checkpoint.url if checkpoint is not None else None,
+                    checkpoint.load() if checkpoint is not None else None,
+                    self._stopping,
+                    checkpoint,
+                )
+                yield from backfill.around(self._iterate())
         finally:
             self._close_control()
+
+    # ------------------------------------------------------------------ backfills
+
+    def backfill(
+        self, tables: Sequence[str], *, where: str | None = None, chunk: int = 1000
+    ) -> int:
+        """Ask every reader of this database to read `tables` (patterns) again, only the
+        rows matching `where` (SQL) when given, `chunk` rows at a time, while it streams;
+        the request's id. See `rowcast.sources.signal` and ``rowcast backfill``."""
+        return requests.ask(self._reads_or_refuse(), self._target, tables, where, chunk)
+
+    def cancel_backfill(self, request: int) -> None:
+        """Ask every reader to stop the backfill `request`."""
+        requests.cancel(self._reads_or_refuse(), self._target, request)
+
+    def backfills(self) -> list[requests.Status]:
+        """Every backfill asked of this database, with each reader's progress."""
+        return requests.status(self._reads_or_refuse())
+
+    def _backfill_reads(self) -> Reads | None:
+        """What a backfill needs of this source (None: it cannot backfill)."""
+        return None
+
+    def _reads_or_refuse(self) -> Reads:
+        reads = self._backfill_reads()
+        if reads is None:
+            raise ConfigError(f"{self._target}: {type(self).__name__} cannot backfill")
+        return reads
 
     # ------------------------------------------------------------------ for subclasses
 

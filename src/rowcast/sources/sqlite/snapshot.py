@@ -39,6 +39,7 @@ from .._snapshot import Cut, Seam, SnapshotProgress, check_options, is_position,
 from . import triggers
 from .decode import Decoder
 from .file import connect
+from .keys import Keys
 
 __all__ = ["Snapshot", "SnapshotProgress", "check_options", "is_position", "plan"]
 
@@ -92,8 +93,8 @@ class Snapshot:
         self._decoder, self._save = decoder, save
         self.progress = SnapshotProgress()
         self.resume = 0
-        self._collations: dict[str, tuple[str, ...]] = {}
-        self._keys: dict[str, tuple[str, ...]] = {}
+        self._keys = Keys(conn)
+        self._greater, self._old_key = self._keys.greater, self._keys.old_key
 
     def __iter__(self) -> Iterator[list[Change]]:
         with contextlib.closing(connect(self.path, self.timeout)) as reader:
@@ -150,7 +151,7 @@ class Snapshot:
         for table in tables:
             after = begin[2] if begin is not None and begin[1] == table.name else None
             self.progress.table = f"main.{table.name}"
-            for rows, last in self._chunks(reader, table, after):
+            for rows, last in self._keys.chunks(reader, table, after, self.chunk):
                 if self._stopping.is_set():
                     return
                 at = position(here, ("main", table.name, last))
@@ -188,88 +189,3 @@ class Snapshot:
                         yield changes, row[0]
                     group = []
             after = rows[-1][0]
-
-    def _chunks(
-        self, reader: sqlite3.Connection, table: triggers.Table, after: Any
-    ) -> Iterator[tuple[list[tuple[Any, dict[str, Any]]], Any]]:
-        """The table's rows after key `after`, `chunk` at a time: ([(pk, row)], last key)."""
-        slots = table.slots
-        at = [slots.index(k) for k in table.key]
-        collations = self._collation(table.name, table.key)
-        keys = [
-            f"{triggers.ident(k)} COLLATE {c}" for k, c in zip(table.key, collations, strict=True)
-        ]
-        source = f"SELECT {', '.join(map(triggers.ident, slots))} FROM {triggers.ident(table.name)}"
-        order = f" ORDER BY {', '.join(keys)} LIMIT {int(self.chunk)}"
-        where = f" WHERE ({', '.join(keys)}) > ({', '.join('?' for _ in keys)})"
-        last = after
-        while True:
-            query = source + (where if last is not None else "") + order
-            rows = reader.execute(query, list(last or ())).fetchall()
-            if not rows:
-                return
-            found = []
-            for row in rows:
-                image = dict(zip(table.columns, row, strict=False))
-                pk = row[at[0]] if len(at) == 1 else tuple(row[i] for i in at)
-                found.append((pk, image))
-            last = tuple(rows[-1][i] for i in at)
-            yield found, last
-            if len(rows) < self.chunk:
-                return
-
-    def _collation(self, table: str, key: tuple[str, ...]) -> tuple[str, ...]:
-        """The collations the key compares with: its primary key index's (BINARY for a rowid)."""
-        found = self._collations.get(table)
-        if found is None:
-            index = self._conn.execute(
-                "SELECT name FROM pragma_index_list(?) WHERE origin = 'pk'", (table,)
-            ).fetchone()
-            named: dict[str, str] = {}
-            if index is not None:
-                named = {
-                    str(name): str(coll)
-                    for name, coll in self._conn.execute(
-                        "SELECT name, coll FROM pragma_index_xinfo(?) WHERE key = 1", (index[0],)
-                    )
-                    if name is not None
-                }
-            found = self._collations[table] = tuple(
-                triggers.ident(named.get(k, "BINARY")) for k in key
-            )
-        return found
-
-    def _greater(
-        self, schema: str, table: str, pk: tuple[Any, ...], after: tuple[Any, ...]
-    ) -> bool:
-        """``pk > after`` in the table's key order, as SQLite compares them."""
-        if len(pk) != len(after):
-            return True  # the key changed since: the row was read again
-        names = self._key(table)
-        if len(names) != len(pk):
-            return True
-        collations = self._collation(table, names)
-        left = ", ".join(f"? COLLATE {c}" for c in collations)
-        right = ", ".join("?" for _ in collations)
-        (greater,) = self._conn.execute(f"SELECT ({left}) > ({right})", [*pk, *after]).fetchone()
-        return bool(greater)
-
-    def _old_key(self, change: Change) -> Any:
-        """The key an update's before image has (a hidden rowid's moves come as a delete
-        and a write already)."""
-        if change.before is None:
-            return None
-        names = self._key(change.table)
-        if not names or any(name not in change.before for name in names):
-            return None
-        return (
-            change.before[names[0]] if len(names) == 1 else tuple(change.before[n] for n in names)
-        )
-
-    def _key(self, table: str) -> tuple[str, ...]:
-        """The table's key columns, as the triggers record its ``pk``."""
-        found = self._keys.get(table)
-        if found is None:
-            tables = triggers.tables(self._conn, lambda name: name == table)
-            found = self._keys[table] = tables[0].key if tables else ()
-        return found

@@ -68,15 +68,17 @@ import functools
 import logging
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Final
 
 from ..._url import masked
 from ...change import Change
 from ...errors import ConfigError, SourceError
 from ..base import Diagnosis, LogSource
+from ..signal import NAME as SIGNAL
 from . import readers, tails, triggers
 from . import snapshot as snapshots
+from .backfill import SqliteReads
 from .decode import Decoder, Row
 from .file import check_patterns, connect, matcher, parse_url
 
@@ -161,9 +163,12 @@ class TriggerSource(LogSource):
             raise ConfigError(f"retain is a number of seconds >= 0, not {raw!r}")
         super().__init__(self.url, start=start, end=end, checkpoint=checkpoint)
         self.poll, self.timeout, self.prune_every = poll, timeout, prune_every
-        self._wanted = matcher(self.tables)
+        matches = matcher(self.tables)
+        #: the app's tables read (snapshots, backfills); the log also carries rowcast_signal
+        self._wanted: Callable[[str], bool] = lambda name: name != SIGNAL and bool(matches(name))
+        self._capture: Callable[[str], bool] = lambda name: name == SIGNAL or self._wanted(name)
         self._schema: int | None = None
-        self._decoder = Decoder(self._wanted)
+        self._decoder = Decoder(self._capture)
         self._incarnation: int | None = None  # of rowcast's tables, when this source read them
         self.allow_empty = bool(allow_empty)  # a pattern matching no table is no typo
         self._patterns_checked = False
@@ -209,6 +214,9 @@ class TriggerSource(LogSource):
         with contextlib.closing(connect(self.path, self.timeout)) as conn:
             return self._prune(conn)
 
+    def _backfill_reads(self) -> SqliteReads:
+        return SqliteReads(self.path, self.url, self.timeout, self._capture)
+
     def _iterate(self) -> Iterator[list[Change]]:
         conn = connect(self.path, self.timeout)
         self._reading: str | None = None  # this reader's record in rowcast_state, claimed
@@ -245,10 +253,10 @@ class TriggerSource(LogSource):
                 check_patterns(conn, self.url, self.tables)
                 self._patterns_checked = True
             mark = functools.partial(tails.mark, tail=tail) if tail else None
-            done = triggers.apply(conn, self._wanted, mark, keep)
+            done = triggers.apply(conn, self._capture, mark, keep)
             self._joined = self._joined or bool(tail and done.create)
             if keep and not tail and self.checkpoint is not None:
-                tails.adopt(conn, self._wanted)  # what tails made here is a relay's now
+                tails.adopt(conn, self._capture)  # what tails made here is a relay's now
         except sqlite3.OperationalError as e:
             if "readonly" in str(e) or "read-only" in str(e):
                 raise ConfigError(

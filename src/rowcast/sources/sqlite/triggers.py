@@ -73,6 +73,7 @@ from collections.abc import Callable
 from typing import Final, NamedTuple
 
 from ...errors import ConfigError
+from ..signal import NAME as SIGNAL
 
 __all__ = [
     "CHANGES",
@@ -227,14 +228,15 @@ def has_tables(conn: sqlite3.Connection) -> bool:
 
 
 def tables(conn: sqlite3.Connection, wanted: Callable[[str], bool]) -> list[Table]:
-    """The ordinary tables of ``main`` that `wanted` accepts; never SQLite's nor rowcast's own."""
+    """The ordinary tables of ``main`` that `wanted` accepts; never SQLite's nor rowcast's own
+    but ``rowcast_signal`` (captured for backfills: `rowcast.sources.signal`)."""
     names = [
         name
         for (name,) in conn.execute(
             "SELECT name FROM pragma_table_list WHERE schema = 'main' AND type = 'table' "
             "ORDER BY name"
         )
-        if not name.startswith(("sqlite_", PREFIX)) and wanted(name)
+        if (name == SIGNAL or not name.startswith(("sqlite_", PREFIX))) and wanted(name)
     ]
     found = []
     for name in names:

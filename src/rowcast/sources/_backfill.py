@@ -1,0 +1,414 @@
+"""Backfills while streaming: tables read again, chunk by chunk, between watermarks.
+
+Private to `rowcast.sources` (`LogSource` runs a `Backfill` around its log when
+its family gives it `Reads`). What a user sees is in `rowcast.sources.signal`
+(the requests) and ``rowcast backfill``.
+
+How a chunk stays true under concurrent writes (Netflix's DBLog, as Debezium's
+incremental snapshots do it): the reader writes a *low* watermark row to
+``rowcast_signal`` (committed), selects the next `chunk` rows of the table by
+key, then writes a *high* watermark. Both come back in the log, in commit order
+with the app's changes. Between them (up to the end of the transaction that
+holds the high one), every row the log changes (by its key, and an update's old
+key) is dropped from the chunk: the log's version is newer than the select's,
+and the consumer has it already. The rest are handed out as ``write`` changes
+with ``snapshot=True`` (Debezium's ``op: "r"``), appended to the transaction that
+holds the high watermark (its position), so they are delivered and checkpointed
+like any transaction, and no row of a chunk can overwrite a newer change
+downstream. The log is only paused for the select of one chunk; the chunk's size
+adapts so that a select takes about `_CHUNK_SECONDS` (never more rows than asked).
+
+Resumable: after each chunk the reader records its progress (the tables, the
+table it is in, the last key, the rows so far) in a ``progress`` row with the
+position of the transaction the chunk went out with. A reader restarted from its
+checkpoint takes up each request from its latest progress at or before that
+position (a later one was not delivered: it is deleted, and the chunk read again).
+A request made after the checkpoint comes again in the log. A reader without a
+checkpoint (a tail) runs the requests it sees and resumes nothing.
+
+Every reader that sees a request runs it, each with its own watermarks and
+progress (``reader``: its checkpoint's URL): two relays on one database both
+deliver the backfill.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from typing import Any, Protocol
+
+from ..change import Action, Change
+from ..codec import dumps, loads
+from ..errors import ConfigError
+from .signal import SignalRow, SignalTable
+
+__all__ = ["Backfill", "Reads"]
+
+log = logging.getLogger("rowcast.sources.backfill")
+
+_CHUNK_SECONDS = 0.5  # what a chunk's select should take, at most about
+_WRITE = Action.WRITE
+
+
+class Reads(Protocol):
+    """What a source family gives a `Backfill`: its signal table and its tables' rows."""
+
+    #: ``Change.source`` of what it hands out ("mysql", "postgres", "sqlite")
+    source: str
+
+    def signals(self) -> SignalTable:
+        """``rowcast_signal`` of the source's database, on a connection of its own."""
+        ...
+
+    def prepare(self, signals: SignalTable) -> None:
+        """Make ``rowcast_signal`` when missing, and its changes part of the log."""
+        ...
+
+    def is_signal(self, change: Change) -> bool:
+        """Whether `change` is of ``rowcast_signal``."""
+        ...
+
+    def tables(self, patterns: Sequence[str]) -> list[tuple[str, str]]:
+        """The tables `patterns` match, as ``(schema, table)`` of their changes, in order;
+        a `ConfigError` when none does or one has no key."""
+        ...
+
+    def chunk(
+        self, schema: str, table: str, after: Any, where: str | None, size: int
+    ) -> tuple[list[tuple[Any, dict[str, Any]]], Any]:
+        """Up to `size` rows after key `after` (None: from the first) that match `where`, in
+        key order, as ``(pk, image)`` the log gives them; and the last key read."""
+        ...
+
+    def old_key(self, change: Change) -> Any:
+        """The key an update's before image holds (None when it does not hold it)."""
+        ...
+
+    def order(self, position: str) -> Any:
+        """A value that orders positions of this source (`ValueError` for a foreign one)."""
+        ...
+
+    def close(self) -> None:
+        """Release what it holds."""
+        ...
+
+
+@dataclasses.dataclass
+class _Job:
+    """A request as one reader runs it."""
+
+    request: int
+    tables: list[tuple[str, str]]
+    where: str | None
+    size: int  #: rows asked per chunk
+    index: int = 0  #: of the table being read
+    after: Any = None  #: the last key of it read
+    rows: int = 0  #: handed out so far
+    step: int = 0  #: rows the next chunk selects (adapts, never above `size`)
+
+    def progress(self, done: bool = False, cancelled: bool = False) -> dict[str, Any]:
+        return {
+            "tables": [list(t) for t in self.tables],
+            "index": self.index,
+            "after": dumps(self.after),
+            "rows": self.rows,
+            "where": self.where,
+            "chunk": self.size,
+            "done": done,
+            "cancelled": cancelled,
+        }
+
+    @classmethod
+    def resumed(cls, request: int, data: dict[str, Any]) -> _Job:
+        return cls(
+            request,
+            [(str(s), str(t)) for s, t in data["tables"]],
+            data.get("where"),
+            int(data["chunk"]),
+            int(data["index"]),
+            loads(data["after"]) if data.get("after") is not None else None,
+            int(data.get("rows", 0)),
+        )
+
+
+@dataclasses.dataclass
+class _Window:
+    """One chunk between its watermarks."""
+
+    job: _Job
+    low: int
+    high: int
+    rows: dict[Any, dict[str, Any]]
+    last: Any
+    full: bool  #: as many rows as selected: the table may hold more
+    opened: bool = False  #: the low watermark came back
+    closing: bool = False  #: the high one did: handed out at the end of its transaction
+    touched: set[Any] = dataclasses.field(default_factory=set)
+
+
+class Backfill:
+    """The backfills one reader runs around its log (see the module).
+
+    `reader` names it in ``rowcast_signal`` (its checkpoint's URL; None: a tail),
+    `resumed_from` is where its log resumes (its checkpoint's position, or None).
+    """
+
+    def __init__(
+        self,
+        reads: Reads,
+        reader: str | None,
+        resumed_from: str | None,
+        stopping: threading.Event,
+        checkpoint: Any = None,
+    ) -> None:
+        self.reads, self.stopping, self.checkpoint = reads, stopping, checkpoint
+        self.reader = reader or f"tail:{uuid.uuid4().hex[:12]}"
+        self.resumable = reader is not None
+        self._at = resumed_from  # the position of the last transaction handed out
+        self._queue: collections.deque[_Job] = collections.deque()
+        self._known: set[int] = set()  # requests this reader took (or finished)
+        self._window: _Window | None = None
+        self._marks: dict[int, list[tuple[int, Any]]] = {}  # request: [(row id, order)]
+        self._signals: SignalTable | None = None
+
+    # ------------------------------------------------------------------ the log
+
+    def around(self, transactions: Iterator[list[Change]]) -> Iterator[list[Change]]:
+        """`transactions` without ``rowcast_signal``'s changes, with the chunks of the
+        requests they bring interleaved."""
+        try:
+            self._load()
+            self._next_chunk()
+            for transaction in transactions:
+                kept = self._step(transaction)
+                if kept:
+                    yield kept
+                if self._window is None and self._queue:
+                    self._next_chunk()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        signals, self._signals = self._signals, None
+        if signals is not None:
+            signals.close()
+        self.reads.close()
+
+    def _step(self, transaction: list[Change]) -> list[Change]:
+        position = transaction[-1].position
+        reads, window = self.reads, self._window
+        if position is None or position.startswith("snapshot:"):
+            return [c for c in transaction if not reads.is_signal(c)]
+        kept: list[Change] = []
+        for change in transaction:
+            if reads.is_signal(change):
+                if change.action == _WRITE and change.after is not None:
+                    self._signal(SignalRow.from_image(change.after), position)
+                    window = self._window
+                continue
+            kept.append(change)
+            if window is not None and window.opened:
+                self._touch(window, change)
+        self._at = position
+        if window is not None and window.closing and self._window is window:
+            kept.extend(self._finish(window, position))
+        return kept
+
+    def _touch(self, window: _Window, change: Change) -> None:
+        schema, table = window.job.tables[window.job.index]
+        if change.table != table or (change.schema or "") != schema:
+            return
+        window.touched.add(change.pk)
+        if change.action == "update":
+            old = self.reads.old_key(change)
+            if old is not None:
+                window.touched.add(old)
+
+    def _signal(self, row: SignalRow, position: str) -> None:
+        window = self._window
+        if row.kind == "low" and window is not None and row.id == window.low:
+            window.opened = True
+        elif row.kind == "high" and window is not None and row.id == window.high:
+            window.closing = True
+        elif row.kind == "backfill" and row.id not in self._known:
+            self._take(row, position)
+        elif row.kind == "cancel" and row.request is not None:
+            self._cancel(row.request, position)
+
+    # ------------------------------------------------------------------ requests
+
+    def _take(self, row: SignalRow, position: str) -> None:
+        self._known.add(row.id)
+        data = row.data
+        patterns = data.get("tables") or []
+        try:
+            size = int(data.get("chunk") or 1000)
+            if size < 1:
+                raise ValueError("chunk must be at least 1")
+            tables = self.reads.tables([str(p) for p in patterns])
+        except (ConfigError, ValueError, TypeError) as error:
+            log.error("backfill %d: refused: %s", row.id, error)
+            self._mark(row.id, {"done": True, "error": str(error)}, position)
+            return
+        job = _Job(row.id, tables, data.get("where") or None, size, step=size)
+        log.info(
+            "backfill %d: %d tables (%s)%s",
+            row.id,
+            len(tables),
+            ", ".join(".".join(t) for t in tables),
+            f" where {job.where}" if job.where else "",
+        )
+        self._mark(row.id, job.progress(), position)
+        self._queue.append(job)
+
+    def _cancel(self, request: int, position: str) -> None:
+        for job in list(self._queue):
+            if job.request == request:
+                self._queue.remove(job)
+                if self._window is not None and self._window.job is job:
+                    self._window = None
+                self._mark(request, job.progress(done=True, cancelled=True), position)
+                log.info("backfill %d: cancelled after %d rows", request, job.rows)
+
+    def _load(self) -> None:
+        """Take up what this reader had not finished at the position its log resumes from."""
+        if not self.resumable or self._at is None or self._at.startswith("snapshot:"):
+            return
+        signals = self._table()
+        if not signals.exists():
+            return
+        at = self._order(self._at)
+        rows = signals.rows("backfill", "cancel", "progress")
+        cancelled = {r.request for r in rows if r.kind == "cancel"}
+        mine: dict[int, list[SignalRow]] = collections.defaultdict(list)
+        for row in rows:
+            if row.kind == "progress" and row.reader == self.reader and row.request is not None:
+                mine[row.request].append(row)
+        undelivered = []
+        for request, marks in mine.items():
+            kept = []
+            for mark in marks:
+                order = self._order(mark.position)
+                if at is None or order is None or order > at:
+                    undelivered.append(mark.id)  # after the checkpoint: not delivered
+                else:
+                    kept.append((mark, order))
+            if not kept:
+                continue  # taken after the checkpoint: the request comes again in the log
+            self._known.add(request)
+            self._marks[request] = [(m.id, o) for m, o in kept]
+            latest = kept[-1][0].data
+            if latest.get("done") or request in cancelled or "tables" not in latest:
+                continue
+            job = _Job.resumed(request, latest)
+            job.step = job.size
+            self._queue.append(job)
+            log.info(
+                "backfill %d: resumed at %s after %r (%d rows so far)",
+                request,
+                ".".join(job.tables[job.index]) if job.index < len(job.tables) else "the end",
+                job.after,
+                job.rows,
+            )
+        signals.delete(undelivered)
+
+    # ------------------------------------------------------------------ chunks
+
+    def _next_chunk(self) -> None:
+        """Open the next chunk's window: low watermark, select, high watermark."""
+        while self._window is None and self._queue and not self.stopping.is_set():
+            job = self._queue[0]
+            if job.index >= len(job.tables):
+                self._queue.popleft()
+                self._mark(job.request, job.progress(done=True), self._at)
+                log.info("backfill %d: done, %d rows", job.request, job.rows)
+                continue
+            schema, table = job.tables[job.index]
+            signals = self._table()
+            low = signals.write("low", request=job.request, reader=self.reader)
+            began, asked = time.monotonic(), job.step
+            rows, last = self.reads.chunk(schema, table, job.after, job.where, asked)
+            took = time.monotonic() - began
+            high = signals.write("high", request=job.request, reader=self.reader)
+            if took > _CHUNK_SECONDS and job.step > 1:
+                job.step = max(1, job.step // 2)
+            elif took < _CHUNK_SECONDS / 4:
+                job.step = min(job.size, job.step * 2)
+            if not rows:  # the table is read: on to the next, no chunk to hand out
+                signals.delete([low, high])
+                job.index, job.after = job.index + 1, None
+                continue
+            self._window = _Window(job, low, high, dict(rows), last, full=len(rows) >= asked)
+
+    def _finish(self, window: _Window, position: str) -> list[Change]:
+        """The chunk's rows the log did not change in its window, at `position`."""
+        self._window = None
+        job = window.job
+        schema, table = job.tables[job.index]
+        touched, ts, txid = window.touched, time.time(), f"backfill:{job.request}"
+        source = self.reads.source
+        changes = [
+            Change(_WRITE, schema, table, pk, None, image, ts, txid, position, source, True)
+            for pk, image in window.rows.items()
+            if pk not in touched
+        ]
+        job.rows += len(changes)
+        job.after = window.last
+        if not window.full:
+            job.index, job.after = job.index + 1, None
+        self._mark(job.request, job.progress(), position, forget=[window.low, window.high])
+        return changes
+
+    # ------------------------------------------------------------------ progress
+
+    def _table(self) -> SignalTable:
+        if self._signals is None:
+            self._signals = self.reads.signals()
+        return self._signals
+
+    def _order(self, position: str | None) -> Any:
+        if position is None or position.startswith("snapshot:"):
+            return None
+        try:
+            return self.reads.order(position)
+        except (ValueError, TypeError):
+            return None
+
+    def _mark(
+        self,
+        request: int,
+        data: dict[str, Any],
+        position: str | None,
+        forget: Sequence[int] = (),
+    ) -> None:
+        """Record this reader's progress on `request` as of `position`; forget the rows
+        `forget` and the progress rows a checkpoint has passed but the latest."""
+        signals = self._table()
+        new = signals.write(
+            "progress", data, request=request, reader=self.reader, position=position
+        )
+        marks = self._marks.setdefault(request, [])
+        marks.append((new, self._order(position)))
+        gone = list(forget)
+        saved = self._saved()
+        if saved is not None:
+            passed = [m for m in marks if m[1] is not None and m[1] <= saved]
+            if len(passed) > 1:
+                drop = {m[0] for m in passed[:-1]}
+                gone.extend(drop)
+                marks[:] = [m for m in marks if m[0] not in drop]
+        signals.delete(gone)
+
+    def _saved(self) -> Any:
+        """The order of what the checkpoint holds (None: nothing known)."""
+        if self.checkpoint is None:
+            return None
+        try:
+            return self._order(self.checkpoint.load())
+        except Exception:  # the checkpoint's own errors are the relay's to report
+            return None

@@ -1,0 +1,96 @@
+"""Backfills of a SQLite file: what `rowcast.sources._backfill` needs of it.
+
+Private to `rowcast.sources.sqlite`. ``rowcast_signal`` is captured by triggers
+like any table (a request made before a reader installed them installs them
+itself: `prepare`). A chunk is read in a transaction of its own on a connection
+of its own, by key in SQLite's order (`rowcast.sources.sqlite.keys`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ...change import Change
+from ...errors import ConfigError
+from ..signal import NAME, SignalTable
+from . import triggers
+from .file import check_patterns, connect, matcher
+from .keys import Keys
+
+__all__ = ["SqliteReads"]
+
+
+class SqliteReads:
+    """`rowcast.sources._backfill.Reads` of the file at `path`, for `url` (messages)."""
+
+    source = "sqlite"
+
+    def __init__(self, path: str, url: str, timeout: float, capture: Callable[[str], bool]) -> None:
+        self.path, self.url, self.timeout, self._capture = path, url, timeout, capture
+        self._conn: sqlite3.Connection | None = None
+        self._keys: Keys | None = None
+        self._tables: dict[str, triggers.Table] = {}
+
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self._conn = connect(self.path, self.timeout)
+            self._keys = Keys(self._conn)
+        return self._conn
+
+    def close(self) -> None:
+        conn, self._conn, self._keys = self._conn, None, None
+        self._tables.clear()
+        if conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+
+    def signals(self) -> SignalTable:
+        return SignalTable(lambda: connect(self.path, self.timeout), "sqlite")
+
+    def prepare(self, signals: SignalTable) -> None:
+        """Make ``rowcast_signal`` and its triggers, so that a request is in the log."""
+        signals.create()
+        triggers.apply(self._db(), lambda name: name == NAME or self._capture(name))
+
+    def is_signal(self, change: Change) -> bool:
+        return change.table == NAME
+
+    def tables(self, patterns: Sequence[str]) -> list[tuple[str, str]]:
+        conn = self._db()
+        wanted = tuple(patterns)
+        check_patterns(conn, self.url, wanted)
+        match = matcher(wanted)
+        found = triggers.tables(conn, lambda name: name != NAME and bool(match(name)))
+        for table in found:
+            self._tables[table.name] = table
+        return [("main", t.name) for t in found]
+
+    def chunk(
+        self, schema: str, table: str, after: Any, where: str | None, size: int
+    ) -> tuple[list[tuple[Any, dict[str, Any]]], Any]:
+        conn = self._db()
+        described = self._tables.get(table)
+        if described is None:
+            self.tables([table])
+            described = self._tables[table]
+        assert self._keys is not None
+        conn.execute("BEGIN")
+        try:
+            for rows, last in self._keys.chunks(conn, described, after, size, where):
+                return rows, last
+            return [], after
+        except sqlite3.OperationalError as e:
+            raise ConfigError(f"{self.url}: reading {table} failed: {e}") from e
+        finally:
+            conn.execute("ROLLBACK")
+
+    def old_key(self, change: Change) -> Any:
+        self._db()
+        assert self._keys is not None
+        return self._keys.old_key(change)
+
+    def order(self, position: str) -> Any:
+        return int(position)
