@@ -11,7 +11,20 @@ on stderr and exit status 2.
 
 from __future__ import annotations
 
-from . import config, consume, demo, dlq, doctor, events, relay, status, tail, ui, uninstall
+from . import (
+    backfill,
+    config,
+    consume,
+    demo,
+    dlq,
+    doctor,
+    events,
+    relay,
+    status,
+    tail,
+    ui,
+    uninstall,
+)
 from .group import main
 
 __all__ = ["main"]
@@ -25,5 +38,6 @@ main.add_command(consume.consume)
 main.add_command(status.status)
 main.add_command(dlq.dlq)
 main.add_command(uninstall.uninstall)
+main.add_command(backfill.backfill)
 main.add_command(config.config)
 main.add_command(ui.ui)

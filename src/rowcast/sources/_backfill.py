@@ -42,6 +42,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
+from .._words import counted
 from ..change import Action, Change
 from ..codec import dumps, loads
 from ..errors import ConfigError
@@ -257,9 +258,9 @@ class Backfill:
             return
         job = _Job(row.id, tables, data.get("where") or None, size, step=size)
         log.info(
-            "backfill %d: %d tables (%s)%s",
+            "backfill %d: %s (%s)%s",
             row.id,
-            len(tables),
+            counted(len(tables), "table"),
             ", ".join(".".join(t) for t in tables),
             f" where {job.where}" if job.where else "",
         )

@@ -71,8 +71,6 @@ def ask(reads: Reads, target: str, tables: Sequence[str], where: str | None, chu
             for schema, table in found:
                 try:
                     reads.chunk(schema, table, None, where, 1)
-                except ConfigError:
-                    raise
                 except Exception as e:  # the database's own message says what is wrong
                     raise ConfigError(
                         f"{target}: --where {where!r} fails on {schema}.{table}: {str(e).strip()}"
