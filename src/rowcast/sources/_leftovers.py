@@ -25,6 +25,7 @@ DATA = {
     "rowcast_snapshots": "an event store's snapshots",
     "rowcast_subscriptions": "an event store's subscriptions",
     "rowcast_replicas": "a replication sink's registry of its tables",
+    "rowcast_signal": "backfill requests and each relay's progress (rowcast backfill)",
 }
 
 

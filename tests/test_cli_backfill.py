@@ -1,0 +1,213 @@
+"""``rowcast backfill`` on a SQLite file: asked for while a real relay streams, the relay
+SIGKILLed in the middle of it and restarted, a writer racing it all along.
+
+At the end the relay's event store rebuilds the table row for row, the last event
+of every row is what the table holds (no backfilled row went back in time), and
+the restarted relay took the backfill up where it was (not from scratch). Then
+the mistakes a user makes: a typo'd table, a bad --where, an unknown id, no relay.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import sqlite3
+import subprocess
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from rowcast import Change
+from rowcast.cli import main
+from rowcast.sources.sqlite import TriggerSource
+from rowcast.store import EventStore
+from tests.conftest import wait_for
+from tests.test_cli_relay import ROWCAST
+
+ROWS = 6000
+CHUNK = 50
+
+
+def make_file(path: Path, rows: int = ROWS) -> None:
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("CREATE TABLE rc_bf (id INTEGER PRIMARY KEY, data TEXT)")
+    conn.executemany("INSERT INTO rc_bf VALUES (?, ?)", [(i, f"s{i}") for i in range(1, rows + 1)])
+    conn.close()
+
+
+class Writer(threading.Thread):
+    """Inserts, updates and deletes random rows of ``rc_bf``, each its own transaction."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(daemon=True)
+        self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.conn.execute("PRAGMA busy_timeout = 30000")
+        self.live, self.next, self.writes = list(range(1, ROWS + 1)), ROWS + 1, 0
+        self.done = threading.Event()
+        self.random = random.Random(11)
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            op, live = self.random.random(), self.live
+            if op < 0.3:
+                self.conn.execute("INSERT INTO rc_bf VALUES (?, 'w')", (self.next,))
+                live.append(self.next)
+                self.next += 1
+            elif op < 0.8:
+                key = live[self.random.randrange(len(live))]
+                self.conn.execute(
+                    "UPDATE rc_bf SET data = ? WHERE id = ?", (f"u{self.writes}", key)
+                )
+            else:
+                self.conn.execute(
+                    "DELETE FROM rc_bf WHERE id = ?", (live.pop(self.random.randrange(len(live))),)
+                )
+            self.writes += 1
+            time.sleep(0.002)
+
+    def finish(self) -> None:
+        self.done.set()
+        self.join(30)
+        self.conn.close()
+
+
+def relay(db: Path, tmp_path: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [
+            ROWCAST,
+            "relay",
+            f"sqlite:///{db}",
+            "--tables",
+            "rc_bf",
+            "--to",
+            f"sqlite:///{tmp_path / 'events.db'}",
+            "--checkpoint",
+            str(tmp_path / "pos"),
+            "--log-format",
+            "json",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def stored(tmp_path: Path) -> list[Change]:
+    with EventStore(f"sqlite:///{tmp_path / 'events.db'}") as store:
+        return [Change(**event.data) for event in store.read_all()]
+
+
+def backfilled(tmp_path: Path) -> int:
+    try:
+        return sum(1 for change in stored(tmp_path) if change.snapshot)
+    except Exception:  # the store is not made yet
+        return 0
+
+
+def progress(db: Path) -> Any:
+    (found,) = TriggerSource(f"sqlite:///{db}").backfills()
+    return found
+
+
+def test_a_relay_killed_mid_backfill_resumes_and_the_events_rebuild_the_table(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "app.db"
+    make_file(db)
+    process = relay(db, tmp_path)
+    writer = Writer(db)
+    try:
+        wait_for(lambda: (tmp_path / "pos").exists() or process.poll() is not None, seconds=30)
+        writer.start()
+        result = CliRunner().invoke(
+            main, ["backfill", f"sqlite:///{db}", "--tables", "rc_bf", "--chunk", str(CHUNK)]
+        )
+        assert result.exit_code == 0, result.output
+        # killed in the middle of the backfill, with a chunk or more checkpointed
+        wait_for(lambda: process.poll() is not None or backfilled(tmp_path) > ROWS // 4, seconds=60)
+        process.send_signal(signal.SIGKILL)
+        process.communicate(timeout=30)
+        before = backfilled(tmp_path)
+        assert before < ROWS * 0.9, "the backfill ended before the kill: the test proves nothing"
+        time.sleep(0.3)  # the writer goes on while the relay is down
+        process = relay(db, tmp_path)
+        wait_for(lambda: process.poll() is not None or progress(db).done, seconds=120)
+        writer.finish()
+        marker = sqlite3.connect(db, isolation_level=None)
+        marker.execute("INSERT INTO rc_bf VALUES (0, 'marker')")
+        marker.close()
+        wait_for(
+            lambda: process.poll() is not None or any(c.pk == 0 for c in stored(tmp_path)[-50:]),
+            seconds=60,
+        )
+        assert process.poll() is None, process.communicate()[1]
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=30)
+        assert process.returncode == 0, err
+    finally:
+        writer.done.set()
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    changes = stored(tmp_path)
+    conn = sqlite3.connect(db)
+    table = dict(conn.execute("SELECT id, data FROM rc_bf"))
+    conn.close()
+    # the last event of each row is the row as the table holds it (or a delete)
+    last: dict[Any, Change] = {}
+    for change in changes:
+        last[change.pk] = change
+    rebuilt = {pk: c.after["data"] for pk, c in last.items() if c.action != "delete" and c.after}
+    assert rebuilt == table
+    assert writer.writes > 100
+    # the restart took it up where its checkpoint was: no row was read three times,
+    # and the rows read twice are at most what the killed relay delivered unsaved
+    reads = Counter(c.pk for c in changes if c.snapshot)
+    assert max(reads.values()) <= 2
+    assert sum(1 for n in reads.values() if n == 2) < before
+    assert progress(db).readers[0].rows >= len(reads) - before
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--tables", "rc_bff"], "'rc_bff' match no table"),
+        (["--tables", "rc_bf", "--where", "dta > 1"], "--where 'dta > 1' fails on main.rc_bf"),
+        (["--cancel", "99"], "there is no backfill 99"),
+        (["--status", "--tables", "rc_bf"], "give --tables to ask for a backfill, or --status"),
+        ([], "give --tables to ask for a backfill, or --status"),
+        (["--status", "--where", "x"], "--where and --wait go with --tables"),
+    ],
+)
+def test_mistakes_exit_2_with_the_fix(tmp_path: Path, args: list[str], message: str) -> None:
+    db = tmp_path / "app.db"
+    make_file(db, 10)
+    result = CliRunner().invoke(main, ["backfill", f"sqlite:///{db}", *args])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_wait_with_no_relay_gives_up_after_its_timeout_and_status_shows_it(tmp_path: Path) -> None:
+    db = tmp_path / "app.db"
+    make_file(db, 10)
+    url = f"sqlite:///{db}"
+    result = CliRunner().invoke(main, ["backfill", url, "-t", "rc_bf", "--wait", "--timeout", "1"])
+    assert result.exit_code == 1, result.output
+    assert "not done after 1 s" in result.output
+    status = CliRunner().invoke(main, ["backfill", url, "--status", "--format", "json"])
+    assert status.exit_code == 0, status.output
+    (found,) = json.loads(status.output)
+    assert found["tables"] == ["rc_bf"]
+    assert found["readers"] == []
+    assert not found["done"]
+    cancelled = CliRunner().invoke(main, ["backfill", url, "--cancel", str(found["id"])])
+    assert cancelled.exit_code == 0, cancelled.output
+    assert "cancelled" in CliRunner().invoke(main, ["backfill", url, "--status"]).output
