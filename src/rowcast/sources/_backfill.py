@@ -17,6 +17,10 @@ holds the high watermark (its position), so they are delivered and checkpointed
 like any transaction, and no row of a chunk can overwrite a newer change
 downstream. The log is only paused for the select of one chunk; the chunk's size
 adapts so that a select takes about `_CHUNK_SECONDS` (never more rows than asked).
+`_AHEAD` chunks are read ahead (the next one's watermarks are written after the
+last one's high watermark, so windows never overlap in the log): the reader never
+waits for its own watermarks to come back, and memory holds at most that many
+chunks whatever the table's size.
 
 Resumable: after each chunk the reader records its progress (the tables, the
 table it is in, the last key, the rows so far) in a ``progress`` row with the
@@ -53,6 +57,7 @@ __all__ = ["Backfill", "Reads"]
 log = logging.getLogger("rowcast.sources.backfill")
 
 _CHUNK_SECONDS = 0.5  # what a chunk's select should take, at most about
+_AHEAD = 2  # chunks read ahead of the log: one waits for its watermarks while one is read
 _WRITE = Action.WRITE
 
 
@@ -111,6 +116,11 @@ class _Job:
     after: Any = None  #: the last key of it read
     rows: int = 0  #: handed out so far
     step: int = 0  #: rows the next chunk selects (adapts, never above `size`)
+    reading: tuple[int, Any] = (0, None)  #: the table and key the next chunk reads after
+
+    def __post_init__(self) -> None:
+        self.step = self.step or self.size
+        self.reading = (self.index, self.after)
 
     def progress(self, done: bool = False, cancelled: bool = False) -> dict[str, Any]:
         return {
@@ -142,6 +152,7 @@ class _Window:
     """One chunk between its watermarks."""
 
     job: _Job
+    index: int  #: of the table read
     low: int
     high: int
     rows: dict[Any, dict[str, Any]]
@@ -173,7 +184,7 @@ class Backfill:
         self._at = resumed_from  # the position of the last transaction handed out
         self._queue: collections.deque[_Job] = collections.deque()
         self._known: set[int] = set()  # requests this reader took (or finished)
-        self._window: _Window | None = None
+        self._windows: collections.deque[_Window] = collections.deque()  # oldest first
         self._marks: dict[int, list[tuple[int, Any]]] = {}  # request: [(row id, order)]
         self._signals: SignalTable | None = None
 
@@ -189,7 +200,7 @@ class Backfill:
                 kept = self._step(transaction)
                 if kept:
                     yield kept
-                if self._window is None and self._queue:
+                if len(self._windows) < _AHEAD and self._queue:
                     self._next_chunk()
         finally:
             self.close()
@@ -202,7 +213,7 @@ class Backfill:
 
     def _step(self, transaction: list[Change]) -> list[Change]:
         position = transaction[-1].position
-        reads, window = self.reads, self._window
+        reads, windows = self.reads, self._windows
         if position is None or position.startswith("snapshot:"):
             return [c for c in transaction if not reads.is_signal(c)]
         kept: list[Change] = []
@@ -210,18 +221,19 @@ class Backfill:
             if reads.is_signal(change):
                 if change.action == _WRITE and change.after is not None:
                     self._signal(SignalRow.from_image(change.after), position)
-                    window = self._window
                 continue
             kept.append(change)
-            if window is not None and window.opened:
+            for window in windows:
+                if not window.opened:
+                    break  # the windows after an unopened one are not open either
                 self._touch(window, change)
         self._at = position
-        if window is not None and window.closing and self._window is window:
-            kept.extend(self._finish(window, position))
+        while windows and windows[0].closing:
+            kept.extend(self._finish(windows.popleft(), position))
         return kept
 
     def _touch(self, window: _Window, change: Change) -> None:
-        schema, table = window.job.tables[window.job.index]
+        schema, table = window.job.tables[window.index]
         if change.table != table or (change.schema or "") != schema:
             return
         window.touched.add(change.pk)
@@ -231,11 +243,12 @@ class Backfill:
                 window.touched.add(old)
 
     def _signal(self, row: SignalRow, position: str) -> None:
-        window = self._window
-        if row.kind == "low" and window is not None and row.id == window.low:
-            window.opened = True
-        elif row.kind == "high" and window is not None and row.id == window.high:
-            window.closing = True
+        if row.kind in ("low", "high"):
+            for window in self._windows:
+                if row.id == window.low:
+                    window.opened = True
+                elif row.id == window.high:
+                    window.closing = True
         elif row.kind == "backfill" and row.id not in self._known:
             self._take(row, position)
         elif row.kind == "cancel" and row.request is not None:
@@ -271,8 +284,8 @@ class Backfill:
         for job in list(self._queue):
             if job.request == request:
                 self._queue.remove(job)
-                if self._window is not None and self._window.job is job:
-                    self._window = None
+                kept = [w for w in self._windows if w.job is not job]
+                self._windows = collections.deque(kept)
                 self._mark(request, job.progress(done=True, cancelled=True), position)
                 log.info("backfill %d: cancelled after %d rows", request, job.rows)
 
@@ -307,7 +320,6 @@ class Backfill:
             if latest.get("done") or request in cancelled or "tables" not in latest:
                 continue
             job = _Job.resumed(request, latest)
-            job.step = job.size
             self._queue.append(job)
             log.info(
                 "backfill %d: resumed at %s after %r (%d rows so far)",
@@ -321,36 +333,41 @@ class Backfill:
     # ------------------------------------------------------------------ chunks
 
     def _next_chunk(self) -> None:
-        """Open the next chunk's window: low watermark, select, high watermark."""
-        while self._window is None and self._queue and not self.stopping.is_set():
+        """Open chunks' windows (low watermark, select, high watermark) up to `_AHEAD`."""
+        while len(self._windows) < _AHEAD and self._queue and not self.stopping.is_set():
             job = self._queue[0]
-            if job.index >= len(job.tables):
+            index, after = job.reading
+            if index >= len(job.tables):
+                if any(w.job is job for w in self._windows):
+                    return  # read to its end: done once its last chunks are handed out
                 self._queue.popleft()
                 self._mark(job.request, job.progress(done=True), self._at)
                 log.info("backfill %d: done, %d rows", job.request, job.rows)
                 continue
-            schema, table = job.tables[job.index]
+            schema, table = job.tables[index]
             signals = self._table()
             low = signals.write("low", request=job.request, reader=self.reader)
             began, asked = time.monotonic(), job.step
-            rows, last = self.reads.chunk(schema, table, job.after, job.where, asked)
+            rows, last = self.reads.chunk(schema, table, after, job.where, asked)
             took = time.monotonic() - began
             high = signals.write("high", request=job.request, reader=self.reader)
             if took > _CHUNK_SECONDS and job.step > 1:
                 job.step = max(1, job.step // 2)
             elif took < _CHUNK_SECONDS / 4:
                 job.step = min(job.size, job.step * 2)
+            full = len(rows) >= asked
+            job.reading = (index, last) if full else (index + 1, None)
             if not rows:  # the table is read: on to the next, no chunk to hand out
                 signals.delete([low, high])
-                job.index, job.after = job.index + 1, None
+                if not any(w.job is job for w in self._windows):
+                    job.index, job.after = index + 1, None
                 continue
-            self._window = _Window(job, low, high, dict(rows), last, full=len(rows) >= asked)
+            self._windows.append(_Window(job, index, low, high, dict(rows), last, full))
 
     def _finish(self, window: _Window, position: str) -> list[Change]:
         """The chunk's rows the log did not change in its window, at `position`."""
-        self._window = None
         job = window.job
-        schema, table = job.tables[job.index]
+        schema, table = job.tables[window.index]
         touched, ts, txid = window.touched, time.time(), f"backfill:{job.request}"
         source = self.reads.source
         changes = [
@@ -359,9 +376,9 @@ class Backfill:
             if pk not in touched
         ]
         job.rows += len(changes)
-        job.after = window.last
-        if not window.full:
-            job.index, job.after = job.index + 1, None
+        job.index, job.after = (
+            (window.index, window.last) if window.full else (window.index + 1, None)
+        )
         self._mark(job.request, job.progress(), position, forget=[window.low, window.high])
         return changes
 
