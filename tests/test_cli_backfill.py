@@ -211,3 +211,22 @@ def test_wait_with_no_relay_gives_up_after_its_timeout_and_status_shows_it(tmp_p
     cancelled = CliRunner().invoke(main, ["backfill", url, "--cancel", str(found["id"])])
     assert cancelled.exit_code == 0, cancelled.output
     assert "cancelled" in CliRunner().invoke(main, ["backfill", url, "--status"]).output
+
+
+def test_a_relay_backfills_only_the_tables_it_captures(tmp_path: Path) -> None:
+    db = tmp_path / "app.db"
+    make_file(db, 30)
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("CREATE TABLE rc_other (id INTEGER PRIMARY KEY)")
+    conn.execute("INSERT INTO rc_other VALUES (1)")
+    conn.close()
+    url = f"sqlite:///{db}"
+    source = TriggerSource(url, tables=["rc_bf"], checkpoint=None)
+    got: list[Change] = []
+    reading = iter(source)
+    source.backfill(["rc_*"])  # both tables exist; this reader captures one
+    while not progress(db).done:
+        got.extend(next(reading))
+    reading.close()
+    assert {c.table for c in got if c.snapshot} == {"rc_bf"}
+    assert len([c for c in got if c.snapshot]) == 30

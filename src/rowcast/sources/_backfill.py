@@ -80,8 +80,9 @@ class Reads(Protocol):
         ...
 
     def tables(self, patterns: Sequence[str]) -> list[tuple[str, str]]:
-        """The tables `patterns` match, as ``(schema, table)`` of their changes, in order;
-        a `ConfigError` when none does or one has no key."""
+        """The tables `patterns` match among those the reader captures, as ``(schema,
+        table)`` of their changes, in order (none: another reader captures them); a
+        `ConfigError` when a pattern matches no table of the database, or one has no key."""
         ...
 
     def chunk(

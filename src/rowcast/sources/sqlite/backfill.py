@@ -63,7 +63,9 @@ class SqliteReads:
         wanted = tuple(patterns)
         check_patterns(conn, self.url, wanted)
         match = matcher(wanted)
-        found = triggers.tables(conn, lambda name: name != NAME and bool(match(name)))
+        found = triggers.tables(  # of what the reader captures: another may capture the rest
+            conn, lambda name: name != NAME and bool(match(name)) and self._capture(name)
+        )
         for table in found:
             self._tables[table.name] = table
         return [("main", t.name) for t in found]
