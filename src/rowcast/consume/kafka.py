@@ -40,8 +40,11 @@ after the last change handled in order, losing nothing. When the group takes
 partitions away (another consumer joins or leaves), what was handled is already
 committed and the partitions' messages still in hand are not acknowledged any
 more: their new owner handles them again (at least once; the change ids let a
-handler skip them). Messages of the sink's ``format=debezium`` are read too (the
-key gives the primary key); a message without a value (a tombstone) is skipped.
+handler skip them). A message with the header ``rowcast-replay: <group>`` is a dead
+letter replayed for that group (``rowcast dlq replay``): handled again by its
+consumers, skipped by the other groups'. Messages of the sink's ``format=debezium``
+are read too (the key gives the primary key); a message without a value (a
+tombstone) is skipped.
 """
 
 from __future__ import annotations
@@ -54,7 +57,7 @@ from typing import Any
 from .. import _kafka
 from .._url import boolean, number
 from ..errors import ConfigError, SinkError, TransientSinkError
-from .transport import Delivery, decode
+from .transport import REPLAY, Delivery, decode
 
 __all__ = ["KafkaTransport"]
 
@@ -231,12 +234,18 @@ class KafkaTransport:
             if value is None:  # a tombstone: nothing to handle
                 self._done([(where, offset, part.epoch)])
                 continue
-            change_id = None
+            change_id = replay = None
             for name, header in message.headers() or ():
                 if name == "rowcast-id" and header is not None:
                     change_id = header.decode()
-                    break
-            delivery = decode(change_id, value, token, part.epoch, key=message.key())
+                elif name == REPLAY and header is not None:
+                    replay = header.decode()
+            if replay is not None and replay != self.group:  # another group's dead letter
+                self._done([(where, offset, part.epoch)])
+                continue
+            delivery = decode(
+                change_id, value, token, part.epoch, replay is not None, key=message.key()
+            )
             delivery.lane = lane  # a partition's messages in one worker, in offset order
             found.append(delivery)
         return found
