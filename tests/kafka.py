@@ -42,6 +42,16 @@ def delete_topics(prefix: str) -> None:
                 future.result()
 
 
+def delete_groups(*names: str) -> None:
+    """Delete the consumer groups `names` (their committed offsets); gone ones are fine."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": servers(), "log_level": 0})
+    for future in admin.delete_consumer_groups(list(names), request_timeout=10).values():
+        with contextlib.suppress(Exception):  # gone already, or never made
+            future.result()
+
+
 def read(
     names: Iterable[str], *, isolation: str = "read_committed", timeout: float = 20
 ) -> list[Any]:

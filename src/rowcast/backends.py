@@ -211,6 +211,7 @@ _BUILT_IN: Final[tuple[tuple[Family, str, str, str | None], ...]] = (
     ("dlq", "redis rediss", "rowcast.dlq.redis:RedisDeadLetters", "redis"),
     ("dlq", "nats tls", "rowcast.dlq.nats:NatsDeadLetters", "nats"),
     ("dlq", "amqp amqps", "rowcast.dlq.rabbitmq:RabbitMQDeadLetters", "rabbitmq"),
+    ("dlq", "kafka", "rowcast.dlq.kafka:KafkaDeadLetters", "kafka"),
     ("dlq", "sqlite postgresql postgres", "rowcast.dlq.store:StoreDeadLetters", None),
 )
 

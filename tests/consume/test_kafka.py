@@ -11,6 +11,7 @@ import pytest
 from rowcast.change import Change
 from rowcast.consume import open_consumer
 from rowcast.consume.kafka import KafkaTransport
+from rowcast.dlq.kafka import mark_group
 from rowcast.sinks import open_sink
 from rowcast.testing.consume import ConsumerContract, workload
 from rowcast.testing.sink import closed_port
@@ -48,6 +49,7 @@ class TestKafkaConsumer(ConsumerContract):
         yield
         kafka.delete_topics(self.topic)
         kafka.delete_topics(f"{self.group}.dead")
+        kafka.delete_groups(mark_group(f"{self.group}.dead"))
 
     def sink_url(self) -> str:
         return f"{self.url}?topic={self.topic}"
@@ -63,6 +65,9 @@ class TestKafkaConsumer(ConsumerContract):
 
     def unreachable_url(self) -> str:
         return f"kafka://127.0.0.1:{closed_port()}?topics=x&timeout=2"
+
+    def dead_letter_url(self) -> str:
+        return self.consumer_url()
 
 
 @pytest.fixture

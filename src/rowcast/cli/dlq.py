@@ -58,8 +58,9 @@ def dlq() -> None:
     """See, replay and drop dead letters.
 
     URL is a consumer's broker (redis://host:6379/0, ?stream=KEY for one stream;
-    nats://host:4222, ?stream=NAME; amqp://host/%2F?queue=NAME or ?group=NAME) or a
-    relay's --dead-letter event store (sqlite:///dead.db, postgresql://...).
+    nats://host:4222, ?stream=NAME; amqp://host/%2F?queue=NAME or ?group=NAME;
+    kafka://host:9092, ?group=NAME or ?dead_letter=TOPIC) or a relay's --dead-letter
+    event store (sqlite:///dead.db, postgresql://...).
     """
 
 

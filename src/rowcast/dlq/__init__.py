@@ -3,8 +3,8 @@
 Two kinds of places keep dead letters, each with the error beside the change:
 
 * a consumer's (`rowcast.consume`): Redis stream ``<key>:dead``, NATS stream
-  ``<stream>_dead``, RabbitMQ queue ``<queue>.dead``, where a change the handler
-  kept failing on is parked;
+  ``<stream>_dead``, RabbitMQ queue ``<queue>.dead``, Kafka topic ``<group>.dead``,
+  where a change the handler kept failing on is parked;
 * a relay's ``--dead-letter`` event store (``sqlite:///dead.db``,
   ``postgresql://...``), where a transaction a sink refused for good is kept
   (`rowcast.sinks.deadletter`).
@@ -22,7 +22,11 @@ their order), and removes each once it is sent:
   <group>`` (a fresh ``Nats-Msg-Id``, the change id in ``Rowcast-Change-Id``), then
   deleted from the dead-letter stream;
 * RabbitMQ: published to the group's own queue (the default exchange), with the
-  header ``rowcast-replay``, confirmed, then acked in ``<queue>.dead``.
+  header ``rowcast-replay``, confirmed, then acked in ``<queue>.dead``;
+* Kafka: produced to the topic and partition it came from with the header
+  ``rowcast-replay: <group>``; a topic being append-only, it is not deleted but
+  marked done: the offsets committed by the group ``rowcast-dlq:<topic>`` on the
+  dead-letter topic move past it once the broker has it (`rowcast.dlq.kafka`).
 
 The consumers of the group it is replayed for handle it again (even if they saw its
 id, and though its row was parked); the other groups reading the same stream or
@@ -116,8 +120,8 @@ class DeadLetters(Protocol):
 
 
 def open_dead_letters(url: str, **options: Any) -> DeadLetters:
-    """The dead letters at `url`: ``redis://``, ``nats://``, ``amqp://`` (a consumer's,
-    options as the consumer's URL: ``stream``, ``group``, ``queue``...) or an event
-    store URL (a relay's ``--dead-letter``)."""
+    """The dead letters at `url`: ``redis://``, ``nats://``, ``amqp://``, ``kafka://``
+    (a consumer's, options as the consumer's URL: ``stream``, ``group``, ``queue``...)
+    or an event store URL (a relay's ``--dead-letter``)."""
     found: DeadLetters = backends.load("dlq", url)(url, **options)
     return found
