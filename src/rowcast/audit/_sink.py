@@ -23,6 +23,7 @@ from ..hub import Hub
 from ..sinks._dberrors import sink_error
 from ..sinks.base import change_id
 from ._clock import Clock
+from ._latest import repeated
 from ._tables import Audited, audited_model, audited_name, audited_rev_name
 
 _CHUNK = 500
@@ -62,6 +63,15 @@ class AuditSink:
       binlog source's ``tables`` nor of the publication); changes of ``_rev``
       tables are never audited themselves.
 
+    Snapshot reads (``Change(snapshot=True)``: an initial snapshot's rows, a
+    backfill's, handed out again beside the stream) are what the row *is*, not
+    something done to it: such a read adds a revision only when the row has none,
+    its latest one is a delete, or its values differ (a row the audit missed: the
+    read records what it is now). A read that repeats the latest revision adds
+    nothing (counted in ``unchanged``), so a backfill makes no false revisions. The
+    latest revisions are looked up once per table per transaction (a backfill's
+    chunk), not per row.
+
     Re-delivery is idempotent: ``rev_id`` is the change's stable
     `rowcast.sinks.base.change_id` (when the source gives a position), and
     rows already stored are not inserted again. Database errors raise
@@ -88,6 +98,7 @@ class AuditSink:
         self._hubs: list[Hub] = []
         self.written = 0  # revision rows inserted so far
         self.skipped = 0  # changes already audited by the ORM
+        self.unchanged = 0  # snapshot reads that repeated the row's latest revision
 
     # ---------------------------------------------------------------- wiring
 
@@ -146,6 +157,7 @@ class AuditSink:
             else:
                 todo.append((index, audited, change))
         rows: dict[Audited, list[dict[str, Any]]] = {}
+        snapshots: set[str] = set()  # rev_id of the rows a snapshot read made
         for index, audited, change in todo:
             deleted = change.action is Action.DELETE
             image = change.before if deleted else change.after
@@ -182,14 +194,23 @@ class AuditSink:
                 row = audited.row(None, _coerce(audited, key), created, change.txid, rev_id)
             else:
                 row = audited.row(_coerce(audited, image), None, created, change.txid, rev_id)
+                if change.snapshot:
+                    snapshots.add(rev_id)
             rows.setdefault(audited, []).append(row)
-        return self._insert(rows) if rows else 0
+        return self._insert(rows, snapshots) if rows else 0
 
-    def _insert(self, rows: Mapping[Audited, list[dict[str, Any]]]) -> int:
+    def _insert(self, rows: Mapping[Audited, list[dict[str, Any]]], snapshots: set[str]) -> int:
         written = 0
         try:
             with self.engine.begin() as conn:
                 for audited, batch in rows.items():
+                    if snapshots:  # reads of rows whose latest revision holds them: no news
+                        same = repeated(conn, audited, batch, snapshots)
+                        if same:
+                            self.unchanged += len(same)
+                            batch = [row for row in batch if row["rev_id"] not in same]
+                            if not batch:
+                                continue
                     rev_id = audited.rev_table.c.rev_id
                     ids = [row["rev_id"] for row in batch]
                     stored: set[str] = set()
