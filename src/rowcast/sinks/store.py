@@ -27,6 +27,20 @@ out and the rest appended. Because every append to a stream happens in commit
 order and a relay only ever goes back to a checkpoint, what a stream holds is
 always a prefix of the row's changes: after a crash it holds every change once.
 
+Backfills (``rowcast backfill``, an initial snapshot): each row read is a
+``Change(snapshot=True)`` write, appended to its row's stream as any change is
+(data ``snapshot: True``), even when the stream holds those values already: it
+says what the row was at that point of the log. A backfill hands a chunk out with
+the transaction of its high watermark, so the read lands after every change the
+stream has of the row then, and its rows the log changed meanwhile are left out:
+a row's stream never goes back in time. Its id comes from that transaction's
+position and the read's index in it, after the transaction's own changes, so it
+is never taken for one of them. A relay killed after the store took a chunk but
+before its checkpoint reads that chunk again later in the log (new watermarks,
+new ids): the first reads stay in their streams (true when made) and the
+re-delivered changes around them are recognised as stored (reads not re-delivered
+are passed over when matching a re-delivery to a stream's tail).
+
 A store that fails for now (locked past its timeout, disk full, a lost
 connection) is a `TransientSinkError`; the relay retries the whole batch, and the
 events already appended are recognised as such. What it will never take is a
@@ -179,9 +193,7 @@ class StoreSink:
             # a re-delivery that overlaps what is stored only in part: append the rest. What
             # a relay delivers again is the tail of the stream; an id stored anywhere else
             # (or twice in the batch) belongs to another change: raised, never skipped
-            tail = {
-                event.id for event in self.store.read(stream, backwards=True, limit=len(events))
-            }
+            tail = _tail(self.store, stream, {event.id for event in events})
             if not set(e.ids) <= tail or len({event.id for event in events}) < len(events):
                 raise
             rest = [event for event in events if event.id not in tail]
@@ -191,3 +203,20 @@ class StoreSink:
     def close(self) -> None:
         """Close the store; idempotent."""
         self.store.close()
+
+
+def _tail(store: EventStore, stream: str, ids: set[uuid.UUID]) -> set[uuid.UUID]:
+    """The ids of the last ``len(ids)`` events of `stream`, reading past the snapshot reads
+    that are not among `ids`: a backfill's chunk delivered before a relay's checkpoint is
+    read again after its restart, with other ids, later in the log; the reads stored the
+    first time are not re-delivered, and stay between the changes that are."""
+    found: set[uuid.UUID] = set()
+    left = len(ids)
+    for event in store.read(stream, backwards=True):
+        if event.id not in ids and isinstance(event.data, dict) and event.data.get("snapshot"):
+            continue
+        found.add(event.id)
+        left -= 1
+        if not left:
+            break
+    return found
