@@ -147,6 +147,20 @@ def test_a_mapping_of_tables_to_plain_classes() -> None:
     assert cache.get(PlainUser, {"id": 1}) is None
 
 
+def test_a_backfilled_row_refreshes_its_entry() -> None:
+    """A backfill's read (``snapshot=True``, no before image) stores or drops the entry."""
+    row = {"id": 1, "tenant": "acme", "email": "a@acme.test", "name": "A"}
+    read = Change("write", "shop", "users", 1, None, {**row, "name": "B"}, snapshot=True)
+    for refresh in (True, False):
+        hub = Hub()
+        cache = MemoryCache()
+        cache.follow(hub, {"shop.users": PlainUser}, refresh=refresh)
+        cache.put(PlainUser(**row))  # stale: the follower missed the rename
+        hub.publish([read])
+        got = cache.get(PlainUser, {"tenant": "acme", "email": "a@acme.test"})
+        assert (got.name if got is not None else None) == ("B" if refresh else None)
+
+
 class Slot:
     __cache_keys__ = ["starts"]
 

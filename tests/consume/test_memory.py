@@ -217,3 +217,25 @@ def test_a_closed_sink_refuses_to_deliver(named: MemoryBroker) -> None:
         sink.deliver(workload(1, 1, table="t"))
     assert repr(sink).endswith("closed>")
     assert named.messages() == []
+
+
+def test_a_backfilled_row_the_consumer_holds_is_handled_not_skipped(named: MemoryBroker) -> None:
+    """A backfill's read of a row already consumed: a write with ``snapshot=True`` and an id
+    of its own (its transaction's position), neither a duplicate nor an error."""
+    row = {"id": 1, "n": 2}
+    written = Change("write", "main", "items", 1, None, row, 1.0, "t1", "1", "sqlite")
+    read = Change("write", "main", "items", 1, None, row, 2.0, "backfill:1", "2", "sqlite", True)
+    sink = open_sink(f"memory://{named.name}?mode=broker")
+    sink.deliver([[written], [read]])
+    sink.deliver([[read]])  # and re-delivered: that one is the duplicate
+    sink.close()
+    seen: list[Change] = []
+    consumer = open_consumer(f"memory://{named.name}", seen.extend, group="app")
+    thread = run(consumer)
+    ConsumerContract.wait_for(
+        lambda: len(seen) == 2 and consumer.stats.duplicates == 1, "both changes"
+    )
+    stop(consumer, thread)
+    assert [c.snapshot for c in seen] == [False, True]
+    assert seen[1] == read
+    assert (consumer.stats.handled, consumer.stats.duplicates, consumer.stats.parked) == (2, 1, 0)

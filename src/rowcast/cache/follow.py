@@ -28,6 +28,13 @@ only this follower writes (a `MemoryCache`); on a store shared by several
 processes, or beside ``put`` calls of the same rows, two refreshes can land
 out of commit order and leave the older row cached until it expires.
 
+A backfill's rows (and an initial snapshot's), ``write`` changes with
+``snapshot=True`` and no before image, are the row as it is: its entries under
+the keys of that image are deleted (``refresh=True``: the read object is stored),
+so an entry the follower left stale (it missed a change) is repaired. An
+alternate key the row held before the missed change is not in the read: its
+entry stays until it expires.
+
 An old key is only known from the *before* image: a source must give whole
 ones (the binlog's FULL row image, PostgreSQL's ``REPLICA IDENTITY FULL``,
 both what ``rowcast doctor`` checks), else a changed alternate key keeps its

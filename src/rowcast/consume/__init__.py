@@ -20,6 +20,12 @@ broker inside this process for tests, fed by the sink ``memory://<name>?mode=bro
 (`rowcast.consume.memory`); each module's docstring lists its URL options. What every
 broker promises (per-row order, at least once, retries, dead letters, duplicates,
 stopping) is in `rowcast.consume.base`.
+
+A backfill (``rowcast backfill``) hands out rows read again as ``write`` changes with
+``snapshot=True``, beside the stream, also for rows a handler has handled before.
+Each has an id of its own (from the position it went out at), so the consumer never
+takes one for a duplicate, and a handler gets it as any write: upsert it (a handler
+that refuses a write of a row it holds would park it as a dead letter).
 """
 
 from __future__ import annotations

@@ -38,6 +38,12 @@ What it promises:
   re-delivery after a crash (at-least-once) leaves the replica equal to the source. A
   value the source did not send (PostgreSQL's unchanged TOASTed column) is taken from
   the before image, or else left as the replica has it.
+* A backfill's rows (``write`` changes with ``snapshot=True``, as an initial
+  snapshot's) are upserts like any write: a row the replica lost comes back, one it
+  holds stale takes the source's values (columns the source does not have keep
+  theirs). A backfill reads rows that exist: a row the replica holds but the source
+  deleted without the replica seeing it stays (drop the replica table and backfill
+  it whole to remove such rows).
 * A batch (whole source transactions) is applied in one target transaction:
   a source transaction is never applied in part.
 * Where the database has no time zone type (SQLite, MySQL), an aware datetime is
