@@ -16,7 +16,7 @@ from typing import Any
 from ..._words import counted
 from ..base import Check
 
-__all__ = ["captures", "checks", "problems"]
+__all__ = ["captures", "checks", "listed", "problems", "tables"]
 
 _SYSTEM = ("information_schema", "mysql", "performance_schema", "sys")
 _SHOWN = 20  # names listed in a message at most
@@ -32,7 +32,7 @@ def captures(database: str | None, patterns: Sequence[str] | None, schema: str, 
     return any(fnmatch.fnmatchcase(full, p) or fnmatch.fnmatchcase(table, p) for p in patterns)
 
 
-def _listed(names: Sequence[str]) -> str:
+def listed(names: Sequence[str]) -> str:
     if not names:
         return "none"
     more = f" and {len(names) - _SHOWN} more" if len(names) > _SHOWN else ""
@@ -63,7 +63,7 @@ def checks(conn: Any, database: str | None, patterns: Sequence[str] | None) -> l
                     f"database {database}",
                     False,
                     "does not exist",
-                    f"fix the database in the URL: this server has {_listed(databases)} (a URL "
+                    f"fix the database in the URL: this server has {listed(databases)} (a URL "
                     "without a database captures every one); --allow-empty if it is made later",
                 )
             )
@@ -81,7 +81,7 @@ def checks(conn: Any, database: str | None, patterns: Sequence[str] | None) -> l
             elsewhere = [f"{s}.{t}" for s, t in tables if captures(None, [pattern], s, t)]
             if elsewhere:
                 other = (
-                    f" (it matches {_listed(elsewhere)}, outside {database}: the URL's database "
+                    f" (it matches {listed(elsewhere)}, outside {database}: the URL's database "
                     "limits capture to it; leave it out of the URL to capture other databases)"
                 )
         found.append(
@@ -89,7 +89,7 @@ def checks(conn: Any, database: str | None, patterns: Sequence[str] | None) -> l
                 f"tables {pattern}",
                 False,
                 "matches no table",
-                f"fix the pattern: the tables of {where} are {_listed(names)}{other}; "
+                f"fix the pattern: the tables of {where} are {listed(names)}{other}; "
                 "--allow-empty if they are created later",
             )
         )
@@ -99,3 +99,14 @@ def checks(conn: Any, database: str | None, patterns: Sequence[str] | None) -> l
 def problems(conn: Any, database: str | None, patterns: Sequence[str] | None) -> list[Check]:
     """The failed `checks`."""
     return [c for c in checks(conn, database, patterns) if not c.ok]
+
+
+def tables(conn: Any, database: str | None) -> list[tuple[str, str]]:
+    """The base tables of `database` (None: of every database but the system's), in order."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES "
+            "WHERE TABLE_TYPE = 'BASE TABLE' ORDER BY 1, 2"
+        )
+        found = [(str(s), str(t)) for s, t in cur.fetchall()]
+    return [(s, t) for s, t in found if s.lower() not in _SYSTEM and captures(database, None, s, t)]

@@ -38,8 +38,6 @@ rows read after that key come again, read anew.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
-import json
 import logging
 import re
 import threading
@@ -52,6 +50,7 @@ from ...codec import loads
 from ...errors import ConfigError, SourceError
 from .._snapshot import PREFIX, Cut, Seam, SnapshotProgress, is_position, position
 from .._snapshot import parse as parse_cut
+from .keyset import KeyColumn, chunks, key_columns, raw
 from .server import ServerURL, connect
 
 __all__ = ["PREFIX", "Snapshot", "SnapshotProgress", "is_position", "parse"]
@@ -64,7 +63,6 @@ _ORDERED = frozenset(
     | {"float", "double", "date", "datetime", "timestamp", "time", "year", "binary", "varbinary"}
 )
 _NAME = re.compile(r"[A-Za-z0-9_]+")  # a character set or collation name
-_JSON_CHECK = re.compile(r"json_valid\(`([^`]+)`\)", re.IGNORECASE)
 _WRITE = Action.WRITE
 #: ``between(start, end)``: the binlog's transactions ending after `start`, up to `end`
 Between = Callable[[str, str], Iterator[tuple[list[Change], str]]]
@@ -112,7 +110,7 @@ class Snapshot:
         self.progress = SnapshotProgress()
         self.resume = ""
         self._ctl: Any = None  # compares keys the server's way
-        self._keys: dict[tuple[str, str], list[tuple[str, str, str | None, str | None]]] = {}
+        self._keys: dict[tuple[str, str], list[KeyColumn]] = {}
 
     def __iter__(self) -> Iterator[list[Change]]:
         conn = connect(self.url)
@@ -161,7 +159,7 @@ class Snapshot:
                 if begin is not None and (schema, table) == (begin[0], begin[1]):
                     after = begin[2]
                 self.progress.table = f"{schema}.{table}"
-                for rows, last in _chunks(cur, schema, table, after, self.chunk):
+                for rows, last in chunks(cur, schema, table, after, self.chunk):
                     if self.stopping.is_set():
                         return
                     at = position(here, (schema, table, last))
@@ -176,13 +174,13 @@ class Snapshot:
         self.progress.table, self.progress.done, self.resume = None, True, here
         log.info("snapshot done: %d rows; streaming from %s", self.progress.rows, here)
 
-    def _key(self, schema: str, table: str) -> list[tuple[str, str, str | None, str | None]]:
+    def _key(self, schema: str, table: str) -> list[KeyColumn]:
         if self._ctl is None:
             self._ctl = connect(self.url)
         key = self._keys.get((schema, table))
         if key is None:
             with self._ctl.cursor() as cur:
-                key = self._keys[(schema, table)] = _key(cur, schema, table)
+                key = self._keys[(schema, table)] = key_columns(cur, schema, table)
         return key
 
     def _old_key(self, change: Change) -> Any:
@@ -217,7 +215,7 @@ class Snapshot:
             parts = [f"{terms[i]} = {terms[i]}" for i in range(n)] + [f"{terms[n]} > {terms[n]}"]
             ors.append("(" + " AND ".join(parts) + ")")
             for i in range(n + 1):
-                args.extend((_raw(pk[i]), _raw(after[i])))
+                args.extend((raw(pk[i]), raw(after[i])))
         with self._ctl.cursor() as cur:
             cur.execute("SELECT " + " OR ".join(ors), args)
             return bool(cur.fetchone()[0])
@@ -251,115 +249,3 @@ def _begin(cur: Any) -> str:
     finally:
         cur.execute("UNLOCK TABLES")
     return f"{row[0]}:{row[1]}"
-
-
-def _key(cur: Any, schema: str, table: str) -> list[tuple[str, str, str | None, str | None]]:
-    """(name, data type, character set, collation) of the primary key's columns, in order."""
-    cur.execute(
-        "SELECT k.COLUMN_NAME, c.DATA_TYPE, c.CHARACTER_SET_NAME, c.COLLATION_NAME "
-        "FROM information_schema.KEY_COLUMN_USAGE k "
-        "JOIN information_schema.COLUMNS c ON c.TABLE_SCHEMA = k.TABLE_SCHEMA "
-        "AND c.TABLE_NAME = k.TABLE_NAME AND c.COLUMN_NAME = k.COLUMN_NAME "
-        "WHERE k.TABLE_SCHEMA = %s AND k.TABLE_NAME = %s AND k.CONSTRAINT_NAME = 'PRIMARY' "
-        "ORDER BY k.ORDINAL_POSITION",
-        (schema, table),
-    )
-    return [(str(n), str(t).lower(), cs, co) for n, t, cs, co in cur.fetchall()]
-
-
-def _quote(name: str) -> str:
-    return "`" + name.replace("`", "``") + "`"
-
-
-def _chunks(
-    cur: Any, schema: str, table: str, after: Any, size: int
-) -> Iterator[tuple[list[tuple[Any, dict[str, Any]]], Any]]:
-    """The table's rows after `after`, ``size`` at a time: ([(pk, row)], cursor "after")."""
-    cur.execute(
-        "SELECT COLUMN_NAME, DATA_TYPE FROM information_schema.COLUMNS "
-        "WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s ORDER BY ORDINAL_POSITION",
-        (schema, table),
-    )
-    columns = [(str(n), str(t).lower()) for n, t in cur.fetchall()]
-    key = [column[0] for column in _key(cur, schema, table)]
-    fix = _fixer(cur, schema, table, columns)
-    names = [name for name, _ in columns]
-    source = f"SELECT {', '.join(map(_quote, names))} FROM {_quote(schema)}.{_quote(table)}"
-    if not key:  # no key to page by: one pass, read again whole if cut short
-        cur.execute(source)
-        while rows := cur.fetchmany(size):
-            yield [(None, fix(dict(zip(names, row, strict=True)))) for row in rows], None
-        return
-    order = f" ORDER BY {', '.join(map(_quote, key))} LIMIT {int(size)}"
-    last = after
-    while True:
-        where, args = _after(key, last)
-        cur.execute(source + where + order, args)
-        rows = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
-        if not rows:
-            return
-        for row in rows:
-            fix(row)
-        last = tuple(rows[-1][k] for k in key)
-        if len(key) == 1:
-            yield [(row[key[0]], row) for row in rows], last
-        else:
-            yield [(tuple(row[k] for k in key), row) for row in rows], last
-        if len(rows) < size:
-            return
-
-
-def _after(key: list[str], last: Any) -> tuple[str, list[Any]]:
-    """``WHERE`` rows come after `last` in key order (as ORs, which every version indexes)."""
-    if last is None:
-        return "", []
-    ors: list[str] = []
-    args: list[Any] = []
-    for n in range(len(key)):
-        parts = [f"{_quote(k)} = %s" for k in key[:n]] + [f"{_quote(key[n])} > %s"]
-        ors.append("(" + " AND ".join(parts) + ")")
-        args.extend(_raw(v) for v in last[: n + 1])
-    return " WHERE " + " OR ".join(ors), args
-
-
-def _raw(value: Any) -> Any:
-    """A key value as the server compares it (TIMESTAMPs are read as UTC, naive)."""
-    if isinstance(value, dt.datetime) and value.tzinfo is not None:
-        return value.astimezone(dt.UTC).replace(tzinfo=None)
-    return value
-
-
-def _fixer(
-    cur: Any, schema: str, table: str, columns: list[tuple[str, str]]
-) -> Callable[[dict[str, Any]], dict[str, Any]]:
-    """Turn pymysql's values into what the binlog source gives for the same columns."""
-    stamps = [n for n, t in columns if t == "timestamp"]
-    bits = [n for n, t in columns if t == "bit"]
-    sets = [n for n, t in columns if t == "set"]
-    jsons = [n for n, t in columns if t == "json"]
-    if any(t == "longtext" for _, t in columns):  # MariaDB's JSON: LONGTEXT + json_valid()
-        cur.execute(
-            "SELECT CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS "
-            "WHERE CONSTRAINT_SCHEMA = %s AND TABLE_NAME = %s",
-            (schema, table),
-        )
-        checked = {m for (clause,) in cur.fetchall() for m in _JSON_CHECK.findall(clause)}
-        jsons += [n for n, t in columns if t == "longtext" and n in checked]
-
-    def fix(row: dict[str, Any]) -> dict[str, Any]:
-        for name in stamps:
-            if isinstance(row[name], dt.datetime):
-                row[name] = row[name].replace(tzinfo=dt.UTC)
-        for name in bits:
-            if row[name] is not None:
-                row[name] = int.from_bytes(row[name], "big")
-        for name in sets:
-            if row[name] is not None:
-                row[name] = set(row[name].split(",")) if row[name] else set()
-        for name in jsons:
-            if isinstance(row[name], str | bytes):
-                with contextlib.suppress(ValueError):  # not JSON (yet): as it is
-                    row[name] = json.loads(row[name])
-        return row
-
-    return fix

@@ -49,11 +49,14 @@ from ...errors import ConfigError
 from .._snapshot import check_options
 from ..base import Diagnosis, LogSource
 from ..health import LogHealth
+from ..signal import NAME as SIGNAL
 from . import _events, owner, scope
 from . import health as _health
 from . import server as _server
 from . import snapshot as _snapshot
 from ._decode import Decoders, Row
+from .backfill import MysqlReads
+from .backfill import order as binlog_order
 from .server import ServerURL, connect, is_connection_error, parse_url, pymysql_connect, server_code
 
 if TYPE_CHECKING:
@@ -94,9 +97,8 @@ def _file_pos(position: str, accepted: str = "a GTID set, 'now' or 'start'") -> 
 
 def _order(position: str) -> tuple[int, int]:
     """A sortable key for ``file:offset`` (files are numbered)."""
-    name, offset = _file_pos(position)
-    number = re.search(r"(\d+)$", name)
-    return (int(number.group(1)) if number else 0, offset)
+    _file_pos(position)
+    return binlog_order(position)
 
 
 class BinlogSource(LogSource):
@@ -162,7 +164,8 @@ class BinlogSource(LogSource):
         super().__init__(self.url.masked, start=start, end=end, checkpoint=checkpoint)
         self.heartbeat = heartbeat  # seconds: how soon an idle reader notices `stop`
         self._wanted: dict[tuple[str, str], bool] = {}
-        self._decoder = Decoders(self._wants, self._control)
+        # the binlog's rows of the app's tables chosen, and of rowcast_signal (backfills)
+        self._decoder = Decoders(self._captures, self._control)
 
     @property
     def server_id(self) -> int:
@@ -439,12 +442,34 @@ class BinlogSource(LogSource):
         return Change._rows(rows, float(ts), txid, self._at(stream), "mysql")
 
     def _wants(self, schema: str, table: str) -> bool:
+        """Whether the app's table is read (snapshots, backfills); never rowcast_signal."""
         key = (schema, table)
         wanted = self._wanted.get(key)
         if wanted is None:
-            wanted = scope.captures(self.url.database, self.tables, schema, table)
+            wanted = table != SIGNAL and scope.captures(
+                self.url.database, self.tables, schema, table
+            )
             self._wanted[key] = wanted
         return wanted
+
+    def _captures(self, schema: str, table: str) -> bool:
+        """Whether the binlog's rows of the table are decoded: the app's tables read, and
+        the URL's database's rowcast_signal (how backfills are asked for)."""
+        if table == SIGNAL:
+            return schema == self.url.database
+        return self._wants(schema, table)
+
+    # ------------------------------------------------------------------ backfills
+
+    def _backfill_reads(self) -> MysqlReads | None:
+        """None without a database in the URL (no rowcast_signal to read: the relay
+        streams without backfills; asking for one says to name the database)."""
+        if not self.url.database:
+            return None
+        return MysqlReads(self.url, self._wants)
+
+    def _reads_or_refuse(self) -> MysqlReads:
+        return MysqlReads(self.url, self._wants)
 
 
 def diagnose(url: str) -> Diagnosis:
