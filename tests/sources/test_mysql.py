@@ -27,6 +27,7 @@ from rowcast.sources import open_source
 from rowcast.sources.mysql import BinlogSource
 from rowcast.sources.mysql.server import check_settings, connect, diagnose, parse_url
 from rowcast.testing import SourceContract
+from rowcast.testing.backfill import BackfillContract
 from tests.conftest import require_server, streaming, wait_for
 from tests.sources.seed import SEED, SEED_EVENTS, events
 from tests.test_relay import kill_binlog_dumps_of, server_id
@@ -69,7 +70,7 @@ def read(start: str, **options: Any) -> list[list[Change]]:
     return list(BinlogSource(URL, start=start, end="now", **options))
 
 
-class TestBinlogSource(SourceContract):
+class TestBinlogSource(SourceContract, BackfillContract):
     @pytest.fixture
     def database(self) -> Iterator[None]:
         require_server("mysql")

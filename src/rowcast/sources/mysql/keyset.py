@@ -94,13 +94,13 @@ class Table:
         values) matching the SQL condition `where`, by key; and the last key read (a tuple,
         `after` itself when there is no row)."""
         conditions, args = _after(self.key, after)
-        if where:
-            conditions.append(f"({where})")
+        if where:  # pymysql formats the statement with its arguments: a % is doubled
+            conditions.append(f"({where.replace('%', '%%')})")
         sql = self._select
         if conditions:
             sql += " WHERE " + " AND ".join(conditions)
         sql += f" ORDER BY {', '.join(map(quote, self.key))} LIMIT {int(size)}"
-        cur.execute(sql, args)
+        cur.execute(sql, tuple(args))
         names = self.columns
         rows = [self.fix(dict(zip(names, row, strict=True))) for row in cur.fetchall()]
         if not rows:
