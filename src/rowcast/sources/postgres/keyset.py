@@ -1,6 +1,6 @@
 """Reading a PostgreSQL table by its key, as a snapshot does, and comparing keys.
 
-Private to `rowcast.sources.postgres.snapshot`. Rows are read in the server's
+Private to `rowcast.sources.postgres` (its snapshots and backfills). Rows are read in the server's
 text form (each column's output function: what pgoutput sends), so the stream's
 loaders (`rowcast.sources.postgres.types`) turn them into the same values; the
 key is the one the stream gives as ``pk``. Keys are compared by the server, cast
@@ -10,15 +10,16 @@ to the column's type and collation: the order ``ORDER BY`` reads rows in.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Generator
 from typing import Any
 
+from ...change import Change
 from ...errors import SourceError
 from .publication import keyless_error
 from .server import psycopg2
 from .setup import Table, quote
 
-__all__ = ["Layout", "chunks", "describe", "estimate", "greater"]
+__all__ = ["Layout", "chunks", "describe", "estimate", "greater", "old_key"]
 
 Row = tuple[bytes | None, ...]
 
@@ -106,14 +107,18 @@ def estimate(cur: Any, oids: list[int]) -> int:
 
 
 def chunks(
-    cur: Any, table: Table, layout: Layout, after: Any, size: int
-) -> Iterator[tuple[list[Row], Any]]:
-    """The table's rows (text form, as bytes) after key `after`, `size` at a time, with the
-    key of the last one (as text: where the next chunk begins; None without a key)."""
+    cur: Any, table: Table, layout: Layout, after: Any, size: int, where: str | None = None
+) -> Generator[tuple[list[Row], Any], None, None]:
+    """The table's rows (text form, as bytes) after key `after` that match `where` (SQL,
+    None: every row), `size` at a time, with the key of the last one (as text: where the
+    next chunk begins; None without a key)."""
     _raw(cur, layout.oids)
     names = ", ".join(quote(c) for c in layout.columns) or "NULL"
     source = f"SELECT {names} FROM {table.sql}"
+    matching = [f"({where})"] if where else []
     if not layout.key:  # no key to page by: one pass, read again whole when cut short
+        if matching:
+            source += f" WHERE {matching[0]}"
         cur.execute(f"DECLARE rowcast_snapshot NO SCROLL CURSOR FOR {source}")
         while rows := _fetch(cur, f"FETCH FORWARD {int(size)} FROM rowcast_snapshot"):
             yield rows, None
@@ -122,10 +127,13 @@ def chunks(
     keys = ", ".join(quote(k) for k in layout.key)
     at = [layout.columns.index(k) for k in layout.key]
     params = ", ".join(f"%s{cast}" for cast in layout.casts)
+    matching = [m.replace("%", "%%") for m in matching]  # read with parameters from here
     last = after
     while True:
-        where = f" WHERE ROW({keys}) > ROW({params})" if last is not None else ""
-        rows = _fetch(cur, f"{source}{where} ORDER BY {keys} LIMIT {int(size)}", last)
+        terms = [*matching, f"ROW({keys}) > ROW({params})"] if last is not None else matching
+        filtered = f" WHERE {' AND '.join(terms)}" if terms else ""
+        statement = f"{source}{filtered} ORDER BY {keys} LIMIT {int(size)}"
+        rows = _fetch(cur, statement, list(last) if last is not None else [])
         if not rows:
             return
         last = tuple(rows[-1][i].decode() for i in at)  # type: ignore[union-attr]
@@ -148,15 +156,26 @@ def greater(cur: Any, layout: Layout, pk: tuple[Any, ...], after: tuple[Any, ...
     return bool(cur.fetchone()[0])
 
 
+def old_key(layout: Layout, change: Change) -> Any:
+    """The key an update's before image has, when it holds the whole key (else None)."""
+    if change.before is None:
+        return None
+    if not layout.pk or any(k not in change.before for k in layout.pk):
+        return None
+    if len(layout.pk) == 1:
+        return change.before[layout.pk[0]]
+    return tuple(change.before[k] for k in layout.pk)
+
+
 def _raw(cur: Any, oids: tuple[int, ...]) -> None:
-    """Make the connection hand these types' values over in the server's text form."""
+    """Make `cur` hand these types' values over in the server's text form."""
     ext = psycopg2().extensions
     caster = ext.new_type(tuple(set(oids)), "ROWCAST_TEXT", lambda value, _: value)
-    ext.register_type(caster, cur.connection)
+    ext.register_type(caster, cur)
 
 
-def _fetch(cur: Any, statement: str, args: Any = None) -> list[Row]:
-    cur.execute(statement, list(args) if args else None)
+def _fetch(cur: Any, statement: str, args: list[Any] | None = None) -> list[Row]:
+    cur.execute(statement, args)
     return [tuple(None if v is None else v.encode() for v in row) for row in cur.fetchall()]
 
 

@@ -4,20 +4,39 @@ Private to `rowcast.sources.postgres`. Never ``FOR ALL TABLES``: a published
 table without a key or replica identity makes the server refuse the app's
 ``UPDATE`` and ``DELETE`` on it, so such a table is refused (`keyless_error`)
 before anything is created, and one created later is left out with a warning.
+``rowcast_signal`` (backfill requests and watermarks, `rowcast.sources.signal`) is
+published with the tables when it exists (`signal_table`), never read by a snapshot.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from typing import Any
 
 from ...errors import ConfigError
+from ..signal import NAME as SIGNAL
 from .server import psycopg2
 
-__all__ = ["add_tables", "create_publication", "keyless_error"]
+__all__ = [
+    "add_tables",
+    "create_publication",
+    "keyless_error",
+    "missing_signal",
+    "quote",
+    "signal_fix",
+    "signal_table",
+]
 
 log = logging.getLogger("rowcast.sources.postgres")
+
+_PLAIN = re.compile(r"[a-z_][a-z0-9_$]*")
+
+
+def quote(*names: str) -> str:
+    """``schema.table`` as SQL would need it written (double quotes only where needed)."""
+    return ".".join(n if _PLAIN.fullmatch(n) else '"' + n.replace('"', '""') + '"' for n in names)
 
 
 def keyless_error(target: str, tables: Sequence[Any]) -> ConfigError:
@@ -82,3 +101,30 @@ def add_tables(cur: Any, publication: str, tables: Sequence[Any]) -> list[Any]:
             ) from error
         done.append(table)
     return done
+
+
+def signal_table(cur: Any) -> tuple[str, str] | None:
+    """``(schema, "rowcast_signal")`` as the search path finds it, or None when it is missing."""
+    cur.execute(
+        "SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE c.oid = to_regclass(%s)",
+        (SIGNAL,),
+    )
+    row = cur.fetchone()
+    return (str(row[0]), SIGNAL) if row else None
+
+
+def signal_fix(publication: str, table: tuple[str, str]) -> str:
+    """The statement that adds ``rowcast_signal`` (`table`) to `publication`."""
+    return f"ALTER PUBLICATION {quote(publication)} ADD TABLE {quote(*table)};"
+
+
+def missing_signal(
+    cur: Any, publication: str, published: bool | frozenset[tuple[str, str]] | None
+) -> tuple[str, str] | None:
+    """``rowcast_signal`` when it exists and `publication` lacks it (`published`: True for
+    ``FOR ALL TABLES``, else the tables it has; None: it does not exist yet)."""
+    found = signal_table(cur)
+    if found is None or published is True or (published and found in published):
+        return None
+    return found

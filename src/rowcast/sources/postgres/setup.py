@@ -11,16 +11,23 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import logging
-import re
 from collections.abc import Sequence
 from typing import Any
 
 from ..._words import counted
 from ...errors import ConfigError
 from ..base import Check
+from ..signal import NAME as SIGNAL
 from .health import lost
 from .objects import comment, is_ours, slot_reader
-from .publication import add_tables, create_publication, keyless_error
+from .publication import (
+    add_tables,
+    create_publication,
+    keyless_error,
+    missing_signal,
+    quote,
+    signal_fix,
+)
 from .server import psycopg2
 
 __all__ = [
@@ -43,13 +50,7 @@ __all__ = [
 
 log = logging.getLogger("rowcast.sources.postgres")
 
-_PLAIN = re.compile(r"[a-z_][a-z0-9_$]*")
 _IDENTITY = {"d": "default", "n": "nothing", "f": "full", "i": "index"}
-
-
-def quote(*names: str) -> str:
-    """``schema.table`` as SQL would need it written (double quotes only where needed)."""
-    return ".".join(n if _PLAIN.fullmatch(n) else '"' + n.replace('"', '""') + '"' for n in names)
 
 
 def is_literal(pattern: str) -> bool:
@@ -93,7 +94,8 @@ def _user_tables(cur: Any) -> list[Table]:
         "FROM pg_class c "
         "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p') "
         "AND NOT c.relispartition AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
-        "AND n.nspname NOT LIKE 'pg\\_%%' ORDER BY 1, 2"
+        "AND n.nspname NOT LIKE 'pg\\_%%' AND c.relname <> %s ORDER BY 1, 2",
+        (SIGNAL,),
     )
     return [Table(str(s), str(t), str(r), bool(k), bool(o)) for s, t, r, k, o in cur.fetchall()]
 
@@ -435,11 +437,17 @@ def prepare(
                 check.value,
                 quote(*shown.split(".", 1)),
             )
+    lacking = missing_signal(cur, publication, pub.all_tables or pub.tables if pub else None)
+    signal = [Table(*lacking, "d", True)] if lacking and ours else []
+    if lacking and not ours and publication not in warned:  # a user's publication
+        warned.add(publication)
+        log.warning("%s: backfills asked of this database never reach this reader: %s",
+                    publication, signal_fix(publication, lacking))  # fmt: skip
     if pub is None:
-        made = create_publication(cur, publication, tables, comment(slot, reader))
+        made = create_publication(cur, publication, [*tables, *signal], comment(slot, reader))
         log.info("created publication: %s", made)
-    elif adding:
-        for table in add_tables(cur, publication, adding):
+    elif adding or signal:
+        for table in add_tables(cur, publication, [*adding, *signal]):
             log.info("added %s to publication %s", table.sql, publication)
     if not temporary and found.value.startswith("missing"):
         create_slot(cur, slot)

@@ -304,8 +304,4 @@ class Snapshot:
         if change.before is None:
             return None
         layout = self._layout(self._control(), change.schema or "", change.table)
-        if not layout.pk or any(k not in change.before for k in layout.pk):
-            return None
-        if len(layout.pk) == 1:
-            return change.before[layout.pk[0]]
-        return tuple(change.before[k] for k in layout.pk)
+        return keyset.old_key(layout, change)

@@ -21,18 +21,16 @@ One `Change` per row, published per transaction at its commit: ``txid`` is
 the xid, ``position`` the LSN just after the commit record (``"0/16B3748"``;
 reading from it resumes after that transaction), ``ts`` the commit time,
 ``schema`` the table's schema. ``pk`` is the primary key value (a tuple for a
-composite key; the replica identity index's without one; None when the table
-has neither). Types: see ``rowcast.sources.postgres.types`` (Python's natural type for
-each; None for NULL).
+composite key; the replica identity index's without one; None when the table has
+neither). Types: ``rowcast.sources.postgres.types`` (None for NULL).
 
 ``before`` images need ``REPLICA IDENTITY FULL``. Without it an update has
 ``before=None`` (or the old key only, when the key changed), a delete has a
 ``before`` of the key columns only, and a TOASTed value the update did not
 touch is `UNCHANGED` in ``after`` (PostgreSQL does not log it; with FULL it is
 taken from ``before``). Tables without FULL are named in a warning with the
-``ALTER TABLE`` that fixes them; ``replica_identity="full"`` (or
-``?replica_identity=full``) runs it. ``TRUNCATE`` is not a row change: it is
-logged as a warning, not published.
+``ALTER TABLE`` that fixes them; ``replica_identity="full"`` (``?replica_identity=full``)
+runs it. ``TRUNCATE`` is not a row change: logged as a warning, not published.
 
 Delivery: a transaction is confirmed to the server (the slot's
 ``confirmed_flush_lsn``) only once the consumer asks for the next one, i.e.
@@ -46,7 +44,8 @@ its last confirmed position) or a position; a checkpoint wins over it.
 
 ``snapshot="initial"`` first hands out every existing row of the chosen tables
 (``write`` changes with ``snapshot=True``), then streams from the point they were
-read at: see `rowcast.sources.postgres.snapshot`.
+read at: see `rowcast.sources.postgres.snapshot`. ``source.backfill([...])`` reads
+tables again while every reader streams: `rowcast.sources.postgres.backfill`.
 """
 
 from __future__ import annotations
@@ -62,9 +61,11 @@ from ...errors import ConfigError
 from .. import _snapshot as snapshots
 from ..base import LogSource
 from ..health import LogHealth
+from ..signal import NAME as SIGNAL
 from . import health as _health
 from . import objects, setup
 from . import pgoutput as pgo
+from .backfill import PostgresReads
 from .doctor import diagnose
 from .pgoutput import UNCHANGED, Unchanged, format_lsn, parse_lsn
 from .rows import RowDecoder, lookup_types, primary_key
@@ -170,11 +171,6 @@ class LogicalSource(LogSource):
     def given_slot(self) -> str | None:
         """The slot named by ``slot=`` or ``?slot=``, or None."""
         return self._slot
-
-    @property
-    def given_publication(self) -> str | None:
-        """The publication named by ``publication=`` or ``?publication=``, or None."""
-        return self._publication
 
     @property
     def temporary(self) -> bool:
@@ -345,6 +341,9 @@ class LogicalSource(LogSource):
             replication, lambda: format_lsn(resume) if resume else f"slot {self.slot}"
         )
 
+    def _backfill_reads(self) -> PostgresReads:
+        return PostgresReads(self.url, self.publication)
+
     def _transient(self, error: Exception) -> bool:
         return is_connection_error(error)
 
@@ -439,7 +438,8 @@ class LogicalSource(LogSource):
         ``([], None)`` once `end` is reached."""
         cur, conn = feed.cur, feed.cur.connection
         read, decode = feed.read, pgo.decode
-        decoder = RowDecoder(self.tables, self._lookup_types, self._primary_key)
+        captured = None if self.tables is None else (*self.tables, SIGNAL)  # backfills' too
+        decoder = RowDecoder(captured, self._lookup_types, self._primary_key)
         rows: list[Any] = []
         begin: pgo.Begin | None = None
         look = time.monotonic() + self.heartbeat  # when to look for new tables next
