@@ -37,6 +37,7 @@ __all__ = [
     "decode",
     "format_lsn",
     "parse_lsn",
+    "row_values",
 ]
 
 PG_EPOCH = 946_684_800  # 2000-01-01T00:00:00Z in Unix seconds: the server's timestamp origin
@@ -182,7 +183,12 @@ def _string(data: bytes, pos: int) -> tuple[str, int]:
     return data[pos:end].decode(), end + 1
 
 
-def _row(data: bytes, pos: int) -> tuple[Row, int]:
+def row_values(data: bytes, pos: int) -> tuple[list[Value], int]:
+    """The TupleData at `pos` of a message: its column values, and where it ends.
+
+    `IndexError` or `struct.error` when the message is cut short; `SourceError` for a
+    column kind rowcast does not ask for (binary).
+    """
     count = data[pos] << 8 | data[pos + 1]
     pos += 2
     values: list[Value] = []
@@ -204,7 +210,7 @@ def _row(data: bytes, pos: int) -> tuple[Row, int]:
             raise SourceError(f"pgoutput: unexpected column kind {chr(kind)!r} in a row")
     if pos > len(data):
         raise SourceError("pgoutput: truncated row")
-    return tuple(values), pos
+    return values, pos
 
 
 def _relation(data: bytes) -> Relation:
@@ -233,13 +239,14 @@ def _update(data: bytes) -> Update:
     pos = 6
     if kind in ("K", "O"):
         old_kind = kind
-        old, pos = _row(data, pos)
+        values, pos = row_values(data, pos)
+        old = tuple(values)
         kind = chr(data[pos])
         pos += 1
     if kind != "N":
         raise SourceError(f"pgoutput: malformed Update message (tuple kind {kind!r})")
-    new, _ = _row(data, pos)
-    return Update(oid, old_kind, old, new)
+    new, _ = row_values(data, pos)
+    return Update(oid, old_kind, old, tuple(new))
 
 
 def decode(data: bytes) -> Decoded:
@@ -250,12 +257,12 @@ def decode(data: bytes) -> Decoded:
             (oid,) = _I.unpack_from(data, 1)
             if data[5] != 78:  # 'N'
                 raise SourceError("pgoutput: malformed Insert message")
-            return Insert(oid, _row(data, 6)[0])
+            return Insert(oid, tuple(row_values(data, 6)[0]))
         if kind == 85:  # 'U'
             return _update(data)
         if kind == 68:  # 'D'
             (oid,) = _I.unpack_from(data, 1)
-            return Delete(oid, chr(data[5]), _row(data, 6)[0])
+            return Delete(oid, chr(data[5]), tuple(row_values(data, 6)[0]))
         if kind == 66:  # 'B'
             final_lsn, ts, xid = _BEGIN.unpack_from(data, 1)
             return Begin(final_lsn, _ts(ts), xid)

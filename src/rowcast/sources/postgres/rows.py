@@ -1,58 +1,69 @@
-"""From decoded pgoutput messages to `Change` rows: relations, images, keys, transactions.
+"""From pgoutput row messages to `Change` rows: relations, images, keys, transactions.
 
 Private to `rowcast.sources.postgres`. A `RowDecoder` remembers the last
 Relation message of each table (a new one follows every ALTER TABLE), so each
-row is read with the columns it was written with. What it needs from the
-catalog (non-built-in types, the primary key of a REPLICA IDENTITY FULL
-table) it asks through the two callables it is given.
+row is read with the columns it was written with; what reads a table's rows
+(its column loaders, how its key is taken from an image) is chosen then, once
+per Relation message, not per row. Row messages are read straight from their
+bytes (`RowDecoder.change`). What it needs from the catalog (non-built-in
+types, the primary key of a REPLICA IDENTITY FULL table) it asks through the
+two callables it is given.
 """
 
 from __future__ import annotations
 
 import logging
+import operator
+import struct
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from ...change import Action, Change
+from ...errors import SourceError
 from . import pgoutput as pgo
-from .pgoutput import UNCHANGED, format_lsn
+from .pgoutput import UNCHANGED, format_lsn, row_values
 from .setup import matches
 from .types import PgType, RowLoader, TypeLookup, TypeMap
 
-__all__ = ["RowDecoder", "lookup_types", "primary_key"]
+__all__ = ["ROW_KINDS", "RowDecoder", "lookup_types", "primary_key"]
 
 log = logging.getLogger("rowcast.sources.postgres")
 
 Image = dict[str, Any]
+#: one row change, as `Change._rows` takes it: (action, schema, table, pk, before, after)
+Row = tuple[Action, str, str, Any, Image | None, Image | None]
+#: the first byte of the messages `RowDecoder.change` reads: Insert, Update, Delete
+ROW_KINDS = frozenset(b"IUD")
+
+_OID = struct.Struct(">I").unpack_from
+_WRITE, _UPDATE, _DELETE = Action.WRITE, Action.UPDATE, Action.DELETE
+
+
+def _no_key(image: Image) -> None:
+    return None
 
 
 class _Table:
     """One relation as the stream last described it."""
 
-    __slots__ = ("key", "loader", "name", "schema", "wanted")
+    __slots__ = ("key", "loader", "name", "pk", "schema", "wanted")
 
     def __init__(
         self, schema: str, name: str, loader: RowLoader, key: tuple[int, ...], wanted: bool
     ) -> None:
         self.schema, self.name, self.loader = schema, name, loader
         self.key, self.wanted = key, wanted
+        # the key of an image: its value (one column), a tuple of them (several), or None
+        names = loader.names
+        self.pk: Callable[[Image], Any] = (
+            operator.itemgetter(*(names[i] for i in key)) if key else _no_key
+        )
 
-    def pk(self, image: Image) -> Any:
-        if not self.key:
-            return None
-        names = self.loader.names
-        if len(self.key) == 1:
-            return image[names[self.key[0]]]
-        return tuple(image[names[i]] for i in self.key)
-
-    def old(self, kind: str | None, row: pgo.Row) -> Image:
+    def old(self, kind: int, row: Sequence[pgo.Value]) -> Image:
         """The old row: whole ("O", REPLICA IDENTITY FULL) or its key columns only ("K")."""
-        if kind == "O":
+        if kind == 79:  # 'O'
             return self.loader.image(row)
         return self.loader.key(row, self.key)
-
-
-Row = tuple[Action, _Table, Image | None, Image | None]
 
 
 class RowDecoder:
@@ -82,23 +93,33 @@ class RowDecoder:
             relation.namespace, relation.name, self._types.rows(names, oids), key, wanted
         )
 
-    def row(self, m: pgo.Insert | pgo.Update | pgo.Delete) -> Row | None:
-        """The row change, or None when its table is not wanted."""
-        table = self._tables[m.relation_oid]
-        if not table.wanted:
-            return None
-        if type(m) is pgo.Insert:
-            return (Action.WRITE, table, None, table.loader.new(m.new))
-        if type(m) is pgo.Delete:
-            return (Action.DELETE, table, table.old(m.old_kind, m.old), None)
+    def change(self, data: bytes) -> Row | None:
+        """The row change of an Insert, Update or Delete message (its bytes: the first one
+        of `ROW_KINDS`), or None when its table is not wanted."""
+        try:
+            table = self._tables[_OID(data, 1)[0]]
+            if not table.wanted:
+                return None
+            kind = data[0]
+            if kind == 73:  # 'I'
+                if data[5] != 78:  # 'N'
+                    raise SourceError("pgoutput: malformed Insert message")
+                after = table.loader.new(row_values(data, 6)[0])
+                return (_WRITE, table.schema, table.name, table.pk(after), None, after)
+            if kind == 68:  # 'D'
+                before = table.old(data[5], row_values(data, 6)[0])
+                return (_DELETE, table.schema, table.name, table.pk(before), before, None)
+        except (IndexError, struct.error) as error:
+            raise SourceError(f"pgoutput: truncated or malformed message: {error}") from error
+        m = pgo.decode(data)
         assert type(m) is pgo.Update
-        after = table.loader.image(m.new)
-        before = table.old(m.old_kind, m.old) if m.old is not None else None
-        if m.old_kind == "O" and before is not None and UNCHANGED in m.new:
-            for name, value in after.items():  # the old row has it: unchanged means the same
+        new = table.loader.image(m.new)
+        old = table.old(ord(m.old_kind), m.old) if m.old_kind and m.old is not None else None
+        if m.old_kind == "O" and old is not None and UNCHANGED in m.new:
+            for name, value in new.items():  # the old row has it: unchanged means the same
                 if value is UNCHANGED:
-                    after[name] = before[name]
-        return (Action.UPDATE, table, before, after)
+                    new[name] = old[name]
+        return (_UPDATE, table.schema, table.name, table.pk(new), old, new)
 
     def truncate(self, m: pgo.Truncate) -> None:
         for oid in m.relation_oids:
@@ -113,25 +134,10 @@ class RowDecoder:
     @staticmethod
     def commit(rows: list[Row], xid: int | None, commit: pgo.Commit) -> list[Change]:
         """The transaction's Changes: its xid, its commit time, the LSN after its commit."""
+        txid = None if xid is None else str(xid)
         position = format_lsn(commit.end_lsn)
-        ts, txid = commit.commit_ts, None if xid is None else str(xid)
-        return Change._rows(  # right by construction: made without Change's checks
-            [
-                (
-                    action,
-                    table.schema,
-                    table.name,
-                    table.pk(after if after is not None else before),  # type: ignore[arg-type]
-                    before,
-                    after,
-                )
-                for action, table, before, after in rows
-            ],
-            ts,
-            txid,
-            position,
-            "postgres",
-        )
+        # right by construction: made without Change's checks
+        return Change._rows(rows, commit.commit_ts, txid, position, "postgres")
 
 
 def primary_key(cur: Any, oid: int) -> list[str]:

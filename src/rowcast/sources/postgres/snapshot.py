@@ -47,7 +47,7 @@ from . import pgoutput as pgo
 from .objects import is_ours
 from .pgoutput import format_lsn, parse_lsn
 from .publication import keyless_error
-from .rows import RowDecoder, lookup_types, primary_key
+from .rows import ROW_KINDS, RowDecoder, lookup_types, primary_key
 from .server import PgURL, connect
 from .setup import Table, chosen_tables, publication_state
 from .stream import close_stream, exported_slot
@@ -241,13 +241,15 @@ class Snapshot:
                 if not batch:
                     return
                 for (data,) in batch:
-                    m = pgo.decode(bytes(data))
-                    kind = type(m)
-                    if kind is pgo.Insert or kind is pgo.Update or kind is pgo.Delete:
-                        row = decoder.row(m)  # type: ignore[arg-type]
+                    data = bytes(data)
+                    if data[0] in ROW_KINDS:
+                        row = decoder.change(data)
                         if row is not None:
                             rows.append(row)
-                    elif kind is pgo.Begin:
+                        continue
+                    m = pgo.decode(data)
+                    kind = type(m)
+                    if kind is pgo.Begin:
                         rows, xid = [], m.xid  # type: ignore[union-attr]
                     elif kind is pgo.Commit:
                         if m.end_lsn > end:  # type: ignore[union-attr]

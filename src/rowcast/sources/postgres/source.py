@@ -68,7 +68,7 @@ from . import pgoutput as pgo
 from .backfill import PostgresReads
 from .doctor import diagnose
 from .pgoutput import UNCHANGED, Unchanged, format_lsn, parse_lsn
-from .rows import RowDecoder, lookup_types, primary_key
+from .rows import ROW_KINDS, RowDecoder, lookup_types, primary_key
 from .server import PgURL, check_name, connect, parse_url
 from .snapshot import Snapshot, plan, snapshot_tables
 from .stream import (
@@ -466,13 +466,13 @@ class LogicalSource(LogSource):
                 if not select.select([conn], [], [], self.heartbeat)[0] and end is not None:
                     feed.send(reply=True)  # where is the server? (its keepalive says)
                 continue
+            if msg.payload[0] in ROW_KINDS:  # most messages: read straight from their bytes
+                if (row := decoder.change(msg.payload)) is not None:
+                    rows.append(row)
+                continue
             m = decode(msg.payload)
             kind = type(m)
-            if kind is pgo.Insert or kind is pgo.Update or kind is pgo.Delete:
-                row = decoder.row(m)  # type: ignore[arg-type]
-                if row is not None:
-                    rows.append(row)
-            elif kind is pgo.Begin:
+            if kind is pgo.Begin:
                 begin, rows = m, []  # type: ignore[assignment]
             elif kind is pgo.Commit:
                 xid = begin.xid if begin is not None else None

@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from ...backends import missing_extra
-from .pgoutput import UNCHANGED, Row
+from .pgoutput import UNCHANGED, Value
 
 log = logging.getLogger("rowcast.sources.postgres")
 
@@ -126,7 +126,7 @@ class RowLoader:
         self._loaders = [single.get_loader(oid, types._text) for oid in oids]
         self._warned: set[int] = set()
 
-    def image(self, row: Row) -> dict[str, Any]:
+    def image(self, row: Sequence[Value]) -> dict[str, Any]:
         """The row as Python values; an unchanged TOASTed value stays `UNCHANGED`."""
         if UNCHANGED in row:
             values = self._load([None if v is UNCHANGED else v for v in row])
@@ -137,11 +137,15 @@ class RowLoader:
             values = self._load(row)
         return dict(zip(self.names, values, strict=True))
 
-    def new(self, row: Row) -> dict[str, Any]:
+    def new(self, row: Sequence[Value]) -> dict[str, Any]:
         """An inserted row (never has `UNCHANGED` values)."""
-        return dict(zip(self.names, self._load(row)))  # noqa: B905 - as many by protocol
+        try:
+            values = self._transformer.load_sequence(row)
+        except Exception:  # a value Python cannot hold: load one by one, keep the text
+            values = [self._one(i, v) for i, v in enumerate(row)]
+        return dict(zip(self.names, values))  # noqa: B905 - as many by protocol
 
-    def key(self, row: Row, indexes: Sequence[int]) -> dict[str, Any]:
+    def key(self, row: Sequence[Value], indexes: Sequence[int]) -> dict[str, Any]:
         """Only the columns at `indexes` (the others were not sent: a key-only old row)."""
         values = self._load(row)
         return {self.names[i]: values[i] for i in indexes}
@@ -152,7 +156,7 @@ class RowLoader:
         except Exception:  # a value Python cannot hold: load one by one, keep the text
             return [self._one(i, v) for i, v in enumerate(row)]
 
-    def _one(self, index: int, value: bytes | None) -> Any:
+    def _one(self, index: int, value: Any) -> Any:
         if value is None:
             return None
         try:
