@@ -182,7 +182,7 @@ class Hub:
             for receiver in sig.receivers_for(sender):
                 try:
                     result = receiver(sender, **kw)
-                    if inspect.isawaitable(result):
+                    if result is not None and inspect.isawaitable(result):  # None: most
                         _discard(result)
                         raise ConfigError(
                             f"{_name(receiver)} is an async receiver: Hub.publish cannot await "

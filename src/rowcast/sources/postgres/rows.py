@@ -6,8 +6,8 @@ row is read with the columns it was written with; what reads a table's rows
 (its column loaders, how its key is taken from an image) is chosen then, once
 per Relation message, not per row. Row messages are read straight from their
 bytes (`RowDecoder.change`). What it needs from the catalog (non-built-in
-types, the primary key of a REPLICA IDENTITY FULL table) it asks through the
-two callables it is given.
+types, the primary key of a REPLICA IDENTITY FULL table) it asks on the
+cursor the callable it is given returns (a connection besides the stream's).
 """
 
 from __future__ import annotations
@@ -69,14 +69,10 @@ class _Table:
 class RowDecoder:
     """Turns row messages into rows, and a transaction's rows into Changes."""
 
-    def __init__(
-        self,
-        patterns: Sequence[str] | None,
-        lookup_types: TypeLookup,
-        primary_key: Callable[[int], list[str]],
-    ) -> None:
+    def __init__(self, patterns: Sequence[str] | None, cursor: Callable[[], Any]) -> None:
         self.patterns = patterns
-        self._lookup_types, self._primary_key = lookup_types, primary_key
+        self._lookup_types: TypeLookup = lambda oids: lookup_types(cursor(), oids)
+        self._primary_key: Callable[[int], list[str]] = lambda oid: primary_key(cursor(), oid)
         self._types = TypeMap()
         self._tables: dict[int, _Table] = {}
 

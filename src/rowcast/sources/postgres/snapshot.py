@@ -47,7 +47,7 @@ from . import pgoutput as pgo
 from .objects import is_ours
 from .pgoutput import format_lsn, parse_lsn
 from .publication import keyless_error
-from .rows import ROW_KINDS, RowDecoder, lookup_types, primary_key
+from .rows import ROW_KINDS, RowDecoder, lookup_types
 from .server import PgURL, connect
 from .setup import Table, chosen_tables, publication_state
 from .stream import close_stream, exported_slot
@@ -227,11 +227,7 @@ class Snapshot:
         conn = connect(self.url)
         try:
             cur, ctl = conn.cursor(), self._control()
-            decoder = RowDecoder(
-                patterns,
-                lambda oids: lookup_types(ctl, oids),
-                lambda oid: primary_key(ctl, oid),
-            )
+            decoder = RowDecoder(patterns, lambda: ctl)
             self._peek(cur, slot, publication, end)
             rows: list[Any] = []
             xid = None

@@ -53,7 +53,7 @@ from __future__ import annotations
 import logging
 import select
 import time
-from collections.abc import Generator, Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ...change import Change
@@ -68,7 +68,7 @@ from . import pgoutput as pgo
 from .backfill import PostgresReads
 from .doctor import diagnose
 from .pgoutput import UNCHANGED, Unchanged, format_lsn, parse_lsn
-from .rows import ROW_KINDS, RowDecoder, lookup_types, primary_key
+from .rows import ROW_KINDS, RowDecoder
 from .server import PgURL, check_name, connect, parse_url
 from .snapshot import Snapshot, plan, snapshot_tables
 from .stream import (
@@ -258,7 +258,12 @@ class LogicalSource(LogSource):
             )
             if self.checkpoint is not None and cut is None:  # a snapshot saves its own
                 self._own_start(format_lsn(resume or confirmed(cur, self.slot)))
-        finally:
+        except BaseException:
+            conn.close()
+            raise
+        if self._ctl is None:  # kept for the lookups while streaming: one connect less
+            self._ctl = conn
+        else:
             conn.close()
         explicit = resume != 0 and self._resume_from() not in ("now", "start")
         if cut is not None:
@@ -439,7 +444,7 @@ class LogicalSource(LogSource):
         cur, conn = feed.cur, feed.cur.connection
         read, decode = feed.read, pgo.decode
         captured = None if self.tables is None else (*self.tables, SIGNAL)  # backfills' too
-        decoder = RowDecoder(captured, self._lookup_types, self._primary_key)
+        decoder = RowDecoder(captured, lambda: self._control().cursor())
         rows: list[Any] = []
         begin: pgo.Begin | None = None
         look = time.monotonic() + self.heartbeat  # when to look for new tables next
@@ -484,12 +489,6 @@ class LogicalSource(LogSource):
             elif kind is pgo.Truncate:
                 decoder.truncate(m)  # type: ignore[arg-type]
             # Type: looked up with the relation's columns; Origin, Message: nothing to do
-
-    def _primary_key(self, oid: int) -> list[str]:
-        return primary_key(self._control().cursor(), oid)
-
-    def _lookup_types(self, oids: Sequence[int]) -> list[Any]:
-        return lookup_types(self._control().cursor(), oids)
 
     def _connect_control(self) -> Any:
         return connect(self.url)
