@@ -94,7 +94,7 @@ import rowcast, rowcast.sinks.base, rowcast.store.sqlite
 from rowcast import _speedups
 print(_speedups.active.name, _speedups.PURE,
       rowcast.store.sqlite.uuid_from_bytes is _speedups.active.uuid_from_bytes,
-      hasattr(rowcast.sinks.base.encoded, "__wrapped__"))
+      hasattr(rowcast.sinks.base._encoded, "__wrapped__"))
 """
 
 

@@ -17,9 +17,10 @@ and returns once every sink has it:
 from __future__ import annotations
 
 import logging
+import queue
+import sys
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Final
 
 from .change import Change
@@ -28,7 +29,7 @@ from .metrics import RelayStats
 from .sinks.base import Sink
 from .sinks.deadletter import DeadLetterSink, reason
 
-__all__ = ["MODES", "Fanout", "Refused", "Stopped", "joined", "modes"]
+__all__ = ["MODES", "Fanout", "Pending", "Refused", "Stopped", "joined", "modes"]
 
 log = logging.getLogger("rowcast.relay")
 
@@ -42,6 +43,16 @@ Transaction = Sequence[Change]
 
 class Stopped(Exception):
     """`stop` came while a sink (or the dead-letter destination) was failing."""
+
+
+class _Refusal(Exception):
+    """Sink `i` refused for good (`refused`); `prefix`: its `Refused.delivered` counts
+    when every other sink has the batch."""
+
+    def __init__(self, refused: Refused, prefix: bool) -> None:
+        super().__init__(str(refused))
+        self.refused = refused
+        self.prefix = prefix
 
 
 class Refused(Exception):
@@ -104,6 +115,22 @@ def _size(batch: Sequence[Transaction]) -> int:
     return sum(len(transaction) for transaction in batch)
 
 
+class Pending:
+    """A batch handed to every sink, and what each made of it so far (`Fanout.outcome`)."""
+
+    def __init__(
+        self, number: int, batch: Sequence[Transaction], sinks: int, end: Callable[[], None]
+    ) -> None:
+        self.number = number  # of the batches handed out, from 1
+        self.batch = batch
+        self.count = _size(batch)
+        self.results: list[str | None] = [None] * sinks  # per sink, once it is done with it
+        self.failing: set[int] = set()  # sinks that failed an attempt at it
+        self.refused: dict[int, tuple[Refused, bool]] = {}  # sink -> refusal, prefix counts
+        self.error: BaseException | None = None  # to raise at once
+        self.end = end  # ends its trace span
+
+
 class Fanout:
     """Delivers batches to `sinks` (module docstring); counts in `stats`.
 
@@ -129,117 +156,160 @@ class Fanout:
         self.stopping = stopping
         self.pause = pause
         self.max_attempts = max_attempts
-        self._pools: list[ThreadPoolExecutor] | None = None
+        self._queues: list[queue.SimpleQueue[Pending | None]] = []
+        self._changed = threading.Condition()  # a sink is done with a batch, or failed at it
+        self._handed = 0  # batches handed out
+        # a refusal or an error (at the batch of that number) ends the run: no sink takes a
+        # later batch
+        self._halted = sys.maxsize
+        self._burying = threading.Lock()  # one dead letter at a time, from any sink's thread
 
     def start(self) -> None:
-        """Give each sink a thread of its own, always the same one, when there are several."""
-        if len(self.sinks) > 1:
-            self._pools = [
-                ThreadPoolExecutor(1, thread_name_prefix=f"rowcast-relay-sink{i}")
-                for i in range(len(self.sinks))
-            ]
+        """Give each sink a thread of its own, which delivers its batches in order."""
+        for i in range(len(self.sinks)):
+            self._queues.append(queue.SimpleQueue())
+            worker = threading.Thread(
+                target=self._work, args=(i,), name=f"rowcast-relay-sink{i}", daemon=True
+            )
+            worker.start()
 
     def shutdown(self) -> None:
-        for pool in self._pools or ():
-            pool.shutdown(wait=False, cancel_futures=True)
+        """Let every sink's thread end once it is done with what it holds."""
+        self._halted = 0
+        for waiting in self._queues:
+            waiting.put(None)
 
     # ------------------------------------------------------------------ a batch
 
-    def deliver(self, batch: Sequence[Transaction]) -> bool:
-        """Every sink has `batch` (or dead-lettered its poison): True; stopped first: False.
+    def submit(self, batch: Sequence[Transaction], end: Callable[[], None]) -> Pending:
+        """Hand `batch` to every sink's thread; `end()` once its outcome is known."""
+        self._handed += 1
+        pending = Pending(self._handed, batch, len(self.sinks), end)
+        for waiting in self._queues:
+            waiting.put(pending)
+        return pending
 
-        Raises `Refused` for a refusal under ``"stop"``, any exception but a `SinkError`
-        from a sink at once, and the last `SinkError` after `max_attempts`.
+    def wait(self, pending: Pending, timeout: float) -> None:
+        """Wait until `pending`'s outcome is known, at most `timeout` seconds."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._decided(pending), timeout)
+
+    def outcome(self, pending: Pending) -> bool | None:
+        """None while `pending` is being delivered; True once every sink has it (or
+        dead-lettered its poison); False when `stop` came while a sink was failing.
+
+        Raises `Refused` for a refusal under ``"stop"`` (its `Refused.delivered` counting
+        only when every other sink has the batch), any exception but a `SinkError` from a
+        sink, and the last `SinkError` after `max_attempts`.
         """
-        try:
-            return self._deliver(batch)
-        except Stopped:
+        with self._changed:
+            if not self._decided(pending):
+                return None
+        pending.end()
+        if pending.error is not None:
+            raise pending.error
+        if pending.refused:
+            first = min(pending.refused)
+            refused, prefix = pending.refused[first]
+            others = all(r == "ok" for i, r in enumerate(pending.results) if i != first)
+            if refused.delivered and not (prefix and others):
+                refused.delivered = 0
+            raise refused
+        if "stopped" in pending.results:
             log.warning(
                 "stopped before every sink had the batch; it is delivered again on restart",
-                extra={"event": "abandoned", "changes": _size(batch)},
+                extra={"event": "abandoned", "changes": pending.count},
             )
             return False
+        return True
 
-    def _deliver(self, batch: Sequence[Transaction]) -> bool:
-        count = _size(batch)
-        pending = list(range(len(self.sinks)))
-        done: set[int] = set()
-        attempt = 0
+    def outcome_known(self, pending: Pending) -> bool:
+        """Whether `outcome` would tell `pending`'s outcome now."""
+        with self._changed:
+            return self._decided(pending)
+
+    def _decided(self, pending: Pending) -> bool:
+        """Whether `pending`'s outcome is known (under `_changed`): every sink done with
+        it, an error, or a refusal while every sink without it is failing."""
+        if pending.error is not None:
+            return True
+        left = [i for i, result in enumerate(pending.results) if result is None]
+        if not left:
+            return True
+        return bool(pending.refused) and all(i in pending.failing for i in left)
+
+    def _work(self, i: int) -> None:
+        """Sink `i`'s thread: its batches, in order, each until it takes it."""
+        waiting = self._queues[i]
+        ended = False  # a refusal, an error or a stop: this sink takes nothing more
+        while (pending := waiting.get()) is not None:
+            result = "skipped"
+            if not ended and pending.number <= self._halted:
+                try:
+                    self._deliver(i, pending)
+                    result = "ok"
+                except Stopped:
+                    result, ended = "stopped", True
+                except _Refusal as refusal:
+                    result, ended = "refused", True
+                    self._halted = min(self._halted, pending.number)
+                    with self._changed:
+                        pending.refused[i] = (refusal.refused, refusal.prefix)
+                except BaseException as error:  # raised by the relay
+                    result, ended = "error", True
+                    self._halted = min(self._halted, pending.number)
+                    with self._changed:
+                        pending.error = pending.error or error
+            with self._changed:
+                pending.results[i] = result
+                self._changed.notify_all()
+
+    def _deliver(self, i: int, pending: Pending) -> None:
+        """Deliver `pending`'s batch to sink `i`, retrying failures, isolating refusals."""
+        batch, attempt = pending.batch, 0
         while True:
-            sent = self._send(batch, pending)
-            for i in pending:
-                if i not in sent:
-                    self._acked(i, count)
-                    done.add(i)
-            errors: dict[int, SinkError] = {}
-            for i, error in sent.items():
-                if not isinstance(error, SinkError):
-                    raise error
-                errors[i] = error
-            for i in sorted(errors):
-                error = errors[i]
-                if isinstance(error, PermanentSinkError) and self.modes[i] != RETRY:
-                    del errors[i]
-                    others = len(done) == len(self.sinks) - 1 and not errors
-                    self._isolate(i, batch, error, others)
-                    done.add(i)
-            if not errors:
-                return True
-            attempt += 1
-            pause = self.pause(attempt)
-            for i, error in sorted(errors.items()):
-                self._failed(i, error, attempt, pause)
-            pending = sorted(errors)
-            if self.stopping.wait(pause):
-                raise Stopped
-
-    def _send(self, batch: Sequence[Transaction], pending: list[int]) -> dict[int, Exception]:
-        """One delivery attempt to each pending sink: the errors by sink index."""
-        if self._pools is None:
             try:
-                self.sinks[0].deliver(batch)
-            except Exception as error:
-                return {0: error}
-            return {}
-        futures = {i: self._pools[i].submit(self.sinks[i].deliver, batch) for i in pending}
-        errors: dict[int, Exception] = {}
-        for i, future in futures.items():
-            failure = future.exception()
-            if failure is not None:
-                if not isinstance(failure, Exception):
-                    raise failure
-                errors[i] = failure
-        return errors
-
-    def _call(self, i: int, transaction: Transaction) -> None:
-        """Deliver one transaction to sink `i`, in that sink's own thread."""
-        if self._pools is None:
-            self.sinks[i].deliver([transaction])
-        else:
-            self._pools[i].submit(self.sinks[i].deliver, [transaction]).result()
+                self.sinks[i].deliver(batch)
+            except SinkError as error:
+                if isinstance(error, PermanentSinkError) and self.modes[i] != RETRY:
+                    self._isolate(i, batch, error)
+                    return
+                attempt += 1
+                pause = self.pause(attempt)
+                with self._changed:
+                    pending.failing.add(i)
+                    self._changed.notify_all()
+                self._failed(i, error, attempt, pause)
+                if self.stopping.wait(pause):
+                    raise Stopped from error
+            else:
+                self._acked(i, pending.count)
+                return
 
     # ------------------------------------------------------------------ the poison
 
-    def _isolate(
-        self, i: int, batch: Sequence[Transaction], error: PermanentSinkError, others: bool
-    ) -> None:
+    def _isolate(self, i: int, batch: Sequence[Transaction], error: PermanentSinkError) -> None:
         """Sink `i` refused `batch`: deliver it one transaction at a time, and stop at, or
-        dead-letter, each one it refuses. `others`: every other sink has the batch."""
+        dead-letter, each one it refuses."""
         for k, transaction in enumerate(batch):
             refusal = error if len(batch) == 1 else self._alone(i, transaction)
             if refusal is None:
                 continue
             self.stats.sinks[i].refused += 1
             if self.modes[i] == STOP:
-                raise Refused(self.stats.sinks[i].url, transaction, refusal, k if others else 0)
-            self._bury(i, transaction, refusal)
+                raise _Refusal(Refused(self.stats.sinks[i].url, transaction, refusal, k), True)
+            try:
+                with self._burying:
+                    self._bury(i, transaction, refusal)
+            except Refused as refused:  # by the dead-letter destination
+                raise _Refusal(refused, False) from refused.error
 
     def _alone(self, i: int, transaction: Transaction) -> PermanentSinkError | None:
         """Deliver `transaction` alone to sink `i`, retrying transient failures: its refusal."""
         attempt = 0
         while True:
             try:
-                self._call(i, transaction)
+                self.sinks[i].deliver([transaction])
             except PermanentSinkError as error:
                 return error
             except SinkError as error:

@@ -103,6 +103,7 @@ OpenTelemetry spans (`rowcast.tracing`).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import queue
@@ -113,14 +114,14 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from . import tracing
-from ._delivery import Fanout, Refused, joined, modes
+from ._delivery import Fanout, Pending, Refused, joined, modes
 from .change import Change
 from .checkpoint import Checkpoint
 from .checkpoint.report import Reporting
 from .errors import ConfigError, PermanentSinkError, StoreError
 from .metrics import RateMeter, RelayStats
 from .monitor import HeadWatch, Monitor, relay_report
-from .sinks.base import Sink
+from .sinks.base import Shared, Sink
 from .sinks.deadletter import DeadLetterSink
 from .sources.base import Source
 
@@ -130,6 +131,8 @@ log = logging.getLogger("rowcast.relay")
 
 _END = object()  # the source has no more transactions
 _POLL = 0.1  # seconds between looks at the stop flag while waiting
+_GLANCE = 0.005  # seconds between looks at the sinks while waiting for the source
+_DEPTH = 2  # batches the sinks have at once: the one being delivered, and the next
 
 
 class _Failed:
@@ -281,26 +284,32 @@ class Relay:
         )
         self._fanout.start()
         reader.start()
+        pending: collections.deque[Pending] = collections.deque()  # in commit order
+        urls = [s.url for s in self.stats.sinks]
+        final: Any = None
         try:
-            while not self._stopping.is_set():
-                batch, final = self._collect(transactions)
-                if batch:
-                    try:
-                        with tracing.delivering(batch, [s.url for s in self.stats.sinks]):
-                            delivered = self._fanout.deliver(batch)
-                    except Refused as refused:
-                        if refused.delivered:
-                            self._delivered(batch[: refused.delivered])
-                        raise self._refused(refused) from refused.error
-                    if not delivered:
+            while True:
+                try:
+                    if not self._settle(pending):
                         break  # stopped while a sink was failing
-                    self._delivered(batch)
-                    if self._save_due() and not self._save():
-                        break  # stopped while the checkpoint was failing
-                if isinstance(final, _Failed):
-                    raise final.error
-                if final is _END:
+                except Refused as refused:
+                    if refused.delivered:
+                        self._delivered(pending[0].batch[: refused.delivered])
+                    raise self._refused(refused) from refused.error
+                if pending and (
+                    final is not None or self._stopping.is_set() or len(pending) >= _DEPTH
+                ):
+                    self._fanout.wait(pending[0], _POLL)  # for the oldest batch's sinks
+                    continue
+                if final is not None or self._stopping.is_set():
                     break
+                batch, final = self._collect(transactions, pending)
+                if batch:
+                    shared = Shared(batch)  # encoded here, while the sinks deliver the last
+                    end = tracing.delivery(shared, urls)
+                    pending.append(self._fanout.submit(shared, end))
+            if isinstance(final, _Failed):
+                raise final.error
         finally:
             self._stopping.set()
             self.source.stop()
@@ -358,8 +367,11 @@ class Relay:
                 self._room.notify()
         return item
 
-    def _collect(self, transactions: queue.Queue[Any]) -> tuple[list[list[Change]], Any]:
-        """The next batch, and _END / _Failed when the source ended right after it."""
+    def _collect(
+        self, transactions: queue.Queue[Any], pending: Sequence[Pending]
+    ) -> tuple[list[list[Change]], Any]:
+        """The next batch, and _END / _Failed when the source ended right after it; no
+        batch when the oldest of `pending` (batches the sinks have) is settled first."""
         item, self._carried = self._carried, None
         while item is None:
             if self._stopping.is_set():
@@ -368,7 +380,11 @@ class Relay:
             # past a transaction only after it queued it, so nothing before `seen` is left
             seen = self.source.position
             with contextlib.suppress(queue.Empty):
-                item = self._taken(transactions.get(timeout=_POLL))
+                item = self._taken(transactions.get(timeout=_GLANCE if pending else _POLL))
+            if item is None and pending:
+                if self._fanout.outcome_known(pending[0]):
+                    return [], None
+                continue
             if item is None:  # idle
                 if seen is not None:
                     self.stats.reached = seen  # reported, never saved
@@ -396,6 +412,21 @@ class Relay:
                 return batch, None
 
     # ------------------------------------------------------------------ delivery
+
+    def _settle(self, pending: collections.deque[Pending]) -> bool:
+        """Count and checkpoint the oldest batches every sink has, in order; False when a
+        batch was abandoned (stopped while a sink was failing). Raises what
+        `Fanout.outcome` raises, the refused batch left first in `pending`."""
+        while pending:
+            delivered = self._fanout.outcome(pending[0])
+            if delivered is None:
+                return True
+            if not delivered:
+                return False
+            self._delivered(pending.popleft().batch)
+            if self._save_due() and not self._save():
+                return False  # stopped while the checkpoint was failing
+        return True
 
     def _pause(self, attempt: int) -> float:
         return min(self.max_backoff, self.backoff * 2.0 ** (attempt - 1)) * (

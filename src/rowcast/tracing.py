@@ -24,14 +24,13 @@ handler. Attributes are computed only for spans that are recorded.
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .change import Change
 
-__all__ = ["captured", "delivering", "handle"]
+__all__ = ["captured", "delivery", "handle"]
 
 _MAX_IDS = 1000  # change ids kept on one span; a bigger batch keeps its first ones
 
@@ -79,23 +78,27 @@ def captured(transaction: Sequence[Change]) -> None:
     span.end()
 
 
-@contextlib.contextmanager
-def delivering(batch: Sequence[Sequence[Change]], sinks: Sequence[str]) -> Iterator[None]:
-    """A ``rowcast.deliver`` span around delivering `batch` to `sinks`."""
+def delivery(batch: Sequence[Sequence[Change]], sinks: Sequence[str]) -> Callable[[], None]:
+    """Start a ``rowcast.deliver`` span for delivering `batch` to `sinks`: the function
+    that ends it. Not made the current span (a relay has two batches out at once)."""
     if _TRACER is None:
-        yield
-        return
-    with _TRACER.start_as_current_span("rowcast.deliver") as span:
-        if span.is_recording():
-            span.set_attributes(
-                {
-                    "rowcast.sinks": list(sinks),
-                    "rowcast.changes": sum(len(t) for t in batch),
-                    "rowcast.position": str(batch[-1][-1].position) if batch else "",
-                    "rowcast.change_ids": _ids(batch),
-                }
-            )
-        yield
+        return _nothing
+    span = _TRACER.start_span("rowcast.deliver")
+    if span.is_recording():
+        span.set_attributes(
+            {
+                "rowcast.sinks": list(sinks),
+                "rowcast.changes": sum(len(t) for t in batch),
+                "rowcast.position": str(batch[-1][-1].position) if batch else "",
+                "rowcast.change_ids": _ids(batch),
+            }
+        )
+    end: Callable[[], None] = span.end
+    return end
+
+
+def _nothing() -> None:
+    pass
 
 
 def handle(handler: Callable[[list[Change]], object], changes: list[Change], batch: Any) -> None:

@@ -35,6 +35,7 @@ batch, share that work (but under ``ROWCAST_PURE=1``, see `rowcast._speedups`).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -49,6 +50,7 @@ __all__ = [
     "FORMAT_OPTIONS",
     "NAMESPACE",
     "Encoded",
+    "Shared",
     "Sink",
     "change_id",
     "encoded",
@@ -121,23 +123,46 @@ class Encoded(NamedTuple):
     body: str  #: ``change.to_json()``
 
 
-@_speedups.remember_last
 def encoded(batch: Batch) -> list[Encoded]:
     """Every change of `batch`, in commit order, with its id and body.
 
-    Sinks delivering one batch (each in its own relay thread) may share the work:
-    the result for the same changes in the same transactions asked for in a row
-    may be the one computed before (`rowcast._speedups.remember_last`); safe from
-    any thread. Raises `ConfigError` (from `change_id`) before encoding anything
-    when a change has no position, so a sink sends nothing of a batch it cannot
-    identify whole.
+    A `Shared` batch (a relay's) carries them, computed once for all its sinks;
+    other sinks delivering one batch (each in its own thread) may share the work
+    too: the result for the same changes in the same transactions asked for in a
+    row may be the one computed before (`rowcast._speedups.remember_last`); safe
+    from any thread. Raises `ConfigError` (from `change_id`) before encoding
+    anything when a change has no position, so a sink sends nothing of a batch it
+    cannot identify whole.
     """
+    if type(batch) is Shared and batch.entries is not None:
+        return batch.entries
+    return _encoded(batch)
+
+
+class Shared(list[Sequence[Change]]):
+    """A batch that a relay hands to each of its sinks, with its `encoded` entries made
+    once, when it is made (None when a change cannot be identified: `encoded` raises
+    then, for each sink that asks)."""
+
+    __slots__ = ("entries",)
+
+    def __init__(self, batch: Batch) -> None:
+        super().__init__(batch)
+        self.entries: list[Encoded] | None = None
+        with contextlib.suppress(ConfigError):  # raised by `encoded`, to the sinks using it
+            self.entries = _encode(self)
+
+
+def _encode(batch: Batch) -> list[Encoded]:
     ids = [change_id for transaction in batch for change_id in _ids(transaction)]
     changes = [change for transaction in batch for change in transaction]
     return [
         Encoded(change_id, change, change.to_json())
         for change_id, change in zip(ids, changes, strict=True)
     ]
+
+
+_encoded = _speedups.remember_last(_encode)
 
 
 def encoder(url: str, options: dict[str, str], name: str) -> Callable[[Batch], list[Encoded]]:
