@@ -70,6 +70,7 @@ ODD = {
 def test_each_trick_has_its_accelerated_path_and_the_module_names_the_chosen_ones() -> None:
     assert TRICKS == [
         "amqp_publisher",
+        "jetstream_acks",
         "jetstream_publisher",
         "json_scanner",
         "json_writer",
@@ -543,6 +544,61 @@ def test_stream_adders_raise_the_same_error_when_redis_is_unreachable() -> None:
         errors.append(type(caught.value))
         client.close()
     assert errors[0] is errors[1]
+
+
+# -------------------------------------------------------------- jetstream_acks
+
+
+def test_jetstream_acks_take_the_same_acks_and_statuses() -> None:
+    import nats
+
+    from tests.sinks import require_nats
+
+    name = f"SPEEDUPS_ACKS_{uuid.uuid4().hex[:8]}"
+
+    async def take(nc: Any, path: type[_speedups.pure], stream: str) -> list[Any]:
+        """What `path` hands on: acks of a stream of its own, then a 503 (no stream)."""
+        js = nc.jetstream()
+        await js.add_stream(name=stream, subjects=[f"{stream}.>"])
+        try:
+            inbox = nc.new_inbox() + "."
+            got: list[tuple[bytes, bytes, bytes]] = []
+            await path.jetstream_acks().subscribe(nc, inbox + "*", lambda *ack: got.append(ack))
+            for i in range(3):
+                await nc.publish(f"{stream}.s.t.write", b"{}", reply=f"{inbox}{i}")
+            await nc.publish(f"nowhere_{stream}.x", b"{}", reply=f"{inbox}3", headers={"a": "b"})
+            other = await nc.request(f"$JS.API.STREAM.INFO.{stream}", b"", timeout=5)
+            for _ in range(100):
+                if len(got) == 4:
+                    break
+                await asyncio.sleep(0.05)
+            assert b'"config"' in other.data  # other subscriptions still get their messages
+            return sorted(  # the 503 comes from the server, maybe before the acks
+                (subject.decode().removeprefix(inbox), data.replace(stream.encode(), b"S"), status)
+                for subject, data, status in got
+            )
+        finally:
+            await js.delete_stream(stream)
+
+    async def run() -> list[list[Any]]:
+        taken = []
+        for k, path in enumerate(PATHS):  # a connection each: the fast path wraps its own
+            nc = await nats.connect(require_nats(), connect_timeout=5, allow_reconnect=False)
+            try:
+                taken.append(await take(nc, path, f"{name}_{k}"))
+            finally:
+                await nc.close()
+        return taken
+
+    plain, fast = asyncio.run(run())
+    assert plain == fast
+    assert [(subject, status) for subject, _, status in fast] == [
+        ("0", b""),
+        ("1", b""),
+        ("2", b""),
+        ("3", b"503"),
+    ]
+    assert all(b'"seq"' in data for _, data, _ in fast[:3])
 
 
 # -------------------------------------------------------------- jetstream_publisher

@@ -35,14 +35,16 @@ name                     used by                       the trick (accelerated)
                                                        Redis protocol by hand
 `jetstream_publisher`    `rowcast.sinks.nats`          HPUB commands written in the
                                                        NATS protocol by hand, one flush
+`jetstream_acks`         `rowcast.sinks.nats`          acks taken from nats-py's parser,
+                                                       no message objects, no task
 `amqp_publisher`         `rowcast.sinks.rabbitmq`      AMQP frames written by hand,
                                                        one write per batch
 =======================  ============================  ==================================
 
 Their plain counterparts, in order: ``JSONEncoder.encode`` (built once), ``raw_decode``,
 ``UUID(bytes=...)``, the constructors, ``object.__setattr__``, `inspect.stack`,
-no cache, redis-py's pipeline of ``xadd`` calls, nats-py's ``publish`` and pika's
-``basic_publish``.
+no cache, redis-py's pipeline of ``xadd`` calls, nats-py's ``publish``, a nats-py
+subscription's callback and pika's ``basic_publish``.
 The broker protocols' code is in `rowcast._wire`. `redis_connection` is no
 trick: the packed path's way to take a connection from redis-py's pool across
 its versions, which the Redis sink's ``check()`` shares.
@@ -65,16 +67,18 @@ from collections.abc import Callable, Sequence
 from typing import Any, Final, TypeVar
 
 from . import _wire
-from ._wire import AmqpPublisher, JetStreamPublisher, StreamAdder, redis_connection
+from ._wire import AmqpPublisher, JetStreamAcks, JetStreamPublisher, StreamAdder, redis_connection
 
 __all__ = [
     "PURE",
     "AmqpPublisher",
+    "JetStreamAcks",
     "JetStreamPublisher",
     "StreamAdder",
     "accelerated",
     "active",
     "amqp_publisher",
+    "jetstream_acks",
     "jetstream_publisher",
     "json_scanner",
     "json_writer",
@@ -224,6 +228,14 @@ class pure:
         return _wire.JetStreamByClient(stream)
 
     @staticmethod
+    def jetstream_acks() -> JetStreamAcks:
+        """What takes JetStream's publish acks on a nats-py connection: ``await
+        acks.subscribe(nc, subject, on_ack)`` calls ``on_ack(subject, data, status)``
+        (bytes; `status` the headers' status code, ``b"503"`` for no responders, or
+        ``b""``) for each message on `subject`, in order, on the connection's loop."""
+        return _wire.AcksByClient()
+
+    @staticmethod
     def amqp_publisher(channel: Any) -> AmqpPublisher:
         """What publishes a batch of persistent JSON messages on `channel` (pika's own
         ``Channel``, under a ``BlockingChannel``): ``publisher.publish(exchange,
@@ -359,6 +371,10 @@ class accelerated(pure):
         return _wire.JetStreamByHand(stream)
 
     @staticmethod
+    def jetstream_acks() -> JetStreamAcks:
+        return _wire.AcksByHand()
+
+    @staticmethod
     def amqp_publisher(channel: Any) -> AmqpPublisher:
         return _wire.AmqpByHand(channel)
 
@@ -394,4 +410,5 @@ warn_outside = active.warn_outside
 remember_last = active.remember_last
 stream_adder = active.stream_adder
 jetstream_publisher = active.jetstream_publisher
+jetstream_acks = active.jetstream_acks
 amqp_publisher = active.amqp_publisher

@@ -15,10 +15,13 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 __all__ = [
+    "AcksByClient",
+    "AcksByHand",
     "AmqpByHand",
     "AmqpByPika",
     "AmqpMessage",
     "AmqpPublisher",
+    "JetStreamAcks",
     "JetStreamByClient",
     "JetStreamByHand",
     "JetStreamPublisher",
@@ -193,6 +196,54 @@ class JetStreamByHand:
         nc.stats["out_bytes"] += size
         await nc._send_command(b"".join(commands))
         await nc._flush_pending()
+
+
+OnAck = Callable[[bytes, bytes, bytes], None]
+"""``on_ack(subject, data, status)`` of one message on an ack subject; `status` is the
+status code of its headers (``b"503"``: no responders), else ``b""``."""
+
+
+class JetStreamAcks(Protocol):
+    """Takes the publish acks of JetStream on a nats-py connection (see `AcksByClient`)."""
+
+    async def subscribe(self, nc: Any, subject: str, on_ack: OnAck) -> None:
+        """Subscribe to `subject` (wildcards too): `on_ack` for each message, in order,
+        on the connection's event loop."""
+        ...
+
+
+class AcksByClient:
+    """nats-py's own subscription with a callback: a `Msg` and a task wake-up each."""
+
+    async def subscribe(self, nc: Any, subject: str, on_ack: OnAck) -> None:
+        async def received(msg: Any) -> None:
+            status = (msg.headers or {}).get("Status", "")
+            on_ack(msg.subject.encode(), msg.data, status.encode())
+
+        await nc.subscribe(subject, cb=received)
+
+
+class AcksByHand:
+    """The same, `on_ack` called from nats-py's parser for the subscription's messages
+    (the connection's ``_process_msg`` wrapped): no `Msg`, no headers parsed beyond the
+    status, no queue, no task."""
+
+    async def subscribe(self, nc: Any, subject: str, on_ack: OnAck) -> None:
+        sid = (await nc.subscribe(subject))._id
+        process, stats = nc._process_msg, nc.stats
+
+        async def process_msg(
+            sid_: int, subject: bytes, reply: bytes, data: bytes, headers: bytes | None
+        ) -> None:
+            if sid_ != sid:
+                await process(sid_, subject, reply, data, headers)
+                return
+            stats["in_msgs"] += 1
+            stats["in_bytes"] += len(data)
+            status = headers.split(b"\r\n", 1)[0][9:12] if headers else b""
+            on_ack(subject, data, status)
+
+        nc._process_msg = process_msg
 
 
 #: (routing key, body, message id, type, timestamp) of one persistent JSON message

@@ -141,6 +141,7 @@ class NatsSink:
         self._sequence = 0  # the ack token of the last message published
         self._first = 1  # the ack token of the batch's first message
         self._publisher = _speedups.jetstream_publisher(self.stream)
+        self._acks = _speedups.jetstream_acks()
         self._loop = LoopThread("rowcast-nats-sink", f"NATS sink {self.url}", self.timeout, log)
         self._closed = False
 
@@ -213,7 +214,7 @@ class NatsSink:
             # 503 code (a full stream): acks are taken on an inbox of our own instead
             self._inbox = nc.new_inbox() + "."
             self._batch = None
-            await nc.subscribe(self._inbox + "*", cb=self._on_ack)
+            await self._acks.subscribe(nc, self._inbox + "*", self._on_ack)
         except (self._nats.errors.Error, OSError) as e:
             await self._disconnect()
             raise TransientSinkError(
@@ -325,26 +326,25 @@ class NatsSink:
             problem = self._error(error, index, len(messages), refused=len(failed), holders=holders)
             raise problem from error
 
-    async def _on_ack(self, msg: Any) -> None:
+    def _on_ack(self, subject: bytes, data: bytes, status: bytes) -> None:
         """A publish ack (or refusal) from JetStream, on the reply subject of one message."""
         batch = self._batch
         if batch is None:
             return  # a late ack, of a batch given up
         try:
-            index = int(msg.subject[len(self._inbox) :]) - self._first
+            index = int(subject[len(self._inbox) :]) - self._first
         except ValueError:
             return
         if not 0 <= index < batch.total or batch.seen[index]:
             return
-        if msg.headers and msg.headers.get("Status") == "503":
+        if status == b"503":
             batch.ack(index, _NoStream())
             return
-        data = msg.data
         if data.startswith(b'{"stream":') and b'"error"' not in data:
             batch.ack(index, None)  # {"stream":...,"seq":...}: stored (the common ack, unparsed)
             return
         try:
-            reply = json.loads(msg.data)
+            reply = json.loads(data)
         except ValueError as e:
             batch.ack(index, e)
             return
