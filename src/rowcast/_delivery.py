@@ -1,8 +1,10 @@
 """How a relay hands a batch to its sinks: retries, refusals, the poison, dead letters.
 
-Private to `rowcast.relay`, whose docstring states the promises. `Fanout.deliver`
-gives a batch to every sink (each in a thread of its own when there are several)
-and returns once every sink has it:
+Private to `rowcast.relay`, whose docstring states the promises. Each sink has a
+thread of its own that delivers the batches `Fanout.submit` hands it, in order,
+each until it takes it; so a sink's I/O and Python work overlap the others' and
+the relay's, and a fast sink goes on to the next batch while a slow one is still
+on the last. `Fanout.outcome` tells, batch by batch, once every sink has it:
 
 * a sink that fails for now (`TransientSinkError`, or an unclassified `SinkError`)
   is given the same batch again after a pause, until it takes it;

@@ -14,12 +14,17 @@ Order
     transactions are handed over together as one *batch*: whatever the source has
     ready, up to `batch_size` changes (a transaction larger than that is a batch
     of its own, never split). A sink slower than the source thus gets larger
-    batches, which is how a relay keeps up with a busy database.
+    batches, which is how a relay keeps up with a busy database. Each sink
+    delivers in a thread of its own, and the relay hands out the next batch
+    (collected and encoded once for every sink, `rowcast.sinks.base.Shared`)
+    while the sinks still deliver the last: two batches at most are out at once,
+    and a fast sink need not wait for a slow one to finish the last batch.
 
 At least once
     A batch is delivered to every sink, and each sink's `Sink.deliver` returns
-    only when its destination acknowledged it; only then may the position of the
-    batch's last transaction be saved to the checkpoint. Saves happen at most
+    only when its destination acknowledged it; only once every sink has the batch
+    and every batch before it may the position of the batch's last transaction be
+    saved to the checkpoint. Saves happen at most
     every `checkpoint_interval` seconds (0: after every batch), when the relay is
     idle, and when it stops. A relay that dies at any moment therefore restarts
     from a position at or before the first change any sink may lack: nothing is
@@ -73,7 +78,7 @@ Refusals
         before refusals were told apart).
 
 Stopping
-    `stop` (from a signal handler or another thread) lets the batch being
+    `stop` (from a signal handler or another thread) lets the batches being
     delivered finish, saves the checkpoint, and `run` returns. A batch waiting for
     a failing sink is abandoned instead (and delivered again on restart).
 
