@@ -73,6 +73,31 @@ class Refused(Exception):
         self.error = error
         self.delivered = delivered
 
+    def final(self, kept: str | None) -> PermanentSinkError:
+        """What the relay raises, the checkpoint `kept` where it is (and logs it)."""
+        first, last = self.transaction[0], self.transaction[-1]
+        error = self.error
+        message = (
+            f"{self.by} refused transaction {last.txid} for good ({len(self.transaction)} "
+            f"changes, first {first.topic} pk {first.pk!r}, at {last.position}): {error.message}"
+        )
+        final = PermanentSinkError(message, error.fix)
+        log.error(
+            "%s; the relay stops, the checkpoint at %s",
+            final,
+            kept or "the source's start",
+            extra={
+                "event": "refused",
+                "sink": self.by,
+                "txid": last.txid,
+                "position": last.position,
+                "checkpoint": kept,
+                "error": error.message,
+                "fix": error.fix,
+            },
+        )
+        return final
+
 
 def modes(on_error: str | Sequence[str], sinks: int, dead_letter: object | None) -> list[str]:
     """What to do on a refusal, per sink: `on_error` checked (one value, or one per sink)."""

@@ -123,7 +123,7 @@ from ._delivery import Fanout, Pending, Refused, joined, modes
 from .change import Change
 from .checkpoint import Checkpoint
 from .checkpoint.report import Reporting
-from .errors import ConfigError, PermanentSinkError, StoreError
+from .errors import ConfigError, StoreError
 from .metrics import RateMeter, RelayStats
 from .monitor import HeadWatch, Monitor, relay_report
 from .sinks.base import Shared, Sink
@@ -300,7 +300,8 @@ class Relay:
                 except Refused as refused:
                     if refused.delivered:
                         self._delivered(pending[0].batch[: refused.delivered])
-                    raise self._refused(refused) from refused.error
+                    kept = self._unsaved or self.stats.position or self._owned_start()
+                    raise refused.final(kept) from refused.error
                 if pending and (
                     final is not None or self._stopping.is_set() or len(pending) >= _DEPTH
                 ):
@@ -422,10 +423,7 @@ class Relay:
         """Count and checkpoint the oldest batches every sink has, in order; False when a
         batch was abandoned (stopped while a sink was failing). Raises what
         `Fanout.outcome` raises, the refused batch left first in `pending`."""
-        while pending:
-            delivered = self._fanout.outcome(pending[0])
-            if delivered is None:
-                return True
+        while pending and (delivered := self._fanout.outcome(pending[0])) is not None:
             if not delivered:
                 return False
             self._delivered(pending.popleft().batch)
@@ -437,32 +435,6 @@ class Relay:
         return min(self.max_backoff, self.backoff * 2.0 ** (attempt - 1)) * (
             0.5 + random.random() / 2
         )
-
-    def _refused(self, refused: Refused) -> PermanentSinkError:
-        """What `run` raises when a sink refused a transaction for good (and logs it)."""
-        first, last = refused.transaction[0], refused.transaction[-1]
-        error = refused.error
-        kept = self._unsaved or self.stats.position or self._owned_start()
-        message = (
-            f"{refused.by} refused transaction {last.txid} for good ({len(refused.transaction)} "
-            f"changes, first {first.topic} pk {first.pk!r}, at {last.position}): {error.message}"
-        )
-        final = PermanentSinkError(message, error.fix)
-        log.error(
-            "%s; the relay stops, the checkpoint at %s",
-            final,
-            kept or "the source's start",
-            extra={
-                "event": "refused",
-                "sink": refused.by,
-                "txid": last.txid,
-                "position": last.position,
-                "checkpoint": kept,
-                "error": error.message,
-                "fix": error.fix,
-            },
-        )
-        return final
 
     def _owned_start(self) -> str | None:
         """What the checkpoint holds before the first save: where the source began (a
