@@ -162,7 +162,10 @@ def test_mysql_a_checkpoint_in_purged_binlogs(mysql_db: str, tmp_path: Path) -> 
     assert result.exit_code == 2, result.output  # was: a silent skip of what was lost
     said = one_paragraph(result)
     assert "the binlog of position mysql-bin.000000:4 was purged" in said
-    assert "copy the tables' rows as they are now (--snapshot initial, or a backfill)" in said
+    assert (
+        "copy the tables' rows as they are now (--snapshot initial, or rowcast backfill URL "
+        "--tables ... once it streams again)" in said
+    )
 
 
 # ----------------------------------------------------------------- PostgreSQL

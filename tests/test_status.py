@@ -329,7 +329,7 @@ def test_a_checkpoint_in_a_purged_binlog_names_the_recovery_and_fails_status(
         _, err = process.communicate(timeout=60)
     assert process.returncode == 2
     assert "mysql-bin.000000:4 was purged" in err
-    assert "--snapshot initial, or a backfill" in err
+    assert "--snapshot initial, or rowcast backfill URL --tables" in err
     code, found = entry(checkpoint)
     assert code == 1
     assert found["state"] == "failed"

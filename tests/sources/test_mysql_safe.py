@@ -204,5 +204,8 @@ def test_a_checkpoint_in_purged_binlogs_is_an_error_naming_the_recovery(
     message = str(caught.value)
     assert f"the binlog of position {purged}:4 was purged" in message
     assert "empty the checkpoint and copy the tables' rows as they are now" in message
-    assert "(--snapshot initial, or a backfill)" in message
+    assert (
+        "(--snapshot initial, or rowcast backfill URL --tables ... once it streams again)"
+        in message
+    )
     assert checkpoint.load() == f"{purged}:4"  # nothing skipped silently

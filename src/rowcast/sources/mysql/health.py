@@ -96,8 +96,9 @@ def purged(position: str, oldest: str) -> str:
     return (
         f"the binlog of position {position} was purged (the oldest the server keeps is "
         f"{oldest}): the changes since that position are gone. To recover: empty the "
-        "checkpoint and copy the tables' rows as they are now (--snapshot initial, or a "
-        "backfill), then read on from there; keep binlogs longer than a reader may be "
+        "checkpoint and copy the tables' rows as they are now (--snapshot initial, or "
+        "rowcast backfill URL --tables ... once it streams again), then read on from there; keep "
+        "binlogs longer than a reader may be "
         "stopped (binlog_expire_logs_seconds)"
     )
 

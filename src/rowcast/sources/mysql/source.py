@@ -81,7 +81,8 @@ def _replication() -> Any:
 _RECOVER = (
     "the changes since are gone from the server, and reading on would skip them. To "
     "recover, copy the tables as they are now (--snapshot initial with an emptied "
-    "checkpoint, or a backfill), then read on from there"
+    "checkpoint, or rowcast backfill URL --tables ... once it streams again), then read "
+    "on from there"
 )
 
 

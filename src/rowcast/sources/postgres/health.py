@@ -35,7 +35,8 @@ def health(cur: Any, slot: str | None, position: str | None) -> LogHealth:
         warnings.append(
             f"replication slot {slot} does not exist: the changes since the reader's position "
             "are not kept. To recover, copy the tables' rows as they are now (--snapshot "
-            "initial, or a backfill) and read on from there"
+            "initial, or rowcast backfill URL --tables ... once it streams again) and read on from "
+            "there"
         )
     elif wal_status == "lost":
         warnings.append(lost(slot or "", keep))
@@ -72,7 +73,8 @@ def lost(slot: str, keep: Any = None) -> str:
         f"replication slot {slot} was invalidated: it held more WAL than the server keeps for "
         f"a slot{limit}, and the changes since its position are gone. To recover: drop the "
         "slot (rowcast uninstall URL --yes), empty the checkpoint, and copy the tables' rows "
-        "as they are now (--snapshot initial, or a backfill) before reading on"
+        "as they are now (--snapshot initial, or rowcast backfill URL --tables ... once it "
+        "streams again) before reading on"
     )
 
 

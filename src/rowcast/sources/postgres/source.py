@@ -302,7 +302,7 @@ class LogicalSource(LogSource):
                         f"{self.url.masked}: --from {format_lsn(resume)} is behind "
                         f"{format_lsn(begun)}, where this reader's temporary slot begins: it "
                         "cannot read the past. Read from a slot made before it (?slot=...), "
-                        "or copy the rows as they are now (a backfill)"
+                        "or copy the rows as they are now (rowcast backfill URL --tables ...)"
                     )
                 if self._streamed:
                     log.warning(

@@ -105,7 +105,8 @@ def behind_the_slot(target: str, slot: str, confirmed: str, start: str) -> Confi
         f"{target}: slot {slot} was confirmed up to {confirmed}, past {start} where this "
         "reader begins: the server cannot send the changes in between again (another reader "
         "of the slot took them, or the checkpoint is an older copy). To recover: copy the "
-        "tables' rows as they are now (--snapshot initial, or a backfill), then read on from "
+        "tables' rows as they are now (--snapshot initial, or rowcast backfill URL --tables ... "
+        "once it streams again), then read on from "
         f"the slot's position explicitly (--from {confirmed}, with an emptied checkpoint)"
     )
 
@@ -136,7 +137,8 @@ def refuse_a_past_start(cur: Any, target: str, slot: str, start: str) -> None:
         f"{now}, past {start} where this reader begins: it cannot read the past (nothing "
         f"was created). Read from a slot made before {start} (--from is for an existing "
         "slot), start from now (--from now, which creates the slot), or copy the rows as "
-        "they are now (--snapshot initial, or a backfill)"
+        "they are now (--snapshot initial, or rowcast backfill URL --tables ... once it streams "
+        "again)"
     )
 
 

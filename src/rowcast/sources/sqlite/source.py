@@ -321,7 +321,7 @@ class TriggerSource(LogSource):
                 raise ConfigError(
                     f"{self.url}: the changes after position {cursor} were pruned (up to "
                     f"{pruned}), and reading on would skip them: copy the tables as they are "
-                    "now (--snapshot initial with an emptied checkpoint, or a backfill); "
+                    "now (--snapshot initial with an emptied checkpoint, or rowcast backfill); "
                     "raise retain= so that it does not happen again"
                 )
             if cursor > max(last, pruned):
