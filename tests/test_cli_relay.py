@@ -164,8 +164,10 @@ def test_snapshot_initial_is_passed_to_the_source_or_refused_clearly(tmp_path: P
             # a snapshot saves where it begins ("at": null) before it hands out a row:
             # wait for the checkpoint of its delivered chunk
             wait_for(
-                lambda: process.poll() is not None
-                or '"at":null' not in (saved(tmp_path) or '"at":null'),
+                lambda: (
+                    process.poll() is not None
+                    or '"at":null' not in (saved(tmp_path) or '"at":null')
+                ),
                 what="the snapshot or an error",
             )
         finally:

@@ -37,6 +37,7 @@ from rowcast.sources import open_source
 from rowcast.sources.base import diagnose
 from rowcast.sources.postgres import UNCHANGED, LogicalSource
 from rowcast.testing import SourceContract
+from rowcast.testing.backfill import BackfillContract
 from tests.conftest import require_server, streaming, wait_for
 from tests.sources.seed import SEED, SEED_BY_STATEMENT
 
@@ -157,7 +158,7 @@ def table(db: Any, ddl: str, full: bool = True) -> None:
         db.execute(f"ALTER TABLE {name} REPLICA IDENTITY FULL")
 
 
-class TestLogicalSource(SourceContract):
+class TestLogicalSource(SourceContract, BackfillContract):
     ordered_by_key = False  # the rows of one statement come in heap order
 
     @pytest.fixture

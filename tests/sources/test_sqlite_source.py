@@ -29,6 +29,7 @@ from rowcast.sources import open_source
 from rowcast.sources.base import diagnose
 from rowcast.sources.sqlite import TriggerSource, uninstall
 from rowcast.testing import SourceContract
+from rowcast.testing.backfill import BackfillContract
 from tests.conftest import wait_for
 from tests.sources.seed import SEED, SEED_EVENTS, events
 
@@ -83,7 +84,7 @@ def read(path: Path, start: str = "start", **options: Any) -> list[list[Change]]
     return list(TriggerSource(url(path), start=start, end="now", **options))
 
 
-class TestTriggerSource(SourceContract):
+class TestTriggerSource(SourceContract, BackfillContract):
     merges_transactions = True  # commits back to back, with no reader between, come as one
 
     @pytest.fixture

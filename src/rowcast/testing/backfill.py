@@ -213,7 +213,8 @@ class BackfillContract:
             _until(lambda: self._done(request) or writer.failed, "the resumed backfill")
             self._caught_up(got, writer)
         again = sum(c.snapshot for c in got)
-        assert again < ROWS - ROWS // 5, f"{again} rows read after the restart: from scratch?"
+        # from scratch would read every row again (a few writes aside)
+        assert again < ROWS * 0.9, f"{again} rows read after the restart: from scratch?"
         assert replay_backfill(initial, before + got) == self.table_rows()
         assert latest(before + got) == self.table_rows()
 
