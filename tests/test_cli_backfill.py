@@ -213,7 +213,7 @@ def test_wait_with_no_relay_gives_up_after_its_timeout_and_status_shows_it(tmp_p
     assert "cancelled" in CliRunner().invoke(main, ["backfill", url, "--status"]).output
 
 
-def test_a_relay_backfills_only_the_tables_it_captures(tmp_path: Path) -> None:
+def test_a_reader_backfills_only_the_tables_it_captures(tmp_path: Path) -> None:
     db = tmp_path / "app.db"
     make_file(db, 30)
     conn = sqlite3.connect(db, isolation_level=None)
@@ -231,3 +231,4 @@ def test_a_relay_backfills_only_the_tables_it_captures(tmp_path: Path) -> None:
     reader.join(10)
     assert {c.table for c in got if c.snapshot} == {"rc_bf"}
     assert len([c for c in got if c.snapshot]) == 30
+    assert progress(db).readers == []  # a tail resumes nothing: it leaves no rows behind

@@ -207,8 +207,15 @@ class Backfill:
             self.close()
 
     def close(self) -> None:
+        """Release the connections; a tail (which resumes nothing) removes its rows."""
         signals, self._signals = self._signals, None
         if signals is not None:
+            if not self.resumable and (self._marks or self._windows):
+                try:
+                    mine = [r.id for r in signals.rows() if r.reader == self.reader]
+                    signals.delete(mine)
+                except Exception as error:  # the database went away: rows stay, harmless
+                    log.warning("backfills: %s's rows not removed: %s", self.reader, error)
             signals.close()
         self.reads.close()
 
@@ -298,18 +305,26 @@ class Backfill:
         if not signals.exists():
             return
         at = self._order(self._at)
-        rows = signals.rows("backfill", "cancel", "progress")
+        if at is None:
+            log.warning(
+                "backfills: the checkpoint's position %s cannot be placed in the log; the "
+                "backfills this reader had not finished are not taken up",
+                self._at,
+            )
+            return
+        rows = signals.rows()
         cancelled = {r.request for r in rows if r.kind == "cancel"}
         mine: dict[int, list[SignalRow]] = collections.defaultdict(list)
         for row in rows:
             if row.kind == "progress" and row.reader == self.reader and row.request is not None:
                 mine[row.request].append(row)
-        undelivered = []
+        # the watermarks of windows a stop cut short: never coming back
+        undelivered = [r.id for r in rows if r.kind in ("low", "high") and r.reader == self.reader]
         for request, marks in mine.items():
             kept = []
             for mark in marks:
                 order = self._order(mark.position)
-                if at is None or order is None or order > at:
+                if order is None or order > at:
                     undelivered.append(mark.id)  # after the checkpoint: not delivered
                 else:
                     kept.append((mark, order))
