@@ -107,19 +107,23 @@ class MysqlReads:
     def tables(self, patterns: Sequence[str]) -> list[tuple[str, str]]:
         database = self.url.database
         conn = self._db()
-        read = [
-            (s, t) for s, t in scope.tables(conn, database) if t != NAME and self._captures(s, t)
+        every = [(s, t) for s, t in scope.tables(conn, database) if t != NAME]
+        names = [t if database else f"{s}.{t}" for s, t in every]
+        missing = [
+            p for p in patterns if not any(scope.captures(None, [p], s, t) for s, t in every)
         ]
-        names = [t if database else f"{s}.{t}" for s, t in read]
-        missing = [p for p in patterns if not any(scope.captures(None, [p], s, t) for s, t in read)]
         if missing:
             where = f"database {database}" if database else "this server"
             raise ConfigError(
-                f"{self.url.masked}: tables {', '.join(map(repr, missing))} match no table "
-                f"this source reads: fix the pattern; the tables of {where} it reads are "
-                f"{scope.listed(names)}"
+                f"{self.url.masked}: tables {', '.join(map(repr, missing))} match no table: "
+                f"fix the pattern; the tables of {where} are {scope.listed(names)}"
             )
-        found = [(s, t) for s, t in read if scope.captures(None, patterns, s, t)]
+        # of what this reader captures: another reader may capture the rest
+        found = [
+            (s, t)
+            for s, t in every
+            if self._captures(s, t) and scope.captures(None, patterns, s, t)
+        ]
         keyless = [self._table(s, t) for s, t in found]
         keyless = [t for t in keyless if not t.key]
         if keyless:

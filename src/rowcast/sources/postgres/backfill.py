@@ -41,12 +41,15 @@ __all__ = ["PostgresReads"]
 
 class PostgresReads:
     """`rowcast.sources._backfill.Reads` of the database at `url`, for a reader of
-    `publication` (None, or one that does not exist: rowcast's own, made when it reads)."""
+    `publication` (None, or one that does not exist: rowcast's own, made when it reads)
+    that captures the tables `captured` matches (None: every table)."""
 
     source = "postgres"
 
-    def __init__(self, url: PgURL, publication: str | None) -> None:
-        self.url, self.publication = url, publication
+    def __init__(
+        self, url: PgURL, publication: str | None, captured: Sequence[str] | None = None
+    ) -> None:
+        self.url, self.publication, self.captured = url, publication, captured
         self._conn: Any = None
         self._schema: str | None = None  # rowcast_signal's
         self._layouts: dict[tuple[str, str], keyset.Layout] = {}
@@ -132,7 +135,12 @@ class PostgresReads:
                 f"{alters} (or REPLICA IDENTITY USING INDEX <a unique index>;), or leave "
                 f"{'it' if len(keyless) == 1 else 'them'} out of the patterns"
             )
-        return [(t.schema, t.name) for t in found]
+        # of what this reader captures (its tables=): another reader may capture the rest
+        return [
+            (t.schema, t.name)
+            for t in found
+            if self.captured is None or matches(self.captured, t.schema, t.name)
+        ]
 
     def chunk(
         self, schema: str, table: str, after: Any, where: str | None, size: int

@@ -347,7 +347,7 @@ class LogicalSource(LogSource):
         )
 
     def _backfill_reads(self) -> PostgresReads:
-        return PostgresReads(self.url, self.publication)
+        return PostgresReads(self.url, self.publication, self.tables)
 
     def _transient(self, error: Exception) -> bool:
         return is_connection_error(error)
