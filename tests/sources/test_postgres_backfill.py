@@ -338,3 +338,17 @@ def test_the_signal_table_is_published_but_never_snapshotted_nor_delivered(
     assert [(c.table, c.pk) for c in got] == [("t", 1)]
     db.execute("SELECT count(*) FROM rowcast_signal")
     assert db.fetchone()[0] >= 1  # the request is there: it was not snapshotted
+
+
+def test_a_reader_backfills_only_the_tables_it_captures(url: str, db: Any) -> None:
+    db.execute("CREATE TABLE a (id INT PRIMARY KEY)")
+    db.execute("CREATE TABLE b (id INT PRIMARY KEY)")
+    reads = LogicalSource(url, tables=["a"])._backfill_reads()
+    try:
+        # its stream carries no change of b: the watermarks could not guard b's rows
+        assert reads.tables(["*"]) == [("public", "a")]
+        assert reads.tables(["b"]) == []  # another reader's
+        with pytest.raises(ConfigError, match="'c' matches no table"):
+            reads.tables(["c"])
+    finally:
+        reads.close()
