@@ -163,3 +163,28 @@ def _active(db: Any, slot: str) -> bool:
     db.execute("SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s", (slot,))
     row = db.fetchone()
     return bool(row and row[0])
+
+
+def test_a_relay_whose_slot_was_dropped_names_the_recovery_and_makes_nothing(
+    base: str, db: Any, tmp_path: Path
+) -> None:
+    db.execute("CREATE TABLE rc_t (id INT PRIMARY KEY)")
+    pos = str(tmp_path / "gone.pos")
+    relay = LogicalSource(base, checkpoint=open_checkpoint(pos))
+    relay.setup()  # a relay that ran: its checkpoint holds where its slot was
+    db.execute(
+        "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = %s", (relay.slot,)
+    )
+    (confirmed,) = db.fetchone()
+    with open_checkpoint(pos) as checkpoint:
+        checkpoint.save(str(confirmed))
+    db.execute("INSERT INTO rc_t VALUES (1)")
+    # an administrator drops the slot (or the server invalidated it), the app writes on
+    db.execute("SELECT pg_drop_replication_slot(%s)", (relay.slot,))
+    db.execute("INSERT INTO rc_t VALUES (2)")
+    result = invoke("relay", base, "--to", "-", "--checkpoint", pos)
+    assert result.exit_code == 2, result.output
+    said = " ".join(result.stderr.split())
+    assert f"slot {relay.slot} does not exist (dropped, or invalidated and removed)" in said
+    assert "rowcast backfill URL --tables" in said
+    assert relay.slot not in left(db)[0]  # was: made again at once, the changes skipped

@@ -5,17 +5,13 @@
     source = LogicalSource("postgresql://rowcast@db:5432/shop?slot=rowcast&tables=public.orders")
     source.run(hub)                       # or: for transaction in source: ...
 
-The server is checked first (`ConfigError` with the fix when ``wal_level`` is
-not ``logical``, the user lacks the replication privilege, no replication
-slot or WAL sender is free, the slot belongs to another plugin or database,
-the password is wrong or the host unreachable). Then the *publication* (``FOR
-TABLE`` the chosen tables, never ``FOR ALL TABLES``; a table without a key or
-replica identity is refused first) and the *replication slot* are created when
-missing (see `rowcast.sources.postgres.objects` for their names and owners:
-a temporary slot for a reader without ``?slot=`` or checkpoint, one named after
-the checkpoint otherwise). Tables created later that match ``tables`` join the
-publication at each ``heartbeat``. ``tables`` also filters in the client
-(``fnmatch`` patterns on ``"schema.table"`` or ``"table"``).
+The server is checked first (`ConfigError` with the fix: ``wal_level``, the
+replication privilege, free slots and WAL senders, the slot's plugin and database,
+the password, the host; a checkpoint whose slot is gone). Then the *publication*
+(``FOR TABLE`` the chosen tables; a table without a key or replica identity is
+refused first) and the *slot* are made when missing (`rowcast.sources.postgres.objects`:
+their names and owners). Tables created later that match ``tables`` (``fnmatch``
+patterns on ``"schema.table"`` or ``"table"``) join the publication at each ``heartbeat``.
 
 One `Change` per row, published per transaction at its commit: ``txid`` is
 the xid, ``position`` the LSN just after the commit record (``"0/16B3748"``;
@@ -32,15 +28,12 @@ taken from ``before``). Tables without FULL are named in a warning with the
 ``ALTER TABLE`` that fixes them; ``replica_identity="full"`` (``?replica_identity=full``)
 runs it. ``TRUNCATE`` is not a row change: logged as a warning, not published.
 
-Delivery: a transaction is confirmed to the server (the slot's
-``confirmed_flush_lsn``) only once the consumer asks for the next one, i.e.
-after `run`'s hub receivers returned and its checkpoint was saved. While idle
-or reading only filtered changes, the slot is moved on with the server's
-keepalives, so it never holds WAL for nothing. When the connection drops (or
-the server restarts) the source reconnects with backoff and resumes after the
-last transaction handed out: nothing lost, nothing repeated. ``start`` is
-``"now"`` (the default), ``"start"`` (everything the slot still holds: from
-its last confirmed position) or a position; a checkpoint wins over it.
+Delivery: a transaction is confirmed to the server (``confirmed_flush_lsn``) once
+the consumer asks for the next one (`run`'s receivers returned, its checkpoint saved).
+While idle or reading only filtered changes, the slot moves on with the server's
+keepalives: it never holds WAL for nothing. A dropped connection or a restarting server
+is read again with backoff after the last transaction handed out. ``start`` is ``"now"``
+(the default), ``"start"`` (what the slot holds) or a position; a checkpoint wins.
 
 ``snapshot="initial"`` first hands out every existing row of the chosen tables
 (``write`` changes with ``snapshot=True``), then streams from the point they were
@@ -214,6 +207,8 @@ class LogicalSource(LogSource):
             cur = conn.cursor()
             if self.temporary:  # only checked: a tail's publication lives while it reads
                 cur.execute("BEGIN")
+            else:  # before the slot is made: a checkpoint whose slot is gone
+                self._refuse_a_past_start(cur)
             self._setup(cur, busy_ok=False)
         finally:
             conn.close()  # rolls back what a temporary reader made
@@ -250,7 +245,7 @@ class LogicalSource(LogSource):
             cur = conn.cursor()
             cut = plan(self._resume_from(), self.snapshot)
             if cut is None and not self.temporary:  # before the slot is made
-                refuse_a_past_start(cur, self.url.masked, self.slot, self._resume_from())
+                self._refuse_a_past_start(cur)
             self._own = self._setup(cur, busy_ok=True)
             start = (cut.point or "now") if cut else self._resume_from()
             resume, end = resolve_positions(
@@ -360,6 +355,11 @@ class LogicalSource(LogSource):
         return None
 
     # ------------------------------------------------------------------ setting up
+
+    def _refuse_a_past_start(self, cur: Any) -> None:
+        start, checkpoint = self._resume_from(), self.checkpoint
+        named = checkpoint.url if self._resumed and checkpoint else None
+        refuse_a_past_start(cur, self.url.masked, self.slot, start, named)
 
     def _setup(self, cur: Any, *, busy_ok: bool) -> bool:
         """Check and make what reading needs; whether the publication is rowcast's own."""

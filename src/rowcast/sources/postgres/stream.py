@@ -111,10 +111,13 @@ def behind_the_slot(target: str, slot: str, confirmed: str, start: str) -> Confi
     )
 
 
-def refuse_a_past_start(cur: Any, target: str, slot: str, start: str) -> None:
+def refuse_a_past_start(
+    cur: Any, target: str, slot: str, start: str, checkpoint: str | None = None
+) -> None:
     """Before `slot` is created: a `ConfigError` when `start` (an LSN) is past the server's
     end of WAL, or when the slot does not exist and `start` is behind that end, where a
-    slot made now would begin (it could never send what lies before)."""
+    slot made now would begin (it could never send what lies before). `checkpoint`: the
+    URL of the checkpoint `start` comes from (its slot was dropped or invalidated)."""
     try:
         lsn = parse_lsn(start)
     except ValueError:  # 'now', 'start', a snapshot's position: nothing to check here
@@ -132,6 +135,14 @@ def refuse_a_past_start(cur: Any, target: str, slot: str, start: str) -> None:
         )
     if exists or lsn == parse_lsn(now):
         return
+    if checkpoint is not None:
+        raise ConfigError(
+            f"{target}: slot {slot} does not exist (dropped, or invalidated and removed), so "
+            f"the changes since {start}, where the checkpoint {checkpoint} is, are gone from "
+            "the server (nothing was created). To recover: empty the checkpoint and start "
+            "again, which makes the slot and streams from now, then run rowcast backfill "
+            f"URL --tables ... for the changes missed (or start with --snapshot initial)"
+        )
     raise ConfigError(
         f"{target}: slot {slot} does not exist yet, and a slot made now would begin at "
         f"{now}, past {start} where this reader begins: it cannot read the past (nothing "
