@@ -147,11 +147,16 @@ def test_requests_that_cannot_run_say_why(database: tuple[str, Any]) -> None:
         BinlogSource(url).backfill(["ordres"])
     with pytest.raises(ConfigError, match=r"--where 'no_such = 1' fails on .*orders"):
         BinlogSource(url).backfill(["orders"], where="no_such = 1")
-    # a source limited by its patterns backfills only what it reads (others read the rest)
-    reads = BinlogSource(url, tables=["nokey"])._backfill_reads()
+    # a reader limited by its patterns reads only what it captures, and refuses nothing
+    reads = BinlogSource(url, tables=["orders"])._backfill_reads()
     assert reads is not None
-    assert reads.tables(["orders"]) == []
-    reads.close()
+    try:
+        assert reads.tables(["orders", "nokey"]) == [(url.rsplit("/", 1)[1], "orders")]
+        assert reads.tables(["nokey"]) == []
+    finally:
+        reads.close()
+    with pytest.raises(ConfigError, match="has no database rc_no_such_db"):
+        BinlogSource("mysql://root@127.0.0.1:3306/rc_no_such_db").backfills()
     assert BinlogSource(url).backfills() == []  # nothing recorded
     request = BinlogSource(url).backfill(["orders"])
     cur.execute(f"SELECT kind FROM {NAME} WHERE id = %s", (request,))

@@ -26,6 +26,8 @@ from .server import ServerURL, connect, server_code
 
 __all__ = ["MysqlReads", "order"]
 
+_NO_DATABASE = 1049  # ER_BAD_DB_ERROR
+
 _MYSQL_GTID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F-]{27}:")
 
 
@@ -76,12 +78,24 @@ class MysqlReads:
             )
         return self.url.database
 
+    def _no_database(self) -> ConfigError:
+        return ConfigError(
+            f"{self.url.masked}: the server has no database {self.url.database}: check the "
+            "database in the URL (the one the relay reads)"
+        )
+
     def signals(self) -> SignalTable:
         database = self._database()
 
         def connected() -> Any:
             conn = connect(self.url)
-            conn.select_db(database)
+            try:
+                conn.select_db(database)
+            except Exception as e:
+                conn.close()
+                if server_code(e) == _NO_DATABASE:
+                    raise self._no_database() from e
+                raise
             return conn
 
         return SignalTable(connected, "mysql")
@@ -108,6 +122,13 @@ class MysqlReads:
         database = self.url.database
         conn = self._db()
         every = [(s, t) for s, t in scope.tables(conn, database) if t != NAME]
+        if database and not every:
+            with conn.cursor() as cur:
+                cur.execute(
+                    "SELECT 1 FROM information_schema.schemata WHERE schema_name = %s", (database,)
+                )
+                if cur.fetchone() is None:
+                    raise self._no_database()
         names = [t if database else f"{s}.{t}" for s, t in every]
         missing = [
             p for p in patterns if not any(scope.captures(None, [p], s, t) for s, t in every)

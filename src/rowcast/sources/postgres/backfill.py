@@ -109,7 +109,8 @@ class PostgresReads:
 
     def tables(self, patterns: Sequence[str]) -> list[tuple[str, str]]:
         """The tables `patterns` match (``schema.table`` or ``table``), in ``(schema,
-        table)`` order: those a user's publication holds, or any with rowcast's own."""
+        table)`` order: those a user's publication holds, or any with rowcast's own; of
+        them, those this reader captures (another reader may capture the rest)."""
         cur = self._db().cursor()
         pub = publication_state(cur, self.publication) if self.publication else None
         users = pub is not None and not pub.all_tables and not is_ours(cur, str(self.publication))
@@ -125,6 +126,8 @@ class PostgresReads:
                 f"{'matches' if len(unmatched) == 1 else 'match'} no table of {where} (a "
                 f"pattern is on schema.table or table): its tables are {shown or 'none'}"
             )
+        captured = self.captured  # its tables=: another reader may capture the rest
+        found = [t for t in found if captured is None or matches(captured, t.schema, t.name)]
         keyless = [t for t in found if not (t.has_pk or t.identity == "i")]
         if keyless:
             listed = ", ".join(t.sql for t in keyless)
@@ -135,12 +138,7 @@ class PostgresReads:
                 f"{alters} (or REPLICA IDENTITY USING INDEX <a unique index>;), or leave "
                 f"{'it' if len(keyless) == 1 else 'them'} out of the patterns"
             )
-        # of what this reader captures (its tables=): another reader may capture the rest
-        return [
-            (t.schema, t.name)
-            for t in found
-            if self.captured is None or matches(self.captured, t.schema, t.name)
-        ]
+        return [(t.schema, t.name) for t in found]
 
     def chunk(
         self, schema: str, table: str, after: Any, where: str | None, size: int
