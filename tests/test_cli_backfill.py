@@ -232,3 +232,76 @@ def test_a_reader_backfills_only_the_tables_it_captures(tmp_path: Path) -> None:
     assert {c.table for c in got if c.snapshot} == {"rc_bf"}
     assert len([c for c in got if c.snapshot]) == 30
     assert progress(db).readers == []  # a tail resumes nothing: it leaves no rows behind
+
+
+def test_a_tail_leaves_nothing_in_rowcast_signal(tmp_path: Path) -> None:
+    """A tail resumes nothing: it keeps only its latest progress, and its rows go when it
+    stops (else --status shows it running for ever and --wait never returns)."""
+    db = tmp_path / "app.db"
+    make_file(db, 500)
+    source = TriggerSource(f"sqlite:///{db}", tables=["rc_bf"], start="start")
+    source.backfill(["rc_bf"], chunk=10)
+    counts: list[int] = []
+
+    def read() -> None:
+        for _ in source:
+            with sqlite3.connect(db) as conn:
+                counts.append(conn.execute("SELECT count(*) FROM rowcast_signal").fetchone()[0])
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    wait_for(lambda: progress(db).done, seconds=30)
+    source.stop()
+    reader.join(10)
+    assert max(counts) < 12  # the request, its latest progress and a few watermarks
+    (status,) = TriggerSource(f"sqlite:///{db}").backfills()
+    assert status.readers == []
+
+
+def test_a_relay_restarted_leaves_no_watermarks_and_done_counts_every_table(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "app.db"
+    make_file(db, 3000)
+    url = f"sqlite:///{db}"
+    process = relay(db, tmp_path)
+    wait_for(lambda: (tmp_path / "pos").exists(), seconds=30)
+    request = TriggerSource(url).backfill(["rc_bf"], chunk=10)
+    for n in range(2):
+        if n:
+            process = relay(db, tmp_path)
+        wait_for(lambda: progress(db).readers and progress(db).readers[0].rows > 0, seconds=30)
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=30)
+    process = relay(db, tmp_path)
+    try:
+        wait_for(lambda: progress(db).done, seconds=60)
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=30)
+    with sqlite3.connect(db) as conn:
+        marks = conn.execute(
+            "SELECT count(*) FROM rowcast_signal WHERE kind IN ('low', 'high')"
+        ).fetchone()[0]
+    assert marks == 0
+    (status,) = [s for s in TriggerSource(url).backfills() if s.id == request]
+    assert status.readers[0].tables_done == status.readers[0].tables == 1
+
+
+def test_wait_says_when_no_relay_captures_the_tables(tmp_path: Path) -> None:
+    db = tmp_path / "app.db"
+    make_file(db, 10)
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("CREATE TABLE rc_other (id INTEGER PRIMARY KEY)")
+    conn.close()
+    url = f"sqlite:///{db}"
+    source = TriggerSource(url, tables=["rc_other"], start="start")
+    reader = threading.Thread(target=lambda: [None for _ in source], daemon=True)
+    reader.start()
+    try:
+        result = CliRunner().invoke(main, ["backfill", url, "-t", "rc_bf", "--wait"])
+    finally:
+        source.stop()
+        reader.join(10)
+    assert result.exit_code == 1, result.output
+    assert "no reader captures rc_bf" in result.output

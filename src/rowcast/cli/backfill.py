@@ -126,6 +126,8 @@ def _show(found: list[Any], fmt: str) -> None:
                 if reader.error
                 else "cancelled"
                 if reader.cancelled
+                else "captures none of them"
+                if reader.done and not reader.tables
                 else "done"
                 if reader.done
                 else "running"
@@ -162,6 +164,11 @@ def _wait(source: Any, request: int, timeout: float | None) -> None:
                 )
             if status.cancelled or any(r.cancelled for r in status.readers):
                 raise click.ClickException(f"backfill {request} was cancelled")
+            if status.done and not any(r.tables for r in status.readers):
+                raise click.ClickException(
+                    f"backfill {request}: no reader captures {', '.join(status.tables)} (each "
+                    "relay's --tables leaves them out): nothing was read"
+                )
             if status.done:
                 break
             if status.readers:

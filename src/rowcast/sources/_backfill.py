@@ -126,7 +126,7 @@ class _Job:
     def progress(self, done: bool = False, cancelled: bool = False) -> dict[str, Any]:
         return {
             "tables": [list(t) for t in self.tables],
-            "index": self.index,
+            "index": len(self.tables) if done else self.index,
             "after": dumps(self.after),
             "rows": self.rows,
             "where": self.where,
@@ -429,6 +429,9 @@ class Backfill:
         marks = self._marks.setdefault(request, [])
         marks.append((new, self._order(position)))
         gone = list(forget)
+        if not self.resumable:  # resumes nothing: its latest progress is all it needs
+            gone.extend(m[0] for m in marks[:-1])
+            del marks[:-1]
         saved = self._saved()
         if saved is not None:
             passed = [m for m in marks if m[1] is not None and m[1] <= saved]
