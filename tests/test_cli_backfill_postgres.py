@@ -202,22 +202,3 @@ def test_a_relay_killed_mid_backfill_resumes_and_no_row_goes_back_in_time(
     twice = {c.pk for c in again} & {c.pk for c in before}  # past the checkpoint only
     assert len(twice) < len(before)
     assert writer.writes > 300
-
-
-@pytest.mark.server
-def test_a_reader_backfills_only_the_tables_it_captures() -> None:
-    """A relay started with --tables rc_other reads none of a request for rc_bf (nor
-    refuses it): another relay captures it."""
-    with private_database(f"rc_bfcap_{RUN}") as url:
-        conn = psycopg2.connect(url)
-        conn.autocommit = True
-        conn.cursor().execute(
-            "CREATE TABLE rc_bf (id INT PRIMARY KEY); CREATE TABLE rc_other (id INT PRIMARY KEY)"
-        )
-        conn.close()
-        reads = LogicalSource(url, tables=["rc_other"])._backfill_reads()
-        try:
-            assert reads.tables(["rc_*"]) == [("public", "rc_other")]
-            assert reads.tables(["rc_bf"]) == []
-        finally:
-            reads.close()

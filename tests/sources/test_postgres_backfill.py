@@ -350,5 +350,7 @@ def test_a_reader_backfills_only_the_tables_it_captures(url: str, db: Any) -> No
         assert reads.tables(["b"]) == []  # another reader's
         with pytest.raises(ConfigError, match="'c' matches no table"):
             reads.tables(["c"])
+        db.execute("CREATE TABLE nokey (v INT)")
+        assert reads.tables(["*"]) == [("public", "a")]  # another reader's table: not refused
     finally:
         reads.close()
