@@ -26,7 +26,7 @@ import dataclasses
 import enum
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from . import _speedups
@@ -245,6 +245,38 @@ class Change:
             _set_position(change, position)
             _set_source(change, source)
             _set_snapshot(change, False)
+            made.append(change)
+        return made
+
+    @classmethod
+    def _reads(
+        cls,
+        schema: str | None,
+        table: str,
+        rows: Iterable[tuple[Any, dict[str, Any]]],
+        ts: float,
+        txid: str | None,
+        position: str | None,
+        source: str | None,
+    ) -> list[Change]:
+        """The ``snapshot=True`` writes of rows ``(pk, image)`` a snapshot or a backfill read
+        from `table` (a non-empty name), made without `__init__`'s checks: each has its
+        after image by construction."""
+        new, write = object.__new__, Action.WRITE
+        made = []
+        for pk, after in rows:
+            change = new(cls)
+            _set_action(change, write)
+            _set_schema(change, schema)
+            _set_table(change, table)
+            _set_pk(change, pk)
+            _set_before(change, None)
+            _set_after(change, after)
+            _set_ts(change, ts)
+            _set_txid(change, txid)
+            _set_position(change, position)
+            _set_source(change, source)
+            _set_snapshot(change, True)
             made.append(change)
         return made
 

@@ -156,7 +156,7 @@ class _Window:
     index: int  #: of the table read
     low: int
     high: int
-    rows: dict[Any, dict[str, Any]]
+    rows: list[tuple[Any, dict[str, Any]]]  #: ``(pk, image)`` in key order
     last: Any
     full: bool  #: as many rows as selected: the table may hold more
     opened: bool = False  #: the low watermark came back
@@ -378,19 +378,16 @@ class Backfill:
                 if not any(w.job is job for w in self._windows):
                     job.index, job.after = index + 1, None
                 continue
-            self._windows.append(_Window(job, index, low, high, dict(rows), last, full))
+            self._windows.append(_Window(job, index, low, high, rows, last, full))
 
     def _finish(self, window: _Window, position: str) -> list[Change]:
         """The chunk's rows the log did not change in its window, at `position`."""
         job = window.job
         schema, table = job.tables[window.index]
-        touched, ts, txid = window.touched, time.time(), f"backfill:{job.request}"
-        source = self.reads.source
-        changes = [
-            Change(_WRITE, schema, table, pk, None, image, ts, txid, position, source, True)
-            for pk, image in window.rows.items()
-            if pk not in touched
-        ]
+        touched, rows = window.touched, window.rows
+        kept = [row for row in rows if row[0] not in touched] if touched else rows
+        txid = f"backfill:{job.request}"
+        changes = Change._reads(schema, table, kept, time.time(), txid, position, self.reads.source)
         job.rows += len(changes)
         job.index, job.after = (
             (window.index, window.last) if window.full else (window.index + 1, None)

@@ -45,7 +45,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ...change import Action, Change
+from ...change import Change
 from ...codec import loads
 from ...errors import ConfigError, SourceError
 from .._snapshot import PREFIX, Cut, Seam, SnapshotProgress, is_position, position
@@ -63,7 +63,6 @@ _ORDERED = frozenset(
     | {"float", "double", "date", "datetime", "timestamp", "time", "year", "binary", "varbinary"}
 )
 _NAME = re.compile(r"[A-Za-z0-9_]+")  # a character set or collation name
-_WRITE = Action.WRITE
 #: ``between(start, end)``: the binlog's transactions ending after `start`, up to `end`
 Between = Callable[[str, str], Iterator[tuple[list[Change], str]]]
 
@@ -163,10 +162,7 @@ class Snapshot:
                     if self.stopping.is_set():
                         return
                     at = position(here, (schema, table, last))
-                    yield [
-                        Change(_WRITE, schema, table, pk, None, row, ts, txid, at, "mysql", True)
-                        for pk, row in rows
-                    ]
+                    yield Change._reads(schema, table, rows, ts, txid, at, "mysql")
                     self.progress.rows += len(rows)
                 self.progress.tables_done += 1
                 log.info("snapshot: %s.%s read (%d rows so far)", schema, table, self.progress.rows)

@@ -164,8 +164,8 @@ class PostgresReads:
             read = keyset.chunks(cur, Table(schema, table, "d", True), layout, after, size, where)
             with contextlib.closing(read):
                 for rows, last in read:
-                    images = [loader.new(row) for row in rows]
-                    return [(layout.pk_of(image), image) for image in images], last
+                    pk_of = layout.pk_of
+                    return [(pk_of(image), image) for image in map(loader.new, rows)], last
             return [], after
         finally:
             with contextlib.suppress(Exception):  # a broken connection rolled it back

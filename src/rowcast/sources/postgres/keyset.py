@@ -168,15 +168,16 @@ def old_key(layout: Layout, change: Change) -> Any:
 
 
 def _raw(cur: Any, oids: tuple[int, ...]) -> None:
-    """Make `cur` hand these types' values over in the server's text form."""
+    """Make `cur` hand these types' values over in the server's text form, as bytes
+    (psycopg2's own ``BYTES`` caster: UTF-8, as pgoutput's values reach the loaders)."""
     ext = psycopg2().extensions
-    caster = ext.new_type(tuple(set(oids)), "ROWCAST_TEXT", lambda value, _: value)
+    caster = ext.new_type(tuple(set(oids)), "ROWCAST_TEXT", ext.BYTES)
     ext.register_type(caster, cur)
 
 
 def _fetch(cur: Any, statement: str, args: list[Any] | None = None) -> list[Row]:
     cur.execute(statement, args)
-    return [tuple(None if v is None else v.encode() for v in row) for row in cur.fetchall()]
+    return cur.fetchall()  # type: ignore[no-any-return]
 
 
 def _text(value: Any) -> str:

@@ -39,7 +39,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from ...change import Action, Change
+from ...change import Change
 from ...errors import ConfigError, SourceError
 from .._snapshot import Cut, Seam, SnapshotProgress, is_position, parse, position
 from . import keyset
@@ -57,7 +57,7 @@ __all__ = ["Snapshot", "plan", "snapshot_tables"]
 
 log = logging.getLogger("rowcast.sources.snapshot")
 
-_WRITE, _PG = Action.WRITE, "postgres"
+_PG = "postgres"
 _PATIENCE = 10.0  # seconds to wait for a slot that a killed reader's server process holds
 
 
@@ -189,6 +189,7 @@ class Snapshot:
         for table, layout in layouts:
             types.learn(layout.oids, lambda oids: lookup_types(cur, oids))
             loader = types.rows(layout.columns, layout.oids)
+            pk_of = layout.pk_of
             schema, name = table.schema, table.name
             after = begin[2] if begin is not None and begin[:2] == (schema, name) else None
             progress.table = f"{schema}.{name}"
@@ -196,22 +197,10 @@ class Snapshot:
                 if self.stopping.is_set():
                     return
                 at = position(here, (schema, name, last))
-                yield [
-                    Change(
-                        _WRITE,
-                        schema,
-                        name,
-                        layout.pk_of(image),
-                        None,
-                        image,
-                        ts,
-                        txid,
-                        at,
-                        _PG,
-                        True,
-                    )
-                    for image in map(loader.new, rows)
-                ]
+                images = map(loader.new, rows)
+                yield Change._reads(
+                    schema, name, ((pk_of(i), i) for i in images), ts, txid, at, _PG
+                )
                 progress.rows += len(rows)
             progress.tables_done += 1
             log.info("snapshot: %s read (%d rows so far)", table.sql, progress.rows)

@@ -52,11 +52,12 @@ class Keys:
             rows = reader.execute(query, list(last or ())).fetchall()
             if not rows:
                 return
-            found = []
-            for row in rows:
-                image = dict(zip(table.columns, row, strict=False))
-                pk = row[at[0]] if len(at) == 1 else tuple(row[i] for i in at)
-                found.append((pk, image))
+            columns = table.columns
+            if len(at) == 1:
+                one = at[0]
+                found = [(row[one], dict(zip(columns, row))) for row in rows]  # noqa: B905
+            else:
+                found = [(tuple(row[i] for i in at), dict(zip(columns, row))) for row in rows]  # noqa: B905
             last = tuple(rows[-1][i] for i in at)
             yield found, last
             if len(rows) < chunk:

@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ...change import Action, Change
+from ...change import Change
 from .._snapshot import Cut, Seam, SnapshotProgress, check_options, is_position, parse, position
 from . import triggers
 from .decode import Decoder
@@ -44,8 +44,6 @@ from .keys import Keys
 __all__ = ["Snapshot", "SnapshotProgress", "check_options", "is_position", "plan"]
 
 log = logging.getLogger("rowcast.sources.snapshot")
-
-_WRITE = Action.WRITE
 
 
 def _seq(point: str) -> int:
@@ -155,10 +153,7 @@ class Snapshot:
                 if self._stopping.is_set():
                     return
                 at = position(here, ("main", table.name, last))
-                yield [
-                    Change(_WRITE, "main", table.name, pk, None, row, ts, txid, at, "sqlite", True)
-                    for pk, row in rows
-                ]
+                yield Change._reads("main", table.name, rows, ts, txid, at, "sqlite")
                 self.progress.rows += len(rows)
             self.progress.tables_done += 1
             log.info("snapshot: %s read (%d rows so far)", table.name, self.progress.rows)
