@@ -305,3 +305,33 @@ def test_wait_says_when_no_relay_captures_the_tables(tmp_path: Path) -> None:
         reader.join(10)
     assert result.exit_code == 1, result.output
     assert "no reader captures rc_bf" in result.output
+
+
+def test_a_chunk_that_cannot_be_read_fails_the_request_and_wait_says_why(tmp_path: Path) -> None:
+    db = tmp_path / "app.db"
+    make_file(db, 30)
+    url = f"sqlite:///{db}"
+    source = TriggerSource(url, tables=["rc_bf"], start="start")
+    source.backfill(["rc_bf"], where="data LIKE 's%'")
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("ALTER TABLE rc_bf RENAME COLUMN data TO body")  # the --where breaks
+    conn.close()
+    got: list[Change] = []
+    reader = threading.Thread(target=lambda: [got.extend(tx) for tx in source], daemon=True)
+    reader.start()
+    try:
+        wait_for(lambda: bool(progress(db).readers) and progress(db).readers[0].done, seconds=30)
+        (reading,) = progress(db).readers
+        assert reading.error is not None
+        assert "no such column: data" in reading.error
+        # the stream goes on
+        conn = sqlite3.connect(db, isolation_level=None)
+        conn.execute("INSERT INTO rc_bf VALUES (100, 'after')")
+        conn.close()
+        wait_for(lambda: any(c.pk == 100 for c in got), seconds=30)
+        result = CliRunner().invoke(main, ["backfill", url, "--status"])
+        assert "failed: " in result.output
+    finally:
+        source.stop()
+        reader.join(10)
+    assert not any(c.snapshot for c in got)

@@ -49,14 +49,15 @@ from typing import Any, Protocol
 from .._words import counted
 from ..change import Action, Change
 from ..codec import dumps, loads
-from ..errors import ConfigError
-from .signal import SignalRow, SignalTable
+from ..errors import ConfigError, SourceError
+from .signal import NAME, SignalRow, SignalTable
 
 __all__ = ["Backfill", "Reads"]
 
 log = logging.getLogger("rowcast.sources.backfill")
 
 _CHUNK_SECONDS = 0.5  # what a chunk's select should take, at most about
+_ATTEMPTS = 5  # chunks in a row that fail before a request is given up
 _AHEAD = 2  # chunks read ahead of the log: one waits for its watermarks while one is read
 _WRITE = Action.WRITE
 
@@ -117,6 +118,7 @@ class _Job:
     after: Any = None  #: the last key of it read
     rows: int = 0  #: handed out so far
     step: int = 0  #: rows the next chunk selects (adapts, never above `size`)
+    failures: int = 0  #: chunks in a row that could not be read
     reading: tuple[int, Any] = (0, None)  #: the table and key the next chunk reads after
 
     def __post_init__(self) -> None:
@@ -195,7 +197,13 @@ class Backfill:
         """`transactions` without ``rowcast_signal``'s changes, with the chunks of the
         requests they bring interleaved."""
         try:
-            self._load()
+            try:
+                self._load()
+            except Exception as error:  # what it had not finished would be forgotten
+                raise SourceError(
+                    f"reading {NAME} (the backfills this reader had not finished) failed: "
+                    f"{str(error).strip()}"
+                ) from error
             self._next_chunk()
             for transaction in transactions:
                 kept = self._step(transaction)
@@ -205,6 +213,13 @@ class Backfill:
                     self._next_chunk()
         finally:
             self.close()
+
+    def close_connections(self) -> None:
+        """Close what may have broken (opened again when next needed)."""
+        signals, self._signals = self._signals, None
+        if signals is not None:
+            signals.close()
+        self.reads.close()
 
     def close(self) -> None:
         """Release the connections; a tail (which resumes nothing) removes its rows."""
@@ -361,12 +376,17 @@ class Backfill:
                 log.info("backfill %d: done, %d rows", job.request, job.rows)
                 continue
             schema, table = job.tables[index]
-            signals = self._table()
-            low = signals.write("low", request=job.request, reader=self.reader)
-            began, asked = time.monotonic(), job.step
-            rows, last = self.reads.chunk(schema, table, after, job.where, asked)
-            took = time.monotonic() - began
-            high = signals.write("high", request=job.request, reader=self.reader)
+            try:
+                signals = self._table()
+                low = signals.write("low", request=job.request, reader=self.reader)
+                began, asked = time.monotonic(), job.step
+                rows, last = self.reads.chunk(schema, table, after, job.where, asked)
+                took = time.monotonic() - began
+                high = signals.write("high", request=job.request, reader=self.reader)
+            except Exception as error:
+                self._failed(job, error)
+                return
+            job.failures = 0
             if took > _CHUNK_SECONDS and job.step > 1:
                 job.step = max(1, job.step // 2)
             elif took < _CHUNK_SECONDS / 4:
@@ -379,6 +399,23 @@ class Backfill:
                     job.index, job.after = index + 1, None
                 continue
             self._windows.append(_Window(job, index, low, high, rows, last, full))
+
+    def _failed(self, job: _Job, error: Exception) -> None:
+        """A chunk that could not be read: tried again after the next transaction (the
+        database may be back), given up after `_ATTEMPTS` in a row or a `ConfigError`."""
+        self.close_connections()
+        job.failures += 1
+        if job.failures < _ATTEMPTS and not isinstance(error, ConfigError):
+            log.warning(
+                "backfill %d: reading a chunk failed (%s); trying again after the next transaction",
+                job.request,
+                str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__,
+            )
+            return
+        self._queue.remove(job)
+        self._windows = collections.deque(w for w in self._windows if w.job is not job)
+        log.error("backfill %d: given up: %s", job.request, error)
+        self._mark(job.request, {**job.progress(done=True), "error": str(error)}, self._at)
 
     def _finish(self, window: _Window, position: str) -> list[Change]:
         """The chunk's rows the log did not change in its window, at `position`."""
@@ -418,7 +455,17 @@ class Backfill:
         forget: Sequence[int] = (),
     ) -> None:
         """Record this reader's progress on `request` as of `position`; forget the rows
-        `forget` and the progress rows a checkpoint has passed but the latest."""
+        `forget` and the progress rows a checkpoint has passed but the latest. A database
+        that is away loses the record (a restart then reads the chunk again)."""
+        try:
+            self._record(request, data, position, forget)
+        except Exception as error:
+            self.close_connections()
+            log.warning("backfill %d: progress not recorded: %s", request, error)
+
+    def _record(
+        self, request: int, data: dict[str, Any], position: str | None, forget: Sequence[int]
+    ) -> None:
         signals = self._table()
         new = signals.write(
             "progress", data, request=request, reader=self.reader, position=position
