@@ -203,3 +203,38 @@ def test_the_relay_is_exactly_once_with_the_kafka_sink_alone(
     sink.close()
     checkpoint.close()
     assert committed_ids(names) == (ids_of(batch), 0)
+
+
+def test_a_save_from_another_thread_waits_for_the_batch_in_its_transaction(
+    names: tuple[str, str],
+) -> None:
+    # a relay's source saves its checkpoint (an idle PostgreSQL slot moving on) while a
+    # sink thread delivers: one producer has one transaction at a time
+    import threading
+
+    sink, checkpoint = joined(names)
+    checkpoint.load()
+    failures: list[BaseException] = []
+    done = threading.Event()
+
+    def save() -> None:
+        n = 0
+        while not done.is_set():
+            n += 1
+            try:
+                checkpoint.save(f"0/{n:X}")
+            except BaseException as error:
+                failures.append(error)
+                return
+
+    saver = threading.Thread(target=save)
+    saver.start()
+    try:
+        for _ in range(20):
+            sink.deliver(transactions(5))
+    finally:
+        done.set()
+        saver.join(30)
+        sink.close()
+        checkpoint.close()
+    assert failures == []

@@ -182,6 +182,7 @@ class KafkaSink:
         self._session = uuid.uuid4().hex[:12]  # with a count: each transaction's label
         self._transactions = 0
         self._lock = threading.Lock()
+        self._transacting = threading.Lock()  # a batch's transaction, or a save's
         # librdkafka checks its properties when a client is made: made here (and dropped)
         # so a wrong one is an error at once, not at the first delivery
         _kafka.client(self._kafka.Producer, self.config, self.url)
@@ -272,7 +273,8 @@ class KafkaSink:
             messages = debezium_messages(entries, events, self._route, self.tombstones)
         self._topics.ensure([m[0] for m in messages])
         if self._transactional is not None:
-            self._in_transaction(messages, entries[-1].change.position)
+            with self._transacting:  # a save of the checkpoint's may come from the source
+                self._in_transaction(messages, entries[-1].change.position)
             return
         self._produce(messages)
         self._flush(len(messages))
@@ -416,23 +418,26 @@ class KafkaSink:
         checkpoint.committed(position)
 
     def save_position(self, position: str) -> None:
-        """Commit a transaction holding only the checkpoint's record of `position`."""
+        """Commit a transaction holding only the checkpoint's record of `position` (after
+        the batch in a transaction, if any: one producer has one transaction at a time)."""
         assert self._transactional is not None
         self.begin()
-        producer = self._producer
-        try:
-            producer.begin_transaction()
-            self._transactions += 1
-            self._produce_record(producer, position, f"{self._session}-{self._transactions}")
-            self._commit(producer)
-        except self._errors as e:
-            self._abort(producer, e)
-            if self._fenced is not None:
-                raise self._ended() from e
-            raise _kafka.sink_error(
-                e, f"Kafka sink {self.url}: checkpoint transaction failed: {_kafka.describe(e)}"
-            ) from e
-        self._transactional.committed(position)
+        with self._transacting:
+            producer = self._producer
+            try:
+                producer.begin_transaction()
+                self._transactions += 1
+                self._produce_record(producer, position, f"{self._session}-{self._transactions}")
+                self._commit(producer)
+            except self._errors as e:
+                self._abort(producer, e)
+                if self._fenced is not None:
+                    raise self._ended() from e
+                raise _kafka.sink_error(
+                    e,
+                    f"Kafka sink {self.url}: checkpoint transaction failed: {_kafka.describe(e)}",
+                ) from e
+            self._transactional.committed(position)
 
     def _produce_record(self, producer: Any, position: str, label: str) -> None:
         assert self._transactional is not None
