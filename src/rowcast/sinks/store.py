@@ -69,8 +69,8 @@ from .._url import masked
 from ..change import Change
 from ..codec import dumps
 from ..errors import ConfigError, DuplicateEventId, PermanentSinkError, SinkError, StoreError
-from ..store import EventStore, NewEvent
-from ..store._core import Encoded
+from ..store import EventStore
+from ..store._core import EncodedBatch, split_groups
 from ._dberrors import sink_error
 from .base import Batch, encoded
 
@@ -81,9 +81,12 @@ __all__ = ["StoreSink", "stream_name"]
 _FIELDS = tuple(f.name for f in dataclasses.fields(Change) if f.name != "snapshot")
 
 
-def uuid_from_text(text: str) -> uuid.UUID:
-    """The UUID of a change id's text (`rowcast.sinks.base.encoded` gives them as text)."""
-    return uuid_from_bytes(bytes.fromhex(text.replace("-", "")))
+def _data(change: Change) -> dict[str, Any]:
+    """The event data of `change`: its fields (``snapshot`` only when true)."""
+    data = {name: getattr(change, name) for name in _FIELDS}
+    if getattr(change, "snapshot", False):
+        data["snapshot"] = True
+    return data
 
 
 def _key(value: Any) -> str:
@@ -141,35 +144,44 @@ class StoreSink:
         self._deliver(batch, {"dead_letter": dict(reason)})
 
     def _deliver(self, batch: Batch, metadata: dict[str, Any] | None) -> None:
-        streams: dict[str, list[NewEvent]] = {}
-        # the ids and JSON bodies other sinks of the relay use too (computed once)
-        for change_id, change, body in encoded(batch):
-            data: Any
-            if type(change.pk) is not tuple:
-                # the body is what the codec writes for the data below (a tuple key aside:
-                # a body has it as a JSON array, the data as a tagged tuple)
-                data = Encoded(body)
-            else:
-                data = {name: getattr(change, name) for name in _FIELDS}
-                if getattr(change, "snapshot", False):
-                    data["snapshot"] = True
-            event = NewEvent(change.name, data, metadata, uuid_from_text(change_id))
+        # the ids and JSON bodies other sinks of the relay use too (computed once), handed
+        # to the store as they are: each stream's events in commit order, stream after
+        # stream in the order of their first change
+        streams: dict[str, list[int]] = {}
+        ids: list[bytes] = []
+        types: list[str] = []
+        data: list[str] = []
+        fromhex = bytes.fromhex
+        for index, (change_id, change, body) in enumerate(encoded(batch)):
+            ids.append(fromhex(change_id.replace("-", "")))
+            types.append(change.name)
+            # the body is what the codec writes for the change's fields (a tuple key aside:
+            # a body has it as a JSON array, the data as a tagged tuple)
+            data.append(body if type(change.pk) is not tuple else dumps(_data(change)))
             stream = stream_name(change)
             group = streams.get(stream)
             if group is None:
-                streams[stream] = [event]
+                streams[stream] = [index]
             else:
-                group.append(event)
+                group.append(index)
+        order = [i for group in streams.values() for i in group]
+        if len(order) > len(streams):  # a stream with several changes: theirs in a row
+            ids = [ids[i] for i in order]
+            types = [types[i] for i in order]
+            data = [data[i] for i in order]
+        meta = None if metadata is None else dumps(metadata)
+        events = EncodedBatch(ids, types, data, [meta] * len(ids))
+        counts = [len(group) for group in streams.values()]
         try:
-            self.store.append_streams(streams.items())  # one commit for the lot, where it can
+            self.store._append_encoded(list(streams), counts, events)  # one commit, where it can
             return
         except DuplicateEventId:
             pass  # a re-delivery that overlaps what is stored: stream by stream, below
         except StoreError as e:
             raise self._error(f"append to {len(streams)} streams", e) from e
-        for stream, events in streams.items():
+        for stream, part in split_groups(list(streams), counts, events):
             try:
-                self._append(stream, events)
+                self._append(stream, part)
             except StoreError as e:
                 raise self._error(f"append to {stream!r}", e) from e
 
@@ -186,19 +198,23 @@ class StoreSink:
             return PermanentSinkError(message)
         return sink_error(error, message)
 
-    def _append(self, stream: str, events: list[NewEvent]) -> None:
+    def _append(self, stream: str, events: EncodedBatch) -> None:
         try:
-            self.store.append(stream, events)
+            self.store._append_encoded([stream], [len(events.ids)], events)
         except DuplicateEventId as e:
             # a re-delivery that overlaps what is stored only in part: append the rest. What
             # a relay delivers again is the tail of the stream; an id stored anywhere else
             # (or twice in the batch) belongs to another change: raised, never skipped
-            tail = _tail(self.store, stream, {event.id for event in events})
-            if not set(e.ids) <= tail or len({event.id for event in events}) < len(events):
+            ids = [uuid_from_bytes(i) for i in events.ids]
+            tail = _tail(self.store, stream, set(ids))
+            if not set(e.ids) <= tail or len(set(ids)) < len(ids):
                 raise
-            rest = [event for event in events if event.id not in tail]
+            rest = [k for k, i in enumerate(ids) if i not in tail]
             if rest:
-                self.store.append(stream, rest)
+                part = EncodedBatch(
+                    *([column[k] for k in rest] for column in dataclasses.astuple(events))
+                )
+                self.store._append_encoded([stream], [len(rest)], part)
 
     def close(self) -> None:
         """Close the store; idempotent."""

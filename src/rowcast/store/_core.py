@@ -9,7 +9,7 @@ and metadata are written with the `rowcast.codec` JSON codec.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,8 +30,10 @@ __all__ = [
     "decode_state",
     "encode_batch",
     "encode_state",
+    "join_groups",
     "prefix_end",
     "refused_append",
+    "split_groups",
     "version_matches",
 ]
 
@@ -107,6 +109,38 @@ def encode_batch(events: object) -> EncodedBatch:
     if not ids:
         raise ConfigError("append needs at least one event; the batch is empty")
     return EncodedBatch(ids, types, data, metadata)
+
+
+def split_groups(
+    streams: Sequence[str], counts: Sequence[int], batch: EncodedBatch
+) -> list[tuple[str, EncodedBatch]]:
+    """Group k of `batch`: ``streams[k]`` with the next ``counts[k]`` events."""
+    groups: list[tuple[str, EncodedBatch]] = []
+    start = 0
+    for stream, count in zip(streams, counts, strict=True):
+        end = start + count
+        part = EncodedBatch(
+            batch.ids[start:end],
+            batch.types[start:end],
+            batch.data[start:end],
+            batch.metadata[start:end],
+        )
+        groups.append((stream, part))
+        start = end
+    return groups
+
+
+def join_groups(
+    groups: Sequence[tuple[str, EncodedBatch]],
+) -> tuple[list[str], list[int], EncodedBatch]:
+    """`split_groups`' inverse: the streams, the counts and one batch of every event."""
+    joined = EncodedBatch([], [], [], [])
+    for _, batch in groups:
+        joined.ids.extend(batch.ids)
+        joined.types.extend(batch.types)
+        joined.data.extend(batch.data)
+        joined.metadata.extend(batch.metadata)
+    return [s for s, _ in groups], [len(b.ids) for _, b in groups], joined
 
 
 def refused_append(

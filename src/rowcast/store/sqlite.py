@@ -47,7 +47,7 @@ import random
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from itertools import repeat
 from pathlib import Path
@@ -58,13 +58,21 @@ from .._speedups import uuid_from_bytes
 from .._url import made_directory, masked
 from ..codec import object_hook
 from ..errors import ConfigError, StoreError, WrongExpectedVersion
-from ._core import EncodedBatch, decode_state, refused_append, version_matches
-from ._sqlite_batch import append_all
+from ._core import (
+    EncodedBatch,
+    decode_state,
+    join_groups,
+    refused_append,
+    split_groups,
+    version_matches,
+)
+from ._sqlite_batch import INSERT, append_all, stored_ids
 from ._sqlite_streams import list_streams
 from ._sqlite_url import parse_url
 from .base import EventStore
 from .types import (
     ALL,
+    ANY,
     DEFAULT_URL,
     AppendResult,
     ExpectedVersion,
@@ -104,12 +112,7 @@ CREATE TABLE IF NOT EXISTS rowcast_subscriptions (
     position INTEGER NOT NULL
 ) WITHOUT ROWID;
 """
-_INSERT: Final = (
-    "INSERT INTO rowcast_events (stream, version, id, type, data, metadata, recorded_at) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?)"
-)
 _VERSION: Final = "SELECT coalesce(max(version), 0) FROM rowcast_events WHERE stream = ?"
-_FIND_IDS: Final = "SELECT id, stream, version, position FROM rowcast_events WHERE id IN ({})"
 _HEAD: Final = "SELECT coalesce(max(position), 0) FROM rowcast_events"
 _COLUMNS: Final = "version, position, id, type, data, metadata, recorded_at"
 _READ: Final = {
@@ -147,7 +150,6 @@ _SAVE_POSITION: Final = (
 # reads skip loads()'s whitespace checks: the store wrote the text itself
 _decode = json.JSONDecoder(object_hook=object_hook).raw_decode
 _PAGE: Final = 1000  # rows fetched per lock hold while reading
-_ID_CHUNK: Final = 500  # ids per "IN (...)" lookup (well under SQLite's variable limit)
 _MAX: Final = (1 << 63) - 1
 _BUSY: Final = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 _TABLES: Final = ("rowcast_events", "rowcast_snapshots", "rowcast_subscriptions")
@@ -325,7 +327,7 @@ class SQLiteEventStore(EventStore):
                 repeat(time.time()),
             )
             try:
-                conn.executemany(_INSERT, rows)
+                conn.executemany(INSERT, rows)
             except sqlite3.IntegrityError:
                 conn.execute("ROLLBACK")
                 return self._stored_or_conflict(conn, stream, batch, expected, None)
@@ -338,11 +340,20 @@ class SQLiteEventStore(EventStore):
         return result
 
     def _append_streams(self, groups: list[tuple[str, EncodedBatch]]) -> list[AppendResult]:
+        return self._append_flat(*join_groups(groups))
+
+    def _append_flat(
+        self, streams: Sequence[str], counts: Sequence[int], batch: EncodedBatch
+    ) -> list[AppendResult]:
         now = time.time()
-        results = self._run("append", lambda conn: append_all(conn, groups, _VERSION, _INSERT, now))
-        if results is None:  # an id stored before, say: each stream decided on its own
-            return super()._append_streams(groups)
-        self._appended(groups[-1][0], results[-1])
+        work = partial(append_all, streams=streams, counts=counts, batch=batch, now=now)
+        results = self._run("append", partial(work, where=self.url))
+        if results is None:  # some of a stream's ids stored before, say: stream by stream
+            return [
+                self._append(stream, part, ANY)
+                for stream, part in split_groups(streams, counts, batch)
+            ]
+        self._appended(streams[-1], results[-1])
         return results
 
     def _stored_or_conflict(
@@ -363,13 +374,7 @@ class SQLiteEventStore(EventStore):
             first = conn.execute("SELECT 1 FROM rowcast_events WHERE id = ?", (ids[0],))
             if first.fetchone() is None:
                 raise WrongExpectedVersion(stream, expected, current)
-        stored: dict[bytes, tuple[str, int, int]] = {}
-        for start in range(0, len(ids), _ID_CHUNK):
-            chunk = ids[start : start + _ID_CHUNK]
-            marks = ", ".join("?" * len(chunk))
-            rows = conn.execute(_FIND_IDS.format(marks), chunk)
-            stored.update((bytes(i), (s, v, p)) for i, s, v, p in rows)
-        return refused_append(self.url, stream, ids, expected, current, stored)
+        return refused_append(self.url, stream, ids, expected, current, stored_ids(conn, ids))
 
     # -- reads
 

@@ -229,6 +229,21 @@ class AppendTests(StoreContractBase):
         assert [e.data["n"] for e in self.store.read(a)] == [0, 1, 9]
         assert self.store.append_streams([]) == []
 
+    def test_append_streams_again_with_new_streams_appends_only_those(self) -> None:
+        a, b, c = self.stream(), self.stream(), self.stream()
+        first, second, third = events(1), events(2, start=1), events(1, start=3)
+        results = self.store.append_streams([(a, first), (b, second)])
+        again = self.store.append_streams([(a, first), (c, third), (b, second)])
+        assert again[0] == results[0]
+        assert again[2] == results[1]
+        assert again[1].version == 1
+        assert again[1].position > results[1].position
+        assert [e.data["n"] for e in self.store.read(c)] == [3]
+        # some of a stream's ids stored, not as that append: refused as append refuses
+        with pytest.raises(DuplicateEventId):
+            self.store.append_streams([(a, events(1, start=7)), (b, [second[1], *events(1)])])
+        assert [e.data["n"] for e in self.store.read(b)] == [1, 2]
+
     def test_append_streams_checks_everything_first(self) -> None:
         a = self.stream()
         with pytest.raises(TypeError):
