@@ -126,7 +126,7 @@ def connect(url: ServerURL) -> Any:
     """A pymysql connection, or a `ConfigError` saying why there is none."""
     pymysql = _pymysql()
     try:
-        conn = pymysql.connect(**url.settings(), autocommit=True, charset="utf8mb4")
+        conn = _connected(pymysql, {**url.settings(), "autocommit": True, "charset": "utf8mb4"})
     except pymysql.err.OperationalError as e:
         code = e.args[0] if e.args else None
         if code == 1045:
@@ -221,10 +221,33 @@ def check_settings(variables: dict[str, str], grants: list[str], user: str) -> l
 
 
 def pymysql_connect(**settings: Any) -> Any:
-    """pymysql.connect, with the library's deprecated ``db=`` spelled ``database=``."""
+    """pymysql.connect, with the library's deprecated ``db=`` spelled ``database=``, and
+    PyMySQL's "TLS if the server offers it" context made once (`_connected`)."""
     if "db" in settings:
         settings["database"] = settings.pop("db")
-    return _pymysql().connect(**settings)
+    return _connected(_pymysql(), settings)
+
+
+_PREFERRED: list[Any] = []  # the TLS context PyMySQL makes for a connection without ssl options
+
+
+def _connected(pymysql: Any, settings: dict[str, Any]) -> Any:
+    """``pymysql.connect(**settings)``. Given no TLS option (nor an option file, which may
+    hold some), PyMySQL makes a default TLS context for each connection, to use if the
+    server offers TLS: loading the system's certificates takes tens of milliseconds, for
+    each of the three or four connections a source opens. The same context is made once
+    here and handed to each such connection, which then connects as PyMySQL would."""
+    own = any(k.startswith("ssl") or k in ("read_default_file", "defer_connect") for k in settings)
+    if own or not getattr(pymysql.connections, "SSL_ENABLED", False):
+        return pymysql.connect(**settings)
+    conn = pymysql.connect(**settings, ssl_disabled=True, defer_connect=True)
+    if not all(hasattr(conn, n) for n in ("ssl", "_ssl_required", "_create_ssl_ctx", "connect")):
+        return pymysql.connect(**settings)  # pragma: no cover - another PyMySQL
+    if not _PREFERRED:
+        _PREFERRED.append(conn._create_ssl_ctx({}))
+    conn.ssl, conn._ssl_required, conn.ctx = True, False, _PREFERRED[0]
+    conn.connect()
+    return conn
 
 
 def server_code(error: BaseException) -> int | None:

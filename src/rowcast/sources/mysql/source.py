@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ...backends import missing_extra
@@ -100,6 +100,21 @@ def _order(position: str) -> tuple[int, int]:
     """A sortable key for ``file:offset`` (files are numbered)."""
     _file_pos(position)
     return binlog_order(position)
+
+
+def _reaches(end: str) -> Callable[[str], bool]:
+    """Whether a ``file:offset`` is at or past `end` (`_order`'s order), `end`'s key made
+    once: the test a source makes after each transaction."""
+    end_name = end.rpartition(":")[0]
+    last = _order(end)
+
+    def reaches(position: str) -> bool:
+        name, _, offset = position.rpartition(":")
+        if name == end_name and offset.isdigit():  # the same file: the offsets tell
+            return int(offset) >= last[1]
+        return _order(position) >= last
+
+    return reaches
 
 
 class BinlogSource(LogSource):
@@ -252,17 +267,18 @@ class BinlogSource(LogSource):
             nonlocal resume
             hold.keep(now=True)  # after a lost connection: still this reader's id?
             stream = self._open_stream(resume)
+            reached = None if end is None else _reaches(end)
             try:
                 for transaction, position in self._transactions(stream):
                     hold.keep()
                     if position is None:  # idle: nothing more to read for now
-                        if end is not None and _order(self._at(stream)) >= _order(end):
+                        if reached is not None and reached(self._at(stream)):
                             return
                         yield []
                         continue
                     yield transaction
                     resume = self.position = position
-                    if end is not None and _order(position) >= _order(end):
+                    if reached is not None and reached(position):
                         return
             finally:
                 stream.close()
@@ -274,11 +290,12 @@ class BinlogSource(LogSource):
         if _order(start) >= _order(end):
             return
         stream = self._open_stream(start)
+        reached = _reaches(end)
         try:
             for transaction, position in self._transactions(stream):
                 if position is not None and _order(position) <= _order(end) and transaction:
                     yield transaction, position
-                if _order(position or self._at(stream)) >= _order(end):
+                if reached(position or self._at(stream)):
                     return
         except Exception as error:
             fatal = self._fatal(error, start)
