@@ -40,8 +40,9 @@ from itertools import islice
 from typing import Any, Final, Self, TypeVar, cast
 
 from ..errors import StoreError
+from ._checks import check_count, check_stream
 from ._watch import Subscription, Watch
-from .base import EventStore, check_count, check_stream
+from .base import EventStore
 from .types import (
     ALL,
     ANY,

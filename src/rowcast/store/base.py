@@ -83,12 +83,20 @@ Errors
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, NoReturn, Self, cast
 
 from .. import backends
 from ..errors import ConfigError, StoreError
+from ._checks import (
+    check_count,
+    check_expected,
+    check_name,
+    check_snapshot_name,
+    check_stream,
+    check_timeout,
+    kind,
+)
 from ._core import EncodedBatch, encode_batch, encode_state, split_groups
 from ._watch import Notifier, Subscription, Watch
 from .types import (
@@ -127,77 +135,6 @@ __all__ = [
 ]
 
 
-# ---------------------------------------------------------------- argument checks
-# Shared by every store, sync or async: each refuses the same input the same way.
-
-
-def _kind(value: object) -> str:
-    return type(value).__name__
-
-
-def check_stream(stream: object, *, writing: bool = False, allow_all: bool = False) -> str:
-    """`stream` if it is a valid name; ``"@all"`` only where `allow_all`."""
-    if not isinstance(stream, str):
-        raise TypeError(f"a stream name is a str, not {_kind(stream)}")
-    if not stream or "\x00" in stream:
-        raise ConfigError(f"a stream name must be a non-empty string without NUL, not {stream!r}")
-    if stream.startswith("@") and not (allow_all and stream == ALL):
-        if writing:
-            raise ConfigError(
-                f"cannot write to stream {stream!r}: names starting with '@' are reserved "
-                f"({ALL!r} is the global order)"
-            )
-        raise ConfigError(f"no stream {stream!r}: of the names starting with '@' only {ALL!r}")
-    return stream
-
-
-def check_count(value: object, what: str, *, allow_none: bool = False) -> int | None:
-    """`value` if it is an int >= 0 (or None where allowed)."""
-    if value is None and allow_none:
-        return None
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"{what} is an int{' or None' if allow_none else ''}, not {_kind(value)}")
-    if value < 0:
-        raise ConfigError(f"{what} must be >= 0, not {value}")
-    return value
-
-
-def check_expected(expected: object) -> ExpectedVersion:
-    """`expected` if it is a valid ``expected_version``."""
-    if isinstance(expected, StreamState):
-        return expected
-    if not isinstance(expected, int) or isinstance(expected, bool):
-        raise TypeError(
-            f"expected_version is an int, ANY, NO_STREAM or STREAM_EXISTS, not {_kind(expected)}"
-        )
-    if expected < 0:
-        raise ConfigError(f"expected_version must be >= 0, not {expected}")
-    return expected
-
-
-def _check_name(name: object, what: str) -> str:
-    if not isinstance(name, str):
-        raise TypeError(f"{what} is a str, not {_kind(name)}")
-    if not name or "\x00" in name:
-        raise ConfigError(f"{what} must be a non-empty string without NUL, not {name!r}")
-    return name
-
-
-def _check_snapshot_name(name: object) -> str:
-    return _check_name(name, "a snapshot name")
-
-
-def check_timeout(timeout: object) -> float | None:
-    """`timeout` in seconds if it is None or a number >= 0 (infinity: None)."""
-    if timeout is None:
-        return None
-    if not isinstance(timeout, int | float) or isinstance(timeout, bool):
-        raise TypeError(f"a watch timeout is a number of seconds or None, not {_kind(timeout)}")
-    if not timeout >= 0:
-        raise ConfigError(f"a watch timeout must be >= 0 seconds, not {timeout!r}")
-    return None if math.isinf(timeout) else float(timeout)
-
-
 # ---------------------------------------------------------------- the store
 
 
@@ -219,7 +156,7 @@ class EventStore:
         if cls is not EventStore:
             return super().__new__(cls)
         if not isinstance(url, str):
-            raise TypeError(f"an event store URL is a str, not {_kind(url)}")
+            raise TypeError(f"an event store URL is a str, not {kind(url)}")
         return cast(Self, super().__new__(backends.load("store", url)))
 
     def __init__(self, url: str = DEFAULT_URL, **options: Any) -> None:
@@ -334,9 +271,9 @@ class EventStore:
         lookups whatever the size of the store, unlike `streams`, which reads them all.
         """
         if not isinstance(prefix, str):
-            raise TypeError(f"a stream prefix is a str, not {_kind(prefix)}")
+            raise TypeError(f"a stream prefix is a str, not {kind(prefix)}")
         if after is not None and not isinstance(after, str):
-            raise TypeError(f"after is a stream name or None, not {_kind(after)}")
+            raise TypeError(f"after is a stream name or None, not {kind(after)}")
         count = cast(int, check_count(limit, "limit"))
         self._check_open("read")
         return self._list_streams(prefix, after, count) if count else []
@@ -359,7 +296,7 @@ class EventStore:
         """
         check_stream(stream, allow_all=True)
         check_count(version, "a snapshot version")
-        _check_snapshot_name(name)
+        check_snapshot_name(name)
         blob, is_bytes = encode_state(state)
         self._check_open("save a snapshot to")
         self._save_snapshot(stream, name, version, blob, is_bytes)
@@ -367,7 +304,7 @@ class EventStore:
     def load_snapshot(self, stream: str, name: str = "default") -> Snapshot | None:
         """The kept snapshot `name` of `stream`, or None."""
         check_stream(stream, allow_all=True)
-        _check_snapshot_name(name)
+        check_snapshot_name(name)
         self._check_open("load a snapshot from")
         return self._load_snapshot(stream, name)
 
@@ -401,9 +338,9 @@ class EventStore:
         subscribing it to another raises `ConfigError`. Nothing is handled
         until `Subscription.run` or `Subscription.run_pending`.
         """
-        _check_name(name, "a subscription name")
+        check_name(name, "a subscription name")
         if not callable(handler):
-            raise TypeError(f"a subscription handler is a callable, not {_kind(handler)}")
+            raise TypeError(f"a subscription handler is a callable, not {kind(handler)}")
         check_stream(stream, allow_all=True)
         self._check_open("subscribe to")
         stored, position = self._subscribe(name, stream)

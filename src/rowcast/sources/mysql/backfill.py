@@ -24,7 +24,7 @@ from . import scope
 from .keyset import Table, quote
 from .server import ServerURL, connect, server_code
 
-__all__ = ["MysqlReads", "order"]
+__all__ = ["MysqlReads", "order", "reaches"]
 
 _NO_DATABASE = 1049  # ER_BAD_DB_ERROR
 
@@ -39,6 +39,20 @@ def order(position: str) -> tuple[int, int]:
         raise ValueError(f"{position!r} is not a binlog file:offset")
     number = re.search(r"(\d+)$", name)
     return (int(number.group(1)) if number else 0, int(offset))
+
+
+def reaches(end: str, key: Callable[[str], tuple[int, int]] = order) -> Callable[[str], bool]:
+    """Whether a ``file:offset`` is at or past `end` in `key`'s order, `end`'s key made
+    once (the test a source makes after each transaction)."""
+    end_name, last = end.rpartition(":")[0], key(end)
+
+    def reached(position: str) -> bool:
+        name, _, offset = position.rpartition(":")
+        if name == end_name and offset.isdigit():  # the same file: the offsets tell
+            return int(offset) >= last[1]
+        return key(position) >= last
+
+    return reached
 
 
 class MysqlReads:

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ...backends import missing_extra
@@ -55,7 +55,7 @@ from . import health as _health
 from . import server as _server
 from . import snapshot as _snapshot
 from ._decode import Decoders, Row
-from .backfill import MysqlReads
+from .backfill import MysqlReads, reaches
 from .backfill import order as binlog_order
 from .server import ServerURL, connect, is_connection_error, parse_url, pymysql_connect, server_code
 
@@ -100,21 +100,6 @@ def _order(position: str) -> tuple[int, int]:
     """A sortable key for ``file:offset`` (files are numbered)."""
     _file_pos(position)
     return binlog_order(position)
-
-
-def _reaches(end: str) -> Callable[[str], bool]:
-    """Whether a ``file:offset`` is at or past `end` (`_order`'s order), `end`'s key made
-    once: the test a source makes after each transaction."""
-    end_name = end.rpartition(":")[0]
-    last = _order(end)
-
-    def reaches(position: str) -> bool:
-        name, _, offset = position.rpartition(":")
-        if name == end_name and offset.isdigit():  # the same file: the offsets tell
-            return int(offset) >= last[1]
-        return _order(position) >= last
-
-    return reaches
 
 
 class BinlogSource(LogSource):
@@ -267,7 +252,7 @@ class BinlogSource(LogSource):
             nonlocal resume
             hold.keep(now=True)  # after a lost connection: still this reader's id?
             stream = self._open_stream(resume)
-            reached = None if end is None else _reaches(end)
+            reached = None if end is None else reaches(end, _order)
             try:
                 for transaction, position in self._transactions(stream):
                     hold.keep()
@@ -290,7 +275,7 @@ class BinlogSource(LogSource):
         if _order(start) >= _order(end):
             return
         stream = self._open_stream(start)
-        reached = _reaches(end)
+        reached = reaches(end, _order)
         try:
             for transaction, position in self._transactions(stream):
                 if position is not None and _order(position) <= _order(end) and transaction:
