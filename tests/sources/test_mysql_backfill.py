@@ -27,7 +27,7 @@ import pytest
 from rowcast import ConfigError
 from rowcast.checkpoint import open_checkpoint
 from rowcast.sources.mysql import BinlogSource
-from rowcast.sources.mysql.backfill import order
+from rowcast.sources.mysql.positions import order
 from rowcast.sources.signal import NAME
 from rowcast.testing.backfill import latest, replay_backfill, running
 from tests.conftest import require_server, wait_for

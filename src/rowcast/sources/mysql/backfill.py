@@ -13,7 +13,6 @@ key has no order to resume in: it is refused, with the fix.
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -22,37 +21,12 @@ from ...errors import ConfigError
 from ..signal import NAME, SignalTable
 from . import scope
 from .keyset import Table, quote
+from .positions import order
 from .server import ServerURL, connect, server_code
 
-__all__ = ["MysqlReads", "order", "reaches"]
+__all__ = ["MysqlReads"]
 
 _NO_DATABASE = 1049  # ER_BAD_DB_ERROR
-
-_MYSQL_GTID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F-]{27}:")
-
-
-def order(position: str) -> tuple[int, int]:
-    """``file:offset`` as a sortable pair (binlog files are numbered); a `ValueError` for
-    anything else (a GTID set names no place in the files without asking the server)."""
-    name, _, offset = position.rpartition(":")
-    if not name or not offset.isdigit() or _MYSQL_GTID.match(position):
-        raise ValueError(f"{position!r} is not a binlog file:offset")
-    number = re.search(r"(\d+)$", name)
-    return (int(number.group(1)) if number else 0, int(offset))
-
-
-def reaches(end: str, key: Callable[[str], tuple[int, int]] = order) -> Callable[[str], bool]:
-    """Whether a ``file:offset`` is at or past `end` in `key`'s order, `end`'s key made
-    once (the test a source makes after each transaction)."""
-    end_name, last = end.rpartition(":")[0], key(end)
-
-    def reached(position: str) -> bool:
-        name, _, offset = position.rpartition(":")
-        if name == end_name and offset.isdigit():  # the same file: the offsets tell
-            return int(offset) >= last[1]
-        return key(position) >= last
-
-    return reached
 
 
 class MysqlReads:

@@ -55,8 +55,9 @@ from . import health as _health
 from . import server as _server
 from . import snapshot as _snapshot
 from ._decode import Decoders, Row
-from .backfill import MysqlReads, reaches
-from .backfill import order as binlog_order
+from .backfill import MysqlReads
+from .positions import order as binlog_order
+from .positions import reaches
 from .server import ServerURL, connect, is_connection_error, parse_url, pymysql_connect, server_code
 
 if TYPE_CHECKING:
