@@ -182,6 +182,26 @@ def test_keys_of_every_common_type(url: str, db: Any, tmp_path: Path) -> None:
     assert isinstance(next(c.pk for c in got if c.table == "k_ts"), dt.datetime)
 
 
+def test_values_python_cannot_hold_are_the_ones_the_stream_gives(
+    url: str, db: Any, tmp_path: Path
+) -> None:
+    """A chunk with a value its loader refuses (read whole, in C) is read row by row, as
+    the stream reads it: that value as the server's text, the others typed."""
+    db.execute("CREATE TABLE odd (id INT PRIMARY KEY, d DATE, n NUMERIC)")
+    db.execute("INSERT INTO odd VALUES (1, '2024-01-02', 1.5), (2, 'infinity', 2), (3, NULL, 3)")
+    with relay(url, tmp_path, ["odd"]) as got:
+        request = LogicalSource(url).backfill(["odd"], chunk=10)
+        wait_for(lambda: done(url, request))
+        db.execute("INSERT INTO odd VALUES (4, 'infinity', 4)")
+        wait_for(lambda: any(not c.snapshot for c in got))
+    read = {c.pk: c.after for c in got if c.snapshot}
+    streamed = next(c for c in got if not c.snapshot)
+    assert read[1]["d"] == dt.date(2024, 1, 2)
+    assert read[3]["d"] is None
+    assert read[2]["d"] == streamed.after["d"] == "infinity"
+    assert type(read[2]["n"]) is type(streamed.after["n"])
+
+
 class Writer(threading.Thread):
     """Updates, deletes and inserts random rows of ``t`` until `finish`."""
 

@@ -31,7 +31,7 @@ from .objects import COMMENT, is_ours
 from .pgoutput import parse_lsn
 from .publication import add_tables, quote, signal_fix, signal_table
 from .rows import lookup_types
-from .server import PgURL, connect
+from .server import PgURL, connect, connect_reader
 from .setup import Table, chosen_tables, matches, publication_state
 from .stream import is_connection_error
 from .types import TypeMap
@@ -51,6 +51,7 @@ class PostgresReads:
     ) -> None:
         self.url, self.publication, self.captured = url, publication, captured
         self._conn: Any = None
+        self._chunks: Any = None  # psycopg 3's, for chunks
         self._schema: str | None = None  # rowcast_signal's
         self._layouts: dict[tuple[str, str], keyset.Layout] = {}
         self._types = TypeMap()
@@ -61,10 +62,11 @@ class PostgresReads:
         return self._conn
 
     def close(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            with contextlib.suppress(Exception):  # already gone with the server
-                conn.close()
+        for conn in (self._conn, self._chunks):
+            if conn is not None:
+                with contextlib.suppress(Exception):  # already gone with the server
+                    conn.close()
+        self._conn = self._chunks = None
 
     def signals(self) -> SignalTable:
         return SignalTable(lambda: connect(self.url), "postgresql")
@@ -158,18 +160,27 @@ class PostgresReads:
         layout = self._describe(schema, table)  # each chunk: the table may have changed
         self._types.learn(layout.oids, lambda oids: lookup_types(conn.cursor(), oids))
         loader = self._types.rows(layout.columns, layout.oids)
-        cur = conn.cursor()
-        cur.execute("BEGIN ISOLATION LEVEL READ COMMITTED, READ ONLY")
+        reader = self._reader()
+        statement, args = keyset.page(Table(schema, table, "d", True), layout, after, size, where)
         try:
-            read = keyset.chunks(cur, Table(schema, table, "d", True), layout, after, size, where)
-            with contextlib.closing(read):
-                for rows, last in read:
-                    pk_of = layout.pk_of
-                    return [(pk_of(image), image) for image in map(loader.new, rows)], last
-            return [], after
+            cur = reader.cursor()
+            cur.execute(statement, args)
+            result = cur.pgresult
+            images = loader.result(result)
         finally:
             with contextlib.suppress(Exception):  # a broken connection rolled it back
-                cur.execute("ROLLBACK")
+                reader.rollback()
+        if not images:
+            return [], after
+        last = tuple(result.get_value(len(images) - 1, i).decode() for i in keyset.key_at(layout))
+        pk_of = layout.pk_of
+        return [(pk_of(image), image) for image in images], last
+
+    def _reader(self) -> Any:
+        """The connection chunks are read on (psycopg 3: its results load whole, in C)."""
+        if self._chunks is None:
+            self._chunks = connect_reader(self.url)
+        return self._chunks
 
     def _describe(self, schema: str, table: str) -> keyset.Layout:
         layout = keyset.describe(self._db().cursor(), self.url.masked, schema, table)

@@ -19,7 +19,7 @@ from .publication import keyless_error
 from .server import psycopg2
 from .setup import Table, quote
 
-__all__ = ["Layout", "chunks", "describe", "estimate", "greater", "old_key"]
+__all__ = ["Layout", "chunks", "describe", "estimate", "greater", "key_at", "old_key", "page"]
 
 Row = tuple[bytes | None, ...]
 
@@ -113,33 +113,46 @@ def chunks(
     None: every row), `size` at a time, with the key of the last one (as text: where the
     next chunk begins; None without a key)."""
     _raw(cur, layout.oids)
-    names = ", ".join(quote(c) for c in layout.columns) or "NULL"
-    source = f"SELECT {names} FROM {table.sql}"
-    matching = [f"({where})"] if where else []
     if not layout.key:  # no key to page by: one pass, read again whole when cut short
-        if matching:
-            source += f" WHERE {matching[0]}"
+        names = ", ".join(quote(c) for c in layout.columns) or "NULL"
+        source = f"SELECT {names} FROM {table.sql}" + (f" WHERE ({where})" if where else "")
         cur.execute(f"DECLARE rowcast_snapshot NO SCROLL CURSOR FOR {source}")
         while rows := _fetch(cur, f"FETCH FORWARD {int(size)} FROM rowcast_snapshot"):
             yield rows, None
         cur.execute("CLOSE rowcast_snapshot")
         return
-    keys = ", ".join(quote(k) for k in layout.key)
-    at = [layout.columns.index(k) for k in layout.key]
-    params = ", ".join(f"%s{cast}" for cast in layout.casts)
-    matching = [m.replace("%", "%%") for m in matching]  # read with parameters from here
+    at = key_at(layout)
     last = after
     while True:
-        terms = [*matching, f"ROW({keys}) > ROW({params})"] if last is not None else matching
-        filtered = f" WHERE {' AND '.join(terms)}" if terms else ""
-        statement = f"{source}{filtered} ORDER BY {keys} LIMIT {int(size)}"
-        rows = _fetch(cur, statement, list(last) if last is not None else [])
+        rows = _fetch(cur, *page(table, layout, last, size, where))
         if not rows:
             return
         last = tuple(rows[-1][i].decode() for i in at)  # type: ignore[union-attr]
         yield rows, last
         if len(rows) < size:
             return
+
+
+def page(
+    table: Table, layout: Layout, after: Any, size: int, where: str | None = None
+) -> tuple[str, list[Any]]:
+    """The ``SELECT`` of up to `size` rows (its columns: `layout`'s) after key `after` (text,
+    in index order; None: from the first) that match `where`, in key order, and its
+    arguments (``%s`` marks: a ``%`` of `where` is doubled)."""
+    names = ", ".join(quote(c) for c in layout.columns) or "NULL"
+    keys = ", ".join(quote(k) for k in layout.key)
+    terms = [f"({where.replace('%', '%%')})"] if where else []
+    if after is not None:
+        params = ", ".join(f"%s{cast}" for cast in layout.casts)
+        terms.append(f"ROW({keys}) > ROW({params})")
+    filtered = f" WHERE {' AND '.join(terms)}" if terms else ""
+    statement = f"SELECT {names} FROM {table.sql}{filtered} ORDER BY {keys} LIMIT {int(size)}"
+    return statement, list(after) if after is not None else []
+
+
+def key_at(layout: Layout) -> list[int]:
+    """Where the key's columns (in index order) are in a row."""
+    return [layout.columns.index(k) for k in layout.key]
 
 
 def greater(cur: Any, layout: Layout, pk: tuple[Any, ...], after: tuple[Any, ...]) -> bool:

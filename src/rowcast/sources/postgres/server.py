@@ -21,7 +21,16 @@ from ..._url import check_query, masked
 from ...backends import missing_extra
 from ...errors import ConfigError
 
-__all__ = ["OPTIONS", "PgURL", "Unreachable", "check_name", "connect", "parse_url", "psycopg2"]
+__all__ = [
+    "OPTIONS",
+    "PgURL",
+    "Unreachable",
+    "check_name",
+    "connect",
+    "connect_reader",
+    "parse_url",
+    "psycopg2",
+]
 
 OPTIONS = ("slot", "publication", "tables", "start", "replica_identity")  # rowcast's, not libpq's
 _NAME = re.compile(r"[a-z0-9_]{1,63}")  # what the server accepts as a slot name
@@ -121,6 +130,23 @@ def connect(url: PgURL, *, replication: bool = False) -> Any:
         raise _connect_error(url, e) from e
     if not replication:
         conn.autocommit = True
+    return conn
+
+
+def connect_reader(url: PgURL) -> Any:
+    """A psycopg 3 connection in ``READ COMMITTED, READ ONLY`` transactions (ended by the
+    caller), or a `ConfigError` saying why there is none: what reads rows into results
+    the stream's loaders take whole (``Transformer.load_rows``)."""
+    try:
+        import psycopg
+    except ImportError as e:  # pragma: no cover - the extra is installed in tests
+        raise missing_extra("postgres", "reading PostgreSQL", e) from e
+    try:
+        conn = psycopg.connect(**url.connect_kwargs(False))
+    except psycopg.OperationalError as e:
+        raise _connect_error(url, e) from e
+    conn.isolation_level = psycopg.IsolationLevel.READ_COMMITTED
+    conn.read_only = True
     return conn
 
 

@@ -207,13 +207,25 @@ def is_connection_error(error: BaseException) -> bool:
     if isinstance(error, Unreachable | ConnectionError | OSError | EOFError):
         return True
     pg = psycopg2()
-    if not isinstance(error, pg.OperationalError | pg.InterfaceError | pg.DatabaseError):
+    if isinstance(error, pg.OperationalError | pg.InterfaceError | pg.DatabaseError):
+        code = getattr(error, "pgcode", None)
+    elif _is_psycopg3(error):  # a backfill's chunk reader
+        code = getattr(error, "sqlstate", None)
+    else:
         return False
-    code = getattr(error, "pgcode", None)
     if code is None:  # no server error: the connection broke (a server shutting down
         # ends the COPY stream: psycopg2 then says "no COPY in progress", a DatabaseError)
         return True
     return str(code).startswith(_RETRY_CODES)
+
+
+def _is_psycopg3(error: BaseException) -> bool:
+    module = type(error).__module__
+    if not (module == "psycopg" or module.startswith("psycopg.")):
+        return False
+    import psycopg
+
+    return isinstance(error, psycopg.OperationalError | psycopg.InterfaceError)
 
 
 class Feedback:

@@ -145,6 +145,20 @@ class RowLoader:
             values = [self._one(i, v) for i, v in enumerate(row)]
         return dict(zip(self.names, values))  # noqa: B905 - as many by protocol
 
+    def result(self, result: Any) -> list[dict[str, Any]]:
+        """Every row of a psycopg 3 result in text form (its columns: this loader's) at
+        once (``Transformer.load_rows``: in C), each as `new` makes it."""
+        transformer, names = self._transformer, self.names
+        transformer.set_pgresult(result, set_loaders=False)
+        try:
+            rows = transformer.load_rows(0, result.ntuples, tuple)
+        except Exception:  # a value Python cannot hold: row by row, keeping the text
+            width = range(result.nfields)
+            return [
+                self.new([result.get_value(i, c) for c in width]) for i in range(result.ntuples)
+            ]
+        return [dict(zip(names, values)) for values in rows]  # noqa: B905 - as many by protocol
+
     def key(self, row: Sequence[Value], indexes: Sequence[int]) -> dict[str, Any]:
         """Only the columns at `indexes` (the others were not sent: a key-only old row)."""
         values = self._load(row)
