@@ -6,12 +6,14 @@ number, a timestamp) is made, then:
 
 * **plain select**: ``SELECT * FROM t`` fetched whole through the same driver
   (``fetchmany``), `--rounds` times: the reference (median rows/s);
-* a source reads the log (``t`` and ``lat``) with a checkpoint, as a relay does,
-  while a writer commits one row into ``lat`` every ``1/--rate`` s. The stream's
-  latency (a ``lat`` change's arrival minus its ``commit()``'s return) is measured
-  for `--idle` seconds, then ``source.backfill(["t"])`` is asked for and the time
-  until every row of ``t`` came out (``snapshot=True``) gives the backfill's rows/s,
-  with the stream's latency measured meanwhile.
+* a source reads the log (``t`` and ``lat``) with a checkpoint, saved as a relay
+  saves it (every ``--checkpoint-interval`` s, the relay's default: 1; 0: after every
+  transaction, an fsync each), while a writer commits one row into ``lat`` every
+  ``1/--rate`` s. The stream's latency (a ``lat`` change's arrival minus its
+  ``commit()``'s return) is measured for `--idle` seconds, then
+  ``source.backfill(["t"])`` is asked for and the time until every row of ``t`` came
+  out (``snapshot=True``) gives the backfill's rows/s, with the stream's latency
+  measured meanwhile.
 
 Printed: rows/s of both, their ratio beside the target (0.5: the issue's), and the
 stream's p50/p99 latency idle and during the backfill. A database whose server is
@@ -182,6 +184,7 @@ def stream_and_backfill(db: Database, rows: int, args: argparse.Namespace) -> di
 
         def read() -> None:
             nonlocal backfilled
+            saved = 0.0
             try:
                 for transaction in source:
                     now = time.perf_counter()
@@ -190,7 +193,9 @@ def stream_and_backfill(db: Database, rows: int, args: argparse.Namespace) -> di
                             backfilled += 1
                         elif change.table == "lat" and change.action == "write":
                             arrivals[int(change.pk)] = now
-                    checkpoint.save(transaction[-1].position or "")
+                    if now - saved >= args.checkpoint_interval:
+                        checkpoint.save(transaction[-1].position or "")
+                        saved = now
                     if backfilled >= rows:
                         finished.set()
             except BaseException as error:
@@ -244,6 +249,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="plain selects (median)")
     parser.add_argument("--chunk", type=int, default=10_000, help="rows per backfill chunk")
     parser.add_argument("--rate", type=float, default=100.0, help="stream commits per second")
+    parser.add_argument(
+        "--checkpoint-interval",
+        type=float,
+        default=1.0,
+        help="seconds between checkpoint saves, as a relay's (0: after every transaction)",
+    )
     parser.add_argument("--idle", type=float, default=3.0, help="seconds of stream alone")
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument(
