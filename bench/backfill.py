@@ -52,6 +52,7 @@ class Database(NamedTuple):
 @contextlib.contextmanager
 def postgres(rows: int) -> Iterator[Database]:
     import psycopg2
+    import psycopg2.errors
 
     admin = psycopg2.connect(PG_ADMIN)
     admin.autocommit = True
@@ -73,11 +74,21 @@ def postgres(rows: int) -> Iterator[Database]:
         yield Database(PG_URL, connect, "%s")
     finally:
         with admin.cursor() as cur:
-            cur.execute(
-                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
-                "WHERE database = %s",
-                (NAME,),
-            )
+            for _ in range(50):  # a walsender may outlive its client a moment
+                cur.execute(
+                    "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
+                    "WHERE database = %s AND active_pid IS NOT NULL",
+                    (NAME,),
+                )
+                try:
+                    cur.execute(
+                        "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                        "WHERE database = %s",
+                        (NAME,),
+                    )
+                    break
+                except psycopg2.errors.ObjectInUse:
+                    time.sleep(0.1)
             cur.execute(f"DROP DATABASE IF EXISTS {NAME} WITH (FORCE)")
         admin.close()
 

@@ -70,6 +70,7 @@ ODD = {
 def test_each_trick_has_its_accelerated_path_and_the_module_names_the_chosen_ones() -> None:
     assert TRICKS == [
         "amqp_publisher",
+        "gc_paused",
         "jetstream_acks",
         "jetstream_publisher",
         "json_scanner",
@@ -715,3 +716,42 @@ def test_amqp_publishers_write_the_same_frames(frame_max: int) -> None:
         written.append((b"".join(wire.sent), type(refused.value)))
     assert written[0] == written[1]
     assert len(written[0][0]) > 10_000  # the long body in, split in frames or not
+
+
+@pytest.mark.parametrize("path", PATHS, ids=lambda p: p.name)
+def test_gc_paused_gives_the_collector_back_as_it_was(path: Any) -> None:
+    """Off inside (accelerated) or as it was (pure); after, as it was, whatever the
+    threads inside and the order they leave in, an error included."""
+    import gc
+
+    assert gc.isenabled()
+    try:
+        inside = threading.Event()
+        left = threading.Event()
+
+        def other() -> None:
+            with path.gc_paused():
+                inside.set()
+                left.wait(10)
+
+        thread = threading.Thread(target=other)
+
+        def fail_inside() -> None:
+            with path.gc_paused():
+                thread.start()
+                inside.wait(10)
+                assert gc.isenabled() is (path is _speedups.pure)
+                raise ValueError("boom")
+
+        with pytest.raises(ValueError, match="boom"):
+            fail_inside()
+        assert gc.isenabled() is (path is _speedups.pure)  # the other thread is inside
+        left.set()
+        thread.join(10)
+        assert gc.isenabled()
+        gc.disable()  # off before: stays off
+        with path.gc_paused():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

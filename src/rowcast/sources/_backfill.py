@@ -46,6 +46,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
+from .._speedups import gc_paused
 from .._words import counted
 from ..change import Action, Change
 from ..codec import dumps, loads
@@ -380,7 +381,8 @@ class Backfill:
                 signals = self._table()
                 low = signals.write("low", request=job.request, reader=self.reader)
                 began, asked = time.monotonic(), job.step
-                rows, last = self.reads.chunk(schema, table, after, job.where, asked)
+                with gc_paused():  # tens of thousands of objects that live on: see _speedups
+                    rows, last = self.reads.chunk(schema, table, after, job.where, asked)
                 took = time.monotonic() - began
                 high = signals.write("high", request=job.request, reader=self.reader)
             except Exception as error:
@@ -424,7 +426,10 @@ class Backfill:
         touched, rows = window.touched, window.rows
         kept = [row for row in rows if row[0] not in touched] if touched else rows
         txid = f"backfill:{job.request}"
-        changes = Change._reads(schema, table, kept, time.time(), txid, position, self.reads.source)
+        with gc_paused():
+            changes = Change._reads(
+                schema, table, kept, time.time(), txid, position, self.reads.source
+            )
         job.rows += len(changes)
         job.index, job.after = (
             (window.index, window.last) if window.full else (window.index + 1, None)
