@@ -244,3 +244,32 @@ def test_a_relay_killed_mid_backfill_resumes_and_sends_no_row_back_in_time(
         again = sum(c.snapshot for c in changes) - ROWS
         assert again < ROWS // 2, f"{again} rows read twice: resumed from scratch?"
         assert writer.writes > 100
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2024-01-02 03:04:05",
+        "2024-01-02 03:04:05.5",
+        "2024-01-02 03:04:05.123",
+        "2024-01-02 03:04:05.123456",
+        "0000-00-00 00:00:00",  # a zero date: text, as pymysql keeps it
+        "2024-02-31 00:00:00",
+        "9999-12-31 23:59:59.999999",
+        b"2024-01-02 03:04:05.25",
+    ],
+)
+def test_a_chunk_readers_datetimes_are_pymysqls(text: str | bytes) -> None:
+    """A backfill's connection reads DATETIME and TIMESTAMP by `datetime.fromisoformat`:
+    each value equal to pymysql's own reading, of the same type."""
+    from pymysql.constants import FIELD_TYPE
+    from pymysql.converters import convert_datetime
+
+    from rowcast.sources.mysql.keyset import conversions
+
+    conv = conversions()
+    for kind in (FIELD_TYPE.DATETIME, FIELD_TYPE.TIMESTAMP):
+        got, expected = conv[kind](text), convert_datetime(text)
+        assert got == expected
+        assert type(got) is type(expected)
+    assert conv[str] is pymysql.converters.conversions[str]  # the encoders kept

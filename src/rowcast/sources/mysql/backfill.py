@@ -20,7 +20,7 @@ from ...change import Change
 from ...errors import ConfigError
 from ..signal import NAME, SignalTable
 from . import scope
-from .keyset import Table, quote
+from .keyset import Table, conversions, quote
 from .positions import order
 from .server import ServerURL, connect, server_code
 
@@ -42,7 +42,7 @@ class MysqlReads:
 
     def _db(self) -> Any:
         if self._conn is None:
-            conn = connect(self.url)
+            conn = connect(self.url, conv=conversions())
             with conn.cursor() as cur:
                 cur.execute("SET SESSION time_zone = '+00:00'")  # TIMESTAMPs as UTC
             self._conn = conn

@@ -17,11 +17,12 @@ import contextlib
 import dataclasses
 import datetime as dt
 import json
+import operator
 import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
-__all__ = ["KeyColumn", "Table", "chunks", "key_columns", "quote", "raw"]
+__all__ = ["KeyColumn", "Table", "chunks", "conversions", "key_columns", "quote", "raw"]
 
 _JSON_CHECK = re.compile(r"json_valid\(`([^`]+)`\)", re.IGNORECASE)
 
@@ -47,6 +48,28 @@ def key_columns(cur: Any, schema: str, table: str) -> list[KeyColumn]:
 
 def quote(name: str) -> str:
     return "`" + name.replace("`", "``") + "`"
+
+
+def conversions() -> dict[Any, Callable[..., Any]]:
+    """pymysql's conversions (its ``conv``: encoders and decoders) with DATETIME and
+    TIMESTAMP read by `datetime.fromisoformat` (in C), pymysql's own (a regular
+    expression) for what it refuses (a zero date: kept as text, as pymysql keeps it):
+    for a connection that reads chunks."""
+    from pymysql import converters
+    from pymysql.constants import FIELD_TYPE
+
+    slow = converters.convert_datetime
+    iso = dt.datetime.fromisoformat
+
+    def datetime(value: Any) -> Any:
+        try:
+            return iso(value)
+        except (ValueError, TypeError):
+            return slow(value)
+
+    conv: dict[Any, Callable[..., Any]] = dict(converters.conversions)
+    conv[FIELD_TYPE.DATETIME] = conv[FIELD_TYPE.TIMESTAMP] = datetime
+    return conv
 
 
 def raw(value: Any) -> Any:
@@ -101,12 +124,12 @@ class Table:
             sql += " WHERE " + " AND ".join(conditions)
         sql += f" ORDER BY {', '.join(map(quote, self.key))} LIMIT {int(size)}"
         cur.execute(sql, tuple(args))
-        names = self.columns
-        rows = [self.fix(dict(zip(names, row, strict=True))) for row in cur.fetchall()]
+        names, fix, pk = self.columns, self.fix, operator.itemgetter(*self.key)
+        rows = [fix(dict(zip(names, row))) for row in cur.fetchall()]  # noqa: B905 - as many
         if not rows:
             return [], after
         last = tuple(rows[-1][k] for k in self.key)
-        return [(self.pk(row), row) for row in rows], last
+        return [(pk(row), row) for row in rows], last
 
 
 def chunks(cur: Any, schema: str, table: str, after: Any, size: int) -> Iterator[Chunk]:
@@ -159,20 +182,43 @@ def _fixer(
         checked = {m for (clause,) in cur.fetchall() for m in _JSON_CHECK.findall(clause)}
         jsons += [n for n, t in columns if t == "longtext" and n in checked]
 
+    steps = [
+        *((name, _utc) for name in stamps),
+        *((name, _bits) for name in bits),
+        *((name, _set) for name in sets),
+        *((name, _json) for name in jsons),
+    ]
+    if not steps:
+        return _as_is
+
     def fix(row: dict[str, Any]) -> dict[str, Any]:
-        for name in stamps:
-            if isinstance(row[name], dt.datetime):
-                row[name] = row[name].replace(tzinfo=dt.UTC)
-        for name in bits:
-            if row[name] is not None:
-                row[name] = int.from_bytes(row[name], "big")
-        for name in sets:
-            if row[name] is not None:
-                row[name] = set(row[name].split(",")) if row[name] else set()
-        for name in jsons:
-            if isinstance(row[name], str | bytes):
-                with contextlib.suppress(ValueError):  # not JSON (yet): as it is
-                    row[name] = json.loads(row[name])
+        for name, step in steps:
+            value = row[name]
+            if value is not None:
+                row[name] = step(value)
         return row
 
     return fix
+
+
+def _as_is(row: dict[str, Any]) -> dict[str, Any]:
+    return row
+
+
+def _utc(value: Any) -> Any:
+    return value.replace(tzinfo=dt.UTC) if isinstance(value, dt.datetime) else value
+
+
+def _bits(value: bytes) -> int:
+    return int.from_bytes(value, "big")
+
+
+def _set(value: str) -> set[str]:
+    return set(value.split(",")) if value else set()
+
+
+def _json(value: Any) -> Any:
+    if isinstance(value, str | bytes):
+        with contextlib.suppress(ValueError):  # not JSON (yet): as it is
+            return json.loads(value)
+    return value

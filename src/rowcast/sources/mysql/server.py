@@ -122,11 +122,14 @@ def parse_url(url: str) -> ServerURL:
     )
 
 
-def connect(url: ServerURL) -> Any:
-    """A pymysql connection, or a `ConfigError` saying why there is none."""
+def connect(url: ServerURL, conv: dict[Any, Any] | None = None) -> Any:
+    """A pymysql connection (its decoders `conv`, None: pymysql's), or a `ConfigError`
+    saying why there is none."""
     pymysql = _pymysql()
     try:
-        conn = _connected(pymysql, {**url.settings(), "autocommit": True, "charset": "utf8mb4"})
+        conn = _connected(
+            pymysql, {**url.settings(), "autocommit": True, "charset": "utf8mb4", "conv": conv}
+        )
     except pymysql.err.OperationalError as e:
         code = e.args[0] if e.args else None
         if code == 1045:
