@@ -31,6 +31,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from rowcast import Change, _speedups
+from rowcast.change import Action
 from rowcast.codec import dumps, encode, loads, object_hook
 from rowcast.errors import RowcastWarning
 from rowcast.store import NewEvent, RecordedEvent
@@ -78,6 +79,7 @@ def test_each_trick_has_its_accelerated_path_and_the_module_names_the_chosen_one
         "recorded_events",
         "remember_last",
         "slot_setters",
+        "snapshot_writes",
         "stream_adder",
         "uuid_from_bytes",
         "warn_outside",
@@ -755,3 +757,27 @@ def test_gc_paused_gives_the_collector_back_as_it_was(path: Any) -> None:
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_snapshot_writes_are_the_very_objects_the_constructor_makes() -> None:
+    rows = [(1, {"id": 1}), ((2, "b"), {"id": 2, "k": "b", "v": None}), (None, {})]
+    made = [
+        path.snapshot_writes(Change, Action.WRITE, "s", "t", rows, 1.5, "b:3", "0/1", "pg")
+        for path in PATHS
+    ]
+    assert made[0] == made[1]
+    for plain, drafted in zip(*made, strict=True):
+        assert type(drafted) is Change
+        assert drafted.snapshot is True
+        assert drafted.action is plain.action
+        assert drafted.after is plain.after  # the row's own dict, not a copy
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        made[1][0].pk = 2  # type: ignore[misc]
+
+    class Loose(Change):  # a subclass with a __dict__: made by its constructor
+        pass
+
+    at = (None, "t", rows[:1], 0.0, None, None, None)
+    loose = _speedups.accelerated.snapshot_writes(Loose, Action.WRITE, *at)
+    assert type(loose[0]) is Loose
+    assert loose[0].after == {"id": 1}

@@ -41,13 +41,15 @@ name                     used by                       the trick (accelerated)
                                                        one write per batch
 `gc_paused`              backfills' chunks             the cyclic garbage collector off
                          (`rowcast.sources._backfill`) while a chunk's rows are made
+`snapshot_writes`        `Change._reads` (snapshots,   Changes drafted, their
+                         backfills)                    ``__class__`` switched
 =======================  ============================  ==================================
 
 Their plain counterparts, in order: ``JSONEncoder.encode`` (built once), ``raw_decode``,
 ``UUID(bytes=...)``, the constructors, ``object.__setattr__``, `inspect.stack`,
 no cache, redis-py's pipeline of ``xadd`` calls, nats-py's ``publish``, a nats-py
-subscription's callback, pika's ``basic_publish`` and nothing (the collector left
-as it is).
+subscription's callback, pika's ``basic_publish``, nothing (the collector left
+as it is) and the constructor.
 The broker protocols' code is in `rowcast._wire`. `redis_connection` is no
 trick: the packed path's way to take a connection from redis-py's pool across
 its versions, which the Redis sink's ``check()`` shares.
@@ -93,6 +95,7 @@ __all__ = [
     "redis_connection",
     "remember_last",
     "slot_setters",
+    "snapshot_writes",
     "stream_adder",
     "uuid_from_bytes",
     "warn_outside",
@@ -255,6 +258,15 @@ class pure:
         thousands of dicts and Changes): as it is."""
         return contextlib.nullcontext()
 
+    @staticmethod
+    def snapshot_writes(cls: Callable[..., T], write: Any, *at: Any) -> list[T]:
+        """The ``snapshot=True`` writes (`rowcast.Change`: `cls`, its action `write`) of rows
+        ``(pk, image)`` read, `at` being ``(schema, table, rows, ts, txid, position,
+        source)``."""
+        schema, table, rows, ts, txid, position, source = at
+        return [cls(write, schema, table, pk, None, after, ts, txid, position, source, True)
+                for pk, after in rows]  # fmt: skip
+
 
 class accelerated(pure):
     """The tricks, on CPython; each gives what the `pure` method of its name gives."""
@@ -399,16 +411,40 @@ class accelerated(pure):
         made into Changes: twice as fast. Never `gc.freeze`."""
         return _GC_PAUSE
 
+    @staticmethod
+    def snapshot_writes(cls: Callable[..., T], write: Any, *at: Any) -> list[T]:
+        # each made as a draft of the class's layout (plain slot stores, no checks: right
+        # by construction) whose class is then switched: a third of the cost
+        if getattr(cls, "__dictoffset__", 1) or "__slots__" not in vars(cls):
+            return pure.snapshot_writes(cls, write, *at)
+        schema, table, rows, ts, txid, position, source = at
+        draft = _draft_of(cls)
+        made: list[Any] = []
+        append = made.append
+        for pk, after in rows:
+            change = draft()
+            change.action = write
+            change.schema = schema
+            change.table = table
+            change.pk = pk
+            change.before = None
+            change.after = after
+            change.ts = ts
+            change.txid = txid
+            change.position = position
+            change.source = source
+            change.snapshot = True
+            change.__class__ = cls
+            append(change)
+        return made
+
 
 class _GCPause:
-    """`accelerated.gc_paused`: re-entrant across threads (a depth under a lock), so one
-    thread leaving never turns the collector back on under another still inside, and a
-    collector that was off before stays off."""
+    """`accelerated.gc_paused`: re-entrant across threads (a depth under a lock): the
+    collector back on after the last thread inside leaves, if it was on."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._depth = 0
-        self._was_on = False
+        self._lock, self._depth, self._was_on = threading.Lock(), 0, False
 
     def __enter__(self) -> None:
         with self._lock:
@@ -461,3 +497,4 @@ jetstream_publisher = active.jetstream_publisher
 jetstream_acks = active.jetstream_acks
 amqp_publisher = active.amqp_publisher
 gc_paused = active.gc_paused
+snapshot_writes = active.snapshot_writes
