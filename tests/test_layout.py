@@ -163,6 +163,7 @@ ROOT = {
     "_url.py",
     "_speedups.py",
     "_wire.py",  # the brokers' wire protocols of _speedups' tricks
+    "_gc.py",  # the collector paused, for _speedups' gc_paused
     "_words.py",  # counts in messages: 1 row, 2 rows
     "_kafka.py",  # the Kafka URL, client and error kinds: its sink, checkpoint, consumer
     "_connect.py",  # column values as Kafka Connect writes them (for debezium.py)

@@ -78,6 +78,7 @@ def test_each_trick_has_its_accelerated_path_and_the_module_names_the_chosen_one
         "json_writer",
         "recorded_events",
         "remember_last",
+        "row_maker",
         "slot_setters",
         "snapshot_writes",
         "stream_adder",
@@ -781,3 +782,14 @@ def test_snapshot_writes_are_the_very_objects_the_constructor_makes() -> None:
     loose = _speedups.accelerated.snapshot_writes(Loose, Action.WRITE, *at)
     assert type(loose[0]) is Loose
     assert loose[0].after == {"id": 1}
+
+
+@pytest.mark.parametrize(
+    "names", [("id",), ("a", "b", "c"), ("it's", 'a "q"', "\\n", "é", "{x}", "v", "v[0]")]
+)
+def test_row_makers_make_the_same_dicts(names: tuple[str, ...]) -> None:
+    values = [list(range(len(names))), tuple(f"s{i}" for i in range(len(names)))]
+    for row in values:
+        made = [path.row_maker(names)(row) for path in PATHS]
+        assert made[0] == made[1] == dict(zip(names, row, strict=True))
+        assert list(made[1]) == list(names)  # in the columns' order

@@ -36,6 +36,7 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from ..._speedups import row_maker
 from ...backends import missing_extra
 from .pgoutput import UNCHANGED, Value
 
@@ -116,7 +117,7 @@ class TypeMap:
 class RowLoader:
     """Turns one relation's rows into ``{column: value}`` dicts."""
 
-    __slots__ = ("_loaders", "_transformer", "_warned", "names")
+    __slots__ = ("_loaders", "_make", "_transformer", "_warned", "names")
 
     def __init__(self, types: TypeMap, names: Sequence[str], oids: Sequence[int]) -> None:
         self.names = tuple(names)
@@ -125,6 +126,7 @@ class RowLoader:
         single = types._adapt.Transformer(types.adapters)
         self._loaders = [single.get_loader(oid, types._text) for oid in oids]
         self._warned: set[int] = set()
+        self._make: Callable[[Sequence[Any]], dict[str, Any]] | None = None  # for `result`
 
     def image(self, row: Sequence[Value]) -> dict[str, Any]:
         """The row as Python values; an unchanged TOASTed value stays `UNCHANGED`."""
@@ -148,16 +150,17 @@ class RowLoader:
     def result(self, result: Any) -> list[dict[str, Any]]:
         """Every row of a psycopg 3 result in text form (its columns: this loader's) at
         once (``Transformer.load_rows``: in C), each as `new` makes it."""
-        transformer, names = self._transformer, self.names
+        transformer = self._transformer
         transformer.set_pgresult(result, set_loaders=False)
+        if self._make is None:
+            self._make = row_maker(self.names)
         try:
-            rows = transformer.load_rows(0, result.ntuples, tuple)
+            return transformer.load_rows(0, result.ntuples, self._make)  # type: ignore[no-any-return]
         except Exception:  # a value Python cannot hold: row by row, keeping the text
             width = range(result.nfields)
             return [
                 self.new([result.get_value(i, c) for c in width]) for i in range(result.ntuples)
             ]
-        return [dict(zip(names, values)) for values in rows]  # noqa: B905 - as many by protocol
 
     def key(self, row: Sequence[Value], indexes: Sequence[int]) -> dict[str, Any]:
         """Only the columns at `indexes` (the others were not sent: a key-only old row)."""
