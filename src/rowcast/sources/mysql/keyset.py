@@ -22,6 +22,8 @@ import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from ..._speedups import row_maker
+
 __all__ = ["KeyColumn", "Table", "chunks", "conversions", "key_columns", "quote", "raw"]
 
 _JSON_CHECK = re.compile(r"json_valid\(`([^`]+)`\)", re.IGNORECASE)
@@ -124,8 +126,8 @@ class Table:
             sql += " WHERE " + " AND ".join(conditions)
         sql += f" ORDER BY {', '.join(map(quote, self.key))} LIMIT {int(size)}"
         cur.execute(sql, tuple(args))
-        names, fix, pk = self.columns, self.fix, operator.itemgetter(*self.key)
-        rows = [fix(dict(zip(names, row))) for row in cur.fetchall()]  # noqa: B905 - as many
+        make, fix, pk = row_maker(self.columns), self.fix, operator.itemgetter(*self.key)
+        rows = [fix(make(row)) for row in cur.fetchall()]
         if not rows:
             return [], after
         last = tuple(rows[-1][k] for k in self.key)

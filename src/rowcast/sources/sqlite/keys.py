@@ -12,6 +12,7 @@ import sqlite3
 from collections.abc import Iterator
 from typing import Any
 
+from ..._speedups import row_maker
 from ...change import Change
 from . import triggers
 
@@ -52,12 +53,12 @@ class Keys:
             rows = reader.execute(query, list(last or ())).fetchall()
             if not rows:
                 return
-            columns = table.columns
+            make = row_maker(table.columns)
             if len(at) == 1:
                 one = at[0]
-                found = [(row[one], dict(zip(columns, row))) for row in rows]  # noqa: B905
+                found = [(row[one], make(row)) for row in rows]
             else:
-                found = [(tuple(row[i] for i in at), dict(zip(columns, row))) for row in rows]  # noqa: B905
+                found = [(tuple(row[i] for i in at), make(row)) for row in rows]
             last = tuple(rows[-1][i] for i in at)
             yield found, last
             if len(rows) < chunk:
