@@ -123,7 +123,7 @@ def parse_url(url: str) -> ServerURL:
 
 
 def connect(url: ServerURL, conv: dict[Any, Any] | None = None) -> Any:
-    """A pymysql connection (its decoders `conv`, None: pymysql's), or a `ConfigError`
+    """A pymysql connection (its conversions `conv`, None: pymysql's), or a `ConfigError`
     saying why there is none."""
     pymysql = _pymysql()
     try:
