@@ -173,12 +173,18 @@ def test_a_relay_killed_mid_backfill_resumes_and_the_events_rebuild_the_table(
     assert max(reads.values()) <= 2
     assert sum(1 for n in reads.values() if n == 2) < before
     assert progress(db).readers[0].rows >= len(reads) - before
+    done = CliRunner().invoke(main, ["backfill", f"sqlite:///{db}", "--cancel", "1"])
+    assert done.exit_code == 2, done.output  # was: 'cancel recorded' of a finished request
+    assert "backfill 1 is done" in done.output
 
 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--tables", "rc_bff"], "'rc_bff' match no table"),
+        (
+            ["--tables", "rc_bff"],
+            "'rc_bff' match no table: fix the pattern; this database's tables are rc_bf\n",
+        ),
         (["--tables", "rc_bf", "--where", "dta > 1"], "--where 'dta > 1' fails on main.rc_bf"),
         (["--cancel", "99"], "there is no backfill 99"),
         (["--status", "--tables", "rc_bf"], "give --tables to ask for a backfill, or --status"),
@@ -211,6 +217,9 @@ def test_wait_with_no_relay_gives_up_after_its_timeout_and_status_shows_it(tmp_p
     cancelled = CliRunner().invoke(main, ["backfill", url, "--cancel", str(found["id"])])
     assert cancelled.exit_code == 0, cancelled.output
     assert "cancelled" in CliRunner().invoke(main, ["backfill", url, "--status"]).output
+    again = CliRunner().invoke(main, ["backfill", url, "--cancel", str(found["id"])])
+    assert again.exit_code == 2, again.output  # was: 'cancel recorded' again
+    assert "is cancelled already" in again.output
 
 
 def test_a_reader_backfills_only_the_tables_it_captures(tmp_path: Path) -> None:

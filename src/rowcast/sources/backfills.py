@@ -96,6 +96,15 @@ def cancel(reads: Reads, target: str, request: int) -> None:
             raise ConfigError(
                 f"{target}: there is no backfill {request} (rowcast backfill --status lists them)"
             )
+        progress = signals.rows("cancel", "progress", request=request)
+        if any(r.kind == "cancel" for r in progress):
+            raise ConfigError(f"{target}: backfill {request} is cancelled already")
+        took = {r.reader: r for r in progress if r.kind == "progress" and r.reader}
+        if took and all(r.data.get("done") for r in took.values()):
+            raise ConfigError(
+                f"{target}: backfill {request} is done (every reader that took it finished): "
+                "there is nothing to cancel"
+            )
         signals.write("cancel", request=request)
     finally:
         signals.close()

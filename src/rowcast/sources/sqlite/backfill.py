@@ -61,7 +61,7 @@ class SqliteReads:
     def tables(self, patterns: Sequence[str]) -> list[tuple[str, str]]:
         conn = self._db()
         wanted = tuple(patterns)
-        check_patterns(conn, self.url, wanted)
+        check_patterns(conn, self.url, wanted, later=False)
         match = matcher(wanted)
         found = triggers.tables(  # of what the reader captures: another may capture the rest
             conn, lambda name: name != NAME and bool(match(name)) and self._capture(name)

@@ -11,6 +11,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from ..._url import masked, unknown_option
 from ...errors import ConfigError
+from ..signal import NAME as SIGNAL
 from .triggers import tables
 
 __all__ = [
@@ -104,15 +105,18 @@ def matcher(patterns: tuple[str, ...] | None) -> Any:
     )
 
 
-def check_patterns(conn: sqlite3.Connection, url: str, patterns: tuple[str, ...] | None) -> None:
-    """A `ConfigError` for each pattern that matches no table, with the tables there are."""
+def check_patterns(
+    conn: sqlite3.Connection, url: str, patterns: tuple[str, ...] | None, later: bool = True
+) -> None:
+    """A `ConfigError` for each pattern that matches no table, with the tables there are
+    (and, with `later`, the option that starts anyway: a reader's ``--allow-empty``)."""
     if not patterns:
         return
-    names = [t.name for t in tables(conn, lambda table: True)]
+    names = [t.name for t in tables(conn, lambda table: table != SIGNAL)]
     missing = [p for p in patterns if not tables(conn, matcher((p,)))]
     if missing:
+        hint = " (--allow-empty if they are created later)" if later else ""
         raise ConfigError(
             f"{url}: tables {', '.join(map(repr, missing))} match no table: fix the pattern; "
-            f"this database's tables are {', '.join(names) or 'none'} (--allow-empty if they "
-            "are created later)"
+            f"this database's tables are {', '.join(names) or 'none'}{hint}"
         )
