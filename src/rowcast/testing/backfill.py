@@ -22,16 +22,13 @@ filled by a relay killed mid-backfill).
 
 from __future__ import annotations
 
-import contextlib
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from rowcast.change import Change
-from rowcast.hub import Hub
 
-from .snapshot import _until, _Writer
+from .snapshot import _until, _Writer, running
 
 if TYPE_CHECKING:
     from rowcast.checkpoint import Checkpoint
@@ -93,33 +90,6 @@ class _Paced(_Writer):
     def step(self) -> None:
         super().step()
         time.sleep(_PAUSE)
-
-
-@contextlib.contextmanager
-def running(source: LogSource) -> Iterator[list[Change]]:
-    """`source` run in a thread (checkpoints saved as `run` saves them); what it handed
-    out so far."""
-    got: list[Change] = []
-    failed: list[BaseException] = []
-    hub = Hub()
-    hub.signal("commit").connect(lambda _, changes: got.extend(changes), weak=False)
-
-    def run() -> None:
-        try:
-            source.run(hub)
-        except BaseException as error:  # raised in the test's thread below
-            failed.append(error)
-
-    thread = threading.Thread(target=run, name="backfill-contract", daemon=True)
-    thread.start()
-    try:
-        yield got
-    finally:
-        source.stop()
-        thread.join(_WAIT)
-    assert not thread.is_alive(), "run() went on after stop()"
-    if failed:
-        raise failed[0]
 
 
 class BackfillContract:

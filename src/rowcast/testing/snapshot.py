@@ -87,6 +87,40 @@ def _between(change: Change) -> bool:
     return (change.position or "").startswith("snapshot:")
 
 
+@contextlib.contextmanager
+def running(source: LogSource, slow: float = 0.0) -> Iterator[list[Change]]:
+    """`source` run in a thread (checkpoints saved as `run` saves them), a consumer that
+    takes `slow` seconds per snapshot chunk; yields what it handed out so far, and raises
+    what `run` raised once stopped."""
+    got: list[Change] = []
+    failed: list[BaseException] = []
+    hub = Hub()
+
+    def take(_: Any, changes: list[Change]) -> None:
+        got.extend(changes)
+        if slow and changes[0].snapshot:
+            time.sleep(slow)
+
+    hub.signal("commit").connect(take, weak=False)
+
+    def run() -> None:
+        try:
+            source.run(hub)
+        except BaseException as error:  # raised in the test's thread below
+            failed.append(error)
+
+    thread = threading.Thread(target=run, name="source-contract", daemon=True)
+    thread.start()
+    try:
+        yield got
+    finally:
+        source.stop()
+        thread.join(_WAIT)
+    assert not thread.is_alive(), "run() went on after stop()"
+    if failed:
+        raise failed[0]
+
+
 class _Writer(threading.Thread):
     """Inserts, updates and deletes rows of ``test`` by their unique ``data``, one
     statement per transaction, until stopped."""
@@ -162,37 +196,12 @@ class SnapshotContract:
             self.execute([f"INSERT INTO test (data) VALUES {values}"])
         return data
 
-    @contextlib.contextmanager
-    def _running(self, source: LogSource, slow: float = 0.01) -> Iterator[list[Change]]:
-        """Run `source` in a thread, a consumer that takes `slow` seconds per snapshot chunk
-        (so that the writer writes while it reads); yields what it got so far."""
-        got: list[Change] = []
-        failed: list[BaseException] = []
-        hub = Hub()
-
-        def take(_: Any, changes: list[Change]) -> None:
-            got.extend(changes)
-            if changes[0].snapshot:
-                time.sleep(slow)
-
-        hub.signal("commit").connect(take, weak=False)
-
-        def run() -> None:
-            try:
-                source.run(hub)
-            except BaseException as error:  # raised in the test's thread below
-                failed.append(error)
-
-        thread = threading.Thread(target=run, name="snapshot-contract", daemon=True)
-        thread.start()
-        try:
-            yield got
-        finally:
-            source.stop()
-            thread.join(_WAIT)
-        assert not thread.is_alive(), "run() went on after stop()"
-        if failed:
-            raise failed[0]
+    def _running(
+        self, source: LogSource, slow: float = 0.01
+    ) -> contextlib.AbstractContextManager[list[Change]]:
+        """`running`, a consumer taking `slow` seconds per snapshot chunk (so that the
+        writer writes while it reads)."""
+        return running(source, slow)
 
     def _caught_up(self, got: list[Change], writer: _Writer) -> None:
         """Stop the writer, write a marker, wait for it: everything before it arrived."""
