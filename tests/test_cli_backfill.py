@@ -26,9 +26,8 @@ from click.testing import CliRunner
 from rowcast import Change
 from rowcast.cli import main
 from rowcast.sources.sqlite import TriggerSource
-from rowcast.store import EventStore
 from tests.conftest import wait_for
-from tests.test_cli_relay import ROWCAST
+from tests.relaying import relay, stored
 
 ROWS = 6000
 CHUNK = 50
@@ -78,30 +77,8 @@ class Writer(threading.Thread):
         self.conn.close()
 
 
-def relay(db: Path, tmp_path: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [
-            ROWCAST,
-            "relay",
-            f"sqlite:///{db}",
-            "--tables",
-            "rc_bf",
-            "--to",
-            f"sqlite:///{tmp_path / 'events.db'}",
-            "--checkpoint",
-            str(tmp_path / "pos"),
-            "--log-format",
-            "json",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def stored(tmp_path: Path) -> list[Change]:
-    with EventStore(f"sqlite:///{tmp_path / 'events.db'}") as store:
-        return [Change(**event.data) for event in store.read_all()]
+def start(db: Path, tmp_path: Path) -> subprocess.Popen[str]:
+    return relay(f"sqlite:///{db}", tmp_path, "--tables", "rc_bf")
 
 
 def backfilled(tmp_path: Path) -> int:
@@ -121,7 +98,7 @@ def test_a_relay_killed_mid_backfill_resumes_and_the_events_rebuild_the_table(
 ) -> None:
     db = tmp_path / "app.db"
     make_file(db)
-    process = relay(db, tmp_path)
+    process = start(db, tmp_path)
     writer = Writer(db)
     try:
         wait_for(lambda: (tmp_path / "pos").exists() or process.poll() is not None, seconds=30)
@@ -137,7 +114,7 @@ def test_a_relay_killed_mid_backfill_resumes_and_the_events_rebuild_the_table(
         before = backfilled(tmp_path)
         assert before < ROWS * 0.9, "the backfill ended before the kill: the test proves nothing"
         time.sleep(0.3)  # the writer goes on while the relay is down
-        process = relay(db, tmp_path)
+        process = start(db, tmp_path)
         wait_for(lambda: process.poll() is not None or progress(db).done, seconds=120)
         writer.finish()
         marker = sqlite3.connect(db, isolation_level=None)
@@ -273,16 +250,16 @@ def test_a_relay_restarted_leaves_no_watermarks_and_done_counts_every_table(
     db = tmp_path / "app.db"
     make_file(db, 3000)
     url = f"sqlite:///{db}"
-    process = relay(db, tmp_path)
+    process = start(db, tmp_path)
     wait_for(lambda: (tmp_path / "pos").exists(), seconds=30)
     request = TriggerSource(url).backfill(["rc_bf"], chunk=10)
     for n in range(2):
         if n:
-            process = relay(db, tmp_path)
+            process = start(db, tmp_path)
         wait_for(lambda: progress(db).readers and progress(db).readers[0].rows > 0, seconds=30)
         process.send_signal(signal.SIGINT)
         process.communicate(timeout=30)
-    process = relay(db, tmp_path)
+    process = start(db, tmp_path)
     try:
         wait_for(lambda: progress(db).done, seconds=60)
     finally:

@@ -11,7 +11,6 @@ the table row for row, and each row's last event is the row as the table has it
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import random
 import secrets
@@ -26,12 +25,10 @@ import psycopg2
 import pytest
 
 from rowcast import Change
-from rowcast.checkpoint import open_checkpoint
 from rowcast.sources.postgres import LogicalSource
-from rowcast.store import EventStore
 from tests.conftest import wait_for
+from tests.relaying import checkpointed, relay, stored
 from tests.sources.test_postgres import private_database
-from tests.test_cli_relay import ROWCAST
 
 RUN = secrets.token_hex(3)
 ROWS = 30000
@@ -78,41 +75,7 @@ class Writer(threading.Thread):
 
 
 def start(url: str, tmp_path: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [
-            ROWCAST,
-            "relay",
-            f"{url}?slot=rc_bfkill_{RUN}",
-            "--tables",
-            "rc_bf",
-            "--to",
-            f"sqlite:///{tmp_path / 'events.db'}",
-            "--checkpoint",
-            str(tmp_path / "pos"),
-            "--log-format",
-            "json",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def checkpointed(tmp_path: Path) -> str | None:
-    with open_checkpoint(str(tmp_path / "pos")) as checkpoint:
-        return checkpoint.load()
-
-
-def stored(tmp_path: Path) -> list[Change]:
-    """The changes in the relay's event store, in the order it delivered them."""
-    if not (tmp_path / "events.db").exists():
-        return []
-    with EventStore(f"sqlite:///{tmp_path / 'events.db'}") as store:
-        changes = [Change(**event.data) for event in store.read_all()]
-    return [
-        dataclasses.replace(c, pk=tuple(c.pk)) if isinstance(c.pk, list) else c  # JSON: a list
-        for c in changes
-    ]
+    return relay(f"{url}?slot=rc_bfkill_{RUN}", tmp_path, "--tables", "rc_bf")
 
 
 def past_chunks(tmp_path: Path) -> bool:

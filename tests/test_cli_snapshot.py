@@ -29,14 +29,12 @@ import pytest
 from click.testing import CliRunner, Result
 
 from rowcast import Change
-from rowcast.checkpoint import open_checkpoint
 from rowcast.cli import main
 from rowcast.sources._snapshot import parse
-from rowcast.store import EventStore
 from rowcast.testing.snapshot import replay
 from tests.conftest import require_server, wait_for
+from tests.relaying import checkpointed, relay, stored
 from tests.sources.test_postgres import private_database
-from tests.test_cli_relay import ROWCAST
 from tests.test_relay import server_id
 
 RUN = secrets.token_hex(3)
@@ -182,28 +180,10 @@ class Writer(threading.Thread):
 
 
 def start(url: str, tmp_path: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [
-            ROWCAST,
-            "relay",
-            url,
-            "--tables",
-            "rc_kill",
-            "--snapshot",
-            "initial",
-            "--snapshot-chunk",
-            "100",
-            "--to",
-            f"sqlite:///{tmp_path / 'events.db'}",
-            "--checkpoint",
-            str(tmp_path / "pos"),
-            "--log-format",
-            "json",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    # small chunks, a query each: the snapshot lasts seconds, past the relay's checkpoint
+    # saves (every second), so that it is killed in the middle of it
+    snapshot = ["--snapshot", "initial", "--snapshot-chunk", "5"]
+    return relay(url, tmp_path, "--tables", "rc_kill", *snapshot)
 
 
 def cut_key(position: str) -> int:
@@ -220,19 +200,6 @@ def past_the_checkpoint(tmp_path: Path) -> bool:
         return False
     last = stored(tmp_path, 1)
     return bool(last) and last[0].snapshot and last[0].pk > cut_key(saved) + 100
-
-
-def checkpointed(tmp_path: Path) -> str | None:
-    with open_checkpoint(str(tmp_path / "pos")) as checkpoint:
-        return checkpoint.load()
-
-
-def stored(tmp_path: Path, last: int | None = None) -> list[Change]:
-    """The changes in the relay's event store, in the order it delivered them (the `last`)."""
-    with EventStore(f"sqlite:///{tmp_path / 'events.db'}") as store:
-        events = store.read_all(limit=last, backwards=last is not None)
-        changes = [Change(**event.data) for event in events]
-    return changes[::-1] if last is not None else changes
 
 
 class Killing(NamedTuple):

@@ -31,8 +31,8 @@ from rowcast.sources.mysql.positions import order
 from rowcast.sources.signal import NAME
 from rowcast.testing.backfill import latest, replay_backfill, running
 from tests.conftest import require_server, wait_for
-from tests.test_cli_relay import ROWCAST
-from tests.test_cli_snapshot import ROWS, RUN, Writer, checkpointed, mysql_kill, stored
+from tests.relaying import checkpointed, relay, stored
+from tests.test_cli_snapshot import ROWS, RUN, Writer, mysql_kill
 from tests.test_relay import server_id
 
 pytestmark = pytest.mark.server
@@ -169,14 +169,7 @@ def test_requests_that_cannot_run_say_why(database: tuple[str, Any]) -> None:
 
 
 def start(url: str, tmp_path: Path) -> subprocess.Popen[str]:
-    command = [ROWCAST, "relay", url, "--tables", "rc_kill", "--to"]
-    command += [f"sqlite:///{tmp_path / 'events.db'}", "--checkpoint", str(tmp_path / "pos")]
-    return subprocess.Popen(
-        [*command, "--log-format", "json"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return relay(url, tmp_path, "--tables", "rc_kill")
 
 
 def progress(url: str, request: int) -> tuple[int, bool]:
