@@ -182,3 +182,41 @@ def test_a_snapshot_checkpoint_of_another_file_is_refused(
     checkpoint.save('snapshot:3:{"at":["main","t",[4]]}')  # saved against another file
     with pytest.raises(ConfigError, match="no record of that reader"):
         list(TriggerSource(url(path), snapshot="initial", checkpoint=checkpoint, end="now"))
+
+
+@pytest.mark.parametrize(
+    "table",
+    [
+        "CREATE TABLE t (a TEXT, b INT, v TEXT, PRIMARY KEY (a, b))",
+        "CREATE TABLE t (a TEXT COLLATE NOCASE, b INT, v TEXT, PRIMARY KEY (a, b))",
+        "CREATE TABLE t (a TEXT COLLATE NOCASE, b INT, v TEXT, PRIMARY KEY (b, a)) WITHOUT ROWID",
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)",
+    ],
+)
+def test_each_chunk_seeks_its_first_key_in_the_index(app: sqlite3.Connection, table: str) -> None:
+    # a chunk that scanned the index from its start to its cut made a big table's snapshot
+    # (and backfill) quadratic: the row-value comparison must be one the index answers
+    from rowcast.sources.sqlite import triggers
+    from rowcast.sources.sqlite.keys import Keys
+
+    app.execute(table)
+    columns = [r[1] for r in app.execute("PRAGMA table_info(t)")]
+    values = {"a": lambda i: f"k{i % 7}", "b": lambda i: i, "id": lambda i: i, "v": str}
+    app.executemany(
+        f"INSERT INTO t ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})",
+        [tuple(values[c](i) for c in columns) for i in range(1, 60)],
+    )
+    (described,) = triggers.tables(app, lambda name: name == "t")
+    reader = sqlite3.connect(path_of(app), isolation_level=None)
+    queries: list[str] = []
+    reader.set_trace_callback(queries.append)
+    read = [pk for rows, _ in Keys(app).chunks(reader, described, None, 10) for pk, _ in rows]
+    reader.set_trace_callback(None)
+    assert len(read) == len(set(read)) == 59
+    later = [q for q in queries if ">" in q]
+    assert later
+    for query in later:
+        plan = " ".join(row[3] for row in reader.execute(f"EXPLAIN QUERY PLAN {query}"))
+        assert plan.startswith("SEARCH"), (query, plan)
+        assert "TEMP B-TREE" not in plan, (query, plan)
+    reader.close()

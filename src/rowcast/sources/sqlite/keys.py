@@ -40,12 +40,14 @@ class Keys:
         slots = table.slots
         at = [slots.index(k) for k in table.key]
         collations = self.collation(table.name, table.key)
-        keys = [
-            f"{triggers.ident(k)} COLLATE {c}" for k, c in zip(table.key, collations, strict=True)
-        ]
+        names = [triggers.ident(k) for k in table.key]
+        keys = [f"{k} COLLATE {c}" for k, c in zip(names, collations, strict=True)]
         source = f"SELECT {', '.join(map(triggers.ident, slots))} FROM {triggers.ident(table.name)}"
         order = f" ORDER BY {', '.join(keys)} LIMIT {int(chunk)}"
-        past = f"({', '.join(keys)}) > ({', '.join('?' for _ in keys)})"
+        # the collations on the values' side: the same comparison, but one the key's index
+        # answers with a seek (on the columns' side, SQLite scans the index from its start)
+        bound = ", ".join(f"? COLLATE {c}" for c in collations)
+        past = f"({', '.join(names)}) > ({bound})"
         last = after
         while True:
             conditions = ([past] if last is not None else []) + ([f"({where})"] if where else [])
