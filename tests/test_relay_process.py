@@ -192,3 +192,33 @@ def test_a_relay_killed_mid_stream_leaves_no_reader_and_loses_nothing(
     truth = table.truth(start_position, end)
     assert sum(len(tx) for tx in truth) == 1100
     assert stored(store) == expected(truth)  # every change exactly once, in order per row
+
+
+def test_transactions_cross_to_the_parent_whole_in_every_field() -> None:
+    # the child sends a transaction's rows as tuples and what its changes share once; one
+    # whose changes differ in what they usually share crosses as Change objects
+    import datetime as dt
+    import pickle
+    from decimal import Decimal
+
+    from rowcast import Action, Change
+    from rowcast.sources._process import _pack, _unpack
+
+    row = {"id": 1, "price": Decimal("1.50"), "at": dt.datetime(2024, 1, 1), "blob": b"\x00"}
+    common = {"ts": 1.5, "txid": "0-1-7", "position": "binlog.000001:4", "source": "mysql"}
+    streamed = [
+        Change(Action.WRITE, "shop", "orders", 1, None, row, **common),
+        Change(Action.UPDATE, "shop", "orders", 1, row, {**row, "id": 2}, **common),
+        Change(Action.DELETE, None, "items", (1, "eu"), {"a": None}, None, **common),
+    ]
+    read = Change._reads("shop", "orders", [(1, row), (2, {**row, "id": 2})], *common.values())
+    mixed = [streamed[0], Change(Action.WRITE, "shop", "orders", 3, None, row, ts=2.5)]
+    for transaction in (streamed, read, mixed, streamed[:1]):
+        packed = pickle.loads(pickle.dumps(_pack(transaction)))
+        got = _unpack(packed)
+        assert got == transaction
+        assert [c.snapshot for c in got] == [c.snapshot for c in transaction]
+        assert [type(c.pk) for c in got] == [type(c.pk) for c in transaction]
+    assert isinstance(_pack(streamed), tuple)
+    assert isinstance(_pack(read), tuple)
+    assert _pack(mixed) is mixed

@@ -226,6 +226,7 @@ class Change:
         txid: str | None,
         position: str | None,
         source: str | None,
+        snapshot: bool = False,
     ) -> list[Change]:
         """The changes of one transaction's rows ``(action, schema, table, pk, before,
         after)``, made without `__init__`'s checks: for a source whose rows are right by
@@ -244,7 +245,7 @@ class Change:
             _set_txid(change, txid)
             _set_position(change, position)
             _set_source(change, source)
-            _set_snapshot(change, False)
+            _set_snapshot(change, snapshot)
             made.append(change)
         return made
 
