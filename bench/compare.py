@@ -13,10 +13,12 @@ under a header. Nothing is parsed: read the tables side by side.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent.parent
@@ -39,23 +41,30 @@ def main() -> int:
     if not (HERE / "bench" / options.script).is_file():
         parser.error(f"no bench/{options.script} in {HERE}")
     failed = 0
+    with checked_out(options.rev) as base:
+        if not (base / "bench" / options.script).is_file():
+            parser.error(f"{options.rev} has no bench/{options.script}")
+        for turn in range(1, options.turns + 1):
+            failed |= run(base, options.script, args, f"{options.rev} (turn {turn})")
+            failed |= run(HERE, options.script, args, f"this tree (turn {turn})")
+    return 1 if failed else 0
+
+
+@contextlib.contextmanager
+def checked_out(rev: str) -> Iterator[Path]:
+    """The tree of commit `rev`, in a temporary git worktree removed afterwards."""
     with tempfile.TemporaryDirectory(prefix="rowcast-compare-") as tmp:
         base = Path(tmp) / "base"
         subprocess.run(
-            ["git", "-C", str(HERE), "worktree", "add", "--detach", "-q", str(base), options.rev],
+            ["git", "-C", str(HERE), "worktree", "add", "--detach", "-q", str(base), rev],
             check=True,
         )
         try:
-            if not (base / "bench" / options.script).is_file():
-                parser.error(f"{options.rev} has no bench/{options.script}")
-            for turn in range(1, options.turns + 1):
-                failed |= run(base, options.script, args, f"{options.rev} (turn {turn})")
-                failed |= run(HERE, options.script, args, f"this tree (turn {turn})")
+            yield base
         finally:
             subprocess.run(
                 ["git", "-C", str(HERE), "worktree", "remove", "--force", str(base)], check=False
             )
-    return 1 if failed else 0
 
 
 if __name__ == "__main__":

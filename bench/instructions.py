@@ -41,6 +41,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from compare import checked_out  # bench/compare.py, beside this script
+
 HERE = Path(__file__).resolve().parent.parent
 BOUND = 1.05  #: new / old, at most
 
@@ -180,34 +183,23 @@ def main() -> int:
     if shutil.which("valgrind") is None:
         parser.error("valgrind is not installed (apt-get install valgrind)")
     works = args.works or list(WORKLOADS)
-    with tempfile.TemporaryDirectory(prefix="rowcast-instructions-") as tmp:
-        old = Path(tmp) / "old"
-        subprocess.run(
-            ["git", "-C", str(HERE), "worktree", "add", "--detach", "-q", str(old), args.rev],
-            check=True,
-        )
-        try:
-            trees = {"old": old, "new": HERE}
-            idle = {name: instructions(tree, "idle") for name, tree in trees.items()}
-            print(f"user-space instructions (callgrind), {args.rev} / this tree; bound {BOUND}")
-            print(f"| workload | {args.rev} | this tree | new / old | within 5 % |")
-            print("|---|---:|---:|---:|---|")
-            for work in works:
-                setup = _SETUP.get(work)  # counted apart, then taken off
-                old_n, new_n = (
-                    instructions(trees[n], work)
-                    - (instructions(trees[n], setup) if setup else idle[n])
-                    for n in ("old", "new")
-                )
-                ratio = new_n / old_n
-                print(
-                    f"| {work} | {old_n:,} | {new_n:,} | {ratio:.3f} | "
-                    f"{'yes' if ratio <= BOUND else 'NO'} |",
-                    flush=True,
-                )
-        finally:
-            subprocess.run(
-                ["git", "-C", str(HERE), "worktree", "remove", "--force", str(old)], check=False
+    with checked_out(args.rev) as old:
+        trees = {"old": old, "new": HERE}
+        idle = {name: instructions(tree, "idle") for name, tree in trees.items()}
+        print(f"user-space instructions (callgrind), {args.rev} / this tree; bound {BOUND}")
+        print(f"| workload | {args.rev} | this tree | new / old | within 5 % |")
+        print("|---|---:|---:|---:|---|")
+        for work in works:
+            setup = _SETUP.get(work)  # counted apart, then taken off
+            old_n, new_n = (
+                instructions(trees[n], work) - (instructions(trees[n], setup) if setup else idle[n])
+                for n in ("old", "new")
+            )
+            ratio = new_n / old_n
+            print(
+                f"| {work} | {old_n:,} | {new_n:,} | {ratio:.3f} | "
+                f"{'yes' if ratio <= BOUND else 'NO'} |",
+                flush=True,
             )
     return 0
 
