@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import pytest
 
 from rowcast.change import Change
-from rowcast.hub import Hub
+
+from ._run import run_in_thread
 
 if TYPE_CHECKING:
     from rowcast.checkpoint import Checkpoint
@@ -93,32 +94,14 @@ def running(source: LogSource, slow: float = 0.0) -> Iterator[list[Change]]:
     takes `slow` seconds per snapshot chunk; yields what it handed out so far, and raises
     what `run` raised once stopped."""
     got: list[Change] = []
-    failed: list[BaseException] = []
-    hub = Hub()
 
-    def take(_: Any, changes: list[Change]) -> None:
+    def take(changes: list[Change]) -> None:
         got.extend(changes)
         if slow and changes[0].snapshot:
             time.sleep(slow)
 
-    hub.signal("commit").connect(take, weak=False)
-
-    def run() -> None:
-        try:
-            source.run(hub)
-        except BaseException as error:  # raised in the test's thread below
-            failed.append(error)
-
-    thread = threading.Thread(target=run, name="source-contract", daemon=True)
-    thread.start()
-    try:
+    with run_in_thread(source, take, _WAIT):
         yield got
-    finally:
-        source.stop()
-        thread.join(_WAIT)
-    assert not thread.is_alive(), "run() went on after stop()"
-    if failed:
-        raise failed[0]
 
 
 class _Writer(threading.Thread):

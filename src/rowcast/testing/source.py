@@ -54,6 +54,7 @@ from rowcast.errors import ConfigError
 from rowcast.hub import Hub
 from rowcast.sources.base import LogSource, Source
 
+from ._run import run_in_thread
 from .snapshot import SnapshotContract
 
 __all__ = [
@@ -236,26 +237,8 @@ class SourceContract(SnapshotContract):
         is raised here.
         """
         got: list[list[Change]] = []
-        failed: list[BaseException] = []
-        hub = Hub()
-        hub.signal("commit").connect(lambda sender, changes: got.append(changes), weak=False)
-
-        def run() -> None:
-            try:
-                source.run(hub)
-            except BaseException as error:  # raised in the test's thread below
-                failed.append(error)
-
-        thread = threading.Thread(target=run, name="source-contract", daemon=True)
-        thread.start()
-        try:
+        with run_in_thread(source, got.append, WAIT):
             yield got
-        finally:
-            source.stop()
-            thread.join(WAIT)
-        assert not thread.is_alive(), f"run() went on for {WAIT:.0f} s after stop()"
-        if failed:
-            raise failed[0]
 
     def _arrived(self, got: list[list[Change]], count: int, what: str) -> None:
         _wait_for(lambda: sum(map(len, got)) >= count, what)
