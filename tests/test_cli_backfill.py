@@ -37,7 +37,9 @@ def make_file(path: Path, rows: int = ROWS) -> None:
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("CREATE TABLE rc_bf (id INTEGER PRIMARY KEY, data TEXT)")
+    conn.execute("BEGIN")  # one commit, not one a row
     conn.executemany("INSERT INTO rc_bf VALUES (?, ?)", [(i, f"s{i}") for i in range(1, rows + 1)])
+    conn.execute("COMMIT")
     conn.close()
 
 
