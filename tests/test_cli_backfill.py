@@ -28,6 +28,7 @@ from rowcast.cli import main
 from rowcast.sources.sqlite import TriggerSource
 from tests.conftest import wait_for
 from tests.relaying import relay, stored
+from tests.test_cli_relay import ROWCAST
 
 ROWS = 6000
 CHUNK = 50
@@ -169,6 +170,8 @@ def test_a_relay_killed_mid_backfill_resumes_and_the_events_rebuild_the_table(
         (["--status", "--tables", "rc_bf"], "give --tables to ask for a backfill, or --status"),
         ([], "give --tables to ask for a backfill, or --status"),
         (["--status", "--where", "x"], "--where and --wait go with --tables"),
+        (["--cancel", "1", "--stale-after", "5"], "--stale-after goes with --status or --wait"),
+        (["--status", "--stale-after", "0"], "Invalid value for '--stale-after'"),
     ],
 )
 def test_mistakes_exit_2_with_the_fix(tmp_path: Path, args: list[str], message: str) -> None:
@@ -323,3 +326,123 @@ def test_a_chunk_that_cannot_be_read_fails_the_request_and_wait_says_why(tmp_pat
         source.stop()
         reader.join(10)
     assert not any(c.snapshot for c in got)
+
+
+def test_wait_stops_at_once_when_the_tail_that_took_the_backfill_was_killed(
+    tmp_path: Path,
+) -> None:
+    """A tail resumes nothing: killed mid-backfill, its progress stays behind, never
+    updated. --wait says so and exits 1 (was: it waited for --timeout, and --status
+    showed the request running for ever)."""
+    db = tmp_path / "app.db"
+    make_file(db, 200_000)
+    url = f"sqlite:///{db}"
+    out = tmp_path / "tail.out"
+    with out.open("w") as stdout:
+        tail = subprocess.Popen(
+            [ROWCAST, "tail", url, "--tables", "rc_bf", "--format", "json"],
+            stdout=stdout,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    waiting: subprocess.Popen[str] | None = None
+    try:
+        probe = sqlite3.connect(db, isolation_level=None)
+        n = 0
+
+        def tailing() -> bool:  # the tail prints a row inserted now: it reads the log
+            nonlocal n
+            n += 1
+            probe.execute("INSERT INTO rc_bf VALUES (?, 'probe')", (-n,))
+            time.sleep(0.2)
+            return tail.poll() is not None or '"probe"' in out.read_text()
+
+        wait_for(tailing, seconds=30)
+        probe.close()
+        assert tail.poll() is None, tail.communicate()[1]
+        ask = ["backfill", url, "--tables", "rc_bf", "--chunk", "10", "--wait", "--timeout", "30"]
+        ask += ["--stale-after", "2"]  # not the 60 s of backfills.STALE_AFTER
+        waiting = subprocess.Popen(
+            [ROWCAST, *ask],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+        def reading() -> bool:
+            readers = [r for s in TriggerSource(url).backfills() for r in s.readers]
+            return tail.poll() is not None or any(r.rows > 1000 for r in readers)
+
+        wait_for(reading, seconds=30)
+        assert waiting.poll() is None, waiting.communicate()  # a live tail is not abandoned
+        tail.send_signal(signal.SIGKILL)
+        tail.communicate(timeout=30)
+        killed = time.monotonic()
+        status = progress(db)
+        assert not status.done, "the backfill ended before the kill: the test proves nothing"
+        _, err = waiting.communicate(timeout=60)
+        took = time.monotonic() - killed
+    finally:
+        for process in (tail, waiting):
+            if process is not None and process.poll() is None:
+                process.kill()
+                process.communicate()
+    assert waiting.returncode == 1, err
+    assert took < 15, err  # was: 30 s, its --timeout, then "not done after 30 s"
+    message = " ".join(err.split())
+    assert "backfill 1 will not finish: the tail that took it (tail:" in message
+    assert "stopped before the end, and a tail resumes nothing" in message
+    assert f"rowcast backfill {url} --tables rc_bf" in message
+    assert "rowcast relay" in message
+    assert "Traceback" not in err
+    shown = CliRunner().invoke(
+        main, ["backfill", url, "--status", "--format", "json", "--stale-after", "2"]
+    )
+    assert shown.exit_code == 0, shown.output
+    (found,) = json.loads(shown.output)
+    assert (found["done"], found["abandoned"]) == (False, True)
+    (reader,) = found["readers"]
+    assert reader["reader"].startswith("tail:")
+    assert (reader["resumes"], reader["abandoned"], reader["done"]) == (False, True, False)
+    assert 1000 < reader["rows"] < 200_000
+    table = CliRunner().invoke(main, ["backfill", url, "--status", "--stale-after", "2"])
+    assert "abandoned" in table.output
+
+
+def test_a_slow_tail_that_keeps_reading_is_not_abandoned(tmp_path: Path) -> None:
+    """Its rows are old only when it stops: one that takes many times the threshold
+    (here 1.5 s) over a backfill, a chunk at a time, is followed to the end."""
+    db = tmp_path / "app.db"
+    make_file(db, 300)
+    url = f"sqlite:///{db}"
+    source = TriggerSource(url, tables=["rc_bf"], start="start")
+    seen: list[tuple[bool, bool, bool]] = []  # (resumes, abandoned, request abandoned)
+    stop = threading.Event()
+
+    def read() -> None:
+        for _ in source:
+            time.sleep(0.1)  # a slow consumer: every chunk waits for it
+
+    def watch() -> None:
+        while not stop.is_set():
+            for status in source.backfills(stale_after=1.5):
+                seen.extend((r.resumes, r.abandoned, status.abandoned) for r in status.readers)
+            time.sleep(0.05)
+
+    threads = [threading.Thread(target=f, daemon=True) for f in (read, watch)]
+    for thread in threads:
+        thread.start()
+    began = time.monotonic()
+    try:
+        ask = ["backfill", url, "-t", "rc_bf", "--chunk", "5", "--wait", "--stale-after", "1.5"]
+        result = CliRunner().invoke(main, [*ask, "--timeout", "60"])
+    finally:
+        stop.set()
+        source.stop()
+        for thread in threads:
+            thread.join(10)
+    assert result.exit_code == 0, result.output
+    assert "backfill 1 done: 300 rows by 1 reader" in result.output
+    assert time.monotonic() - began > 3  # many times the threshold: the test proves something
+    assert seen
+    assert set(seen) == {(False, False, False)}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import time
 from typing import Any
 
@@ -46,6 +47,13 @@ _HINT_AFTER = 30.0  # seconds without a reader taking a request before saying so
     help="With --wait: give up (exit 1) after this long; the backfill goes on.",
 )
 @click.option("--status", "show", is_flag=True, help="List the backfills and their progress.")
+@click.option(
+    "--stale-after",
+    type=click.FloatRange(0, min_open=True),
+    metavar="SECONDS",
+    help="With --status or --wait: a tail that wrote no progress for this long stopped "
+    "(abandoned: it never resumes). Default 60.",
+)
 @click.option("--cancel", type=click.IntRange(1), metavar="ID", help="Stop the backfill ID.")
 @format_option("JSON (with --status: one object per backfill, see the README)")
 def backfill(
@@ -56,6 +64,7 @@ def backfill(
     wait: bool,
     timeout: float | None,
     show: bool,
+    stale_after: float | None,
     cancel: int | None,
     fmt: str,
 ) -> None:
@@ -67,10 +76,12 @@ def backfill(
     tables by key, a chunk at a time between two watermarks, and hands the rows
     out as snapshot=true writes; a row the app changes meanwhile comes from the
     log instead, so a backfilled row never overwrites a newer change. A relay
-    killed mid-backfill resumes at its last checkpointed chunk.
+    killed mid-backfill resumes at its last checkpointed chunk; a tail resumes
+    nothing: one that wrote no progress for --stale-after is abandoned.
 
-    Exit status: 0 once recorded (--wait: once done), 1 when it failed,
-    was cancelled or --timeout passed, 2 on bad input.
+    Exit status: 0 once recorded (--wait: once done), 1 when it failed, was
+    cancelled, only tails that stopped took it, or --timeout passed, 2 on bad
+    input.
     """
     from ..sources.base import open_source
 
@@ -80,12 +91,14 @@ def backfill(
         raise click.UsageError("give --tables to ask for a backfill, or --status, or --cancel ID")
     if (show or cancel is not None) and (where or wait):
         raise click.UsageError("--where and --wait go with --tables")
+    if stale_after is not None and not (show or wait):
+        raise click.UsageError("--stale-after goes with --status or --wait")
     source: Any = open_source(url)
     if not hasattr(source, "backfill"):
         raise ConfigError(f"{masked(url)}: this source cannot backfill")
     try:
         if show:
-            _show(source.backfills(), fmt)
+            _show(source.backfills(stale_after=stale_after), fmt)
         elif cancel is not None:
             source.cancel_backfill(cancel)
             click.echo(f"backfill {cancel}: cancel recorded; every reader stops it where it is")
@@ -99,7 +112,7 @@ def backfill(
                     f"{', '.join(patterns)} again (rowcast backfill {masked(url)} --status)"
                 )
             if wait:
-                _wait(source, request, timeout)
+                _wait(source, url, request, timeout, stale_after)
     finally:
         source.close()
 
@@ -126,6 +139,8 @@ def _show(found: list[Any], fmt: str) -> None:
                 if reader.error
                 else "cancelled"
                 if reader.cancelled
+                else "abandoned (the tail stopped)"
+                if reader.abandoned
                 else "captures none of them"
                 if reader.done and not reader.tables
                 else "done"
@@ -143,7 +158,23 @@ def _show(found: list[Any], fmt: str) -> None:
     console.print(table)
 
 
-def _wait(source: Any, request: int, timeout: float | None) -> None:
+def _abandoned(url: str, status: Any) -> str:
+    """Why `status` will never finish, and how to run it again."""
+    tails = [r.reader for r in status.readers if r.abandoned]
+    which = "the tail that took it" if len(tails) == 1 else "the tails that took it"
+    again = ["rowcast", "backfill", masked(url), "--tables", ",".join(status.tables)]
+    if status.where:
+        again += ["--where", status.where]
+    return (
+        f"backfill {status.id} will not finish: {which} ({', '.join(tails)}) stopped before "
+        f"the end, and a tail resumes nothing. Ask again while a reader runs: {shlex.join(again)}"
+        " (a rowcast relay on this database resumes a backfill after a kill; a tail does not)"
+    )
+
+
+def _wait(
+    source: Any, url: str, request: int, timeout: float | None, stale_after: float | None
+) -> None:
     """Follow `request` until every reader that took it is done (exit 1 on failure)."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -154,7 +185,8 @@ def _wait(source: Any, request: int, timeout: float | None) -> None:
     ) as progress:
         task = progress.add_task(f"backfill {request}: waiting for a reader", total=None)
         while True:
-            status = next((s for s in source.backfills() if s.id == request), None)
+            found = source.backfills(stale_after=stale_after)
+            status = next((s for s in found if s.id == request), None)
             if status is None:
                 raise click.ClickException(f"backfill {request} is gone from rowcast_signal")
             failed = [r for r in status.readers if r.error]
@@ -164,6 +196,8 @@ def _wait(source: Any, request: int, timeout: float | None) -> None:
                 )
             if status.cancelled or any(r.cancelled for r in status.readers):
                 raise click.ClickException(f"backfill {request} was cancelled")
+            if status.abandoned:
+                raise click.ClickException(_abandoned(url, status))
             if status.done and not any(r.tables for r in status.readers):
                 raise click.ClickException(
                     f"backfill {request}: no reader captures {', '.join(status.tables)} (each "
@@ -173,7 +207,9 @@ def _wait(source: Any, request: int, timeout: float | None) -> None:
                 break
             if status.readers:
                 rows = sum(r.rows for r in status.readers)
-                at = ", ".join(r.table or "done" for r in status.readers)
+                at = ", ".join(
+                    "abandoned" if r.abandoned else r.table or "done" for r in status.readers
+                )
                 progress.update(
                     task,
                     description=f"backfill {request}: {counted(len(status.readers), 'reader')}, "

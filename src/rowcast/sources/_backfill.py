@@ -22,13 +22,13 @@ last one's high watermark, so windows never overlap in the log): the reader neve
 waits for its own watermarks to come back, and memory holds at most that many
 chunks whatever the table's size.
 
-Resumable: after each chunk the reader records its progress (the tables, the
-table it is in, the last key, the rows so far) in a ``progress`` row with the
-position of the transaction the chunk went out with. A reader restarted from its
-checkpoint takes up each request from its latest progress at or before that
-position (a later one was not delivered: it is deleted, and the chunk read again).
-A request made after the checkpoint comes again in the log. A reader without a
-checkpoint (a tail) runs the requests it sees and resumes nothing.
+Resumable: after each chunk the reader records its progress (the tables, the table it
+is in, the last key, the rows so far, whether it ``resumes``) in a ``progress`` row with
+the position of the transaction the chunk went out with. A reader restarted from its
+checkpoint takes up each request from its latest progress at or before that position
+(a later one was not delivered: it is deleted, and the chunk read again). A request
+made after the checkpoint comes again in the log. A reader without a checkpoint (a tail)
+runs the requests it sees and resumes nothing (killed: `backfills` tells it abandoned).
 
 Every reader that sees a request runs it, each with its own watermarks and
 progress (``reader``: its checkpoint's URL): two relays on one database both
@@ -471,8 +471,8 @@ class Backfill:
     def _record(
         self, request: int, data: dict[str, Any], position: str | None, forget: Sequence[int]
     ) -> None:
-        signals = self._table()
-        new = signals.write(
+        data = {**data, "resumes": self.resumable}  # False: a tail, never taken up
+        new = self._table().write(
             "progress", data, request=request, reader=self.reader, position=position
         )
         marks = self._marks.setdefault(request, [])
@@ -488,7 +488,7 @@ class Backfill:
                 drop = {m[0] for m in passed[:-1]}
                 gone.extend(drop)
                 marks[:] = [m for m in marks if m[0] not in drop]
-        signals.delete(gone)
+        self._table().delete(gone)
 
     def _saved(self) -> Any:
         """The order of what the checkpoint holds (None: nothing known)."""

@@ -4,11 +4,24 @@ A request is a ``backfill`` row of ``rowcast_signal`` (`rowcast.sources.signal`)
 every reader of the database that sees it in its log runs it and records its
 progress there (`rowcast.sources._backfill`). ``source.backfill(...)``,
 ``source.cancel_backfill(id)`` and ``source.backfills()`` call these.
+
+A relay killed mid-backfill takes the request up where its checkpoint is when it
+starts again, so following the request waits for it. A tail resumes nothing (its
+progress says ``"resumes": false``): killed, it leaves its latest progress behind,
+unfinished and never updated again. Once a tail has written no row at all for
+`STALE_AFTER` seconds (it writes some every chunk, and a chunk's select takes at most
+about half a second; ``created`` is its machine's clock), its unfinished progress is
+*abandoned*: it no longer holds `Status.done` up, and a request that no other reader
+of its tables took is `Status.abandoned` (``rowcast backfill --wait`` exits 1 at
+once, saying how to run it again). A tail whose output is blocked that long counts
+as stopped too. Progress rows written before ``resumes`` existed count as a relay's
+(never abandoned). The rows stay: `status` writes nothing (see there why).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +31,11 @@ from .signal import SignalRow
 if TYPE_CHECKING:
     from ._backfill import Reads
 
-__all__ = ["ReaderProgress", "Status", "ask", "cancel", "status"]
+__all__ = ["STALE_AFTER", "ReaderProgress", "Status", "ask", "cancel", "status"]
+
+#: seconds without a row from a tail before its unfinished progress is abandoned
+#: (``status(stale_after=)``, ``rowcast backfill --stale-after``)
+STALE_AFTER = 60.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +51,8 @@ class ReaderProgress:
     cancelled: bool
     error: str | None
     updated: float | None  #: when it last recorded progress (epoch seconds)
+    resumes: bool = True  #: a relay (restarted, it takes the request up); False: a tail
+    abandoned: bool = False  #: a tail that stopped before finishing: it never will
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,11 +69,22 @@ class Status:
 
     @property
     def done(self) -> bool:
-        """Whether a reader took it and every reader that took it finished."""
-        return bool(self.readers) and all(r.done for r in self.readers)
+        """Whether a reader took it and every reader that took it finished (an
+        abandoned tail aside: it never will, and it holds nothing up)."""
+        live = [r for r in self.readers if not r.abandoned]
+        return bool(live) and all(r.done for r in live) and not self.abandoned
+
+    @property
+    def abandoned(self) -> bool:
+        """Whether it will never finish: a tail that took it stopped before the end, and
+        no other reader that took it reads any of its tables."""
+        readers = self.readers
+        return any(r.abandoned for r in readers) and all(
+            r.abandoned or not r.tables for r in readers
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self) | {"done": self.done}
+        return dataclasses.asdict(self) | {"done": self.done, "abandoned": self.abandoned}
 
 
 def ask(reads: Reads, target: str, tables: Sequence[str], where: str | None, chunk: int) -> int:
@@ -111,21 +141,36 @@ def cancel(reads: Reads, target: str, request: int) -> None:
         reads.close()
 
 
-def status(reads: Reads) -> list[Status]:
-    """Every request recorded, oldest first, with each reader's latest progress."""
+def status(reads: Reads, stale_after: float | None = None) -> list[Status]:
+    """Every request recorded, oldest first, with each reader's latest progress; a tail
+    that wrote nothing for `stale_after` seconds (default `STALE_AFTER`) stopped.
+
+    It only reads: an abandoned tail's rows stay. They are the record that the request
+    was taken and will not finish (without them it would read "waiting for a reader",
+    and ``--wait`` would wait for its timeout again), a tail judged stopped may only be
+    blocked (its next chunk writes its progress again), and what a kill leaves is one
+    progress row and a few watermarks (``rowcast uninstall`` drops the table)."""
+    stale = STALE_AFTER if stale_after is None else stale_after
+    if isinstance(stale, bool) or not isinstance(stale, int | float) or not stale > 0:
+        raise ConfigError(f"stale_after is a number of seconds above 0, not {stale_after!r}")
     signals = reads.signals()
     try:
         if not signals.exists():
             return []
-        rows = signals.rows("backfill", "cancel", "progress")
+        rows = signals.rows("backfill", "cancel", "progress", "low", "high")
     finally:
         signals.close()
         reads.close()
     cancelled = {r.request for r in rows if r.kind == "cancel"}
     latest: dict[int, dict[str, SignalRow]] = {}
+    seen: dict[str, float] = {}  # each reader's newest row, of any request
     for row in rows:
+        if row.reader and row.created is not None:
+            seen[row.reader] = max(seen.get(row.reader, row.created), row.created)
         if row.kind == "progress" and row.request is not None and row.reader:
             latest.setdefault(row.request, {})[row.reader] = row
+    now = time.time()
+    gone = {reader for reader, at in seen.items() if now - at > stale}
     return [
         Status(
             row.id,
@@ -134,17 +179,18 @@ def status(reads: Reads) -> list[Status]:
             int(row.data.get("chunk") or 1000),
             row.created,
             row.id in cancelled,
-            [_progress(p) for p in latest.get(row.id, {}).values()],
+            [_progress(p, p.reader in gone) for p in latest.get(row.id, {}).values()],
         )
         for row in rows
         if row.kind == "backfill"
     ]
 
 
-def _progress(row: SignalRow) -> ReaderProgress:
+def _progress(row: SignalRow, stale: bool) -> ReaderProgress:
     data = row.data
     tables = data.get("tables") or []
     index = int(data.get("index", 0))
+    resumes = data.get("resumes") is not False  # a row from before it was written: as before
     return ReaderProgress(
         str(row.reader),
         ".".join(tables[index]) if index < len(tables) and not data.get("done") else None,
@@ -155,4 +201,6 @@ def _progress(row: SignalRow) -> ReaderProgress:
         bool(data.get("cancelled")),
         data.get("error"),
         row.created,
+        resumes,
+        not resumes and stale and not data.get("done"),
     )

@@ -248,9 +248,10 @@ class LogSource(abc.ABC):
         """Ask every reader to stop the backfill `request`."""
         requests.cancel(self._reads_or_refuse(), self._target, request)
 
-    def backfills(self) -> list[requests.Status]:
-        """Every backfill asked of this database, with each reader's progress."""
-        return requests.status(self._reads_or_refuse())
+    def backfills(self, *, stale_after: float | None = None) -> list[requests.Status]:
+        """Every backfill asked of this database, with each reader's progress (a tail
+        silent for `stale_after` seconds is abandoned: see `rowcast.sources.backfills`)."""
+        return requests.status(self._reads_or_refuse(), stale_after)
 
     def _backfill_reads(self) -> Reads | None:
         """What a backfill needs of this source (None: it cannot backfill)."""

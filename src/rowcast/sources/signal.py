@@ -15,7 +15,8 @@ One table, the same columns on every database:
 ``request``   the request a row is about (None on a request)
 ``reader``    the reader that wrote it (its checkpoint's URL, or ``tail:<id>``)
 ``data``      JSON: a request's ``{"tables", "where", "chunk"}``; a progress row's
-              ``{"tables", "table", "after", "rows", "done", "cancelled"}``
+              ``{"tables", "table", "after", "rows", "done", "cancelled", "resumes"}``
+              (``resumes``: false from a tail, which a restart does not take up)
 ``position``  where in the log the reader was when it wrote a progress row
 ``created``   when the row was written
 
