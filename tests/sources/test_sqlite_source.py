@@ -936,10 +936,13 @@ def test_watermarks_take_no_fsync_each_in_wal_mode_only(
         conn.execute(f"PRAGMA journal_mode = {journal}")
         conn.execute("CREATE TABLE test (id INTEGER PRIMARY KEY, data TEXT)")
     reads = SqliteReads(str(file), url(file), 5.0, lambda name: True)
-    signals = reads.signals()
+    signals, requests = reads.signals(durable=False), reads.signals()
     try:
         signals.create()
         assert signals._db().execute("PRAGMA synchronous").fetchone()[0] == synchronous
+        # a request (`rowcast backfill` says it is recorded) keeps its fsync
+        assert requests._db().execute("PRAGMA synchronous").fetchone()[0] == 2
     finally:
         signals.close()
+        requests.close()
         reads.close()

@@ -69,8 +69,8 @@ class Reads(Protocol):
     #: ``Change.source`` of what it hands out ("mysql", "postgres", "sqlite")
     source: str
 
-    def signals(self) -> SignalTable:
-        """``rowcast_signal`` of the source's database, on a connection of its own."""
+    def signals(self, durable: bool = True) -> SignalTable:
+        """``rowcast_signal`` on a connection of its own (not `durable`: the engine's rows)."""
         ...
 
     def prepare(self, signals: SignalTable) -> None:
@@ -441,7 +441,7 @@ class Backfill:
 
     def _table(self) -> SignalTable:
         if self._signals is None:
-            self._signals = self.reads.signals()
+            self._signals = self.reads.signals(durable=False)
         return self._signals
 
     def _order(self, position: str | None) -> Any:

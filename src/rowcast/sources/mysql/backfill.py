@@ -72,7 +72,7 @@ class MysqlReads:
             "database in the URL (the one the relay reads)"
         )
 
-    def signals(self) -> SignalTable:
+    def signals(self, durable: bool = True) -> SignalTable:
         database = self._database()
 
         def connected() -> Any:

@@ -68,7 +68,7 @@ class PostgresReads:
                     conn.close()
         self._conn = self._chunks = None
 
-    def signals(self) -> SignalTable:
+    def signals(self, durable: bool = True) -> SignalTable:
         return SignalTable(lambda: connect(self.url), "postgresql")
 
     def prepare(self, signals: SignalTable) -> None:

@@ -47,14 +47,18 @@ class SqliteReads:
             with contextlib.suppress(sqlite3.Error):
                 conn.close()
 
-    def signals(self) -> SignalTable:
-        return SignalTable(self._signals_connection, "sqlite")
+    def signals(self, durable: bool = True) -> SignalTable:
+        """``rowcast_signal``; not `durable`: for a reader's own watermarks and progress
+        rows, which need no fsync each (`_unsynced`). A request, a cancel: durable."""
+        if durable:
+            return SignalTable(lambda: connect(self.path, self.timeout), "sqlite")
+        return SignalTable(self._unsynced, "sqlite")
 
-    def _signals_connection(self) -> sqlite3.Connection:
-        """A connection for the watermarks and progress rows, which need no fsync each.
+    def _unsynced(self) -> sqlite3.Connection:
+        """A connection whose commits take no fsync each, in WAL mode.
 
-        In WAL mode, a commit without one is still atomic and in order; the source hands
-        out no row until its seal is committed with one (`triggers.seal_newest`), which
+        There, a commit without one is still atomic and in order; the source hands out
+        no row until its seal is committed with one (`triggers.seal_newest`), which
         makes every frame before it durable too. So a power cut can only take rows that
         nothing was given yet (a chunk is then read again). In a rollback journal the
         connection syncs as it would (there, NORMAL could corrupt the file).
