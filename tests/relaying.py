@@ -8,9 +8,9 @@ import subprocess
 from pathlib import Path
 
 from rowcast import Change
-from rowcast.checkpoint import open_checkpoint
 from rowcast.store import EventStore
 from tests.test_cli_relay import ROWCAST
+from tests.test_cli_relay import saved as checkpointed  # what <tmp>/pos holds
 
 __all__ = ["checkpointed", "relay", "stored"]
 
@@ -26,12 +26,6 @@ def relay(url: str, tmp_path: Path, *options: str) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
     )
-
-
-def checkpointed(tmp_path: Path) -> str | None:
-    """What the relay's checkpoint holds."""
-    with open_checkpoint(str(tmp_path / "pos")) as checkpoint:
-        return checkpoint.load()
 
 
 def stored(tmp_path: Path, last: int | None = None) -> list[Change]:
