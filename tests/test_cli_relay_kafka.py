@@ -35,6 +35,23 @@ def test_an_unreachable_kafka_exits_2(tmp_path: Path) -> None:
     assert not (tmp_path / "pos").exists()
 
 
+@pytest.mark.parametrize("where", ["--to", "--checkpoint"])
+def test_a_wrong_kafka_port_exits_2_at_once_not_after_the_clients_timeout(
+    tmp_path: Path, where: str
+) -> None:
+    # librdkafka retried a refused connection for its 30 s before anything was said
+    url = f"kafka://127.0.0.1:{closed_port()}?topic=rc_cli_nowhere"
+    args = ["--to", url, "--checkpoint", str(tmp_path / "pos")]
+    if where == "--checkpoint":
+        args = ["--to", "-", "--checkpoint", url]
+    result = relay(*args)
+    assert result.returncode == 2, result.stderr
+    assert "cannot reach the cluster" in result.stderr
+    # said by rowcast's own look at the port, not after librdkafka gave up (31 s)
+    assert f"127.0.0.1:{url.split(':')[2].split('?')[0]}: Connection refused" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_a_missing_topic_with_create_false_exits_2(tmp_path: Path) -> None:
     require_kafka()
     topic = kafka.unique("rowcast-cli")

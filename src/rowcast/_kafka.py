@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
+import socket
 from typing import Any, Final
 from urllib.parse import unquote, urlsplit
 
@@ -111,6 +112,35 @@ def driver(what: str) -> Any:
 
 
 _LOG = logging.getLogger("rowcast.kafka")
+
+
+def unreachable(servers: str, timeout: float) -> str | None:
+    """Why none of the bootstrap `servers` (``host:port,...``) takes a TCP connection
+    within `timeout` seconds, or None when one does. librdkafka retries a refused
+    connection until its own timeout (30 s by default) before it says anything; this
+    says at once that nothing listens there (a wrong port, a broker that is down)."""
+    reasons = []
+    for server in filter(None, (s.strip() for s in servers.split(","))):
+        host, _, port = server.rpartition(":")
+        if not host or not port.isdigit():
+            return None  # a form librdkafka knows better: let it say
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), timeout).close()
+        except OSError as e:
+            reasons.append(f"{server}: {e.strerror or e}")
+        else:
+            return None
+    return "; ".join(reasons) or None
+
+
+def reach(
+    config: dict[str, Any], what: str, timeout: float, kind: type[Exception] = TransientSinkError
+) -> None:
+    """`kind` ("<what>: cannot reach the cluster: ...") when no bootstrap server of
+    `config` takes a connection (`unreachable`)."""
+    why = unreachable(str(config.get("bootstrap.servers", "")), min(timeout, 5))
+    if why is not None:
+        raise kind(f"{what}: cannot reach the cluster: {why}") from ConnectionError(why)
 
 
 def client(kind: Any, config: dict[str, Any], url: str) -> Any:

@@ -156,6 +156,34 @@ def test_two_consumers_of_a_group_share_the_partitions_and_handle_every_change(
 
 
 @pytest.mark.server
+def test_a_consumer_stopped_while_joining_leaves_the_group_usable(topic: str) -> None:
+    """Stopped between its subscription and its assignment (Ctrl-C in its first
+    seconds), a consumer left tansu's group waiting for it for good: the next consumer
+    of that group never got a partition. It now finishes joining, then leaves."""
+    make_topic(topic, partitions=2)
+    sink = open_sink(f"{kafka.KAFKA}?topic={topic}")
+    sink.deliver(workload(20, 5, table="t"))
+    sink.close()
+    url = f"{kafka.KAFKA}?topics={topic}"
+    group = kafka.unique("group")
+    try:
+        early = KafkaTransport(url, group=group, **FAST)
+        early.connect()
+        time.sleep(0.3)  # its JoinGroup is out, its assignment not yet in
+        early.close()
+        seen: list[Change] = []
+        consumer = open_consumer(url, seen.extend, group=group, **FAST)
+        thread = threading.Thread(target=consumer.run, daemon=True)
+        thread.start()
+        ConsumerContract.wait_for(lambda: len(seen) >= 20, "the next consumer's 20 changes")
+        consumer.stop()
+        thread.join(30)
+        assert len(seen) == 20  # the early one handled and committed nothing
+    finally:
+        kafka.delete_groups(group)
+
+
+@pytest.mark.server
 def test_debezium_messages_are_read_and_tombstones_skipped(topic: str) -> None:
     make_topic(topic)
     sink = open_sink(f"{kafka.KAFKA}?topic={topic}&format=debezium")

@@ -106,6 +106,9 @@ class KafkaCheckpoint(BaseCheckpoint):
 
     def _connect(self) -> None:
         """Reach the cluster; create the topic when missing; learn its partitions."""
+        why = _kafka.unreachable(str(self._config.get("bootstrap.servers", "")), 5)
+        if why is not None:
+            self._fail("connect", ConnectionError(f"cannot reach the cluster: {why}"))
         admin = _kafka.client(self._kafka.admin.AdminClient, self._config, self.url)
         try:
             metadata = admin.list_topics(timeout=min(self.timeout, 30))

@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -64,6 +65,7 @@ __all__ = ["KafkaTransport"]
 log = logging.getLogger("rowcast.consume")
 
 _OPTIONS = ("group", "dead_letter", "create", "timeout")
+_JOIN_WAIT = 15.0  # seconds a consumer stopped while joining waits for its assignment
 
 Partition = tuple[str, int]
 
@@ -148,6 +150,7 @@ class KafkaTransport:
         self._producer: Any = None  # the dead letters'
         self._pending: dict[Partition, _Pending] = {}
         self._epoch = 0  # bumped at each assignment: older deliveries are not acked
+        self._joined_at = 0  # the epoch when it subscribed: equal while the join is pending
 
     def __repr__(self) -> str:
         return f"<KafkaTransport {self.url!r} group={self.group!r} topics={self.topics}>"
@@ -156,6 +159,7 @@ class KafkaTransport:
 
     def connect(self) -> None:
         kafka = self._kafka
+        _kafka.reach(self._config, f"Kafka consumer {self.url}", self.timeout)
         consumer = _kafka.client(kafka.Consumer, dict(self._config), self.url)
         try:
             metadata = consumer.list_topics(timeout=min(self.timeout, 30))
@@ -183,6 +187,7 @@ class KafkaTransport:
         consumer.subscribe(
             self.topics, on_assign=self._assigned, on_revoke=self._revoked, on_lost=self._lost
         )
+        self._joined_at = self._epoch  # until an assignment comes, the join is pending
         self._consumer = consumer
 
     def _create(self, topics: list[str]) -> None:
@@ -301,6 +306,8 @@ class KafkaTransport:
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
             try:
+                if self._epoch == self._joined_at:
+                    self._finish_joining(consumer)
                 consumer.close()  # leaves the group at once: its partitions move now
             except (self._kafka.KafkaException, RuntimeError) as e:
                 log.info("Kafka consumer %s: closing: %s", self.url, _kafka.describe(e))
@@ -309,6 +316,23 @@ class KafkaTransport:
             producer.flush(min(self.timeout, 5))
 
     # ------------------------------------------------------------ offsets and the group
+
+    def _finish_joining(self, consumer: Any) -> None:
+        """Wait (bounded) for a join still in progress before leaving the group.
+
+        A member that leaves while its join is pending can leave the group waiting for
+        it: tansu keeps every later member of that group out for good, and Kafka until
+        the session times out. So a consumer stopped in its first seconds takes its
+        assignment first (the messages fetched meanwhile are not handled nor
+        committed: the group reads them again), then leaves cleanly.
+        """
+        log.info("Kafka consumer %s: finishing the group join before leaving it", self.url)
+        deadline = time.monotonic() + min(self.timeout, _JOIN_WAIT)
+        try:
+            while self._epoch == self._joined_at and time.monotonic() < deadline:
+                consumer.consume(500, 0.1)
+        except (self._kafka.KafkaException, RuntimeError) as e:  # it leaves all the same
+            log.info("Kafka consumer %s: joining: %s", self.url, _kafka.describe(e))
 
     def _done(self, handled: Sequence[tuple[Partition, int, int]]) -> None:
         """Mark offsets handled; commit each partition's grown handled prefix."""

@@ -120,6 +120,7 @@ class KafkaDeadLetters:
 
     def _topics(self) -> list[str]:
         """The dead-letter topics to look at; a named one that does not exist is an error."""
+        _kafka.reach(self._base, f"Kafka dead letters {self.url}", self.timeout, SinkError)
         admin = _kafka.client(self._kafka.admin.AdminClient, dict(self._base), self.url)
         try:
             metadata = admin.list_topics(timeout=self.timeout)

@@ -54,6 +54,7 @@ class Topics:
 
     def refresh(self) -> None:
         """List every topic of the cluster again."""
+        _kafka.reach(self.sink.config, f"Kafka sink {self.sink.url}", self.sink.timeout)
         try:
             metadata = self._client().list_topics(timeout=min(self.sink.timeout, 30))
         except self._kafka.KafkaException as e:
