@@ -100,21 +100,34 @@ def test_a_tail_and_a_relay_on_one_url_both_read_without_kicking_each_other(
         assert "reconnecting" not in err.read_text()  # was: kicked off, again and again
 
 
+@pytest.mark.parametrize(
+    "again",
+    [
+        [],  # refused by the checkpoint's report (and the server id derived from it)
+        ["--server-id", "4242"],  # its own server id: the checkpoint's report alone
+    ],
+)
 def test_the_same_relay_started_twice_is_refused_and_the_first_reads_on(
-    admin: Any, tmp_path: Path
+    admin: Any, tmp_path: Path, again: list[str]
 ) -> None:
     start = position(admin)
     args = ["relay", URL, "--to", "-", "--checkpoint", str(tmp_path / "rd.pos"), "--from", start]
     out = tmp_path / "first.out"
     with running(*args, out=out) as first:
         wait_for(lambda: (tmp_path / "rd.pos").exists() or first.poll() is not None, 60)
-        second = subprocess.run([ROWCAST, *args], capture_output=True, text=True, timeout=60)
+        report = tmp_path / ".rd.pos.report.json"
+        said = report.read_text()
+        second = subprocess.run(
+            [ROWCAST, *args, *again], capture_output=True, text=True, timeout=60
+        )
         assert second.returncode == 2, second.stderr
-        assert "is in use by another binlog reader" in second.stderr
-        assert "the same relay started twice?" in second.stderr
+        assert "is in use: a relay from" in second.stderr
+        assert f"(pid {first.pid} on " in second.stderr
         assert "Traceback" not in second.stderr
-        insert(admin, 10)
-        wait_for(lambda: keys(out) == [10] or first.poll() is not None, 60)
+        assert json.loads(report.read_text())["pid"] == json.loads(said)["pid"] == first.pid
+        key = 10 + len(again)  # a key of its own in the module's table
+        insert(admin, key)
+        wait_for(lambda: keys(out) == [key] or first.poll() is not None, 60)
         assert first.poll() is None
     assert "reconnecting" not in out.with_suffix(".err").read_text()
 
@@ -158,3 +171,22 @@ def test_uninstall_of_a_database_that_does_not_exist_is_an_error(admin: Any) -> 
         assert f"database {DB}_typo does not exist" in result.output
         assert DB in result.output.replace(f"{DB}_typo", "")  # the databases there are
         assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("saved", ["0/16B3748", "42"])
+def test_a_relay_given_another_kind_of_sources_checkpoint_names_it(
+    admin: Any, tmp_path: Path, saved: str
+) -> None:
+    from click.testing import CliRunner
+
+    from rowcast.checkpoint import open_checkpoint
+    from rowcast.cli import main
+
+    pos = tmp_path / "other.pos"
+    with open_checkpoint(str(pos)) as checkpoint:
+        checkpoint.save(saved)  # a PostgreSQL or a SQLite relay's
+    result = CliRunner().invoke(main, ["relay", URL, "--to", "-", "--checkpoint", str(pos)])
+    assert result.exit_code == 2, result.output
+    message = " ".join(result.stderr.split())
+    assert f"the checkpoint {pos} holds {saved!r}, which is not a MySQL / MariaDB" in message
+    assert "another kind of source" in message  # was: "bad binlog position '42'"

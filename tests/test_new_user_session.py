@@ -444,14 +444,16 @@ def relay(app: App, workload: Workload, tmp_path: Path, redis_url: str, stream: 
         process = start(args, tmp_path)
         until(process, lambda: has(tmp_path, workload.made), tmp_path)
 
-        # the same relay started twice: refused, the first reads on
+        # the same relay started twice: refused (the first's report says it runs), the
+        # first reads on
         second = subprocess.run([ROWCAST, *args], capture_output=True, text=True, timeout=LIMIT)
-        fixes = {
-            "mysql": ("is in use by another binlog reader", "the same relay started twice?"),
-            "postgresql": ("another reader",),
-            "sqlite": ("is read by another reader", "the same relay started twice?"),
-        }[app.kind]
-        refused(second.returncode, second.stderr, *fixes)
+        refused(
+            second.returncode,
+            second.stderr,
+            f"checkpoint {tmp_path / 'relay.pos'} is in use: a relay from",
+            "stop that relay first",
+            "give this one its own --checkpoint",
+        )
 
         # killed while the app writes, and started again
         writer = Writer(workload)

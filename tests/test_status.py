@@ -12,6 +12,7 @@ import contextlib
 import json
 import signal
 import subprocess
+import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ import psycopg
 import pytest
 from click.testing import CliRunner
 
+from rowcast.checkpoint import open_checkpoint
 from rowcast.cli import main
 from rowcast.monitor import LagMeter
 from rowcast.sources.health import LogHealth
@@ -374,3 +376,16 @@ def test_a_consumer_reports_when_given_a_store(tmp_path: Path) -> None:
     code, found = entry(tmp_path / "consumers")
     assert (code, found["state"]) == (0, "stopped")
     report.close()
+
+
+def test_several_file_checkpoints_are_told_apart(tmp_path: Path) -> None:
+    # every file checkpoint's name is "default": four lines all named default
+    paths = [tmp_path / "a.pos", tmp_path / "b.pos"]
+    for path in paths:
+        with open_checkpoint(str(path)) as checkpoint:
+            checkpoint.save_report(  # type: ignore[attr-defined]
+                {"format": 1, "kind": "relay", "state": "stopped", "reported_at": time.time()}
+            )
+    result = CliRunner(env={"COLUMNS": "250"}).invoke(main, ["status", *map(str, paths)])
+    assert f"default ({paths[0]})" in result.output, result.output
+    assert f"default ({paths[1]})" in result.output

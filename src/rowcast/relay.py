@@ -122,7 +122,7 @@ from . import tracing
 from ._delivery import Fanout, Pending, Refused, joined, modes
 from .change import Change
 from .checkpoint import Checkpoint
-from .checkpoint.report import Reporting
+from .checkpoint.report import Reporting, refuse_a_held
 from .errors import ConfigError, StoreError
 from .metrics import RateMeter, RelayStats
 from .monitor import HeadWatch, Monitor, relay_report
@@ -209,7 +209,7 @@ class Relay:
                 "open the source with checkpoint=<the relay's checkpoint>"
             )
         self.source, self.checkpoint = source, checkpoint
-        self.exactly_once = joined(self.sinks, checkpoint)  #: module docstring
+        self.exactly_once = joined(self.sinks, checkpoint, source)  #: module docstring
         self.batch_size = batch_size
         self.linger = float(linger)
         self.backoff = float(backoff)
@@ -266,8 +266,10 @@ class Relay:
     def run(self) -> None:
         """Relay until `stop` or the end of the source; raises what ended it otherwise.
 
-        A sink's refusal under ``on_error="stop"`` is a `PermanentSinkError`.
+        A sink's refusal under ``on_error="stop"`` is a `PermanentSinkError`; another relay
+        running on the checkpoint (its report says so), a `ConfigError` before anything.
         """
+        refuse_a_held(self.checkpoint)  # before its first report would replace the other's
         self.monitor.run(self._run, self.stats)
 
     def _run(self) -> None:

@@ -39,14 +39,13 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ._url import masked
-from .checkpoint.report import read_reports
+from .checkpoint.report import LIVE, read_reports
+from .checkpoint.report import stale_after as stale_limit
 from .monitor import source_url
 from .sources.base import open_source
 from .sources.health import LogHealth
 
 __all__ = ["gather", "healthy", "source_keys"]
-
-LIVE = ("starting", "running", "retrying")
 
 
 def source_keys(urls: Iterable[str]) -> dict[str, str]:
@@ -105,7 +104,7 @@ def _entry(
     reported = _number(report.get("reported_at"))
     age = max(0.0, now - reported) if reported is not None else None
     interval = _number(report.get("interval")) or 5.0
-    limit = stale_after if stale_after is not None else max(3 * interval, 15.0)
+    limit = stale_after if stale_after is not None else stale_limit(interval)
     state = str(report.get("state"))
     entry["reported_state"] = state
     entry["age"] = age

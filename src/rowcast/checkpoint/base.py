@@ -94,6 +94,7 @@ class BaseCheckpoint:
         self.url = masked(url)
         self.name = name
         self._closed = False
+        self._opened = url  # with its password: for `reports`
 
     def load(self) -> str | None:
         self._check_open("load")
@@ -114,6 +115,12 @@ class BaseCheckpoint:
         self._check_open("save a report of")
         text = json.dumps({**report, "name": self.name}, ensure_ascii=False, default=str)
         self._save_report(text)
+
+    def reports(self) -> list[dict[str, Any]]:
+        """This name's report as the backend's ``read_reports`` reads it ([] when the
+        backend keeps none, or none was saved)."""
+        reader = getattr(type(self), "read_reports", None)
+        return [] if reader is None else list(reader(self._opened, self.name))
 
     def close(self) -> None:
         if not self._closed:

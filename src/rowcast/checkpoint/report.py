@@ -62,6 +62,9 @@ SQL store in table ``rowcast_report`` (created at the first report), Redis in ke
 
 from __future__ import annotations
 
+import os
+import socket
+import time
 from typing import Any, Final, Protocol, runtime_checkable
 from urllib.parse import parse_qsl, urlsplit
 
@@ -69,10 +72,26 @@ from .. import backends
 from .._url import masked
 from ..errors import ConfigError
 
-__all__ = ["FORMAT", "STATES", "Reporting", "read_reports"]
+__all__ = [
+    "FORMAT",
+    "LIVE",
+    "STATES",
+    "Reporting",
+    "holder",
+    "read_reports",
+    "refuse_a_held",
+    "stale_after",
+]
 
 FORMAT: Final = 1
 STATES: Final = ("starting", "running", "retrying", "stopped", "failed")
+LIVE: Final = ("starting", "running", "retrying")  #: while its process runs
+
+
+def stale_after(interval: float | None) -> float:
+    """Seconds after which the report of a reader that reports every `interval` seconds
+    is stale (its process is gone): three intervals, at least 15 s."""
+    return max(3 * (interval or 5.0), 15.0)
 
 
 @runtime_checkable
@@ -103,3 +122,61 @@ def read_reports(url: str, name: str | None = None) -> list[dict[str, Any]]:
         raise ConfigError(f"the checkpoint backend of {masked(url)} keeps no reports")
     reports: list[dict[str, Any]] = reader(url, name)
     return sorted(reports, key=lambda report: str(report.get("name")))
+
+
+def holder(checkpoint: object) -> dict[str, Any] | None:
+    """The report of another relay that runs on `checkpoint` now, or None: a report that
+    says it runs and is not stale, from another process (on this machine, one that is
+    alive). Unreadable reports, or none kept, are None."""
+    reports_of = getattr(checkpoint, "reports", None)
+    if reports_of is None:
+        return None
+    try:
+        reports: list[dict[str, Any]] = reports_of()
+    except Exception:
+        return None
+    now = time.time()
+    for report in reports:
+        reported, interval = report.get("reported_at"), report.get("interval")
+        if report.get("kind") != "relay" or report.get("state") not in LIVE:
+            continue
+        if not isinstance(reported, int | float) or now - reported > stale_after(
+            interval if isinstance(interval, int | float) else None
+        ):
+            continue
+        if report.get("host") == socket.gethostname() and not _alive(report.get("pid")):
+            continue
+        return report
+    return None
+
+
+def _alive(pid: Any) -> bool:
+    """True if `pid` is another process that runs on this machine."""
+    if not isinstance(pid, int) or pid <= 0 or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's: it runs
+        return True
+    return True
+
+
+def refuse_a_held(checkpoint: Any) -> None:
+    """A `ConfigError` (with the fix) when another relay runs on `checkpoint` (`holder`)."""
+    report = holder(checkpoint)
+    if report is None:
+        return
+    age = time.time() - float(report["reported_at"])
+    interval = report.get("interval")
+    limit = stale_after(interval if isinstance(interval, int | float) else None)
+    raise ConfigError(
+        f"checkpoint {checkpoint.url} is in use: a relay from {report.get('source')} "
+        f"(pid {report.get('pid')} on {report.get('host')}) said it was {report.get('state')} "
+        f"{age:.0f} s ago. Two relays saving one checkpoint save over each other's position, "
+        "and the one behind skips changes when it starts again: stop that relay first "
+        f"(rowcast status {checkpoint.url} shows it) or give this one its own --checkpoint "
+        f"(a relay killed on another machine counts as gone {limit:.0f} s after its last "
+        "report)"
+    )
