@@ -136,6 +136,37 @@ def test_tail_live_stops_cleanly_on_sigterm(url: str) -> None:
     assert "rowcast_changes" not in sql_tables(url)
 
 
+@pytest.mark.parametrize("gap", [0.0, 0.02])
+def test_tail_stops_cleanly_on_two_ctrl_c(url: str, gap: float) -> None:
+    """A second Ctrl-C while the tail stops (removing its triggers) keeps the stop clean
+    (was: exit 70 'release unlocked lock', or killed by the SIGINT, exit -2)."""
+    tail = subprocess.Popen(
+        [str(ROWCAST), "tail", url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as in a shell
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while len(triggers_of(url)) < 6:  # its triggers are in place
+            assert tail.poll() is None
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        tail.send_signal(signal.SIGINT)
+        time.sleep(gap)
+        tail.send_signal(signal.SIGINT)
+        _, err = tail.communicate(timeout=15)
+    finally:
+        tail.kill()
+        tail.communicate()
+    assert tail.returncode == 0, err
+    assert "unexpectedly" not in err
+    assert "Aborted!" not in err
+    assert "0 changes in 0 transactions" in err
+    assert triggers_of(url) == []
+
+
 def test_doctor_before_and_after_install(url: str, tmp_path: Path) -> None:
     before = invoke("doctor", url)
     assert before.exit_code == 0, before.output  # as a missing slot: made by its reader
@@ -204,3 +235,19 @@ def test_uninstall_refuses_other_urls() -> None:
     result = invoke("uninstall", "redis://127.0.0.1/0")
     assert result.exit_code == 2
     assert "takes a sqlite://, postgresql:// or mysql:// URL" in result.output
+
+
+@pytest.mark.parametrize("saved", ["0/16B3748", "mysql-bin.000001:4"])
+def test_a_relay_given_another_kind_of_sources_checkpoint_names_it_and_installs_nothing(
+    url: str, tmp_path: Path, saved: str
+) -> None:
+    pos = tmp_path / "other.pos"
+    with open_checkpoint(str(pos)) as checkpoint:
+        checkpoint.save(saved)  # a PostgreSQL or a MySQL relay's
+    result = invoke("relay", url, "--to", "-", "--checkpoint", str(pos))
+    assert result.exit_code == 2, result.output
+    message = " ".join(result.stderr.split())
+    assert f"the checkpoint {pos} holds {saved!r}, which is not a SQLite position" in message
+    assert "another kind of source" in message  # was: 'bad SQLite source position', and
+    assert "cannot be placed" not in message  # a warning that backfills were not taken up
+    assert triggers_of(url) == []

@@ -10,16 +10,19 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sqlite3
 import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from rowcast.checkpoint import open_checkpoint
 from rowcast.errors import ConfigError, SourceError
 from rowcast.sources._process import ProcessSource
+from rowcast.sources.sqlite import TriggerSource
 from tests.test_cli_relay import ROWCAST
 from tests.test_relay import URL, Table, expected, server_id, stored, wait_for
 
@@ -222,3 +225,36 @@ def test_transactions_cross_to_the_parent_whole_in_every_field() -> None:
     assert isinstance(_pack(streamed), tuple)
     assert isinstance(_pack(read), tuple)
     assert _pack(mixed) is mixed
+
+
+def written(db: Path) -> bool:
+    with contextlib.closing(sqlite3.connect(db, isolation_level=None)) as conn:
+        conn.execute("INSERT INTO t (data) VALUES ('live')")
+    return True
+
+
+def test_what_the_source_logs_in_the_child_is_logged_by_the_parent(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # a backfill's lines (taken, done) were lost with --source-process: no handler there
+    db = tmp_path / "app.db"
+    with contextlib.closing(sqlite3.connect(db, isolation_level=None)) as conn:
+        conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, data TEXT)")
+        conn.executemany("INSERT INTO t (data) VALUES (?)", [(f"r{i}",) for i in range(30)])
+    url = f"sqlite:///{db}"
+    source = ProcessSource(url, str(tmp_path / "pos"), tables=["t"])
+    got: list[Any] = []
+    with caplog.at_level("INFO", "rowcast"):
+        reader = threading.Thread(target=lambda: [got.extend(t) for t in source], daemon=True)
+        reader.start()
+        try:
+            wait_for(lambda: written(db) and got, 30)  # it reads: a request now reaches it
+            TriggerSource(url).backfill(["t"], chunk=7)
+            wait_for(lambda: sum(c.snapshot for c in got) >= 30, 60)
+            wait_for(lambda: "backfill 1: done, " in caplog.text, 30)
+        finally:
+            source.stop()
+            reader.join(30)
+    (done,) = [r for r in caplog.records if r.getMessage().startswith("backfill 1: done, ")]
+    assert done.name == "rowcast.sources.backfill"
+    assert done.process != os.getpid()  # logged in the child, handled here

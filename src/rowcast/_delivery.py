@@ -124,7 +124,7 @@ def modes(on_error: str | Sequence[str], sinks: int, dead_letter: object | None)
     return given
 
 
-def joined(sinks: Sequence[Sink], checkpoint: object) -> bool:
+def joined(sinks: Sequence[Sink], checkpoint: object, source: object = None) -> bool:
     """Whether the relay's only sink writes `checkpoint` in its own transactions.
 
     A sink with a ``join(checkpoint)`` method (`rowcast.sinks.kafka.KafkaSink.join`)
@@ -132,10 +132,21 @@ def joined(sinks: Sequence[Sink], checkpoint: object) -> bool:
     so a relay killed at any moment resumes right after the last batch committed and
     the destination's transactional readers see every change once. With other sinks
     beside it (which a Kafka transaction cannot wait for), or another checkpoint,
-    delivery stays at least once.
+    delivery stays at least once. A `source` that hands out again what was committed
+    (its ``redelivers`` says when, e.g. the outbox) is warned about.
     """
     join = getattr(sinks[0], "join", None) if len(sinks) == 1 else None
-    return bool(join(checkpoint)) if join is not None else False
+    together = bool(join(checkpoint)) if join is not None else False
+    redelivers = getattr(source, "redelivers", None)
+    if together and redelivers:
+        log.warning(
+            "exactly once holds for what this source hands out once, not across a crash "
+            "here: %s; a consumer that skips change ids it has seen (rowcast consume "
+            "does) handles them once",
+            redelivers,
+            extra={"event": "redelivers"},
+        )
+    return together
 
 
 def _size(batch: Sequence[Transaction]) -> int:

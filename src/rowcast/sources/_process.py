@@ -25,6 +25,12 @@ Stopping and dying
     parent died (SIGKILL) notices within half a second and exits at once, so no
     orphan keeps a replication connection (a binlog ``server_id``) open.
 
+Logging
+    What rowcast logs in the child (a backfill taken up, done...) is handled by the
+    parent's ``rowcast`` loggers, in order with the transactions, at the level the
+    parent's ``rowcast`` logger had when the child started: the relay's log (text or
+    JSON) holds it.
+
 Errors
     A source that fails in the child has its error sent through the queue: the
     parent raises `ConfigError` for a `ConfigError`, `SourceError` (with the
@@ -37,6 +43,7 @@ Errors
 from __future__ import annotations
 
 import contextlib
+import logging
 import multiprocessing
 import os
 import queue
@@ -46,6 +53,7 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from .. import backends
 from .._url import masked
 from ..change import Change
 from ..errors import ConfigError, SourceError
@@ -102,6 +110,11 @@ class ProcessSource:
         self._child_stop: Event | None = None
         self._local: Any = None  # the source opened here, for `health` only
 
+    @property
+    def redelivers(self) -> str | None:
+        """The source's own `LogSource.redelivers` (said by its class: nothing is opened)."""
+        return getattr(backends.load("source", self.url), "redelivers", None)
+
     def check(self) -> None:
         """Build the source here and run its own check, then close it.
 
@@ -144,7 +157,15 @@ class ProcessSource:
         self._child_stop = child_stop
         child = self._context.Process(
             target=_child,
-            args=(self.url, self.checkpoint_url, self.options, items, child_stop, os.getpid()),
+            args=(
+                self.url,
+                self.checkpoint_url,
+                self.options,
+                items,
+                child_stop,
+                os.getpid(),
+                logging.getLogger("rowcast").getEffectiveLevel(),
+            ),
             name="rowcast-source",
             daemon=True,  # killed by multiprocessing if this interpreter exits first
         )
@@ -154,7 +175,7 @@ class ProcessSource:
                 try:
                     kind, payload = items.get(timeout=_POLL)
                 except queue.Empty:
-                    if not child.is_alive():
+                    if not child.is_alive() and not self._stopping.is_set():  # (stopped: gone)
                         _raise_if_died(child, items)
                     continue
                 if kind == "transactions":
@@ -164,6 +185,8 @@ class ProcessSource:
                         yield transaction
                         if self._stopping.is_set():
                             return
+                elif kind == "log":  # the child's, as if logged here
+                    logging.getLogger(payload.name).handle(payload)
                 elif kind == "end":
                     return
                 elif kind == "ConfigError":
@@ -209,9 +232,14 @@ def _child(
     items: Any,
     stop: Event,
     parent: int,
+    level: int = logging.WARNING,
 ) -> None:
     """The child's main: read the source, forward chunks of transactions until `stop`."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    logger = logging.getLogger("rowcast")
+    logger.setLevel(level)
+    logger.addHandler(_ToParent(items, stop))
+    logger.propagate = False  # only the parent's handlers write it
     threading.Thread(target=_die_with, args=(parent,), name="rowcast-parent", daemon=True).start()
     from ..checkpoint import open_checkpoint
 
@@ -242,6 +270,25 @@ def _child(
                 source.close()
         if stopped:  # never hang on exit over what no one will read
             items.cancel_join_thread()
+
+
+class _ToParent(logging.Handler):
+    """Sends the child's log records to the parent, in order with its transactions: the
+    relay's log (text or JSON) holds the source's lines (a backfill's start, end...)."""
+
+    def __init__(self, items: Any, stop: Event) -> None:
+        super().__init__()
+        self.items, self.stop = items, stop
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            record.msg, record.args = record.getMessage(), None  # what pickles
+            if record.exc_info:
+                record.exc_text = logging.Formatter().formatException(record.exc_info)
+                record.exc_info = None
+            _send(self.items, self.stop, ("log", record))
+        except Exception:  # logging never raises
+            self.handleError(record)
 
 
 def _die_with(parent: int) -> None:

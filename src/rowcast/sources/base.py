@@ -99,6 +99,18 @@ def publish_all(source: Source, hub: Hub, checkpoint: Checkpoint | None) -> None
             checkpoint.save(position)
 
 
+def foreign_checkpoint(target: str, checkpoint: str, saved: str, expected: str) -> ConfigError:
+    """The refusal of the checkpoint `checkpoint`, whose `saved` position is not `expected`
+    (what a position of the source at `target` is)."""
+    return ConfigError(
+        f"{target}: the checkpoint {checkpoint} holds {saved!r}, which is not {expected}: it "
+        "is the checkpoint of another kind of source (a PostgreSQL LSN, a MySQL binlog "
+        "file:offset, a SQLite change number...), and nothing was created. Give this relay a "
+        "checkpoint of its own (a new --checkpoint: it starts from now, or --from / --snapshot "
+        "initial), or relay the source that one belongs to"
+    )
+
+
 class LogSource(abc.ABC):
     """A database's change log read as a `Source`: what every log source shares.
 
@@ -156,6 +168,9 @@ class LogSource(abc.ABC):
     reading: ClassVar[str] = "the change log"
     #: where reconnects are logged: the subclass's module logger
     _log: ClassVar[logging.Logger] = logging.getLogger("rowcast.sources")
+    #: None, or when a crash makes it hand out again what a destination already
+    #: committed with its position (an exactly-once relay warns, `rowcast.relay`)
+    redelivers: ClassVar[str | None] = None
 
     def __init__(
         self, target: str, *, start: str, end: str | None, checkpoint: Checkpoint | None
@@ -268,6 +283,26 @@ class LogSource(abc.ABC):
     @abc.abstractmethod
     def _iterate(self) -> Iterator[list[Change]]:
         """One iteration: check, resolve where to start, read until stopped or the end."""
+
+    #: what a position of this source is, in the refusal of a checkpoint of another kind
+    #: of source's (`_refuse_a_foreign_checkpoint`; None: the source checks its own)
+    _POSITION: ClassVar[str | None] = None
+
+    def _is_position(self, value: str) -> bool:
+        """Whether `value`, a checkpoint's, can be a position of this source."""
+        return True
+
+    def _refuse_a_foreign_checkpoint(self) -> None:
+        """Before anything is made or read (`check`, a relay's start): a `ConfigError` when
+        the checkpoint holds what is no position of this source (another kind of
+        source's). Not on each iteration: a transactional checkpoint's load is no mere
+        read (with the Kafka sink's exactly-once checkpoint, one more load per iteration of
+        an outbox relay doubled changes across a kill)."""
+        if self._POSITION is None or self.checkpoint is None:
+            return
+        saved = self.checkpoint.load()
+        if saved is not None and not self._is_position(saved):
+            raise foreign_checkpoint(self._target, self.checkpoint.url, saved, self._POSITION)
 
     def _resume_from(self) -> str:
         """Where this iteration starts: the checkpoint's position when it holds one, else

@@ -39,7 +39,6 @@ tells how far it got. Details in `rowcast.sources.mysql.snapshot`.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Generator, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -56,8 +55,10 @@ from . import server as _server
 from . import snapshot as _snapshot
 from ._decode import Decoders, Row
 from .backfill import MysqlReads
+from .positions import GTID_SET as _GTID_SET
+from .positions import file_pos as _file_pos
+from .positions import is_position, reaches
 from .positions import order as binlog_order
-from .positions import reaches
 from .server import ServerURL, connect, is_connection_error, parse_url, pymysql_connect, server_code
 
 if TYPE_CHECKING:
@@ -66,8 +67,6 @@ if TYPE_CHECKING:
 __all__ = ["BinlogSource"]
 
 log = logging.getLogger("rowcast.sources.mysql")
-
-_GTID_SET = re.compile(r"^(\d+-\d+-\d+)(,\d+-\d+-\d+)*$|^[0-9a-f-]{36}:")
 
 
 def _replication() -> Any:
@@ -85,16 +84,6 @@ _RECOVER = (
     "checkpoint, or rowcast backfill URL --tables ... once it streams again), then read "
     "on from there"
 )
-
-
-def _file_pos(position: str, accepted: str = "a GTID set, 'now' or 'start'") -> tuple[str, int]:
-    name, sep, offset = position.rpartition(":")
-    if not sep or not name or not offset.isdigit():
-        raise ConfigError(
-            f"bad binlog position {position!r}: expected 'file:offset' such as "
-            f"'mysql-bin.000003:1234', {accepted}"
-        )
-    return name, int(offset)
 
 
 def _order(position: str) -> tuple[int, int]:
@@ -183,10 +172,16 @@ class BinlogSource(LogSource):
 
     # ------------------------------------------------------------------ running
 
+    _POSITION = "a MySQL / MariaDB position (a binlog file:offset such as 'mysql-bin.000003:4')"
+
+    def _is_position(self, value: str) -> bool:
+        return is_position(value)
+
     def check(self) -> None:
         """Raise `ConfigError` with every fix the server needs before it can be read, or
         when the database or a table pattern names nothing, or another reader reads with
-        this source's server id."""
+        this source's server id (or a checkpoint of another kind of source is given)."""
+        self._refuse_a_foreign_checkpoint()
         conn = connect(self.url)
         try:
             self._check(conn)
@@ -469,6 +464,12 @@ class BinlogSource(LogSource):
         """None without a database in the URL (no rowcast_signal to read: the relay
         streams without backfills; asking for one says to name the database)."""
         if not self.url.database:
+            if self.checkpoint is not None:  # a relay: rowcast backfill would wait for it
+                log.warning(
+                    "%s names no database: this relay takes no backfill (asked through "
+                    "<database>.rowcast_signal); name one in the URL to take them",
+                    self.url.masked,
+                )
             return None
         return MysqlReads(self.url, self._wants)
 

@@ -44,7 +44,9 @@ both sides also create it when it is missing.
   handle a transaction before asking for the next), and whenever `ack` is called.
   A crash between delivery and deletion delivers the transaction again, with the
   same position, so ``change_id`` (sinks) is the same and deduplicating sinks
-  keep it once. Nothing is deleted before the consumer is done with it.
+  keep it once. Nothing is deleted before the consumer is done with it. This
+  holds with a Kafka exactly-once checkpoint too: the deletion is not part of the
+  Kafka transaction (`OutboxSource.redelivers`; the relay warns).
 * When the outbox is empty it polls every ``poll`` seconds (0.2 by default): SQL
   has no portable push, so an idle relay costs one indexed ``SELECT`` per poll
   and a change waits at most that long. `stop` ends the wait at once.

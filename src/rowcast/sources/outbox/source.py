@@ -107,6 +107,11 @@ class OutboxSource(LogSource):
 
     reading = "rowcast_outbox"
     _log = log
+    redelivers = (
+        "the relayed rows are deleted from rowcast_outbox after the destination "
+        "committed them, not in its transaction: a relay killed in between delivers "
+        "those transactions again on restart (same positions and change ids)"
+    )
 
     def __init__(
         self,

@@ -107,9 +107,13 @@ def check_known(conn: sqlite3.Connection, checkpoint: Checkpoint, url: str) -> N
     made again since (their seqs start at 1 again), or another file's.
     """
     saved = checkpoint.load()
-    known = conn.execute(
-        "SELECT 1 FROM rowcast_readers WHERE name = ?", (name(checkpoint),)
-    ).fetchone()
+    known = None
+    if conn.execute(  # none: dropped (rowcast uninstall --yes), or never made here
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'rowcast_readers'"
+    ).fetchone():
+        known = conn.execute(
+            "SELECT 1 FROM rowcast_readers WHERE name = ?", (name(checkpoint),)
+        ).fetchone()
     point = saved
     if saved is not None and saved.startswith("snapshot:"):  # where its reader was in the log
         point = plan(saved, "never").point  # type: ignore[union-attr]

@@ -189,13 +189,21 @@ class TriggerSource(LogSource):
         """Whether this reader leaves nothing behind (no checkpoint: a tail; see `tails`)."""
         return self.checkpoint is None
 
+    _POSITION = "a SQLite position (the seq of a rowcast_changes row, e.g. '1234')"
+
+    def _is_position(self, value: str) -> bool:
+        return value.isdigit() or snapshots.is_position(value)
+
     def check(self) -> None:
         """Open the file and install the triggers now (a temporary reader: tried, rolled
         back): `ConfigError` says what is wrong."""
+        self._refuse_a_foreign_checkpoint()
         if self.checkpoint is None:  # a tail
             with contextlib.closing(connect(self.path, self.timeout)) as conn:
                 self._install(conn, keep=False)
         else:
+            with contextlib.closing(connect(self.path, self.timeout)) as conn:
+                readers.check_known(conn, self.checkpoint, self.url)  # before installing
             self.install()
             with contextlib.closing(connect(self.path, self.timeout)) as conn:
                 readers.refuse_another(conn, self.checkpoint, self.url)
@@ -346,6 +354,8 @@ class TriggerSource(LogSource):
     def _stream(self, conn: sqlite3.Connection, tail: str | None) -> Iterator[list[Change]]:
         self._incarnation = None
         self._joined = False  # whether a tail is recorded (it made something, or others did)
+        if self.checkpoint is not None:  # a refusal installs nothing (asked again in _resolve)
+            readers.check_known(conn, self.checkpoint, self.url)
         self._install(conn, tail=tail)
         if tail is not None and not self._joined:  # triggers other tails made: recorded,
             self._joined = tails.join_if_marked(conn, tail, self.url)  # so none removes them
