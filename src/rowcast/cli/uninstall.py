@@ -39,7 +39,8 @@ __all__ = ["uninstall"]
     "--include-data",
     is_flag=True,
     help="With --yes, also drop rowcast's tables that hold data others write or keep: the "
-    "outbox, checkpoints, an event store, a replica's registry (listed as kept otherwise).",
+    "outbox, checkpoints, an event store, a replica's registry, the backfill signal table "
+    "(listed as kept otherwise).",
 )
 def uninstall(url: str, tables: tuple[str, ...], apply: bool, include_data: bool) -> None:
     """List what rowcast left in the database at URL; --yes removes it.
@@ -47,11 +48,13 @@ def uninstall(url: str, tables: tuple[str, ...], apply: bool, include_data: bool
     sqlite:///app.db: the capture triggers and rowcast_changes with its helper
     tables (stop the relays reading URL first: a running one installs its
     triggers again). postgresql://...: replication slots and publications
-    (never a slot being read: it names the reader's pid). mysql://host/db (every
-    database without one): the binlog source creates nothing there; rowcast's
-    tables of data are listed. Tables that hold data (rowcast_outbox,
-    rowcast_checkpoint, an event store's) are kept unless --include-data. The
-    app's own tables and rows are never touched.
+    (never a slot being read: it names the reader's pid; never a slot rowcast
+    did not make, which its publications record), rowcast_* tables and an
+    event store's rowcast_append function (data).
+    mysql://host/db (every database without one): the binlog source creates
+    nothing there; rowcast's tables of data are listed. Tables that hold data
+    (rowcast_outbox, rowcast_checkpoint, rowcast_signal, an event store's) are
+    kept unless --include-data. The app's own tables and rows are never touched.
     """
     scheme = urlsplit(url).scheme.lower().split("+", 1)[0]
     patterns = table_patterns(tables)
@@ -60,7 +63,7 @@ def uninstall(url: str, tables: tuple[str, ...], apply: bool, include_data: bool
     if scheme in ("postgresql", "postgres"):
         from ..sources.postgres.objects import uninstall as remove
 
-        _report(url, remove(url, apply=apply), apply, include_data)
+        _report(url, remove(url, apply=apply, include_data=include_data), apply, include_data)
     elif scheme == "sqlite" and patterns:
         _sqlite_tables(url, patterns, apply)
     elif scheme == "sqlite":
@@ -96,13 +99,13 @@ def _report(
     """One line per leftover: dropped, would be dropped, or kept (data)."""
     console = Console(highlight=False)
     gone = {(o.kind, o.name) for o in dropped} if dropped is not None else set()
-    kept = 0
+    kept: dict[str, int] = {}
     for leftover in found:
         key = (leftover.kind, leftover.name)
         data = getattr(leftover, "data", False) and not include_data
         reader = f", read now by pid {leftover.active_pid}" if leftover.active_pid else ""
         if data:
-            kept += 1
+            kept[leftover.kind] = kept.get(leftover.kind, 0) + 1
             done = "kept (data)"
         elif apply and (dropped is None or key in gone):
             done = "dropped"
@@ -117,7 +120,8 @@ def _report(
         console.print(f"nothing of rowcast's in {masked(url)}", soft_wrap=True)
         return
     if kept:
-        console.print(f"{counted(kept, 'table')} of data kept: --yes --include-data drops them too")
+        what = " and ".join(counted(n, kind) for kind, n in kept.items())
+        console.print(f"{what} of data kept: --yes --include-data drops them too")
     if not apply:
         console.print("dry run: nothing dropped; run again with --yes to drop these")
 

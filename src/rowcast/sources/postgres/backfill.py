@@ -27,7 +27,7 @@ from ...change import Change
 from ...errors import ConfigError
 from ..signal import NAME, SignalTable
 from . import keyset
-from .objects import COMMENT, is_ours
+from .objects import COMMENT, is_ours, is_record
 from .pgoutput import parse_lsn
 from .publication import add_tables, quote, signal_fix, signal_table
 from .rows import lookup_types
@@ -78,15 +78,15 @@ class PostgresReads:
         found = signal_table(cur)
         assert found is not None, "made just now"
         cur.execute(
-            "SELECT p.pubname, p.puballtables, coalesce(obj_description(p.oid, "
-            "'pg_publication'), '') LIKE %s, EXISTS (SELECT 1 FROM pg_publication_tables t "
-            "WHERE t.pubname = p.pubname AND t.schemaname = %s AND t.tablename = %s) "
-            "FROM pg_publication p ORDER BY 1",
-            (f"{COMMENT}%", *found),
+            "SELECT p.pubname, p.puballtables, obj_description(p.oid, 'pg_publication'), "
+            "EXISTS (SELECT 1 FROM pg_publication_tables t WHERE t.pubname = p.pubname AND "
+            "t.schemaname = %s AND t.tablename = %s) FROM pg_publication p ORDER BY 1",
+            found,
         )
-        for publication, all_tables, ours, has in cur.fetchall():
-            if all_tables or has:
+        for publication, all_tables, text, has in cur.fetchall():
+            if all_tables or has or is_record(publication, text):
                 continue
+            ours = str(text or "").startswith(COMMENT)
             if ours:
                 add_tables(cur, str(publication), [Table(*found, "d", True)])
             elif publication == self.publication:

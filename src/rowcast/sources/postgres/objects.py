@@ -13,7 +13,13 @@ Every publication rowcast creates carries a comment, ``created by rowcast for
 slot <slot>, read by <reader>``: that is how a reader recognises a slot that is
 another reader's (`slot_reader`), and how ``rowcast uninstall`` finds what is
 left (`leftovers`): those publications, their slots and every slot whose name
-starts with ``rowcast``.
+starts with ``rowcast``. A lasting slot rowcast creates that no such comment names
+(``?slot=mine&publication=yours``: a publication of the user's, or rowcast's for
+another slot) is recorded by an empty publication ``rowcast_slot_<slot>``
+(`record_name`) carrying that comment. A slot is never taken for rowcast's on
+other grounds (its plugin, say): a slot rowcast did not make is never listed.
+``rowcast_*`` tables (``rowcast_signal``, an outbox...) and functions (an event store's
+``rowcast_append``) are listed too, as data.
 """
 
 from __future__ import annotations
@@ -25,7 +31,9 @@ import re
 import secrets
 from typing import Any
 
+from ..._words import counted
 from ...errors import ConfigError
+from .._leftovers import what
 from .._reader import reader_of
 from .server import psycopg2
 
@@ -35,9 +43,12 @@ __all__ = [
     "comment",
     "derived_name",
     "drop",
+    "is_record",
     "leftovers",
     "reader_of",
+    "record_name",
     "slot_reader",
+    "slots_of",
     "tail_name",
     "uninstall",
 ]
@@ -63,6 +74,22 @@ def tail_name() -> str:
     return f"rowcast_tail_{os.getpid()}_{secrets.token_hex(3)}"
 
 
+def record_name(slot: str) -> str:
+    """``rowcast_slot_<slot>``: the empty publication that records `slot` as rowcast's when
+    no publication of rowcast's names it (the reader's publication is the user's, or
+    rowcast's for another slot)."""
+    if len(slot) <= 50:
+        return f"rowcast_slot_{slot}"
+    return f"rowcast_slot_{slot[:41]}_{hashlib.sha1(slot.encode()).hexdigest()[:8]}"
+
+
+def is_record(publication: str, text: str | None) -> bool:
+    """Whether `publication`, commented `text`, is a slot's record (`record_name`): it
+    publishes nothing, and no table (``rowcast_signal`` neither) is added to it."""
+    found = _COMMENT.fullmatch(str(text or ""))
+    return found is not None and publication == record_name(found.group(1)) != found.group(1)
+
+
 def comment(slot: str, reader: str) -> str:
     return f"{COMMENT}{slot}, read by {reader}"
 
@@ -79,6 +106,17 @@ def slot_reader(cur: Any, slot: str) -> str | None:
         if found and found.group(1) == slot:
             return found.group(2)
     return None
+
+
+def slots_of(cur: Any, reader: str) -> list[str]:
+    """The slots rowcast's publications record `reader` as the reader of."""
+    cur.execute(
+        "SELECT obj_description(oid, 'pg_publication') FROM pg_publication "
+        "WHERE obj_description(oid, 'pg_publication') LIKE %s",
+        (f"{COMMENT}%",),
+    )
+    found = (_COMMENT.fullmatch(str(text)) for (text,) in cur.fetchall())
+    return sorted({m.group(1) for m in found if m and m.group(2) == reader})
 
 
 def is_ours(cur: Any, publication: str) -> bool:
@@ -103,11 +141,12 @@ class Leftover:
     detail: str  #: e.g. "holding 12 MB of WAL, confirmed up to 0/16B3748"
     active_pid: int | None  #: the backend reading the slot now, or None
     sql: str
+    data: bool = False  #: a table of data: dropped only with --include-data
 
 
 def leftovers(cur: Any) -> list[Leftover]:
-    """rowcast's publications in this database, and its slots: named by a publication's
-    comment or starting with ``rowcast``."""
+    """rowcast's publications in this database, its slots (named by a publication's
+    comment or starting with ``rowcast``), then its tables (data: `_tables`)."""
     sql = psycopg2().sql
     cur.execute(
         "SELECT pubname, obj_description(oid, 'pg_publication') FROM pg_publication "
@@ -141,12 +180,54 @@ def leftovers(cur: Any) -> list[Leftover]:
         found.append(
             Leftover("publication", name, text or "no comment", None, statement.as_string(cur))
         )
+    return found + _tables(cur) + _functions(cur)
+
+
+def _functions(cur: Any) -> list[Leftover]:
+    """rowcast's functions (``rowcast_*``, an event store's ``rowcast_append``): data, as
+    the tables they write to (dropping one alone would break the store)."""
+    cur.execute(
+        "SELECT format('%I.%I(%s)', n.nspname, p.proname, "
+        "pg_get_function_identity_arguments(p.oid)), n.nspname, p.proname FROM pg_proc p "
+        "JOIN pg_namespace n ON n.oid = p.pronamespace WHERE p.proname LIKE 'rowcast\\_%' "
+        "AND n.nspname NOT IN ('pg_catalog', 'information_schema') ORDER BY 2, 3, 1"
+    )
+    return [
+        Leftover(
+            "function",
+            f"{schema}.{name}",
+            "an event store's append, which writes its tables"
+            if name == "rowcast_append"
+            else "made by rowcast",
+            None,
+            f"DROP FUNCTION {signature};",
+            True,
+        )
+        for signature, schema, name in cur.fetchall()
+    ]
+
+
+def _tables(cur: Any) -> list[Leftover]:
+    """rowcast's tables (``rowcast_*``, in every schema): `rowcast_signal`, an outbox, ..."""
+    sql = psycopg2().sql
+    cur.execute(
+        "SELECT schemaname, tablename FROM pg_tables WHERE tablename LIKE 'rowcast\\_%' "
+        "AND schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1, 2"
+    )
+    found = []
+    for schema, table in [(str(s), str(t)) for s, t in cur.fetchall()]:
+        name = sql.Identifier(schema, table)
+        cur.execute(sql.SQL("SELECT count(*) FROM {}").format(name))
+        holds, data = what(table)
+        statement = sql.SQL("DROP TABLE {};").format(name).as_string(cur)
+        detail = f"{holds}, {counted(cur.fetchone()[0], 'row')}"
+        found.append(Leftover("table", f"{schema}.{table}", detail, None, statement, data))
     return found
 
 
 def drop(cur: Any, slot: str | None, publication: str) -> None:
-    """Drop `slot` (None: none) and `publication` when they exist; a slot being read is a
-    `ConfigError` naming the reader's pid."""
+    """Drop `slot` (None: none, else with its record) and `publication` when they exist and
+    are rowcast's; a slot being read is a `ConfigError` naming the reader's pid."""
     pg = psycopg2()
     try:
         if slot is not None:
@@ -155,15 +236,16 @@ def drop(cur: Any, slot: str | None, publication: str) -> None:
                 "WHERE slot_name = %s",
                 (slot,),
             )
-        cur.execute(
-            pg.sql.SQL("DROP PUBLICATION IF EXISTS {}").format(pg.sql.Identifier(publication))
-        )
+        for name in [publication, *([record_name(slot)] if slot is not None else [])]:
+            if is_ours(cur, name):  # a publication of the user's stays
+                cur.execute(pg.sql.SQL("DROP PUBLICATION {}").format(pg.sql.Identifier(name)))
     except pg.Error as error:
         raise ConfigError(f"cannot drop slot {slot}: {str(error).strip()}") from error
 
 
-def uninstall(url: str, *, apply: bool) -> list[Leftover]:
-    """What rowcast left in the database at `url` (`leftovers`), dropped when `apply`.
+def uninstall(url: str, *, apply: bool, include_data: bool = False) -> list[Leftover]:
+    """What rowcast left in the database at `url` (`leftovers`), dropped when `apply`
+    (its tables of data only with `include_data`).
 
     A slot being read is never dropped: with `apply`, a `ConfigError` names its pid
     before anything is dropped.
@@ -182,7 +264,7 @@ def uninstall(url: str, *, apply: bool) -> list[Leftover]:
                 "first (a tail's temporary slot goes when it stops), then run this again"
             )
         if apply:
-            for leftover in found:
+            for leftover in [o for o in found if include_data or not o.data]:
                 try:
                     cur.execute(leftover.sql)
                 except psycopg2().Error as error:  # e.g. a reader took the slot meanwhile

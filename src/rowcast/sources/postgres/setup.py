@@ -19,7 +19,7 @@ from ...errors import ConfigError
 from ..base import Check
 from ..signal import NAME as SIGNAL
 from .health import lost
-from .objects import comment, is_ours, slot_reader
+from .objects import comment, is_ours, record_name, slot_reader
 from .publication import (
     add_tables,
     create_publication,
@@ -406,7 +406,8 @@ def prepare(
     found = next(c for c in checks if c.name == f"slot {slot}")
     if not temporary:
         if not found.ok and "in use" not in found.value:  # in use: it may be letting go
-            raise ConfigError(f"{target}: slot {slot} is {found.value}: {found.fix}")
+            state = found.value if found.value.startswith("belongs") else f"is {found.value}"
+            raise ConfigError(f"{target}: slot {slot} {state}: {found.fix}")
         owner = slot_reader(cur, slot)
         if owner is not None and owner.startswith("checkpoint ") and owner != reader:
             raise ConfigError(
@@ -452,6 +453,9 @@ def prepare(
     if not temporary and found.value.startswith("missing"):
         create_slot(cur, slot)
         log.info("created replication slot %s (pgoutput)", slot)
+        if slot_reader(cur, slot) is None:  # no publication of rowcast's names it: one does
+            made = create_publication(cur, record_name(slot), [], comment(slot, reader))
+            log.info("recorded slot %s as rowcast's: %s", slot, made)
     return ours
 
 

@@ -218,8 +218,8 @@ class LogicalSource(LogSource):
         self.setup()
 
     def drop(self) -> None:
-        """Drop the slot and the publication, when they exist (the server then keeps no
-        WAL for this source). A slot still being read is a `ConfigError`."""
+        """Drop the slot and the publication when they exist (not one of the user's): the
+        server then keeps no WAL for this source. A slot still being read: `ConfigError`."""
         conn = connect(self.url)
         try:
             objects.drop(conn.cursor(), None if self.temporary else self.slot, self.publication)
@@ -359,7 +359,8 @@ class LogicalSource(LogSource):
     def _refuse_a_past_start(self, cur: Any) -> None:
         start, checkpoint = self._resume_from(), self.checkpoint
         named = checkpoint.url if self._resumed and checkpoint else None
-        refuse_a_past_start(cur, self.url.masked, self.slot, start, named)
+        others = [s for s in objects.slots_of(cur, self.reader) if s != self.slot] if named else []
+        refuse_a_past_start(cur, self.url.masked, self.slot, start, named, others)
 
     def _setup(self, cur: Any, *, busy_ok: bool) -> bool:
         """Check and make what reading needs; whether the publication is rowcast's own."""

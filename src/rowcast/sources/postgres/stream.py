@@ -8,11 +8,12 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ...errors import ConfigError
 from .._snapshot import is_position, parse
+from ..base import foreign_checkpoint
 from .pgoutput import format_lsn, parse_lsn
 from .server import Unreachable, psycopg2
 
@@ -20,6 +21,7 @@ __all__ = [
     "Feedback",
     "behind_the_slot",
     "check_position",
+    "check_saved",
     "close_stream",
     "confirmed",
     "exported_slot",
@@ -111,13 +113,34 @@ def behind_the_slot(target: str, slot: str, confirmed: str, start: str) -> Confi
     )
 
 
+#: what a position of this source is (`foreign_checkpoint`)
+POSITION = "a PostgreSQL position (an LSN such as '0/16B3748')"
+
+
+def check_saved(target: str, saved: str, checkpoint: str) -> None:
+    """A `ConfigError` when the checkpoint's `saved` position is no PostgreSQL position."""
+    try:
+        check_position(saved, "'now' or 'start'")
+    except ConfigError:
+        raise foreign_checkpoint(target, checkpoint, saved, POSITION) from None
+
+
 def refuse_a_past_start(
-    cur: Any, target: str, slot: str, start: str, checkpoint: str | None = None
+    cur: Any,
+    target: str,
+    slot: str,
+    start: str,
+    checkpoint: str | None = None,
+    others: Sequence[str] = (),
 ) -> None:
     """Before `slot` is created: a `ConfigError` when `start` (an LSN) is past the server's
-    end of WAL, or when the slot does not exist and `start` is behind that end, where a
-    slot made now would begin (it could never send what lies before). `checkpoint`: the
-    URL of the checkpoint `start` comes from (its slot was dropped or invalidated)."""
+    end of WAL, or when the slot does not exist and `start` is not past that end (a slot
+    made now begins after it: it could never send what lies before). `checkpoint`: the
+    URL of the checkpoint `start` comes from (its slot was dropped or invalidated, or it
+    is another reader's: `others`, the other slots its reader is recorded for), checked
+    to hold a PostgreSQL position."""
+    if checkpoint is not None:
+        check_saved(target, start, checkpoint)
     try:
         lsn = parse_lsn(start)
     except ValueError:  # 'now', 'start', a snapshot's position: nothing to check here
@@ -133,23 +156,34 @@ def refuse_a_past_start(
             f"{target} has no position {start} yet: its WAL ends at {now} (a position from "
             "another server?)"
         )
-    if exists or lsn == parse_lsn(now):
+    if exists:
         return
+    if checkpoint is not None and others:
+        raise ConfigError(
+            f"{target}: the checkpoint {checkpoint} belongs to the reader of slot "
+            f"{', '.join(others)} (its publication says so): it holds {start}, that slot's "
+            f"position, not one of slot {slot}, which does not exist yet and, made now, would "
+            f"begin after {now} (nothing was created). Each reader needs a checkpoint of its own: "
+            f"give this one a new --checkpoint (it starts from now; --snapshot initial copies "
+            f"the rows first), or leave out ?slot= to go on reading {others[0]} with it"
+        )
     if checkpoint is not None:
         raise ConfigError(
             f"{target}: slot {slot} does not exist (dropped, or invalidated and removed), so "
             f"the changes since {start}, where the checkpoint {checkpoint} is, are gone from "
-            "the server (nothing was created). To recover: empty the checkpoint and start "
+            f"the server (nothing was created; a slot made now would begin after {now}). If "
+            "the checkpoint is another reader's (of another slot), give this reader a new "
+            "--checkpoint. To recover: empty the checkpoint and start "
             "again, which makes the slot and streams from now, then run rowcast backfill "
             f"URL --tables ... for the changes missed (or start with --snapshot initial)"
         )
     raise ConfigError(
-        f"{target}: slot {slot} does not exist yet, and a slot made now would begin at "
-        f"{now}, past {start} where this reader begins: it cannot read the past (nothing "
-        f"was created). Read from a slot made before {start} (--from is for an existing "
-        "slot), start from now (--from now, which creates the slot), or copy the rows as "
-        "they are now (--snapshot initial, or rowcast backfill URL --tables ... once it streams "
-        "again)"
+        f"{target}: slot {slot} does not exist yet, and a slot made now would begin "
+        f"after {now}, past {start} where this reader begins: it cannot read the past "
+        f"(nothing was created). Read from a slot made before {start} (--from is for an "
+        "existing slot), start from now (--from now, which creates the slot), or copy the "
+        "rows as they are now (--snapshot initial, or rowcast backfill URL --tables ... once "
+        "it streams again)"
     )
 
 
