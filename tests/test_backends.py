@@ -137,7 +137,31 @@ def test_an_unknown_scheme_lists_the_known_ones(family: Family) -> None:
     assert "'kafkaesque://u:***@host/x'" in message  # the password masked
     assert "secret" not in message
     for scheme in schemes(family):
-        assert (scheme if scheme == "-" else f"{scheme}://") in message
+        shown = "outbox+<database url>" if scheme == "outbox" else f"{scheme}://"
+        assert (scheme if scheme == "-" else shown) in message
+    assert "outbox://" not in message  # the outbox is outbox+<database url>, never outbox://
+
+
+@pytest.mark.parametrize(
+    ("url", "closest"),
+    [
+        ("mysq://root@127.0.0.1/x", "mysql://"),
+        ("postgresq://u@h/db", "postgresql://"),
+        ("outbx+sqlite:///app.db", "outbox+<database url>"),
+    ],
+)
+def test_a_scheme_typo_suggests_the_closest(url: str, closest: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        open_source(url)
+    message = str(caught.value)
+    assert f"did you mean {closest}?" in message
+    assert message.endswith("sqlite://, or outbox+<database url> (the transactional outbox)")
+
+
+def test_a_scheme_nothing_is_close_to_suggests_nothing() -> None:
+    with pytest.raises(ConfigError) as caught:
+        open_source("ftp://h/x")
+    assert "did you mean" not in str(caught.value)
 
 
 def test_an_unknown_scheme_lists_the_registered_ones_too() -> None:

@@ -93,3 +93,29 @@ def test_unknown_command_is_a_usage_error() -> None:
     result = CliRunner().invoke(main, ["nope"])
     assert result.exit_code == 2
     assert "No such command" in result.output
+
+
+# a family's schemes that a command's help need not name: in-process, TLS twins, aliases
+_UNNAMED = {"memory", "rediss", "amqps", "tls", "postgres", "mariadb", "file", "-"}
+
+
+@pytest.mark.parametrize(
+    ("command", "family"),
+    [
+        (["relay"], "sink"),
+        (["relay"], "checkpoint"),
+        (["relay"], "source"),
+        (["status"], "checkpoint"),
+        (["consume"], "consumer"),
+    ],
+)
+def test_a_commands_help_names_every_scheme_it_takes(command: list[str], family: str) -> None:
+    """`rowcast consume --help` named no kafka:// (nor `relay --help` for --to or
+    --checkpoint): a user reading it did not know Kafka was there."""
+    from rowcast import backends
+
+    result = CliRunner().invoke(main, [*command, "--help"], terminal_width=200)
+    assert result.exit_code == 0
+    text = " ".join(result.output.split())
+    for scheme in set(backends.schemes(family)) - _UNNAMED:  # type: ignore[arg-type]
+        assert f"{scheme}://" in text or f"{scheme}+" in text, (command, scheme)

@@ -46,6 +46,7 @@ CASES = [
     # ------------------------------------------------------------ an unknown scheme
     Case("tail foo://x", "no rowcast source for 'foo://x': the URL must start with"),
     Case("doctor foo://x", "no rowcast source for 'foo://x'"),
+    Case("backfill mysq://root@127.0.0.1/x --status", "did you mean mysql://? the URL must"),
     Case("doctor redis://127.0.0.1:{closed}/0", "no rowcast source for 'redis://"),
     Case("relay foo://x --to - --checkpoint c.pos", "no rowcast source for 'foo://x'"),
     Case("relay sqlite:///app.db --to foo://x --checkpoint c.pos", "no rowcast sink for"),
@@ -87,6 +88,24 @@ CASES = [
     Case("relay sqlite:///app.db --to - --checkpoint sqlite:///afile/c.db", "is a file, not a"),
     Case("relay sqlite:///app.db --to - --checkpoint afile/c.pos", "is a file, not a directory"),
     Case("relay sqlite:///app.db --to - --checkpoint afile/x/c.pos", "is a file, not a dir"),
+    # a checkpoint in a directory that does not exist: a typo more likely than intent
+    # (was: the directory made, the relay running)
+    Case(
+        "relay sqlite:///app.db --to - --checkpoint sqlite:///{missing}/c.db",
+        "the directory '{missing}' does not exist; create it (mkdir -p {missing})",
+    ),
+    Case(
+        "relay sqlite:///app.db --to - --checkpoint {missing}/c.pos",
+        "the directory '{missing}' does not exist; create it (mkdir -p {missing})",
+    ),
+    Case(
+        "relay sqlite:///app.db --to - --checkpoint file://{missing}/c.pos",
+        "the directory '{missing}' does not exist; create it (mkdir -p {missing})",
+    ),
+    Case(
+        f"consume redis://127.0.0.1:{{closed}}/0?stream=x {HANDLER} --report {{missing}}/r.pos",
+        "--report {missing}/r.pos: the directory '{missing}' does not exist",
+    ),
     Case("relay sqlite:///app.db --to sqlite:///adir --checkpoint c.pos", "names the directory"),
     Case("relay sqlite:///app.db --to sqlite:///afile/e.db --checkpoint c.pos", "is a file, not"),
     Case(f"{RELAY} --on-error dead-letter --dead-letter sqlite:///adir", "names the directory"),
@@ -520,3 +539,23 @@ def test_relay_help_and_the_readme_list_every_source_with_an_example() -> None:
         assert kind in text
     assert "70 an unexpected error" in text
     assert "| 70 |" in readme
+
+
+@pytest.mark.parametrize(
+    ("url", "needs"),
+    [
+        ("mysql://root@127.0.0.1:{closed}/test", ""),
+        ("postgresql://postgres@127.0.0.1:{closed}/test", ""),
+        ("postgresql://postgres@127.0.0.1:5432/rc_no_such_database_x", "postgresql"),
+        ("mysql://root@127.0.0.1:3306/rc_no_such_database_x", "mysql"),
+    ],
+)
+def test_tail_says_it_is_tailing_only_once_the_source_is_open(url: str, needs: str) -> None:
+    """Was: 'tailing ... from now (Ctrl-C to stop)', then the connection error."""
+    if needs:
+        _NEEDS[needs]()
+    with deadline(20):
+        result = CliRunner().invoke(main, ["tail", url.format(closed=CLOSED)])
+    assert result.exit_code == 2, result.output
+    assert "error: " in result.output
+    assert "tailing" not in result.output

@@ -149,9 +149,9 @@ def test_check_reports_every_mistake_with_its_line_and_the_fix(tmp_path: Path) -
         f"error: {path} has 11 mistakes:",
         f"  {path}:1: [relay] checkpoint: missing; rowcast relay requires it (--checkpoint): "
         "give it here (or on the command line, which the check cannot see)",
-        f"  {path}:3: [relay] to: no rowcast sink for 'kafak://broker/topic': the URL must "
-        "start with -, amqp://, amqps://, kafka://, memory://, nats://, postgres://, "
-        "postgresql://, redis://, rediss://, sqlite://, tls://",
+        f"  {path}:3: [relay] to: no rowcast sink for 'kafak://broker/topic': did you mean "
+        "kafka://? the URL must start with -, amqp://, amqps://, kafka://, memory://, nats://, "
+        "postgres://, postgresql://, redis://, rediss://, sqlite://, tls://",
         f"  {path}:4: [relay] batch-sise: unknown key; did you mean 'batch-size'? [relay] takes "
         "source, to, checkpoint, tables, allow-empty, from, snapshot, snapshot-chunk, "
         "batch-size, on-error, dead-letter, stall-after, report-interval, "

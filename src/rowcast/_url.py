@@ -6,15 +6,16 @@ naming the option, its value and the closest known one. `check_query` gives it f
 database URL's option that neither rowcast nor the driver takes (pymysql and redis-py
 raise a bare ``TypeError`` on connect, libpq says ``invalid connection option`` without
 the value, SQLite ignores it); `driver_options` lists a driver's. `made_directory`
-makes the directory of a file a URL names, or says why it cannot.
+makes the directory of a file a URL names, or says why it cannot (the event store);
+`existing_directory` requires it to exist (checkpoints: a missing one is a typo).
 """
 
 from __future__ import annotations
 
 import difflib
-import functools
 import inspect
 import re
+import shlex
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ __all__ = [
     "boolean",
     "check_query",
     "driver_options",
+    "existing_directory",
     "made_directory",
     "masked",
     "number",
@@ -79,6 +81,25 @@ def made_directory(what: str, directory: Path) -> None:
             f"{what}: cannot make the directory {str(directory)!r} ({why}); give a path in "
             "a directory this user can write"
         ) from e
+
+
+def existing_directory(what: str, directory: Path) -> None:
+    """A `ConfigError` with the fix unless `directory` exists (it is never made: a
+    directory that is not there is more likely a typo than intent)."""
+    if directory.is_dir():
+        return
+    blocking = next((p for p in directory.parents if p.exists()), None)
+    if blocking is not None and not blocking.is_dir():
+        raise ConfigError(
+            f"{what}: {str(blocking)!r} is a file, not a directory; give a path in a "
+            "directory this user can write"
+        )
+    if directory.exists():
+        raise ConfigError(f"{what}: {str(directory)!r} is a file, not a directory")
+    raise ConfigError(
+        f"{what}: the directory {str(directory)!r} does not exist; create it (mkdir -p "
+        f"{shlex.quote(str(directory))}) if that is where it goes, or fix the path"
+    )
 
 
 def unknown_option(
@@ -227,10 +248,22 @@ _DRIVER = {
 }
 
 
-@functools.cache
+_KNOWN: dict[str, frozenset[str]] = {}  # driver_options found (a missing driver: asked again)
+
+
 def driver_options(backend: str) -> frozenset[str] | None:
     """The query options `backend`'s driver takes ("postgresql", "mysql", "sqlite",
-    "redis"), or None when it is not installed or unknown."""
+    "redis"), or None when it is not installed or unknown (not remembered: a driver that
+    could not be imported once, installed or put back since, is asked again)."""
+    found = _KNOWN.get(backend)
+    if found is None:
+        found = _driver_options(backend)
+        if found is not None:
+            _KNOWN[backend] = found
+    return found
+
+
+def _driver_options(backend: str) -> frozenset[str] | None:
     try:
         if backend == "sqlite":
             return _SQLITE

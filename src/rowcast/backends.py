@@ -32,6 +32,7 @@ for consumers. A store class subclasses `rowcast.EventStore`.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import importlib
 import re
 from typing import Any, Final, Literal, get_args
@@ -53,6 +54,10 @@ _NOUNS: Final[dict[str, str]] = {
     "checkpoint": "checkpoint backend",
     "consumer": "rowcast consumer",
     "dlq": "dead-letter place",
+}
+# how an error shows a scheme that is not followed by "://"
+_FORMS: Final[dict[tuple[str, str], tuple[str, str]]] = {
+    ("source", "outbox"): ("outbox+<database url>", "the transactional outbox"),
 }
 _SCHEME = re.compile(r"[a-z][a-z0-9.-]*|-")  # "-": stdout
 _TARGET = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
@@ -146,10 +151,7 @@ def load(family: Family, url: str, scheme: str | None = None) -> type[Any]:
                 )
             backend = modes[value].get(key) or modes[value].get("*") or backend
     if backend is None:
-        known = ", ".join(s if s == "-" else f"{s}://" for s in schemes(family))
-        raise ConfigError(
-            f"no {_NOUNS[family]} for {masked(url)!r}: the URL must start with {known}"
-        )
+        raise ConfigError(f"no {_NOUNS[family]} for {masked(url)!r}: {_starts(family, key)}")
     if not isinstance(backend.target, str):
         return backend.target
     module_name, _, class_name = backend.target.partition(":")
@@ -162,6 +164,23 @@ def load(family: Family, url: str, scheme: str | None = None) -> type[Any]:
         raise missing_extra(backend.extra, f"the {_NOUNS[family]} {key}://", e) from e
     cls: type[Any] = getattr(module, class_name)
     return cls
+
+
+def _starts(family: Family, scheme: str) -> str:
+    """What a URL of `family` must start with: every registered form, and the one closest
+    to `scheme` when one is close (a typo)."""
+    forms = {
+        name: _FORMS.get((family, name), (name if name == "-" else f"{name}://", ""))
+        for name in schemes(family)
+    }
+    plain = [form for form, note in forms.values() if not note]
+    special = [f"{form} ({note})" for form, note in forms.values() if note]
+    known = ", ".join(plain)
+    if special:
+        known = ", or ".join([known, *special]) if known else ", or ".join(special)
+    close = difflib.get_close_matches(scheme, list(forms), n=1, cutoff=0.6) if scheme else []
+    hint = f"did you mean {forms[close[0]][0]}? " if close else ""
+    return f"{hint}the URL must start with {known}"
 
 
 def missing_extra(extra: str | None, what: str, error: BaseException) -> ConfigError:

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
+import queue
 import signal
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import unquote, urlsplit
 
 import click
+
+from .._url import existing_directory, masked
+from ..backends import scheme_of
 
 __all__ = [
     "ALLOW_EMPTY",
@@ -19,11 +27,14 @@ __all__ = [
     "SNAPSHOT_CHUNK",
     "TABLES",
     "format_option",
+    "in_an_existing_directory",
     "patterns",
     "serving_metrics",
     "stop_on_signals",
     "stop_on_sigterm",
 ]
+
+log = logging.getLogger("rowcast.cli")
 
 S = TypeVar("S")
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -92,6 +103,24 @@ METRICS_PORT = click.option(
 )
 
 
+def in_an_existing_directory(option: str, url: str) -> None:
+    """A `ConfigError` naming the directory and the fix when the file that the checkpoint
+    store `url` of `option` keeps (a file path, ``file://``, ``sqlite://``) is in a
+    directory that does not exist: on the command line that is likelier a typo than
+    intent, so it is not made (the library's checkpoints make it)."""
+    scheme = scheme_of(url)
+    if scheme in ("", "file"):
+        path = unquote(urlsplit(url).path) if scheme else url
+    elif scheme == "sqlite":
+        path = unquote(urlsplit(url).path)[1:]  # sqlite:///rel.db, sqlite:////abs.db
+        if path in ("", ":memory:") or path.startswith("file:"):
+            return  # refused (or taken as it is) by the backend
+    else:
+        return  # a server's
+    if path and not path.endswith(("/", "\\")):
+        existing_directory(f"{option} {masked(url)}", Path(path).expanduser().absolute().parent)
+
+
 @contextlib.contextmanager
 def serving_metrics(serve: Callable[[S, int], Any], stats: S, port: int | None) -> Iterator[None]:
     """While inside, `serve` (a ``serve_metrics``) shows `stats` on `port`; None: no server.
@@ -110,39 +139,93 @@ def serving_metrics(serve: Callable[[S, int], Any], stats: S, port: int | None) 
 
 
 @contextlib.contextmanager
+def _off_the_main_thread() -> Iterator[Callable[[Callable[[], None]], None]]:
+    """While inside, a function for signal handlers: ``call(fn)`` has `fn` called at once
+    on a thread of its own.
+
+    A handler runs in the main thread between two of its instructions, perhaps while it
+    holds a lock that a stop takes (``threading.Event.set`` takes the lock that
+    ``Event.wait`` holds as it wakes up, and a relay or a source waits so between
+    polls): a stop called there waits for that lock for ever. `SimpleQueue.put` takes
+    none a handler can meet.
+    """
+    asked: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+
+    def serve() -> None:
+        while (fn := asked.get()) is not None:
+            fn()
+
+    thread = threading.Thread(target=serve, name="rowcast-signals", daemon=True)
+    thread.start()
+    try:
+        yield asked.put
+    finally:
+        asked.put(None)
+        thread.join(5)
+
+
+@contextlib.contextmanager
 def stop_on_sigterm(stop: Callable[[], None]) -> Iterator[None]:
     """While inside, SIGTERM calls `stop` (a source's, a watch's close) instead of killing us."""
     if threading.current_thread() is not threading.main_thread():
         yield  # only the main thread may set signal handlers
         return
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop())
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+    with _off_the_main_thread() as call:
+        previous = signal.signal(signal.SIGTERM, lambda signum, frame: call(stop))
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 @contextlib.contextmanager
-def stop_on_signals(stop: Callable[[], None]) -> Iterator[None]:
-    """SIGTERM and the first Ctrl-C call `stop`; a second Ctrl-C interrupts at once."""
+def stop_on_signals(stop: Callable[[], None], doing: str = "") -> Iterator[None]:
+    """While inside, SIGTERM and Ctrl-C have `stop` called instead of interrupting.
+
+    A second Ctrl-C (a user pressing it again, ``timeout -s INT`` delivering two) keeps
+    the stop clean: a KeyboardInterrupt raised wherever the stop had got to would cut
+    it short (a relay's batch abandoned, a tail's triggers left) and end with click's
+    ``Aborted!``. It is logged, once, that the stop is under way (what it is `doing`)
+    and that SIGKILL quits at once. Once a signal asked for the stop, further ones are
+    ignored after the block too: the command is ending. `stop` is called on a thread
+    of its own (`_off_the_main_thread`), the log record too.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    interrupted = False
+    interrupts = 0
+    stopping = False
+
+    def still_stopping() -> None:
+        log.warning(
+            "already stopping%s (kill -KILL %d quits at once)",
+            f": {doing}" if doing else "",
+            os.getpid(),
+            extra={"event": "stopping"},
+        )
+
+    def on_term(signum: int, frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+        call(stop)
 
     def on_interrupt(signum: int, frame: Any) -> None:
-        nonlocal interrupted
-        if interrupted:
-            raise KeyboardInterrupt
-        interrupted = True
-        stop()
+        nonlocal interrupts, stopping
+        interrupts += 1
+        stopping = True
+        call(stop)
+        if interrupts == 2:
+            call(still_stopping)
 
-    previous = {
-        signal.SIGTERM: signal.signal(signal.SIGTERM, lambda signum, frame: stop()),
-        signal.SIGINT: signal.signal(signal.SIGINT, on_interrupt),
-    }
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+    with _off_the_main_thread() as call:
+        previous = {
+            signal.SIGTERM: signal.signal(signal.SIGTERM, on_term),
+            signal.SIGINT: signal.signal(signal.SIGINT, on_interrupt),
+        }
+        try:
+            yield
+        finally:
+            for signum, handler in previous.items():
+                if stopping:  # the command ends: another Ctrl-C must not cut its last steps
+                    handler = signal.SIG_IGN
+                signal.signal(signum, handler if handler is not None else signal.SIG_DFL)

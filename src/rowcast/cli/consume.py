@@ -16,7 +16,13 @@ from ..checkpoint import Checkpoint, open_checkpoint
 from ..consume import load_handler, open_consumer
 from ..consume.stats import ConsumerStats, serve_metrics
 from ..metrics import RelayStats
-from .common import LOG_FORMAT, METRICS_PORT, serving_metrics, stop_on_signals
+from .common import (
+    LOG_FORMAT,
+    METRICS_PORT,
+    in_an_existing_directory,
+    serving_metrics,
+    stop_on_signals,
+)
 from .config_file import config_option
 from .relay_console import RelayDisplay
 from .urls import Url
@@ -143,10 +149,12 @@ def consume(
     """Call --handler with the changes a relay delivered to the broker at URL, at least once.
 
     URL is redis://host:6379/0 (?stream=KEY, or every rowcast:* stream),
-    nats://host:4222 (?stream=rowcast&subject=rowcast.>) or
-    amqp://user:password@host:5672/%2F (?queue=NAME&bind=KEY); see rowcast.consume
-    for every option. A change is acknowledged once the handler returned for it; a
-    batch that keeps failing has its failing rows parked in the dead-letter place.
+    nats://host:4222 (?stream=rowcast&subject=rowcast.>),
+    amqp://user:password@host:5672/%2F (?queue=NAME&bind=KEY) or
+    kafka://host:9092?topics=T1,T2 (a consumer group; ^rowcast\\..* for every
+    per-table topic); see rowcast.consume for every option. A change is acknowledged
+    once the handler returned for it; a batch that keeps failing has its failing rows
+    parked in the dead-letter place.
 
     The stream, key or queue must exist (the relay's sink creates its stream): an
     unknown one is an error that lists those there are. Add create=true to the URL
@@ -154,8 +162,8 @@ def consume(
     may start before the relay; a RabbitMQ queue must exist before the relay
     publishes, so start a group's first consumer with ?create=true.
 
-    Stop with Ctrl-C or SIGTERM: the batches being handled finish and are
-    acknowledged, and the exit status is 0. A bad URL or handler, an unknown
+    Stop with Ctrl-C (once or more) or SIGTERM: the batches being handled finish
+    and are acknowledged, and the exit status is 0. A bad URL or handler, an unknown
     stream or queue, or an unreachable broker exits with status 2 before anything
     is handled. With --report, rowcast status shows it (state, rate, lag, last
     error).
@@ -165,6 +173,7 @@ def consume(
     handler = load_handler(handler_spec)
     report: Checkpoint | None = None
     if report_url is not None:
+        in_an_existing_directory("--report", report_url)
         default = "consumer-" + (re.sub(r"[^A-Za-z0-9_.-]+", "-", group).strip("-.") or "rowcast")
         has_name = "://" in report_url and "name" in dict(parse_qsl(urlsplit(report_url).query))
         report = open_checkpoint(report_url, "default" if has_name else default[:200])
@@ -181,7 +190,7 @@ def consume(
     )
     with (
         serving_metrics(serve_metrics, consumer.stats, metrics_port),
-        stop_on_signals(consumer.stop),
+        stop_on_signals(consumer.stop, "finishing the changes being handled"),
         ConsumeDisplay(consumer.stats, log_format),
     ):
         consumer.run()

@@ -14,6 +14,7 @@ from rich.console import Console
 from .._delivery import modes as on_error_modes
 from .._url import masked
 from ..checkpoint import Checkpoint, open_checkpoint
+from ..checkpoint.report import refuse_a_held
 from ..errors import ConfigError, PermanentSinkError
 from ..metrics import serve_metrics
 from ..relay import Relay
@@ -28,16 +29,22 @@ from .common import (
     SNAPSHOT,
     SNAPSHOT_CHUNK,
     TABLES,
+    in_an_existing_directory,
     serving_metrics,
     stop_on_signals,
 )
 from .common import patterns as table_patterns
 from .config_file import config_option
 from .console import print_error
-from .relay_console import RelayDisplay
+from .relay_console import RelayDisplay, routed_logs
 from .urls import Url
 
 __all__ = ["relay"]
+
+_STOPPING = (
+    "finishing the delivery in flight, then saving the checkpoint (what a kill leaves "
+    "unsaved is delivered again on restart)"
+)
 
 # open_source keyword -> the option it comes from
 _FLAGS = {
@@ -61,7 +68,7 @@ _FLAGS = {
     required=True,
     metavar="SINK_URL",
     help="Where to deliver (repeat for several): '-' (stdout, JSON lines), sqlite:///events.db, "
-    "postgresql://..., redis://..., nats://..., amqp://...",
+    "postgresql://..., redis://..., nats://..., amqp://..., kafka://...",
 )
 @click.option(
     "--checkpoint",
@@ -69,8 +76,9 @@ _FLAGS = {
     type=Url("checkpoint"),
     required=True,
     metavar="URL",
-    help="Where the relay keeps its position: a file path, sqlite:///x.db, postgresql://, "
-    "mysql://, redis:// (add ?name=... to keep several relays in one place).",
+    help="Where the relay keeps its position: a file path, sqlite:///x.db (in a directory "
+    "that exists), postgresql://, mysql://, redis://, kafka://...?topic= (exactly once with a "
+    "Kafka sink) (add ?name=... to keep several relays in one place).",
 )
 @TABLES
 @ALLOW_EMPTY
@@ -200,14 +208,19 @@ def relay(
     CHECKPOINT_URL shows it.
 
     Stop with Ctrl-C or SIGTERM: the batch in flight is finished and
-    checkpointed. Exit status: 0 stopped cleanly; 2 bad configuration, a
-    server unreachable at start, or a source error the relay gave up on; 3 a
-    sink refused a transaction for good; 70 an unexpected error (a bug: run
-    again with ROWCAST_DEBUG=1 for the traceback, and report it).
+    checkpointed (Ctrl-C again while it stops changes nothing). Exit status: 0
+    stopped cleanly; 2 bad configuration, a server unreachable at start, or a
+    source error the relay gave up on; 3 a sink refused a transaction for good;
+    70 an unexpected error (a bug: run again with ROWCAST_DEBUG=1 for the
+    traceback, and report it).
     """
     with contextlib.ExitStack() as stack:
+        opening = stack.enter_context(contextlib.ExitStack())
+        opening.enter_context(routed_logs(log_format))  # warnings while opening, formatted
+        in_an_existing_directory("--checkpoint", checkpoint_url)
         checkpoint = open_checkpoint(checkpoint_url)
         stack.callback(checkpoint.close)
+        refuse_a_held(checkpoint)  # another relay runs on it: before anything is opened
         sinks: list[Sink] = []
         for url in sink_urls:
             replicate = ("mode", "replicate") in parse_qsl(urlsplit(url).query)
@@ -251,7 +264,8 @@ def relay(
         )
         stack.enter_context(serving_metrics(serve_metrics, the_relay.stats, metrics_port))
         refused: PermanentSinkError | None = None
-        with stop_on_signals(the_relay.stop), RelayDisplay(the_relay.stats, log_format):
+        opening.close()  # the display routes them from here
+        with stop_on_signals(the_relay.stop, _STOPPING), RelayDisplay(the_relay.stats, log_format):
             try:
                 the_relay.run()
             except BrokenPipeError:  # `rowcast relay ... --to - | head`: stop quietly

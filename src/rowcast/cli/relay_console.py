@@ -16,10 +16,12 @@ with the record's own fields (``event``, ``sink``, ``attempt``, ``delay``,
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import sys
 import threading
+from collections.abc import Iterator
 from types import TracebackType
 from typing import Any
 
@@ -30,7 +32,7 @@ from rich.text import Text
 from ..codec import dumps
 from ..metrics import RateMeter, RelayStats
 
-__all__ = ["JsonFormatter", "RelayDisplay"]
+__all__ = ["JsonFormatter", "RelayDisplay", "handler", "routed_logs"]
 
 log = logging.getLogger("rowcast.relay")
 
@@ -56,6 +58,43 @@ class JsonFormatter(logging.Formatter):
         return dumps(line)
 
 
+def handler(log_format: str, live: Console | None = None) -> logging.Handler:
+    """Where log records go in `log_format`: stderr, as JSON or text (printed above the
+    live line of `live`, a terminal's console, when given)."""
+    if log_format == "json":
+        found: logging.Handler = logging.StreamHandler(sys.stderr)
+        found.setFormatter(JsonFormatter())
+    elif live is not None:
+        from rich.logging import RichHandler
+
+        found = RichHandler(console=live, show_path=False)
+    else:
+        found = logging.StreamHandler(sys.stderr)
+        found.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    return found
+
+
+def _route(to: logging.Handler) -> None:
+    # on the root logger: a driver's warning (psycopg, pika...) comes out in the same
+    # format, not as a bare line in a JSON log; rowcast's own records propagate to it
+    logging.getLogger().addHandler(to)
+    logger = logging.getLogger("rowcast")
+    if logger.level == logging.NOTSET or logger.level > logging.INFO:
+        logger.setLevel(logging.INFO)
+
+
+@contextlib.contextmanager
+def routed_logs(log_format: str) -> Iterator[None]:
+    """Log records in `log_format` while inside: what a command says while it opens its
+    source and sinks, before its display starts (a warning was a bare line in a JSON log)."""
+    to = handler(log_format)
+    _route(to)
+    try:
+        yield
+    finally:
+        logging.getLogger().removeHandler(to)
+
+
 def _describe_lag(lag: float | None) -> str:
     return "-" if lag is None else f"{lag:.1f}s"
 
@@ -77,19 +116,7 @@ class RelayDisplay:
             target=self._loop, name="rowcast-relay-display", daemon=True
         )
         self._live: Live | None = None
-        self._handler: logging.Handler
-        if log_format == "json":
-            self._handler = logging.StreamHandler(sys.stderr)
-            self._handler.setFormatter(JsonFormatter())
-        elif self.live_line:
-            from rich.logging import RichHandler
-
-            self._handler = RichHandler(console=self.console, show_path=False)
-        else:
-            self._handler = logging.StreamHandler(sys.stderr)
-            self._handler.setFormatter(
-                logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-            )
+        self._handler = handler(log_format, self.console if self.live_line else None)
 
     def line(self) -> Text:
         """The live line: changes, rate, lag, position, any failing sink (its attempts in a
@@ -157,12 +184,7 @@ class RelayDisplay:
                 self.progress()
 
     def __enter__(self) -> RelayDisplay:
-        # on the root logger: a driver's warning (psycopg, pika...) comes out in the same
-        # format, not as a bare line in a JSON log; rowcast's own records propagate to it
-        logging.getLogger().addHandler(self._handler)
-        logger = logging.getLogger("rowcast")
-        if logger.level == logging.NOTSET or logger.level > logging.INFO:
-            logger.setLevel(logging.INFO)
+        _route(self._handler)
         if self.live_line:
             self._live = Live(
                 self.line(),

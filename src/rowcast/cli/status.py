@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import json
 import sys
 import time
@@ -71,11 +72,15 @@ def table(entries: list[dict[str, Any]]) -> Group:
     for name in ("NAME", "KIND", "STATE", "POSITION", "HEAD", "LAG", "RATE", "REPORTED", "LOG"):
         grid.add_column(name, overflow="fold")
     notes = []
+    named = collections.Counter(str(entry.get("name")) for entry in entries)
     for entry in entries:
         state = str(entry.get("state"))
         rate = entry.get("rate")
+        name = str(entry.get("name"))
+        if named[name] > 1:  # one name in several stores (every file's is "default")
+            name = f"{name} ({entry.get('store')})"
         grid.add_row(
-            str(entry.get("name")),
+            name,
             str(entry.get("kind")),
             Text(state, style=_STYLE.get(state, "")),
             str(entry.get("position") or "-"),
@@ -85,7 +90,6 @@ def table(entries: list[dict[str, Any]]) -> Group:
             f"{_seconds(entry.get('age'))} ago",
             _log(entry),
         )
-        name = str(entry.get("name"))
         for problem in entry.get("problems", ()):
             notes.append(Text.assemble((f"{name}: ", "bold"), (problem, "red")))
         if entry.get("last_error") and entry.get("state") in ("retrying", "running", "stalled"):
@@ -145,7 +149,7 @@ def status(
     position, the source's head, lag, rate, last error and the log kept for it.
 
     CHECKPOINT_URL is a relay's --checkpoint (a file path, sqlite:///x.db,
-    postgresql://, mysql://, redis://; ?name= for one of them) or a consumer's
+    postgresql://, mysql://, redis://, kafka://; ?name= for one of them) or a consumer's
     --report. A running reader whose report is too old is 'stale' (gone, e.g.
     killed); one whose position has not moved while the source's head did is
     'stalled'. Nothing is created or changed.

@@ -20,7 +20,7 @@ from .common import (
     SNAPSHOT,
     SNAPSHOT_CHUNK,
     TABLES,
-    stop_on_sigterm,
+    stop_on_signals,
 )
 from .common import patterns as table_patterns
 from .console import ChangePrinter
@@ -77,8 +77,9 @@ def tail(
     were read at. A tail leaves nothing behind: on PostgreSQL it reads with a
     temporary slot and a publication of its own, dropped when it stops; on
     SQLite it removes the triggers it installed (never those a relay uses); on
-    MySQL it reads with a random server id. Stop with Ctrl-C or SIGTERM; a
-    summary goes to stderr (table format).
+    MySQL it reads with a random server id. The server is reached first (a
+    wrong port or database: exit 2, before the 'tailing ...' line). Stop with
+    Ctrl-C or SIGTERM; a summary goes to stderr (table format).
     """
     if server_id is not None and urlsplit(url).scheme.split("+")[0] not in ("mysql", "mariadb"):
         raise click.UsageError("--server-id is for mysql:// and mariadb:// URLs")
@@ -107,17 +108,21 @@ def tail(
     printer = ChangePrinter(Console(highlight=False), fmt, show_tx=True, on_closed=source.stop)
     hub = Hub()
     hub.signal("commit").connect(printer, weak=False)
-    if fmt == "table":
-        until = f" to {end}" if end else ""
-        err.print(
-            Text(f"tailing {masked(url)} from {start or 'now'}{until} (Ctrl-C to stop)", "dim"),
-            soft_wrap=True,
-        )
-    with stop_on_sigterm(source.stop):
-        try:
+    try:
+        source.check()  # reach the server first: its error is the only line
+        interrupted = False
+    except KeyboardInterrupt:  # before it reads: nothing to stop
+        interrupted = True
+    if not interrupted:
+        if fmt == "table":
+            until = f" to {end}" if end else ""
+            err.print(
+                Text(f"tailing {masked(url)} from {start or 'now'}{until} (Ctrl-C to stop)", "dim"),
+                soft_wrap=True,
+            )
+        # Ctrl-C (once or more) and SIGTERM stop it: it removes what it installed
+        with stop_on_signals(source.stop, "removing what it installed"):
             source.run(hub)
-        except KeyboardInterrupt:
-            source.stop()
     if fmt == "table":
         errors = f"; {hub.errors} receiver errors" if hub.errors else ""
         err.print(printer.summary() + errors)
