@@ -9,21 +9,24 @@ the mistakes a user makes: a typo'd table, a bad --where, an unknown id, no rela
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import signal
 import sqlite3
 import subprocess
+import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
-from rowcast import Change
+from rowcast import Change, Hub
 from rowcast.cli import main
 from rowcast.sources.sqlite import TriggerSource
 from tests.conftest import wait_for
@@ -167,9 +170,16 @@ def test_a_relay_killed_mid_backfill_resumes_and_the_events_rebuild_the_table(
         ),
         (["--tables", "rc_bf", "--where", "dta > 1"], "--where 'dta > 1' fails on main.rc_bf"),
         (["--cancel", "99"], "there is no backfill 99"),
-        (["--status", "--tables", "rc_bf"], "give --tables to ask for a backfill, or --status"),
-        ([], "give --tables to ask for a backfill, or --status"),
-        (["--status", "--where", "x"], "--where and --wait go with --tables"),
+        # was: 'give --tables to ask for a backfill, or --status, or --cancel ID', all given
+        (["--status", "--tables", "rc_bf"], "--tables and --status do not go together"),
+        (["--status", "--cancel", "3"], "--status and --cancel do not go together"),
+        (["--cancel", "1", "--tables", "rc_bf"], "--tables and --cancel do not go together"),
+        ([], "give --tables to ask for a backfill, or --status, or --cancel ID"),
+        (["--status", "--where", "x"], "--where goes with --tables"),
+        (["--cancel", "1", "--wait"], "--wait goes with --tables"),
+        (["--status", "--chunk", "5"], "--chunk goes with --tables"),
+        (["--tables", "rc_bf", "--timeout", "5"], "--timeout goes with --wait"),  # was: ignored
+        (["--status", "--timeout", "5"], "--timeout goes with --wait"),
         (["--cancel", "1", "--stale-after", "5"], "--stale-after goes with --status or --wait"),
         (["--status", "--stale-after", "0"], "Invalid value for '--stale-after'"),
     ],
@@ -189,7 +199,11 @@ def test_wait_with_no_relay_gives_up_after_its_timeout_and_status_shows_it(tmp_p
     url = f"sqlite:///{db}"
     result = CliRunner().invoke(main, ["backfill", url, "-t", "rc_bf", "--wait", "--timeout", "1"])
     assert result.exit_code == 1, result.output
-    assert "not done after 1 s" in result.output
+    message = " ".join(result.output.split())
+    assert "not done after 1 s: no reader took it, it waits for a relay (or a tail) reading" in (
+        message
+    )  # was: '(it goes on; --status shows it)', which nothing did
+    assert f"start one (rowcast relay {url} --to ... --checkpoint ...)" in message
     status = CliRunner().invoke(main, ["backfill", url, "--status", "--format", "json"])
     assert status.exit_code == 0, status.output
     (found,) = json.loads(status.output)
@@ -298,6 +312,35 @@ def test_wait_says_when_no_relay_captures_the_tables(tmp_path: Path) -> None:
     assert "no reader captures rc_bf" in result.output
 
 
+def test_wait_says_which_tables_no_relay_captures_when_it_reads_the_others(
+    tmp_path: Path,
+) -> None:
+    # the relay reads rc_other only: rc_bf,rc_other was "done" though rc_bf was never read
+    db = tmp_path / "app.db"
+    make_file(db, 10)
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("CREATE TABLE rc_other (id INTEGER PRIMARY KEY)")
+    conn.execute("INSERT INTO rc_other VALUES (1)")
+    conn.close()
+    url = f"sqlite:///{db}"
+    source = TriggerSource(url, tables=["rc_other"], start="start")
+    reader = threading.Thread(target=lambda: [None for _ in source], daemon=True)
+    reader.start()
+    try:
+        result = CliRunner().invoke(main, ["backfill", url, "-t", "rc_bf,rc_oth*", "--wait"])
+        (status,) = TriggerSource(url).backfills()  # (a tail's rows go when it stops)
+    finally:
+        source.stop()
+        reader.join(10)
+    assert result.exit_code == 1, result.output
+    said = " ".join(result.output.split())
+    assert "no reader captures rc_bf (each relay's --tables leaves them out)" in said
+    assert "only rc_oth* was read" in said
+    assert status.done
+    assert status.unread == ["rc_bf"]
+    assert status.readers[0].names == ("main.rc_other",)
+
+
 def test_a_chunk_that_cannot_be_read_fails_the_request_and_wait_says_why(tmp_path: Path) -> None:
     db = tmp_path / "app.db"
     make_file(db, 30)
@@ -328,6 +371,22 @@ def test_a_chunk_that_cannot_be_read_fails_the_request_and_wait_says_why(tmp_pat
     assert not any(c.snapshot for c in got)
 
 
+def until_tailing(db: Path, tail: subprocess.Popen[str], printed: Callable[[], bool]) -> int:
+    """Insert probe rows into rc_bf until the tail has `printed` one (it reads the log) or
+    has exited; how many were inserted."""
+    with contextlib.closing(sqlite3.connect(db, isolation_level=None)) as probe:
+        n = 0
+
+        def tailing() -> bool:
+            nonlocal n
+            n += 1
+            probe.execute("INSERT INTO rc_bf VALUES (?, 'probe')", (-n,))
+            return tail.poll() is not None or printed()
+
+        wait_for(tailing, seconds=30)
+    return n
+
+
 def test_wait_stops_at_once_when_the_tail_that_took_the_backfill_was_killed(
     tmp_path: Path,
 ) -> None:
@@ -347,18 +406,7 @@ def test_wait_stops_at_once_when_the_tail_that_took_the_backfill_was_killed(
         )
     waiting: subprocess.Popen[str] | None = None
     try:
-        probe = sqlite3.connect(db, isolation_level=None)
-        n = 0
-
-        def tailing() -> bool:  # the tail prints a row inserted now: it reads the log
-            nonlocal n
-            n += 1
-            probe.execute("INSERT INTO rc_bf VALUES (?, 'probe')", (-n,))
-            time.sleep(0.2)
-            return tail.poll() is not None or '"probe"' in out.read_text()
-
-        wait_for(tailing, seconds=30)
-        probe.close()
+        until_tailing(db, tail, lambda: time.sleep(0.2) or '"probe"' in out.read_text())
         assert tail.poll() is None, tail.communicate()[1]
         ask = ["backfill", url, "--tables", "rc_bf", "--chunk", "10", "--wait", "--timeout", "30"]
         ask += ["--stale-after", "2"]  # not the 60 s of backfills.STALE_AFTER
@@ -377,18 +425,15 @@ def test_wait_stops_at_once_when_the_tail_that_took_the_backfill_was_killed(
         assert waiting.poll() is None, waiting.communicate()  # a live tail is not abandoned
         tail.send_signal(signal.SIGKILL)
         tail.communicate(timeout=30)
-        killed = time.monotonic()
         status = progress(db)
         assert not status.done, "the backfill ended before the kill: the test proves nothing"
         _, err = waiting.communicate(timeout=60)
-        took = time.monotonic() - killed
     finally:
         for process in (tail, waiting):
             if process is not None and process.poll() is None:
                 process.kill()
                 process.communicate()
-    assert waiting.returncode == 1, err
-    assert took < 15, err  # was: 30 s, its --timeout, then "not done after 30 s"
+    assert waiting.returncode == 1, err  # was: 30 s, its --timeout, "not done after 30 s"
     message = " ".join(err.split())
     assert "backfill 1 will not finish: the tail that took it (tail:" in message
     assert "stopped before the end, and a tail resumes nothing" in message
@@ -446,3 +491,136 @@ def test_a_slow_tail_that_keeps_reading_is_not_abandoned(tmp_path: Path) -> None
     assert time.monotonic() - began > 3  # many times the threshold: the test proves something
     assert seen
     assert set(seen) == {(False, False, False)}
+
+
+def test_wait_follows_a_tail_whose_output_is_blocked_to_the_end(tmp_path: Path) -> None:
+    """``rowcast tail ... | slow-consumer``: the pipe full, the tail writes no progress for
+    many times --stale-after, but it is alive (it beats, here every 0.2 s instead of 15):
+    --wait keeps waiting and returns once the consumer reads again (was: exit 1 at once,
+    "the tail that took it stopped"). Its beats end with the backfill."""
+    db = tmp_path / "app.db"
+    make_file(db, 3000)
+    url = f"sqlite:///{db}"
+    beating = (
+        "import sys; from rowcast.sources import _heartbeat; _heartbeat.EVERY = 0.2; "
+        "from rowcast.cli import main; main(sys.argv[1:])"
+    )
+    with (tmp_path / "tail.err").open("w") as stderr:
+        tail = subprocess.Popen(
+            [sys.executable, "-c", beating, "tail", url, "--tables", "rc_bf", "--format", "json"],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+        )
+    assert tail.stdout is not None
+    lines: list[str] = []
+    seen, draining = threading.Event(), threading.Event()
+
+    def consume() -> None:  # takes lines until the probe, then none until told
+        for line in tail.stdout:  # type: ignore[union-attr]
+            lines.append(line)
+            if '"probe"' in line and not draining.is_set():
+                seen.set()
+                draining.wait(120)
+
+    consumer = threading.Thread(target=consume, daemon=True)
+    consumer.start()
+    waiting: subprocess.Popen[str] | None = None
+    try:
+        n = until_tailing(db, tail, lambda: seen.wait(0.2))
+        assert tail.poll() is None, (tmp_path / "tail.err").read_text()
+        ask = ["backfill", url, "-t", "rc_bf", "--chunk", "10", "--wait", "--stale-after", "1"]
+        waiting = subprocess.Popen(
+            [ROWCAST, *ask, "--timeout", "60"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        readers: list[Any] = []
+
+        def stuck() -> bool:  # its output full: its progress stands still
+            before = [r.rows for r in readers]
+            readers[:] = [r for s in TriggerSource(url).backfills() for r in s.readers]
+            time.sleep(0.5)
+            return bool(readers) and before == [r.rows for r in readers]
+
+        wait_for(stuck, seconds=30)
+        blocked = readers[0].rows
+        time.sleep(4)  # four times --stale-after
+        assert waiting.poll() is None, waiting.communicate()  # was: exit 1, "abandoned"
+        status = TriggerSource(url).backfills(stale_after=1)[0]
+        assert [(r.abandoned, r.done, r.rows) for r in status.readers] == [(False, False, blocked)]
+        assert 0 < blocked < 3000, "not blocked mid-backfill: the test proves nothing"
+        draining.set()  # the consumer reads again
+        out, err = waiting.communicate(timeout=60)
+        assert waiting.returncode == 0, err
+        assert f"backfill 1 done: {3000 + n:,} rows by 1 reader" in out  # the probes too
+
+        def kinds() -> list[str]:
+            with contextlib.closing(sqlite3.connect(db)) as conn:
+                return [k for (k,) in conn.execute("SELECT kind FROM rowcast_signal")]
+
+        wait_for(lambda: "alive" not in kinds(), seconds=10)
+        left = kinds()
+        time.sleep(1)  # five beats, were it beating
+        assert kinds() == left == ["backfill", "progress"]
+        assert tail.poll() is None
+    finally:
+        draining.set()
+        tail.kill()
+        tail.wait(30)
+        consumer.join(30)
+        tail.stdout.close()
+        if waiting is not None and waiting.poll() is None:
+            waiting.kill()
+            waiting.communicate()
+    assert sum(bool(json.loads(line).get("snapshot")) for line in lines) == 3000 + n
+
+
+def cancelled_at_once(db: Path) -> tuple[Any, int]:
+    """A tail of `db` that a backfill is cancelled under as soon as its first chunk came:
+    the tail's progress, and how many rows it handed out."""
+    url = f"sqlite:///{db}"
+    source = TriggerSource(url, tables=["rc_bf"], start="start")
+    got: list[Change] = []
+    first = threading.Event()
+    hub = Hub()
+
+    def take(_sender: Any, changes: list[Change]) -> None:
+        got.extend(changes)
+        if any(c.snapshot for c in changes):
+            first.set()
+
+    hub.signal("commit").connect(take, weak=False)
+    thread = threading.Thread(target=source.run, args=(hub,), daemon=True)
+    thread.start()
+    try:
+        request = TriggerSource(url).backfill(["rc_bf"], chunk=1)
+        assert first.wait(30)
+        TriggerSource(url).cancel_backfill(request)
+        time.sleep(0.5)  # the tail sees the cancel, and hands out what it hands out after
+        (reader,) = progress(db).readers
+        return reader, sum(c.snapshot for c in got)
+    finally:
+        source.stop()
+        thread.join(10)
+
+
+def test_a_backfill_cancelled_with_chunks_in_flight_stays_cancelled(tmp_path: Path) -> None:
+    """SQLite hands out commits that no reader sealed apart as one transaction: a chunk's
+    high watermark and a cancel written after it may come together. No chunk of the
+    cancelled backfill goes out after the cancel, and its progress stays done (was: the
+    chunk went out after it, its progress said running, and --status showed the
+    cancelled backfill running for ever). Where the cancel lands is timing: tried a few
+    times (it landed after a high watermark about one time in three)."""
+    cancelled = 0
+    for attempt in range(12):
+        db = tmp_path / f"app{attempt}.db"
+        make_file(db, 300)
+        reader, sent = cancelled_at_once(db)
+        if (reader.done, reader.cancelled, reader.rows, sent) == (True, False, 300, 300):
+            continue  # a loaded machine: every chunk went out before the cancel was written
+        assert (reader.done, reader.cancelled) == (True, True), f"attempt {attempt}"
+        assert sent == reader.rows < 300, f"attempt {attempt}: chunks after the cancel"
+        cancelled += 1
+    assert cancelled >= 6, "the backfill ended before its cancel too often: this proves nothing"

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from rowcast.errors import ConfigError
-from rowcast.sources import backfills
+from rowcast.sources import _heartbeat, backfills
 from rowcast.sources.signal import SignalTable
 from rowcast.sources.sqlite import TriggerSource
 
@@ -111,3 +111,35 @@ def test_how_long_before_a_tail_counts_as_stopped_can_be_set(
     for wrong in (0, -1, "soon", float("nan")):
         with pytest.raises(ConfigError, match="stale_after is a number of seconds above 0"):
             statuses(db, stale_after=wrong)
+
+
+def test_a_tails_heartbeat_keeps_its_old_progress_alive(db: Path) -> None:
+    """A tail whose consumer keeps it waiting writes no progress, only ``alive`` rows
+    (see rowcast.sources._heartbeat): its newest row of any kind counts."""
+    for _ in range(3):
+        write(db, "backfill", None, None, {"tables": ["rc_bf"]}, OLD + 10)
+    for request, reader, beat in (
+        (1, "tail:blocked", 1.0),
+        (2, "tail:killed", OLD),
+        (3, "tail:c", None),
+    ):
+        write(db, "progress", request, reader, progress(10, resumes=False), OLD)
+        if beat is not None:
+            write(db, "alive", None, reader, {}, beat)
+    found = statuses(db)
+    assert [(r.abandoned, r.updated is not None) for r in found[1].readers] == [(False, True)]
+    assert not found[1].abandoned
+    assert [r.abandoned for r in found[2].readers] == [True]  # its beats stopped too
+    assert [r.abandoned for r in found[3].readers] == [True]
+    # beats often enough for the default, and for any --stale-after of two beats or more
+    assert _heartbeat.EVERY * 4 == backfills.STALE_AFTER
+
+
+def test_unread_names_the_patterns_no_reader_reads_once_one_took_it(db: Path) -> None:
+    write(db, "backfill", None, None, {"tables": ["rc_bf", "rc_x*"], "chunk": 10}, 1)
+    (waiting,) = statuses(db).values()
+    assert waiting.unread == []  # no reader yet: nothing to say of the patterns
+    write(db, "progress", waiting.id, "relay.pos", progress(10, done=True), 1)
+    (done,) = statuses(db).values()
+    assert done.unread == ["rc_x*"]  # the relay read main.rc_bf only
+    assert done.to_dict()["unread"] == ["rc_x*"]

@@ -168,6 +168,28 @@ def test_requests_that_cannot_run_say_why(database: tuple[str, Any]) -> None:
 # ---------------------------------------------------------------- a relay killed mid-backfill
 
 
+def test_a_relay_on_a_url_without_a_database_says_it_takes_no_backfill(
+    database: tuple[str, Any], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # it read on silently, and rowcast backfill mysql://.../db --wait waited for it
+    url, cur = database
+    db = url.rsplit("/", 1)[1]
+    cur.execute("CREATE TABLE orders (id INT PRIMARY KEY)")
+    source = BinlogSource(
+        "mysql://root@127.0.0.1:3306",
+        tables=[f"{db}.*"],
+        checkpoint=open_checkpoint(str(tmp_path / "pos")),
+        start=position(cur),
+        end=position(cur),
+        server_id=server_id(),
+    )
+    with caplog.at_level("WARNING", "rowcast.sources.mysql"):
+        list(source)
+    said = " ".join(r.getMessage() for r in caplog.records)
+    assert "names no database: this relay takes no backfill" in said
+    assert "name one in the URL to take them" in said
+
+
 def start(url: str, tmp_path: Path) -> subprocess.Popen[str]:
     return relay(url, tmp_path, "--tables", "rc_kill")
 

@@ -44,18 +44,23 @@ _HINT_AFTER = 30.0  # seconds without a reader taking a request before saying so
     "--timeout",
     type=click.FloatRange(0, min_open=True),
     metavar="SECONDS",
-    help="With --wait: give up (exit 1) after this long; the backfill goes on.",
+    help="With --wait (refused without it): give up (exit 1) after this long; the "
+    "backfill goes on.",
 )
 @click.option("--status", "show", is_flag=True, help="List the backfills and their progress.")
 @click.option(
     "--stale-after",
     type=click.FloatRange(0, min_open=True),
     metavar="SECONDS",
-    help="With --status or --wait: a tail that wrote no progress for this long stopped "
-    "(abandoned: it never resumes). Default 60.",
+    help="With --status or --wait: a tail not heard from for this long stopped (abandoned: "
+    "it never resumes; a live one writes a row every 15 s at least, blocked output or "
+    "not). Default 60.",
 )
 @click.option("--cancel", type=click.IntRange(1), metavar="ID", help="Stop the backfill ID.")
-@format_option("JSON (with --status: one object per backfill, see the README)")
+@format_option(
+    "JSON, one document a line: the request's id (with --wait, then its final status), "
+    "the cancel, or with --status the list of backfills (see the README)"
+)
 def backfill(
     url: str,
     tables: tuple[str, ...],
@@ -77,7 +82,12 @@ def backfill(
     out as snapshot=true writes; a row the app changes meanwhile comes from the
     log instead, so a backfilled row never overwrites a newer change. A relay
     killed mid-backfill resumes at its last checkpointed chunk; a tail resumes
-    nothing: one that wrote no progress for --stale-after is abandoned.
+    nothing: one not heard from for --stale-after (on the database's clock) is
+    abandoned.
+
+    With --format json every line on stdout is JSON: {"id": N} once recorded,
+    then with --wait the request's status where the wait left it (the objects
+    of --status); progress and errors go to stderr.
 
     Exit status: 0 once recorded (--wait: once done), 1 when it failed, was
     cancelled, only tails that stopped took it, or --timeout passed, 2 on bad
@@ -86,11 +96,11 @@ def backfill(
     from ..sources.base import open_source
 
     patterns = table_patterns(tables)
-    given = sum(bool(x) for x in (patterns, show, cancel is not None))
-    if given != 1:
-        raise click.UsageError("give --tables to ask for a backfill, or --status, or --cancel ID")
-    if (show or cancel is not None) and (where or wait):
-        raise click.UsageError("--where and --wait go with --tables")
+    chunk_given = click.get_current_context().get_parameter_source("chunk") not in (
+        click.core.ParameterSource.DEFAULT,
+        None,
+    )
+    _check_options(bool(patterns), show, cancel is not None, where, chunk_given, wait, timeout)
     if stale_after is not None and not (show or wait):
         raise click.UsageError("--stale-after goes with --status or --wait")
     source: Any = open_source(url)
@@ -101,7 +111,10 @@ def backfill(
             _show(source.backfills(stale_after=stale_after), fmt)
         elif cancel is not None:
             source.cancel_backfill(cancel)
-            click.echo(f"backfill {cancel}: cancel recorded; every reader stops it where it is")
+            if fmt == "json":
+                click.echo(json.dumps({"id": cancel, "cancelled": True}))
+            else:
+                click.echo(f"backfill {cancel}: cancel recorded; every reader stops it where it is")
         else:
             request = source.backfill(patterns, where=where, chunk=chunk)
             if fmt == "json":
@@ -112,14 +125,48 @@ def backfill(
                     f"{', '.join(patterns)} again (rowcast backfill {masked(url)} --status)"
                 )
             if wait:
-                _wait(source, url, request, timeout, stale_after)
+                _wait(source, url, request, timeout, stale_after, fmt)
     finally:
         source.close()
 
 
+def _check_options(
+    asking: bool,
+    show: bool,
+    cancel: bool,
+    where: str | None,
+    chunk: bool,
+    wait: bool,
+    timeout: float | None,
+) -> None:
+    """One of --tables, --status, --cancel; each other option only beside what it serves.
+
+    A usage error (exit 2) names the options that conflict: an option given where it
+    does nothing is more likely a mistake than intent.
+    """
+    given = [
+        name for name, on in (("--tables", asking), ("--status", show), ("--cancel", cancel)) if on
+    ]
+    if not given:
+        raise click.UsageError("give --tables to ask for a backfill, or --status, or --cancel ID")
+    if len(given) > 1:
+        raise click.UsageError(
+            f"{' and '.join(given)} do not go together: --tables asks for a backfill, "
+            "--status lists them, --cancel ID stops one; give one of them"
+        )
+    for option, on, served, goes_with in (
+        ("--where", where is not None, asking, "--tables"),
+        ("--chunk", chunk, asking, "--tables"),
+        ("--wait", wait, asking, "--tables"),
+        ("--timeout", timeout is not None, wait, "--wait"),
+    ):
+        if on and not served:
+            raise click.UsageError(f"{option} goes with {goes_with}")
+
+
 def _show(found: list[Any], fmt: str) -> None:
     if fmt == "json":
-        click.echo(json.dumps([status.to_dict() for status in found], indent=2))
+        click.echo(json.dumps([status.to_dict() for status in found]))  # one line
         return
     console = Console(highlight=False)
     if not found:
@@ -172,16 +219,54 @@ def _abandoned(url: str, status: Any) -> str:
     )
 
 
+def _ended_badly(url: str, status: Any) -> str | None:
+    """Why `status` ended without its rows read (failed, cancelled...), or None."""
+    failed = [r for r in status.readers if r.error]
+    if failed:
+        return f"backfill {status.id} failed in {masked(failed[0].reader)}: {failed[0].error}"
+    if status.cancelled or any(r.cancelled for r in status.readers):
+        return f"backfill {status.id} was cancelled"
+    if status.abandoned:
+        return _abandoned(url, status)
+    if status.done and status.unread:
+        read = [t for t in status.tables if t not in status.unread]
+        return (
+            f"backfill {status.id}: no reader captures {', '.join(status.unread)} (each "
+            "relay's --tables leaves them out): "
+            + (f"only {', '.join(read)} was read" if read else "nothing was read")
+        )
+    return None
+
+
+def _print_status(status: Any, fmt: str) -> None:
+    """With ``--format json``, where --wait left `status`: one JSON object on stdout."""
+    if fmt == "json":
+        click.echo(json.dumps(status.to_dict()))
+
+
 def _wait(
-    source: Any, url: str, request: int, timeout: float | None, stale_after: float | None
+    source: Any,
+    url: str,
+    request: int,
+    timeout: float | None,
+    stale_after: float | None,
+    fmt: str,
 ) -> None:
-    """Follow `request` until every reader that took it is done (exit 1 on failure)."""
+    """Follow `request` until every reader that took it is done (exit 1 on failure).
+
+    The progress line and hints go to stderr: stdout holds the result alone (with
+    ``--format json``, the request's final status as one JSON object).
+    """
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     began = time.monotonic()
     hinted = False
     with Progress(
-        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), transient=True
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        transient=True,
+        console=Console(stderr=True, highlight=False),
     ) as progress:
         task = progress.add_task(f"backfill {request}: waiting for a reader", total=None)
         while True:
@@ -189,20 +274,10 @@ def _wait(
             status = next((s for s in found if s.id == request), None)
             if status is None:
                 raise click.ClickException(f"backfill {request} is gone from rowcast_signal")
-            failed = [r for r in status.readers if r.error]
-            if failed:
-                raise click.ClickException(
-                    f"backfill {request} failed in {masked(failed[0].reader)}: {failed[0].error}"
-                )
-            if status.cancelled or any(r.cancelled for r in status.readers):
-                raise click.ClickException(f"backfill {request} was cancelled")
-            if status.abandoned:
-                raise click.ClickException(_abandoned(url, status))
-            if status.done and not any(r.tables for r in status.readers):
-                raise click.ClickException(
-                    f"backfill {request}: no reader captures {', '.join(status.tables)} (each "
-                    "relay's --tables leaves them out): nothing was read"
-                )
+            problem = _ended_badly(url, status)
+            if problem is not None:
+                _print_status(status, fmt)
+                raise click.ClickException(problem)
             if status.done:
                 break
             if status.readers:
@@ -223,11 +298,22 @@ def _wait(
                     "reading this database running? (rowcast status)"
                 )
             if timeout is not None and elapsed > timeout:
+                _print_status(status, fmt)
+                if not status.readers:  # "it goes on" would not be true: nothing reads it
+                    raise click.ClickException(
+                        f"backfill {request} not done after {timeout:g} s: no reader took it, "
+                        f"it waits for a relay (or a tail) reading {masked(url)}: start one "
+                        f"(rowcast relay {masked(url)} --to ... --checkpoint ...) and it takes "
+                        f"it up; rowcast status shows what runs; --cancel {request} drops it"
+                    )
                 raise click.ClickException(
                     f"backfill {request} not done after {timeout:g} s (it goes on; "
                     "--status shows it)"
                 )
             time.sleep(0.5)
+    if fmt == "json":
+        _print_status(status, fmt)
+        return
     rows = sum(r.rows for r in status.readers)
     click.echo(
         f"backfill {request} done: {rows:,} rows by {counted(len(status.readers), 'reader')}"

@@ -24,11 +24,13 @@ chunks whatever the table's size.
 
 Resumable: after each chunk the reader records its progress (the tables, the table it
 is in, the last key, the rows so far, whether it ``resumes``) in a ``progress`` row with
-the position of the transaction the chunk went out with. A reader restarted from its
-checkpoint takes up each request from its latest progress at or before that position
-(a later one was not delivered: it is deleted, and the chunk read again). A request
-made after the checkpoint comes again in the log. A reader without a checkpoint (a tail)
-runs the requests it sees and resumes nothing (killed: `backfills` tells it abandoned).
+the position of the transaction the chunk went out with (`rowcast.sources._progress`).
+A reader restarted from its checkpoint takes up each request from its latest progress at
+or before that position (a later one was not delivered: it is deleted, and the chunk read
+again). A request made after the checkpoint comes again in the log. A reader without a
+checkpoint (a tail) runs the requests it sees and resumes nothing (killed: `backfills`
+tells it abandoned; alive, it beats while it has one unfinished, however long its consumer
+or its log keeps it waiting: `rowcast.sources._heartbeat`).
 
 Every reader that sees a request runs it, each with its own watermarks and
 progress (``reader``: its checkpoint's URL): two relays on one database both
@@ -39,6 +41,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import logging
 import threading
 import time
@@ -51,6 +54,9 @@ from .._words import counted
 from ..change import Action, Change
 from ..codec import dumps, loads
 from ..errors import ConfigError, SourceError
+from ._heartbeat import Heartbeat
+from ._progress import Progress
+from ._where import check as check_where
 from .signal import NAME, SignalRow, SignalTable
 
 __all__ = ["Backfill", "Reads"]
@@ -140,15 +146,10 @@ class _Job:
 
     @classmethod
     def resumed(cls, request: int, data: dict[str, Any]) -> _Job:
-        return cls(
-            request,
-            [(str(s), str(t)) for s, t in data["tables"]],
-            data.get("where"),
-            int(data["chunk"]),
-            int(data["index"]),
-            loads(data["after"]) if data.get("after") is not None else None,
-            int(data.get("rows", 0)),
-        )
+        tables = [(str(s), str(t)) for s, t in data["tables"]]
+        after = loads(data["after"]) if data.get("after") is not None else None
+        where, rows = data.get("where"), int(data.get("rows", 0))
+        return cls(request, tables, where, int(data["chunk"]), int(data["index"]), after, rows)
 
 
 @dataclasses.dataclass
@@ -165,6 +166,8 @@ class _Window:
     opened: bool = False  #: the low watermark came back
     closing: bool = False  #: the high one did: handed out at the end of its transaction
     touched: set[Any] = dataclasses.field(default_factory=set)
+    #: images the log had of rows whose key holds a NULL (SQLite): no key tells them apart
+    images: set[Any] = dataclasses.field(default_factory=set)
 
 
 class Backfill:
@@ -182,15 +185,27 @@ class Backfill:
         stopping: threading.Event,
         checkpoint: Any = None,
     ) -> None:
-        self.reads, self.stopping, self.checkpoint = reads, stopping, checkpoint
+        self.reads, self.stopping = reads, stopping
         self.reader = reader or f"tail:{uuid.uuid4().hex[:12]}"
         self.resumable = reader is not None
         self._at = resumed_from  # the position of the last transaction handed out
         self._queue: collections.deque[_Job] = collections.deque()
         self._known: set[int] = set()  # requests this reader took (or finished)
         self._windows: collections.deque[_Window] = collections.deque()  # oldest first
-        self._marks: dict[int, list[tuple[int, Any]]] = {}  # request: [(row id, order)]
         self._signals: SignalTable | None = None
+        self._progress = Progress(
+            self._table,
+            self.reader,
+            self.resumable,
+            self._order,
+            checkpoint,
+            self.close_connections,
+        )
+        self._heartbeat = (
+            None
+            if self.resumable
+            else Heartbeat(functools.partial(reads.signals, durable=False), self.reader)
+        )
 
     # ------------------------------------------------------------------ the log
 
@@ -209,9 +224,11 @@ class Backfill:
             for transaction in transactions:
                 kept = self._step(transaction)
                 if kept:
+                    self._beat()  # the consumer may keep it waiting here
                     yield kept
                 if len(self._windows) < _AHEAD and self._queue:
                     self._next_chunk()
+                self._beat()  # and so may the log
         finally:
             self.close()
 
@@ -224,9 +241,11 @@ class Backfill:
 
     def close(self) -> None:
         """Release the connections; a tail (which resumes nothing) removes its rows."""
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
         signals, self._signals = self._signals, None
         if signals is not None:
-            if not self.resumable and (self._marks or self._windows):
+            if not self.resumable and (self._progress.marks or self._windows):
                 try:
                     mine = [r.id for r in signals.rows() if r.reader == self.reader]
                     signals.delete(mine)
@@ -234,6 +253,12 @@ class Backfill:
                     log.warning("backfills: %s's rows not removed: %s", self.reader, error)
             signals.close()
         self.reads.close()
+
+    def _beat(self) -> None:
+        """A tail beats while it has a backfill unfinished, so that a tail waiting for its
+        consumer or its log is not taken for stopped (see `rowcast.sources._heartbeat`)."""
+        if self._heartbeat is not None:
+            self._heartbeat.keep(bool(self._queue))
 
     def _step(self, transaction: list[Change]) -> list[Change]:
         position = transaction[-1].position
@@ -260,7 +285,11 @@ class Backfill:
         schema, table = window.job.tables[window.index]
         if change.table != table or (change.schema or "") != schema:
             return
-        window.touched.add(change.pk)
+        pk = change.pk
+        if pk is None or (type(pk) is tuple and None in pk):  # the row is its images
+            window.images.update(tuple(i.items()) for i in (change.before, change.after) if i)
+            return
+        window.touched.add(pk)
         if change.action == "update":
             old = self.reads.old_key(change)
             if old is not None:
@@ -289,9 +318,11 @@ class Backfill:
             if size < 1:
                 raise ValueError("chunk must be at least 1")
             tables = self.reads.tables([str(p) for p in patterns])
+            if data.get("where"):
+                check_where(str(data["where"]))  # a row written by hand: never an endless read
         except (ConfigError, ValueError, TypeError) as error:
             log.error("backfill %d: refused: %s", row.id, error)
-            self._mark(row.id, {"done": True, "error": str(error)}, position)
+            self._progress.mark(row.id, {"done": True, "error": str(error)}, position)
             return
         job = _Job(row.id, tables, data.get("where") or None, size, step=size)
         log.info(
@@ -301,17 +332,23 @@ class Backfill:
             ", ".join(".".join(t) for t in tables),
             f" where {job.where}" if job.where else "",
         )
-        self._mark(row.id, job.progress(), position)
+        self._progress.mark(row.id, job.progress(), position)
         self._queue.append(job)
 
     def _cancel(self, request: int, position: str) -> None:
         for job in list(self._queue):
             if job.request == request:
                 self._queue.remove(job)
-                kept = [w for w in self._windows if w.job is not job]
-                self._windows = collections.deque(kept)
-                self._mark(request, job.progress(done=True, cancelled=True), position)
+                self._drop(job)
+                self._progress.mark(request, job.progress(done=True, cancelled=True), position)
                 log.info("backfill %d: cancelled after %d rows", request, job.rows)
+
+    def _drop(self, job: _Job) -> None:
+        """Forget the windows of `job` (in place: `_step` holds the deque while a cancel in
+        the middle of a transaction drops them, and must not hand them out after it)."""
+        kept = [w for w in self._windows if w.job is not job]
+        self._windows.clear()
+        self._windows.extend(kept)
 
     def _load(self) -> None:
         """Take up what this reader had not finished at the position its log resumes from."""
@@ -347,11 +384,14 @@ class Backfill:
             if not kept:
                 continue  # taken after the checkpoint: the request comes again in the log
             self._known.add(request)
-            self._marks[request] = [(m.id, o) for m, o in kept]
+            self._progress.marks[request] = [(m.id, o) for m, o in kept]
             latest = kept[-1][0].data
-            if latest.get("done") or request in cancelled or "tables" not in latest:
+            if latest.get("done") or "tables" not in latest:
                 continue
             job = _Job.resumed(request, latest)
+            if request in cancelled:  # while it was down: say so, or it reads running for ever
+                self._progress.mark(request, job.progress(done=True, cancelled=True), self._at)
+                continue
             self._queue.append(job)
             log.info(
                 "backfill %d: resumed at %s after %r (%d rows so far)",
@@ -373,7 +413,7 @@ class Backfill:
                 if any(w.job is job for w in self._windows):
                     return  # read to its end: done once its last chunks are handed out
                 self._queue.popleft()
-                self._mark(job.request, job.progress(done=True), self._at)
+                self._progress.mark(job.request, job.progress(done=True), self._at)
                 log.info("backfill %d: done, %d rows", job.request, job.rows)
                 continue
             schema, table = job.tables[index]
@@ -415,9 +455,9 @@ class Backfill:
             )
             return
         self._queue.remove(job)
-        self._windows = collections.deque(w for w in self._windows if w.job is not job)
+        self._drop(job)
         log.error("backfill %d: given up: %s", job.request, error)
-        self._mark(job.request, {**job.progress(done=True), "error": str(error)}, self._at)
+        self._progress.mark(job.request, {**job.progress(done=True), "error": str(error)}, self._at)
 
     def _finish(self, window: _Window, position: str) -> list[Change]:
         """The chunk's rows the log did not change in its window, at `position`."""
@@ -425,6 +465,8 @@ class Backfill:
         schema, table = job.tables[window.index]
         touched, rows = window.touched, window.rows
         kept = [row for row in rows if row[0] not in touched] if touched else rows
+        if window.images:  # a row whose image the log had may be one it changed: dropped
+            kept = [row for row in kept if tuple(row[1].items()) not in window.images]
         txid = f"backfill:{job.request}"
         with gc_paused():
             changes = Change._reads(
@@ -434,10 +476,10 @@ class Backfill:
         job.index, job.after = (
             (window.index, window.last) if window.full else (window.index + 1, None)
         )
-        self._mark(job.request, job.progress(), position, forget=[window.low, window.high])
+        self._progress.mark(job.request, job.progress(), position, forget=[window.low, window.high])
         return changes
 
-    # ------------------------------------------------------------------ progress
+    # ------------------------------------------------------------------ rowcast_signal
 
     def _table(self) -> SignalTable:
         if self._signals is None:
@@ -450,51 +492,4 @@ class Backfill:
         try:
             return self.reads.order(position)
         except (ValueError, TypeError):
-            return None
-
-    def _mark(
-        self,
-        request: int,
-        data: dict[str, Any],
-        position: str | None,
-        forget: Sequence[int] = (),
-    ) -> None:
-        """Record this reader's progress on `request` as of `position`; forget the rows
-        `forget` and the progress rows a checkpoint has passed but the latest. A database
-        that is away loses the record (a restart then reads the chunk again)."""
-        try:
-            self._record(request, data, position, forget)
-        except Exception as error:
-            self.close_connections()
-            log.warning("backfill %d: progress not recorded: %s", request, error)
-
-    def _record(
-        self, request: int, data: dict[str, Any], position: str | None, forget: Sequence[int]
-    ) -> None:
-        data = {**data, "resumes": self.resumable}  # False: a tail, never taken up
-        new = self._table().write(
-            "progress", data, request=request, reader=self.reader, position=position
-        )
-        marks = self._marks.setdefault(request, [])
-        marks.append((new, self._order(position)))
-        gone = list(forget)
-        if not self.resumable:  # resumes nothing: its latest progress is all it needs
-            gone.extend(m[0] for m in marks[:-1])
-            del marks[:-1]
-        saved = self._saved()
-        if saved is not None:
-            passed = [m for m in marks if m[1] is not None and m[1] <= saved]
-            if len(passed) > 1:
-                drop = {m[0] for m in passed[:-1]}
-                gone.extend(drop)
-                marks[:] = [m for m in marks if m[0] not in drop]
-        self._table().delete(gone)
-
-    def _saved(self) -> Any:
-        """The order of what the checkpoint holds (None: nothing known)."""
-        if self.checkpoint is None:
-            return None
-        try:
-            return self._order(self.checkpoint.load())
-        except Exception:  # the checkpoint's own errors are the relay's to report
             return None

@@ -9,24 +9,31 @@ A relay killed mid-backfill takes the request up where its checkpoint is when it
 starts again, so following the request waits for it. A tail resumes nothing (its
 progress says ``"resumes": false``): killed, it leaves its latest progress behind,
 unfinished and never updated again. Once a tail has written no row at all for
-`STALE_AFTER` seconds (it writes some every chunk, and a chunk's select takes at most
-about half a second; ``created`` is its machine's clock), its unfinished progress is
-*abandoned*: it no longer holds `Status.done` up, and a request that no other reader
-of its tables took is `Status.abandoned` (``rowcast backfill --wait`` exits 1 at
-once, saying how to run it again). A tail whose output is blocked that long counts
-as stopped too. Progress rows written before ``resumes`` existed count as a relay's
-(never abandoned). The rows stay: `status` writes nothing (see there why).
+`STALE_AFTER` seconds, its unfinished progress is *abandoned*: it no longer holds
+`Status.done` up, and a request that no other reader of its tables took is
+`Status.abandoned` (``rowcast backfill --wait`` exits 1 at once, saying how to run
+it again). A live tail writes rows every chunk, and while it has a backfill
+unfinished a heartbeat too, an ``alive`` row every 15 s from a thread of its own
+(`rowcast.sources._heartbeat`): one whose output is blocked, or whose log keeps it
+waiting, is not taken for stopped; only a dead process falls silent. (A
+``stale_after`` under two beats, 30 s, may take a blocked tail for stopped.) How
+long ago a row was written is read on the database's clock (it writes ``created``,
+and `status` asks it the time: `SignalTable.now`), so the clocks of the tail's
+machine and of the one following it do not matter. Progress rows written before
+``resumes`` existed count as a relay's (never abandoned). The rows stay: `status`
+writes nothing (see there why).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import time
+import fnmatch
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
-from .signal import SignalRow
+from ._where import check as check_where
+from .signal import ALIVE, SignalRow
 
 if TYPE_CHECKING:
     from ._backfill import Reads
@@ -34,7 +41,8 @@ if TYPE_CHECKING:
 __all__ = ["STALE_AFTER", "ReaderProgress", "Status", "ask", "cancel", "status"]
 
 #: seconds without a row from a tail before its unfinished progress is abandoned
-#: (``status(stale_after=)``, ``rowcast backfill --stale-after``)
+#: (``status(stale_after=)``, ``rowcast backfill --stale-after``); a live tail with a
+#: backfill unfinished writes one every 15 s at least (`rowcast.sources._heartbeat`)
 STALE_AFTER = 60.0
 
 
@@ -53,6 +61,7 @@ class ReaderProgress:
     updated: float | None  #: when it last recorded progress (epoch seconds)
     resumes: bool = True  #: a relay (restarted, it takes the request up); False: a tail
     abandoned: bool = False  #: a tail that stopped before finishing: it never will
+    names: tuple[str, ...] = ()  #: the ``schema.table`` names it reads for the request
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,8 +92,28 @@ class Status:
             r.abandoned or not r.tables for r in readers
         )
 
+    @property
+    def unread(self) -> list[str]:
+        """The patterns asked for that match no table any reader that took it reads (each
+        relay's ``--tables`` leaves them out: done, it read nothing of them); none while
+        no reader took it."""
+        if not self.readers:
+            return []
+        names = {name for r in self.readers for name in r.names}
+        tables = {name.partition(".")[2] for name in names}
+        return [
+            p
+            for p in self.tables
+            if not any(fnmatch.fnmatchcase(n, p) for n in names)
+            and not any(fnmatch.fnmatchcase(t, p) for t in tables)
+        ]
+
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self) | {"done": self.done, "abandoned": self.abandoned}
+        return dataclasses.asdict(self) | {
+            "done": self.done,
+            "abandoned": self.abandoned,
+            "unread": self.unread,
+        }
 
 
 def ask(reads: Reads, target: str, tables: Sequence[str], where: str | None, chunk: int) -> int:
@@ -95,6 +124,8 @@ def ask(reads: Reads, target: str, tables: Sequence[str], where: str | None, chu
         raise ConfigError("name the tables to backfill (patterns, e.g. 'orders' or 'shop.*')")
     if not isinstance(chunk, int) or isinstance(chunk, bool) or chunk < 1:
         raise ConfigError(f"chunk is a number of rows, at least 1, not {chunk!r}")
+    if where:
+        check_where(where)
     try:
         found = reads.tables(list(tables))
         if where:
@@ -143,13 +174,15 @@ def cancel(reads: Reads, target: str, request: int) -> None:
 
 def status(reads: Reads, stale_after: float | None = None) -> list[Status]:
     """Every request recorded, oldest first, with each reader's latest progress; a tail
-    that wrote nothing for `stale_after` seconds (default `STALE_AFTER`) stopped.
+    that wrote nothing for `stale_after` seconds (default `STALE_AFTER`, on the
+    database's clock) stopped.
 
     It only reads: an abandoned tail's rows stay. They are the record that the request
     was taken and will not finish (without them it would read "waiting for a reader",
-    and ``--wait`` would wait for its timeout again), a tail judged stopped may only be
-    blocked (its next chunk writes its progress again), and what a kill leaves is one
-    progress row and a few watermarks (``rowcast uninstall`` drops the table)."""
+    and ``--wait`` would wait for its timeout again), a tail judged stopped under a short
+    `stale_after` may only be blocked (its next beat or chunk writes a row again), and
+    what a kill leaves is one progress row and a few watermarks (``rowcast uninstall``
+    drops the table)."""
     stale = STALE_AFTER if stale_after is None else stale_after
     if isinstance(stale, bool) or not isinstance(stale, int | float) or not stale > 0:
         raise ConfigError(f"stale_after is a number of seconds above 0, not {stale_after!r}")
@@ -157,7 +190,8 @@ def status(reads: Reads, stale_after: float | None = None) -> list[Status]:
     try:
         if not signals.exists():
             return []
-        rows = signals.rows("backfill", "cancel", "progress", "low", "high")
+        rows = signals.rows("backfill", "cancel", "progress", "low", "high", ALIVE)
+        now = signals.now()  # the clock of every row's created: no machine's own
     finally:
         signals.close()
         reads.close()
@@ -169,7 +203,6 @@ def status(reads: Reads, stale_after: float | None = None) -> list[Status]:
             seen[row.reader] = max(seen.get(row.reader, row.created), row.created)
         if row.kind == "progress" and row.request is not None and row.reader:
             latest.setdefault(row.request, {})[row.reader] = row
-    now = time.time()
     gone = {reader for reader, at in seen.items() if now - at > stale}
     return [
         Status(
@@ -203,4 +236,5 @@ def _progress(row: SignalRow, stale: bool) -> ReaderProgress:
         row.created,
         resumes,
         not resumes and stale and not data.get("done"),
+        tuple(".".join(map(str, t)) for t in tables),
     )

@@ -11,14 +11,21 @@ One table, the same columns on every database:
 ``id``        the row's number (a request is known by it)
 ``kind``      ``backfill`` (a request), ``cancel`` (of ``request``), ``low`` and
               ``high`` (a reader's watermarks around one chunk), ``progress`` (how
-              far a reader got, as of ``position``)
+              far a reader got, as of ``position``), ``alive`` (a tail's heartbeat
+              while it has a backfill unfinished: `rowcast.sources._heartbeat`); a
+              reader ignores the kinds it does not know
 ``request``   the request a row is about (None on a request)
 ``reader``    the reader that wrote it (its checkpoint's URL, or ``tail:<id>``)
 ``data``      JSON: a request's ``{"tables", "where", "chunk"}``; a progress row's
               ``{"tables", "table", "after", "rows", "done", "cancelled", "resumes"}``
               (``resumes``: false from a tail, which a restart does not take up)
 ``position``  where in the log the reader was when it wrote a progress row
-``created``   when the row was written
+``created``   when the row was written, by the database server's clock (epoch seconds;
+              rows of a rowcast from before it did hold the writer's machine's clock)
+
+Every ``created`` is the database's own clock, and `SignalTable.now` reads that clock,
+so whoever compares the two (how long ago a reader last wrote: `rowcast.sources.backfills`)
+needs no clock of its own, and machines whose clocks disagree agree on it.
 
 `SignalTable` reads and writes it over any DB-API connection of the three
 databases. ``rowcast uninstall`` lists it with rowcast's other tables.
@@ -29,13 +36,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-__all__ = ["NAME", "SignalRow", "SignalTable"]
+__all__ = ["ALIVE", "NAME", "SignalRow", "SignalTable"]
 
 NAME = "rowcast_signal"
+ALIVE = "alive"  #: the kind of a tail's heartbeat rows
 
 _DDL = {
     "sqlite": (
@@ -54,6 +61,13 @@ _DDL = {
     ),
 }
 _COLUMNS = "id, kind, request, reader, data, position, created"
+#: the database server's clock in epoch seconds (MySQL: UNIX_TIMESTAMP(NOW(6)) would read a
+#: local time of the session's zone back, ambiguous in the hour a DST change repeats)
+_NOW = {
+    "sqlite": "(julianday('now') - 2440587.5) * 86400.0",
+    "mysql": "UNIX_TIMESTAMP() + MICROSECOND(NOW(6)) / 1e6",
+    "postgresql": "EXTRACT(EPOCH FROM clock_timestamp())::float8",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,11 +173,11 @@ class SignalTable:
         reader: str | None = None,
         position: str | None = None,
     ) -> int:
-        """Insert one row and commit it; its id."""
-        args = (kind, request, reader, json.dumps(data or {}), position, time.time())
+        """Insert one row and commit it (``created``: the database's clock); its id."""
+        args = (kind, request, reader, json.dumps(data or {}), position)
         sql = (
             f"INSERT INTO {self.table} (kind, request, reader, data, position, created) "
-            "VALUES (?, ?, ?, ?, ?, ?)"
+            f"VALUES (?, ?, ?, ?, ?, {_NOW[self.dialect]})"
         )
         if self.dialect == "postgresql":
             cur = self._run(sql + " RETURNING id", args)
@@ -171,6 +185,10 @@ class SignalTable:
         else:
             new = int(self._run(sql, args).lastrowid)
         return new
+
+    def now(self) -> float:
+        """The database server's clock, as ``created`` holds it (epoch seconds)."""
+        return float(self._run(f"SELECT {_NOW[self.dialect]}").fetchone()[0])
 
     def delete(self, ids: Iterable[int]) -> None:
         """Delete the rows `ids` (committed)."""

@@ -1,8 +1,8 @@
 """Backfills of a SQLite file: what `rowcast.sources._backfill` needs of it.
 
 Private to `rowcast.sources.sqlite`. ``rowcast_signal`` is captured by triggers
-like any table (a request made before a reader installed them installs them
-itself: `prepare`). A chunk is read in a transaction of its own on a connection
+like any table (a request made before a reader installed them installs the signal's
+own, and no other: `prepare`). A chunk is read in a transaction of its own on a connection
 of its own, by key in SQLite's order (`rowcast.sources.sqlite.keys`).
 """
 
@@ -69,9 +69,14 @@ class SqliteReads:
         return conn
 
     def prepare(self, signals: SignalTable) -> None:
-        """Make ``rowcast_signal`` and its triggers, so that a request is in the log."""
+        """Make ``rowcast_signal`` and its triggers, so that a request is in the log.
+
+        Only those: the app's tables get no trigger from a request (a reader installs
+        its own), so nothing of the app's lands in ``rowcast_changes`` while no reader
+        reads it. The signal's triggers write there: it is made (with its helper
+        tables) when no reader made it yet."""
         signals.create()
-        triggers.apply(self._db(), lambda name: name == NAME or self._capture(name))
+        triggers.apply(self._db(), lambda name: name == NAME)
 
     def is_signal(self, change: Change) -> bool:
         return change.table == NAME

@@ -26,6 +26,7 @@ class Keys:
         self._conn = conn
         self._collations: dict[str, tuple[str, ...]] = {}
         self._keys: dict[str, tuple[str, ...]] = {}
+        self._nullable: dict[str, tuple[str, ...]] = {}
 
     def chunks(
         self,
@@ -35,36 +36,145 @@ class Keys:
         chunk: int,
         where: str | None = None,
     ) -> Iterator[tuple[list[tuple[Any, dict[str, Any]]], Any]]:
-        """The table's rows after key `after` (that match `where`, an SQL condition),
-        `chunk` at a time: ([(pk, row)], last key)."""
+        """The table's rows after `after` (that match `where`, an SQL condition), `chunk` at
+        a time: ([(pk, row)], where the next chunk starts).
+
+        Where a key column can hold a NULL (a rowid table's key that is not its rowid,
+        without NOT NULL), the rows with a NULL in the key come first, by rowid (``after``
+        is then ``{"null": <the last rowid read>}``), then the others by key (``after``: the
+        last key read, a tuple); a key compares with no NULL. A tuple with a NULL (what
+        rowcast recorded before) starts the table again: nothing is lost."""
+        nullable = self.nullable(table)
+        if isinstance(after, tuple) and None in after:
+            after = None
+        nulls_read = not nullable or isinstance(after, tuple)
+        rowid = after.get("null") if isinstance(after, dict) else None
+        last: Any = after if isinstance(after, tuple) else None
+        keyed = self._keyed(reader, table, chunk, where, nullable)
+        while True:
+            found: list[tuple[Any, dict[str, Any]]] = []
+            end: Any = None
+            if not nulls_read:
+                found, rowid = self._nulls(reader, table, rowid, chunk, where, nullable)
+                end = {"null": rowid}
+                nulls_read = len(found) < chunk
+            if nulls_read and len(found) < chunk:
+                rows, key = keyed(last, chunk - len(found))
+                found.extend(rows)
+                if rows:
+                    last = end = key
+            if not found:
+                return
+            yield found, end
+            if len(found) < chunk:
+                return
+
+    def _keyed(
+        self,
+        reader: sqlite3.Connection,
+        table: triggers.Table,
+        chunk: int,
+        where: str | None,
+        nullable: tuple[str, ...],
+    ) -> Any:
+        """What reads up to n rows after key `last` (None: from the first) in key order."""
         slots = table.slots
         at = [slots.index(k) for k in table.key]
         collations = self.collation(table.name, table.key)
         names = [triggers.ident(k) for k in table.key]
         keys = [f"{k} COLLATE {c}" for k, c in zip(names, collations, strict=True)]
         source = f"SELECT {', '.join(map(triggers.ident, slots))} FROM {triggers.ident(table.name)}"
-        order = f" ORDER BY {', '.join(keys)} LIMIT {int(chunk)}"
         # the collations on the values' side: the same comparison, but one the key's index
         # answers with a seek (on the columns' side, SQLite scans the index from its start)
         bound = ", ".join(f"? COLLATE {c}" for c in collations)
         past = f"({', '.join(names)}) > ({bound})"
-        last = after
-        while True:
-            conditions = ([past] if last is not None else []) + ([f"({where})"] if where else [])
-            query = source + (" WHERE " + " AND ".join(conditions) if conditions else "") + order
+        known = [f"{triggers.ident(k)} IS NOT NULL" for k in nullable]  # read first
+        make = row_maker(table.columns)
+
+        def read(last: Any, n: int) -> tuple[list[tuple[Any, dict[str, Any]]], Any]:
+            conditions = [*known, *([past] if last is not None else [])]
+            conditions += [f"({where})"] if where else []
+            query = source + (" WHERE " + " AND ".join(conditions) if conditions else "")
+            query += f" ORDER BY {', '.join(keys)} LIMIT {int(n)}"
             rows = reader.execute(query, list(last or ())).fetchall()
             if not rows:
-                return
-            make = row_maker(table.columns)
+                return [], last
             if len(at) == 1:
                 one = at[0]
                 found = [(row[one], make(row)) for row in rows]
             else:
                 found = [(tuple(row[i] for i in at), make(row)) for row in rows]
-            last = tuple(rows[-1][i] for i in at)
-            yield found, last
-            if len(rows) < chunk:
-                return
+            return found, tuple(rows[-1][i] for i in at)
+
+        return read
+
+    def _nulls(
+        self,
+        reader: sqlite3.Connection,
+        table: triggers.Table,
+        rowid: Any,
+        chunk: int,
+        where: str | None,
+        nullable: tuple[str, ...],
+    ) -> tuple[list[tuple[Any, dict[str, Any]]], Any]:
+        """Up to `chunk` rows with a NULL in the key after rowid `rowid` (None: from the
+        first), by rowid; and the last rowid read (``"all"``: read, when every alias of the
+        rowid is a column's name: then they are read at once)."""
+        columns = table.columns
+        taken = {c.lower() for c in columns}
+        alias = next((a for a in ("rowid", "_rowid_", "oid") if a not in taken), None)
+        conditions = ["(" + " OR ".join(f"{triggers.ident(k)} IS NULL" for k in nullable) + ")"]
+        conditions += [f"({where})"] if where else []
+        query = f"SELECT {', '.join(map(triggers.ident, columns))}"
+        params: list[Any] = []
+        if alias is None:
+            if rowid == "all":
+                return [], rowid
+            limit = ""
+        else:
+            query += f", {alias}"
+            if rowid is not None:
+                conditions.append(f"{alias} > ?")
+                params.append(rowid)
+            limit = f" ORDER BY {alias} LIMIT {int(chunk)}"
+        query += f" FROM {triggers.ident(table.name)} WHERE {' AND '.join(conditions)}{limit}"
+        rows = reader.execute(query, params).fetchall()
+        if not rows:
+            return [], rowid
+        width = len(columns)
+        at = [columns.index(k) for k in table.key]
+        make = row_maker(columns)
+        found = [
+            (row[at[0]] if len(at) == 1 else tuple(row[i] for i in at), make(row[:width]))
+            for row in rows
+        ]
+        return found, rows[-1][width] if alias is not None else "all"
+
+    def nullable(self, table: triggers.Table) -> tuple[str, ...]:
+        """The key columns that can hold a NULL: none in a WITHOUT ROWID table, a rowid
+        (or its alias, an INTEGER PRIMARY KEY) or a NOT NULL column."""
+        found = self._nullable.get(table.name)
+        if found is None:
+            conn = self._conn
+            without = conn.execute(
+                "SELECT wr FROM pragma_table_list WHERE schema = 'main' AND name = ?",
+                (table.name,),
+            ).fetchone()
+            index = conn.execute(
+                "SELECT 1 FROM pragma_index_list(?) WHERE origin = 'pk'", (table.name,)
+            ).fetchone()
+            found = ()
+            if index is not None and not (without and without[0]):
+                loose = {
+                    str(name)
+                    for name, notnull in conn.execute(
+                        'SELECT name, "notnull" FROM pragma_table_info(?)', (table.name,)
+                    )
+                    if not notnull
+                }
+                found = tuple(k for k in table.key if k in loose)
+            self._nullable[table.name] = found
+        return found
 
     def collation(self, table: str, key: tuple[str, ...]) -> tuple[str, ...]:
         """The collations the key compares with: its primary key index's (BINARY for a rowid)."""
@@ -87,8 +197,14 @@ class Keys:
             )
         return found
 
-    def greater(self, schema: str, table: str, pk: tuple[Any, ...], after: tuple[Any, ...]) -> bool:
-        """``pk > after`` in the table's key order, as SQLite compares them."""
+    def greater(self, schema: str, table: str, pk: tuple[Any, ...], after: Any) -> bool:
+        """``pk > after`` in the order `chunks` reads (a key with a NULL: before every
+        other; among them, unknown: False, so that the changes of such a row are handed
+        out, and it may be read again)."""
+        if None in pk:
+            return False
+        if isinstance(after, dict) or None in after:  # among the NULL keys (or a legacy cut)
+            return True
         if len(pk) != len(after):
             return True  # the key changed since: the row was read again
         names = self.key(table)

@@ -21,7 +21,9 @@ doubled. A relay killed mid-snapshot resumes from its last chunk's position
 ``rowcast_changes`` holds between the two (as the `Seam` says), then reads the
 rest. A table is read in its primary key's order and collation (the rowid's
 without one); rows whose key holds a NULL (SQLite allows it in a primary key
-that is not an INTEGER one) are never read: declare such a column NOT NULL.
+that is not an INTEGER one) first, by rowid (see `Keys.chunks`). A cut among
+those cannot be placed by key: the seam hands out every change of such a row
+(it may come again in the read).
 """
 
 from __future__ import annotations

@@ -1,0 +1,99 @@
+"""A backfill's ``--where`` stays one condition (`rowcast.sources._where`).
+
+``1=1) OR (1=1`` is valid SQL inside ``WHERE (...) AND (key > ?)``, where it matches
+every row whatever the key: each chunk read the table from its first row again, and a
+2,000-row table was delivered 136 times before it was cancelled. It is refused when
+asked for, and by a reader that finds such a request in its log (written by hand).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from rowcast.checkpoint import open_checkpoint
+from rowcast.errors import ConfigError
+from rowcast.sources._where import check
+from rowcast.sources.signal import SignalTable
+from rowcast.sources.sqlite import TriggerSource
+from rowcast.testing.snapshot import _until, running
+
+ESCAPES = [
+    "1=1) OR (1=1",
+    "id > 0) OR (id < 0",
+    "(id > 0",
+    "id > 0)",
+    "id > 0; DELETE FROM t",
+    "id > 0 -- and the rest",
+    "id > 0 /* hidden */",
+    "name = 'open",
+    'id > 0 AND "odd',
+]
+
+FINE = [
+    "id > 10",
+    "status = 'open' AND (qty > 0 OR draft)",
+    "name = 'a) OR (b'",  # parentheses inside a string
+    "name = 'O''Brien'",  # a doubled quote
+    '"weird)name" = 1',  # a quoted name
+    "`col(1)` = 2",
+    "data #>> '{a,b}' = 'x'",  # PostgreSQL's JSON path operator
+    "a - -b > 0",
+    "((a = 1) OR (b = 2)) AND c",
+]
+
+
+@pytest.mark.parametrize("where", ESCAPES)
+def test_a_condition_that_is_not_one_is_refused_with_the_fix(where: str) -> None:
+    with pytest.raises(ConfigError, match="must be one SQL condition") as refused:
+        check(where)
+    assert repr(where) in str(refused.value)
+
+
+@pytest.mark.parametrize("where", FINE)
+def test_one_condition_passes_whatever_its_strings_hold(where: str) -> None:
+    check(where)
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    path = tmp_path / "app.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, data TEXT)")
+    conn.executemany("INSERT INTO t (data) VALUES (?)", [(f"r{i}",) for i in range(20)])
+    conn.close()
+    return path
+
+
+def written(db: Path, data: str) -> bool:
+    with sqlite3.connect(db, isolation_level=None) as conn:
+        conn.execute("INSERT INTO t (data) VALUES (?)", (data,))
+    return True
+
+
+def test_asking_with_an_escaping_where_records_nothing(db: Path) -> None:
+    source = TriggerSource(f"sqlite:///{db}")
+    with pytest.raises(ConfigError, match="1=1\\) OR \\(1=1"):
+        source.backfill(["t"], where="1=1) OR (1=1")
+    assert source.backfills() == []
+
+
+def test_a_reader_refuses_such_a_request_written_by_hand(db: Path, tmp_path: Path) -> None:
+    url = f"sqlite:///{db}"
+    reader = TriggerSource(url, tables=["t"], checkpoint=open_checkpoint(str(tmp_path / "pos")))
+    with running(reader) as got:
+        _until(lambda: written(db, "started") and got, "the stream")
+        first = TriggerSource(url).backfill(["t"], where="id < 0")  # makes rowcast_signal
+        signals = SignalTable(lambda: sqlite3.connect(db, isolation_level=None), "sqlite")
+        request = signals.write("backfill", {"tables": ["t"], "where": "1=1) OR (1=1", "chunk": 5})
+        signals.close()
+        _until(lambda: all(s.done for s in TriggerSource(url).backfills()), "the refusal")
+        written(db, "after")
+        _until(lambda: any(c.after and c.after["data"] == "after" for c in got), "after")
+    asked, status = TriggerSource(url).backfills()
+    assert (asked.id, status.id) == (first, request)
+    (refusal,) = status.readers
+    assert "must be one SQL condition" in (refusal.error or "")
+    assert not any(c.snapshot for c in got)  # not one row read, let alone the table forever
