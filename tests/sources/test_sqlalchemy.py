@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import sqlite3
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -41,7 +42,7 @@ from sqlalchemy.orm.attributes import flag_modified
 from rowcast import Action, Change, ConfigError, Hub, RowcastWarning
 from rowcast.sources import Source
 from rowcast.sources.sqlalchemy import SessionCapture
-from tests.conftest import wait_for
+from tests.conftest import sqlite_engine, wait_for
 
 
 class Base(DeclarativeBase):
@@ -810,3 +811,42 @@ def test_run_publishes_on_another_hub_until_stopped(
     own.join(10)
     assert not own.is_alive()
     assert [c.after["data"] for c in rec.changes if c.after] == ["x", "y"]
+
+
+@pytest.mark.parametrize("statement", ["update", "delete", "insert"])
+def test_a_captured_bulk_statement_waits_for_another_writer_on_sqlite(
+    tmp_path: Any, statement: str
+) -> None:
+    """SQLite ignores FOR UPDATE: reading the rows first made the statement's write an
+    upgrade of a read, which SQLite refuses at once while another connection writes
+    ('database is locked', the busy timeout never waited), where the statement alone
+    waits its turn. Seen with an outbox relay deleting the rows it relayed."""
+    path = tmp_path / "app.db"
+    engine = sqlite_engine(path)
+    Base.metadata.create_all(engine)
+    with Session(engine) as session:
+        session.add(Test(id=1, data="a"))
+        session.commit()
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # another writer holds the write lock a moment
+    release = threading.Timer(0.5, lambda: other.execute("COMMIT"))
+    hub, factory = Hub(), sessionmaker(engine)
+    rec = Recorder(hub)
+    try:
+        with SessionCapture(factory, hub=hub):
+            release.start()
+            with factory() as session:
+                if statement == "update":
+                    session.execute(update(Test).where(Test.id == 1).values(data="b"))
+                elif statement == "delete":
+                    session.execute(delete(Test).where(Test.id == 1))
+                else:
+                    session.execute(insert(Test), [{"id": 2, "data": "c"}])
+                session.commit()  # was: OperationalError, database is locked, at once
+    finally:
+        release.join()
+        other.close()
+        engine.dispose()
+    assert [c.action for c in rec.changes] == [
+        {"update": Action.UPDATE, "delete": Action.DELETE, "insert": Action.WRITE}[statement]
+    ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import Connection, Table, select
+from sqlalchemy import Connection, Table, false, select, update
 from sqlalchemy.orm import ORMExecuteState
 
 from ..change import Action
@@ -31,6 +31,7 @@ def capture_bulk(
     if not plan.pk:
         warn(f"bulk statement on {table.name!r}, which has no primary key, is not captured")
         return None
+    _lock_for_write(connection, table, plan)
     if state.is_insert or (state.is_executemany and statement.whereclause is None):
         # rows named by their primary keys in the parameters (ORM bulk by pk, insert)
         rows: Any = params if isinstance(params, list) else [params or {}]
@@ -85,6 +86,18 @@ def capture_bulk(
             action = Action.UPDATE
         pending.add(Record(action, plan, schema, before, after))
     return result
+
+
+def _lock_for_write(connection: Connection, table: Table, plan: Plan) -> None:
+    """On SQLite, take the write lock before the rows are read (as FOR UPDATE does
+    elsewhere; SQLite ignores it): read first, the statement's write would be the upgrade
+    of a read, which SQLite refuses at once while another connection writes ("database is
+    locked", the busy timeout never waited), where the statement alone waits its turn.
+    A write that changes no row takes it: ``UPDATE t SET pk = pk WHERE 0 = 1``."""
+    if connection.dialect.name != "sqlite":
+        return
+    key = table.c[plan.pk[0]]
+    connection.execute(update(table).where(false()).values({key: key}))
 
 
 def _sets_primary_key(statement: Any, plan: Plan) -> bool:
