@@ -81,6 +81,38 @@ def test_on_this_machine_only_a_live_other_process_holds_it(url: str) -> None:
         alive.wait()
 
 
+def test_a_relay_killed_but_not_yet_reaped_holds_nothing(url: str) -> None:
+    """A SIGKILLed relay whose parent (a supervisor) has not waited for it yet is a zombie:
+    signal 0 still reaches it, but it runs no more (was: its restart refused)."""
+    here = socket.gethostname()
+    killed = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        killed.kill()
+        deadline = time.monotonic() + 10
+        while (
+            Path(f"/proc/{killed.pid}/stat").read_text().rpartition(")")[2].split()[0] not in "ZX"
+        ):
+            assert time.monotonic() < deadline, "the process did not die"
+            time.sleep(0.01)
+        assert held(url, host=here, pid=killed.pid) is None
+    finally:
+        killed.wait()
+
+
+def test_a_pid_taken_by_a_process_started_after_the_relay_holds_nothing(url: str) -> None:
+    """The killed relay's pid, reused by a process that started after the relay did, is
+    not that relay."""
+    here = socket.gethostname()
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        long_ago = time.time() - 3600
+        assert held(url, host=here, pid=other.pid, started_at=long_ago) is None
+        assert held(url, host=here, pid=other.pid, started_at=time.time()) is not None
+    finally:
+        other.kill()
+        other.wait()
+
+
 def test_the_refusal_names_the_holder_and_the_fix(tmp_path: Path) -> None:
     url = str(tmp_path / "relay.pos")
     held(url, pid=4242, host="db-2")

@@ -65,6 +65,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+from pathlib import Path
 from typing import Any, Final, Protocol, runtime_checkable
 from urllib.parse import parse_qsl, urlsplit
 
@@ -144,14 +145,19 @@ def holder(checkpoint: object) -> dict[str, Any] | None:
             interval if isinstance(interval, int | float) else None
         ):
             continue
-        if report.get("host") == socket.gethostname() and not _alive(report.get("pid")):
+        if report.get("host") == socket.gethostname() and not _alive(
+            report.get("pid"), report.get("started_at")
+        ):
             continue
         return report
     return None
 
 
-def _alive(pid: Any) -> bool:
-    """True if `pid` is another process that runs on this machine."""
+def _alive(pid: Any, started_at: Any = None) -> bool:
+    """True if `pid` is another process that runs on this machine, and (where /proc says
+    when it started) one that started by `started_at`, the relay's start: a zombie (a
+    killed relay its supervisor has not reaped yet) runs no more, and a process that
+    started later took a dead relay's pid."""
     if not isinstance(pid, int) or pid <= 0 or pid == os.getpid():
         return False
     try:
@@ -159,8 +165,21 @@ def _alive(pid: Any) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:  # another user's: it runs
-        return True
-    return True
+        pass
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        boot = next(
+            float(line.split()[1])
+            for line in Path("/proc/stat").read_text().splitlines()
+            if line.startswith("btime ")
+        )
+        began = boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return True  # no /proc (macOS...), or it just ended: signal 0 said it runs
+    if fields[0] in ("Z", "X"):
+        return False
+    # btime is whole seconds: a margin of 2 s
+    return not isinstance(started_at, int | float) or began <= started_at + 2
 
 
 def refuse_a_held(checkpoint: Any) -> None:
