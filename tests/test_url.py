@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from rowcast._url import boolean, query, unknown_option
+from rowcast._url import boolean, existing_directory, query, unknown_option
 from rowcast.errors import ConfigError
 from rowcast.sinks.rabbitmq import RabbitMQSink
 
@@ -92,3 +94,22 @@ def test_unknown_option_masks_the_password() -> None:
     error = unknown_option(f"{URL}?x=1", "x", "1", "the RabbitMQ sink", ("exchange",))
     assert "secret" not in str(error)
     assert "unknown option 'x' (in x=1); the RabbitMQ sink takes exchange" in str(error)
+
+
+def test_a_directory_it_may_not_look_into_is_a_config_error_with_the_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Python 3.11's ``Path.is_dir`` raises PermissionError on a directory this user may
+    not search (root is never refused, so the refusal is made here): a `ConfigError`
+    naming it and the fix, not an unexpected error (was: exit 70, "a bug in rowcast")."""
+    locked = tmp_path / "locked"
+
+    def refused(self: Path) -> bool:
+        raise PermissionError(13, "Permission denied", str(locked / "sub"))
+
+    monkeypatch.setattr(Path, "is_dir", refused)
+    with pytest.raises(ConfigError) as refusal:
+        existing_directory("--checkpoint x", locked / "sub")
+    said = str(refusal.value)
+    assert f"cannot look into '{locked / 'sub'}' (permission denied)" in said
+    assert "give a path in a directory this user can write" in said

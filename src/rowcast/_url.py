@@ -86,6 +86,16 @@ def made_directory(what: str, directory: Path) -> None:
 def existing_directory(what: str, directory: Path) -> None:
     """A `ConfigError` with the fix unless `directory` exists (it is never made: a
     directory that is not there is more likely a typo than intent)."""
+    try:
+        _look_for(what, directory)
+    except PermissionError as e:  # Path.is_dir raises it on a directory it cannot search
+        raise ConfigError(
+            f"{what}: cannot look into {e.filename or str(directory)!r} (permission denied); "
+            "give a path in a directory this user can write, or grant it access"
+        ) from e
+
+
+def _look_for(what: str, directory: Path) -> None:
     if directory.is_dir():
         return
     blocking = next((p for p in directory.parents if p.exists()), None)
