@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
+from sqlalchemy import make_url
 
 from rowcast.checkpoint import open_checkpoint
 from rowcast.sources.postgres import LogicalSource
@@ -188,3 +189,52 @@ def test_uninstall_drops_the_event_stores_function_with_its_tables(base: str, db
         assert db.fetchone()[0]
     finally:
         db.execute("DROP SCHEMA IF EXISTS rc_store CASCADE")
+
+
+def test_a_reader_that_may_not_create_publications_reads_the_users_with_a_warning(
+    base: str, db: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A replication role without CREATE on the database, reading the DBA's publication
+    through a named slot: the slot's record (a publication of rowcast's) cannot be made,
+    which is said, and the reader reads (was: exit 2 on its first start, its slot left
+    behind holding WAL)."""
+    role, slot = f"rc_rep_{RUN}", f"rc_norec_{RUN}"
+    db.execute("CREATE PUBLICATION apppub FOR TABLE orders")
+    db.execute(f"CREATE ROLE {role} LOGIN REPLICATION")
+    db.execute(f"GRANT SELECT ON orders TO {role}")
+    url = make_url(base).set(username=role, password=None).render_as_string(False)
+    try:
+        source = LogicalSource(
+            f"{url}?slot={slot}&publication=apppub",
+            checkpoint=open_checkpoint(str(tmp_path / "r.pos")),
+        )
+        with caplog.at_level("WARNING", "rowcast"):
+            source.setup()
+        assert left(db) == ([slot], ["apppub"])
+        warned = " ".join(r.getMessage() for r in caplog.records)
+        assert f"slot {slot} is not recorded as rowcast's" in warned
+        assert f"pg_drop_replication_slot('{slot}')" in warned
+    finally:
+        db.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                   "WHERE slot_name = %s", (slot,))  # fmt: skip
+        db.execute(f"DROP OWNED BY {role}")
+        db.execute(f"DROP ROLE {role}")
+
+
+def test_uninstall_lists_a_table_it_may_not_read_without_its_row_count(base: str, db: Any) -> None:
+    """A role that may not read one of rowcast's tables (another role's checkpoint table):
+    the table is listed, its rows unknown (was: exit 70, "permission denied", a dry run)."""
+    role = f"rc_un_{RUN}"
+    db.execute("CREATE TABLE rowcast_checkpoint (name TEXT PRIMARY KEY, position TEXT)")
+    db.execute(f"CREATE ROLE {role} LOGIN")
+    url = make_url(base).set(username=role, password=None).render_as_string(False)
+    try:
+        result = invoke("uninstall", url)
+        assert result.exit_code == 0, result.output
+        shown = " ".join(result.stdout.split())
+        assert "public.rowcast_checkpoint" in shown
+        assert "rows unknown (this role may not read it)" in shown
+    finally:
+        db.execute(f"DROP OWNED BY {role}")
+        db.execute(f"DROP ROLE {role}")
+        db.execute("DROP TABLE IF EXISTS rowcast_checkpoint")

@@ -211,16 +211,20 @@ def _tables(cur: Any) -> list[Leftover]:
     """rowcast's tables (``rowcast_*``, in every schema): `rowcast_signal`, an outbox, ..."""
     sql = psycopg2().sql
     cur.execute(
-        "SELECT schemaname, tablename FROM pg_tables WHERE tablename LIKE 'rowcast\\_%' "
+        "SELECT schemaname, tablename, has_table_privilege(format('%I.%I', schemaname, "
+        "tablename), 'SELECT') FROM pg_tables WHERE tablename LIKE 'rowcast\\_%' "
         "AND schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1, 2"
     )
     found = []
-    for schema, table in [(str(s), str(t)) for s, t in cur.fetchall()]:
+    for schema, table, readable in [(str(s), str(t), r) for s, t, r in cur.fetchall()]:
         name = sql.Identifier(schema, table)
-        cur.execute(sql.SQL("SELECT count(*) FROM {}").format(name))
+        rows = "rows unknown (this role may not read it)"
+        if readable:
+            cur.execute(sql.SQL("SELECT count(*) FROM {}").format(name))
+            rows = counted(cur.fetchone()[0], "row")
         holds, data = what(table)
         statement = sql.SQL("DROP TABLE {};").format(name).as_string(cur)
-        detail = f"{holds}, {counted(cur.fetchone()[0], 'row')}"
+        detail = f"{holds}, {rows}"
         found.append(Leftover("table", f"{schema}.{table}", detail, None, statement, data))
     return found
 

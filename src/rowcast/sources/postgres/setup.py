@@ -454,9 +454,27 @@ def prepare(
         create_slot(cur, slot)
         log.info("created replication slot %s (pgoutput)", slot)
         if slot_reader(cur, slot) is None:  # no publication of rowcast's names it: one does
-            made = create_publication(cur, record_name(slot), [], comment(slot, reader))
-            log.info("recorded slot %s as rowcast's: %s", slot, made)
+            record(cur, slot, reader)
     return ours
+
+
+def record(cur: Any, slot: str, reader: str) -> None:
+    """Record the lasting `slot` just made as rowcast's (for ``rowcast uninstall``) in an
+    empty publication; a reader that may not create one (no CREATE on the database) reads
+    all the same, and is told how the slot goes."""
+    try:
+        made = create_publication(cur, record_name(slot), [], comment(slot, reader))
+    except ConfigError as e:
+        log.warning(
+            "slot %s is not recorded as rowcast's (%s), so rowcast uninstall will not list "
+            "it: when this reader is done with it, SELECT pg_drop_replication_slot('%s'); "
+            "(it holds WAL until then)",
+            slot,
+            e,
+            slot,
+        )
+    else:
+        log.info("recorded slot %s as rowcast's: %s", slot, made)
 
 
 def new_tables(
