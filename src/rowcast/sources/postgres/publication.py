@@ -17,6 +17,7 @@ from typing import Any
 
 from ...errors import ConfigError
 from ..signal import NAME as SIGNAL
+from .objects import comment, record_name
 from .server import psycopg2
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "keyless_error",
     "missing_signal",
     "quote",
+    "record",
     "signal_fix",
     "signal_table",
 ]
@@ -128,3 +130,22 @@ def missing_signal(
     if found is None or published is True or (published and found in published):
         return None
     return found
+
+
+def record(cur: Any, slot: str, reader: str) -> None:
+    """Record the lasting `slot` just made as rowcast's (for ``rowcast uninstall``) in an
+    empty publication; a reader that may not create one (no CREATE on the database) reads
+    all the same, and is told how the slot goes."""
+    try:
+        made = create_publication(cur, record_name(slot), [], comment(slot, reader))
+    except ConfigError as e:
+        log.warning(
+            "slot %s is not recorded as rowcast's (%s), so rowcast uninstall will not list "
+            "it: when this reader is done with it, SELECT pg_drop_replication_slot('%s'); "
+            "(it holds WAL until then)",
+            slot,
+            e,
+            slot,
+        )
+    else:
+        log.info("recorded slot %s as rowcast's: %s", slot, made)

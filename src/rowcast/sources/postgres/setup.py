@@ -19,13 +19,14 @@ from ...errors import ConfigError
 from ..base import Check
 from ..signal import NAME as SIGNAL
 from .health import lost
-from .objects import comment, is_ours, record_name, slot_reader
+from .objects import comment, is_ours, slot_reader
 from .publication import (
     add_tables,
     create_publication,
     keyless_error,
     missing_signal,
     quote,
+    record,
     signal_fix,
 )
 from .server import psycopg2
@@ -456,25 +457,6 @@ def prepare(
         if slot_reader(cur, slot) is None:  # no publication of rowcast's names it: one does
             record(cur, slot, reader)
     return ours
-
-
-def record(cur: Any, slot: str, reader: str) -> None:
-    """Record the lasting `slot` just made as rowcast's (for ``rowcast uninstall``) in an
-    empty publication; a reader that may not create one (no CREATE on the database) reads
-    all the same, and is told how the slot goes."""
-    try:
-        made = create_publication(cur, record_name(slot), [], comment(slot, reader))
-    except ConfigError as e:
-        log.warning(
-            "slot %s is not recorded as rowcast's (%s), so rowcast uninstall will not list "
-            "it: when this reader is done with it, SELECT pg_drop_replication_slot('%s'); "
-            "(it holds WAL until then)",
-            slot,
-            e,
-            slot,
-        )
-    else:
-        log.info("recorded slot %s as rowcast's: %s", slot, made)
 
 
 def new_tables(
