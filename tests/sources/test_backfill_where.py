@@ -97,3 +97,31 @@ def test_a_reader_refuses_such_a_request_written_by_hand(db: Path, tmp_path: Pat
     (refusal,) = status.readers
     assert "must be one SQL condition" in (refusal.error or "")
     assert not any(c.snapshot for c in got)  # not one row read, let alone the table forever
+
+
+def test_a_condition_that_escapes_past_the_check_is_given_up_not_read_for_ever(
+    tmp_path: Path,
+) -> None:
+    """The check knows the standard quotes, not every dialect's (SQLite's ``[name]``,
+    MySQL's backslash escapes, PostgreSQL's dollar quotes): a condition that escapes
+    through one reads no row past the last key, and the reader gives the backfill up,
+    with the reason, after that chunk (was: the first rows read again and again, for
+    ever)."""
+    db = tmp_path / "odd.db"
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute('CREATE TABLE t (id INTEGER PRIMARY KEY, data TEXT, "(" INT, ")" INT)')
+    conn.executemany("INSERT INTO t (data) VALUES (?)", [(f"r{i}",) for i in range(20)])
+    conn.close()
+    escaping = "[(] IS NULL) OR (1=1 OR [)] IS NULL"  # balanced for the check, not for SQL
+    check(escaping)
+    url = f"sqlite:///{db}"
+    reader = TriggerSource(url, tables=["t"], checkpoint=open_checkpoint(str(tmp_path / "pos")))
+    with running(reader) as got:
+        _until(lambda: written(db, "started") and got, "the stream")
+        request = TriggerSource(url).backfill(["t"], where=escaping, chunk=5)
+        _until(lambda: all(s.done for s in TriggerSource(url).backfills()), "the give-up")
+    (status,) = TriggerSource(url).backfills()
+    assert status.id == request
+    (gave_up,) = status.readers
+    assert "reads no row past key" in (gave_up.error or ""), gave_up
+    assert sum(c.snapshot for c in got) <= 10  # two chunks at most, never the table again

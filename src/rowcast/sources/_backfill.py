@@ -57,6 +57,7 @@ from ..errors import ConfigError, SourceError
 from ._heartbeat import Heartbeat
 from ._progress import Progress
 from ._where import check as check_where
+from ._where import escaped
 from .signal import NAME, SignalRow, SignalTable
 
 __all__ = ["Backfill", "Reads"]
@@ -427,6 +428,10 @@ class Backfill:
                 high = signals.write("high", request=job.request, reader=self.reader)
             except Exception as error:
                 self._failed(job, error)
+                return
+            if rows and after is not None and last == after:  # never past it: for ever
+                signals.delete([low, high])
+                self._failed(job, ConfigError(escaped(table, after, job.where)))
                 return
             job.failures = 0
             if took > _CHUNK_SECONDS and job.step > 1:

@@ -7,14 +7,18 @@ every row whatever the key, so every chunk starts again from the first row and t
 backfill never ends, delivering the table again and again. A ``;`` or a comment could
 end the statement or hide its key condition the same way. `check` refuses them, before
 a request is recorded and again when a reader takes one up (a request row may have been
-written by hand). String literals and quoted names may hold anything.
+written by hand). String literals and quoted names may hold anything, in the standard
+quotes (``'...'`` with ``''`` inside, ``"..."``, `````...`````). A dialect's own quoting
+(MySQL's backslash escapes, PostgreSQL's ``E'...'`` and ``$$...$$``, SQLite's
+``[...]``) is not understood: a condition that escapes through one reads no row past
+the last key, which the reader sees (`escaped`) and gives the backfill up.
 """
 
 from __future__ import annotations
 
 from ..errors import ConfigError
 
-__all__ = ["check"]
+__all__ = ["check", "escaped"]
 
 _QUOTES = "'\"`"
 
@@ -29,6 +33,16 @@ def check(where: str) -> None:
             "\"status = 'open' AND (qty > 0 OR draft)\" (a quote inside a string is doubled: "
             "'O''Brien')"
         )
+
+
+def escaped(table: str, after: object, where: str | None) -> str:
+    """Why a backfill is given up whose chunk of `table` read no row past key `after`."""
+    return (
+        f"the chunk of {table} reads no row past key {after!r}, so the backfill would read "
+        f"the same rows for ever: its --where {where!r} escapes its parentheses (through a "
+        "dialect's own quoting: backslash escapes, $$ strings, [names]); ask again with "
+        "plain '...' strings"
+    )
 
 
 def _problem(where: str) -> str | None:
