@@ -143,3 +143,16 @@ def test_unread_names_the_patterns_no_reader_reads_once_one_took_it(db: Path) ->
     (done,) = statuses(db).values()
     assert done.unread == ["rc_x*"]  # the relay read main.rc_bf only
     assert done.to_dict()["unread"] == ["rc_x*"]
+
+
+def test_a_table_only_an_abandoned_tail_read_is_unread(db: Path) -> None:
+    """A relay read rc_bf and finished; only a tail that stopped took rc_x too: rc_x was
+    never read (was: done, nothing unread, and --wait exited 0)."""
+    write(db, "backfill", None, None, {"tables": ["rc_bf", "rc_x"], "chunk": 10}, OLD + 10)
+    write(db, "progress", 1, "relay.pos", progress(10, done=True), OLD)
+    both = progress(5, resumes=False, tables=[["main", "rc_bf"], ["main", "rc_x"]])
+    write(db, "progress", 1, "tail:0123456789ab", both, OLD)
+    (status,) = statuses(db).values()
+    assert [r.abandoned for r in status.readers] == [False, True]
+    assert status.done
+    assert status.unread == ["rc_x"]

@@ -232,7 +232,7 @@ def _ended_badly(url: str, status: Any) -> str | None:
         read = [t for t in status.tables if t not in status.unread]
         return (
             f"backfill {status.id}: no reader captures {', '.join(status.unread)} (each "
-            "relay's --tables leaves them out): "
+            "relay's --tables leaves them out, or only a tail that stopped took them): "
             + (f"only {', '.join(read)} was read" if read else "nothing was read")
         )
     return None

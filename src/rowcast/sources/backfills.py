@@ -95,11 +95,11 @@ class Status:
     @property
     def unread(self) -> list[str]:
         """The patterns asked for that match no table any reader that took it reads (each
-        relay's ``--tables`` leaves them out: done, it read nothing of them); none while
-        no reader took it."""
+        relay's ``--tables`` leaves them out: done, it read nothing of them), an abandoned
+        tail aside (it read them only in part); none while no reader took it."""
         if not self.readers:
             return []
-        names = {name for r in self.readers for name in r.names}
+        names = {name for r in self.readers if not r.abandoned for name in r.names}
         tables = {name.partition(".")[2] for name in names}
         return [
             p
