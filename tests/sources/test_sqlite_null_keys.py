@@ -184,3 +184,36 @@ def test_a_chunk_drops_only_the_null_keyed_rows_the_log_changed_in_its_window(
     kept = engine._finish(window, "1")
     engine.close()
     assert sorted(c.after["v"] for c in kept if c.after) == [0]  # the NULL key not changed
+
+
+def test_a_row_whose_null_key_the_log_sets_in_the_window_is_dropped_alone(
+    db: Path, kind: str
+) -> None:
+    """A row read in the chunk with a NULL in its key, given a whole key by the log in
+    the chunk's window: its old image is dropped (the log's update is newer), every other
+    row of the chunk is kept (was: a one-column key handed the stale image out after the
+    update; a two-column key dropped every row that shared the old key's value)."""
+    import threading
+
+    from rowcast.sources._backfill import Backfill, _Job, _Window
+
+    url = f"sqlite:///{db}"
+    TriggerSource(url).install()
+    reads = SqliteReads(str(db), url, 5.0, lambda name: True)
+    rows, last = reads.chunk("main", "m", None, None, 8)  # every row: two share a NULL key
+    moved = rows[0][1]["v"]  # a row with a NULL in its key: they come first
+    whole = {"one": "k = 'zz'", "text": "k = 'zz'", "two": "a = 7, b = 7", "half": "b = 7"}
+    before = len([c for tx in TriggerSource(url, start="start", end="now") for c in tx])
+    with contextlib.closing(sqlite3.connect(db, isolation_level=None)) as app:
+        app.execute(f"UPDATE m SET {whole[kind]} WHERE v = ?", (moved,))
+    changes = [c for tx in TriggerSource(url, start="start", end="now") for c in tx][before:]
+    assert [c.action for c in changes] == ["update"]
+    engine = Backfill(reads, None, None, threading.Event())
+    window = _Window(_Job(1, [("main", "m")], None, 8), 0, 0, 0, rows, last, False, opened=True)
+    for change in changes:
+        engine._touch(window, change)
+    kept = engine._finish(window, "1")
+    engine.close()
+    assert sorted(c.after["v"] for c in kept if c.after) == sorted(
+        row["v"] for _, row in rows if row["v"] != moved
+    )

@@ -32,9 +32,8 @@ checkpoint (a tail) runs the requests it sees and resumes nothing (killed: `back
 tells it abandoned; alive, it beats while it has one unfinished, however long its consumer
 or its log keeps it waiting: `rowcast.sources._heartbeat`).
 
-Every reader that sees a request runs it, each with its own watermarks and
-progress (``reader``: its checkpoint's URL): two relays on one database both
-deliver the backfill.
+Every reader that sees a request runs it, each with its own watermarks and progress
+(``reader``: its checkpoint's URL): two relays on one database both deliver the backfill.
 """
 
 from __future__ import annotations
@@ -54,10 +53,9 @@ from .._words import counted
 from ..change import Action, Change
 from ..codec import dumps, loads
 from ..errors import ConfigError, SourceError
+from . import _where
 from ._heartbeat import Heartbeat
 from ._progress import Progress
-from ._where import check as check_where
-from ._where import escaped
 from .signal import NAME, SignalRow, SignalTable
 
 __all__ = ["Backfill", "Reads"]
@@ -293,8 +291,10 @@ class Backfill:
         window.touched.add(pk)
         if change.action == "update":
             old = self.reads.old_key(change)
-            if old is not None:
+            if old is not None and not (type(old) is tuple and None in old):
                 window.touched.add(old)
+            elif change.before:  # from a NULL in the key (SQLite): the row is its image
+                window.images.add(tuple(change.before.items()))
 
     def _signal(self, row: SignalRow, position: str) -> None:
         if row.kind in ("low", "high"):
@@ -320,7 +320,7 @@ class Backfill:
                 raise ValueError("chunk must be at least 1")
             tables = self.reads.tables([str(p) for p in patterns])
             if data.get("where"):
-                check_where(str(data["where"]))  # a row written by hand: never an endless read
+                _where.check(str(data["where"]))  # a row written by hand: never an endless read
         except (ConfigError, ValueError, TypeError) as error:
             log.error("backfill %d: refused: %s", row.id, error)
             self._progress.mark(row.id, {"done": True, "error": str(error)}, position)
@@ -431,7 +431,7 @@ class Backfill:
                 return
             if rows and after is not None and last == after:  # never past it: for ever
                 signals.delete([low, high])
-                self._failed(job, ConfigError(escaped(table, after, job.where)))
+                self._failed(job, ConfigError(_where.escaped(table, after, job.where)))
                 return
             job.failures = 0
             if took > _CHUNK_SECONDS and job.step > 1:
