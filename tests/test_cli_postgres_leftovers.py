@@ -238,3 +238,25 @@ def test_uninstall_lists_a_table_it_may_not_read_without_its_row_count(base: str
         db.execute(f"DROP OWNED BY {role}")
         db.execute(f"DROP ROLE {role}")
         db.execute("DROP TABLE IF EXISTS rowcast_checkpoint")
+
+
+def test_backfill_as_a_role_that_may_not_read_the_signal_table_says_so(base: str, db: Any) -> None:
+    """--status, --wait and --cancel as a role without SELECT on rowcast_signal: one line
+    with the server's reason and the grant (was: exit 70, "a bug in rowcast")."""
+    assert invoke("backfill", base, "--tables", "orders").exit_code == 0  # makes the table
+    role = f"rc_bfro_{RUN}"
+    db.execute(f"CREATE ROLE {role} LOGIN")
+    db.execute(f"GRANT USAGE ON SCHEMA public TO {role}")
+    url = make_url(base).set(username=role, password=None).render_as_string(False)
+    try:
+        for args in (["--status"], ["--cancel", "1"], ["--wait", "--tables", "orders"]):
+            result = invoke("backfill", url, *args)
+            assert result.exit_code == 2, (args, result.output)
+            shown = " ".join(result.output.split())
+            assert "permission denied for" in shown, shown  # the table; CREATE on the schema
+            assert "--status" not in args or "for table rowcast_signal" in shown, shown
+            assert "GRANT SELECT, INSERT ON rowcast_signal TO" in shown, shown
+    finally:
+        db.execute(f"DROP OWNED BY {role}")
+        db.execute(f"DROP ROLE {role}")
+        db.execute("DROP TABLE IF EXISTS rowcast_signal")

@@ -90,8 +90,9 @@ def backfill(
     of --status); progress and errors go to stderr.
 
     Exit status: 0 once recorded (--wait: once done), 1 when it failed, was
-    cancelled, only tails that stopped took it, or --timeout passed, 2 on bad
-    input.
+    cancelled, only tails that stopped took it, no reader captures one of its
+    tables, or --timeout passed, 2 on bad input or a refusal of the database
+    (a role without rights on rowcast_signal).
     """
     from ..sources.base import open_source
 

@@ -26,19 +26,20 @@ writes nothing (see there why).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fnmatch
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ConfigError
+from ..errors import ConfigError, RowcastError, SourceError
 from ._where import check as check_where
-from .signal import ALIVE, SignalRow
+from .signal import ALIVE, NAME, SignalRow
 
 if TYPE_CHECKING:
     from ._backfill import Reads
 
-__all__ = ["STALE_AFTER", "ReaderProgress", "Status", "ask", "cancel", "status"]
+__all__ = ["STALE_AFTER", "ReaderProgress", "Status", "answered", "ask", "cancel", "status"]
 
 #: seconds without a row from a tail before its unfinished progress is abandoned
 #: (``status(stale_after=)``, ``rowcast backfill --stale-after``); a live tail with a
@@ -114,6 +115,22 @@ class Status:
             "abandoned": self.abandoned,
             "unread": self.unread,
         }
+
+
+@contextlib.contextmanager
+def answered(target: str) -> Iterator[None]:
+    """The database's refusals of rowcast's own statements as a `SourceError` naming
+    them and the grant (a role without rights on ``rowcast_signal``, a server gone)."""
+    try:
+        yield
+    except RowcastError:
+        raise
+    except Exception as e:
+        said = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise SourceError(
+            f"{target}: {said} (a role that asks for, lists or cancels backfills needs "
+            f"GRANT SELECT, INSERT ON {NAME} TO it)"
+        ) from e
 
 
 def ask(reads: Reads, target: str, tables: Sequence[str], where: str | None, chunk: int) -> int:

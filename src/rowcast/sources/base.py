@@ -257,16 +257,19 @@ class LogSource(abc.ABC):
         """Ask every reader of this database to read `tables` (patterns) again, only the
         rows matching `where` (SQL) when given, `chunk` rows at a time, while it streams;
         the request's id. See `rowcast.sources.signal` and ``rowcast backfill``."""
-        return requests.ask(self._reads_or_refuse(), self._target, tables, where, chunk)
+        with requests.answered(self._target):
+            return requests.ask(self._reads_or_refuse(), self._target, tables, where, chunk)
 
     def cancel_backfill(self, request: int) -> None:
         """Ask every reader to stop the backfill `request`."""
-        requests.cancel(self._reads_or_refuse(), self._target, request)
+        with requests.answered(self._target):
+            requests.cancel(self._reads_or_refuse(), self._target, request)
 
     def backfills(self, *, stale_after: float | None = None) -> list[requests.Status]:
         """Every backfill asked of this database, with each reader's progress (a tail
         silent for `stale_after` seconds is abandoned: see `rowcast.sources.backfills`)."""
-        return requests.status(self._reads_or_refuse(), stale_after)
+        with requests.answered(self._target):
+            return requests.status(self._reads_or_refuse(), stale_after)
 
     def _backfill_reads(self) -> Reads | None:
         """What a backfill needs of this source (None: it cannot backfill)."""
