@@ -102,6 +102,10 @@ CASES = [
         "relay sqlite:///app.db --to - --checkpoint file://{missing}/c.pos",
         "the directory '{missing}' does not exist; create it (mkdir -p {missing})",
     ),
+    Case(  # was: "cannot connect ... is the server running"
+        "relay sqlite:///app.db --to - --checkpoint sqlite:///~/c.db",
+        "a sqlite:/// URL does not expand '~'; give the whole path: sqlite:////",
+    ),
     Case(
         f"consume redis://127.0.0.1:{{closed}}/0?stream=x {HANDLER} --report {{missing}}/r.pos",
         "--report {missing}/r.pos: the directory '{missing}' does not exist",

@@ -17,6 +17,7 @@ import click
 
 from .._url import existing_directory, masked
 from ..backends import scheme_of
+from ..errors import ConfigError
 
 __all__ = [
     "ALLOW_EMPTY",
@@ -115,6 +116,12 @@ def in_an_existing_directory(option: str, url: str) -> None:
         path = unquote(urlsplit(url).path)[1:]  # sqlite:///rel.db, sqlite:////abs.db
         if path in ("", ":memory:") or path.startswith("file:"):
             return  # refused (or taken as it is) by the backend
+        if path.startswith("~"):  # SQLite would look for a directory named ~ here
+            whole = Path(path).expanduser()
+            raise ConfigError(
+                f"{option} {masked(url)}: a sqlite:/// URL does not expand '~'; give the "
+                f"whole path: sqlite:///{whole}"
+            )
     else:
         return  # a server's
     if path and not path.endswith(("/", "\\")):
