@@ -27,9 +27,10 @@ Stopping and dying
 
 Logging
     What rowcast logs in the child (a backfill taken up, done...) is handled by the
-    parent's ``rowcast`` loggers, in order with the transactions, at the level the
-    parent's ``rowcast`` logger had when the child started: the relay's log (text or
-    JSON) holds it.
+    parent's ``rowcast`` loggers, at the level the parent's ``rowcast`` logger had
+    when the child started: the relay's log (text or JSON) holds it. A record may come
+    before transactions the child read earlier but has not sent yet (they wait in its
+    read-ahead), and one logged while the child stops may be lost.
 
 Errors
     A source that fails in the child has its error sent through the queue: the
@@ -273,8 +274,9 @@ def _child(
 
 
 class _ToParent(logging.Handler):
-    """Sends the child's log records to the parent, in order with its transactions: the
-    relay's log (text or JSON) holds the source's lines (a backfill's start, end...)."""
+    """Sends the child's log records to the parent (ahead of what waits in the child's
+    read-ahead): the relay's log (text or JSON) holds the source's lines (a backfill's
+    start, end...)."""
 
     def __init__(self, items: Any, stop: Event) -> None:
         super().__init__()
