@@ -217,3 +217,27 @@ def test_a_row_whose_null_key_the_log_sets_in_the_window_is_dropped_alone(
     assert sorted(c.after["v"] for c in kept if c.after) == sorted(
         row["v"] for _, row in rows if row["v"] != moved
     )
+
+
+def test_an_image_holding_a_json_value_is_matched_not_a_crash(tmp_path: Path) -> None:
+    """A change with no key whose image holds a JSON object or array (a PostgreSQL jsonb,
+    a MySQL JSON: a table whose key was dropped mid-backfill) is matched by its encoded
+    image (was: TypeError, unhashable dict, out of the relay's source)."""
+    import threading
+
+    from rowcast import Change
+    from rowcast.sources._backfill import Backfill, _Job, _Window
+
+    db = tmp_path / "odd.db"
+    make(db, "one")
+    url = f"sqlite:///{db}"
+    reads = SqliteReads(str(db), url, 5.0, lambda name: True)
+    rows, last = reads.chunk("main", "m", None, None, 8)
+    engine = Backfill(reads, None, None, threading.Event())
+    window = _Window(_Job(1, [("main", "m")], None, 8), 0, 0, 0, rows, last, False, opened=True)
+    old = rows[0][1]
+    new = {"k": None, "v": {"a": [1, 2]}}
+    engine._touch(window, Change("update", "main", "m", None, before=old, after=new))
+    kept = engine._finish(window, "1")
+    engine.close()
+    assert [c.after for c in kept] == [row for _, row in rows[1:]]

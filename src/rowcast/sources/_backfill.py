@@ -165,7 +165,7 @@ class _Window:
     opened: bool = False  #: the low watermark came back
     closing: bool = False  #: the high one did: handed out at the end of its transaction
     touched: set[Any] = dataclasses.field(default_factory=set)
-    #: images the log had of rows whose key holds a NULL (SQLite): no key tells them apart
+    #: images (encoded: a JSON value hashes) the log had of rows with a NULL in the key
     images: set[Any] = dataclasses.field(default_factory=set)
 
 
@@ -286,7 +286,7 @@ class Backfill:
             return
         pk = change.pk
         if pk is None or (type(pk) is tuple and None in pk):  # the row is its images
-            window.images.update(tuple(i.items()) for i in (change.before, change.after) if i)
+            window.images.update(dumps(i) for i in (change.before, change.after) if i)
             return
         window.touched.add(pk)
         if change.action == "update":
@@ -294,7 +294,7 @@ class Backfill:
             if old is not None and not (type(old) is tuple and None in old):
                 window.touched.add(old)
             elif change.before:  # from a NULL in the key (SQLite): the row is its image
-                window.images.add(tuple(change.before.items()))
+                window.images.add(dumps(change.before))
 
     def _signal(self, row: SignalRow, position: str) -> None:
         if row.kind in ("low", "high"):
@@ -471,7 +471,7 @@ class Backfill:
         touched, rows = window.touched, window.rows
         kept = [row for row in rows if row[0] not in touched] if touched else rows
         if window.images:  # a row whose image the log had may be one it changed: dropped
-            kept = [row for row in kept if tuple(row[1].items()) not in window.images]
+            kept = [row for row in kept if dumps(row[1]) not in window.images]
         txid = f"backfill:{job.request}"
         with gc_paused():
             changes = Change._reads(
