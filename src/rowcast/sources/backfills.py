@@ -117,6 +117,9 @@ class Status:
         }
 
 
+_DRIVERS = frozenset({"sqlite3", "psycopg2", "psycopg", "pymysql", "MySQLdb", "mariadb"})
+
+
 @contextlib.contextmanager
 def answered(target: str) -> Iterator[None]:
     """The database's refusals of rowcast's own statements as a `SourceError` naming
@@ -126,6 +129,8 @@ def answered(target: str) -> Iterator[None]:
     except RowcastError:
         raise
     except Exception as e:
+        if type(e).__module__.partition(".")[0] not in _DRIVERS:
+            raise  # rowcast's own: a bug, not the database's refusal
         said = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise SourceError(
             f"{target}: {said} (a role that asks for, lists or cancels backfills needs "

@@ -211,8 +211,9 @@ def _tables(cur: Any) -> list[Leftover]:
     """rowcast's tables (``rowcast_*``, in every schema): `rowcast_signal`, an outbox, ..."""
     sql = psycopg2().sql
     cur.execute(
-        "SELECT schemaname, tablename, has_table_privilege(format('%I.%I', schemaname, "
-        "tablename), 'SELECT') FROM pg_tables WHERE tablename LIKE 'rowcast\\_%' "
+        "SELECT schemaname, tablename, has_schema_privilege(schemaname, 'USAGE') AND "
+        "has_table_privilege(format('%I.%I', schemaname, tablename), 'SELECT') "
+        "FROM pg_tables WHERE tablename LIKE 'rowcast\\_%' "
         "AND schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1, 2"
     )
     found = []
