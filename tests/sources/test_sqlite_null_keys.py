@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from click.testing import CliRunner
 from rowcast.checkpoint import open_checkpoint
 from rowcast.cli import main
 from rowcast.codec import dumps, loads
+from rowcast.sources._backfill import Backfill, _Job, _Window
 from rowcast.sources.sqlite import TriggerSource, triggers
 from rowcast.sources.sqlite.backfill import SqliteReads
 from rowcast.sources.sqlite.keys import Keys
@@ -48,6 +50,20 @@ def make(path: Path, kind: str) -> None:
                 f"INSERT INTO m ({', '.join(names)}, v) VALUES ({', '.join('?' * len(names))}, ?)",
                 (*values, i),
             )
+
+
+def handed_out(
+    reads: SqliteReads, rows: Any, last: Any, size: int, full: bool, changes: list[Any]
+) -> list[Any]:
+    """What a backfill's chunk of `rows` (of ``m``) hands out once the log's `changes`
+    came in its window."""
+    engine = Backfill(reads, None, None, threading.Event())
+    window = _Window(_Job(1, [("main", "m")], None, size), 0, 0, 0, rows, last, full, opened=True)
+    for change in changes:
+        engine._touch(window, change)
+    kept = engine._finish(window, "1")
+    engine.close()
+    return kept
 
 
 @pytest.fixture(params=sorted(TABLES))
@@ -161,10 +177,6 @@ def test_a_chunk_drops_only_the_null_keyed_rows_the_log_changed_in_its_window(
 ) -> None:
     """No key tells rows with a NULL in it apart: the log's images do (a row the log
     changed in the window has, in the chunk, one of them)."""
-    import threading
-
-    from rowcast.sources._backfill import Backfill, _Job, _Window
-
     db = tmp_path / "odd.db"
     make(db, "one")
     url = f"sqlite:///{db}"
@@ -177,12 +189,7 @@ def test_a_chunk_drops_only_the_null_keyed_rows_the_log_changed_in_its_window(
     with contextlib.closing(sqlite3.connect(db, isolation_level=None)) as app:
         app.execute("UPDATE m SET v = 99 WHERE k = 1")  # a keyed row: dropped by its key
     changes = [c for tx in TriggerSource(url, start="start", end="now") for c in tx]
-    engine = Backfill(reads, None, None, threading.Event())
-    window = _Window(_Job(1, [("main", "m")], None, 3), 0, 0, 0, rows, last, True, opened=True)
-    for change in changes:
-        engine._touch(window, change)
-    kept = engine._finish(window, "1")
-    engine.close()
+    kept = handed_out(reads, rows, last, 3, True, changes)
     assert sorted(c.after["v"] for c in kept if c.after) == [0]  # the NULL key not changed
 
 
@@ -193,10 +200,6 @@ def test_a_row_whose_null_key_the_log_sets_in_the_window_is_dropped_alone(
     the chunk's window: its old image is dropped (the log's update is newer), every other
     row of the chunk is kept (was: a one-column key handed the stale image out after the
     update; a two-column key dropped every row that shared the old key's value)."""
-    import threading
-
-    from rowcast.sources._backfill import Backfill, _Job, _Window
-
     url = f"sqlite:///{db}"
     TriggerSource(url).install()
     reads = SqliteReads(str(db), url, 5.0, lambda name: True)
@@ -208,12 +211,7 @@ def test_a_row_whose_null_key_the_log_sets_in_the_window_is_dropped_alone(
         app.execute(f"UPDATE m SET {whole[kind]} WHERE v = ?", (moved,))
     changes = [c for tx in TriggerSource(url, start="start", end="now") for c in tx][before:]
     assert [c.action for c in changes] == ["update"]
-    engine = Backfill(reads, None, None, threading.Event())
-    window = _Window(_Job(1, [("main", "m")], None, 8), 0, 0, 0, rows, last, False, opened=True)
-    for change in changes:
-        engine._touch(window, change)
-    kept = engine._finish(window, "1")
-    engine.close()
+    kept = handed_out(reads, rows, last, 8, False, changes)
     assert sorted(c.after["v"] for c in kept if c.after) == sorted(
         row["v"] for _, row in rows if row["v"] != moved
     )
@@ -223,21 +221,14 @@ def test_an_image_holding_a_json_value_is_matched_not_a_crash(tmp_path: Path) ->
     """A change with no key whose image holds a JSON object or array (a PostgreSQL jsonb,
     a MySQL JSON: a table whose key was dropped mid-backfill) is matched by its encoded
     image (was: TypeError, unhashable dict, out of the relay's source)."""
-    import threading
-
     from rowcast import Change
-    from rowcast.sources._backfill import Backfill, _Job, _Window
 
     db = tmp_path / "odd.db"
     make(db, "one")
     url = f"sqlite:///{db}"
     reads = SqliteReads(str(db), url, 5.0, lambda name: True)
     rows, last = reads.chunk("main", "m", None, None, 8)
-    engine = Backfill(reads, None, None, threading.Event())
-    window = _Window(_Job(1, [("main", "m")], None, 8), 0, 0, 0, rows, last, False, opened=True)
     old = rows[0][1]
     new = {"k": None, "v": {"a": [1, 2]}}
-    engine._touch(window, Change("update", "main", "m", None, before=old, after=new))
-    kept = engine._finish(window, "1")
-    engine.close()
+    kept = handed_out(reads, rows, last, 8, False, [Change("update", "main", "m", None, old, new)])
     assert [c.after for c in kept] == [row for _, row in rows[1:]]
