@@ -37,13 +37,17 @@ ROWS = 6000
 CHUNK = 10  # small: a relay that got faster is still killed mid-backfill
 
 
-def make_file(path: Path, rows: int = ROWS) -> None:
+def make_file(path: Path, rows: int = ROWS, other: int | None = None) -> None:
+    """``rc_bf`` of `rows` rows; with `other`, a table ``rc_other`` of that many rows too."""
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("CREATE TABLE rc_bf (id INTEGER PRIMARY KEY, data TEXT)")
     conn.execute("BEGIN")  # one commit, not one a row
     conn.executemany("INSERT INTO rc_bf VALUES (?, ?)", [(i, f"s{i}") for i in range(1, rows + 1)])
     conn.execute("COMMIT")
+    if other is not None:
+        conn.execute("CREATE TABLE rc_other (id INTEGER PRIMARY KEY)")
+        conn.executemany("INSERT INTO rc_other VALUES (?)", [(i,) for i in range(1, other + 1)])
     conn.close()
 
 
@@ -220,11 +224,7 @@ def test_wait_with_no_relay_gives_up_after_its_timeout_and_status_shows_it(tmp_p
 
 def test_a_reader_backfills_only_the_tables_it_captures(tmp_path: Path) -> None:
     db = tmp_path / "app.db"
-    make_file(db, 30)
-    conn = sqlite3.connect(db, isolation_level=None)
-    conn.execute("CREATE TABLE rc_other (id INTEGER PRIMARY KEY)")
-    conn.execute("INSERT INTO rc_other VALUES (1)")
-    conn.close()
+    make_file(db, 30, other=1)
     url = f"sqlite:///{db}"
     source = TriggerSource(url, tables=["rc_bf"], start="start")
     source.backfill(["rc_*"])  # both tables exist; this reader captures one
@@ -295,10 +295,7 @@ def test_a_relay_restarted_leaves_no_watermarks_and_done_counts_every_table(
 
 def test_wait_says_when_no_relay_captures_the_tables(tmp_path: Path) -> None:
     db = tmp_path / "app.db"
-    make_file(db, 10)
-    conn = sqlite3.connect(db, isolation_level=None)
-    conn.execute("CREATE TABLE rc_other (id INTEGER PRIMARY KEY)")
-    conn.close()
+    make_file(db, 10, other=0)
     url = f"sqlite:///{db}"
     source = TriggerSource(url, tables=["rc_other"], start="start")
     reader = threading.Thread(target=lambda: [None for _ in source], daemon=True)
@@ -317,11 +314,7 @@ def test_wait_says_which_tables_no_relay_captures_when_it_reads_the_others(
 ) -> None:
     # the relay reads rc_other only: rc_bf,rc_other was "done" though rc_bf was never read
     db = tmp_path / "app.db"
-    make_file(db, 10)
-    conn = sqlite3.connect(db, isolation_level=None)
-    conn.execute("CREATE TABLE rc_other (id INTEGER PRIMARY KEY)")
-    conn.execute("INSERT INTO rc_other VALUES (1)")
-    conn.close()
+    make_file(db, 10, other=1)
     url = f"sqlite:///{db}"
     source = TriggerSource(url, tables=["rc_other"], start="start")
     reader = threading.Thread(target=lambda: [None for _ in source], daemon=True)
