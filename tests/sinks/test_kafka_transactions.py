@@ -104,6 +104,27 @@ def test_each_batch_is_committed_with_its_position(names: tuple[str, str]) -> No
     assert len(kafka.read([names[1]])) == len(batches)
 
 
+def test_a_sink_checked_before_it_joins_still_commits_each_batch_with_its_position(
+    names: tuple[str, str],
+) -> None:
+    # the CLI checks its sinks before the relay joins them: check() starts a producer
+    # (its idempotence handshake early), which join() must replace by a transactional one
+    data, checkpoints = names
+    sink = KafkaSink(f"{kafka.KAFKA}?topic={data}")
+    sink.check()
+    checkpoint = open_checkpoint(f"{kafka.KAFKA}?topic={checkpoints}")
+    assert isinstance(checkpoint, KafkaCheckpoint)
+    assert sink.join(checkpoint)
+    sink.check()
+    assert checkpoint.load() is None
+    batch = transactions(3)
+    sink.deliver(batch)
+    assert checkpoint.load() == batch[-1][-1].position
+    sink.close()
+    checkpoint.close()
+    assert committed_ids(names) == (ids_of(batch), 0)
+
+
 def test_a_save_outside_a_delivery_is_a_transaction_of_its_own(names: tuple[str, str]) -> None:
     sink, checkpoint = joined(names)
     checkpoint.load()

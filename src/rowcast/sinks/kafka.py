@@ -242,6 +242,11 @@ class KafkaSink:
         """Reach the cluster, list its topics; make sure of ``topic=`` (module docstring)."""
         if self._closed:
             raise PermanentSinkError(f"{self!r} is closed")
+        if self._transactional is None:
+            # made now: the idempotent producer's handshake with the cluster (half a
+            # second in librdkafka, before its first message) runs during these checks
+            # and the relay's start, not in the first batch's delivery
+            self._client()
         self._topics.refresh()
         if self.topic is not None:
             self._topics.ensure([self.topic])
