@@ -175,6 +175,11 @@ def targets(args: argparse.Namespace, tmp: str) -> Iterator[Target]:
         )
 
 
+def chosen(args: argparse.Namespace, name: str) -> bool:
+    """Whether `--only` leaves the target `name` in (every target without it)."""
+    return not args.only or any(word in name for word in args.only)
+
+
 def _imports(module: str) -> bool:
     try:
         importlib.import_module(f"rowcast.sinks.{module}")
@@ -297,6 +302,15 @@ def main() -> None:
     parser.add_argument("--changes", type=int, default=50_000, help="row changes in the workload")
     parser.add_argument("--tx-size", type=int, default=5, help="rows per transaction")
     parser.add_argument("--batch-size", type=int, default=1000, help="the relay's batch size")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        metavar="WORD",
+        help="only the targets whose name holds one of these words (e.g. kafka redis all)",
+    )
+    parser.add_argument(
+        "--modes", nargs="+", choices=["thread", "process"], default=["thread", "process"]
+    )
     args = parser.parse_args()
 
     parts = urlsplit(args.url)
@@ -323,14 +337,16 @@ def main() -> None:
         for target in found:
             undo.callback(target.cleanup)
         k = 0
-        for process in (False, True):  # in a thread, then --source-process
-            mode = "process" if process else "thread"
+        for mode in args.modes:  # in a thread, then --source-process
+            process = mode == "process"
             for target in found:
                 k += 1
+                if not chosen(args, target.name):
+                    continue
                 url = target.checkpoint(k) if target.checkpoint else None
                 run = relay(args, start, end, [target.open()], tmp, k, process, url)
                 results.append((target.name, mode, *run))
-            if len(found) > 1:
+            if len(found) > 1 and chosen(args, "all"):
                 sinks = [target.open() for target in found if target.checkpoint is None]
                 k += 1
                 run = relay(args, start, end, sinks, tmp, k, process)
@@ -360,7 +376,9 @@ def main() -> None:
         if name.startswith("kafka") and redis:
             versus = f"{'met' if rate >= redis else 'missed'} (>= redis streams {redis:,.0f}/s)"
             goal = f"{goal}; {versus}" if goal else versus
-        gain = f"{rate / threaded[name]:.2f}" if mode == "process" else "1.00"
+        gain = "1.00" if mode == "thread" else "-"
+        if mode == "process" and name in threaded:
+            gain = f"{rate / threaded[name]:.2f}"
         print(
             f"| {name} | {mode} | {seconds:.2f} | {rate:,.0f} | {gain} | "
             f"{rate / REFERENCE:.2f} | {goal} |"
