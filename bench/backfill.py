@@ -8,9 +8,9 @@ number, a timestamp) is made, then:
   (``fetchmany``), `--rounds` times: the reference (median rows/s);
 * a source reads the log (``t`` and ``lat``) with a checkpoint, saved as a relay
   saves it (every ``--checkpoint-interval`` s, the relay's default: 1; 0: after every
-  transaction, an fsync each), while a writer commits one row into ``lat`` every
-  ``1/--rate`` s. The stream's latency (a ``lat`` change's arrival minus its
-  ``commit()``'s return) is measured for `--idle` seconds, then
+  transaction, an fsync each), while a writer (a process of its own, as the app's)
+  commits one row into ``lat`` every ``1/--rate`` s. The stream's latency (a ``lat``
+  change's arrival minus its ``commit()``'s return) is measured for `--idle` seconds, then
   ``source.backfill(["t"])`` is asked for and the time until every row of ``t`` came
   out (``snapshot=True``) gives the backfill's rows/s, with the stream's latency
   measured meanwhile.
@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import multiprocessing
+import operator
 import os
 import sqlite3
 import statistics
@@ -41,6 +43,7 @@ PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 PG_URL = f"postgresql://postgres@127.0.0.1:5432/{NAME}"
 MYSQL_URL = f"mysql://root@127.0.0.1:3306/{NAME}"
 TARGET = 0.5  #: backfill rows/s over plain-select rows/s, at least
+SNAPSHOT = operator.attrgetter("snapshot")
 
 
 class Database(NamedTuple):
@@ -161,23 +164,45 @@ def plain_select(db: Database, rows: int) -> float:
     return rows / took
 
 
-class Writer(threading.Thread):
-    """Commits one row into ``lat`` every 1/`rate` s; `commits` maps id to commit time."""
+class Writer:
+    """A process of its own (the app's, as in production) that commits one row into
+    ``lat`` every 1/`rate` s from `start` to `stop`; `commits` then maps each id to its
+    commit's time (``time.perf_counter``: the system's monotonic clock, the same in
+    both processes).
+
+    Not a thread of the bench's process: there it would take the GIL from the source
+    100 times a second, and SQLite's driver hands the GIL over at every row it steps
+    (a cost the plain select, run with no writer, does not pay)."""
 
     def __init__(self, db: Database, rate: float) -> None:
-        super().__init__(daemon=True)
-        self.db, self.rate = db, rate
+        context = multiprocessing.get_context("fork")  # `db.connect` is a closure
+        self._go, self._done = context.Event(), context.Event()
+        self._commits, sent = context.Pipe(duplex=False)
+        self._process = context.Process(target=self._run, args=(db, rate, sent), daemon=True)
+        self._process.start()  # before the reader's thread: a fork copies this one only
         self.commits: dict[int, float] = {}
-        self.done = threading.Event()
 
-    def run(self) -> None:
-        with contextlib.closing(self.db.connect()) as conn:
-            cur = conn.cursor()
-            n = 0
-            while not self.done.wait(1 / self.rate):
-                n += 1
-                cur.execute(f"INSERT INTO lat (id, sent) VALUES ({self.db.mark}, 0)", (n,))
-                self.commits[n] = time.perf_counter()
+    def start(self) -> None:
+        self._go.set()
+
+    def stop(self) -> None:
+        self._done.set()
+        self.commits = self._commits.recv() if self._commits.poll(30) else {}
+        self._process.join(10)
+
+    def _run(self, db: Database, rate: float, sent: Any) -> None:
+        commits: dict[int, float] = {}
+        try:
+            self._go.wait()
+            with contextlib.closing(db.connect()) as conn:
+                cur = conn.cursor()
+                n = 0
+                while not self._done.wait(1 / rate):
+                    n += 1
+                    cur.execute(f"INSERT INTO lat (id, sent) VALUES ({db.mark}, 0)", (n,))
+                    commits[n] = time.perf_counter()
+        finally:
+            sent.send(commits)
 
 
 def stream_and_backfill(db: Database, rows: int, args: argparse.Namespace) -> dict[str, float]:
@@ -185,9 +210,9 @@ def stream_and_backfill(db: Database, rows: int, args: argparse.Namespace) -> di
     from rowcast.sources.base import open_source
 
     with tempfile.TemporaryDirectory() as tmp:
+        writer = Writer(db, args.rate)
         checkpoint = open_checkpoint(os.path.join(tmp, "pos"))
         source: Any = open_source(db.url, tables=["t", "lat"], checkpoint=checkpoint)
-        writer = Writer(db, args.rate)
         arrivals: dict[int, float] = {}
         backfilled = 0
         finished = threading.Event()
@@ -199,11 +224,14 @@ def stream_and_backfill(db: Database, rows: int, args: argparse.Namespace) -> di
             try:
                 for transaction in source:
                     now = time.perf_counter()
-                    for change in transaction:
-                        if change.snapshot:
-                            backfilled += 1
-                        elif change.table == "lat" and change.action == "write":
-                            arrivals[int(change.pk)] = now
+                    # counted as the plain select counts its rows, not one by one in
+                    # Python: a chunk's changes come in a transaction of their own
+                    snapshots = sum(map(SNAPSHOT, transaction))
+                    backfilled += snapshots
+                    if snapshots < len(transaction):
+                        for change in transaction:
+                            if change.table == "lat" and change.action == "write":
+                                arrivals[int(change.pk)] = now
                     if now - saved >= args.checkpoint_interval:
                         checkpoint.save(transaction[-1].position or "")
                         saved = now
@@ -218,15 +246,14 @@ def stream_and_backfill(db: Database, rows: int, args: argparse.Namespace) -> di
         time.sleep(1.0)  # the source reads the log
         writer.start()
         time.sleep(args.idle)
-        idle = dict(writer.commits)
         began = time.perf_counter()
         asked: Any = open_source(db.url)
         asked.backfill(["t"], chunk=args.chunk)
         finished.wait(args.timeout)
         took = time.perf_counter() - began
-        during = {k: v for k, v in writer.commits.items() if k not in idle}
-        writer.done.set()
-        writer.join()
+        writer.stop()
+        idle = {k: t for k, t in writer.commits.items() if t < began}
+        during = {k: t for k, t in writer.commits.items() if t >= began}
         time.sleep(0.5)
         source.stop()
         reader.join(30)
