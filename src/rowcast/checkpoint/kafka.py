@@ -58,6 +58,9 @@ REPORT_PREFIX = "report:"  #: + the name: the key of a report record
 
 _OPTIONS = ("topic", "name", "transactional_id", "timeout")
 _FIRST_WINDOW = 64  # records read back from the end before reading further back
+# a read to the end of a partition: the broker answers a fetch at the end at once, not
+# after waiting for new records (librdkafka's default: 500 ms, at every load and report)
+_FETCH_WAIT_MS = 10
 
 
 class Writer(Protocol):
@@ -163,6 +166,7 @@ class KafkaCheckpoint(BaseCheckpoint):
         consumer = _kafka.client(
             self._kafka.Consumer,
             {
+                "fetch.wait.max.ms": _FETCH_WAIT_MS,
                 **self._config,
                 "group.id": f"rowcast-checkpoint-{self.name}",  # never joined nor committed
                 "enable.auto.commit": False,
@@ -249,6 +253,7 @@ class KafkaCheckpoint(BaseCheckpoint):
         consumer = _kafka.client(
             kafka.Consumer,
             {
+                "fetch.wait.max.ms": _FETCH_WAIT_MS,
                 **config,
                 "group.id": "rowcast-reports",  # never joined nor committed
                 "enable.auto.commit": False,
