@@ -19,7 +19,9 @@ bare loop; >= 40,000 changes/s to Redis Streams (and Kafka), >= 30,000/s to NATS
 >= 15,000/s to every sink at once. Every run must deliver every change (checked), timing
 never fails the script. Kafka's rows are also held to Redis Streams' rate in the same mode
 (issue 19: the relay to Kafka at least as fast as to Redis Streams). Each run to the store
-and to NATS has a new store file, a new JetStream stream: none re-delivers ids already seen.
+and to NATS has a new store file, a new JetStream stream: none re-delivers ids already seen;
+each run to Kafka a new topic and each to RabbitMQ an empty queue (as its consumers would
+keep it): none pays for what an earlier run left (tansu appends slower to a full topic).
 """
 
 from __future__ import annotations
@@ -153,7 +155,11 @@ def targets(args: argparse.Namespace, tmp: str) -> Iterator[Target]:
             channel.exchange_delete(NAME)
             connection.close()
 
-        yield Target("rabbitmq", lambda: open_sink(f"{args.amqp}?exchange={NAME}"), drop_rabbitmq)
+        def new_rabbitmq() -> Sink:  # an empty queue, as one its consumers drain would be
+            channel.queue_purge(NAME)
+            return open_sink(f"{args.amqp}?exchange={NAME}")
+
+        yield Target("rabbitmq", new_rabbitmq, drop_rabbitmq)
     if _imports("kafka") and reachable(args.kafka, 9092):
         from confluent_kafka.admin import AdminClient
 
@@ -166,7 +172,12 @@ def targets(args: argparse.Namespace, tmp: str) -> Iterator[Target]:
             for future in admin.delete_topics(names).values() if names else ():
                 future.result()
 
-        yield Target("kafka", lambda: open_sink(f"{args.kafka}?topic={topic}"), drop_kafka)
+        topics = itertools.count(1)  # each run its own topic: tansu appends slower to a full one
+
+        def new_topic() -> Sink:
+            return open_sink(f"{args.kafka}?topic={topic}-{next(topics)}")
+
+        yield Target("kafka", new_topic, drop_kafka)
         yield Target(
             "kafka (exactly once)",
             lambda: open_sink(f"{args.kafka}?topic={topic}-eos"),
