@@ -249,3 +249,52 @@ def test_a_transaction_published_by_a_receiver_waits_for_the_current_one() -> No
     hub.signal("commit").connect(lambda s, changes: seen.append("commit"), weak=False)
     hub.publish(TX[:3])
     assert seen == ["test_write", "other_write", "commit", "log_write", "commit"]
+
+
+def test_a_raw_receiver_joining_a_signal_the_hub_already_sent_on_is_reached_by_sender() -> None:
+    # the hub calls its own receivers without blinker's look-up of the sender; a receiver
+    # connected to the signal itself, for one pk or any, after a publish, still counts
+    hub = Hub()
+    got: list[Change] = []
+    hub.connect(got.append, table="db.test")
+    hub.publish(TX)
+    only_1 = collect(hub, "write@db.test", sender=1)
+    only_7 = collect(hub, "write@db.test", sender=7)
+    every = collect(hub, "update@db.test")
+    hub.publish(TX)
+    assert got == [TX[0], TX[1], TX[0], TX[1]]
+    assert only_1 == [(1, TX[0])]
+    assert only_7 == []
+    assert every == [(1, TX[1])]
+
+
+def test_a_weak_raw_receiver_that_is_collected_is_not_called_and_the_hub_goes_on() -> None:
+    hub = Hub()
+    got: list[Change] = []
+    hub.connect(got.append, action="write")
+    calls: list[Any] = []
+
+    def weak(sender: Any, **kw: Any) -> None:
+        calls.append(sender)
+
+    hub.signal("write").connect(weak)  # weak: blinker drops it once it is collected
+    hub.publish(TX[:1])
+    del weak
+    gc.collect()
+    hub.publish(TX[:1])
+    assert calls == [1]
+    assert got == [TX[0], TX[0]]
+
+
+def test_a_receiver_disconnected_after_publishing_is_not_called_again() -> None:
+    hub = Hub()
+    first: list[Change] = []
+    second: list[Change] = []
+    hub.connect(first.append, action="write")
+    hub.connect(second.append, action="write")
+    hub.publish(TX[:1])
+    hub.disconnect(first.append)
+    hub.publish(TX[:1])
+    hub.connect(first.append, action="write")
+    hub.publish(TX[:1])
+    assert (first, second) == ([TX[0], TX[0]], [TX[0]] * 3)

@@ -33,7 +33,7 @@ from __future__ import annotations
 import inspect
 import logging
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from blinker import ANY, NamedSignal, Namespace
@@ -80,6 +80,12 @@ class Hub:
         self._wrappers: dict[Receiver, list[tuple[NamedSignal, Callable[..., Any]]]] = {}
         # per (action, schema, table): the existing signals a change is sent on
         self._routes: dict[tuple[Action, str | None, str], tuple[NamedSignal, ...]] = {}
+        # per signal that only `connect`'s receivers ever joined (for any sender): them, in
+        # the order they connected, called without blinker's per-sender look-up; a signal
+        # that another receiver joined or left (blinker's own events tell) is `_foreign`
+        self._own: set[int] = set()  # id() of `connect`'s receivers
+        self._fast: dict[NamedSignal, tuple[Callable[..., Any], ...]] = {}
+        self._foreign: set[NamedSignal] = set()
         self._lock = threading.Lock()
         self._local = threading.local()  # transactions published from inside a receiver
         self.on_error: ErrorHandler | None = on_error
@@ -92,9 +98,40 @@ class Hub:
         sig = self._signals.get(name)
         if sig is None:
             with self._lock:
-                sig = self._signals.setdefault(name, self._ns.signal(name))
+                sig = self._signals.get(name)
+                if sig is None:
+                    sig = self._ns.signal(name)
+                    sig.receiver_connected.connect(self._joined, weak=False)
+                    sig.receiver_disconnected.connect(self._left, weak=False)
+                    self._signals[name] = sig
                 self._routes = {}  # a route may now include this signal
         return sig
+
+    def _joined(self, sig: NamedSignal, receiver: Any, sender: Any, **_: Any) -> None:
+        """blinker's event: `receiver` was connected to `sig` (for `sender`)."""
+        if id(receiver) not in self._own or sender is not ANY:
+            self._foreign.add(sig)
+        self._fast = {}
+
+    def _left(self, sig: NamedSignal, receiver: Any, **_: Any) -> None:
+        """blinker's event: `receiver` was disconnected from `sig`."""
+        if id(receiver) not in self._own:
+            self._foreign.add(sig)
+        self._fast = {}
+
+    def _receivers(self, sig: NamedSignal, sender: Any) -> Iterable[Callable[..., Any]]:
+        """Who `sig` sent by `sender` reaches: `connect`'s receivers of a signal no other
+        joined, else blinker's ``receivers_for`` (which looks up the sender each time)."""
+        fast = self._fast
+        found = fast.get(sig)
+        if found is not None:
+            return found
+        if sig in self._foreign:
+            return sig.receivers_for(sender)
+        with self._lock:
+            bound = [r for pairs in self._wrappers.values() for s, r in pairs if s is sig]
+        found = fast[sig] = tuple(bound)
+        return found
 
     def connect(
         self,
@@ -142,10 +179,13 @@ class Hub:
         receiver.__wrapped__ = fn  # type: ignore[union-attr]
         with self._lock:
             bound = self._wrappers.setdefault(fn, [])
+            self._own.add(id(receiver))
         for name in names:
             sig = self.signal(name)
             sig.connect(receiver, sender=ANY, weak=False)
-            bound.append((sig, receiver))
+            with self._lock:
+                bound.append((sig, receiver))
+            self._fast = {}
         return fn
 
     def on(
@@ -167,6 +207,9 @@ class Hub:
             bound = self._wrappers.pop(fn, [])
         for sig, receiver in bound:
             sig.disconnect(receiver)
+        with self._lock:
+            self._fast = {}
+            self._own.difference_update(id(r) for _, r in bound)
 
     # -------------------------------------------------------------- publishing
 
@@ -179,7 +222,7 @@ class Hub:
         cannot be awaited here: it counts as failed (see `publish_async`).
         """
         for sig, sender, change, kw in self._deliveries(changes):
-            for receiver in sig.receivers_for(sender):
+            for receiver in self._receivers(sig, sender):
                 try:
                     result = receiver(sender, **kw)
                     if result is not None and inspect.isawaitable(result):  # None: most
@@ -198,7 +241,7 @@ class Hub:
         next receiver once the previous one has returned (or its coroutine ended).
         """
         for sig, sender, change, kw in self._deliveries(changes):
-            for receiver in sig.receivers_for(sender):
+            for receiver in self._receivers(sig, sender):
                 try:
                     result = receiver(sender, **kw)
                     if inspect.isawaitable(result):
