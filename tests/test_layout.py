@@ -203,6 +203,7 @@ SOURCES = {
     "_progress.py",  # a reader's progress rows on backfill requests
     "_heartbeat.py",  # a tail's heartbeat while it has a backfill unfinished
     "_where.py",  # a backfill's --where: one SQL condition
+    "_request.py",  # what a backfill request asks: its tables, condition and chunk
     "backfills.py",  # backfill requests: ask, cancel, follow
     "signal.py",  # rowcast_signal, through which backfills are asked for
     "sqlalchemy.py",

@@ -125,3 +125,46 @@ def test_a_condition_that_escapes_past_the_check_is_given_up_not_read_for_ever(
     (gave_up,) = status.readers
     assert "reads no row past key" in (gave_up.error or ""), gave_up
     assert sum(c.snapshot for c in got) <= 10  # two chunks at most, never the table again
+
+
+@pytest.mark.parametrize(
+    ("data", "error"),
+    [
+        ({"tables": ["t"], "where": 5}, "where is an SQL condition in a string, not 5"),
+        ({"tables": ["t"], "where": ["id > 0"]}, "where is an SQL condition in a string"),
+        ({"tables": 5}, "tables is a list of table names or patterns, not 5"),
+        ({"tables": ["t", 7]}, "tables is a list of table names or patterns"),
+        ({"tables": ["t"], "chunk": "many"}, "chunk is a number of rows, not 'many'"),
+    ],
+)
+def test_a_request_written_by_hand_with_values_of_the_wrong_type_is_refused_at_once(
+    db: Path, tmp_path: Path, data: dict[str, object], error: str
+) -> None:
+    url = f"sqlite:///{db}"
+    reader = TriggerSource(url, tables=["t"], checkpoint=open_checkpoint(str(tmp_path / "pos")))
+    with running(reader) as got:
+        _until(lambda: written(db, "started") and got, "the stream")
+        TriggerSource(url).backfill(["t"], where="id < 0")  # makes rowcast_signal
+        signals = SignalTable(lambda: sqlite3.connect(db, isolation_level=None), "sqlite")
+        request = signals.write("backfill", data)
+        signals.close()
+        _until(lambda: all(s.done for s in TriggerSource(url).backfills()), "the refusal")
+    status = next(s for s in TriggerSource(url).backfills() if s.id == request)
+    (refusal,) = status.readers
+    assert error in (refusal.error or "")
+    assert not any(c.snapshot for c in got)
+
+
+def test_a_request_written_by_hand_may_name_its_tables_in_one_string(
+    db: Path, tmp_path: Path
+) -> None:
+    url = f"sqlite:///{db}"
+    reader = TriggerSource(url, tables=["t"], checkpoint=open_checkpoint(str(tmp_path / "pos")))
+    with running(reader) as got:
+        _until(lambda: written(db, "started") and got, "the stream")
+        TriggerSource(url).backfill(["t"], where="id < 0")  # makes rowcast_signal
+        signals = SignalTable(lambda: sqlite3.connect(db, isolation_level=None), "sqlite")
+        signals.write("backfill", {"tables": "t", "where": "id <= 3"})  # as --tables t
+        signals.close()
+        _until(lambda: all(s.done for s in TriggerSource(url).backfills()), "the backfill")
+    assert sorted(c.pk for c in got if c.snapshot) == [1, 2, 3]

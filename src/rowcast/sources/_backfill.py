@@ -53,7 +53,7 @@ from .._words import counted
 from ..change import Action, Change
 from ..codec import dumps, loads
 from ..errors import ConfigError, SourceError
-from . import _where
+from . import _request, _where
 from ._heartbeat import Heartbeat
 from ._progress import Progress
 from .signal import NAME, SignalRow, SignalTable
@@ -312,20 +312,14 @@ class Backfill:
 
     def _take(self, row: SignalRow, position: str) -> None:
         self._known.add(row.id)
-        data = row.data
-        patterns = data.get("tables") or []
-        try:
-            size = int(data.get("chunk") or 1000)
-            if size < 1:
-                raise ValueError("chunk must be at least 1")
-            tables = self.reads.tables([str(p) for p in patterns])
-            if data.get("where"):
-                _where.check(str(data["where"]))  # a row written by hand: never an endless read
+        try:  # a row written by hand may hold anything
+            patterns, where, size = _request.asked(row.data)
+            tables = self.reads.tables(patterns)
         except (ConfigError, ValueError, TypeError) as error:
             log.error("backfill %d: refused: %s", row.id, error)
             self._progress.mark(row.id, {"done": True, "error": str(error)}, position)
             return
-        job = _Job(row.id, tables, data.get("where") or None, size, step=size)
+        job = _Job(row.id, tables, where, size, step=size)
         log.info(
             "backfill %d: %s (%s)%s",
             row.id,

@@ -33,6 +33,7 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, RowcastError, SourceError
+from . import _request
 from ._where import check as check_where
 from .signal import ALIVE, NAME, SignalRow
 
@@ -229,9 +230,7 @@ def status(reads: Reads, stale_after: float | None = None) -> list[Status]:
     return [
         Status(
             row.id,
-            [str(t) for t in row.data.get("tables") or []],
-            row.data.get("where"),
-            int(row.data.get("chunk") or 1000),
+            *_request.shown(row.data),
             row.created,
             row.id in cancelled,
             [_progress(p, p.reader in gone) for p in latest.get(row.id, {}).values()],
