@@ -298,3 +298,34 @@ def test_a_receiver_disconnected_after_publishing_is_not_called_again() -> None:
     hub.connect(first.append, action="write")
     hub.publish(TX[:1])
     assert (first, second) == ([TX[0], TX[0]], [TX[0]] * 3)
+
+
+def test_a_receiver_disconnected_by_an_earlier_one_in_the_same_publish_is_not_called() -> None:
+    hub = Hub()
+    calls: list[str] = []
+
+    def first(c: Change) -> None:
+        calls.append("first")
+        hub.disconnect(second)
+
+    def second(c: Change) -> None:
+        calls.append("second")
+
+    hub.connect(first, action="write")
+    hub.connect(second, action="write")
+    hub.publish(TX[:1])
+    assert calls == ["first"]
+
+
+def test_a_hub_receiver_disconnected_or_connected_through_blinker_itself_is_honoured() -> None:
+    hub = Hub()
+    got: list[Change] = []
+    hub.connect(got.append, action="write")
+    hub.publish(TX[:1])
+    sig = hub.signal("write@db")
+    (wrapper,) = hub.signal("write").receivers.values()
+    sig.connect(wrapper, weak=False)  # by hand, onto another signal: called there too
+    hub.publish(TX[:1])
+    hub.signal("write").disconnect(wrapper)  # by hand: no longer called on "write"
+    hub.publish(TX[:1])
+    assert got == [TX[0], TX[0], TX[0], TX[0]]

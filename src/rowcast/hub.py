@@ -83,8 +83,8 @@ class Hub:
         # per signal that only `connect`'s receivers ever joined (for any sender): them, in
         # the order they connected, called without blinker's per-sender look-up; a signal
         # that another receiver joined or left (blinker's own events tell) is `_foreign`
-        self._own: set[int] = set()  # id() of `connect`'s receivers
         self._fast: dict[NamedSignal, tuple[Callable[..., Any], ...]] = {}
+        self._live: dict[Callable[..., Any], list[bool]] = {}  # a receiver: [not disconnected]
         self._foreign: set[NamedSignal] = set()
         self._lock = threading.Lock()
         self._local = threading.local()  # transactions published from inside a receiver
@@ -109,15 +109,27 @@ class Hub:
 
     def _joined(self, sig: NamedSignal, receiver: Any, sender: Any, **_: Any) -> None:
         """blinker's event: `receiver` was connected to `sig` (for `sender`)."""
-        if id(receiver) not in self._own or sender is not ANY:
-            self._foreign.add(sig)
+        if getattr(self._local, "binding", None) is not receiver or sender is not ANY:
+            self._foreign.add(sig)  # not by `connect`
         self._fast = {}
 
     def _left(self, sig: NamedSignal, receiver: Any, **_: Any) -> None:
         """blinker's event: `receiver` was disconnected from `sig`."""
-        if id(receiver) not in self._own:
-            self._foreign.add(sig)
+        if getattr(self._local, "binding", None) is not receiver:
+            self._foreign.add(sig)  # not by `disconnect`
         self._fast = {}
+
+    def _bind(self, sig: NamedSignal, receiver: Callable[..., Any], connect: bool) -> None:
+        """Connect (or disconnect) one of `connect`'s receivers, telling `_joined` (`_left`)
+        that it is the Hub's doing."""
+        self._local.binding = receiver
+        try:
+            if connect:
+                sig.connect(receiver, sender=ANY, weak=False)
+            else:
+                sig.disconnect(receiver)
+        finally:
+            self._local.binding = None
 
     def _receivers(self, sig: NamedSignal, sender: Any) -> Iterable[Callable[..., Any]]:
         """Who `sig` sent by `sender` reaches: `connect`'s receivers of a signal no other
@@ -165,24 +177,25 @@ class Hub:
             names = list(actions)
 
         receiver: Callable[..., Any]
+        live = [True]  # False once disconnected: never called after, even from a tuple held
         if inspect.iscoroutinefunction(fn):
 
             async def receiver(sender: Any, change: Change, **_: Any) -> None:
-                if check is None or check(change):
+                if live[0] and (check is None or check(change)):
                     await fn(change)
         else:
 
             def receiver(sender: Any, change: Change, **_: Any) -> None:
-                if check is None or check(change):
+                if live[0] and (check is None or check(change)):
                     fn(change)
 
         receiver.__wrapped__ = fn  # type: ignore[union-attr]
         with self._lock:
             bound = self._wrappers.setdefault(fn, [])
-            self._own.add(id(receiver))
+            self._live[receiver] = live
         for name in names:
             sig = self.signal(name)
-            sig.connect(receiver, sender=ANY, weak=False)
+            self._bind(sig, receiver, connect=True)
             with self._lock:
                 bound.append((sig, receiver))
             self._fast = {}
@@ -205,11 +218,13 @@ class Hub:
         """Stop calling `fn` (every subscription it was connected with)."""
         with self._lock:
             bound = self._wrappers.pop(fn, [])
+            for _, receiver in bound:
+                live = self._live.pop(receiver, None)
+                if live is not None:
+                    live[0] = False
         for sig, receiver in bound:
-            sig.disconnect(receiver)
-        with self._lock:
-            self._fast = {}
-            self._own.difference_update(id(r) for _, r in bound)
+            self._bind(sig, receiver, connect=False)
+        self._fast = {}
 
     # -------------------------------------------------------------- publishing
 
