@@ -8,6 +8,7 @@ asked for, and by a reader that finds such a request in its log (written by hand
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 
 from rowcast.checkpoint import open_checkpoint
 from rowcast.errors import ConfigError
+from rowcast.sources._request import asked, shown
 from rowcast.sources._where import check
 from rowcast.sources.signal import SignalTable
 from rowcast.sources.sqlite import TriggerSource
@@ -168,3 +170,45 @@ def test_a_request_written_by_hand_may_name_its_tables_in_one_string(
         signals.close()
         _until(lambda: all(s.done for s in TriggerSource(url).backfills()), "the backfill")
     assert sorted(c.pk for c in got if c.snapshot) == [1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    ("chunk", "error"),
+    [
+        (float("inf"), "chunk is a number of rows, not inf"),
+        (float("nan"), "chunk is a number of rows, not nan"),
+        (2.5, "chunk is a number of rows, not 2.5"),
+        (True, "chunk is a number of rows, not True"),
+        ([5], "chunk is a number of rows, not [5]"),
+        (0, "from 1 to 2,147,483,647, not 0"),
+        (10**29, "from 1 to 2,147,483,647"),
+    ],
+)
+def test_a_requests_chunk_is_a_number_of_rows(chunk: object, error: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(error)):
+        asked({"tables": ["t"], "chunk": chunk})
+    assert shown({"tables": ["t"], "chunk": chunk})[2] == 0  # --status shows it all the same
+
+
+@pytest.mark.parametrize(
+    ("data", "error"),
+    [
+        ({"tables": " , "}, "tables names no table"),
+        ({"tables": []}, "tables names no table"),
+        ({"tables": ["t"], "where": 0}, "where is an SQL condition in a string, not 0"),
+        ({"tables": ["t"], "where": False}, "not False"),
+        ({"tables": ["t"], "where": {}}, "not {}"),
+    ],
+)
+def test_a_request_whose_values_are_empty_or_false_is_refused_not_read_whole(
+    data: dict[str, object], error: str
+) -> None:
+    with pytest.raises(ValueError, match=re.escape(error)):
+        asked(data)
+
+
+def test_a_request_as_rowcast_writes_it_and_its_tables_in_one_string_read_alike() -> None:
+    assert asked({"tables": ["t", "t2"], "where": None, "chunk": 500}) == (["t", "t2"], None, 500)
+    assert asked({"tables": "t, t2", "where": " "}) == (["t", "t2"], None, 1000)
+    assert asked({"tables": ["t"], "chunk": "20"})[2] == 20
+    assert shown({"tables": "t, t2", "where": 5}) == (["t", "t2"], "5", 1000)

@@ -13,43 +13,66 @@ from typing import Any
 
 from . import _where
 
-__all__ = ["asked", "shown"]
+__all__ = ["DEFAULT_CHUNK", "MAX_CHUNK", "asked", "shown"]
 
 DEFAULT_CHUNK = 1000
+MAX_CHUNK = 2**31 - 1  #: what every database's LIMIT takes
 
 
 def asked(data: dict[str, Any]) -> tuple[list[str], str | None, int]:
     """(table patterns, where, rows per chunk) of a request; `ValueError` or `ConfigError`
     (a `where` that is not one condition) saying what is wrong."""
-    patterns, where = data.get("tables") or [], data.get("where") or None
-    if isinstance(patterns, str):  # as --tables takes them
-        patterns = [p.strip() for p in patterns.split(",") if p.strip()]
+    patterns = _patterns(data.get("tables"))
     if not isinstance(patterns, list) or not all(isinstance(p, str) for p in patterns):
         raise ValueError(f"tables is a list of table names or patterns, not {patterns!r}")
+    if not patterns:
+        raise ValueError("tables names no table: give a list of table names or patterns")
+    where = data.get("where")
+    if where is not None and not isinstance(where, str):
+        raise ValueError(f"where is an SQL condition in a string, not {where!r}")
+    if where is not None and not where.strip():
+        where = None
     if where is not None:
-        if not isinstance(where, str):
-            raise ValueError(f"where is an SQL condition in a string, not {where!r}")
         _where.check(where)  # never an endless read
-    chunk = data.get("chunk") or DEFAULT_CHUNK
-    try:
-        size = int(chunk)
-    except (TypeError, ValueError):
-        raise ValueError(f"chunk is a number of rows, not {chunk!r}") from None
-    if size < 1:
-        raise ValueError("chunk must be at least 1")
-    return patterns, where, size
+    return patterns, where, _chunk(data.get("chunk"))
 
 
 def shown(data: dict[str, Any]) -> tuple[list[str], str | None, int]:
     """`asked`'s three, for display: whatever a request holds (0: a chunk that is no
-    number)."""
-    tables, where = data.get("tables") or [], data.get("where")
+    number of rows)."""
+    tables, where = _patterns(data.get("tables")), data.get("where")
     try:
-        chunk = int(data.get("chunk") or DEFAULT_CHUNK)
-    except (TypeError, ValueError):
+        chunk = _chunk(data.get("chunk"))
+    except ValueError:
         chunk = 0
     return (
         [str(t) for t in tables] if isinstance(tables, list) else [str(tables)],
         where if where is None or isinstance(where, str) else repr(where),
         chunk,
     )
+
+
+def _patterns(tables: Any) -> Any:
+    """A string names its tables as ``--tables`` does (``a,b``); anything else as it is."""
+    if tables is None:
+        return []
+    if isinstance(tables, str):
+        return [p.strip() for p in tables.split(",") if p.strip()]
+    return tables
+
+
+def _chunk(chunk: Any) -> int:
+    if chunk is None:
+        return DEFAULT_CHUNK
+    number = isinstance(chunk, int | float | str) and not isinstance(chunk, bool)
+    try:
+        size = int(chunk) if number else None
+        if isinstance(chunk, float) and chunk != size:
+            size = None  # 2.5 rows, infinity, not a number
+    except (ValueError, OverflowError):
+        size = None
+    if size is None:
+        raise ValueError(f"chunk is a number of rows, not {chunk!r}")
+    if not 1 <= size <= MAX_CHUNK:
+        raise ValueError(f"chunk is a number of rows from 1 to {MAX_CHUNK:,}, not {chunk!r}")
+    return size
