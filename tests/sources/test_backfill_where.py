@@ -212,3 +212,11 @@ def test_a_request_as_rowcast_writes_it_and_its_tables_in_one_string_read_alike(
     assert asked({"tables": "t, t2", "where": " "}) == (["t", "t2"], None, 1000)
     assert asked({"tables": ["t"], "chunk": "20"})[2] == 20
     assert shown({"tables": "t, t2", "where": 5}) == (["t", "t2"], "5", 1000)
+
+
+@pytest.mark.parametrize("chunk", [0, 2**31, True])
+def test_asking_with_a_chunk_no_reader_would_take_records_nothing(db: Path, chunk: int) -> None:
+    source = TriggerSource(f"sqlite:///{db}")
+    with pytest.raises(ConfigError, match="chunk is a number of rows from 1 to 2,147,483,647"):
+        source.backfill(["t"], chunk=chunk)
+    assert source.backfills() == []

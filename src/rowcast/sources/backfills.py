@@ -145,8 +145,14 @@ def ask(reads: Reads, target: str, tables: Sequence[str], where: str | None, chu
         raise ConfigError(f"tables takes a list of patterns, not the string {tables!r}")
     if not tables:
         raise ConfigError("name the tables to backfill (patterns, e.g. 'orders' or 'shop.*')")
-    if not isinstance(chunk, int) or isinstance(chunk, bool) or chunk < 1:
-        raise ConfigError(f"chunk is a number of rows, at least 1, not {chunk!r}")
+    if (
+        not isinstance(chunk, int)
+        or isinstance(chunk, bool)
+        or not 1 <= chunk <= _request.MAX_CHUNK
+    ):
+        raise ConfigError(
+            f"chunk is a number of rows from 1 to {_request.MAX_CHUNK:,}, not {chunk!r}"
+        )
     if where:
         check_where(where)
     try:
