@@ -200,6 +200,7 @@ SOURCES = {
     "_reader.py",  # who a reader is: what it owns is named after its checkpoint
     "_leftovers.py",  # what rowcast leaves in a database, for rowcast uninstall
     "_backfill.py",  # backfills while streaming: chunks between watermarks
+    "_job.py",  # a backfill request as one reader runs it, and a chunk's window
     "_progress.py",  # a reader's progress rows on backfill requests
     "_heartbeat.py",  # a tail's heartbeat while it has a backfill unfinished
     "_where.py",  # a backfill's --where: one SQL condition

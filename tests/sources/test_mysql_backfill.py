@@ -288,3 +288,32 @@ def test_a_chunk_readers_datetimes_are_pymysqls(text: str | bytes) -> None:
         assert got == expected
         assert type(got) is type(expected)
     assert conv[str] is pymysql.converters.conversions[str]  # the encoders kept
+
+
+def test_a_signal_table_dropped_and_made_again_under_a_running_reader_takes_new_requests(
+    database: tuple[str, Any], tmp_path: Path
+) -> None:
+    # `rowcast uninstall --yes --include-data` drops rowcast_signal; the next `rowcast
+    # backfill` makes it again, and its ids start over at 1: the running reader took
+    # request 1 for one it had done, and ignored it
+    url, cur = database
+    cur.execute("CREATE TABLE t (id INT PRIMARY KEY, data VARCHAR(20))")
+    cur.executemany("INSERT INTO t VALUES (%s, %s)", [(i, f"r{i}") for i in range(1, 6)])
+    checkpoint = open_checkpoint(str(tmp_path / "pos"))
+    source = BinlogSource(
+        url, tables=["t"], start=position(cur), checkpoint=checkpoint, server_id=server_id()
+    )
+    with running(source) as got:
+        first = BinlogSource(url).backfill(["t"])
+        wait_for(lambda: all(s.done for s in BinlogSource(url).backfills()))
+        assert sorted(c.pk for c in got if c.snapshot) == [1, 2, 3, 4, 5]
+        cur.execute(f"DROP TABLE {NAME}")
+        cur.execute("UPDATE t SET data = 'new' WHERE id = 3")
+        again = BinlogSource(url).backfill(["t"], where="id >= 4")
+        assert again == first  # the ids start over
+        wait_for(lambda: all(s.done for s in BinlogSource(url).backfills()), 30)
+        (status,) = BinlogSource(url).backfills()
+        assert [r.error for r in status.readers] == [None]
+        cur.execute("INSERT INTO t VALUES (9, 'marker')")
+        wait_for(lambda: any(c.pk == 9 for c in got))
+    assert sorted(c.pk for c in got if c.snapshot) == [1, 2, 3, 4, 4, 5, 5]

@@ -19,7 +19,8 @@ from click.testing import CliRunner
 from rowcast.checkpoint import open_checkpoint
 from rowcast.cli import main
 from rowcast.codec import dumps, loads
-from rowcast.sources._backfill import Backfill, _Job, _Window
+from rowcast.sources._backfill import Backfill
+from rowcast.sources._job import Job, Window
 from rowcast.sources.sqlite import TriggerSource, triggers
 from rowcast.sources.sqlite.backfill import SqliteReads
 from rowcast.sources.sqlite.keys import Keys
@@ -58,7 +59,7 @@ def handed_out(
     """What a backfill's chunk of `rows` (of ``m``) hands out once the log's `changes`
     came in its window."""
     engine = Backfill(reads, None, None, threading.Event())
-    window = _Window(_Job(1, [("main", "m")], None, size), 0, 0, 0, rows, last, full, opened=True)
+    window = Window(Job(1, [("main", "m")], None, size), 0, 0, 0, rows, last, full, opened=True)
     for change in changes:
         engine._touch(window, change)
     kept = engine._finish(window, "1")

@@ -39,7 +39,6 @@ Every reader that sees a request runs it, each with its own watermarks and progr
 from __future__ import annotations
 
 import collections
-import dataclasses
 import functools
 import logging
 import threading
@@ -51,10 +50,11 @@ from typing import Any, Protocol
 from .._speedups import gc_paused
 from .._words import counted
 from ..change import Action, Change
-from ..codec import dumps, loads
+from ..codec import dumps
 from ..errors import ConfigError, SourceError
 from . import _request, _where
 from ._heartbeat import Heartbeat
+from ._job import Job, Window
 from ._progress import Progress
 from .signal import NAME, SignalRow, SignalTable
 
@@ -112,63 +112,6 @@ class Reads(Protocol):
         ...
 
 
-@dataclasses.dataclass
-class _Job:
-    """A request as one reader runs it."""
-
-    request: int
-    tables: list[tuple[str, str]]
-    where: str | None
-    size: int  #: rows asked per chunk
-    index: int = 0  #: of the table being read
-    after: Any = None  #: the last key of it read
-    rows: int = 0  #: handed out so far
-    step: int = 0  #: rows the next chunk selects (adapts, never above `size`)
-    failures: int = 0  #: chunks in a row that could not be read
-    reading: tuple[int, Any] = (0, None)  #: the table and key the next chunk reads after
-
-    def __post_init__(self) -> None:
-        self.step = self.step or self.size
-        self.reading = (self.index, self.after)
-
-    def progress(self, done: bool = False, cancelled: bool = False) -> dict[str, Any]:
-        return {
-            "tables": [list(t) for t in self.tables],
-            "index": len(self.tables) if done else self.index,
-            "after": dumps(self.after),
-            "rows": self.rows,
-            "where": self.where,
-            "chunk": self.size,
-            "done": done,
-            "cancelled": cancelled,
-        }
-
-    @classmethod
-    def resumed(cls, request: int, data: dict[str, Any]) -> _Job:
-        tables = [(str(s), str(t)) for s, t in data["tables"]]
-        after = loads(data["after"]) if data.get("after") is not None else None
-        where, rows = data.get("where"), int(data.get("rows", 0))
-        return cls(request, tables, where, int(data["chunk"]), int(data["index"]), after, rows)
-
-
-@dataclasses.dataclass
-class _Window:
-    """One chunk between its watermarks."""
-
-    job: _Job
-    index: int  #: of the table read
-    low: int
-    high: int
-    rows: list[tuple[Any, dict[str, Any]]]  #: ``(pk, image)`` in key order
-    last: Any
-    full: bool  #: as many rows as selected: the table may hold more
-    opened: bool = False  #: the low watermark came back
-    closing: bool = False  #: the high one did: handed out at the end of its transaction
-    touched: set[Any] = dataclasses.field(default_factory=set)
-    #: images (encoded: a JSON value hashes) the log had of rows with a NULL in the key
-    images: set[Any] = dataclasses.field(default_factory=set)
-
-
 class Backfill:
     """The backfills one reader runs around its log (see the module).
 
@@ -188,9 +131,10 @@ class Backfill:
         self.reader = reader or f"tail:{uuid.uuid4().hex[:12]}"
         self.resumable = reader is not None
         self._at = resumed_from  # the position of the last transaction handed out
-        self._queue: collections.deque[_Job] = collections.deque()
-        self._known: set[int] = set()  # requests this reader took (or finished)
-        self._windows: collections.deque[_Window] = collections.deque()  # oldest first
+        self._queue: collections.deque[Job] = collections.deque()
+        # requests this reader took (or finished): their rows' created (None: not known)
+        self._known: dict[int, float | None] = {}
+        self._windows: collections.deque[Window] = collections.deque()  # oldest first
         self._signals: SignalTable | None = None
         self._progress = Progress(
             self._table,
@@ -280,7 +224,7 @@ class Backfill:
             kept.extend(self._finish(windows.popleft(), position))
         return kept
 
-    def _touch(self, window: _Window, change: Change) -> None:
+    def _touch(self, window: Window, change: Change) -> None:
         schema, table = window.job.tables[window.index]
         if change.table != table or (change.schema or "") != schema:
             return
@@ -305,13 +249,15 @@ class Backfill:
                     window.closing = True
         elif row.kind == "backfill" and row.id not in self._known:
             self._take(row, position)
+        elif row.kind == "backfill" and _another(self._known[row.id], row.created):
+            self._remade(row, position)  # the same id, another request: a new table
         elif row.kind == "cancel" and row.request is not None:
             self._cancel(row.request, position)
 
     # ------------------------------------------------------------------ requests
 
     def _take(self, row: SignalRow, position: str) -> None:
-        self._known.add(row.id)
+        self._known[row.id] = row.created
         try:  # a row written by hand may hold anything
             patterns, where, size = _request.asked(row.data)
             tables = self.reads.tables(patterns)
@@ -319,7 +265,7 @@ class Backfill:
             log.error("backfill %d: refused: %s", row.id, error)
             self._progress.mark(row.id, {"done": True, "error": str(error)}, position)
             return
-        job = _Job(row.id, tables, where, size, step=size)
+        job = Job(row.id, tables, where, size, step=size)
         log.info(
             "backfill %d: %s (%s)%s",
             row.id,
@@ -338,7 +284,23 @@ class Backfill:
                 self._progress.mark(request, job.progress(done=True, cancelled=True), position)
                 log.info("backfill %d: cancelled after %d rows", request, job.rows)
 
-    def _drop(self, job: _Job) -> None:
+    def _remade(self, row: SignalRow, position: str) -> None:
+        """``rowcast_signal`` was dropped and made again (``rowcast uninstall``), and its
+        ids start over: what this reader held of the old table went with it."""
+        lost = ", ".join(str(job.request) for job in self._queue)
+        log.warning(
+            "backfills: %s was made again (request %d is a new one)%s",
+            NAME,
+            row.id,
+            f"; backfills {lost} are dropped with the old table: ask again" if lost else "",
+        )
+        self._queue.clear()
+        self._windows.clear()
+        self._known.clear()
+        self._progress.marks.clear()
+        self._take(row, position)
+
+    def _drop(self, job: Job) -> None:
         """Forget the windows of `job` (in place: `_step` holds the deque while a cancel in
         the middle of a transaction drops them, and must not hand them out after it)."""
         kept = [w for w in self._windows if w.job is not job]
@@ -362,6 +324,7 @@ class Backfill:
             return
         rows = signals.rows()
         cancelled = {r.request for r in rows if r.kind == "cancel"}
+        created = {r.id: r.created for r in rows if r.kind == "backfill"}
         mine: dict[int, list[SignalRow]] = collections.defaultdict(list)
         for row in rows:
             if row.kind == "progress" and row.reader == self.reader and row.request is not None:
@@ -378,12 +341,12 @@ class Backfill:
                     kept.append((mark, order))
             if not kept:
                 continue  # taken after the checkpoint: the request comes again in the log
-            self._known.add(request)
+            self._known[request] = created.get(request)
             self._progress.marks[request] = [(m.id, o) for m, o in kept]
             latest = kept[-1][0].data
             if latest.get("done") or "tables" not in latest:
                 continue
-            job = _Job.resumed(request, latest)
+            job = Job.resumed(request, latest)
             if request in cancelled:  # while it was down: say so, or it reads running for ever
                 self._progress.mark(request, job.progress(done=True, cancelled=True), self._at)
                 continue
@@ -439,9 +402,9 @@ class Backfill:
                 if not any(w.job is job for w in self._windows):
                     job.index, job.after = index + 1, None
                 continue
-            self._windows.append(_Window(job, index, low, high, rows, last, full))
+            self._windows.append(Window(job, index, low, high, rows, last, full))
 
-    def _failed(self, job: _Job, error: Exception) -> None:
+    def _failed(self, job: Job, error: Exception) -> None:
         """A chunk that could not be read: tried again after the next transaction (the
         database may be back), given up after `_ATTEMPTS` in a row or a `ConfigError`."""
         self.close_connections()
@@ -458,7 +421,7 @@ class Backfill:
         log.error("backfill %d: given up: %s", job.request, error)
         self._progress.mark(job.request, {**job.progress(done=True), "error": str(error)}, self._at)
 
-    def _finish(self, window: _Window, position: str) -> list[Change]:
+    def _finish(self, window: Window, position: str) -> list[Change]:
         """The chunk's rows the log did not change in its window, at `position`."""
         job = window.job
         schema, table = job.tables[window.index]
@@ -492,3 +455,9 @@ class Backfill:
             return self.reads.order(position)
         except (ValueError, TypeError):
             return None
+
+
+def _another(known: float | None, created: float | None) -> bool:
+    """Whether a request row made at `created` is not the one of that id made at `known`
+    (a time unknown: taken to be the same)."""
+    return known is not None and created is not None and abs(known - created) > 0.001
