@@ -239,7 +239,8 @@ class KafkaSink:
     # ------------------------------------------------------------ check
 
     def check(self) -> None:
-        """Reach the cluster, list its topics; make sure of ``topic=`` (module docstring)."""
+        """Reach the cluster, list its topics; make sure of ``topic=`` (module docstring).
+        Makes the producer, whose handshake then runs before the first delivery."""
         if self._closed:
             raise PermanentSinkError(f"{self!r} is closed")
         if self._transactional is None:
