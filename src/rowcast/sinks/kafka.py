@@ -244,9 +244,11 @@ class KafkaSink:
         if self._closed:
             raise PermanentSinkError(f"{self!r} is closed")
         if self._transactional is None:
-            # made now: the idempotent producer's handshake with the cluster (half a
-            # second in librdkafka, before its first message) runs during these checks
-            # and the relay's start, not in the first batch's delivery
+            # made now (once a server takes a connection: no error logged by a client
+            # that cannot connect): the idempotent producer's handshake with the cluster
+            # (half a second in librdkafka, before its first message) runs during these
+            # checks and the relay's start, not in the first batch's delivery
+            _kafka.reach(self.config, f"Kafka sink {self.url}", self.timeout)
             self._client()
         self._topics.refresh()
         if self.topic is not None:
