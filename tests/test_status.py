@@ -12,6 +12,7 @@ import contextlib
 import json
 import signal
 import subprocess
+import threading
 import time
 import urllib.request
 import uuid
@@ -389,3 +390,41 @@ def test_several_file_checkpoints_are_told_apart(tmp_path: Path) -> None:
     result = CliRunner(env={"COLUMNS": "250"}).invoke(main, ["status", *map(str, paths)])
     assert f"default ({paths[0]})" in result.output, result.output
     assert f"default ({paths[1]})" in result.output
+
+
+def test_a_source_probe_that_hangs_does_not_stop_the_reports() -> None:
+    # the report's age tells `holder` (one relay per checkpoint) and `rowcast status`
+    # whether the relay still runs: a probe of the source that never answers (a server
+    # that took the connection and went silent) must not leave the report to go stale
+    from rowcast.monitor import Monitor
+
+    class Reports:
+        name = "relay"
+
+        def __init__(self) -> None:
+            self.saved: list[float] = []
+
+        def save_report(self, report: dict[str, Any]) -> None:
+            self.saved.append(time.monotonic())
+
+    answer = threading.Event()
+    probes: list[float] = []
+
+    def probe() -> None:  # the first one hangs until told
+        probes.append(time.monotonic())
+        if len(probes) == 1:
+            answer.wait(30)
+
+    store = Reports()
+    monitor = Monitor(lambda: {}, store, interval=0.1, watch=probe, sample=0.05)
+    monitor.start()
+    try:
+        time.sleep(1.0)
+        hung, during = len(store.saved), len(probes)
+        answer.set()
+        wait_for(lambda: len(probes) > 1, 10)
+    finally:
+        monitor.stop()
+    assert hung >= 4, store.saved  # reports went on while the probe hung
+    assert during == 1  # one probe at a time
+    assert len(probes) >= 2  # the next once the first answered

@@ -78,6 +78,8 @@ class Monitor:
         self._done = threading.Event()
         self._thread: threading.Thread | None = None
         self._failed: str | None = None  # the last error saving a report, logged once
+        self._watching: threading.Thread | None = None  # the last call of `watch`
+        self._hung = False  # that call has not returned for a sample: said once
 
     def start(self) -> None:
         """Save the first report now, then watch and report in a thread."""
@@ -130,14 +132,41 @@ class Monitor:
     def _loop(self) -> None:
         next_report = time.monotonic() + self.interval
         while not self._done.wait(self.sample):
-            if self.watch is not None:
-                try:
-                    self.watch()
-                except Exception:  # a bug in watching must not end the relay
-                    log.exception("watching the source failed")
+            self._look()
             if self.interval > 0 and time.monotonic() >= next_report:
                 next_report = time.monotonic() + self.interval
                 self.report()
+
+    def _look(self) -> None:
+        """Call `watch` in a thread of its own and wait a sample for it; while a call has
+        not returned (a server that took the probe's connection and went silent), start
+        no other, and report on: a report gone stale says the relay has stopped."""
+        if self.watch is None:
+            return
+        watching = self._watching
+        if watching is not None and watching.is_alive():
+            if not self._hung:
+                self._hung = True
+                relay_log.warning(
+                    "asking the source about its log has not answered for %.0fs; the lag "
+                    "and the log's health are not updated until it does",
+                    self.sample,
+                    extra={"event": "source_error", "error": "the probe does not answer"},
+                )
+            return
+        self._hung = False
+        watching = self._watching = threading.Thread(
+            target=self._watch, name="rowcast-monitor-watch", daemon=True
+        )
+        watching.start()
+        watching.join(self.sample)
+
+    def _watch(self) -> None:
+        assert self.watch is not None
+        try:
+            self.watch()
+        except Exception:  # a bug in watching must not end the relay
+            log.exception("watching the source failed")
 
 
 class LagMeter:
