@@ -428,3 +428,34 @@ def test_a_source_probe_that_hangs_does_not_stop_the_reports() -> None:
     assert hung >= 4, store.saved  # reports went on while the probe hung
     assert during == 1  # one probe at a time
     assert len(probes) >= 2  # the next once the first answered
+
+
+def test_a_probe_that_does_not_answer_is_in_the_stats_and_said_once() -> None:
+    from rowcast.metrics import RelayStats
+    from rowcast.monitor import HeadWatch, Monitor
+
+    answer = threading.Event()
+    asked: list[float] = []
+
+    class Source:  # a source whose server stops answering after the first question
+        def health(self, position: str | None) -> LogHealth:
+            asked.append(time.monotonic())
+            if len(asked) == 2:
+                answer.wait(30)
+            return LogHealth(head="5", head_number=5, behind_bytes=0)
+
+    stats = RelayStats(["stdout://"])
+    watch = HeadWatch(stats, Source(), stall_after=60)
+    monitor = Monitor(lambda: {}, None, interval=0, watch=watch, sample=0.05, hung_after=0.3)
+    monitor.start()
+    try:
+        wait_for(lambda: len(asked) == 2, 10)
+        wait_for(lambda: stats.source_error is not None, 10)
+        assert "has not answered for" in (stats.source_error or "")
+        assert (stats.last_error or "").startswith("source: asking the source")
+        assert stats.lag_seconds is None
+        answer.set()
+        wait_for(lambda: stats.source_error is None and len(asked) > 2, 10)
+        assert stats.lag_seconds == 0.0
+    finally:
+        monitor.stop()

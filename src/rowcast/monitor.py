@@ -69,6 +69,7 @@ class Monitor:
         interval: float = 5.0,
         watch: Callable[[], None] | None = None,
         sample: float = 1.0,
+        hung_after: float = 5.0,
     ) -> None:
         self.build = build
         self.store = store
@@ -78,8 +79,11 @@ class Monitor:
         self._done = threading.Event()
         self._thread: threading.Thread | None = None
         self._failed: str | None = None  # the last error saving a report, logged once
+        #: seconds a call of `watch` may take before it is said not to answer
+        self.hung_after = max(hung_after, 2 * self.sample)
         self._watching: threading.Thread | None = None  # the last call of `watch`
-        self._hung = False  # that call has not returned for a sample: said once
+        self._began = 0.0  # time.monotonic() of that call
+        self._hung = False  # it has not returned within `hung_after`: said once
 
     def start(self) -> None:
         """Save the first report now, then watch and report in a thread."""
@@ -94,6 +98,9 @@ class Monitor:
             return
         self._done.set()
         thread.join(30)
+        watching = self._watching
+        if watching is not None:  # a probe that answers: over before the source closes
+            watching.join(self.hung_after)
         self.report()
 
     def run(self, work: Callable[[], None], stats: Ends) -> None:
@@ -143,23 +150,39 @@ class Monitor:
         no other, and report on: a report gone stale says the relay has stopped."""
         if self.watch is None:
             return
-        watching = self._watching
+        watching, now = self._watching, time.monotonic()
         if watching is not None and watching.is_alive():
-            if not self._hung:
-                self._hung = True
-                relay_log.warning(
-                    "asking the source about its log has not answered for %.0fs; the lag "
-                    "and the log's health are not updated until it does",
-                    self.sample,
-                    extra={"event": "source_error", "error": "the probe does not answer"},
-                )
+            if now - self._began >= self.hung_after:
+                self._hang(now - self._began)
             return
-        self._hung = False
+        if self._hung:
+            self._hung = False
+            relay_log.info(
+                "the source answers again, after %.0fs",
+                now - self._began,
+                extra={"event": "source_answers"},
+            )
+        self._began = now
         watching = self._watching = threading.Thread(
             target=self._watch, name="rowcast-monitor-watch", daemon=True
         )
         watching.start()
         watching.join(self.sample)
+
+    def _hang(self, waited: float) -> None:
+        """The last call of `watch` has not returned for `waited` seconds: said once in
+        the log, and in the stats (`HeadWatch.hung`) until it returns."""
+        hung = getattr(self.watch, "hung", None)
+        if hung is not None:
+            hung(waited)
+        if not self._hung:
+            self._hung = True
+            relay_log.warning(
+                "asking the source about its log has not answered for %.0fs; the lag and "
+                "the log's health are not updated until it does",
+                waited,
+                extra={"event": "source_error", "error": "the source does not answer"},
+            )
 
     def _watch(self) -> None:
         assert self.watch is not None
@@ -218,6 +241,16 @@ class HeadWatch:
         self.meter = LagMeter()
         self._position: str | None = None
         self._moved = time.monotonic()  # when the position last changed
+
+    def hung(self, seconds: float) -> None:
+        """The last call has not returned for `seconds` (`Monitor`): in the stats until a
+        call returns, the lag with it (it would stand still)."""
+        stats = self.stats
+        text = f"asking the source about its log has not answered for {seconds:.0f}s"
+        if not (stats.source_error or "").startswith("asking the source"):
+            stats.note_error(f"source: {text}")
+        stats.source_error = text
+        stats.lag_seconds = None
 
     def __call__(self) -> None:
         stats = self.stats
