@@ -52,9 +52,11 @@ class Topics:
             self._admin = _kafka.client(self._kafka.admin.AdminClient, config, self.sink.url)
         return self._admin
 
-    def refresh(self) -> None:
-        """List every topic of the cluster again."""
-        _kafka.reach(self.sink.config, f"Kafka sink {self.sink.url}", self.sink.timeout)
+    def refresh(self, reached: bool = False) -> None:
+        """List every topic of the cluster again (`reached`: a bootstrap server was just
+        found to take a connection, not tried again)."""
+        if not reached:
+            _kafka.reach(self.sink.config, f"Kafka sink {self.sink.url}", self.sink.timeout)
         try:
             metadata = self._client().list_topics(timeout=min(self.sink.timeout, 30))
         except self._kafka.KafkaException as e:

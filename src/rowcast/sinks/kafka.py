@@ -250,7 +250,7 @@ class KafkaSink:
             # checks and the relay's start, not in the first batch's delivery
             _kafka.reach(self.config, f"Kafka sink {self.url}", self.timeout)
             self._client()
-        self._topics.refresh()
+        self._topics.refresh(reached=self._transactional is None)
         if self.topic is not None:
             self._topics.ensure([self.topic])
         elif self.create:
