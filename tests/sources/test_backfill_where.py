@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from rowcast.change import Change
 from rowcast.checkpoint import open_checkpoint
 from rowcast.errors import ConfigError
 from rowcast.sources._request import asked, shown
@@ -129,6 +130,21 @@ def test_a_condition_that_escapes_past_the_check_is_given_up_not_read_for_ever(
     assert sum(c.snapshot for c in got) <= 10  # two chunks at most, never the table again
 
 
+def by_hand(db: Path, tmp_path: Path, data: dict[str, object]) -> tuple[int, list[Change]]:
+    """A request `data` written into rowcast_signal by hand while a reader of ``t`` runs,
+    until every request is done: its id, and what the reader handed out."""
+    url = f"sqlite:///{db}"
+    reader = TriggerSource(url, tables=["t"], checkpoint=open_checkpoint(str(tmp_path / "pos")))
+    with running(reader) as got:
+        _until(lambda: written(db, "started") and got, "the stream")
+        TriggerSource(url).backfill(["t"], where="id < 0")  # makes rowcast_signal
+        signals = SignalTable(lambda: sqlite3.connect(db, isolation_level=None), "sqlite")
+        request = signals.write("backfill", data)
+        signals.close()
+        _until(lambda: all(s.done for s in TriggerSource(url).backfills()), "the request")
+    return request, got
+
+
 @pytest.mark.parametrize(
     ("data", "error"),
     [
@@ -142,16 +158,8 @@ def test_a_condition_that_escapes_past_the_check_is_given_up_not_read_for_ever(
 def test_a_request_written_by_hand_with_values_of_the_wrong_type_is_refused_at_once(
     db: Path, tmp_path: Path, data: dict[str, object], error: str
 ) -> None:
-    url = f"sqlite:///{db}"
-    reader = TriggerSource(url, tables=["t"], checkpoint=open_checkpoint(str(tmp_path / "pos")))
-    with running(reader) as got:
-        _until(lambda: written(db, "started") and got, "the stream")
-        TriggerSource(url).backfill(["t"], where="id < 0")  # makes rowcast_signal
-        signals = SignalTable(lambda: sqlite3.connect(db, isolation_level=None), "sqlite")
-        request = signals.write("backfill", data)
-        signals.close()
-        _until(lambda: all(s.done for s in TriggerSource(url).backfills()), "the refusal")
-    status = next(s for s in TriggerSource(url).backfills() if s.id == request)
+    request, got = by_hand(db, tmp_path, data)
+    status = next(s for s in TriggerSource(f"sqlite:///{db}").backfills() if s.id == request)
     (refusal,) = status.readers
     assert error in (refusal.error or "")
     assert not any(c.snapshot for c in got)
@@ -160,15 +168,7 @@ def test_a_request_written_by_hand_with_values_of_the_wrong_type_is_refused_at_o
 def test_a_request_written_by_hand_may_name_its_tables_in_one_string(
     db: Path, tmp_path: Path
 ) -> None:
-    url = f"sqlite:///{db}"
-    reader = TriggerSource(url, tables=["t"], checkpoint=open_checkpoint(str(tmp_path / "pos")))
-    with running(reader) as got:
-        _until(lambda: written(db, "started") and got, "the stream")
-        TriggerSource(url).backfill(["t"], where="id < 0")  # makes rowcast_signal
-        signals = SignalTable(lambda: sqlite3.connect(db, isolation_level=None), "sqlite")
-        signals.write("backfill", {"tables": "t", "where": "id <= 3"})  # as --tables t
-        signals.close()
-        _until(lambda: all(s.done for s in TriggerSource(url).backfills()), "the backfill")
+    _, got = by_hand(db, tmp_path, {"tables": "t", "where": "id <= 3"})  # as --tables t
     assert sorted(c.pk for c in got if c.snapshot) == [1, 2, 3]
 
 
