@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: demo demo-ui test lint bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml hatch_build.py src/rowcast/_cspeedups.c
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
@@ -20,14 +20,14 @@ demo-ui: $(STAMP)
 
 test: $(STAMP)
 	bash scripts/services.sh
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench hatch_build.py
+	$(BIN)/ruff format --check src tests bench hatch_build.py
 	$(BIN)/mypy
 	$(BIN)/pytest
-	ROWCAST_PURE=1 $(BIN)/pytest -q tests/store tests/test_change.py tests/test_codec.py tests/test_speedups.py tests/sinks
+	ROWCAST_PURE=1 $(BIN)/pytest -q tests/store tests/test_change.py tests/test_codec.py tests/test_speedups.py tests/sources/test_rows.py tests/sinks
 
 bench: $(STAMP)
 	$(BIN)/python bench/capture.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache src/rowcast/*.so

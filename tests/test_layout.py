@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import importlib.machinery
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,6 +31,10 @@ def _modules() -> dict[str, Path]:
 
 
 MODULES = _modules()
+#: the C extensions, by the modules their sources build (each imports nothing of rowcast)
+EXTENSIONS = {
+    ".".join(path.relative_to(SRC.parent).with_suffix("").parts) for path in SRC.rglob("*.c")
+}
 
 
 def _type_checking(test: ast.expr) -> bool:
@@ -91,7 +96,8 @@ def _targets(name: str, node: ast.Import | ast.ImportFrom) -> Iterator[str]:
         return
     for alias in node.names:
         submodule = f"{base}.{alias.name}"
-        yield submodule if submodule in MODULES else base
+        if submodule not in EXTENSIONS:
+            yield submodule if submodule in MODULES else base
 
 
 def _graph(lazy: bool) -> dict[str, set[str]]:
@@ -162,6 +168,9 @@ ROOT = {
     "backends.py",
     "_url.py",
     "_speedups.py",
+    "_drafts.py",  # objects made as drafts of their class's layout, for _speedups' tricks
+    "_cspeedups.c",  # the C half of _speedups (optional: built where a compiler is)
+    "_cspeedups.pyi",
     "_wire.py",  # the brokers' wire protocols of _speedups' tricks
     "_gc.py",  # the collector paused, for _speedups' gc_paused
     "_words.py",  # counts in messages: 1 row, 2 rows
@@ -205,6 +214,7 @@ SOURCES = {
     "_heartbeat.py",  # a tail's heartbeat while it has a backfill unfinished
     "_where.py",  # a backfill's --where: one SQL condition
     "_request.py",  # what a backfill request asks: its tables, condition and chunk
+    "_rows.py",  # a chunk's rows as the driver gave them, made into Changes when handed out
     "backfills.py",  # backfill requests: ask, cancel, follow
     "signal.py",  # rowcast_signal, through which backfills are asked for
     "sqlalchemy.py",
@@ -271,8 +281,24 @@ def test_nothing_downstream_imports_a_source() -> None:
 
 
 def test_the_package_root_shows_only_the_flow() -> None:
-    here = {p.name for p in SRC.iterdir() if p.name != "__pycache__"}
+    here = {p.name for p in SRC.iterdir() if p.name != "__pycache__" and not _built(p)}
     assert here - ROOT == set()
+
+
+def _built(path: Path) -> bool:
+    """Whether `path` is a C extension built in place from a source beside it."""
+    return any(
+        path.name.endswith(suffix) and (path.parent / (path.name[: -len(suffix)] + ".c")).exists()
+        for suffix in importlib.machinery.EXTENSION_SUFFIXES
+    )
+
+
+def test_the_c_extensions_are_seen_as_built_in_place() -> None:
+    assert {"rowcast._cspeedups"} == EXTENSIONS
+    suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
+    assert _built(SRC / f"_cspeedups{suffix}")
+    assert not _built(SRC / f"_nothing{suffix}")
+    assert not _built(SRC / "_cspeedups.c")
 
 
 def test_each_log_source_is_a_subpackage_with_its_readers() -> None:

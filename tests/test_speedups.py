@@ -30,7 +30,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rowcast import Change, _speedups
+from rowcast import Change, _drafts, _speedups
 from rowcast.change import Action
 from rowcast.codec import dumps, encode, loads, object_hook
 from rowcast.errors import RowcastWarning
@@ -80,6 +80,7 @@ def test_each_trick_has_its_accelerated_path_and_the_module_names_the_chosen_one
         "remember_last",
         "row_maker",
         "slot_setters",
+        "snapshot_rows",
         "snapshot_writes",
         "stream_adder",
         "uuid_from_bytes",
@@ -838,3 +839,98 @@ def test_row_makers_take_a_rows_first_values_when_it_holds_more() -> None:
     row = ("a", 2, 99)
     made = [path.row_maker(("v", "n"))(row) for path in PATHS]
     assert made[0] == made[1] == {"v": "a", "n": 2}
+
+
+# -------------------------------------------------------------- snapshot_rows
+
+#: every way of making Changes of rows: the plain loop, the C one (where built), the drafts
+ROW_PATHS = {
+    "pure": _speedups.pure.snapshot_rows,
+    "accelerated": _speedups.accelerated.snapshot_rows,
+    "drafts": lambda cls, write, rows, names, key, skip, *at: _drafts.snapshot_rows(
+        cls, write, rows, _speedups.accelerated.row_maker(names), key, skip, *at
+    ),
+}
+AT = ("main", "t", 1.5, "backfill:3", "7", "sqlite")
+
+# a column's value: what SQLite and the other drivers give (NULL, numbers, text, bytes)
+_value = (
+    st.none()
+    | st.integers()
+    | st.floats(allow_nan=False)
+    | st.text(max_size=5)
+    | st.binary(max_size=4)
+)
+
+
+@st.composite
+def _chunks(draw: Any) -> tuple[list[tuple[Any, ...]], tuple[str, ...], Any, set[Any] | None]:
+    names = tuple(
+        draw(st.lists(st.text(min_size=1, max_size=4), min_size=1, max_size=5, unique=True))
+    )
+    extra = draw(st.integers(0, 2))  # values after the columns (SQLite's hidden rowid)
+    width = len(names) + extra
+    rows = draw(st.lists(st.tuples(*[_value] * width), max_size=12))
+    at = draw(st.lists(st.integers(0, width - 1), min_size=1, max_size=3, unique=True))
+    key: Any = at[0] if draw(st.booleans()) else tuple(at)
+    keys = [row[key] if isinstance(key, int) else tuple(row[i] for i in key) for row in rows]
+    skip = set(draw(st.lists(st.sampled_from(keys), max_size=4))) if keys else set()
+    return rows, names, key, draw(st.sampled_from([None, skip, skip | {"none of them"}]))
+
+
+@given(_chunks())
+def test_snapshot_rows_are_the_very_objects_the_constructor_makes(chunk: Any) -> None:
+    rows, names, key, skip = chunk
+    made = {
+        name: make(Change, Action.WRITE, rows, names, key, skip, *AT)
+        for name, make in ROW_PATHS.items()
+    }
+    assert made["pure"] == made["accelerated"] == made["drafts"]
+    for fast in (made["accelerated"], made["drafts"]):
+        for plain, change in zip(made["pure"], fast, strict=True):
+            assert type(change) is Change
+            assert change.action is Action.WRITE
+            assert change.snapshot is True
+            assert change.before is None
+            assert list(change.after or {}) == list(names)  # in the columns' order
+            assert type(change.pk) is type(plain.pk)
+
+
+def test_snapshot_rows_leave_out_the_rows_whose_key_is_skipped() -> None:
+    rows = [(1, "a", 10), (2, "b", 20), (3, None, 30)]
+    for make in ROW_PATHS.values():
+        made = make(Change, Action.WRITE, rows, ("id", "v"), 0, {2, "x"}, *AT)
+        assert [(c.pk, c.after) for c in made] == [
+            (1, {"id": 1, "v": "a"}),
+            (3, {"id": 3, "v": None}),
+        ]
+        composite = make(Change, Action.WRITE, rows, ("id", "v"), (1, 0), {("b", 2)}, *AT)
+        assert [c.pk for c in composite] == [("a", 1), (None, 3)]
+        assert make(Change, Action.WRITE, [], ("id",), 0, None, *AT) == []
+
+
+def test_snapshot_rows_are_frozen_collectable_changes_like_any() -> None:
+    import gc
+
+    rows = [(1, "a"), (2, "b")]
+    for name, make in ROW_PATHS.items():
+        made = make(Change, Action.WRITE, rows, ("id", "v"), 0, None, *AT)
+        change = made[0]
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            change.pk = 5  # type: ignore[misc]
+        assert gc.is_tracked(change), name
+        assert change.after in gc.get_referents(change)
+        assert pickle.loads(pickle.dumps(change)) == change
+        assert dataclasses.replace(change, pk=3).pk == 3
+        assert Change.from_json(change.to_json()) == change
+        assert change.after is not made[1].after
+
+
+def test_snapshot_rows_of_a_class_with_a_dict_are_made_by_its_constructor() -> None:
+    class Loose(Change):  # a subclass with a __dict__: no draft, no C copy of it
+        pass
+
+    for make in ROW_PATHS.values():
+        made = make(Loose, Action.WRITE, [(1, "a")], ("id", "v"), 0, None, *AT)
+        assert type(made[0]) is Loose
+        assert made[0].after == {"id": 1, "v": "a"}

@@ -43,6 +43,9 @@ name                     used by                       the trick (accelerated)
                          (`rowcast.sources._backfill`) while a chunk's rows are made
 `snapshot_writes`        `Change._reads` (snapshots,   Changes drafted, their
                          backfills)                    ``__class__`` switched
+`snapshot_rows`          SQLite's chunks (`rowcast.    Changes copied from one in C
+                         sources._rows.Rows`)          (`rowcast._cspeedups`), else
+                                                       drafted with a dict display
 `row_maker`              PostgreSQL backfills' chunks  a dict display, compiled
 =======================  ============================  ==================================
 
@@ -50,7 +53,11 @@ Their plain counterparts, in order: ``JSONEncoder.encode`` (built once), ``raw_d
 ``UUID(bytes=...)``, the constructors, ``object.__setattr__``, `inspect.stack`,
 no cache, redis-py's pipeline of ``xadd`` calls, nats-py's ``publish``, a nats-py
 subscription's callback, pika's ``basic_publish``, nothing (the collector left
-as it is), the constructor and ``dict(zip(...))``.
+as it is), the constructor (twice) and ``dict(zip(...))``.
+The drafts (an object made of its class's layout, its ``__class__`` switched) are in
+`rowcast._drafts`. `rowcast._cspeedups`, the one trick written in C, is optional: the
+wheel's build hook compiles it where a C compiler is (`compiled` says whether it is
+in use); without it, `snapshot_rows` takes the drafts.
 The broker protocols' code is in `rowcast._wire`. `redis_connection` is no
 trick: the packed path's way to take a connection from redis-py's pool across
 its versions, which the Redis sink's ``check()`` shares.
@@ -73,7 +80,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, Final, TypeVar
 
-from . import _gc, _wire
+from . import _drafts, _gc, _wire
 from ._wire import AmqpPublisher, JetStreamAcks, JetStreamPublisher, StreamAdder, redis_connection
 
 __all__ = [
@@ -85,6 +92,7 @@ __all__ = [
     "accelerated",
     "active",
     "amqp_publisher",
+    "compiled",
     "gc_paused",
     "jetstream_acks",
     "jetstream_publisher",
@@ -96,6 +104,7 @@ __all__ = [
     "remember_last",
     "row_maker",
     "slot_setters",
+    "snapshot_rows",
     "snapshot_writes",
     "stream_adder",
     "uuid_from_bytes",
@@ -269,6 +278,31 @@ class pure:
                 for pk, after in rows]  # fmt: skip
 
     @staticmethod
+    def snapshot_rows(
+        cls: Callable[..., T],
+        write: Any,
+        rows: list[tuple[Any, ...]],
+        names: tuple[str, ...],
+        key: int | tuple[int, ...],
+        skip: set[Any] | None,
+        *at: Any,
+    ) -> list[T]:
+        """`snapshot_writes` of `rows`, tuples of values as a driver gives them: a row's
+        image is the dict of its first ``len(names)`` values by `names`, its key its value
+        at `key` (an int) or the tuple of its values at `key` (a tuple of ints); a row whose
+        key is in `skip` is left out. `at` is ``(schema, table, ts, txid, position,
+        source)``."""
+        width = len(names)
+        pairs = [
+            (row[key] if isinstance(key, int) else tuple(row[i] for i in key),
+             dict(zip(names, row[:width], strict=True)))
+            for row in rows
+        ]  # fmt: skip
+        kept = [pair for pair in pairs if pair[0] not in skip] if skip else pairs
+        schema, table, ts, txid, position, source = at
+        return pure.snapshot_writes(cls, write, schema, table, kept, ts, txid, position, source)
+
+    @staticmethod
     def row_maker(names: Sequence[str]) -> Callable[[Sequence[Any]], dict[str, Any]]:
         """What makes the dict of a row's first ``len(names)`` values, in the order of
         `names` (unique); a row may hold more after them (SQLite's hidden rowid)."""
@@ -307,52 +341,11 @@ class accelerated(pure):
         scanner: Scanner = json.scanner.make_scanner(json.JSONDecoder(object_hook=object_hook))  # type: ignore[arg-type]
         return scanner
 
-    @staticmethod
-    def uuid_from_bytes(raw: bytes) -> uuid.UUID:
-        # UUID(bytes=...) checks its argument and costs a quarter of a store's read;
-        # the draft's class, of UUID's layout, becomes UUID: the very object, at half the cost
-        value = _UUIDDraft()
-        value.int = int.from_bytes(raw, "big")
-        value.is_safe = _UNKNOWN_SAFETY
-        value.__class__ = uuid.UUID
-        made: uuid.UUID = value
-        return made
-
-    @staticmethod
-    def recorded_events(
-        event_class: Callable[..., T],
-        rows: Sequence[Sequence[Any]],
-        stream: str | None,
-        values: list[Any],
-    ) -> list[T]:
-        # each event and id made as a draft of its class's layout whose class is then
-        # switched: the very objects the constructors make, at half their cost
-        draft, uuid_draft, uuid_class = _draft_of(event_class), _UUIDDraft, uuid.UUID
-        from_bytes, unknown = int.from_bytes, _UNKNOWN_SAFETY
-        events: list[Any] = []
-        append = events.append
-        for row, data, meta in zip(rows, values[::2], values[1::2], strict=True):
-            if stream is None:
-                name, version, position, raw, type_, _, _, recorded = row
-            else:
-                version, position, raw, type_, _, _, recorded = row
-                name = stream
-            id_ = uuid_draft()
-            id_.int = from_bytes(raw, "big")
-            id_.is_safe = unknown
-            id_.__class__ = uuid_class
-            event = draft()
-            event.stream = name
-            event.version = version
-            event.position = position
-            event.id = id_
-            event.type = type_
-            event.data = data
-            event.metadata = meta
-            event.recorded_at = recorded
-            event.__class__ = event_class
-            append(event)
-        return events
+    # made as drafts of their class's layout whose class is then switched
+    # (`rowcast._drafts`): the very objects the constructors make, at half their cost
+    uuid_from_bytes = staticmethod(_drafts.uuid_from_bytes)
+    recorded_events = staticmethod(_drafts.recorded_events)
+    snapshot_writes = staticmethod(_drafts.snapshot_writes)
 
     @staticmethod
     def slot_setters(cls: type) -> tuple[Setter, ...]:
@@ -421,30 +414,25 @@ class accelerated(pure):
         return _gc.PAUSE
 
     @staticmethod
-    def snapshot_writes(cls: Callable[..., T], write: Any, *at: Any) -> list[T]:
-        # each made as a draft of the class's layout (plain slot stores, no checks: right
-        # by construction) whose class is then switched: a third of the cost
-        if getattr(cls, "__dictoffset__", 1) or "__slots__" not in vars(cls):
-            return pure.snapshot_writes(cls, write, *at)
-        schema, table, rows, ts, txid, position, source = at
-        draft = _draft_of(cls)
-        made: list[Any] = []
-        append = made.append
-        for pk, after in rows:
-            change = draft()
-            change.action = write
-            change.schema = schema
-            change.table = table
-            change.pk = pk
-            change.before = None
-            change.after = after
-            change.ts = ts
-            change.txid = txid
-            change.position = position
-            change.source = source
-            change.snapshot = True
-            change.__class__ = cls
-            append(change)
+    def snapshot_rows(
+        cls: Callable[..., T],
+        write: Any,
+        rows: list[tuple[Any, ...]],
+        names: tuple[str, ...],
+        key: int | tuple[int, ...],
+        skip: set[Any] | None,
+        *at: Any,
+    ) -> list[T]:
+        # in C, each Change a copy of one made here, but for its pk and image: a seventh of
+        # the constructor's cost, half the drafts' (the drafts where C was not built)
+        if _C is None or not _drafts.slotted(cls) or type(rows) is not list:
+            return _drafts.snapshot_rows(cls, write, rows, _row_maker(names), key, skip, *at)
+        schema, table, ts, txid, position, source = at
+        (template,) = _drafts.snapshot_writes(
+            cls, write, schema, table, [(None, None)], ts, txid, position, source
+        )
+        slots = vars(cls)
+        made: list[T] = _C.changes(template, rows, names, key, slots["pk"], slots["after"], skip)
         return made
 
     @staticmethod
@@ -455,24 +443,33 @@ class accelerated(pure):
         return made
 
 
-class _UUIDDraft(uuid.UUID):
-    """A UUID in the making: its slots take plain stores; adds no slot, so its
-    ``__class__`` can become `uuid.UUID`."""
-
-    __slots__ = ()
-    __init__ = object.__init__
-    __setattr__ = object.__setattr__  # type: ignore[assignment]
+#: a dict display compiled once per column names (a chunk of a table asks again)
+_row_maker = functools.lru_cache(maxsize=256)(accelerated.row_maker)
 
 
-_UNKNOWN_SAFETY = uuid.SafeUUID.unknown
+def _compiled() -> Any:
+    """`rowcast._cspeedups` where it was built for this rowcast (None: the Python paths)."""
+    if PURE:
+        return None
+    try:
+        from . import _cspeedups
+    except ImportError:  # not built: no C compiler where rowcast was installed
+        return None
+    if getattr(_cspeedups, "VERSION", None) != _C_VERSION:  # a build left from another version
+        warnings.warn(
+            f"rowcast._cspeedups ({_cspeedups.__file__}) was built for another version of "
+            "rowcast and is not used: reinstall rowcast to build it again",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return None
+    return _cspeedups
 
 
-@functools.cache
-def _draft_of(cls: Any) -> Callable[[], Any]:
-    """A class of `cls`'s slots (the same layout) without its frozen ``__setattr__``."""
-    draft: Callable[[], Any] = type(f"{cls.__name__}Draft", (), {"__slots__": cls.__slots__})
-    return draft
-
+_C_VERSION: Final = 1  #: the C source's VERSION this module calls it with
+_C = _compiled()
+#: True when the C speedups are in use (built, of this version, ROWCAST_PURE unset)
+compiled: Final = _C is not None
 
 #: the namespace chosen at import: `pure` under ``ROWCAST_PURE=1``, else `accelerated`
 active: type[pure] = pure if PURE else accelerated
@@ -490,4 +487,5 @@ jetstream_acks = active.jetstream_acks
 amqp_publisher = active.amqp_publisher
 gc_paused = active.gc_paused
 snapshot_writes = active.snapshot_writes
+snapshot_rows = active.snapshot_rows
 row_maker = active.row_maker

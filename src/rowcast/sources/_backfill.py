@@ -56,6 +56,7 @@ from . import _request, _where
 from ._heartbeat import Heartbeat
 from ._job import Job, Window
 from ._progress import Progress
+from ._rows import Chunk, Rows
 from .signal import NAME, SignalRow, SignalTable
 
 __all__ = ["Backfill", "Reads"]
@@ -94,9 +95,10 @@ class Reads(Protocol):
 
     def chunk(
         self, schema: str, table: str, after: Any, where: str | None, size: int
-    ) -> tuple[list[tuple[Any, dict[str, Any]]], Any]:
+    ) -> tuple[Chunk, Any]:
         """Up to `size` rows after key `after` (None: from the first) that match `where`, in
-        key order, as ``(pk, image)`` the log gives them; and the last key read."""
+        key order, as ``(pk, image)`` the log gives them (or `Rows` that make them); and
+        the last key read."""
         ...
 
     def old_key(self, change: Change) -> Any:
@@ -425,15 +427,16 @@ class Backfill:
         """The chunk's rows the log did not change in its window, at `position`."""
         job = window.job
         schema, table = job.tables[window.index]
-        touched, rows = window.touched, window.rows
-        kept = [row for row in rows if row[0] not in touched] if touched else rows
-        if window.images:  # a row whose image the log had may be one it changed: dropped
-            kept = [row for row in kept if dumps(row[1]) not in window.images]
-        txid = f"backfill:{job.request}"
+        touched, rows, images = window.touched, window.rows, window.images
+        at = (time.time(), f"backfill:{job.request}", position, self.reads.source)
         with gc_paused():
-            changes = Change._reads(
-                schema, table, kept, time.time(), txid, position, self.reads.source
-            )
+            if isinstance(rows, Rows) and not images:  # no pairs: made at once
+                changes = rows.changes(schema, table, *at, skip=touched or None)
+            else:
+                kept = [row for row in rows if row[0] not in touched] if touched else list(rows)
+                if images:  # a row whose image the log had may be one it changed: dropped
+                    kept = [row for row in kept if dumps(row[1]) not in images]
+                changes = Change._reads(schema, table, kept, *at)
         job.rows += len(changes)
         job.index, job.after = (
             (window.index, window.last) if window.full else (window.index + 1, None)

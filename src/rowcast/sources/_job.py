@@ -7,6 +7,7 @@ import dataclasses
 from typing import Any
 
 from ..codec import dumps, loads
+from ._rows import Chunk
 
 __all__ = ["Job", "Window"]
 
@@ -58,7 +59,7 @@ class Window:
     index: int  #: of the table read
     low: int
     high: int
-    rows: list[tuple[Any, dict[str, Any]]]  #: ``(pk, image)`` in key order
+    rows: Chunk  #: ``(pk, image)`` in key order
     last: Any
     full: bool  #: as many rows as selected: the table may hold more
     opened: bool = False  #: the low watermark came back

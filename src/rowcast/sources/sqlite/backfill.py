@@ -15,6 +15,7 @@ from typing import Any
 
 from ...change import Change
 from ...errors import ConfigError
+from .._rows import Rows
 from ..signal import NAME, SignalTable
 from . import triggers
 from .file import check_patterns, connect, matcher
@@ -95,7 +96,7 @@ class SqliteReads:
 
     def chunk(
         self, schema: str, table: str, after: Any, where: str | None, size: int
-    ) -> tuple[list[tuple[Any, dict[str, Any]]], Any]:
+    ) -> tuple[Rows, Any]:
         conn = self._db()
         described = self._tables.get(table)
         if described is None:
@@ -106,7 +107,7 @@ class SqliteReads:
         try:
             for rows, last in self._keys.chunks(conn, described, after, size, where):
                 return rows, last
-            return [], after
+            return Rows([], described.columns, 0), after
         except sqlite3.OperationalError as e:
             raise ConfigError(f"{self.url}: reading {table} failed: {e}") from e
         finally:

@@ -12,8 +12,8 @@ import sqlite3
 from collections.abc import Iterator
 from typing import Any
 
-from ..._speedups import row_maker
 from ...change import Change
+from .._rows import Rows
 from . import triggers
 
 __all__ = ["Keys"]
@@ -35,9 +35,9 @@ class Keys:
         after: Any,
         chunk: int,
         where: str | None = None,
-    ) -> Iterator[tuple[list[tuple[Any, dict[str, Any]]], Any]]:
+    ) -> Iterator[tuple[Rows, Any]]:
         """The table's rows after `after` (that match `where`, an SQL condition), `chunk` at
-        a time: ([(pk, row)], where the next chunk starts).
+        a time: (the rows, where the next chunk starts).
 
         Where a key column can hold a NULL (a rowid table's key that is not its rowid,
         without NOT NULL), the rows with a NULL in the key come first, by rowid (``after``
@@ -52,7 +52,7 @@ class Keys:
         last: Any = after if isinstance(after, tuple) else None
         keyed = self._keyed(reader, table, chunk, where, nullable)
         while True:
-            found: list[tuple[Any, dict[str, Any]]] = []
+            found = Rows([], table.columns, _key_at(table))
             end: Any = None
             if not nulls_read:
                 found, rowid = self._nulls(reader, table, rowid, chunk, where, nullable)
@@ -78,8 +78,8 @@ class Keys:
         nullable: tuple[str, ...],
     ) -> Any:
         """What reads up to n rows after key `last` (None: from the first) in key order."""
-        slots = table.slots
-        at = [slots.index(k) for k in table.key]
+        slots, columns, at = table.slots, table.columns, _key_at(table)
+        ends = [at] if isinstance(at, int) else list(at)
         collations = self.collation(table.name, table.key)
         names = [triggers.ident(k) for k in table.key]
         keys = [f"{k} COLLATE {c}" for k, c in zip(names, collations, strict=True)]
@@ -89,22 +89,16 @@ class Keys:
         bound = ", ".join(f"? COLLATE {c}" for c in collations)
         past = f"({', '.join(names)}) > ({bound})"
         known = [f"{triggers.ident(k)} IS NOT NULL" for k in nullable]  # read first
-        make = row_maker(table.columns)
 
-        def read(last: Any, n: int) -> tuple[list[tuple[Any, dict[str, Any]]], Any]:
+        def read(last: Any, n: int) -> tuple[Rows, Any]:
             conditions = [*known, *([past] if last is not None else [])]
             conditions += [f"({where})"] if where else []
             query = source + (" WHERE " + " AND ".join(conditions) if conditions else "")
             query += f" ORDER BY {', '.join(keys)} LIMIT {int(n)}"
             rows = reader.execute(query, list(last or ())).fetchall()
             if not rows:
-                return [], last
-            if len(at) == 1:
-                one = at[0]
-                found = [(row[one], make(row)) for row in rows]
-            else:
-                found = [(tuple(row[i] for i in at), make(row)) for row in rows]
-            return found, tuple(rows[-1][i] for i in at)
+                return Rows([], columns, at), last
+            return Rows(rows, columns, at), tuple(rows[-1][i] for i in ends)
 
         return read
 
@@ -116,7 +110,7 @@ class Keys:
         chunk: int,
         where: str | None,
         nullable: tuple[str, ...],
-    ) -> tuple[list[tuple[Any, dict[str, Any]]], Any]:
+    ) -> tuple[Rows, Any]:
         """Up to `chunk` rows with a NULL in the key after rowid `rowid` (None: from the
         first), by rowid; and the last rowid read (``"all"``: read, when every alias of the
         rowid is a column's name: then they are read at once)."""
@@ -129,7 +123,7 @@ class Keys:
         params: list[Any] = []
         if alias is None:
             if rowid == "all":
-                return [], rowid
+                return Rows([], columns, _key_at(table)), rowid
             limit = ""
         else:
             query += f", {alias}"
@@ -139,16 +133,10 @@ class Keys:
             limit = f" ORDER BY {alias} LIMIT {int(chunk)}"
         query += f" FROM {triggers.ident(table.name)} WHERE {' AND '.join(conditions)}{limit}"
         rows = reader.execute(query, params).fetchall()
+        found = Rows(rows, columns, _key_at(table))  # the rowid after the columns
         if not rows:
-            return [], rowid
-        width = len(columns)
-        at = [columns.index(k) for k in table.key]
-        make = row_maker(columns)
-        found = [
-            (row[at[0]] if len(at) == 1 else tuple(row[i] for i in at), make(row[:width]))
-            for row in rows
-        ]
-        return found, rows[-1][width] if alias is not None else "all"
+            return found, rowid
+        return found, rows[-1][len(columns)] if alias is not None else "all"
 
     def nullable(self, table: triggers.Table) -> tuple[str, ...]:
         """The key columns that can hold a NULL: none in a WITHOUT ROWID table, a rowid
@@ -235,3 +223,11 @@ class Keys:
             tables = triggers.tables(self._conn, lambda name: name == table)
             found = self._keys[table] = tables[0].key if tables else ()
         return found
+
+
+def _key_at(table: triggers.Table) -> int | tuple[int, ...]:
+    """Where a chunk's row holds the key (`rowcast.sources._rows.Rows`' key): the index
+    of its one column, or a tuple of them. A table with a NULL-able key has it among
+    its columns, so its rows with a NULL in the key hold it at the same places."""
+    at = tuple(table.slots.index(k) for k in table.key)
+    return at[0] if len(at) == 1 else at

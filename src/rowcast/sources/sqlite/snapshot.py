@@ -36,6 +36,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from ..._speedups import gc_paused
 from ...change import Change
 from .._snapshot import Cut, Seam, SnapshotProgress, check_options, is_position, parse, position
 from . import triggers
@@ -155,7 +156,9 @@ class Snapshot:
                 if self._stopping.is_set():
                     return
                 at = position(here, ("main", table.name, last))
-                yield Change._reads("main", table.name, rows, ts, txid, at, "sqlite")
+                with gc_paused():  # tens of thousands of objects that live on: see _speedups
+                    changes = rows.changes("main", table.name, ts, txid, at, "sqlite")
+                yield changes
                 self.progress.rows += len(rows)
             self.progress.tables_done += 1
             log.info("snapshot: %s read (%d rows so far)", table.name, self.progress.rows)
