@@ -10,14 +10,21 @@ import pytest
 from click.testing import CliRunner
 
 import rowcast
-from rowcast import Change
+from rowcast import Change, _speedups
 from rowcast.cli import main
 
 
 def test_version() -> None:
     result = CliRunner().invoke(main, ["--version"])
     assert result.exit_code == 0
-    assert result.output.strip() == f"rowcast, version {rowcast.__version__}"
+    first, paths = result.output.strip().splitlines()
+    assert first == f"rowcast, version {rowcast.__version__}"
+    if _speedups.PURE:
+        assert paths == "speedups: none (ROWCAST_PURE is set: the plain paths)"
+    elif _speedups.compiled:
+        assert paths == "speedups: Python and C"
+    else:
+        assert paths.startswith("speedups: Python only (the C extension was not built")
 
 
 @pytest.mark.parametrize(
@@ -30,7 +37,7 @@ def test_the_script_and_python_m_run_the_command(command: list[str]) -> None:
         [*command, "--version"], capture_output=True, text=True, timeout=60, check=False
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == f"rowcast, version {rowcast.__version__}"
+    assert result.stdout.splitlines()[0] == f"rowcast, version {rowcast.__version__}"
 
 
 def test_every_command_joins_the_group() -> None:

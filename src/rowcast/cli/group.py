@@ -23,7 +23,7 @@ from typing import Any
 
 import click
 
-from .. import __version__
+from .. import __version__, _speedups
 from ..errors import RowcastError
 from .console import print_error
 
@@ -95,6 +95,17 @@ def _subcommands(ctx: click.Context, args: list[str]) -> list[str]:
     return names
 
 
+#: ``--version``: the version, then the paths this install runs on (`rowcast._speedups`)
+_VERSION = "%(prog)s, version %(version)s\n" + (
+    "speedups: none (ROWCAST_PURE is set: the plain paths)"
+    if _speedups.PURE
+    else "speedups: Python and C"
+    if _speedups.compiled
+    else "speedups: Python only (the C extension was not built: reinstall where a C "
+    "compiler is for faster SQLite snapshots and backfills)"
+)
+
+
 def _quiet_stdout() -> None:
     """Point stdout at /dev/null, so the interpreter's last flush does not fail again."""
     with contextlib.suppress(OSError, ValueError):  # no real stdout (a test runner's)
@@ -102,6 +113,6 @@ def _quiet_stdout() -> None:
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="rowcast")
+@click.version_option(__version__, prog_name="rowcast", message=_VERSION)
 def main() -> None:
     """rowcast: every committed row change of your database, as an event."""
