@@ -1,17 +1,21 @@
 """The wheel's build hook: compiles `rowcast._cspeedups` (src/rowcast/_cspeedups.c) with
 setuptools' ``build_ext``, where a C compiler is.
 
-Optional by design: a machine without a compiler (or Python's headers), or
-``ROWCAST_NO_C=1``, gets a pure-Python wheel with a warning, and rowcast runs on its
-Python paths (`rowcast._speedups`). A wheel is tagged for the platform it was built on;
-an editable install builds the extension in place, beside its source (as ``build_ext
---inplace`` does), since the package is imported from ``src/``.
+Optional by design: a machine without a compiler (or Python's headers), a Python
+other than CPython or one without the GIL, or ``ROWCAST_NO_C=1``, gets a pure-Python
+wheel with a warning (``pip install -v`` shows it), and rowcast runs on its Python paths
+(`rowcast._speedups`). A wheel is tagged for the platform it was built on; an editable
+install builds the extension in place, beside its source (as ``build_ext --inplace``
+does), since the package is imported from ``src/``, after removing what an earlier
+install built there.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import sys
+import sysconfig
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -28,8 +32,12 @@ class CSpeedups(BuildHookInterface):
     _built: str | None = None  #: a temporary directory, until the wheel is written
 
     def initialize(self, version: str, build_data: dict[str, Any]) -> None:
-        if os.environ.get("ROWCAST_NO_C", "") not in ("", "0"):
-            self.app.display_info("rowcast: ROWCAST_NO_C is set: the C speedups are not built")
+        package = Path(self.root, "src", "rowcast")
+        if version == "editable":  # a build of an earlier source must not stay in use
+            remove_in_place(package)
+        why = _left_out()
+        if why:
+            self.app.display_info(f"rowcast: the C speedups are not built: {why}")
             return
         self._built = tempfile.mkdtemp(prefix="rowcast-cspeedups-")
         try:
@@ -37,20 +45,30 @@ class CSpeedups(BuildHookInterface):
         except Exception as error:  # no compiler, no headers: the Python paths
             self.app.display_warning(
                 f"rowcast: the C speedups were not built ({error}); rowcast runs on "
-                "its Python paths (slower backfills and snapshots)"
+                "its Python paths (slower SQLite snapshots and backfills)"
             )
             return
-        target = Path("rowcast", built.name)
         if version == "editable":  # imported from src/: beside its source
-            shutil.copyfile(built, Path(self.root, "src", target))
+            put_in_place(built, package)
         else:
-            build_data["force_include"][str(built)] = str(target)
+            build_data["force_include"][str(built)] = f"rowcast/{built.name}"
         build_data["pure_python"] = False
         build_data["infer_tag"] = True
 
     def finalize(self, version: str, build_data: dict[str, Any], artifact_path: str) -> None:
         if self._built is not None:
             shutil.rmtree(self._built, ignore_errors=True)
+
+
+def _left_out() -> str:
+    """Why the extension is not to be built ("": it is)."""
+    if os.environ.get("ROWCAST_NO_C", "") not in ("", "0"):
+        return "ROWCAST_NO_C is set"
+    if sysconfig.get_config_var("Py_GIL_DISABLED"):  # it relies on the GIL
+        return "this Python runs without the GIL"
+    if sys.implementation.name != "cpython":
+        return f"{sys.implementation.name} is not CPython"
+    return ""
 
 
 def _compile(root: Path, tmp: Path) -> Path:
@@ -64,3 +82,31 @@ def _compile(root: Path, tmp: Path) -> Path:
     command.ensure_finalized()
     command.run()
     return Path(command.get_ext_fullpath(NAME))
+
+
+def _in_place(package: Path) -> list[Path]:
+    """The builds of the extension beside its source, of any Python."""
+    stem = NAME.rpartition(".")[2]
+    return [p for p in package.glob(f"{stem}.*") if p.suffix in (".so", ".pyd")]
+
+
+def remove_in_place(package: Path) -> None:
+    """Remove the extension's builds from `package` (an editable install's source)."""
+    for path in _in_place(package):
+        path.unlink(missing_ok=True)
+
+
+def put_in_place(built: Path, package: Path) -> Path:
+    """Put `built` into `package` as a new file (renamed over the old one, never written
+    into it: a process that has the old one loaded keeps it intact)."""
+    target = package / built.name
+    fd, partial = tempfile.mkstemp(dir=package, prefix=f".{built.name}.")
+    try:
+        with os.fdopen(fd, "wb") as out, built.open("rb") as source:
+            shutil.copyfileobj(source, out)
+        os.chmod(partial, 0o755)
+        os.replace(partial, target)
+    except BaseException:
+        Path(partial).unlink(missing_ok=True)
+        raise
+    return target

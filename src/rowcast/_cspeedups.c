@@ -80,12 +80,14 @@ key_indexes(PyObject *key, Py_ssize_t *count)
     }
     for (Py_ssize_t k = 0; k < *count; k++) {
         PyObject *item = one ? key : PyTuple_GET_ITEM(key, k);
-        Py_ssize_t index = PyLong_Check(item) ? PyLong_AsSsize_t(item) : -1;
-        if (index < 0) {
-            if (!PyErr_Occurred())
-                PyErr_SetString(PyExc_TypeError, "key must be an int or a tuple of ints");
-            else if (PyErr_ExceptionMatches(PyExc_OverflowError))
-                PyErr_SetString(PyExc_IndexError, "key index out of range");
+        if (!PyLong_Check(item)) {
+            PyErr_SetString(PyExc_TypeError, "key must be an int or a tuple of ints");
+            PyMem_Free(indexes);
+            return NULL;
+        }
+        Py_ssize_t index = PyLong_AsSsize_t(item);
+        if (index < 0) { /* negative, or beyond a Py_ssize_t */
+            PyErr_SetString(PyExc_IndexError, "a key index must be a row's index, from 0");
             PyMem_Free(indexes);
             return NULL;
         }
@@ -144,12 +146,110 @@ row_image(PyObject *row, PyObject *names)
 
 PyDoc_STRVAR(changes_doc,
 "changes(template, rows, names, key, pk_slot, after_slot, skip) -> list\n\n"
-"One copy of `template` (an object of a class of slots only) per row of `rows` (a list\n"
-"of tuples), its slot `pk_slot` (a member descriptor) set to the row's key (its value\n"
-"at `key`, an int, or a tuple of its values at `key`, a tuple of ints), its slot\n"
-"`after_slot` to a new dict of the row's first len(names) values by `names` (a tuple\n"
-"of str), every other slot to the template's; a row whose key is in `skip` (a set, or\n"
-"None) is left out.");
+"One copy of `template` (an object of a class of slots only, on `object`) per row\n"
+"of `rows` (a list of tuples), its slot `pk_slot` (a member descriptor) set to the\n"
+"row's key (its value at `key`, an int, or a tuple of its values at `key`, a tuple\n"
+"of ints, each from 0), its slot `after_slot` to a new dict of the row's first\n"
+"len(names) values by `names` (a tuple of str), every other slot to the template's;\n"
+"a row whose key is in `skip` (a set, or None) is left out.");
+
+/* Whether objects of `type` are plain objects of slots: no __dict__, no items, and no C
+ * base but `object` (tp_alloc would give a dict or a set of a slotted subclass unset up). */
+static int
+slots_only(PyTypeObject *type)
+{
+    PyTypeObject *base = type;
+    while (base != NULL && (base->tp_flags & Py_TPFLAGS_HEAPTYPE))
+        base = base->tp_base;
+    if (base != &PyBaseObject_Type || type->tp_dictoffset != 0 || type->tp_itemsize != 0) {
+        PyErr_SetString(PyExc_TypeError, "the template's class must hold slots only");
+        return 0;
+    }
+    return 1;
+}
+
+/* What every row's Change is made with: checked once, before any row is. */
+typedef struct {
+    PyTypeObject *type; /* the template's class, held (Python code may reassign it) */
+    Py_ssize_t pk_at, after_at, offsets[MAX_SLOTS];
+    int slots, one;
+    Py_ssize_t count, *indexes;
+} Plan;
+
+static int
+plan_changes(Plan *plan, PyObject *template, PyObject *names, PyObject *key, PyObject *pk_slot,
+             PyObject *after_slot, PyObject *skip)
+{
+    PyTypeObject *type = Py_TYPE(template);
+    if (!slots_only(type))
+        return -1;
+    if (skip != Py_None && !PyAnySet_Check(skip)) {
+        PyErr_SetString(PyExc_TypeError, "skip must be a set or None");
+        return -1;
+    }
+    if (slot_offset(pk_slot, type, &plan->pk_at) < 0
+        || slot_offset(after_slot, type, &plan->after_at) < 0)
+        return -1;
+    if (plan->pk_at == plan->after_at) {
+        PyErr_SetString(PyExc_ValueError, "pk_slot and after_slot must be two slots");
+        return -1;
+    }
+    plan->slots = other_slots(type, plan->pk_at, plan->after_at, plan->offsets);
+    if (plan->slots < 0)
+        return -1;
+    for (Py_ssize_t c = 0; c < PyTuple_GET_SIZE(names); c++) {
+        if (!PyUnicode_CheckExact(PyTuple_GET_ITEM(names, c))) { /* no __hash__ of Python's */
+            PyErr_SetString(PyExc_TypeError, "names must be a tuple of str");
+            return -1;
+        }
+    }
+    plan->indexes = key_indexes(key, &plan->count);
+    if (plan->indexes == NULL)
+        return -1;
+    plan->one = PyLong_Check(key);
+    plan->type = (PyTypeObject *)Py_NewRef(type);
+    return 0;
+}
+
+/* The Change of `row`, a copy of `template` (NULL: failed; *skipped: its key is in `skip`). */
+static PyObject *
+row_change(const Plan *plan, PyObject *template, PyObject *row, PyObject *names, PyObject *skip,
+           int *skipped)
+{
+    PyObject *pk = row_key(row, plan->one, plan->indexes, plan->count);
+    if (pk == NULL)
+        return NULL;
+    if (skip != Py_None) {
+        int in = PySet_Contains(skip, pk); /* may run Python code: a key's __eq__ */
+        if (in != 0) {
+            Py_DECREF(pk);
+            *skipped = in > 0;
+            return NULL;
+        }
+    }
+    PyObject *image = row_image(row, names);
+    if (image == NULL) {
+        Py_DECREF(pk);
+        return NULL;
+    }
+    PyObject *change = plan->type->tp_alloc(plan->type, 0); /* may run a __del__ */
+    if (change == NULL || Py_TYPE(template) != plan->type) {
+        if (change != NULL)
+            PyErr_SetString(PyExc_RuntimeError, "the template's class changed meanwhile");
+        Py_XDECREF(change);
+        Py_DECREF(pk);
+        Py_DECREF(image);
+        return NULL;
+    }
+    /* from here on, no Python code runs: the template's slots are copied as they are */
+    for (int s = 0; s < plan->slots; s++) {
+        PyObject *value = *(PyObject **)((char *)template + plan->offsets[s]);
+        *(PyObject **)((char *)change + plan->offsets[s]) = Py_XNewRef(value);
+    }
+    *(PyObject **)((char *)change + plan->pk_at) = pk;
+    *(PyObject **)((char *)change + plan->after_at) = image;
+    return change;
+}
 
 static PyObject *
 changes(PyObject *module, PyObject *args)
@@ -158,87 +258,34 @@ changes(PyObject *module, PyObject *args)
     if (!PyArg_ParseTuple(args, "OO!O!OOOO:changes", &template, &PyList_Type, &rows,
                           &PyTuple_Type, &names, &key, &pk_slot, &after_slot, &skip))
         return NULL;
-    PyTypeObject *type = Py_TYPE(template);
-    if (type->tp_dictoffset != 0 || type->tp_itemsize != 0) {
-        PyErr_SetString(PyExc_TypeError, "the template's class must hold slots only");
+    Plan plan;
+    if (plan_changes(&plan, template, names, key, pk_slot, after_slot, skip) < 0)
         return NULL;
-    }
-    if (skip != Py_None && !PyAnySet_Check(skip)) {
-        PyErr_SetString(PyExc_TypeError, "skip must be a set or None");
-        return NULL;
-    }
-    Py_ssize_t pk_at, after_at, offsets[MAX_SLOTS];
-    if (slot_offset(pk_slot, type, &pk_at) < 0 || slot_offset(after_slot, type, &after_at) < 0)
-        return NULL;
-    int slots = other_slots(type, pk_at, after_at, offsets);
-    if (slots < 0)
-        return NULL;
-    for (Py_ssize_t c = 0; c < PyTuple_GET_SIZE(names); c++) {
-        if (!PyUnicode_Check(PyTuple_GET_ITEM(names, c))) {
-            PyErr_SetString(PyExc_TypeError, "names must be a tuple of str");
-            return NULL;
-        }
-    }
-    Py_ssize_t count;
-    Py_ssize_t *indexes = key_indexes(key, &count);
-    if (indexes == NULL)
-        return NULL;
-    int one = PyLong_Check(key);
     PyObject *made = PyList_New(0);
-    if (made == NULL)
-        goto failed;
-    for (Py_ssize_t r = 0; r < PyList_GET_SIZE(rows); r++) {
+    /* the list's length is read again at each row: Python code may change it meanwhile */
+    for (Py_ssize_t r = 0; made != NULL && r < PyList_GET_SIZE(rows); r++) {
         PyObject *row = PyList_GET_ITEM(rows, r);
         if (!PyTuple_Check(row)) {
             PyErr_SetString(PyExc_TypeError, "each row must be a tuple");
-            goto failed;
+            Py_CLEAR(made);
+            break;
         }
-        Py_INCREF(row); /* a set's __eq__ in Python could change the list under us */
-        PyObject *pk = row_key(row, one, indexes, count);
-        if (pk == NULL) {
-            Py_DECREF(row);
-            goto failed;
-        }
-        if (skip != Py_None) {
-            int in = PySet_Contains(skip, pk);
-            if (in != 0) {
-                Py_DECREF(pk);
-                Py_DECREF(row);
-                if (in < 0)
-                    goto failed;
-                continue;
-            }
-        }
-        PyObject *image = row_image(row, names);
+        int skipped = 0;
+        Py_INCREF(row); /* held while Python code may run */
+        PyObject *change = row_change(&plan, template, row, names, skip, &skipped);
         Py_DECREF(row);
-        if (image == NULL) {
-            Py_DECREF(pk);
-            goto failed;
-        }
-        PyObject *change = type->tp_alloc(type, 0);
         if (change == NULL) {
-            Py_DECREF(pk);
-            Py_DECREF(image);
-            goto failed;
+            if (!skipped)
+                Py_CLEAR(made);
+            continue;
         }
-        for (int s = 0; s < slots; s++) {
-            PyObject *value = *(PyObject **)((char *)template + offsets[s]);
-            Py_XINCREF(value);
-            *(PyObject **)((char *)change + offsets[s]) = value;
-        }
-        *(PyObject **)((char *)change + pk_at) = pk;
-        *(PyObject **)((char *)change + after_at) = image;
-        int appended = PyList_Append(made, change);
+        if (PyList_Append(made, change) < 0)
+            Py_CLEAR(made);
         Py_DECREF(change);
-        if (appended < 0)
-            goto failed;
     }
-    PyMem_Free(indexes);
+    PyMem_Free(plan.indexes);
+    Py_DECREF(plan.type);
     return made;
-failed:
-    PyMem_Free(indexes);
-    Py_XDECREF(made);
-    return NULL;
 }
 
 static PyMethodDef methods[] = {

@@ -41,8 +41,13 @@ def draft_of(cls: Any) -> Callable[[], Any]:
 
 
 def slotted(cls: Any) -> bool:
-    """Whether `cls` has slots of its own and no ``__dict__`` (a draft can stand for it)."""
-    return not getattr(cls, "__dictoffset__", 1) and "__slots__" in vars(cls)
+    """Whether all of `cls`'s slots are its own, on `object`, with no ``__dict__`` (a draft
+    of them can stand for it; a subclass of such a class is made by its constructor)."""
+    return (
+        getattr(cls, "__base__", None) is object
+        and not getattr(cls, "__dictoffset__", 1)
+        and "__slots__" in vars(cls)
+    )
 
 
 def uuid_from_bytes(raw: bytes) -> uuid.UUID:

@@ -291,14 +291,15 @@ class pure:
         image is the dict of its first ``len(names)`` values by `names`, its key its value
         at `key` (an int) or the tuple of its values at `key` (a tuple of ints); a row whose
         key is in `skip` is left out. `at` is ``(schema, table, ts, txid, position,
-        source)``."""
+        source)``. A row with fewer values than names, or a key index past its values,
+        is an error (whose type may differ between the paths)."""
         width = len(names)
-        pairs = [
-            (row[key] if isinstance(key, int) else tuple(row[i] for i in key),
-             dict(zip(names, row[:width], strict=True)))
-            for row in rows
-        ]  # fmt: skip
-        kept = [pair for pair in pairs if pair[0] not in skip] if skip else pairs
+        keys = [row[key] if isinstance(key, int) else tuple(row[i] for i in key) for row in rows]
+        kept = [
+            (pk, dict(zip(names, row[:width], strict=True)))
+            for pk, row in zip(keys, rows, strict=True)
+            if not skip or pk not in skip
+        ]
         schema, table, ts, txid, position, source = at
         return pure.snapshot_writes(cls, write, schema, table, kept, ts, txid, position, source)
 
