@@ -8,6 +8,8 @@ those a relay (a reader with a checkpoint) installed or uses.
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -160,3 +162,27 @@ def test_a_killed_readers_checkpoint_is_taken_over(path: Path, db: sqlite3.Conne
     assert [c.after["data"] for tx in relay_read(path) for c in tx] == [  # type: ignore[index]
         "written while it was down"
     ]
+
+
+def test_a_killed_reader_not_yet_reaped_is_taken_over(path: Path, db: sqlite3.Connection) -> None:
+    # a relay SIGKILLed, then restarted at once: its parent (here the test; in a container,
+    # an init that reaps late) had not reaped it yet, and the restart was refused for the
+    # zombie's pid, which signal 0 still finds
+    code = (
+        "from rowcast.checkpoint import open_checkpoint; "
+        "from rowcast.sources.sqlite import TriggerSource; "
+        f"source = iter(TriggerSource({url(path)!r}, poll=0.02, "
+        f"checkpoint=open_checkpoint({str(path) + '.pos'!r}))); "
+        "next(source)"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        wait_for(lambda: open_checkpoint(f"{path}.pos").load() is not None)  # it reads
+        os.kill(child.pid, signal.SIGKILL)
+        wait_for(lambda: Path(f"/proc/{child.pid}/stat").read_text().split()[2] == "Z")
+        db.execute("INSERT INTO test (data) VALUES ('written while it was down')")
+        assert [c.after["data"] for tx in relay_read(path) for c in tx] == [  # type: ignore[index]
+            "written while it was down"
+        ]
+    finally:
+        child.wait()

@@ -145,7 +145,7 @@ def holder(checkpoint: object) -> dict[str, Any] | None:
             interval if isinstance(interval, int | float) else None
         ):
             continue
-        if report.get("host") == socket.gethostname() and not _alive(
+        if report.get("host") == socket.gethostname() and not running(
             report.get("pid"), report.get("started_at")
         ):
             continue
@@ -153,7 +153,7 @@ def holder(checkpoint: object) -> dict[str, Any] | None:
     return None
 
 
-def _alive(pid: Any, started_at: Any = None) -> bool:
+def running(pid: Any, started_at: Any = None) -> bool:
     """True if `pid` is another process that runs on this machine, and (where /proc says
     when it started) one that started by `started_at`, the relay's start: a zombie (a
     killed relay its supervisor has not reaped yet) runs no more, and a process that

@@ -25,6 +25,7 @@ import sqlite3
 import time
 from typing import TYPE_CHECKING
 
+from ...checkpoint.report import running
 from ...errors import ConfigError
 from . import triggers
 from .snapshot import plan
@@ -128,16 +129,11 @@ def check_known(conn: sqlite3.Connection, checkpoint: Checkpoint, url: str) -> N
 
 
 def alive(host: str, pid: str) -> bool:
-    """Whether process `pid` of `host` may still run (one on another host may)."""
+    """Whether process `pid` of `host` may still run (one on another host may; this one
+    does; a zombie, killed but not reaped yet by its parent, does not)."""
     if host != socket.gethostname() or not pid.isdigit():
         return True
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # another user's process: alive
-        return True
-    return True
+    return int(pid) == os.getpid() or running(int(pid))
 
 
 def refuse_another(conn: sqlite3.Connection, checkpoint: Checkpoint, url: str) -> None:
