@@ -43,10 +43,11 @@ name                     used by                       the trick (accelerated)
                          (`rowcast.sources._backfill`) while a chunk's rows are made
 `snapshot_writes`        `Change._reads` (snapshots,   Changes drafted, their
                          backfills)                    ``__class__`` switched
-`snapshot_rows`          SQLite's chunks (`rowcast.    Changes copied from one in C
-                         sources._rows.Rows`)          (`rowcast._cspeedups`), else
+`snapshot_rows`          SQLite's and PostgreSQL's     Changes copied from one in C
+                         chunks (`sources._rows`)      (`rowcast._cspeedups`), else
                                                        drafted with a dict display
-`row_maker`              PostgreSQL backfills' chunks  a dict display, compiled
+`row_maker`              MySQL's chunks, the drafts    a dict display, compiled
+                         of `snapshot_rows`
 =======================  ============================  ==================================
 
 Their plain counterparts, in order: ``JSONEncoder.encode`` (built once), ``raw_decode``,

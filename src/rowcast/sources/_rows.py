@@ -2,7 +2,8 @@
 they are handed out (`Rows`).
 
 Private to `rowcast.sources`: SQLite's chunks (`rowcast.sources.sqlite.keys`), which its
-initial snapshot and its backfills hand out. A backfill drops the rows the log changed
+initial snapshot and its backfills hand out, and PostgreSQL's backfills' (psycopg's
+loaders give the values). A backfill drops the rows the log changed
 meanwhile before any of them is made into a dict (`changes`' `skip`); the rest are made
 in one step, in C where it was built (`rowcast._speedups.snapshot_rows`).
 """

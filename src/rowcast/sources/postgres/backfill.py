@@ -25,6 +25,7 @@ from typing import Any
 
 from ...change import Change
 from ...errors import ConfigError
+from .._rows import Rows
 from ..signal import NAME, SignalTable
 from . import keyset
 from .objects import COMMENT, is_ours, is_record
@@ -144,7 +145,7 @@ class PostgresReads:
 
     def chunk(
         self, schema: str, table: str, after: Any, where: str | None, size: int
-    ) -> tuple[list[tuple[Any, dict[str, Any]]], Any]:
+    ) -> tuple[Rows, Any]:
         try:
             return self._chunk(schema, table, after, where, size)
         except Exception as error:
@@ -155,7 +156,7 @@ class PostgresReads:
 
     def _chunk(
         self, schema: str, table: str, after: Any, where: str | None, size: int
-    ) -> tuple[list[tuple[Any, dict[str, Any]]], Any]:
+    ) -> tuple[Rows, Any]:
         conn = self._db()
         layout = self._describe(schema, table)  # each chunk: the table may have changed
         self._types.learn(layout.oids, lambda oids: lookup_types(conn.cursor(), oids))
@@ -166,15 +167,16 @@ class PostgresReads:
             cur = reader.cursor()
             cur.execute(statement, args)
             result = cur.pgresult
-            images = loader.result(result)
+            values = loader.result(result)
         finally:
             with contextlib.suppress(Exception):  # a broken connection rolled it back
                 reader.rollback()
-        if not images:
-            return [], after
-        last = tuple(result.get_value(len(images) - 1, i).decode() for i in keyset.key_at(layout))
-        pk_of = layout.pk_of
-        return [(pk_of(image), image) for image in images], last
+        key = tuple(layout.columns.index(k) for k in layout.pk)  # as the stream's pk has it
+        rows = Rows(values, loader.names, key[0] if len(key) == 1 else key)
+        if not values:
+            return rows, after
+        last = tuple(result.get_value(len(values) - 1, i).decode() for i in keyset.key_at(layout))
+        return rows, last
 
     def _reader(self) -> Any:
         """The connection chunks are read on (psycopg 3: its results load whole, in C)."""

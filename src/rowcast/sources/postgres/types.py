@@ -36,7 +36,6 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from ..._speedups import row_maker
 from ...backends import missing_extra
 from .pgoutput import UNCHANGED, Value
 
@@ -117,7 +116,7 @@ class TypeMap:
 class RowLoader:
     """Turns one relation's rows into ``{column: value}`` dicts."""
 
-    __slots__ = ("_loaders", "_make", "_transformer", "_warned", "names")
+    __slots__ = ("_loaders", "_transformer", "_warned", "names")
 
     def __init__(self, types: TypeMap, names: Sequence[str], oids: Sequence[int]) -> None:
         self.names = tuple(names)
@@ -126,7 +125,6 @@ class RowLoader:
         single = types._adapt.Transformer(types.adapters)
         self._loaders = [single.get_loader(oid, types._text) for oid in oids]
         self._warned: set[int] = set()
-        self._make: Callable[[Sequence[Any]], dict[str, Any]] | None = None  # for `result`
 
     def image(self, row: Sequence[Value]) -> dict[str, Any]:
         """The row as Python values; an unchanged TOASTed value stays `UNCHANGED`."""
@@ -147,19 +145,19 @@ class RowLoader:
             values = [self._one(i, v) for i, v in enumerate(row)]
         return dict(zip(self.names, values))  # noqa: B905 - as many by protocol
 
-    def result(self, result: Any) -> list[dict[str, Any]]:
+    def result(self, result: Any) -> list[tuple[Any, ...]]:
         """Every row of a psycopg 3 result in text form (its columns: this loader's) at
-        once (``Transformer.load_rows``: in C), each as `new` makes it."""
+        once (``Transformer.load_rows``: in C), each as a tuple of Python values in the
+        order of `names` (a backfill's chunk: `rowcast.sources._rows.Rows`)."""
         transformer = self._transformer
         transformer.set_pgresult(result, set_loaders=False)
-        if self._make is None:
-            self._make = row_maker(self.names)
         try:
-            return transformer.load_rows(0, result.ntuples, self._make)  # type: ignore[no-any-return]
+            return transformer.load_rows(0, result.ntuples, tuple)  # type: ignore[no-any-return]
         except Exception:  # a value Python cannot hold: row by row, keeping the text
             width = range(result.nfields)
             return [
-                self.new([result.get_value(i, c) for c in width]) for i in range(result.ntuples)
+                tuple(self._load([result.get_value(i, c) for c in width]))
+                for i in range(result.ntuples)
             ]
 
     def key(self, row: Sequence[Value], indexes: Sequence[int]) -> dict[str, Any]:
