@@ -45,7 +45,7 @@ class CSpeedups(BuildHookInterface):
         except Exception as error:  # no compiler, no headers: the Python paths
             self.app.display_warning(
                 f"rowcast: the C speedups were not built ({error}); rowcast runs on "
-                "its Python paths (slower SQLite snapshots and backfills)"
+                "its Python paths (slower backfills and SQLite snapshots)"
             )
             return
         if version == "editable":  # imported from src/: beside its source

@@ -102,7 +102,7 @@ _VERSION = "%(prog)s, version %(version)s\n" + (
     else "speedups: Python and C"
     if _speedups.compiled
     else "speedups: Python only (the C extension was not built: reinstall where a C "
-    "compiler is for faster SQLite snapshots and backfills)"
+    "compiler is for faster backfills and SQLite snapshots)"
 )
 
 
