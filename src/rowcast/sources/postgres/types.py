@@ -114,7 +114,7 @@ class TypeMap:
 
 
 class RowLoader:
-    """Turns one relation's rows into ``{column: value}`` dicts."""
+    """Turns one relation's rows into ``{column: value}`` dicts (a chunk's: tuples)."""
 
     __slots__ = ("_loaders", "_transformer", "_warned", "names")
 
