@@ -10,16 +10,18 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from rowcast import ConfigError
 from rowcast.checkpoint import open_checkpoint
-from rowcast.sources.sqlite import TriggerSource
+from rowcast.sources.sqlite import TriggerSource, readers
 from rowcast.sources.sqlite.tails import TAIL
 from tests.conftest import wait_for
 from tests.sources.test_sqlite_source import db, fresh, path, read, streaming, url
@@ -186,3 +188,44 @@ def test_a_killed_reader_not_yet_reaped_is_taken_over(path: Path, db: sqlite3.Co
         ]
     finally:
         child.wait()
+
+
+@pytest.mark.parametrize("whose", ["this process", "another process"])
+def test_a_dead_readers_record_is_taken_over_when_its_pid_runs_again(
+    path: Path, db: sqlite3.Connection, whose: str
+) -> None:
+    # a container restarted after its relay was SIGKILLed: the new relay has the old one's
+    # pid (pid 1, say), or another program took it; the record, made before that process
+    # started, was taken for a reader that runs and the restart refused for ever
+    assert relay_read(path) == []  # the tables made
+    other = subprocess.Popen(["sleep", "60"]) if whose == "another process" else None
+    pid = other.pid if other is not None else os.getpid()
+    name = readers.name(open_checkpoint(f"{path}.pos"))
+    an_hour_ago = int(time.time()) - 3600
+    stale = f"{readers.OWNER}{socket.gethostname()} {pid} 0badc0de@{an_hour_ago} {name}"
+    try:
+        db.execute("INSERT INTO rowcast_state VALUES (?, 1)", (stale,))
+        db.execute("INSERT INTO test (data) VALUES ('written while it was down')")
+        assert [c.after["data"] for tx in relay_read(path) for c in tx] == [  # type: ignore[index]
+            "written while it was down"
+        ]
+        (left,) = db.execute(
+            "SELECT count(*) FROM rowcast_state WHERE key = ?", (stale,)
+        ).fetchone()
+        assert left == 0
+    finally:
+        if other is not None:
+            other.kill()
+            other.wait()
+
+
+def test_a_record_of_this_process_without_its_claims_time_still_refuses(
+    path: Path, db: sqlite3.Connection
+) -> None:
+    # written by an earlier rowcast (no time in it): it may be another reader of this process
+    assert relay_read(path) == []
+    name = readers.name(open_checkpoint(f"{path}.pos"))
+    record = f"{readers.OWNER}{socket.gethostname()} {os.getpid()} 0badc0de {name}"
+    db.execute("INSERT INTO rowcast_state VALUES (?, 1)", (record,))
+    with pytest.raises(ConfigError, match="is read by another reader"):
+        relay_read(path)

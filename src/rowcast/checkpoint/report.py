@@ -166,6 +166,29 @@ def running(pid: Any, started_at: Any = None) -> bool:
         return False
     except PermissionError:  # another user's: it runs
         pass
+    seen = _proc(pid)
+    if seen is None:
+        return True  # no /proc (macOS...), or it just ended: signal 0 said it runs
+    state, began = seen
+    if state in ("Z", "X"):
+        return False
+    return began_by(began, started_at)
+
+
+def started(pid: int) -> float | None:
+    """When process `pid` of this machine started (seconds since the epoch; None: unknown)."""
+    seen = _proc(pid)
+    return None if seen is None else seen[1]
+
+
+def began_by(began: float | None, at: Any) -> bool:
+    """Whether a process that began at `began` (None: unknown) may be the one that ran at
+    `at` (None: unknown). /proc's boot time is whole seconds: a margin of 2 s."""
+    return began is None or not isinstance(at, int | float) or began <= at + 2
+
+
+def _proc(pid: int) -> tuple[str, float] | None:
+    """Process `pid`'s state letter and start time, from /proc (None: no /proc, or gone)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
         boot = next(
@@ -173,13 +196,9 @@ def running(pid: Any, started_at: Any = None) -> bool:
             for line in Path("/proc/stat").read_text().splitlines()
             if line.startswith("btime ")
         )
-        began = boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+        return fields[0], boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError, StopIteration):
-        return True  # no /proc (macOS...), or it just ended: signal 0 said it runs
-    if fields[0] in ("Z", "X"):
-        return False
-    # btime is whole seconds: a margin of 2 s
-    return not isinstance(started_at, int | float) or began <= started_at + 2
+        return None
 
 
 def refuse_a_held(checkpoint: Any) -> None:

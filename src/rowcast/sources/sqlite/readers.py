@@ -6,12 +6,13 @@ deletes the transactions every such reader has passed, found committed more
 than `retain` seconds ago (see `rowcast.sources.sqlite.source`).
 
 One process reads for a checkpoint: a reader `claim` s it in the transaction that
-records its position, in ``rowcast_state`` (``reader <host> <pid> <token>
+records its position, in ``rowcast_state`` (``reader <host> <pid> <token>@<when>
 <reader>``), and `release` s it when it stops. Another reader of that checkpoint
 (the same relay started twice) is refused while that process runs: two would
 deliver everything twice and save over each other's positions. The record of a
-reader that was killed (SIGKILL) is taken over once its pid is gone on this host;
-a pid on another host is taken to run.
+reader that was killed (SIGKILL) is taken over once its pid is gone on this host,
+is a zombie, or is a process that started after the claim (a restarted container's
+relay often has the same pid); a pid on another host is taken to run.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import sqlite3
 import time
 from typing import TYPE_CHECKING
 
-from ...checkpoint.report import running
+from ...checkpoint.report import began_by, running, started
 from ...errors import ConfigError
 from . import triggers
 from .snapshot import plan
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
 
 __all__ = ["alive", "check_known", "claim", "name", "prune", "record", "refuse_another", "release"]
 
-OWNER = "reader "  # in rowcast_state: reader <host> <pid> <token> <reader>
+OWNER = "reader "  # in rowcast_state: reader <host> <pid> <token>@<when> <reader>
 
 log = logging.getLogger("rowcast.sources.sqlite")
 
@@ -128,12 +129,16 @@ def check_known(conn: sqlite3.Connection, checkpoint: Checkpoint, url: str) -> N
         )
 
 
-def alive(host: str, pid: str) -> bool:
-    """Whether process `pid` of `host` may still run (one on another host may; this one
-    does; a zombie, killed but not reaped yet by its parent, does not)."""
+def alive(host: str, pid: str, claimed: float | None = None) -> bool:
+    """Whether process `pid` of `host`, which claimed at `claimed` (None: unknown), may
+    still run. One on another host may; a zombie (killed, not reaped yet by its parent)
+    does not, nor a process that started after the claim (the pid taken again: by the
+    relay of a restarted container, say, this one included)."""
     if host != socket.gethostname() or not pid.isdigit():
         return True
-    return int(pid) == os.getpid() or running(int(pid))
+    if int(pid) == os.getpid():
+        return began_by(started(os.getpid()), claimed)
+    return running(int(pid), claimed)
 
 
 def refuse_another(conn: sqlite3.Connection, checkpoint: Checkpoint, url: str) -> None:
@@ -144,10 +149,11 @@ def refuse_another(conn: sqlite3.Connection, checkpoint: Checkpoint, url: str) -
         "SELECT key FROM rowcast_state WHERE substr(key, 1, ?) = ?", (len(OWNER), OWNER)
     ).fetchall()
     for (key,) in rows:
-        host, pid, _, other = [*str(key)[len(OWNER) :].split(" ", 3), "", "", ""][:4]
+        host, pid, token, other = [*str(key)[len(OWNER) :].split(" ", 3), "", "", ""][:4]
         if other != reader:
             continue
-        if alive(host, pid):
+        at = token.partition("@")[2]  # when it claimed (none from an earlier rowcast)
+        if alive(host, pid, int(at) if at.isdigit() else None):
             raise ConfigError(
                 f"{url}: checkpoint {checkpoint.url} is read by another reader, pid {pid} on "
                 f"{host}: two readers of one checkpoint deliver everything twice and save over "
@@ -163,7 +169,8 @@ def claim(conn: sqlite3.Connection, checkpoint: Checkpoint, url: str) -> str:
     """In the caller's write transaction: this process reads for `checkpoint` (see the
     module docstring); its record, for `release`."""
     refuse_another(conn, checkpoint, url)
-    mine = f"{OWNER}{socket.gethostname()} {os.getpid()} {secrets.token_hex(4)} "
+    token = f"{secrets.token_hex(4)}@{int(time.time())}"  # when: a pid taken again is not it
+    mine = f"{OWNER}{socket.gethostname()} {os.getpid()} {token} "
     conn.execute("INSERT INTO rowcast_state VALUES (?, 1)", (mine + name(checkpoint),))
     return mine + name(checkpoint)
 
