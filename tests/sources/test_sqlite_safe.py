@@ -151,41 +151,43 @@ def test_a_second_reader_of_one_checkpoint_is_refused_and_the_first_reads_on(
     assert relay_read(path) == []  # stopped, it let go: the next one reads
 
 
-def test_a_killed_readers_checkpoint_is_taken_over(path: Path, db: sqlite3.Connection) -> None:
+def reader(path: Path, then: str = "") -> list[str]:
+    """The command of a child process that reads `path` for its checkpoint (`then`: Python
+    run before it reads)."""
     code = (
-        "import os; from rowcast.checkpoint import open_checkpoint; "
+        "from rowcast.checkpoint import open_checkpoint; "
         "from rowcast.sources.sqlite import TriggerSource; "
         f"source = iter(TriggerSource({url(path)!r}, poll=0.02, "
         f"checkpoint=open_checkpoint({str(path) + '.pos'!r}))); "
-        "import threading; threading.Timer(0.5, lambda: os._exit(9)).start(); next(source)"
+        f"{then}next(source)"
     )
-    assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 9  # no exit
+    return [sys.executable, "-c", code]
+
+
+def read_after_it(path: Path, db: sqlite3.Connection) -> None:
+    """A change written while the reader was down is what the next reader reads."""
     db.execute("INSERT INTO test (data) VALUES ('written while it was down')")
     assert [c.after["data"] for tx in relay_read(path) for c in tx] == [  # type: ignore[index]
         "written while it was down"
     ]
 
 
+def test_a_killed_readers_checkpoint_is_taken_over(path: Path, db: sqlite3.Connection) -> None:
+    exits = "import os, threading; threading.Timer(0.5, lambda: os._exit(9)).start(); "
+    assert subprocess.run(reader(path, exits), timeout=60).returncode == 9  # no exit
+    read_after_it(path, db)
+
+
 def test_a_killed_reader_not_yet_reaped_is_taken_over(path: Path, db: sqlite3.Connection) -> None:
     # a relay SIGKILLed, then restarted at once: its parent (here the test; in a container,
     # an init that reaps late) had not reaped it yet, and the restart was refused for the
     # zombie's pid, which signal 0 still finds
-    code = (
-        "from rowcast.checkpoint import open_checkpoint; "
-        "from rowcast.sources.sqlite import TriggerSource; "
-        f"source = iter(TriggerSource({url(path)!r}, poll=0.02, "
-        f"checkpoint=open_checkpoint({str(path) + '.pos'!r}))); "
-        "next(source)"
-    )
-    child = subprocess.Popen([sys.executable, "-c", code])
+    child = subprocess.Popen(reader(path))
     try:
         wait_for(lambda: open_checkpoint(f"{path}.pos").load() is not None)  # it reads
         os.kill(child.pid, signal.SIGKILL)
         wait_for(lambda: Path(f"/proc/{child.pid}/stat").read_text().split()[2] == "Z")
-        db.execute("INSERT INTO test (data) VALUES ('written while it was down')")
-        assert [c.after["data"] for tx in relay_read(path) for c in tx] == [  # type: ignore[index]
-            "written while it was down"
-        ]
+        read_after_it(path, db)
     finally:
         child.wait()
 
@@ -205,10 +207,7 @@ def test_a_dead_readers_record_is_taken_over_when_its_pid_runs_again(
     stale = f"{readers.OWNER}{socket.gethostname()} {pid} 0badc0de@{an_hour_ago} {name}"
     try:
         db.execute("INSERT INTO rowcast_state VALUES (?, 1)", (stale,))
-        db.execute("INSERT INTO test (data) VALUES ('written while it was down')")
-        assert [c.after["data"] for tx in relay_read(path) for c in tx] == [  # type: ignore[index]
-            "written while it was down"
-        ]
+        read_after_it(path, db)
         (left,) = db.execute(
             "SELECT count(*) FROM rowcast_state WHERE key = ?", (stale,)
         ).fetchone()

@@ -171,8 +171,7 @@ class PostgresReads:
         finally:
             with contextlib.suppress(Exception):  # a broken connection rolled it back
                 reader.rollback()
-        key = tuple(layout.columns.index(k) for k in layout.pk)  # as the stream's pk has it
-        rows = Rows(values, loader.names, key[0] if len(key) == 1 else key)
+        rows = Rows(values, loader.names, layout.pk_at())
         if not values:
             return rows, after
         last = tuple(result.get_value(len(values) - 1, i).decode() for i in keyset.key_at(layout))

@@ -41,6 +41,12 @@ class Layout:
             return image[self.pk[0]]
         return tuple(image[k] for k in self.pk) if self.pk else None
 
+    def pk_at(self) -> int | tuple[int, ...]:
+        """Where a row of `columns` holds the ``pk`` the stream gives (`rowcast.sources.
+        _rows.Rows`' key): the index of its one column, or a tuple of them."""
+        at = tuple(self.columns.index(k) for k in self.pk)
+        return at[0] if len(at) == 1 else at
+
 
 def describe(cur: Any, target: str, schema: str, table: str) -> Layout:
     """How `table` is read: its columns as pgoutput sends them, its key, how keys compare.

@@ -19,7 +19,7 @@ from .._rows import Rows
 from ..signal import NAME, SignalTable
 from . import triggers
 from .file import check_patterns, connect, matcher
-from .keys import Keys
+from .keys import Keys, key_at
 
 __all__ = ["SqliteReads"]
 
@@ -107,7 +107,7 @@ class SqliteReads:
         try:
             for rows, last in self._keys.chunks(conn, described, after, size, where):
                 return rows, last
-            return Rows([], described.columns, 0), after
+            return Rows([], described.columns, key_at(described)), after
         except sqlite3.OperationalError as e:
             raise ConfigError(f"{self.url}: reading {table} failed: {e}") from e
         finally:

@@ -16,7 +16,7 @@ from ...change import Change
 from .._rows import Rows
 from . import triggers
 
-__all__ = ["Keys"]
+__all__ = ["Keys", "key_at"]
 
 
 class Keys:
@@ -52,7 +52,7 @@ class Keys:
         last: Any = after if isinstance(after, tuple) else None
         keyed = self._keyed(reader, table, chunk, where, nullable)
         while True:
-            found = Rows([], table.columns, _key_at(table))
+            found = Rows([], table.columns, key_at(table))
             end: Any = None
             if not nulls_read:
                 found, rowid = self._nulls(reader, table, rowid, chunk, where, nullable)
@@ -78,7 +78,7 @@ class Keys:
         nullable: tuple[str, ...],
     ) -> Any:
         """What reads up to n rows after key `last` (None: from the first) in key order."""
-        slots, columns, at = table.slots, table.columns, _key_at(table)
+        slots, columns, at = table.slots, table.columns, key_at(table)
         ends = [at] if isinstance(at, int) else list(at)
         collations = self.collation(table.name, table.key)
         names = [triggers.ident(k) for k in table.key]
@@ -123,7 +123,7 @@ class Keys:
         params: list[Any] = []
         if alias is None:
             if rowid == "all":
-                return Rows([], columns, _key_at(table)), rowid
+                return Rows([], columns, key_at(table)), rowid
             limit = ""
         else:
             query += f", {alias}"
@@ -133,7 +133,7 @@ class Keys:
             limit = f" ORDER BY {alias} LIMIT {int(chunk)}"
         query += f" FROM {triggers.ident(table.name)} WHERE {' AND '.join(conditions)}{limit}"
         rows = reader.execute(query, params).fetchall()
-        found = Rows(rows, columns, _key_at(table))  # the rowid after the columns
+        found = Rows(rows, columns, key_at(table))  # the rowid after the columns
         if not rows:
             return found, rowid
         return found, rows[-1][len(columns)] if alias is not None else "all"
@@ -225,7 +225,7 @@ class Keys:
         return found
 
 
-def _key_at(table: triggers.Table) -> int | tuple[int, ...]:
+def key_at(table: triggers.Table) -> int | tuple[int, ...]:
     """Where a chunk's row holds the key (`rowcast.sources._rows.Rows`' key): the index
     of its one column, or a tuple of them. A table with a NULL-able key has it among
     its columns, so its rows with a NULL in the key hold it at the same places."""
